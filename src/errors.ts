@@ -1,0 +1,90 @@
+/**
+ * One error type for file-system failures, carrying a POSIX code name, and one mapping to errno numbers used
+ * at every boundary (SDK, FUSE, CLI). Unknown errors become EIO there.
+ */
+
+export const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  E2BIG: 7,
+  EBADF: 9,
+  EAGAIN: 11,
+  EACCES: 13,
+  EBUSY: 16,
+  EEXIST: 17,
+  EXDEV: 18,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  EFBIG: 27,
+  ENOSPC: 28,
+  ESPIPE: 29,
+  EROFS: 30,
+  EMLINK: 31,
+  ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ENOSYS: 38,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  ENODATA: 61,
+  ENOTSUP: 95,
+  ETIMEDOUT: 110,
+  EDQUOT: 122,
+} as const;
+
+export type ErrnoCode = keyof typeof ERRNO;
+
+export class FsError extends Error {
+  readonly code: ErrnoCode;
+  readonly errno: number;
+  syscall: string | undefined;
+  path: string | undefined;
+
+  constructor(code: ErrnoCode, message?: string, options?: { cause?: unknown; syscall?: string; path?: string }) {
+    super(message ?? code, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FsError';
+    this.code = code;
+    this.errno = ERRNO[code];
+    this.syscall = options?.syscall;
+    this.path = options?.path;
+  }
+}
+
+export function fsError(code: ErrnoCode, message?: string): FsError {
+  return new FsError(code, message ?? code);
+}
+
+export function isFsError(err: unknown, code?: ErrnoCode): err is FsError {
+  return err instanceof FsError && (code === undefined || err.code === code);
+}
+
+/** The positive errno for any error; anything that is not an FsError is EIO. */
+export function toErrno(err: unknown): number {
+  return err instanceof FsError ? err.errno : ERRNO.EIO;
+}
+
+/** A stored copy of a block failed verification (checksum, header, length). Never returned as data. */
+export class CorruptBlockError extends Error {
+  readonly code = 'ECORRUPT';
+  readonly key: string;
+  constructor(key: string, detail: string) {
+    super(`corrupt block ${key}: ${detail}`);
+    this.key = key;
+    this.name = 'CorruptBlockError';
+  }
+}
+
+/** A user-facing error: the CLI prints only its message, on one line, and exits non-zero. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Programmer errors: a failed assertion is a bug, not a condition to handle. */
+export function assert(cond: unknown, message = 'assertion failed'): asserts cond {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}

@@ -1,0 +1,1165 @@
+/**
+ * The POSIX layer over any MetaEngine: names, attributes, permissions, rename rules, trash, open-file
+ * tracking, chunk slice lists, sessions and id allocation. Every public mutation is one engine transaction.
+ *
+ * Inode-based, like the kernel's VFS: callers resolve paths (sdk/, fuse/) and pass inode numbers.
+ */
+
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { FsError } from '../errors.js';
+import type { MetaEngine, Txn } from './engine.js';
+import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
+import {
+  CHUNK_BYTES,
+  FALLOC_KEEP_SIZE,
+  FALLOC_PUNCH_HOLE,
+  FALLOC_ZERO_RANGE,
+  FIRST_FREE_INO,
+  FORMAT_VERSION,
+  NAME_BYTES_MAX,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  ROOT_INO,
+  R_OK,
+  SYMLINK_BYTES_MAX,
+  TRASH_INO,
+  TRASH_NAME,
+  W_OK,
+  XATTR_CREATE,
+  XATTR_NAME_BYTES_MAX,
+  XATTR_REPLACE,
+  XATTR_VALUE_BYTES_MAX,
+  X_OK,
+  type Attr,
+  type Ctx,
+  type DelSliceRec,
+  type DirEntry,
+  type EntryRec,
+  type FileType,
+  type FormatRec,
+  type InodeRec,
+  type SessionRec,
+  type SetAttr,
+  type SliceRefRec,
+  type StatFs,
+} from './types.js';
+
+const DIR_BYTES = 4096;
+const INO_BATCH = 100;
+const SLICE_BATCH = 1000;
+const SCAN_PAGE = 1000;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_ISVTX = 0o1000;
+
+export interface MetaOptions {
+  /** This client's region (recorded in its session). */
+  region?: string;
+  /** Heartbeat period, ms; 0 disables the timer (tests call heartbeat()). */
+  heartbeatMs?: number;
+  /** A session whose heartbeat is older than this is dead, ms. */
+  sessionStaleMs?: number;
+  /** Open a session (clients that hold files open); tools like fsck and dump do not need one. */
+  session?: boolean;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+export interface FormatOptions {
+  name: string;
+  storage: string;
+  blockBytes: number;
+  compression: FormatRec['compression'];
+  trashDays: number;
+  capacityBytes?: number;
+  force?: boolean;
+}
+
+const enc = (n: number): string => String(n);
+
+function err(code: ConstructorParameters<typeof FsError>[0], message?: string): FsError {
+  return new FsError(code, message);
+}
+
+export function checkName(name: string): void {
+  if (name === '' || name.includes('/') || name.includes('\0')) throw err('EINVAL', `invalid name ${JSON.stringify(name)}`);
+  if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw err('ENAMETOOLONG', `name longer than ${NAME_BYTES_MAX} bytes`);
+}
+
+/** Reads the format record; undefined on an engine that holds no volume. */
+export async function loadFormat(engine: MetaEngine): Promise<FormatRec | undefined> {
+  return engine.txn((tx) => tx.get<FormatRec>('setting', '', 'format'), { readonly: true });
+}
+
+export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now = Date.now()): Promise<FormatRec> {
+  const existing = await loadFormat(engine);
+  if (existing !== undefined) {
+    if (!opts.force) throw new FsError('EEXIST', `volume "${existing.name}" already exists here (use --force to overwrite it)`);
+    await engine.reset();
+  }
+  const format: FormatRec = {
+    name: opts.name,
+    uuid: randomUUID(),
+    storage: opts.storage,
+    blockBytes: opts.blockBytes,
+    chunkBytes: CHUNK_BYTES,
+    compression: opts.compression,
+    trashDays: opts.trashDays,
+    capacityBytes: opts.capacityBytes ?? 2 ** 50,
+    version: FORMAT_VERSION,
+    createdAt: now,
+  };
+  await engine.txn(async (tx) => {
+    tx.put('setting', '', 'format', format);
+    const dir = (parent: number, mode: number): InodeRec => ({
+      type: 'dir', mode, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent,
+    });
+    tx.put('inode', '', enc(ROOT_INO), dir(ROOT_INO, 0o777));
+    tx.put('inode', '', enc(TRASH_INO), dir(ROOT_INO, 0o555));
+    tx.put('counter', '', 'nextInode', FIRST_FREE_INO);
+    tx.put('counter', '', 'nextSlice', 1);
+    tx.put('counter', '', 'nextSession', 1);
+    tx.put('counter', '', 'usedBytes', 0);
+    tx.put('counter', '', 'inodes', 0);
+    await Promise.resolve();
+  });
+  return format;
+}
+
+/** Allocates ids from a counter in batches so most allocations cost no transaction. */
+class IdPool {
+  private next = 0;
+  private end = 0;
+  private pending: Promise<void> | undefined;
+  private readonly engine: MetaEngine;
+  private readonly counter: string;
+  private readonly batch: number;
+  constructor(engine: MetaEngine, counter: string, batch: number) {
+    this.engine = engine;
+    this.counter = counter;
+    this.batch = batch;
+  }
+
+  async take(): Promise<number> {
+    while (this.next >= this.end) {
+      this.pending ??= this.refill().finally(() => {
+        this.pending = undefined;
+      });
+      await this.pending;
+    }
+    return this.next++;
+  }
+
+  private async refill(): Promise<void> {
+    const start = await this.engine.txn(async (tx) => {
+      const c = (await tx.get<number>('counter', '', this.counter)) ?? 1;
+      tx.put('counter', '', this.counter, c + this.batch);
+      return c;
+    });
+    this.next = start;
+    this.end = start + this.batch;
+  }
+}
+
+export class Meta {
+  readonly engine: MetaEngine;
+  readonly format: FormatRec;
+  readonly chunkBytes: number;
+  sid = 0;
+  private readonly inos: IdPool;
+  private readonly sliceIds: IdPool;
+  private readonly openFiles = new Map<number, number>();
+  private readonly options: Required<Omit<MetaOptions, 'region'>> & { region: string };
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private constructor(engine: MetaEngine, format: FormatRec, options: MetaOptions) {
+    this.engine = engine;
+    this.format = format;
+    this.chunkBytes = format.chunkBytes;
+    this.inos = new IdPool(engine, 'nextInode', INO_BATCH);
+    this.sliceIds = new IdPool(engine, 'nextSlice', SLICE_BATCH);
+    this.options = {
+      region: options.region ?? '',
+      heartbeatMs: options.heartbeatMs ?? 20_000,
+      sessionStaleMs: options.sessionStaleMs ?? 300_000,
+      session: options.session ?? true,
+      now: options.now ?? Date.now,
+    };
+  }
+
+  /** Opens a formatted volume; throws FsError ENODEV-like EINVAL if the engine holds none. */
+  static async open(engine: MetaEngine, options: MetaOptions = {}): Promise<Meta> {
+    const format = await loadFormat(engine);
+    if (format === undefined) throw new FsError('EINVAL', `no volume in ${engine.description} (run "ferry format" first)`);
+    if (format.version > FORMAT_VERSION) {
+      throw new FsError('EINVAL', `volume format version ${format.version} is newer than this ferry supports (${FORMAT_VERSION})`);
+    }
+    const meta = new Meta(engine, format, options);
+    if (meta.options.session) await meta.openSession();
+    return meta;
+  }
+
+  private now(): number {
+    return this.options.now();
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  private async openSession(): Promise<void> {
+    const now = this.now();
+    this.sid = await this.engine.txn(async (tx) => {
+      const sid = (await tx.get<number>('counter', '', 'nextSession')) ?? 1;
+      tx.put('counter', '', 'nextSession', sid + 1);
+      const rec: SessionRec = { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region };
+      tx.put('session', '', enc(sid), rec);
+      return sid;
+    });
+    if (this.options.heartbeatMs > 0) {
+      this.heartbeatTimer = setInterval(() => {
+        this.heartbeat().catch((e: unknown) => {
+          process.emitWarning(`ferry: session heartbeat failed: ${String(e)}`);
+        });
+      }, this.options.heartbeatMs);
+      this.heartbeatTimer.unref();
+    }
+  }
+
+  /** Refreshes this session's heartbeat and cleans up sessions that stopped beating. */
+  async heartbeat(): Promise<void> {
+    if (this.sid === 0) return;
+    const now = this.now();
+    await this.engine.txn(async (tx) => {
+      const rec = await tx.get<SessionRec>('session', '', enc(this.sid));
+      if (rec !== undefined) tx.put('session', '', enc(this.sid), { ...rec, heartbeat: now });
+    });
+    await this.cleanStaleSessions();
+  }
+
+  async listSessions(): Promise<Array<SessionRec & { sid: number }>> {
+    const rows = await this.engine.txn((tx) => tx.scan<SessionRec>('session', ''), { readonly: true });
+    return rows.map(([k, v]) => ({ ...v, sid: Number(k) }));
+  }
+
+  /** Removes dead sessions and what they held: open-but-unlinked files, locks. Returns how many. */
+  async cleanStaleSessions(): Promise<number> {
+    const deadline = this.now() - this.options.sessionStaleMs;
+    let cleaned = 0;
+    for (const s of await this.listSessions()) {
+      if (s.sid === this.sid || s.heartbeat >= deadline) continue;
+      await this.cleanSession(s.sid);
+      cleaned++;
+    }
+    return cleaned;
+  }
+
+  private async cleanSession(sid: number): Promise<void> {
+    for (;;) {
+      const batch = await this.engine.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
+      if (batch.length === 0) break;
+      for (const [inoKey] of batch) {
+        await this.engine.txn(async (tx) => {
+          tx.del('sustained', enc(sid), inoKey);
+          const ino = Number(inoKey);
+          const attr = await tx.get<InodeRec>('inode', '', inoKey);
+          if (attr !== undefined && attr.nlink === 0 && !(await this.openElsewhere(tx, ino, sid))) await this.destroyInode(tx, ino, attr);
+        });
+      }
+    }
+    await this.engine.txn(async (tx) => {
+      tx.del('session', '', enc(sid));
+      await Promise.resolve();
+    });
+  }
+
+  /** Whether another live session than `except` holds the inode open-but-unlinked. */
+  private async openElsewhere(tx: Txn, ino: number, except: number): Promise<boolean> {
+    for (const [sidKey] of await tx.scan('session', '')) {
+      if (Number(sidKey) === except) continue;
+      if ((await tx.get('sustained', sidKey, enc(ino))) !== undefined) return true;
+    }
+    return false;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
+    if (this.sid !== 0) {
+      // Files still open when the client closes are closed now (their unlinked data released).
+      for (const ino of [...this.openFiles.keys()]) {
+        this.openFiles.set(ino, 1);
+        await this.release(ino);
+      }
+      await this.cleanSession(this.sid);
+      this.sid = 0;
+    }
+  }
+
+  // ---------------------------------------------------------------- ids
+
+  newSliceId(): Promise<number> {
+    return this.sliceIds.take();
+  }
+
+  // ---------------------------------------------------------------- attributes and permissions
+
+  async getattr(ino: number): Promise<Attr> {
+    const rec = await this.engine.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
+    if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
+    return { ...rec, ino };
+  }
+
+  private async inode(tx: Txn, ino: number): Promise<InodeRec> {
+    const rec = await tx.get<InodeRec>('inode', '', enc(ino));
+    if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
+    return rec;
+  }
+
+  private async dir(tx: Txn, ino: number): Promise<InodeRec> {
+    const rec = await this.inode(tx, ino);
+    if (rec.type !== 'dir') throw err('ENOTDIR');
+    return rec;
+  }
+
+  /** Whether ctx may access attr with mask (R_OK|W_OK|X_OK). */
+  static allowed(ctx: Ctx, attr: InodeRec, mask: number): boolean {
+    if (ctx.uid === 0) {
+      // Root may read and write anything, and execute what anyone may execute (directories always).
+      return (mask & X_OK) === 0 || attr.type === 'dir' || (attr.mode & 0o111) !== 0;
+    }
+    let bits: number;
+    if (ctx.uid === attr.uid) bits = (attr.mode >> 6) & 7;
+    else if (ctx.gid === attr.gid || ctx.gids.includes(attr.gid)) bits = (attr.mode >> 3) & 7;
+    else bits = attr.mode & 7;
+    return (bits & mask) === mask;
+  }
+
+  static check(ctx: Ctx, attr: InodeRec, mask: number): void {
+    if (!Meta.allowed(ctx, attr, mask)) throw err('EACCES');
+  }
+
+  /** access(2). */
+  async access(ctx: Ctx, ino: number, mask: number): Promise<void> {
+    const attr = await this.getattr(ino);
+    if (mask !== 0) Meta.check(ctx, attr, mask);
+  }
+
+  private static inGroup(ctx: Ctx, gid: number): boolean {
+    return ctx.gid === gid || ctx.gids.includes(gid);
+  }
+
+  async setattr(ctx: Ctx, ino: number, set: SetAttr): Promise<Attr> {
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const a = { ...(await this.inode(tx, ino)) };
+      const owner = ctx.uid === 0 || ctx.uid === a.uid;
+      if (set.mode !== undefined) {
+        if (!owner) throw err('EPERM', 'only the owner may change the mode');
+        let mode = set.mode & 0o7777;
+        if (ctx.uid !== 0 && a.type !== 'dir' && !Meta.inGroup(ctx, a.gid)) mode &= ~S_ISGID;
+        a.mode = mode;
+      }
+      if (set.uid !== undefined || set.gid !== undefined) {
+        const uid = set.uid ?? a.uid;
+        const gid = set.gid ?? a.gid;
+        if (ctx.uid !== 0) {
+          if (uid !== a.uid) throw err('EPERM', 'only root may change the owner');
+          if (gid !== a.gid && (ctx.uid !== a.uid || !Meta.inGroup(ctx, gid))) throw err('EPERM', 'not a member of the group');
+        }
+        if ((uid !== a.uid || gid !== a.gid) && a.type === 'file') {
+          // chown drops set-id bits so a changed owner cannot inherit privileges.
+          a.mode &= ~S_ISUID;
+          if (a.mode & 0o010) a.mode &= ~S_ISGID;
+        }
+        a.uid = uid;
+        a.gid = gid;
+      }
+      for (const f of ['atime', 'mtime'] as const) {
+        const v = set[f];
+        if (v === undefined) continue;
+        if (v === 'now') {
+          if (!owner && !Meta.allowed(ctx, a, W_OK)) throw err('EACCES');
+          a[f] = now;
+        } else {
+          if (!owner) throw err('EPERM', 'only the owner may set times');
+          a[f] = v;
+        }
+      }
+      a.ctime = now;
+      tx.put('inode', '', enc(ino), a);
+      return { ...a, ino };
+    });
+  }
+
+  // ---------------------------------------------------------------- names
+
+  async lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
+    return this.engine.txn(
+      async (tx) => {
+        const p = await this.dir(tx, parent);
+        Meta.check(ctx, p, X_OK);
+        if (name === '.') return { ...p, ino: parent };
+        if (name === '..') return { ...(await this.inode(tx, p.parent)), ino: p.parent };
+        if (parent === ROOT_INO && name === TRASH_NAME) return { ...(await this.inode(tx, TRASH_INO)), ino: TRASH_INO };
+        if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw err('ENAMETOOLONG');
+        const e = await tx.get<EntryRec>('entry', enc(parent), name);
+        if (e === undefined) throw err('ENOENT', name);
+        return { ...(await this.inode(tx, e.ino)), ino: e.ino };
+      },
+      { readonly: true },
+    );
+  }
+
+  /** Checks that ctx may add or remove names in directory p. */
+  private static checkDirWrite(ctx: Ctx, p: InodeRec): void {
+    Meta.check(ctx, p, W_OK | X_OK);
+  }
+
+  /** Sticky directories: only root, the directory's owner or the entry's owner may remove or replace it. */
+  private static checkSticky(ctx: Ctx, p: InodeRec, child: InodeRec): void {
+    if ((p.mode & S_ISVTX) !== 0 && ctx.uid !== 0 && ctx.uid !== p.uid && ctx.uid !== child.uid) throw err('EPERM', 'sticky directory');
+  }
+
+  private async addUsage(tx: Txn, bytes: number, inodes: number): Promise<void> {
+    if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
+    if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
+  }
+
+  /** Creates a node of any type; the mode is applied as given (callers apply the umask). */
+  async mknod(
+    ctx: Ctx,
+    parent: number,
+    name: string,
+    type: FileType,
+    mode: number,
+    opts: { rdev?: number; target?: string; exclusive?: boolean } = {},
+  ): Promise<Attr> {
+    checkName(name);
+    if (type === 'symlink') {
+      const t = opts.target ?? '';
+      if (t === '') throw err('ENOENT', 'empty symlink target');
+      if (Buffer.byteLength(t) > SYMLINK_BYTES_MAX) throw err('ENAMETOOLONG', 'symlink target too long');
+    }
+    const ino = await this.inos.take();
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const p = await this.dir(tx, parent);
+      if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
+      Meta.checkDirWrite(ctx, p);
+      if ((await tx.get('entry', enc(parent), name)) !== undefined || (parent === ROOT_INO && name === TRASH_NAME)) throw err('EEXIST', name);
+      let m = mode & 0o7777;
+      let gid = ctx.gid;
+      if ((p.mode & S_ISGID) !== 0) {
+        gid = p.gid;
+        if (type === 'dir') m |= S_ISGID;
+      } else if (ctx.uid !== 0 && type !== 'dir' && !Meta.inGroup(ctx, gid)) m &= ~S_ISGID;
+      const rec: InodeRec = {
+        type,
+        mode: type === 'symlink' ? 0o777 : m,
+        uid: ctx.uid,
+        gid,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        nlink: type === 'dir' ? 2 : 1,
+        length: type === 'dir' ? DIR_BYTES : type === 'symlink' ? Buffer.byteLength(opts.target ?? '') : 0,
+        rdev: opts.rdev ?? 0,
+        parent: type === 'dir' ? parent : 0,
+      };
+      if (type === 'symlink') rec.target = opts.target ?? '';
+      tx.put('inode', '', enc(ino), rec);
+      tx.put('entry', enc(parent), name, { ino, type });
+      const np = { ...p, mtime: now, ctime: now };
+      if (type === 'dir') np.nlink++;
+      tx.put('inode', '', enc(parent), np);
+      await this.addUsage(tx, 0, 1);
+      return { ...rec, ino };
+    });
+  }
+
+  mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
+    return this.mknod(ctx, parent, name, 'dir', mode);
+  }
+
+  create(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
+    return this.mknod(ctx, parent, name, 'file', mode);
+  }
+
+  symlink(ctx: Ctx, parent: number, name: string, target: string): Promise<Attr> {
+    return this.mknod(ctx, parent, name, 'symlink', 0o777, { target });
+  }
+
+  async readlink(ino: number): Promise<string> {
+    const a = await this.getattr(ino);
+    if (a.type !== 'symlink' || a.target === undefined) throw err('EINVAL', 'not a symlink');
+    return a.target;
+  }
+
+  async link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
+    checkName(name);
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const p = await this.dir(tx, parent);
+      if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
+      Meta.checkDirWrite(ctx, p);
+      const a = await this.inode(tx, ino);
+      if (a.type === 'dir') throw err('EPERM', 'hard link to a directory');
+      if (a.nlink === 0) throw err('ENOENT', 'file was removed');
+      if ((await tx.get('entry', enc(parent), name)) !== undefined || (parent === ROOT_INO && name === TRASH_NAME)) throw err('EEXIST', name);
+      const na = { ...a, nlink: a.nlink + 1, ctime: now };
+      tx.put('inode', '', enc(ino), na);
+      tx.put('entry', enc(parent), name, { ino, type: a.type });
+      tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
+      return { ...na, ino };
+    });
+  }
+
+  async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
+    checkName(name);
+    const now = this.now();
+    const spare = await this.spareIno();
+    await this.engine.txn(async (tx) => {
+      const p = await this.dir(tx, parent);
+      Meta.checkDirWrite(ctx, p);
+      const e = await tx.get<EntryRec>('entry', enc(parent), name);
+      if (e === undefined) throw err('ENOENT', name);
+      const a = await this.inode(tx, e.ino);
+      if (a.type === 'dir') throw err('EISDIR', name);
+      Meta.checkSticky(ctx, p, a);
+      tx.del('entry', enc(parent), name);
+      tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
+      await this.dropLink(tx, e.ino, a, parent, name, now, spare);
+    });
+  }
+
+  /** An inode number reserved before a transaction that may need a trash directory (ids cannot be allocated inside one). */
+  private async spareIno(): Promise<number> {
+    return this.format.trashDays > 0 ? this.inos.take() : 0;
+  }
+
+  /**
+   * Removes one link of a non-directory whose entry the caller already deleted: trash it, keep it for its
+   * open handles, or destroy it.
+   */
+  private async dropLink(tx: Txn, ino: number, a: InodeRec, parent: number, name: string, now: number, spareIno: number): Promise<void> {
+    if (a.nlink > 1) {
+      tx.put('inode', '', enc(ino), { ...a, nlink: a.nlink - 1, ctime: now });
+      return;
+    }
+    if (this.format.trashDays > 0 && parent !== TRASH_INO && !(await this.isInTrash(tx, parent))) {
+      const hour = await this.trashHourDir(tx, now, spareIno);
+      const tname = `${parent}-${ino}-${name}`;
+      const trimmed = Buffer.byteLength(tname) > NAME_BYTES_MAX ? Buffer.from(tname).subarray(0, NAME_BYTES_MAX).toString() : tname;
+      tx.put('entry', enc(hour), trimmed, { ino, type: a.type });
+      tx.put('inode', '', enc(ino), { ...a, ctime: now });
+      return;
+    }
+    if (this.openFiles.has(ino)) {
+      tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
+      tx.put('sustained', enc(this.sid), enc(ino), 1);
+      return;
+    }
+    await this.destroyInode(tx, ino, a);
+  }
+
+  private async isInTrash(tx: Txn, dirIno: number): Promise<boolean> {
+    if (dirIno === TRASH_INO) return true;
+    const d = await tx.get<InodeRec>('inode', '', enc(dirIno));
+    return d !== undefined && d.parent === TRASH_INO;
+  }
+
+  /** The trash subdirectory for the hour of `now`, created on first use (name: YYYY-MM-DD-HH, UTC). */
+  private async trashHourDir(tx: Txn, now: number, ino: number): Promise<number> {
+    const name = new Date(now).toISOString().slice(0, 13).replace('T', '-');
+    const e = await tx.get<EntryRec>('entry', enc(TRASH_INO), name);
+    if (e !== undefined) return e.ino;
+    if (ino === 0) throw new Error('assertion failed: no inode reserved for the trash directory');
+    const t = await this.inode(tx, TRASH_INO);
+    tx.put('inode', '', enc(ino), {
+      type: 'dir', mode: 0o555, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent: TRASH_INO,
+    });
+    tx.put('entry', enc(TRASH_INO), name, { ino, type: 'dir' });
+    tx.put('inode', '', enc(TRASH_INO), { ...t, nlink: t.nlink + 1, mtime: now, ctime: now });
+    await this.addUsage(tx, 0, 1);
+    return ino;
+  }
+
+  /** Deletes an inode with no links left: its record, xattrs, and its chunks (slices released). */
+  private async destroyInode(tx: Txn, ino: number, a: InodeRec): Promise<void> {
+    tx.del('inode', '', enc(ino));
+    for (const [k] of await tx.scan('xattr', enc(ino))) tx.del('xattr', enc(ino), k);
+    if (a.type === 'file') {
+      await this.releaseChunks(tx, ino, 0);
+      await this.addUsage(tx, -a.length, -1);
+    } else {
+      await this.addUsage(tx, 0, -1);
+    }
+  }
+
+  /** Deletes chunk records with index >= fromIdx and drops one reference of each slice they named. */
+  private async releaseChunks(tx: Txn, ino: number, fromIdx: number): Promise<void> {
+    for (const [k, refs] of await tx.scan<SliceRef[]>('chunk', enc(ino))) {
+      if (Number(k) < fromIdx) continue;
+      tx.del('chunk', enc(ino), k);
+      for (const r of refs) await this.unrefSlice(tx, r.id);
+    }
+  }
+
+  private async unrefSlice(tx: Txn, id: number): Promise<void> {
+    if (id === 0) return;
+    const s = await tx.get<SliceRefRec>('slice', '', enc(id));
+    if (s === undefined) return;
+    if (s.refs > 1) {
+      tx.put('slice', '', enc(id), { size: s.size, refs: s.refs - 1 });
+      return;
+    }
+    tx.del('slice', '', enc(id));
+    tx.put('delslice', '', enc(id), { size: s.size, time: this.now() } satisfies DelSliceRec);
+  }
+
+  private async refSlice(tx: Txn, id: number, size: number): Promise<void> {
+    if (id === 0) return;
+    const s = await tx.get<SliceRefRec>('slice', '', enc(id));
+    if (s === undefined) throw new Error(`assertion failed: reference to unknown slice ${id}`);
+    if (s.size !== size) throw new Error(`assertion failed: slice ${id} size ${s.size} != ${size}`);
+    tx.put('slice', '', enc(id), { size, refs: s.refs + 1 });
+  }
+
+  async rmdir(ctx: Ctx, parent: number, name: string): Promise<void> {
+    if (name === '.') throw err('EINVAL');
+    if (name === '..') throw err('ENOTEMPTY');
+    checkName(name);
+    const now = this.now();
+    await this.engine.txn(async (tx) => {
+      const p = await this.dir(tx, parent);
+      Meta.checkDirWrite(ctx, p);
+      const e = await tx.get<EntryRec>('entry', enc(parent), name);
+      if (e === undefined) throw err('ENOENT', name);
+      const a = await this.inode(tx, e.ino);
+      if (a.type !== 'dir') throw err('ENOTDIR', name);
+      Meta.checkSticky(ctx, p, a);
+      if ((await tx.scan('entry', enc(e.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
+      tx.del('entry', enc(parent), name);
+      tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
+      await this.destroyInode(tx, e.ino, a);
+    });
+  }
+
+  /** rename(2) / renameat2(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. */
+  async rename(ctx: Ctx, srcParent: number, srcName: string, dstParent: number, dstName: string, flags = 0): Promise<void> {
+    if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0) throw err('EINVAL', 'unknown rename flags');
+    if ((flags & RENAME_NOREPLACE) !== 0 && (flags & RENAME_EXCHANGE) !== 0) throw err('EINVAL', 'NOREPLACE with EXCHANGE');
+    for (const n of [srcName, dstName]) if (n === '.' || n === '..') throw err('EBUSY');
+    checkName(srcName);
+    checkName(dstName);
+    const now = this.now();
+    const spare = await this.spareIno();
+    await this.engine.txn(async (tx) => {
+      const sp = await this.dir(tx, srcParent);
+      const dp = dstParent === srcParent ? sp : await this.dir(tx, dstParent);
+      Meta.checkDirWrite(ctx, sp);
+      if (dp !== sp) Meta.checkDirWrite(ctx, dp);
+      if (dp.nlink === 0) throw err('ENOENT', 'target directory was removed');
+      if (dstParent === ROOT_INO && dstName === TRASH_NAME) throw err('EPERM');
+      const se = await tx.get<EntryRec>('entry', enc(srcParent), srcName);
+      if (se === undefined) throw err('ENOENT', srcName);
+      const sa = await this.inode(tx, se.ino);
+      Meta.checkSticky(ctx, sp, sa);
+      const de = await tx.get<EntryRec>('entry', enc(dstParent), dstName);
+      const da = de === undefined ? undefined : await this.inode(tx, de.ino);
+      const exchange = (flags & RENAME_EXCHANGE) !== 0;
+
+      if (exchange && (de === undefined || da === undefined)) throw err('ENOENT', dstName);
+      if (de !== undefined && (flags & RENAME_NOREPLACE) !== 0) throw err('EEXIST', dstName);
+      if (de !== undefined && de.ino === se.ino) {
+        // Two names of one inode: POSIX says do nothing (unless exchanging, which is then also a no-op).
+        return;
+      }
+      // A directory may not move below itself (checked for both sides of an exchange).
+      if (sa.type === 'dir' && dstParent !== srcParent) await this.checkNotAncestor(tx, se.ino, dstParent);
+      if (exchange && da?.type === 'dir' && dstParent !== srcParent) await this.checkNotAncestor(tx, de!.ino, srcParent);
+      // Moving a directory to a new parent rewrites its '..': that needs write permission on it.
+      if (sa.type === 'dir' && dstParent !== srcParent && ctx.uid !== 0) Meta.check(ctx, sa, W_OK);
+      if (exchange && da?.type === 'dir' && dstParent !== srcParent && ctx.uid !== 0) Meta.check(ctx, da, W_OK);
+
+      const parents = new Map<number, InodeRec>([[srcParent, { ...sp, mtime: now, ctime: now }]]);
+      if (dstParent !== srcParent) parents.set(dstParent, { ...dp, mtime: now, ctime: now });
+      const sP = parents.get(srcParent)!;
+      const dP = parents.get(dstParent)!;
+
+      if (exchange && de !== undefined && da !== undefined) {
+        tx.put('entry', enc(srcParent), srcName, { ino: de.ino, type: da.type });
+        tx.put('entry', enc(dstParent), dstName, { ino: se.ino, type: sa.type });
+        if (srcParent !== dstParent) {
+          if (sa.type === 'dir') {
+            sP.nlink--;
+            dP.nlink++;
+          }
+          if (da.type === 'dir') {
+            dP.nlink--;
+            sP.nlink++;
+          }
+        }
+        tx.put('inode', '', enc(se.ino), { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 });
+        tx.put('inode', '', enc(de.ino), { ...da, ctime: now, parent: da.type === 'dir' ? srcParent : 0 });
+      } else {
+        if (de !== undefined && da !== undefined) {
+          Meta.checkSticky(ctx, dp, da);
+          if (sa.type === 'dir' && da.type !== 'dir') throw err('ENOTDIR', dstName);
+          if (sa.type !== 'dir' && da.type === 'dir') throw err('EISDIR', dstName);
+          if (da.type === 'dir') {
+            if ((await tx.scan('entry', enc(de.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', dstName);
+            dP.nlink--;
+            await this.destroyInode(tx, de.ino, da);
+          }
+        }
+        tx.del('entry', enc(srcParent), srcName);
+        tx.put('entry', enc(dstParent), dstName, { ino: se.ino, type: sa.type });
+        if (sa.type === 'dir' && srcParent !== dstParent) {
+          sP.nlink--;
+          dP.nlink++;
+        }
+        tx.put('inode', '', enc(se.ino), { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 });
+        for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
+        if (de !== undefined && da !== undefined && da.type !== 'dir') await this.dropLink(tx, de.ino, da, dstParent, dstName, now, spare);
+        return;
+      }
+      for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
+    });
+  }
+
+  /** Throws EINVAL if directory `ino` is `dir` or one of its ancestors. */
+  private async checkNotAncestor(tx: Txn, ino: number, dir: number): Promise<void> {
+    let cur = dir;
+    for (let depth = 0; depth < 100_000; depth++) {
+      if (cur === ino) throw err('EINVAL', 'cannot move a directory into itself');
+      if (cur === ROOT_INO) return;
+      cur = (await this.inode(tx, cur)).parent;
+    }
+    throw new Error('assertion failed: directory parent chain does not reach the root');
+  }
+
+  /** One page of a directory; `after` is the last name of the previous page. */
+  async readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
+    return this.engine.txn(
+      async (tx) => {
+        const d = await this.dir(tx, ino);
+        Meta.check(ctx, d, R_OK);
+        const rows = await tx.scan<EntryRec>('entry', enc(ino), { after: opts.after, limit: opts.limit ?? SCAN_PAGE });
+        const out: DirEntry[] = [];
+        for (const [name, e] of rows) {
+          const entry: DirEntry = { name, ino: e.ino, type: e.type };
+          if (opts.plus) {
+            const a = await tx.get<InodeRec>('inode', '', enc(e.ino));
+            if (a === undefined) continue; // raced with a delete in a non-isolated read
+            entry.attr = { ...a, ino: e.ino };
+          }
+          out.push(entry);
+        }
+        return out;
+      },
+      { readonly: true },
+    );
+  }
+
+  async statfs(): Promise<StatFs> {
+    const [used, inodes] = await this.engine.txn(
+      async (tx) => [(await tx.get<number>('counter', '', 'usedBytes')) ?? 0, (await tx.get<number>('counter', '', 'inodes')) ?? 0] as const,
+      { readonly: true },
+    );
+    const bsize = 4096;
+    const blocks = Math.floor(this.format.capacityBytes / bsize);
+    const usedBlocks = Math.ceil(Math.max(0, used) / bsize);
+    const files = 2 ** 40;
+    return { bsize, blocks, bfree: Math.max(0, blocks - usedBlocks), bavail: Math.max(0, blocks - usedBlocks), files, ffree: files - inodes, usedBytes: used, inodes };
+  }
+
+  // ---------------------------------------------------------------- open files
+
+  /** Checks access for open(2) flags' access mode and tracks the open for unlink-while-open. */
+  async open(ctx: Ctx, ino: number, mask: number): Promise<Attr> {
+    const a = await this.getattr(ino);
+    if (mask !== 0) Meta.check(ctx, a, mask);
+    if (a.type === 'dir' && (mask & W_OK) !== 0) throw err('EISDIR');
+    this.openFiles.set(ino, (this.openFiles.get(ino) ?? 0) + 1);
+    return a;
+  }
+
+  /** Drops one open of ino; the last close of an unlinked file releases it. */
+  async release(ino: number): Promise<void> {
+    const n = this.openFiles.get(ino) ?? 0;
+    if (n > 1) {
+      this.openFiles.set(ino, n - 1);
+      return;
+    }
+    this.openFiles.delete(ino);
+    await this.engine.txn(async (tx) => {
+      if ((await tx.get('sustained', enc(this.sid), enc(ino))) === undefined) return;
+      tx.del('sustained', enc(this.sid), enc(ino));
+      const a = await tx.get<InodeRec>('inode', '', enc(ino));
+      if (a !== undefined && a.nlink === 0 && !(await this.openElsewhere(tx, ino, this.sid))) await this.destroyInode(tx, ino, a);
+    });
+  }
+
+  isOpen(ino: number): boolean {
+    return this.openFiles.has(ino);
+  }
+
+  // ---------------------------------------------------------------- data: chunks and slices
+
+  /** The slice references of one chunk, oldest first. */
+  async readChunk(ino: number, index: number): Promise<SliceRef[]> {
+    return (await this.engine.txn((tx) => tx.get<SliceRef[]>('chunk', enc(ino), enc(index)), { readonly: true })) ?? [];
+  }
+
+  /** Every chunk of a file: [index, refs]. */
+  async readChunks(ino: number): Promise<Array<[number, SliceRef[]]>> {
+    const rows = await this.engine.txn((tx) => tx.scan<SliceRef[]>('chunk', enc(ino)), { readonly: true });
+    return rows.map(([k, v]) => [Number(k), v]);
+  }
+
+  /**
+   * Commits stored slices into a file: appends each reference to its chunk, records the new slices, extends
+   * the length to cover them, updates mtime. All slices' blocks must already be stored.
+   */
+  async write(ino: number, writes: ReadonlyArray<{ index: number; ref: SliceRef }>, mtime?: number): Promise<{ attr: Attr; longest: number }> {
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const a = { ...(await this.inode(tx, ino)) };
+      if (a.type !== 'file') throw err('EBADF', 'not a regular file');
+      let longest = 0;
+      const chunks = new Map<number, SliceRef[]>();
+      for (const { index, ref } of writes) {
+        if (!Number.isSafeInteger(ref.id) || ref.id <= 0 || ref.pos < 0 || ref.len <= 0 || ref.pos + ref.len > this.chunkBytes) {
+          throw new Error(`assertion failed: bad slice reference ${JSON.stringify(ref)}`);
+        }
+        let list = chunks.get(index);
+        if (list === undefined) {
+          list = [...((await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [])];
+          chunks.set(index, list);
+        }
+        list.push(ref);
+        const s = await tx.get<SliceRefRec>('slice', '', enc(ref.id));
+        tx.put('slice', '', enc(ref.id), { size: ref.size, refs: (s?.refs ?? 0) + 1 });
+        const end = index * this.chunkBytes + ref.pos + ref.len;
+        if (end > a.length) {
+          await this.addUsage(tx, end - a.length, 0);
+          a.length = end;
+        }
+      }
+      for (const [index, list] of chunks) {
+        tx.put('chunk', enc(ino), enc(index), list);
+        longest = Math.max(longest, list.length);
+      }
+      a.mtime = mtime ?? now;
+      a.ctime = now;
+      tx.put('inode', '', enc(ino), a);
+      return { attr: { ...a, ino }, longest };
+    });
+  }
+
+  /** Appends zero references over [from, to) of a file, chunk by chunk (callers hold the transaction). */
+  private async zeroRange(tx: Txn, ino: number, from: number, to: number, lists: Map<number, SliceRef[]>): Promise<void> {
+    for (let off = from; off < to; ) {
+        const index = Math.floor(off / this.chunkBytes);
+        const pos = off - index * this.chunkBytes;
+        const len = Math.min(this.chunkBytes - pos, to - off);
+        let list = lists.get(index);
+        if (list === undefined) {
+          list = [...((await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [])];
+          lists.set(index, list);
+        }
+        // A zero reference over a chunk nothing was written to is pointless: gaps read as zeros already.
+        if (list.length > 0) list.push({ pos, id: 0, size: 0, off: 0, len });
+        off += len;
+    }
+  }
+
+  /** truncate(2). Permission checks are the caller's (path truncate needs W_OK; ftruncate the handle's). */
+  async truncate(ino: number, length: number): Promise<Attr> {
+    if (!Number.isSafeInteger(length) || length < 0) throw err('EINVAL', 'bad length');
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const a = { ...(await this.inode(tx, ino)) };
+      if (a.type === 'dir') throw err('EISDIR');
+      if (a.type !== 'file') throw err('EINVAL');
+      if (length < a.length) {
+        const keep = Math.ceil(length / this.chunkBytes);
+        await this.releaseChunks(tx, ino, keep);
+        const lists = new Map<number, SliceRef[]>();
+        if (length % this.chunkBytes !== 0) await this.zeroRange(tx, ino, length, Math.min(a.length, keep * this.chunkBytes), lists);
+        for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+      }
+      await this.addUsage(tx, length - a.length, 0);
+      if (length !== a.length) a.mtime = now;
+      a.length = length;
+      a.ctime = now;
+      tx.put('inode', '', enc(ino), a);
+      return { ...a, ino };
+    });
+  }
+
+  /** fallocate(2): mode 0 (extend), KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE [|KEEP_SIZE]. */
+  async fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+    if (offset < 0 || length <= 0 || !Number.isSafeInteger(offset + length)) throw err('EINVAL', 'bad range');
+    if ((mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) throw err('ENOTSUP');
+    if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_KEEP_SIZE) === 0) throw err('ENOTSUP', 'PUNCH_HOLE needs KEEP_SIZE');
+    if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_ZERO_RANGE) !== 0) throw err('EINVAL');
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const a = { ...(await this.inode(tx, ino)) };
+      if (a.type === 'dir') throw err('EISDIR');
+      if (a.type !== 'file') throw err('ENODEV');
+      const end = offset + length;
+      if ((mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) {
+        const lists = new Map<number, SliceRef[]>();
+        await this.zeroRange(tx, ino, offset, Math.min(end, a.length), lists);
+        for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+        a.mtime = now;
+      }
+      if ((mode & FALLOC_KEEP_SIZE) === 0 && end > a.length) {
+        await this.addUsage(tx, end - a.length, 0);
+        a.length = end;
+      }
+      a.ctime = now;
+      tx.put('inode', '', enc(ino), a);
+      return { ...a, ino };
+    });
+  }
+
+  /**
+   * copy_file_range(2) by reference: the destination gets references to the source's slices (no data is
+   * copied). Returns bytes copied (0 at or past the source's end).
+   */
+  async copyFileRange(inIno: number, inOff: number, outIno: number, outOff: number, size: number): Promise<number> {
+    if (inOff < 0 || outOff < 0 || size < 0) throw err('EINVAL');
+    const now = this.now();
+    return this.engine.txn(async (tx) => {
+      const src = await this.inode(tx, inIno);
+      const dst = { ...(inIno === outIno ? src : await this.inode(tx, outIno)) };
+      if (src.type === 'dir' || dst.type === 'dir') throw err('EISDIR');
+      if (src.type !== 'file' || dst.type !== 'file') throw err('EINVAL');
+      const n = Math.max(0, Math.min(size, src.length - inOff));
+      if (n === 0) return 0;
+      if (inIno === outIno && inOff < outOff + n && outOff < inOff + n) throw err('EINVAL', 'overlapping ranges in one file');
+      const C = this.chunkBytes;
+      const lists = new Map<number, SliceRef[]>();
+      const list = async (index: number): Promise<SliceRef[]> => {
+        let l = lists.get(index);
+        if (l === undefined) {
+          l = [...((await tx.get<SliceRef[]>('chunk', enc(outIno), enc(index))) ?? [])];
+          lists.set(index, l);
+        }
+        return l;
+      };
+      for (let off = inOff; off < inOff + n; ) {
+        const sIdx = Math.floor(off / C);
+        const sPos = off - sIdx * C;
+        const sEnd = Math.min(C, sPos + (inOff + n - off));
+        const view = visibleSegments((await tx.get<SliceRef[]>('chunk', enc(inIno), enc(sIdx))) ?? []);
+        // Fill the whole range, making gaps explicit zero references so old destination bytes are covered.
+        const pieces: SliceRef[] = [];
+        let cur = sPos;
+        for (const s of cutSegments(view, sPos, sEnd)) {
+          if (s.pos > cur) pieces.push({ pos: cur, id: 0, size: 0, off: 0, len: s.pos - cur });
+          pieces.push(s);
+          cur = s.pos + s.len;
+        }
+        if (cur < sEnd) pieces.push({ pos: cur, id: 0, size: 0, off: 0, len: sEnd - cur });
+        for (const p of pieces) {
+          // Place each piece at its destination, splitting at destination chunk edges.
+          let dAbs = outOff + (sIdx * C + p.pos - inOff);
+          let done = 0;
+          while (done < p.len) {
+            const dIdx = Math.floor(dAbs / C);
+            const dPos = dAbs - dIdx * C;
+            const len = Math.min(p.len - done, C - dPos);
+            const ref: SliceRef = { pos: dPos, id: p.id, size: p.size, off: p.id === 0 ? 0 : p.off + done, len };
+            const l = await list(dIdx);
+            if (p.id !== 0 || l.length > 0) {
+              l.push(ref);
+              await this.refSlice(tx, p.id, p.size);
+            }
+            done += len;
+            dAbs += len;
+          }
+        }
+        off = sIdx * C + sEnd;
+      }
+      for (const [index, l] of lists) if (l.length > 0) tx.put('chunk', enc(outIno), enc(index), l);
+      const end = outOff + n;
+      if (end > dst.length) {
+        await this.addUsage(tx, end - dst.length, 0);
+        dst.length = end;
+      }
+      dst.mtime = now;
+      dst.ctime = now;
+      tx.put('inode', '', enc(outIno), dst);
+      return n;
+    });
+  }
+
+  /**
+   * Replaces the first `old.length` references of a chunk by `ref` (compaction), if the chunk still starts
+   * with exactly those references; returns false when the chunk changed underneath (nothing written).
+   */
+  async replaceSlices(ino: number, index: number, old: readonly SliceRef[], ref: SliceRef): Promise<boolean> {
+    return this.engine.txn(async (tx) => {
+      const cur = (await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [];
+      if (cur.length < old.length) return false;
+      for (let i = 0; i < old.length; i++) {
+        const a = cur[i]!;
+        const b = old[i]!;
+        if (a.id !== b.id || a.pos !== b.pos || a.off !== b.off || a.len !== b.len) return false;
+      }
+      tx.put('slice', '', enc(ref.id), { size: ref.size, refs: 1 });
+      tx.put('chunk', enc(ino), enc(index), [ref, ...cur.slice(old.length)]);
+      for (const r of old) await this.unrefSlice(tx, r.id);
+      return true;
+    });
+  }
+
+  /** Marks a stored slice that will never be committed (a failed write) for deletion after the grace period. */
+  async abandonSlice(id: number, size: number): Promise<void> {
+    await this.engine.txn(async (tx) => {
+      if ((await tx.get('slice', '', enc(id))) !== undefined) return;
+      tx.put('delslice', '', enc(id), { size, time: this.now() } satisfies DelSliceRec);
+    });
+  }
+
+  /** Released slices whose grace period ended before `before` (ms). */
+  async listDelSlices(before: number, limit = SCAN_PAGE): Promise<Array<{ id: number; size: number; time: number }>> {
+    const rows = await this.engine.txn((tx) => tx.scan<DelSliceRec>('delslice', '', { limit: 100_000 }), { readonly: true });
+    return rows
+      .map(([k, v]) => ({ id: Number(k), size: v.size, time: v.time }))
+      .filter((d) => d.time < before)
+      .slice(0, limit);
+  }
+
+  /** Forgets a released slice once its objects are deleted. */
+  async dropDelSlice(id: number): Promise<void> {
+    await this.engine.txn(async (tx) => {
+      tx.del('delslice', '', enc(id));
+      await Promise.resolve();
+    });
+  }
+
+  /** Every live slice: id -> {size, refs}. */
+  async listSlices(): Promise<Map<number, SliceRefRec>> {
+    const out = new Map<number, SliceRefRec>();
+    let after: string | undefined;
+    for (;;) {
+      const rows = await this.engine.txn((tx) => tx.scan<SliceRefRec>('slice', '', { after, limit: SCAN_PAGE }), { readonly: true });
+      for (const [k, v] of rows) out.set(Number(k), v);
+      if (rows.length < SCAN_PAGE) return out;
+      after = rows[rows.length - 1]![0];
+    }
+  }
+
+  /** Empties trash hour directories older than the volume's trash days. Returns files released. */
+  async cleanTrash(now = this.now()): Promise<number> {
+    const cutoff = now - this.format.trashDays * 86_400_000;
+    let released = 0;
+    const hours = await this.engine.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
+    for (const [name, e] of hours) {
+      const t = Date.parse(`${name.slice(0, 10)}T${name.slice(11, 13)}:00:00Z`);
+      if (!(t + 3_600_000 <= cutoff)) continue;
+      for (;;) {
+        const files = await this.engine.txn((tx) => tx.scan<EntryRec>('entry', enc(e.ino), { limit: 100 }), { readonly: true });
+        if (files.length === 0) break;
+        for (const [fname, fe] of files) {
+          await this.engine.txn(async (tx) => {
+            tx.del('entry', enc(e.ino), fname);
+            const a = await tx.get<InodeRec>('inode', '', enc(fe.ino));
+            if (a === undefined) return;
+            if (a.nlink > 1) tx.put('inode', '', enc(fe.ino), { ...a, nlink: a.nlink - 1 });
+            else if (this.openFiles.has(fe.ino)) {
+              tx.put('inode', '', enc(fe.ino), { ...a, nlink: 0 });
+              tx.put('sustained', enc(this.sid), enc(fe.ino), 1);
+            } else await this.destroyInode(tx, fe.ino, a);
+          });
+          released++;
+        }
+      }
+      await this.engine.txn(async (tx) => {
+        const t = await this.inode(tx, TRASH_INO);
+        tx.del('entry', enc(TRASH_INO), name);
+        tx.put('inode', '', enc(TRASH_INO), { ...t, nlink: t.nlink - 1 });
+        const d = await tx.get<InodeRec>('inode', '', enc(e.ino));
+        if (d !== undefined) await this.destroyInode(tx, e.ino, d);
+      });
+    }
+    return released;
+  }
+
+  // ---------------------------------------------------------------- extended attributes
+
+  private static checkXattrName(name: string): void {
+    if (name === '') throw err('EINVAL', 'empty attribute name');
+    if (Buffer.byteLength(name) > XATTR_NAME_BYTES_MAX) throw err('ERANGE', 'attribute name too long');
+    if (!/^(user|trusted|security|system)\./.test(name)) throw err('ENOTSUP', `unsupported attribute namespace: ${name}`);
+  }
+
+  private static checkXattrAccess(ctx: Ctx, a: InodeRec, name: string, mask: number): void {
+    if (name.startsWith('user.')) {
+      if (a.type !== 'file' && a.type !== 'dir') throw err(mask === W_OK ? 'EPERM' : 'ENODATA');
+      Meta.check(ctx, a, mask);
+    } else if (name.startsWith('trusted.') && ctx.uid !== 0) {
+      throw err(mask === W_OK ? 'EPERM' : 'ENODATA');
+    }
+  }
+
+  async setxattr(ctx: Ctx, ino: number, name: string, value: Buffer, flags = 0): Promise<void> {
+    Meta.checkXattrName(name);
+    if (value.length > XATTR_VALUE_BYTES_MAX) throw err('ERANGE', 'attribute value too large');
+    const now = this.now();
+    await this.engine.txn(async (tx) => {
+      const a = await this.inode(tx, ino);
+      Meta.checkXattrAccess(ctx, a, name, W_OK);
+      const had = (await tx.get('xattr', enc(ino), name)) !== undefined;
+      if ((flags & XATTR_CREATE) !== 0 && had) throw err('EEXIST', name);
+      if ((flags & XATTR_REPLACE) !== 0 && !had) throw err('ENODATA', name);
+      tx.put('xattr', enc(ino), name, value.toString('base64'));
+      tx.put('inode', '', enc(ino), { ...a, ctime: now });
+    });
+  }
+
+  async getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
+    Meta.checkXattrName(name);
+    return this.engine.txn(
+      async (tx) => {
+        const a = await this.inode(tx, ino);
+        Meta.checkXattrAccess(ctx, a, name, R_OK);
+        const v = await tx.get<string>('xattr', enc(ino), name);
+        if (v === undefined) throw err('ENODATA', name);
+        return Buffer.from(v, 'base64');
+      },
+      { readonly: true },
+    );
+  }
+
+  async listxattr(ctx: Ctx, ino: number): Promise<string[]> {
+    return this.engine.txn(
+      async (tx) => {
+        const a = await this.inode(tx, ino);
+        const names = (await tx.scan('xattr', enc(ino))).map(([k]) => k);
+        return names.filter((n) => !n.startsWith('trusted.') || ctx.uid === 0).filter((n) => !n.startsWith('user.') || a.type === 'file' || a.type === 'dir');
+      },
+      { readonly: true },
+    );
+  }
+
+  async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
+    Meta.checkXattrName(name);
+    const now = this.now();
+    await this.engine.txn(async (tx) => {
+      const a = await this.inode(tx, ino);
+      Meta.checkXattrAccess(ctx, a, name, W_OK);
+      if ((await tx.get('xattr', enc(ino), name)) === undefined) throw err('ENODATA', name);
+      tx.del('xattr', enc(ino), name);
+      tx.put('inode', '', enc(ino), { ...a, ctime: now });
+    });
+  }
+}

@@ -1,0 +1,146 @@
+/** Record shapes stored through the MetaEngine, and the public attribute type. */
+
+export type Compression = 'none' | 'lz4' | 'zstd';
+
+export const ROOT_INO = 1;
+export const TRASH_INO = 2;
+export const TRASH_NAME = '.trash';
+export const FIRST_FREE_INO = 3;
+
+export const CHUNK_BYTES = 64 << 20;
+export const BLOCK_BYTES_DEFAULT = 4 << 20;
+export const NAME_BYTES_MAX = 255;
+export const SYMLINK_BYTES_MAX = 4095;
+export const XATTR_NAME_BYTES_MAX = 255;
+export const XATTR_VALUE_BYTES_MAX = 65536;
+export const FORMAT_VERSION = 1;
+
+export type FileType = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chr' | 'blk';
+
+/** Type bits as in st_mode. */
+export const S_IFMT = 0o170000;
+export const TYPE_BITS: Record<FileType, number> = {
+  file: 0o100000,
+  dir: 0o040000,
+  symlink: 0o120000,
+  fifo: 0o010000,
+  socket: 0o140000,
+  chr: 0o020000,
+  blk: 0o060000,
+};
+
+export interface InodeRec {
+  type: FileType;
+  /** Permission bits and suid/sgid/sticky (0o7777); the type lives in `type`. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** ms since the epoch (fractional allowed). */
+  atime: number;
+  mtime: number;
+  ctime: number;
+  nlink: number;
+  /** Bytes for files; target bytes for symlinks; 4096 for directories. */
+  length: number;
+  rdev: number;
+  /** Directories: the parent's inode (for loop checks and '..'); others: 0. */
+  parent: number;
+  /** Symlinks only. */
+  target?: string;
+}
+
+export interface Attr extends InodeRec {
+  ino: number;
+}
+
+export interface EntryRec {
+  ino: number;
+  type: FileType;
+}
+
+export interface SliceRefRec {
+  /** Stored bytes of the slice. */
+  size: number;
+  /** References from chunk records. */
+  refs: number;
+}
+
+export interface DelSliceRec {
+  size: number;
+  /** When the last reference went, ms. */
+  time: number;
+}
+
+export interface SessionRec {
+  host: string;
+  pid: number;
+  started: number;
+  heartbeat: number;
+  version: string;
+  region: string;
+}
+
+export interface FormatRec {
+  name: string;
+  uuid: string;
+  /** Object store URL of the bucket (secrets kept; printed masked). */
+  storage: string;
+  blockBytes: number;
+  chunkBytes: number;
+  compression: Compression;
+  trashDays: number;
+  /** Total capacity reported by statfs, bytes. */
+  capacityBytes: number;
+  version: number;
+  createdAt: number;
+}
+
+/** The caller's identity for permission checks. */
+export interface Ctx {
+  uid: number;
+  gid: number;
+  /** Supplementary groups. */
+  gids: readonly number[];
+}
+
+export const ROOT_CTX: Ctx = { uid: 0, gid: 0, gids: [] };
+
+export interface DirEntry {
+  name: string;
+  ino: number;
+  type: FileType;
+  attr?: Attr;
+}
+
+export interface StatFs {
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  usedBytes: number;
+  inodes: number;
+}
+
+export interface SetAttr {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** ms since the epoch, or 'now'. */
+  atime?: number | 'now';
+  mtime?: number | 'now';
+}
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+export const FALLOC_KEEP_SIZE = 0x01;
+export const FALLOC_PUNCH_HOLE = 0x02;
+export const FALLOC_ZERO_RANGE = 0x10;
+
+/** Access mask bits (as in access(2)). */
+export const R_OK = 4;
+export const W_OK = 2;
+export const X_OK = 1;
