@@ -12,6 +12,7 @@
  * drop the last commits (fsync of the WAL happens at checkpoints). See the note in README.
  */
 
+import { realpathSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import {
@@ -39,6 +40,13 @@ CREATE TABLE IF NOT EXISTS logstate (id INTEGER PRIMARY KEY CHECK (id = 0), last
 INSERT OR IGNORE INTO logstate (id, last, floor) VALUES (0, 0, 0);
 `;
 
+/**
+ * One write mutex per database file in this process, shared by every engine opened on it. With a mutex per
+ * engine, a second engine's BEGIN IMMEDIATE would block the event loop (busy_timeout) while the first engine's
+ * transaction awaits its function on that same loop: a deadlock ending in SQLITE_BUSY.
+ */
+const fileMutexes = new Map<string, Mutex>();
+
 export interface SqliteOptions {
   /** Create the database file if it does not exist (format). Otherwise a missing file is an error. */
   create?: boolean;
@@ -47,13 +55,14 @@ export interface SqliteOptions {
 export class SqliteEngine implements MetaEngine {
   readonly description: string;
   private readonly db: Db;
-  private readonly mutex = new Mutex();
+  private readonly mutex: Mutex;
   private closed = false;
   private readonly st: {
     get: Statement<[string, string, string], { value: string }>;
     put: Statement<[string, string, string, string]>;
     del: Statement<[string, string, string]>;
     scan: Statement<[string, string, string, number], { key: string; value: string }>;
+    scanAll: Statement<[string, string, number], { key: string; value: string }>;
     logState: Statement<[], { last: number; floor: number }>;
     logInsert: Statement<[number, number, string]>;
     logSetLast: Statement<[number]>;
@@ -70,11 +79,20 @@ export class SqliteEngine implements MetaEngine {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 10000');
     this.db.exec(SCHEMA);
+    const file = path === ':memory:' || path === '' ? undefined : realpathSync(path);
+    let mutex = file === undefined ? undefined : fileMutexes.get(file);
+    if (mutex === undefined) {
+      mutex = new Mutex();
+      if (file !== undefined) fileMutexes.set(file, mutex);
+    }
+    this.mutex = mutex;
     this.st = {
       get: this.db.prepare('SELECT value FROM rec WHERE kind = ? AND part = ? AND key = ?'),
       put: this.db.prepare('INSERT OR REPLACE INTO rec (kind, part, key, value) VALUES (?, ?, ?, ?)'),
       del: this.db.prepare('DELETE FROM rec WHERE kind = ? AND part = ? AND key = ?'),
       scan: this.db.prepare('SELECT key, value FROM rec WHERE kind = ? AND part = ? AND key > ? ORDER BY key LIMIT ?'),
+      // Without `after` the empty key is included (`key > ''` would skip it).
+      scanAll: this.db.prepare('SELECT key, value FROM rec WHERE kind = ? AND part = ? ORDER BY key LIMIT ?'),
       logState: this.db.prepare('SELECT last, floor FROM logstate WHERE id = 0'),
       logInsert: this.db.prepare('INSERT INTO log (seq, time, ops) VALUES (?, ?, ?)'),
       logSetLast: this.db.prepare('UPDATE logstate SET last = ? WHERE id = 0'),
@@ -89,7 +107,8 @@ export class SqliteEngine implements MetaEngine {
 
   private readScan(kind: Kind, part: string, options: ScanOptions | undefined, extra: number): Array<[string, Json]> {
     const limit = options?.limit === undefined ? -1 : options.limit + extra;
-    return this.st.scan.all(kind, part, options?.after ?? '', limit).map((r) => [r.key, JSON.parse(r.value) as Json]);
+    const rows = options?.after === undefined ? this.st.scanAll.all(kind, part, limit) : this.st.scan.all(kind, part, options.after, limit);
+    return rows.map((r) => [r.key, JSON.parse(r.value) as Json]);
   }
 
   async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {

@@ -1,0 +1,483 @@
+/**
+ * A BlockCache on local disk: one file per block, surviving restarts.
+ *
+ *   <dir>/v1/          layout version 1
+ *     tmp/             files being written, renamed into place when complete; emptied at open
+ *     00/ .. ff/       block files, named by the first 128 bits of sha256(key) in hex; subdirectory = its first
+ *                      two hex digits
+ *
+ *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none')
+ *
+ * Every file carries its key and the block codec's checksummed header, so a get verifies what it read; a file
+ * that fails (bit rot, a torn write after a crash, a misplaced file) is deleted, counted in `corrupt` and
+ * reported as a miss. Nothing is fsynced: verification makes a torn file harmless.
+ *
+ * Index: entries live in a Map in least-recently-used order. At open, a background scan lists the directory
+ * and adds the files found, oldest access first; until it finishes, a miss in the index also tries the file
+ * itself, so a restarted cache serves hits at once. Sizes are counted in file bytes (data plus framing).
+ *
+ * Writes: `put` frames a copy of the data and queues the write (at most `pendingWritesMax` queued or in flight,
+ * `writesInFlightMax` at once); a full queue declines the put. Queued data is served by `get`. `flush()` and
+ * `close()` wait for every queued write. All file changes for one name (write, unlink) run in order, one at a
+ * time, so an eviction or delete that races a write always wins.
+ *
+ * A put is declined when the file system's free space is below `freeSpaceFloorRatio` (statfs checked at most
+ * every `freeSpaceCheckIntervalMs`). One process owns a cache directory at a time.
+ */
+
+import { createHash } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BLOCK_HEADER_BYTES, decodeBlock, encodeBlock } from '../chunk/codec.js';
+import { CorruptBlockError } from '../errors.js';
+import type { BlockCache, CacheStats } from './cache.js';
+import { checkCapacityBytes } from './memory.js';
+
+export interface DiskBlockCacheOptions {
+  dir: string;
+  /** Total file bytes held; 0 disables the cache. */
+  capacityBytes: number;
+  /** Decline puts while the file system has less than this fraction of its space free; default 0.1. 0 never checks. */
+  freeSpaceFloorRatio?: number | undefined;
+  /** Default 2000. */
+  freeSpaceCheckIntervalMs?: number | undefined;
+  /** Writes queued or in flight; a put beyond this is declined. Default 32 (memory: this many blocks). */
+  pendingWritesMax?: number | undefined;
+  /** Default 2. */
+  writesInFlightMax?: number | undefined;
+  /** Failures of background work (writes, scan, statfs, unlink); they are also counted in stats. */
+  onBackgroundError?: ((err: unknown, what: string) => void) | undefined;
+}
+
+export interface DiskCacheStats extends CacheStats {
+  /** Writes queued or in flight. */
+  pendingWrites: number;
+  /** Puts declined: too large, queue full, or low free space. */
+  declined: number;
+  declinedLowSpace: number;
+  backgroundErrors: number;
+  /** True until the startup scan has indexed the files already on disk. */
+  scanning: boolean;
+}
+
+/** The object store contract caps keys at 1024 bytes; the file framing could hold 65535. */
+const KEY_BYTES_MAX = 1024;
+const LAYOUT_DIR = 'v1';
+const NAME_RE = /^[0-9a-f]{32}$/;
+const SUBDIR_RE = /^[0-9a-f]{2}$/;
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+interface Entry {
+  name: string;
+  /** Unknown for entries found by the scan until they are read. */
+  key: string | undefined;
+  bytes: number;
+}
+
+interface WriteJob {
+  entry: Entry;
+  prefix: Buffer;
+  block: Buffer;
+}
+
+function nameOf(key: string): string {
+  return createHash('sha256').update(key).digest('hex').substring(0, 32);
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}
+
+function optionInt(name: string, v: number | undefined, dflt: number, min: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
+
+/** The data in a block file, or CorruptBlockError. */
+function decodeFile(file: Buffer, key: string): Buffer {
+  if (file.length < 2) throw new CorruptBlockError(key, 'cache file too short');
+  const keyBytes = file.readUInt16LE(0);
+  if (file.length < 2 + keyBytes || file.toString('utf8', 2, 2 + keyBytes) !== key) {
+    throw new CorruptBlockError(key, 'cache file holds another key');
+  }
+  return decodeBlock(file.subarray(2 + keyBytes), key);
+}
+
+export class DiskBlockCache implements BlockCache {
+  readonly dir: string;
+  readonly capacityBytes: number;
+  readonly freeSpaceFloorRatio: number;
+  readonly freeSpaceCheckIntervalMs: number;
+  readonly pendingWritesMax: number;
+  readonly writesInFlightMax: number;
+
+  readonly #root: string;
+  readonly #tmp: string;
+  readonly #onBackgroundError: ((err: unknown, what: string) => void) | undefined;
+  /** By file name, least recently used first. */
+  #index = new Map<string, Entry>();
+  #bytes = 0;
+  /** Data not yet (or being) written, by file name; gets are served from here. */
+  readonly #pending = new Map<string, WriteJob>();
+  /** Writes not started, in order; a dropped entry's job is removed at once (its memory with it). */
+  readonly #queue = new Set<WriteJob>();
+  #writing = 0;
+  /** The tail of each name's chain of file changes. */
+  readonly #locks = new Map<string, Promise<void>>();
+  readonly #madeDirs = new Set<string>();
+  #tmpSeq = 0;
+
+  #scanning = true;
+  /** Names deleted or evicted while the scan runs, so that it does not bring them back. */
+  readonly #removedDuringScan = new Set<string>();
+  readonly #scanDone: Promise<void>;
+
+  #freeCheckedAtMs = Number.NEGATIVE_INFINITY;
+  #freeCheck: Promise<void> | undefined;
+  #belowFloor = false;
+
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  #hits = 0;
+  #misses = 0;
+  #corrupt = 0;
+  #evictions = 0;
+  #declined = 0;
+  #declinedLowSpace = 0;
+  #backgroundErrors = 0;
+
+  static async open(options: DiskBlockCacheOptions): Promise<DiskBlockCache> {
+    return new DiskBlockCache(options);
+  }
+
+  /** Creates the directory and starts the background scan (see `ready()`). */
+  constructor(options: DiskBlockCacheOptions) {
+    if (typeof options.dir !== 'string' || options.dir === '') throw new TypeError('dir must be a non-empty path');
+    this.dir = options.dir;
+    this.capacityBytes = checkCapacityBytes(options.capacityBytes);
+    const floor = options.freeSpaceFloorRatio ?? 0.1;
+    if (typeof floor !== 'number' || !(floor >= 0 && floor <= 1)) {
+      throw new RangeError(`freeSpaceFloorRatio must be within [0, 1], got ${String(floor)}`);
+    }
+    this.freeSpaceFloorRatio = floor;
+    this.freeSpaceCheckIntervalMs = optionInt('freeSpaceCheckIntervalMs', options.freeSpaceCheckIntervalMs, 2000, 0);
+    this.pendingWritesMax = optionInt('pendingWritesMax', options.pendingWritesMax, 32, 1);
+    this.writesInFlightMax = optionInt('writesInFlightMax', options.writesInFlightMax, 2, 1);
+    this.#onBackgroundError = options.onBackgroundError;
+    this.#root = join(this.dir, LAYOUT_DIR);
+    this.#tmp = join(this.#root, 'tmp');
+    mkdirSync(this.#root, { recursive: true, mode: DIR_MODE });
+    rmSync(this.#tmp, { recursive: true, force: true });
+    mkdirSync(this.#tmp, { mode: DIR_MODE });
+    this.#scanDone = this.#scan().catch((err: unknown) => {
+      this.#backgroundError(err, 'scan');
+      this.#scanning = false;
+    });
+  }
+
+  /** Resolves when the startup scan has indexed the files already on disk. Never rejects. */
+  ready(): Promise<void> {
+    return this.#scanDone;
+  }
+
+  /** The file that holds (or would hold) a key; for tests and debugging. */
+  filePath(key: string): string {
+    return this.#pathOf(nameOf(key));
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    if (this.#closed) return this.#miss();
+    const name = nameOf(key);
+    const job = this.#pending.get(name);
+    if (job !== undefined) {
+      if (job.entry.key !== key) return this.#miss();
+      this.#hits++;
+      this.#touch(job.entry);
+      return Buffer.from(job.block.subarray(BLOCK_HEADER_BYTES));
+    }
+    const entry = this.#index.get(name);
+    if (entry === undefined && (!this.#scanning || this.#removedDuringScan.has(name))) return this.#miss();
+    if (entry?.key !== undefined && entry.key !== key) return this.#miss();
+
+    let file: Buffer;
+    try {
+      file = await readFile(this.#pathOf(name));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        if (entry !== undefined && this.#index.get(name) === entry) void this.#drop(entry, false);
+      } else {
+        this.#backgroundError(err, 'read');
+      }
+      return this.#miss();
+    }
+    let data: Buffer;
+    try {
+      data = decodeFile(file, key);
+    } catch (err) {
+      if (!(err instanceof CorruptBlockError)) throw err;
+      this.#corrupt++;
+      const current = this.#index.get(name);
+      // Unlink only the copy we read: a newer put under the name will replace the file itself.
+      if (current !== undefined && current === entry) await this.#drop(current, true);
+      else if (current === undefined && !this.#pending.has(name)) await this.#unlink(name);
+      return this.#miss();
+    }
+    this.#hits++;
+    const current = this.#index.get(name);
+    if (current !== undefined && current === entry) {
+      current.key = key;
+      this.#touch(current);
+    } else if (current === undefined && this.#scanning && !this.#removedDuringScan.has(name) && !this.#closed) {
+      // Found before the scan reached it: index it now, as the most recently used.
+      this.#index.set(name, { name, key, bytes: file.length });
+      this.#bytes += file.length;
+      this.#evict();
+    }
+    return data;
+  }
+
+  async put(key: string, data: Buffer): Promise<void> {
+    if (this.#closed) return;
+    const name = nameOf(key);
+    const keyBytes = Buffer.byteLength(key, 'utf8');
+    const fileBytes = 2 + keyBytes + BLOCK_HEADER_BYTES + data.length;
+    let ok = fileBytes <= this.capacityBytes && keyBytes <= KEY_BYTES_MAX;
+    // Frame (and so copy) before any await: the caller may reuse its buffer once put returns.
+    const block = ok ? encodeBlock(data, 'none') : undefined;
+    if (ok && !(await this.#spaceOk())) {
+      this.#declinedLowSpace++;
+      ok = false;
+    }
+    if (this.#closed) return;
+    const old = this.#index.get(name);
+    if (!ok || block === undefined || this.#queue.size + this.#writing >= this.pendingWritesMax) {
+      this.#declined++;
+      // A declined put leaves no older copy behind under the key.
+      if (old !== undefined) await this.#drop(old, true);
+      return;
+    }
+    if (old !== undefined) void this.#drop(old, false); // the new file replaces the old one in place
+    const prefix = Buffer.allocUnsafe(2 + keyBytes);
+    prefix.writeUInt16LE(keyBytes, 0);
+    prefix.write(key, 2, 'utf8');
+    const entry: Entry = { name, key, bytes: fileBytes };
+    const job: WriteJob = { entry, prefix, block };
+    this.#index.set(name, entry);
+    this.#bytes += fileBytes;
+    this.#pending.set(name, job);
+    this.#queue.add(job);
+    this.#evict();
+    this.#pump();
+  }
+
+  async delete(key: string): Promise<void> {
+    if (this.#closed) return;
+    const name = nameOf(key);
+    const entry = this.#index.get(name);
+    if (entry !== undefined) await this.#drop(entry, true);
+    else if (this.#scanning) {
+      this.#removedDuringScan.add(name);
+      await this.#unlink(name);
+    }
+  }
+
+  stats(): DiskCacheStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      corrupt: this.#corrupt,
+      evictions: this.#evictions,
+      entries: this.#index.size,
+      bytes: this.#bytes,
+      pendingWrites: this.#queue.size + this.#writing,
+      declined: this.#declined,
+      declinedLowSpace: this.#declinedLowSpace,
+      backgroundErrors: this.#backgroundErrors,
+      scanning: this.#scanning,
+    };
+  }
+
+  /** Resolves when every write queued so far, and every unlink, has finished. */
+  async flush(): Promise<void> {
+    while (this.#locks.size > 0) await Promise.all(this.#locks.values());
+  }
+
+  /** Idempotent: stops taking puts, waits for queued writes and the scan. Gets after close miss. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      await this.#scanDone;
+      await this.flush();
+    })();
+    return this.#closing;
+  }
+
+  #miss(): undefined {
+    this.#misses++;
+    return undefined;
+  }
+
+  #pathOf(name: string): string {
+    return join(this.#root, name.substring(0, 2), name);
+  }
+
+  #touch(entry: Entry): void {
+    if (this.#index.get(entry.name) !== entry) return;
+    this.#index.delete(entry.name);
+    this.#index.set(entry.name, entry);
+  }
+
+  /** Forgets an entry (and its queued write); with `unlink`, also removes its file, after any write in flight. */
+  #drop(entry: Entry, unlink: boolean): Promise<void> {
+    if (this.#index.get(entry.name) === entry) {
+      this.#index.delete(entry.name);
+      this.#bytes -= entry.bytes;
+    }
+    const job = this.#pending.get(entry.name);
+    if (job?.entry === entry) {
+      this.#pending.delete(entry.name);
+      this.#queue.delete(job);
+    }
+    if (this.#scanning) this.#removedDuringScan.add(entry.name);
+    return unlink ? this.#unlink(entry.name) : Promise.resolve();
+  }
+
+  #unlink(name: string): Promise<void> {
+    return this.#withLock(name, 'unlink', () => rm(this.#pathOf(name), { force: true }));
+  }
+
+  #evict(): void {
+    for (const entry of this.#index.values()) {
+      if (this.#bytes <= this.capacityBytes) break;
+      this.#evictions++;
+      void this.#drop(entry, true);
+    }
+  }
+
+  /** Runs fn after every earlier change to the same name; never rejects (failures are reported). */
+  #withLock(name: string, what: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.#locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn).catch((err: unknown) => this.#backgroundError(err, what));
+    this.#locks.set(name, next);
+    void next.then(() => {
+      if (this.#locks.get(name) === next) this.#locks.delete(name);
+    });
+    return next;
+  }
+
+  #pump(): void {
+    while (this.#writing < this.writesInFlightMax) {
+      const job = this.#queue.values().next().value;
+      if (job === undefined) return;
+      this.#queue.delete(job);
+      this.#writing++;
+      void this.#withLock(job.entry.name, 'write', () => this.#write(job)).then(() => {
+        this.#writing--;
+        this.#pump();
+      });
+    }
+  }
+
+  async #write(job: WriteJob): Promise<void> {
+    const { name } = job.entry;
+    if (this.#pending.get(name) !== job) return;
+    const final = this.#pathOf(name);
+    const tmp = join(this.#tmp, `${name}.${++this.#tmpSeq}`);
+    try {
+      const sub = name.substring(0, 2);
+      if (!this.#madeDirs.has(sub)) {
+        await mkdir(join(this.#root, sub), { recursive: true, mode: DIR_MODE });
+        this.#madeDirs.add(sub);
+      }
+      const fh = await open(tmp, 'w', FILE_MODE);
+      try {
+        await fh.writev([job.prefix, job.block]);
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, final);
+    } catch (err) {
+      this.#backgroundError(err, 'write');
+      await rm(tmp, { force: true }).catch(() => undefined);
+      // An older file under the name must not outlive the put that replaced it.
+      await rm(final, { force: true }).catch(() => undefined);
+      if (this.#index.get(name) === job.entry) void this.#drop(job.entry, false);
+    } finally {
+      if (this.#pending.get(name) === job) this.#pending.delete(name);
+    }
+  }
+
+  /** Whether free space is above the floor; statfs at most once per interval, the first time awaited. */
+  async #spaceOk(): Promise<boolean> {
+    if (this.freeSpaceFloorRatio === 0) return true;
+    if (performance.now() - this.#freeCheckedAtMs >= this.freeSpaceCheckIntervalMs) {
+      const first = this.#freeCheckedAtMs === Number.NEGATIVE_INFINITY;
+      this.#freeCheck ??= this.#checkFreeSpace().finally(() => {
+        this.#freeCheck = undefined;
+      });
+      if (first) await this.#freeCheck;
+    }
+    return !this.#belowFloor;
+  }
+
+  async #checkFreeSpace(): Promise<void> {
+    try {
+      const s = await statfs(this.#root);
+      this.#belowFloor = s.blocks > 0 && s.bavail / s.blocks < this.freeSpaceFloorRatio;
+    } catch (err) {
+      this.#backgroundError(err, 'statfs');
+    } finally {
+      this.#freeCheckedAtMs = performance.now();
+    }
+  }
+
+  async #scan(): Promise<void> {
+    const found: Array<{ name: string; bytes: number; usedMs: number }> = [];
+    const subs = await readdir(this.#root).catch((err: unknown) => {
+      if (!isErrno(err, 'ENOENT')) throw err;
+      return [];
+    });
+    for (const sub of subs) {
+      if (this.#closed) return;
+      if (!SUBDIR_RE.test(sub)) continue;
+      this.#madeDirs.add(sub);
+      const listed = await readdir(join(this.#root, sub)).catch((err: unknown) => {
+        this.#backgroundError(err, 'scan');
+        return [];
+      });
+      const names = listed.filter((n) => NAME_RE.test(n) && n.startsWith(sub));
+      const stats = await Promise.all(names.map((n) => stat(this.#pathOf(n)).catch(() => undefined)));
+      names.forEach((name, i) => {
+        const st = stats[i];
+        // Access time, where the mount records it, orders restarted entries best; else the write time.
+        if (st?.isFile() === true) found.push({ name, bytes: st.size, usedMs: Math.max(st.atimeMs, st.mtimeMs) });
+      });
+    }
+    found.sort((a, b) => a.usedMs - b.usedMs);
+    // Files from before the restart are older than anything used since: they go first in LRU order.
+    const merged = new Map<string, Entry>();
+    for (const f of found) {
+      if (this.#index.has(f.name) || this.#removedDuringScan.has(f.name)) continue;
+      merged.set(f.name, { name: f.name, key: undefined, bytes: f.bytes });
+      this.#bytes += f.bytes;
+    }
+    for (const [name, entry] of this.#index) merged.set(name, entry);
+    this.#index = merged;
+    this.#scanning = false;
+    this.#removedDuringScan.clear();
+    this.#evict();
+  }
+
+  #backgroundError(err: unknown, what: string): void {
+    this.#backgroundErrors++;
+    try {
+      this.#onBackgroundError?.(err, what);
+    } catch {
+      // A failing reporter must not turn into an unhandled rejection.
+    }
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * Blocks of slices in a bucket, through the caches. The read order for one block is
+ *
+ *   memory cache -> disk cache -> bucket (decoded and verified) -> fill both caches
+ *
+ * with concurrent misses of one block fetched once. A copy that fails verification is never returned:
+ * CorruptBlockError reaches the caller (and the counters), and the next read tries the store again.
+ *
+ * Slices are cut into blocks relative to the slice's own start, so full blocks can be uploaded before the
+ * slice's final size is known (the key names the block's length, not the slice's):
+ *
+ *   slice  [ block 0: blockBytes ][ block 1: blockBytes ][ block 2: rest ]
+ */
+
+import { CorruptBlockError } from '../errors.js';
+import type { BlockCache } from '../cache/cache.js';
+import { decodeBlock, encodeBlock, type Compression } from './codec.js';
+import { blockKey } from './keys.js';
+import type { ObjectStore } from '../object/store.js';
+import { ObjectNotFoundError } from '../object/store.js';
+import { SingleFlight } from '../util/singleflight.js';
+
+export interface ChunkStoreOptions {
+  store: ObjectStore;
+  blockBytes: number;
+  compression: Compression;
+  memCache?: BlockCache | undefined;
+  diskCache?: BlockCache | undefined;
+  /** Also put written blocks into the disk cache (a reader soon after a writer on this client). */
+  cacheWrites?: boolean;
+}
+
+export interface ChunkStats {
+  blocksRead: number;
+  bytesRead: number;
+  blocksWritten: number;
+  bytesWritten: number;
+  corrupt: number;
+  memHits: number;
+  diskHits: number;
+}
+
+export class ChunkStore {
+  readonly store: ObjectStore;
+  readonly blockBytes: number;
+  readonly compression: Compression;
+  private readonly mem: BlockCache | undefined;
+  private readonly disk: BlockCache | undefined;
+  private readonly cacheWrites: boolean;
+  private readonly flights = new SingleFlight<string, Buffer>();
+  readonly stats: ChunkStats = { blocksRead: 0, bytesRead: 0, blocksWritten: 0, bytesWritten: 0, corrupt: 0, memHits: 0, diskHits: 0 };
+
+  constructor(options: ChunkStoreOptions) {
+    this.store = options.store;
+    this.blockBytes = options.blockBytes;
+    this.compression = options.compression;
+    this.mem = options.memCache;
+    this.disk = options.diskCache;
+    this.cacheWrites = options.cacheWrites ?? false;
+  }
+
+  /** Length of block `index` of a slice of `size` bytes. */
+  blockLength(size: number, index: number): number {
+    return Math.min(this.blockBytes, size - index * this.blockBytes);
+  }
+
+  /** Every block key of a slice. */
+  sliceKeys(id: number, size: number): string[] {
+    const keys: string[] = [];
+    for (let i = 0; i * this.blockBytes < size; i++) keys.push(blockKey(id, i, this.blockLength(size, i)));
+    return keys;
+  }
+
+  /** Encodes and stores one block (any block but a slice's last must be exactly blockBytes long). */
+  async putBlock(id: number, index: number, plain: Buffer, signal?: AbortSignal): Promise<void> {
+    if (plain.length === 0 || plain.length > this.blockBytes) throw new Error(`assertion failed: block of ${plain.length} bytes`);
+    const key = blockKey(id, index, plain.length);
+    const object = encodeBlock(plain, this.compression);
+    await this.store.put(key, object, { signal });
+    this.stats.blocksWritten++;
+    this.stats.bytesWritten += plain.length;
+    if (this.cacheWrites && this.disk !== undefined) await this.disk.put(key, plain);
+  }
+
+  /**
+   * The plain bytes of one block of a slice (verified). `size` is the slice's stored size. The returned
+   * buffer may be shared with the caches: callers must not modify it.
+   */
+  readBlock(id: number, size: number, index: number, signal?: AbortSignal): Promise<Buffer> {
+    const len = this.blockLength(size, index);
+    if (len <= 0) throw new Error(`assertion failed: block ${index} of a ${size}-byte slice`);
+    const key = blockKey(id, index, len);
+    return this.flights.do(key, async () => {
+      const m = await this.mem?.get(key);
+      if (m !== undefined && m.length === len) {
+        this.stats.memHits++;
+        return m;
+      }
+      const d = await this.disk?.get(key);
+      if (d !== undefined && d.length === len) {
+        this.stats.diskHits++;
+        await this.mem?.put(key, d);
+        return d;
+      }
+      let object: Buffer;
+      try {
+        object = await this.store.get(key, { signal });
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError) throw new CorruptBlockError(key, 'object missing from the bucket');
+        throw err;
+      }
+      let plain: Buffer;
+      try {
+        plain = decodeBlock(object, key, len);
+      } catch (err) {
+        this.stats.corrupt++;
+        throw err;
+      }
+      this.stats.blocksRead++;
+      this.stats.bytesRead += len;
+      await this.mem?.put(key, plain);
+      await this.disk?.put(key, plain);
+      return plain;
+    });
+  }
+
+  /**
+   * Copies bytes [off, off+len) of slice (id, size) into dest at destOff, block by block, fetching the
+   * blocks concurrently.
+   */
+  async readSlice(id: number, size: number, off: number, len: number, dest: Buffer, destOff: number, signal?: AbortSignal): Promise<void> {
+    if (off < 0 || len < 0 || off + len > size) throw new Error(`assertion failed: range ${off}+${len} of a ${size}-byte slice`);
+    const B = this.blockBytes;
+    const jobs: Array<Promise<void>> = [];
+    for (let pos = off; pos < off + len; ) {
+      const index = Math.floor(pos / B);
+      const inBlock = pos - index * B;
+      const n = Math.min(B - inBlock, off + len - pos);
+      const at = destOff + (pos - off);
+      jobs.push(
+        this.readBlock(id, size, index, signal).then((block) => {
+          block.copy(dest, at, inBlock, inBlock + n);
+        }),
+      );
+      pos += n;
+    }
+    await Promise.all(jobs);
+  }
+
+  /** Starts fetching blocks into the caches without waiting; failures are left for the real read. */
+  prefetch(id: number, size: number, off: number, len: number): void {
+    const B = this.blockBytes;
+    for (let index = Math.floor(off / B); index * B < Math.min(size, off + len); index++) {
+      this.readBlock(id, size, index).catch(() => undefined);
+    }
+  }
+
+  /** Deletes every block object of a slice (idempotent) and drops them from the caches. */
+  async deleteSlice(id: number, size: number, signal?: AbortSignal): Promise<void> {
+    for (const key of this.sliceKeys(id, size)) {
+      await this.store.delete(key, { signal });
+      await this.mem?.delete(key);
+      await this.disk?.delete(key);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.mem?.close();
+    await this.disk?.close();
+    await this.store.close();
+  }
+}

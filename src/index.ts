@@ -1,0 +1,10 @@
+/** The public API of the ferryfs package. */
+export { openVolume, openBucket, type OpenVolumeOptions } from './sdk/open.js';
+export { Volume, FileHandle, type VolumeInfo } from './sdk/volume.js';
+export { Stats, Dirent } from './sdk/stats.js';
+export { FsError, CorruptBlockError, UsageError, toErrno, ERRNO } from './errors.js';
+export { formatVolume, Meta } from './meta/meta.js';
+export { openMetaEngine } from './meta/registry.js';
+export { openObjectStore } from './object/registry.js';
+export type { ObjectStore } from './object/store.js';
+export type { MetaEngine, LogEntry } from './meta/engine.js';

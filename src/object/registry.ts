@@ -1,0 +1,80 @@
+/**
+ * Opens an ObjectStore from a URL. Backends register by scheme and load lazily, so a heavy SDK is imported
+ * only when a URL asks for it.
+ *
+ *   file:///abs/dir       FileStore at /abs/dir
+ *   file://rel/dir        FileStore at rel/dir, relative to the current directory
+ *   mem://NAME            MemStore shared by every open of NAME in this process
+ *   mem://                a fresh private MemStore
+ */
+
+import path from 'node:path';
+import { UsageError } from '../errors.js';
+import type { ObjectStore } from './store.js';
+
+export interface OpenStoreOptions {
+  /** file: fsync every put before it resolves; default false. */
+  fsync?: boolean | undefined;
+}
+
+const SUPPORTED = 'file, mem';
+
+export async function openObjectStore(url: string, options: OpenStoreOptions = {}): Promise<ObjectStore> {
+  const scheme = schemeOf(url);
+  const rest = url.substring(scheme.length + 1);
+  switch (scheme) {
+    case 'file': {
+      const { FileStore } = await import('./file.js');
+      return new FileStore(filePath(url, rest), { fsync: options.fsync });
+    }
+    case 'mem': {
+      if (!rest.startsWith('//')) throw new UsageError(`storage URL ${JSON.stringify(url)} must look like mem://NAME or mem://`);
+      const { MemStore } = await import('./mem.js');
+      return new MemStore(rest.substring(2));
+    }
+    // s3: and other remote schemes go here, each importing its module (and SDK) only when asked for.
+    default:
+      throw new UsageError(`unknown storage scheme "${scheme}:" (supported: ${SUPPORTED})`);
+  }
+}
+
+/**
+ * The URL for logs and `ferry info`: a password in user:pass@ and secret-like query parameters masked, the rest
+ * as written. Textual rather than through the URL parser, which rejects the unescaped '/' and '+' that cloud
+ * secret keys often hold — a URL we cannot parse must be masked all the same.
+ */
+export function describeStoreUrl(url: string): string {
+  let out = url;
+  // user:pass@host: everything up to the last '@' before any query is the userinfo.
+  const userinfo = /^([a-z][a-z0-9+.-]*:\/\/)([^?#]*)@/i.exec(out);
+  if (userinfo !== null) {
+    const info = userinfo[2]!;
+    const colon = info.indexOf(':');
+    if (colon >= 0) out = `${userinfo[1]!}${info.substring(0, colon)}:****@${out.substring(userinfo[0].length)}`;
+  }
+  return out.replace(/([?&])([^=&#]*)=([^&#]*)/g, (param, sep: string, name: string) =>
+    SECRET_PARAM.test(name) ? `${sep}${name}=****` : param,
+  );
+}
+
+/** Query parameter names whose values are credentials: secret, secretKey, access_key, token, password, ... */
+const SECRET_PARAM = /secret|key|token|passw|credential|signature|auth/i;
+
+function schemeOf(url: string): string {
+  const match = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+  if (match === null) throw new UsageError(`storage URL ${JSON.stringify(url)} has no scheme; try file:///path/to/dir or mem://name`);
+  return match[1]!.toLowerCase();
+}
+
+function filePath(url: string, rest: string): string {
+  if (!rest.startsWith('//') || rest.length === 2) {
+    throw new UsageError(`storage URL ${JSON.stringify(url)} must look like file:///absolute/dir or file://relative/dir`);
+  }
+  let p: string;
+  try {
+    p = decodeURIComponent(rest.substring(2));
+  } catch {
+    throw new UsageError(`storage URL ${JSON.stringify(url)} has a malformed %-escape`);
+  }
+  return path.resolve(p);
+}

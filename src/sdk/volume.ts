@@ -1,0 +1,779 @@
+/**
+ * The SDK: an object shaped like `fs/promises`, over one mounted volume. Paths are absolute inside the
+ * volume ('/data/x'); a relative path is taken from the volume's root. Errors are FsError with Node's codes
+ * (`err.code === 'ENOENT'`), syscall and path.
+ */
+
+import { Readable, Writable } from 'node:stream';
+import { FsError, isFsError } from '../errors.js';
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, W_OK, type Attr, type Ctx, type FileType } from '../meta/types.js';
+import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, Vfs, type Handle } from '../vfs/vfs.js';
+import { Dirent, Stats } from './stats.js';
+
+const MESSAGES: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  EEXIST: 'file already exists',
+  ENOTDIR: 'not a directory',
+  EISDIR: 'illegal operation on a directory',
+  ENOTEMPTY: 'directory not empty',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EINVAL: 'invalid argument',
+  ELOOP: 'too many symbolic links encountered',
+  ENAMETOOLONG: 'name too long',
+  EBADF: 'bad file descriptor',
+  EXDEV: 'cross-device link not permitted',
+  EBUSY: 'resource busy or locked',
+  ENODATA: 'no data available',
+  ENOTSUP: 'operation not supported',
+  EIO: 'i/o error',
+};
+
+/** Rethrows err as an FsError naming the syscall and path, like Node's fs errors. */
+function wrap(err: unknown, syscall: string, path?: string, dest?: string): never {
+  if (isFsError(err)) {
+    const where = path === undefined ? '' : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
+    const e = new FsError(err.code, `${err.code}: ${MESSAGES[err.code] ?? err.message}, ${syscall}${where}`, { cause: err, syscall });
+    e.path = path;
+    throw e;
+  }
+  throw err;
+}
+
+export type OpenFlags = string | number;
+
+const FLAG_STRINGS: Record<string, number> = {
+  r: O_RDONLY,
+  rs: O_RDONLY,
+  'r+': O_RDWR,
+  'rs+': O_RDWR,
+  w: O_WRONLY | O_CREAT | O_TRUNC,
+  wx: O_WRONLY | O_CREAT | O_TRUNC | O_EXCL,
+  xw: O_WRONLY | O_CREAT | O_TRUNC | O_EXCL,
+  'w+': O_RDWR | O_CREAT | O_TRUNC,
+  'wx+': O_RDWR | O_CREAT | O_TRUNC | O_EXCL,
+  'xw+': O_RDWR | O_CREAT | O_TRUNC | O_EXCL,
+  a: O_WRONLY | O_CREAT | O_APPEND,
+  ax: O_WRONLY | O_CREAT | O_APPEND | O_EXCL,
+  xa: O_WRONLY | O_CREAT | O_APPEND | O_EXCL,
+  as: O_WRONLY | O_CREAT | O_APPEND,
+  'a+': O_RDWR | O_CREAT | O_APPEND,
+  'ax+': O_RDWR | O_CREAT | O_APPEND | O_EXCL,
+  'xa+': O_RDWR | O_CREAT | O_APPEND | O_EXCL,
+  'as+': O_RDWR | O_CREAT | O_APPEND,
+};
+
+export function parseFlags(flags: OpenFlags): number {
+  if (typeof flags === 'number') return flags;
+  const f = FLAG_STRINGS[flags];
+  if (f === undefined) throw new FsError('EINVAL', `unknown open flags ${JSON.stringify(flags)}`);
+  return f;
+}
+
+type TimeLike = number | string | Date;
+
+/** Node's time arguments: numbers are seconds, strings are numeric seconds, Dates are dates. Returns ms. */
+function toMs(t: TimeLike): number {
+  if (t instanceof Date) return t.getTime();
+  const n = typeof t === 'string' ? Number(t) : t;
+  if (!Number.isFinite(n)) throw new FsError('EINVAL', `invalid time ${String(t)}`);
+  return n * 1000;
+}
+
+type Data = Buffer | Uint8Array | string;
+function toBuffer(data: Data, encoding: BufferEncoding = 'utf8'): Buffer {
+  if (typeof data === 'string') return Buffer.from(data, encoding);
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export interface ReadResult {
+  bytesRead: number;
+  buffer: Buffer;
+}
+
+/** A file handle like fs/promises' FileHandle, with a position for reads and writes that give none. */
+export class FileHandle {
+  readonly #vol: Volume;
+  readonly #h: Handle;
+  readonly #path: string;
+  #pos = 0;
+
+  constructor(vol: Volume, h: Handle, path: string) {
+    this.#vol = vol;
+    this.#h = h;
+    this.#path = path;
+  }
+
+  get fd(): number {
+    return this.#h.fh;
+  }
+
+  get ino(): number {
+    return this.#h.ino;
+  }
+
+  async read(buffer?: Buffer, offset = 0, length?: number, position?: number | null): Promise<ReadResult> {
+    const buf = buffer ?? Buffer.alloc(16384);
+    const len = length ?? buf.length - offset;
+    if (offset < 0 || len < 0 || offset + len > buf.length) throw new FsError('EINVAL', 'buffer range out of bounds');
+    const pos = position ?? this.#pos;
+    try {
+      const n = await this.#vol.vfs.readTo(this.#h, pos, buf.subarray(offset, offset + len));
+      if (position === undefined || position === null) this.#pos = pos + n;
+      return { bytesRead: n, buffer: buf };
+    } catch (err) {
+      wrap(err, 'read', this.#path);
+    }
+  }
+
+  async write(data: Data, offset?: number, length?: number, position?: number | null): Promise<{ bytesWritten: number; buffer: Data }> {
+    let buf: Buffer;
+    if (typeof data === 'string') {
+      // write(string, position?, encoding?)
+      buf = Buffer.from(data, 'utf8');
+      position = offset ?? null;
+    } else {
+      const b = toBuffer(data);
+      const off = offset ?? 0;
+      const len = length ?? b.length - off;
+      if (off < 0 || len < 0 || off + len > b.length) throw new FsError('EINVAL', 'buffer range out of bounds');
+      buf = b.subarray(off, off + len);
+    }
+    const pos = position ?? this.#pos;
+    try {
+      const at = await this.#vol.vfs.write(this.#h, buf, pos);
+      if (position === undefined || position === null || this.#h.append) this.#pos = at + buf.length;
+      return { bytesWritten: buf.length, buffer: data };
+    } catch (err) {
+      wrap(err, 'write', this.#path);
+    }
+  }
+
+  async readFile(options?: { encoding?: BufferEncoding } | BufferEncoding): Promise<Buffer | string> {
+    const st = await this.stat();
+    const out = Buffer.allocUnsafe(st.size);
+    let done = 0;
+    while (done < st.size) {
+      const { bytesRead } = await this.read(out, done, st.size - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    const enc = typeof options === 'string' ? options : options?.encoding;
+    return enc === undefined ? out.subarray(0, done) : out.subarray(0, done).toString(enc);
+  }
+
+  async writeFile(data: Data): Promise<void> {
+    const buf = toBuffer(data);
+    await this.write(buf, 0, buf.length, this.#h.append ? null : this.#pos);
+  }
+
+  async appendFile(data: Data): Promise<void> {
+    const buf = toBuffer(data);
+    const st = await this.stat();
+    await this.write(buf, 0, buf.length, st.size);
+  }
+
+  async truncate(len = 0): Promise<void> {
+    if (!this.#h.writable) wrap(new FsError('EINVAL'), 'ftruncate', this.#path);
+    try {
+      await this.#vol.vfs.truncate(this.#h.ino, len);
+    } catch (err) {
+      wrap(err, 'ftruncate', this.#path);
+    }
+  }
+
+  async sync(): Promise<void> {
+    try {
+      await this.#vol.vfs.flush(this.#h);
+    } catch (err) {
+      wrap(err, 'fsync', this.#path);
+    }
+  }
+
+  datasync(): Promise<void> {
+    return this.sync();
+  }
+
+  async stat(): Promise<Stats> {
+    try {
+      return new Stats(await this.#vol.vfs.getattr(this.#h.ino));
+    } catch (err) {
+      wrap(err, 'fstat', this.#path);
+    }
+  }
+
+  async chmod(mode: number): Promise<void> {
+    try {
+      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { mode });
+    } catch (err) {
+      wrap(err, 'fchmod', this.#path);
+    }
+  }
+
+  async chown(uid: number, gid: number): Promise<void> {
+    try {
+      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { uid, gid });
+    } catch (err) {
+      wrap(err, 'fchown', this.#path);
+    }
+  }
+
+  async utimes(atime: TimeLike, mtime: TimeLike): Promise<void> {
+    try {
+      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { atime: toMs(atime), mtime: toMs(mtime) });
+    } catch (err) {
+      wrap(err, 'futime', this.#path);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.#vol.vfs.release(this.#h);
+    } catch (err) {
+      wrap(err, 'close', this.#path);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+export interface VolumeInfo {
+  name: string;
+  uuid: string;
+  storage: string;
+  blockBytes: number;
+  compression: string;
+  trashDays: number;
+}
+
+export class Volume {
+  readonly vfs: Vfs;
+  readonly ctx: Ctx;
+  readonly umask: number;
+  readonly #onClose: () => Promise<void>;
+  #closed = false;
+
+  constructor(vfs: Vfs, ctx: Ctx, umask: number, onClose: () => Promise<void>) {
+    this.vfs = vfs;
+    this.ctx = ctx;
+    this.umask = umask;
+    this.#onClose = onClose;
+  }
+
+  get info(): VolumeInfo {
+    const f = this.vfs.meta.format;
+    return { name: f.name, uuid: f.uuid, storage: f.storage, blockBytes: f.blockBytes, compression: f.compression, trashDays: f.trashDays };
+  }
+
+  /** The same volume seen as another user (permission checks use ctx). */
+  as(ctx: Ctx): Volume {
+    return new Volume(this.vfs, ctx, this.umask, () => Promise.resolve());
+  }
+
+  // ---------------------------------------------------------------- files
+
+  async open(path: string, flags: OpenFlags = 'r', mode = 0o666): Promise<FileHandle> {
+    const f = parseFlags(flags);
+    try {
+      let attr: Attr | undefined;
+      let created = false;
+      if ((f & O_CREAT) !== 0) {
+        const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+        try {
+          attr = await this.vfs.meta.lookup(this.ctx, parent.ino, name);
+          if ((f & O_EXCL) !== 0) throw new FsError('EEXIST');
+          if (attr.type === 'symlink') attr = await this.vfs.resolve(this.ctx, path, true);
+        } catch (err) {
+          if (!isFsError(err, 'ENOENT') || attr !== undefined) throw err;
+          if (path.endsWith('/')) throw new FsError('EISDIR');
+          attr = await this.vfs.meta.create(this.ctx, parent.ino, name, mode & ~this.umask);
+          created = true;
+        }
+      } else {
+        attr = await this.vfs.resolve(this.ctx, path, true);
+      }
+      const acc = f & O_ACCMODE;
+      if (attr.type === 'dir' && acc !== O_RDONLY) throw new FsError('EISDIR');
+      // A file we just created may be opened for writing whatever its mode (open(2) semantics).
+      const h = await this.vfs.open(created ? { ...this.ctx, uid: 0 } : this.ctx, attr.ino, f);
+      if ((f & O_TRUNC) !== 0 && acc !== O_RDONLY && attr.type === 'file' && !created) {
+        try {
+          await this.vfs.truncate(attr.ino, 0);
+        } catch (err) {
+          await this.vfs.release(h);
+          throw err;
+        }
+      }
+      return new FileHandle(this, h, path);
+    } catch (err) {
+      wrap(err, 'open', path);
+    }
+  }
+
+  async readFile(path: string, options?: { encoding?: BufferEncoding; flag?: OpenFlags } | BufferEncoding): Promise<Buffer | string>;
+  async readFile(path: string, options?: { encoding?: BufferEncoding; flag?: OpenFlags } | BufferEncoding): Promise<Buffer | string> {
+    const fh = await this.open(path, typeof options === 'object' ? (options.flag ?? 'r') : 'r');
+    try {
+      return await fh.readFile(options);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async writeFile(path: string, data: Data, options?: { mode?: number; flag?: OpenFlags; encoding?: BufferEncoding } | BufferEncoding): Promise<void> {
+    const o = typeof options === 'string' ? { encoding: options } : (options ?? {});
+    const fh = await this.open(path, o.flag ?? 'w', o.mode ?? 0o666);
+    try {
+      await fh.writeFile(toBuffer(data, o.encoding));
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async appendFile(path: string, data: Data, options?: { mode?: number; encoding?: BufferEncoding } | BufferEncoding): Promise<void> {
+    const o = typeof options === 'string' ? { encoding: options } : (options ?? {});
+    const fh = await this.open(path, 'a', o.mode ?? 0o666);
+    try {
+      await fh.writeFile(toBuffer(data, o.encoding));
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** copyFile by reference: the copy shares the source's blocks (copy_file_range). */
+  async copyFile(src: string, dest: string, mode = 0): Promise<void> {
+    const COPYFILE_EXCL = 1;
+    const s = await this.open(src, 'r');
+    try {
+      const st = await s.stat();
+      const d = await this.open(dest, (mode & COPYFILE_EXCL) !== 0 ? 'wx' : 'w', st.mode & 0o777);
+      try {
+        await this.vfs.flushIno(s.ino);
+        await this.vfs.meta.copyFileRange(s.ino, 0, d.ino, 0, st.size);
+      } finally {
+        await d.close();
+      }
+    } catch (err) {
+      wrap(err, 'copyfile', src, dest);
+    } finally {
+      await s.close();
+    }
+  }
+
+  createReadStream(path: string, options: { start?: number; end?: number; highWaterMark?: number } = {}): Readable {
+    const hwm = options.highWaterMark ?? 1 << 20;
+    let fh: FileHandle | undefined;
+    let pos = options.start ?? 0;
+    const end = options.end ?? Infinity; // inclusive, as in fs.createReadStream
+    const stream: Readable = new Readable({
+      highWaterMark: hwm,
+      construct: (cb) => {
+        this.open(path, 'r').then(
+          (h) => {
+            fh = h;
+            cb();
+          },
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      read: (size) => {
+        const n = Math.min(Math.max(size, hwm), end + 1 - pos);
+        if (n <= 0 || fh === undefined) {
+          stream.push(null);
+          return;
+        }
+        fh.read(Buffer.alloc(n), 0, n, pos).then(
+          ({ bytesRead, buffer }) => {
+            pos += bytesRead;
+            stream.push(bytesRead === 0 ? null : buffer.subarray(0, bytesRead));
+          },
+          (e: unknown) => stream.destroy(e as Error),
+        );
+      },
+      destroy: (e, cb) => {
+        if (fh === undefined) return cb(e);
+        fh.close().then(
+          () => cb(e),
+          (e2: unknown) => cb(e ?? (e2 as Error)),
+        );
+      },
+    });
+    return stream;
+  }
+
+  createWriteStream(path: string, options: { flags?: OpenFlags; start?: number; mode?: number } = {}): Writable {
+    let fh: FileHandle | undefined;
+    let pos = options.start;
+    return new Writable({
+      highWaterMark: 1 << 20,
+      construct: (cb) => {
+        this.open(path, options.flags ?? 'w', options.mode ?? 0o666).then(
+          (h) => {
+            fh = h;
+            cb();
+          },
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      write: (chunk: Buffer, _enc, cb) => {
+        fh!.write(chunk, 0, chunk.length, pos ?? null).then(
+          ({ bytesWritten }) => {
+            if (pos !== undefined) pos += bytesWritten;
+            cb();
+          },
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      final: (cb) => {
+        const h = fh;
+        fh = undefined;
+        if (h === undefined) return cb();
+        h.close().then(
+          () => cb(),
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      destroy: (e, cb) => {
+        const h = fh;
+        fh = undefined;
+        if (h === undefined) return cb(e);
+        h.close().then(
+          () => cb(e),
+          (e2: unknown) => cb(e ?? (e2 as Error)),
+        );
+      },
+    });
+  }
+
+  // ---------------------------------------------------------------- attributes
+
+  async stat(path: string): Promise<Stats> {
+    try {
+      return new Stats(this.vfs.withWriterLength(await this.vfs.resolve(this.ctx, path, true)));
+    } catch (err) {
+      wrap(err, 'stat', path);
+    }
+  }
+
+  async lstat(path: string): Promise<Stats> {
+    try {
+      return new Stats(this.vfs.withWriterLength(await this.vfs.resolve(this.ctx, path, false)));
+    } catch (err) {
+      wrap(err, 'lstat', path);
+    }
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.vfs.resolve(this.ctx, path, true);
+      return true;
+    } catch (err) {
+      if (isFsError(err, 'ENOENT')) return false;
+      throw err;
+    }
+  }
+
+  async access(path: string, mode = 0): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      if (mode !== 0) await this.vfs.meta.access(this.ctx, a.ino, mode);
+    } catch (err) {
+      wrap(err, 'access', path);
+    }
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      await this.vfs.meta.setattr(this.ctx, a.ino, { mode });
+    } catch (err) {
+      wrap(err, 'chmod', path);
+    }
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      await this.vfs.meta.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
+    } catch (err) {
+      wrap(err, 'chown', path);
+    }
+  }
+
+  async lchown(path: string, uid: number, gid: number): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, false);
+      await this.vfs.meta.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
+    } catch (err) {
+      wrap(err, 'lchown', path);
+    }
+  }
+
+  async utimes(path: string, atime: TimeLike, mtime: TimeLike): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      await this.vfs.meta.setattr(this.ctx, a.ino, { atime: toMs(atime), mtime: toMs(mtime) });
+    } catch (err) {
+      wrap(err, 'utime', path);
+    }
+  }
+
+  async truncate(path: string, len = 0): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      if (a.type === 'dir') throw new FsError('EISDIR');
+      await this.vfs.meta.access(this.ctx, a.ino, W_OK);
+      await this.vfs.truncate(a.ino, len);
+    } catch (err) {
+      wrap(err, 'truncate', path);
+    }
+  }
+
+  // ---------------------------------------------------------------- names
+
+  async readdir(path: string, options?: { withFileTypes?: false } | BufferEncoding): Promise<string[]>;
+  async readdir(path: string, options: { withFileTypes: true }): Promise<Dirent[]>;
+  async readdir(path: string, options?: { withFileTypes?: boolean } | BufferEncoding): Promise<string[] | Dirent[]> {
+    try {
+      const d = await this.vfs.resolve(this.ctx, path, true);
+      if (d.type !== 'dir') throw new FsError('ENOTDIR');
+      const entries: Array<{ name: string; type: FileType }> = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await this.vfs.meta.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: 1000 });
+        for (const e of page) if (!(d.ino === ROOT_INO && e.ino === TRASH_INO)) entries.push(e);
+        if (page.length < 1000) break;
+        after = page[page.length - 1]!.name;
+      }
+      if (typeof options === 'object' && options.withFileTypes) {
+        const parent = '/' + Vfs.split(path).join('/');
+        return entries.map((e) => new Dirent(e.name, parent, e.type));
+      }
+      return entries.map((e) => e.name);
+    } catch (err) {
+      wrap(err, 'scandir', path);
+    }
+  }
+
+  async mkdir(path: string, options?: { recursive?: boolean; mode?: number } | number): Promise<string | undefined> {
+    const o = typeof options === 'number' ? { mode: options } : (options ?? {});
+    const mode = (o.mode ?? 0o777) & ~this.umask;
+    try {
+      if (!o.recursive) {
+        const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+        await this.vfs.meta.mkdir(this.ctx, parent.ino, name, mode);
+        return undefined;
+      }
+      const names = Vfs.split(path);
+      let cur = await this.vfs.meta.getattr(ROOT_INO);
+      let first: string | undefined;
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        try {
+          cur = await this.vfs.resolve(this.ctx, '/' + names.slice(0, i + 1).join('/'), true);
+          if (cur.type !== 'dir') throw new FsError(i === names.length - 1 ? 'EEXIST' : 'ENOTDIR');
+        } catch (err) {
+          if (!isFsError(err, 'ENOENT')) throw err;
+          try {
+            cur = await this.vfs.meta.mkdir(this.ctx, cur.ino, name, mode);
+          } catch (e2) {
+            if (!isFsError(e2, 'EEXIST')) throw e2;
+            cur = await this.vfs.meta.lookup(this.ctx, cur.ino, name);
+            continue;
+          }
+          first ??= '/' + names.slice(0, i + 1).join('/');
+        }
+      }
+      return first;
+    } catch (err) {
+      wrap(err, 'mkdir', path);
+    }
+  }
+
+  async rmdir(path: string): Promise<void> {
+    try {
+      const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+      await this.vfs.meta.rmdir(this.ctx, parent.ino, name);
+    } catch (err) {
+      wrap(err, 'rmdir', path);
+    }
+  }
+
+  async unlink(path: string): Promise<void> {
+    try {
+      const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+      await this.vfs.meta.unlink(this.ctx, parent.ino, name);
+    } catch (err) {
+      wrap(err, 'unlink', path);
+    }
+  }
+
+  /** rm -r / rm -f. */
+  async rm(path: string, options: { recursive?: boolean; force?: boolean } = {}): Promise<void> {
+    let a: Attr;
+    try {
+      a = await this.vfs.resolve(this.ctx, path, false);
+    } catch (err) {
+      if (options.force && isFsError(err, 'ENOENT')) return;
+      wrap(err, 'rm', path);
+    }
+    if (a.type !== 'dir') return this.unlink(path);
+    if (!options.recursive) wrap(new FsError('EISDIR', 'is a directory (use recursive)'), 'rm', path);
+    const base = '/' + Vfs.split(path).join('/');
+    for (const name of await this.readdir(path)) await this.rm(`${base === '/' ? '' : base}/${name}`, options);
+    if (base !== '/') await this.rmdir(path);
+  }
+
+  /**
+   * rename(2). `flags` takes RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2) as in renameat2(2), or the
+   * options { noReplace, exchange }.
+   */
+  async rename(oldPath: string, newPath: string, flags: number | { noReplace?: boolean; exchange?: boolean } = 0): Promise<void> {
+    const f = typeof flags === 'number' ? flags : (flags.noReplace ? RENAME_NOREPLACE : 0) | (flags.exchange ? RENAME_EXCHANGE : 0);
+    try {
+      const src = await this.vfs.resolveParent(this.ctx, oldPath);
+      const dst = await this.vfs.resolveParent(this.ctx, newPath);
+      if (oldPath.endsWith('/') || newPath.endsWith('/')) {
+        const s = await this.vfs.meta.lookup(this.ctx, src.parent.ino, src.name);
+        if (s.type !== 'dir') throw new FsError('ENOTDIR');
+      }
+      await this.vfs.meta.rename(this.ctx, src.parent.ino, src.name, dst.parent.ino, dst.name, f);
+    } catch (err) {
+      wrap(err, 'rename', oldPath, newPath);
+    }
+  }
+
+  async symlink(target: string, path: string): Promise<void> {
+    try {
+      const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+      await this.vfs.meta.symlink(this.ctx, parent.ino, name, target);
+    } catch (err) {
+      wrap(err, 'symlink', target, path);
+    }
+  }
+
+  async readlink(path: string): Promise<string> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, false);
+      return await this.vfs.meta.readlink(a.ino);
+    } catch (err) {
+      wrap(err, 'readlink', path);
+    }
+  }
+
+  async link(existingPath: string, newPath: string): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, existingPath, false);
+      const { parent, name } = await this.vfs.resolveParent(this.ctx, newPath);
+      await this.vfs.meta.link(this.ctx, a.ino, parent.ino, name);
+    } catch (err) {
+      wrap(err, 'link', existingPath, newPath);
+    }
+  }
+
+  /** mkfifo / mknod for FIFOs and sockets (devices need root). */
+  async mknod(path: string, type: 'fifo' | 'socket' | 'chr' | 'blk', mode = 0o666, rdev = 0): Promise<void> {
+    try {
+      if ((type === 'chr' || type === 'blk') && this.ctx.uid !== 0) throw new FsError('EPERM');
+      const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+      await this.vfs.meta.mknod(this.ctx, parent.ino, name, type, mode & ~this.umask, { rdev });
+    } catch (err) {
+      wrap(err, 'mknod', path);
+    }
+  }
+
+  async realpath(path: string): Promise<string> {
+    try {
+      const target = await this.vfs.resolve(this.ctx, path, true);
+      // Walk up through parents (directories know theirs); files are found by name in their directory.
+      const names: string[] = [];
+      let ino = target.ino;
+      let a = target;
+      if (a.type !== 'dir') {
+        const { parent } = await this.vfs.resolveParent(this.ctx, path);
+        const page = await this.findName(parent.ino, ino);
+        names.unshift(page);
+        ino = parent.ino;
+        a = parent;
+        // The parent itself may have been reached through symlinks: continue from it.
+        a = await this.vfs.meta.getattr(ino);
+      }
+      while (ino !== ROOT_INO) {
+        names.unshift(await this.findName(a.parent, ino));
+        ino = a.parent;
+        a = await this.vfs.meta.getattr(ino);
+      }
+      return '/' + names.join('/');
+    } catch (err) {
+      wrap(err, 'realpath', path);
+    }
+  }
+
+  private async findName(dir: number, ino: number): Promise<string> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.vfs.meta.readdir(this.ctx, dir, { ...(after === undefined ? {} : { after }), limit: 1000 });
+      const hit = page.find((e) => e.ino === ino);
+      if (hit !== undefined) return hit.name;
+      if (page.length < 1000) throw new FsError('ENOENT');
+      after = page[page.length - 1]!.name;
+    }
+  }
+
+  // ---------------------------------------------------------------- extended attributes
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      return await this.vfs.meta.getxattr(this.ctx, a.ino, name);
+    } catch (err) {
+      wrap(err, 'getxattr', path);
+    }
+  }
+
+  async setxattr(path: string, name: string, value: Data, flags = 0): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      await this.vfs.meta.setxattr(this.ctx, a.ino, name, toBuffer(value), flags);
+    } catch (err) {
+      wrap(err, 'setxattr', path);
+    }
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      return await this.vfs.meta.listxattr(this.ctx, a.ino);
+    } catch (err) {
+      wrap(err, 'listxattr', path);
+    }
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    try {
+      const a = await this.vfs.resolve(this.ctx, path, true);
+      await this.vfs.meta.removexattr(this.ctx, a.ino, name);
+    } catch (err) {
+      wrap(err, 'removexattr', path);
+    }
+  }
+
+  async statfs(path = '/'): Promise<{ type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number }> {
+    try {
+      await this.vfs.resolve(this.ctx, path, true);
+      const s = await this.vfs.meta.statfs();
+      return { type: 0x46525259, bsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree };
+    } catch (err) {
+      wrap(err, 'statfs', path);
+    }
+  }
+
+  /** Flushes every open file, closes the session and the stores. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#onClose();
+  }
+}

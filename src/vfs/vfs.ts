@@ -1,0 +1,415 @@
+/**
+ * POSIX semantics between the front ends (SDK, FUSE, CLI) and the layers below: path resolution with
+ * symlinks, file handles, buffered writes, reads with read-ahead, and background compaction.
+ *
+ * Consistency within one Vfs: a read, stat or truncate of an inode first sees that inode's buffered writes
+ * (reads and truncates flush them; stat reports the buffered length). Across clients: close-to-open.
+ */
+
+import { FsError } from '../errors.js';
+import type { Meta } from '../meta/meta.js';
+import { cutSegments, visibleSegments, type SliceRef } from '../meta/slices.js';
+import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx } from '../meta/types.js';
+import type { ChunkStore } from '../chunk/store.js';
+import { Limiter } from '../util/limiter.js';
+import { FileWriter } from './writer.js';
+
+export const SYMLINK_FOLLOW_MAX = 40;
+
+export interface VfsOptions {
+  /** Bytes that write buffers may hold before writers wait for uploads. */
+  bufferBytesMax?: number;
+  /** Concurrent block uploads. */
+  uploadsInFlightMax?: number;
+  /** Largest read-ahead window of one handle. */
+  readAheadBytesMax?: number;
+  /** Compact a chunk once it has this many slice references. */
+  compactSlicesMin?: number;
+  /** Called with every background failure (logged and counted by the owner). */
+  onBackgroundError?: (what: string, err: unknown) => void;
+}
+
+export const O_ACCMODE = 3;
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_DIRECTORY = 0o200000;
+export const O_NOFOLLOW = 0o400000;
+
+export interface Handle {
+  readonly fh: number;
+  readonly ino: number;
+  readonly flags: number;
+  readonly readable: boolean;
+  readonly writable: boolean;
+  readonly append: boolean;
+  /** Sequential-read tracking for read-ahead. */
+  lastEnd: number;
+  ahead: number;
+  prefetchedTo: number;
+  closed: boolean;
+}
+
+export class Vfs {
+  readonly meta: Meta;
+  readonly chunks: ChunkStore;
+  private readonly writers = new Map<number, FileWriter>();
+  private readonly handles = new Map<number, Handle>();
+  private nextFh = 1;
+  private buffered = 0;
+  private roomWaiters: Array<() => void> = [];
+  private readonly uploads: Limiter;
+  private readonly opts: Required<VfsOptions>;
+  private readonly compacting = new Set<string>();
+  private background = new Set<Promise<void>>();
+
+  constructor(meta: Meta, chunks: ChunkStore, options: VfsOptions = {}) {
+    this.meta = meta;
+    this.chunks = chunks;
+    this.opts = {
+      bufferBytesMax: options.bufferBytesMax ?? 64 << 20,
+      uploadsInFlightMax: options.uploadsInFlightMax ?? 8,
+      readAheadBytesMax: options.readAheadBytesMax ?? 32 << 20,
+      compactSlicesMin: options.compactSlicesMin ?? 24,
+      onBackgroundError:
+        options.onBackgroundError ??
+        ((what, err) => {
+          process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+        }),
+    };
+    this.uploads = new Limiter(this.opts.uploadsInFlightMax);
+  }
+
+  /** Runs background work that is caught, reported and awaited by close(). */
+  private spawn(what: string, fn: () => Promise<void>): void {
+    const p = fn()
+      .catch((err: unknown) => this.opts.onBackgroundError(what, err))
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+
+  // ---------------------------------------------------------------- paths
+
+  /** Splits an absolute or volume-relative path into names ('.' and empty segments dropped). */
+  static split(path: string): string[] {
+    if (typeof path !== 'string') throw new FsError('EINVAL', 'path must be a string');
+    if (path.includes('\0')) throw new FsError('EINVAL', 'path contains NUL');
+    return path.split('/').filter((s) => s !== '' && s !== '.');
+  }
+
+  /**
+   * The inode a path names. `follow` decides whether a symlink in the last component is followed.
+   * A trailing slash requires a directory.
+   */
+  async resolve(ctx: Ctx, path: string, follow = true): Promise<Attr> {
+    const names = Vfs.split(path);
+    const attr = await this.walk(ctx, ROOT_INO, names, follow, { n: 0 });
+    if (path.endsWith('/') && names.length > 0 && attr.type !== 'dir') throw new FsError('ENOTDIR', path);
+    return attr;
+  }
+
+  /** The directory that would hold the last component of path, and that name. */
+  async resolveParent(ctx: Ctx, path: string): Promise<{ parent: Attr; name: string }> {
+    const names = Vfs.split(path);
+    const name = names.pop();
+    if (name === undefined) throw new FsError('EBUSY', 'the root has no parent');
+    const parent = await this.walk(ctx, ROOT_INO, names, true, { n: 0 });
+    if (parent.type !== 'dir') throw new FsError('ENOTDIR', path);
+    return { parent, name };
+  }
+
+  private async walk(ctx: Ctx, start: number, names: readonly string[], followLast: boolean, links: { n: number }): Promise<Attr> {
+    let cur = await this.meta.getattr(start);
+    for (let i = 0; i < names.length; i++) {
+      if (cur.type !== 'dir') throw new FsError('ENOTDIR');
+      const parentIno = cur.ino;
+      const next = await this.meta.lookup(ctx, parentIno, names[i]!);
+      const last = i === names.length - 1;
+      if (next.type === 'symlink' && (!last || followLast)) {
+        if (++links.n > SYMLINK_FOLLOW_MAX) throw new FsError('ELOOP');
+        const target = next.target ?? '';
+        const rest = names.slice(i + 1);
+        const tnames = Vfs.split(target);
+        const from = target.startsWith('/') ? ROOT_INO : parentIno;
+        const resolved = await this.walk(ctx, from, tnames, true, links);
+        if (target.endsWith('/') && resolved.type !== 'dir') throw new FsError('ENOTDIR');
+        return rest.length === 0 ? resolved : this.walk(ctx, resolved.ino, rest, followLast, links);
+      }
+      cur = next;
+    }
+    return cur;
+  }
+
+  // ---------------------------------------------------------------- attributes
+
+  /** Attributes including the length of writes still buffered in this process. */
+  async getattr(ino: number): Promise<Attr> {
+    const a = await this.meta.getattr(ino);
+    const w = this.writers.get(ino);
+    if (w !== undefined && w.length > a.length) return { ...a, length: w.length };
+    return a;
+  }
+
+  withWriterLength(a: Attr): Attr {
+    const w = this.writers.get(a.ino);
+    return w !== undefined && w.length > a.length ? { ...a, length: w.length } : a;
+  }
+
+  async truncate(ino: number, length: number): Promise<Attr> {
+    await this.flushIno(ino);
+    return this.meta.truncate(ino, length);
+  }
+
+  // ---------------------------------------------------------------- handles
+
+  /** Opens an existing inode with open(2) flags (creation and O_TRUNC are the caller's). */
+  async open(ctx: Ctx, ino: number, flags: number): Promise<Handle> {
+    const acc = flags & O_ACCMODE;
+    const readable = acc === O_RDONLY || acc === O_RDWR;
+    const writable = acc === O_WRONLY || acc === O_RDWR;
+    const mask = (readable ? R_OK : 0) | (writable ? W_OK : 0);
+    const a = await this.meta.open(ctx, ino, mask);
+    if ((flags & O_DIRECTORY) !== 0 && a.type !== 'dir') {
+      await this.meta.release(ino);
+      throw new FsError('ENOTDIR');
+    }
+    const h: Handle = {
+      fh: this.nextFh++,
+      ino,
+      flags,
+      readable,
+      writable,
+      append: (flags & O_APPEND) !== 0,
+      lastEnd: -1,
+      ahead: 0,
+      prefetchedTo: 0,
+      closed: false,
+    };
+    this.handles.set(h.fh, h);
+    return h;
+  }
+
+  handle(fh: number): Handle {
+    const h = this.handles.get(fh);
+    if (h === undefined || h.closed) throw new FsError('EBADF');
+    return h;
+  }
+
+  private writer(ino: number): FileWriter {
+    let w = this.writers.get(ino);
+    if (w === undefined) {
+      w = new FileWriter(ino, {
+        meta: this.meta,
+        chunks: this.chunks,
+        uploads: this.uploads,
+        account: (delta) => this.account(delta),
+        waitForRoom: () => this.waitForRoom(),
+        onCommitted: (i, index, refs) => this.maybeCompact(i, index, refs),
+      });
+      this.writers.set(ino, w);
+    }
+    return w;
+  }
+
+  private account(delta: number): void {
+    this.buffered += delta;
+    if (this.buffered < this.opts.bufferBytesMax && this.roomWaiters.length > 0) {
+      const waiters = this.roomWaiters;
+      this.roomWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private waitForRoom(): Promise<void> {
+    if (this.buffered < this.opts.bufferBytesMax) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Writes data at pos (or at the end for O_APPEND handles); returns the offset written at. */
+  async write(h: Handle, data: Buffer, pos: number): Promise<number> {
+    if (h.closed) throw new FsError('EBADF');
+    if (!h.writable) throw new FsError('EBADF', 'not open for writing');
+    if (h.append) pos = (await this.getattr(h.ino)).length;
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
+    if (data.length === 0) return pos;
+    await this.writer(h.ino).write(pos, data);
+    return pos;
+  }
+
+  /** Reads up to length bytes at pos into a new buffer (shorter at the end of the file). */
+  async read(h: Handle, pos: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    const n = await this.readTo(h, pos, out);
+    return out.subarray(0, n);
+  }
+
+  /**
+   * Reads into dest (its whole length, or up to the end of the file) at pos; returns bytes read. Bytes in
+   * holes are zeroed here, so dest may hold garbage on entry.
+   */
+  async readTo(h: Handle, pos: number, dest: Buffer): Promise<number> {
+    if (h.closed) throw new FsError('EBADF');
+    if (!h.readable) throw new FsError('EBADF', 'not open for reading');
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
+    await this.flushIno(h.ino);
+    const a = await this.meta.getattr(h.ino);
+    if (a.type === 'dir') throw new FsError('EISDIR');
+    const n = Math.max(0, Math.min(dest.length, a.length - pos));
+    if (n === 0) return 0;
+    await this.readInto(h.ino, pos, dest.subarray(0, n));
+    this.readAhead(h, pos, n, a.length);
+    return n;
+  }
+
+  /** Fills dest with the file's bytes from pos (dest must not extend past the file's length). */
+  private async readInto(ino: number, pos: number, dest: Buffer): Promise<void> {
+    const C = this.meta.chunkBytes;
+    const jobs: Array<Promise<void>> = [];
+    for (let off = pos; off < pos + dest.length; ) {
+      const index = Math.floor(off / C);
+      const from = off - index * C;
+      const to = Math.min(C, from + (pos + dest.length - off));
+      const base = off - pos;
+      jobs.push(
+        this.meta.readChunk(ino, index).then(async (refs) => {
+          const parts: Array<Promise<void>> = [];
+          let cur = from;
+          for (const s of cutSegments(visibleSegments(refs), from, to)) {
+            if (s.pos > cur) dest.fill(0, base + (cur - from), base + (s.pos - from));
+            cur = s.pos + s.len;
+            if (s.id === 0) dest.fill(0, base + (s.pos - from), base + (cur - from));
+            else parts.push(this.chunks.readSlice(s.id, s.size, s.off, s.len, dest, base + (s.pos - from)));
+          }
+          if (cur < to) dest.fill(0, base + (cur - from), base + (to - from));
+          await Promise.all(parts);
+        }),
+      );
+      off = index * C + to;
+    }
+    await Promise.all(jobs);
+  }
+
+  private readAhead(h: Handle, pos: number, n: number, fileLength: number): void {
+    const B = this.chunks.blockBytes;
+    if (pos === h.lastEnd) h.ahead = Math.min(this.opts.readAheadBytesMax, Math.max(B, h.ahead * 2));
+    else h.ahead = 0;
+    h.lastEnd = pos + n;
+    if (h.ahead === 0) return;
+    const from = Math.max(h.prefetchedTo, pos + n);
+    const to = Math.min(fileLength, pos + n + h.ahead);
+    if (from >= to) return;
+    h.prefetchedTo = to;
+    this.spawn('read-ahead', () => this.prefetch(h.ino, from, to));
+  }
+
+  private async prefetch(ino: number, from: number, to: number): Promise<void> {
+    const C = this.meta.chunkBytes;
+    for (let off = from; off < to; ) {
+      const index = Math.floor(off / C);
+      const a = off - index * C;
+      const b = Math.min(C, a + (to - off));
+      for (const s of cutSegments(visibleSegments(await this.meta.readChunk(ino, index)), a, b)) {
+        if (s.id !== 0) this.chunks.prefetch(s.id, s.size, s.off, s.len);
+      }
+      off = index * C + b;
+    }
+  }
+
+  /** Uploads and commits the inode's buffered writes. */
+  async flushIno(ino: number): Promise<void> {
+    const w = this.writers.get(ino);
+    if (w === undefined) return;
+    try {
+      await w.flush();
+    } finally {
+      if (!w.dirty && this.writers.get(ino) === w) this.writers.delete(ino);
+    }
+  }
+
+  async flush(h: Handle): Promise<void> {
+    if (h.closed) throw new FsError('EBADF');
+    await this.flushIno(h.ino);
+  }
+
+  /** Flushes and closes a handle; the last close of an unlinked file releases it. Idempotent per handle. */
+  async release(h: Handle): Promise<void> {
+    if (h.closed) return;
+    h.closed = true;
+    this.handles.delete(h.fh);
+    try {
+      if (h.writable) await this.flushIno(h.ino);
+    } finally {
+      await this.meta.release(h.ino);
+    }
+  }
+
+  // ---------------------------------------------------------------- compaction
+
+  private maybeCompact(ino: number, index: number, refs: number): void {
+    if (refs < this.opts.compactSlicesMin) return;
+    const key = `${ino}:${index}`;
+    if (this.compacting.has(key)) return;
+    this.compacting.add(key);
+    this.spawn('compaction', async () => {
+      try {
+        await this.compactChunk(ino, index);
+      } finally {
+        this.compacting.delete(key);
+      }
+    });
+  }
+
+  /**
+   * Rewrites a chunk's visible bytes as one new slice and swaps the references in one transaction, if the
+   * chunk did not change meanwhile. Returns whether it swapped.
+   */
+  async compactChunk(ino: number, index: number): Promise<boolean> {
+    const refs = await this.meta.readChunk(ino, index);
+    if (refs.length < 2) return false;
+    const view = visibleSegments(refs);
+    const data = view.filter((s) => s.id !== 0);
+    if (data.length === 0) return false;
+    const start = data[0]!.pos;
+    const end = data[data.length - 1]!.pos + data[data.length - 1]!.len;
+    const buf = Buffer.alloc(end - start);
+    await Promise.all(
+      cutSegments(view, start, end)
+        .filter((s) => s.id !== 0)
+        .map((s) => this.chunks.readSlice(s.id, s.size, s.off, s.len, buf, s.pos - start)),
+    );
+    const id = await this.meta.newSliceId();
+    const B = this.chunks.blockBytes;
+    const puts: Array<Promise<void>> = [];
+    for (let i = 0; i * B < buf.length; i++) {
+      puts.push(this.uploads.run(() => this.chunks.putBlock(id, i, buf.subarray(i * B, Math.min(buf.length, (i + 1) * B)))));
+    }
+    try {
+      await Promise.all(puts);
+    } catch (err) {
+      await this.meta.abandonSlice(id, buf.length);
+      throw err;
+    }
+    const ref: SliceRef = { pos: start, id, size: buf.length, off: 0, len: buf.length };
+    // Zero references only mask older data; with all older references replaced, gaps read as zeros anyway.
+    const swapped = await this.meta.replaceSlices(ino, index, refs, ref);
+    if (!swapped) await this.meta.abandonSlice(id, buf.length);
+    return swapped;
+  }
+
+  /** Waits for background work (read-ahead, compaction). */
+  async drain(): Promise<void> {
+    while (this.background.size > 0) await Promise.all([...this.background]);
+  }
+
+  /** Flushes every writer and closes every handle. */
+  async close(): Promise<void> {
+    for (const h of [...this.handles.values()]) await this.release(h).catch((e: unknown) => this.opts.onBackgroundError('close', e));
+    for (const ino of [...this.writers.keys()]) await this.flushIno(ino).catch((e: unknown) => this.opts.onBackgroundError('flush', e));
+    await this.drain();
+  }
+}
+

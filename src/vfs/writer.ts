@@ -1,0 +1,188 @@
+/**
+ * The write buffer of one file. Writes become slices (one contiguous range inside one chunk each); a slice's
+ * full blocks upload as soon as they fill, and `flush` uploads the tails, waits for every upload and then
+ * commits the slices to the metadata in the order they were created (later slices win where they overlap).
+ *
+ *   write(off, data) --> slice grows --> block full --> upload (bounded, in background)
+ *   flush()          --> upload tails --> wait --> meta.write(all slices, in order) --> committed
+ *
+ * A slice that reaches the end of its chunk is frozen and committed in the background, so a long
+ * sequential write never holds more than a few blocks in memory nor gigabytes of uncommitted data.
+ */
+
+import { FsError } from '../errors.js';
+import type { Meta } from '../meta/meta.js';
+import type { SliceRef } from '../meta/slices.js';
+import type { ChunkStore } from '../chunk/store.js';
+import type { Limiter } from '../util/limiter.js';
+
+/** Open slices one writer may hold before it flushes itself (random small writes). */
+const OPEN_SLICES_MAX = 256;
+
+class OpenSlice {
+  readonly index: number;
+  readonly pos: number;
+  readonly id: number;
+  len = 0;
+  frozen = false;
+  /** Pieces of the block being filled (copies of the caller's data), concatenated once when it is stored. */
+  parts: Buffer[] = [];
+  partBytes = 0;
+  uploads: Array<Promise<void>> = [];
+
+  constructor(index: number, pos: number, id: number) {
+    this.index = index;
+    this.pos = pos;
+    this.id = id;
+  }
+}
+
+export interface WriterEnv {
+  meta: Meta;
+  chunks: ChunkStore;
+  uploads: Limiter;
+  /** Called when bytes enter or leave the buffers (back-pressure accounting). */
+  account(delta: number): void;
+  /** Resolves when buffered bytes are below the limit. */
+  waitForRoom(): Promise<void>;
+  /** A chunk now has this many slice references (compaction hint). */
+  onCommitted(ino: number, index: number, refs: number): void;
+}
+
+export class FileWriter {
+  readonly ino: number;
+  private readonly env: WriterEnv;
+  private slices: OpenSlice[] = [];
+  private committing: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  /** The file length implied by buffered writes (0 when none). */
+  length = 0;
+
+  constructor(ino: number, env: WriterEnv) {
+    this.ino = ino;
+    this.env = env;
+  }
+
+  get dirty(): boolean {
+    return this.slices.length > 0;
+  }
+
+  private check(): void {
+    if (this.failure !== undefined) {
+      const f = this.failure;
+      this.failure = undefined;
+      throw f instanceof FsError ? f : new FsError('EIO', `write failed: ${f instanceof Error ? f.message : String(f)}`, { cause: f });
+    }
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    this.check();
+    const C = this.env.meta.chunkBytes;
+    let done = 0;
+    while (done < data.length) {
+      const off = offset + done;
+      const index = Math.floor(off / C);
+      const pos = off - index * C;
+      const n = Math.min(C - pos, data.length - done);
+      let s = this.slices.findLast((x) => !x.frozen && x.index === index && x.pos + x.len === pos);
+      // Appending to an older slice is only safe if no later slice overlaps the appended range.
+      if (s !== undefined && s !== this.slices.at(-1) && this.overlapsLater(s, pos, n)) s = undefined;
+      if (s === undefined) {
+        if (this.slices.length >= OPEN_SLICES_MAX) await this.flush();
+        s = new OpenSlice(index, pos, await this.env.meta.newSliceId());
+        this.slices.push(s);
+      }
+      await this.append(s, data.subarray(done, done + n));
+      if (s.pos + s.len === C) {
+        this.freeze(s);
+        this.commitFrozenPrefix();
+      }
+      done += n;
+    }
+    this.length = Math.max(this.length, offset + data.length);
+  }
+
+  private overlapsLater(s: OpenSlice, pos: number, n: number): boolean {
+    for (let i = this.slices.indexOf(s) + 1; i < this.slices.length; i++) {
+      const t = this.slices[i]!;
+      if (t.index === s.index && t.pos < pos + n && pos < t.pos + t.len) return true;
+    }
+    return false;
+  }
+
+  private async append(s: OpenSlice, data: Buffer): Promise<void> {
+    const B = this.env.chunks.blockBytes;
+    let done = 0;
+    while (done < data.length) {
+      await this.env.waitForRoom();
+      const take = Math.min(B - s.partBytes, data.length - done);
+      // Copy: callers (FUSE, streams) reuse their buffers once write returns.
+      s.parts.push(Buffer.from(data.subarray(done, done + take)));
+      s.partBytes += take;
+      s.len += take;
+      this.env.account(take);
+      done += take;
+      if (s.partBytes === B) this.storeBlock(s);
+    }
+  }
+
+  /** Uploads the block being filled (full, or the tail at freeze) in the background. */
+  private storeBlock(s: OpenSlice): void {
+    if (s.partBytes === 0) return;
+    const B = this.env.chunks.blockBytes;
+    const index = Math.floor((s.len - 1) / B);
+    const block = s.parts.length === 1 ? s.parts[0]! : Buffer.concat(s.parts, s.partBytes);
+    const bytes = s.partBytes;
+    s.parts = [];
+    s.partBytes = 0;
+    const p = this.env.uploads
+      .run(() => this.env.chunks.putBlock(s.id, index, block))
+      .finally(() => this.env.account(-bytes));
+    // Failures surface at commit; this only keeps the rejection from being unhandled meanwhile.
+    p.catch(() => undefined);
+    s.uploads.push(p);
+  }
+
+  private freeze(s: OpenSlice): void {
+    if (s.frozen) return;
+    s.frozen = true;
+    this.storeBlock(s);
+  }
+
+  /** Commits, in the background, the leading slices that are frozen. */
+  private commitFrozenPrefix(): void {
+    let k = 0;
+    while (k < this.slices.length && this.slices[k]!.frozen) k++;
+    if (k === 0) return;
+    const batch = this.slices.splice(0, k);
+    this.committing = this.committing.then(() => this.commit(batch)).catch((e: unknown) => {
+      this.failure ??= e;
+    });
+  }
+
+  private async commit(batch: OpenSlice[]): Promise<void> {
+    if (batch.length === 0) return;
+    const results = await Promise.allSettled(batch.flatMap((s) => s.uploads));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed !== undefined) {
+      for (const s of batch) await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
+      throw failed.reason;
+    }
+    const writes = batch.map((s) => ({ index: s.index, ref: { pos: s.pos, id: s.id, size: s.len, off: 0, len: s.len } satisfies SliceRef }));
+    const { longest } = await this.env.meta.write(this.ino, writes);
+    if (longest > 0) for (const s of batch) this.env.onCommitted(this.ino, s.index, longest);
+  }
+
+  /** Uploads and commits everything written so far; throws the first failure since the last flush. */
+  async flush(): Promise<void> {
+    const batch = this.slices;
+    this.slices = [];
+    for (const s of batch) this.freeze(s);
+    this.committing = this.committing.then(() => this.commit(batch)).catch((e: unknown) => {
+      this.failure ??= e;
+    });
+    await this.committing;
+    this.length = 0;
+    this.check();
+  }
+}
