@@ -9,6 +9,12 @@ import type { BlockCache, CacheStats } from './cache.js';
 export interface MemoryBlockCacheOptions {
   /** Total bytes of block data held; 0 disables the cache (every put is declined). */
   capacityBytes: number;
+  /**
+   * Keep and return the caller's buffers instead of copies. Only for owners that never modify a buffer
+   * after putting it or after getting it (the chunk store: blocks are immutable) — it saves two copies of
+   * every block read.
+   */
+  shareBuffers?: boolean;
 }
 
 export function checkCapacityBytes(capacityBytes: unknown): number {
@@ -25,9 +31,11 @@ export class MemoryBlockCache implements BlockCache {
   #hits = 0;
   #misses = 0;
   #evictions = 0;
+  readonly #share: boolean;
 
   constructor(options: MemoryBlockCacheOptions) {
     this.capacityBytes = checkCapacityBytes(options.capacityBytes);
+    this.#share = options.shareBuffers ?? false;
   }
 
   get(key: string): Promise<Buffer | undefined> {
@@ -39,14 +47,14 @@ export class MemoryBlockCache implements BlockCache {
     this.#hits++;
     this.#entries.delete(key);
     this.#entries.set(key, data);
-    return Promise.resolve(Buffer.from(data));
+    return Promise.resolve(this.#share ? data : Buffer.from(data));
   }
 
   put(key: string, data: Buffer): Promise<void> {
     this.#remove(key);
     // A declined put leaves no older copy behind under the key.
     if (this.capacityBytes === 0 || data.length > this.capacityBytes) return Promise.resolve();
-    this.#entries.set(key, Buffer.from(data));
+    this.#entries.set(key, this.#share ? data : Buffer.from(data));
     this.#bytes += data.length;
     for (const [oldest, old] of this.#entries) {
       if (this.#bytes <= this.capacityBytes) break;

@@ -14,7 +14,7 @@
 
 import { CorruptBlockError } from '../errors.js';
 import type { BlockCache } from '../cache/cache.js';
-import { decodeBlock, encodeBlock, type Compression } from './codec.js';
+import { BLOCK_HEADER_BYTES, decodeBlock, encodeBlock, encodeBlockFramed, type Compression } from './codec.js';
 import { blockKey } from './keys.js';
 import type { ObjectStore } from '../object/store.js';
 import { ObjectNotFoundError } from '../object/store.js';
@@ -80,6 +80,21 @@ export class ChunkStore {
     this.stats.blocksWritten++;
     this.stats.bytesWritten += plain.length;
     if (this.cacheWrites && this.disk !== undefined) await this.disk.put(key, plain);
+  }
+
+  /**
+   * Stores one block given as [BLOCK_HEADER_BYTES of space][plain bytes]; the header is written into that
+   * space, so the caller must not reuse `framed` (it may be the stored object).
+   */
+  async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal): Promise<void> {
+    const len = framed.length - BLOCK_HEADER_BYTES;
+    if (len <= 0 || len > this.blockBytes) throw new Error(`assertion failed: block of ${len} bytes`);
+    const key = blockKey(id, index, len);
+    const object = encodeBlockFramed(framed, this.compression);
+    await this.store.put(key, object, { signal });
+    this.stats.blocksWritten++;
+    this.stats.bytesWritten += len;
+    if (this.cacheWrites && this.disk !== undefined) await this.disk.put(key, Buffer.from(framed.subarray(BLOCK_HEADER_BYTES)));
   }
 
   /**

@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn } from './engine.js';
 import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
+import { LookupCache } from './lookupcache.js';
 import {
   CHUNK_BYTES,
   FALLOC_KEEP_SIZE,
@@ -58,6 +59,8 @@ export interface MetaOptions {
   region?: string;
   /** Heartbeat period, ms; 0 disables the timer (tests call heartbeat()). */
   heartbeatMs?: number;
+  /** How long names and attributes resolved by lookup may be reused, ms; 0 disables (default 1000). */
+  lookupCacheMs?: number;
   /** A session whose heartbeat is older than this is dead, ms. */
   sessionStaleMs?: number;
   /** Open a session (clients that hold files open); tools like fsck and dump do not need one. */
@@ -85,6 +88,15 @@ function err(code: ConstructorParameters<typeof FsError>[0], message?: string): 
 export function checkName(name: string): void {
   if (name === '' || name.includes('/') || name.includes('\0')) throw err('EINVAL', `invalid name ${JSON.stringify(name)}`);
   if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw err('ENAMETOOLONG', `name longer than ${NAME_BYTES_MAX} bytes`);
+}
+
+/** s cut to at most maxBytes of UTF-8 on a character boundary (a cut inside one would decode to U+FFFD, 3 bytes). */
+function cutUtf8(s: string, maxBytes: number): string {
+  const b = Buffer.from(s);
+  if (b.length <= maxBytes) return s;
+  let end = maxBytes;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end).toString();
 }
 
 /** Reads the format record; undefined on an engine that holds no volume. */
@@ -173,6 +185,9 @@ export class Meta {
   private readonly options: Required<Omit<MetaOptions, 'region'>> & { region: string };
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly cache: LookupCache;
+  /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
+  private readonly maybeSustained = new Set<number>();
 
   private constructor(engine: MetaEngine, format: FormatRec, options: MetaOptions) {
     this.engine = engine;
@@ -186,7 +201,9 @@ export class Meta {
       sessionStaleMs: options.sessionStaleMs ?? 300_000,
       session: options.session ?? true,
       now: options.now ?? Date.now,
+      lookupCacheMs: options.lookupCacheMs ?? 1000,
     };
+    this.cache = new LookupCache(this.options.lookupCacheMs);
   }
 
   /** Opens a formatted volume; throws FsError ENODEV-like EINVAL if the engine holds none. */
@@ -255,6 +272,7 @@ export class Meta {
   }
 
   private async cleanSession(sid: number): Promise<void> {
+    this.cache.clear();
     for (;;) {
       const batch = await this.engine.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
       if (batch.length === 0) break;
@@ -297,6 +315,15 @@ export class Meta {
     }
   }
 
+  /** Awaits a mutation's transaction, then invalidates what it changed in the lookup cache (also on failure). */
+  private async mutated<R>(invalidate: () => void, txn: Promise<R>): Promise<R> {
+    try {
+      return await txn;
+    } finally {
+      invalidate();
+    }
+  }
+
   // ---------------------------------------------------------------- ids
 
   newSliceId(): Promise<number> {
@@ -309,6 +336,17 @@ export class Meta {
     const rec = await this.engine.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
     if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
     return { ...rec, ino };
+  }
+
+  /** getattr through the lookup cache: for path walks, where lookup's freshness is enough. */
+  async getattrCached(ino: number): Promise<Attr> {
+    const now = this.now();
+    const gen = this.cache.generation;
+    const hit = this.cache.attr(ino, now);
+    if (hit !== undefined) return hit;
+    const a = await this.getattr(ino);
+    this.cache.store(gen, now, [a]);
+    return a;
   }
 
   private async inode(tx: Txn, ino: number): Promise<InodeRec> {
@@ -352,7 +390,7 @@ export class Meta {
 
   async setattr(ctx: Ctx, ino: number, set: SetAttr): Promise<Attr> {
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       const owner = ctx.uid === 0 || ctx.uid === a.uid;
       if (set.mode !== undefined) {
@@ -390,26 +428,38 @@ export class Meta {
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
       return { ...a, ino };
-    });
+    }));
   }
 
   // ---------------------------------------------------------------- names
 
   async lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
-    return this.engine.txn(
+    const now = this.now();
+    const gen = this.cache.generation;
+    const p = this.cache.attr(parent, now);
+    if (p !== undefined && p.type === 'dir' && name !== '.' && name !== '..') {
+      Meta.check(ctx, p, X_OK);
+      const ino = this.cache.entry(parent, name, now);
+      const a = ino === undefined ? undefined : this.cache.attr(ino, now);
+      if (a !== undefined) return a;
+    }
+    const r = await this.engine.txn(
       async (tx) => {
         const p = await this.dir(tx, parent);
         Meta.check(ctx, p, X_OK);
-        if (name === '.') return { ...p, ino: parent };
-        if (name === '..') return { ...(await this.inode(tx, p.parent)), ino: p.parent };
-        if (parent === ROOT_INO && name === TRASH_NAME) return { ...(await this.inode(tx, TRASH_INO)), ino: TRASH_INO };
+        const pa = { ...p, ino: parent };
+        if (name === '.') return [pa, pa] as const;
+        if (name === '..') return [pa, { ...(await this.inode(tx, p.parent)), ino: p.parent }] as const;
+        if (parent === ROOT_INO && name === TRASH_NAME) return [pa, { ...(await this.inode(tx, TRASH_INO)), ino: TRASH_INO }] as const;
         if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw err('ENAMETOOLONG');
         const e = await tx.get<EntryRec>('entry', enc(parent), name);
         if (e === undefined) throw err('ENOENT', name);
-        return { ...(await this.inode(tx, e.ino)), ino: e.ino };
+        return [pa, { ...(await this.inode(tx, e.ino)), ino: e.ino }] as const;
       },
       { readonly: true },
     );
+    this.cache.store(gen, now, [r[0], r[1]], name === '.' || name === '..' ? undefined : [parent, name, r[1].ino]);
+    return r[1];
   }
 
   /** Checks that ctx may add or remove names in directory p. */
@@ -444,7 +494,7 @@ export class Meta {
     }
     const ino = await this.inos.take();
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(parent), this.engine.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -476,7 +526,7 @@ export class Meta {
       tx.put('inode', '', enc(parent), np);
       await this.addUsage(tx, 0, 1);
       return { ...rec, ino };
-    });
+    }));
   }
 
   mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
@@ -500,27 +550,28 @@ export class Meta {
   async link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
     checkName(name);
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino, parent), this.engine.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
+      // As in linkat(2): an existing new name is EEXIST before the source's type is looked at.
+      if ((await tx.get('entry', enc(parent), name)) !== undefined || (parent === ROOT_INO && name === TRASH_NAME)) throw err('EEXIST', name);
       const a = await this.inode(tx, ino);
       if (a.type === 'dir') throw err('EPERM', 'hard link to a directory');
       if (a.nlink === 0) throw err('ENOENT', 'file was removed');
-      if ((await tx.get('entry', enc(parent), name)) !== undefined || (parent === ROOT_INO && name === TRASH_NAME)) throw err('EEXIST', name);
       const na = { ...a, nlink: a.nlink + 1, ctime: now };
       tx.put('inode', '', enc(ino), na);
       tx.put('entry', enc(parent), name, { ino, type: a.type });
       tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
       return { ...na, ino };
-    });
+    }));
   }
 
   async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
     checkName(name);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -531,7 +582,7 @@ export class Meta {
       tx.del('entry', enc(parent), name);
       tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
       await this.dropLink(tx, e.ino, a, parent, name, now, spare);
-    });
+    }));
   }
 
   /** An inode number reserved before a transaction that may need a trash directory (ids cannot be allocated inside one). */
@@ -551,7 +602,7 @@ export class Meta {
     if (this.format.trashDays > 0 && parent !== TRASH_INO && !(await this.isInTrash(tx, parent))) {
       const hour = await this.trashHourDir(tx, now, spareIno);
       const tname = `${parent}-${ino}-${name}`;
-      const trimmed = Buffer.byteLength(tname) > NAME_BYTES_MAX ? Buffer.from(tname).subarray(0, NAME_BYTES_MAX).toString() : tname;
+      const trimmed = cutUtf8(tname, NAME_BYTES_MAX);
       tx.put('entry', enc(hour), trimmed, { ino, type: a.type });
       tx.put('inode', '', enc(ino), { ...a, ctime: now });
       return;
@@ -559,6 +610,7 @@ export class Meta {
     if (this.openFiles.has(ino)) {
       tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
       tx.put('sustained', enc(this.sid), enc(ino), 1);
+      this.maybeSustained.add(ino);
       return;
     }
     await this.destroyInode(tx, ino, a);
@@ -632,7 +684,7 @@ export class Meta {
     if (name === '..') throw err('ENOTEMPTY');
     checkName(name);
     const now = this.now();
-    await this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -644,7 +696,7 @@ export class Meta {
       tx.del('entry', enc(parent), name);
       tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
       await this.destroyInode(tx, e.ino, a);
-    });
+    }));
   }
 
   /** rename(2) / renameat2(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. */
@@ -656,7 +708,7 @@ export class Meta {
     checkName(dstName);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
       const sp = await this.dir(tx, srcParent);
       const dp = dstParent === srcParent ? sp : await this.dir(tx, dstParent);
       Meta.checkDirWrite(ctx, sp);
@@ -680,6 +732,10 @@ export class Meta {
       // A directory may not move below itself (checked for both sides of an exchange).
       if (sa.type === 'dir' && dstParent !== srcParent) await this.checkNotAncestor(tx, se.ino, dstParent);
       if (exchange && da?.type === 'dir' && dstParent !== srcParent) await this.checkNotAncestor(tx, de!.ino, srcParent);
+      // A target that holds the source (one of its ancestors) is not empty, whatever the source is (as Linux).
+      if (!exchange && da?.type === 'dir' && dstParent !== srcParent && (await this.isAncestorOrSelf(tx, de!.ino, srcParent))) {
+        throw err('ENOTEMPTY', dstName);
+      }
       // Moving a directory to a new parent rewrites its '..': that needs write permission on it.
       if (sa.type === 'dir' && dstParent !== srcParent && ctx.uid !== 0) Meta.check(ctx, sa, W_OK);
       if (exchange && da?.type === 'dir' && dstParent !== srcParent && ctx.uid !== 0) Meta.check(ctx, da, W_OK);
@@ -727,15 +783,20 @@ export class Meta {
         return;
       }
       for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
-    });
+    }));
   }
 
   /** Throws EINVAL if directory `ino` is `dir` or one of its ancestors. */
   private async checkNotAncestor(tx: Txn, ino: number, dir: number): Promise<void> {
+    if (await this.isAncestorOrSelf(tx, ino, dir)) throw err('EINVAL', 'cannot move a directory into itself');
+  }
+
+  /** Whether directory `ino` is `dir` or one of its ancestors. */
+  private async isAncestorOrSelf(tx: Txn, ino: number, dir: number): Promise<boolean> {
     let cur = dir;
     for (let depth = 0; depth < 100_000; depth++) {
-      if (cur === ino) throw err('EINVAL', 'cannot move a directory into itself');
-      if (cur === ROOT_INO) return;
+      if (cur === ino) return true;
+      if (cur === ROOT_INO) return false;
       cur = (await this.inode(tx, cur)).parent;
     }
     throw new Error('assertion failed: directory parent chain does not reach the root');
@@ -795,12 +856,13 @@ export class Meta {
       return;
     }
     this.openFiles.delete(ino);
-    await this.engine.txn(async (tx) => {
+    if (!this.maybeSustained.delete(ino)) return;
+    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
       if ((await tx.get('sustained', enc(this.sid), enc(ino))) === undefined) return;
       tx.del('sustained', enc(this.sid), enc(ino));
       const a = await tx.get<InodeRec>('inode', '', enc(ino));
       if (a !== undefined && a.nlink === 0 && !(await this.openElsewhere(tx, ino, this.sid))) await this.destroyInode(tx, ino, a);
-    });
+    }));
   }
 
   isOpen(ino: number): boolean {
@@ -826,7 +888,7 @@ export class Meta {
    */
   async write(ino: number, writes: ReadonlyArray<{ index: number; ref: SliceRef }>, mtime?: number): Promise<{ attr: Attr; longest: number }> {
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
@@ -857,7 +919,7 @@ export class Meta {
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
       return { attr: { ...a, ino }, longest };
-    });
+    }));
   }
 
   /** Appends zero references over [from, to) of a file, chunk by chunk (callers hold the transaction). */
@@ -881,7 +943,7 @@ export class Meta {
   async truncate(ino: number, length: number): Promise<Attr> {
     if (!Number.isSafeInteger(length) || length < 0) throw err('EINVAL', 'bad length');
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('EINVAL');
@@ -898,7 +960,7 @@ export class Meta {
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
       return { ...a, ino };
-    });
+    }));
   }
 
   /** fallocate(2): mode 0 (extend), KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE [|KEEP_SIZE]. */
@@ -908,7 +970,7 @@ export class Meta {
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_KEEP_SIZE) === 0) throw err('ENOTSUP', 'PUNCH_HOLE needs KEEP_SIZE');
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_ZERO_RANGE) !== 0) throw err('EINVAL');
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('ENODEV');
@@ -926,7 +988,7 @@ export class Meta {
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
       return { ...a, ino };
-    });
+    }));
   }
 
   /**
@@ -936,7 +998,7 @@ export class Meta {
   async copyFileRange(inIno: number, inOff: number, outIno: number, outOff: number, size: number): Promise<number> {
     if (inOff < 0 || outOff < 0 || size < 0) throw err('EINVAL');
     const now = this.now();
-    return this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(outIno), this.engine.txn(async (tx) => {
       const src = await this.inode(tx, inIno);
       const dst = { ...(inIno === outIno ? src : await this.inode(tx, outIno)) };
       if (src.type === 'dir' || dst.type === 'dir') throw err('EISDIR');
@@ -998,7 +1060,7 @@ export class Meta {
       dst.ctime = now;
       tx.put('inode', '', enc(outIno), dst);
       return n;
-    });
+    }));
   }
 
   /**
@@ -1060,6 +1122,14 @@ export class Meta {
 
   /** Empties trash hour directories older than the volume's trash days. Returns files released. */
   async cleanTrash(now = this.now()): Promise<number> {
+    try {
+      return await this.cleanTrashHours(now);
+    } finally {
+      this.cache.clear();
+    }
+  }
+
+  private async cleanTrashHours(now: number): Promise<number> {
     const cutoff = now - this.format.trashDays * 86_400_000;
     let released = 0;
     const hours = await this.engine.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
@@ -1078,6 +1148,7 @@ export class Meta {
             else if (this.openFiles.has(fe.ino)) {
               tx.put('inode', '', enc(fe.ino), { ...a, nlink: 0 });
               tx.put('sustained', enc(this.sid), enc(fe.ino), 1);
+              this.maybeSustained.add(fe.ino);
             } else await this.destroyInode(tx, fe.ino, a);
           });
           released++;
@@ -1115,7 +1186,7 @@ export class Meta {
     Meta.checkXattrName(name);
     if (value.length > XATTR_VALUE_BYTES_MAX) throw err('ERANGE', 'attribute value too large');
     const now = this.now();
-    await this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
       const had = (await tx.get('xattr', enc(ino), name)) !== undefined;
@@ -1123,7 +1194,7 @@ export class Meta {
       if ((flags & XATTR_REPLACE) !== 0 && !had) throw err('ENODATA', name);
       tx.put('xattr', enc(ino), name, value.toString('base64'));
       tx.put('inode', '', enc(ino), { ...a, ctime: now });
-    });
+    }));
   }
 
   async getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
@@ -1154,12 +1225,12 @@ export class Meta {
   async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
     Meta.checkXattrName(name);
     const now = this.now();
-    await this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
       if ((await tx.get('xattr', enc(ino), name)) === undefined) throw err('ENODATA', name);
       tx.del('xattr', enc(ino), name);
       tx.put('inode', '', enc(ino), { ...a, ctime: now });
-    });
+    }));
   }
 }

@@ -69,7 +69,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       store,
       blockBytes: format.blockBytes,
       compression: format.compression,
-      memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes }) : undefined,
+      memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
       diskCache,
     });
     const vfs = new Vfs(meta, chunks, options);

@@ -7,7 +7,7 @@
 import { Readable, Writable } from 'node:stream';
 import { FsError, isFsError } from '../errors.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, W_OK, type Attr, type Ctx, type FileType } from '../meta/types.js';
-import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, Vfs, type Handle } from '../vfs/vfs.js';
+import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
 
 const MESSAGES: Record<string, string> = {
@@ -116,6 +116,8 @@ export class FileHandle {
     const buf = buffer ?? Buffer.alloc(16384);
     const len = length ?? buf.length - offset;
     if (offset < 0 || len < 0 || offset + len > buf.length) throw new FsError('EINVAL', 'buffer range out of bounds');
+    // As fs/promises: a zero-length read returns at once, whatever the handle or file.
+    if (len === 0) return { bytesRead: 0, buffer: buf };
     const pos = position ?? this.#pos;
     try {
       const n = await this.#vol.vfs.readTo(this.#h, pos, buf.subarray(offset, offset + len));
@@ -139,6 +141,8 @@ export class FileHandle {
       if (off < 0 || len < 0 || off + len > b.length) throw new FsError('EINVAL', 'buffer range out of bounds');
       buf = b.subarray(off, off + len);
     }
+    // As fs/promises: writing nothing succeeds at once, whatever the handle or file.
+    if (buf.length === 0) return { bytesWritten: 0, buffer: data };
     const pos = position ?? this.#pos;
     try {
       const at = await this.#vol.vfs.write(this.#h, buf, pos);
@@ -279,17 +283,30 @@ export class Volume {
     try {
       let attr: Attr | undefined;
       let created = false;
-      if ((f & O_CREAT) !== 0) {
-        const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-        try {
-          attr = await this.vfs.meta.lookup(this.ctx, parent.ino, name);
-          if ((f & O_EXCL) !== 0) throw new FsError('EEXIST');
-          if (attr.type === 'symlink') attr = await this.vfs.resolve(this.ctx, path, true);
-        } catch (err) {
-          if (!isFsError(err, 'ENOENT') || attr !== undefined) throw err;
-          if (path.endsWith('/')) throw new FsError('EISDIR');
-          attr = await this.vfs.meta.create(this.ctx, parent.ino, name, mode & ~this.umask);
-          created = true;
+      if ((f & O_CREAT) !== 0 && Vfs.split(path).length > 0) {
+        // O_CREAT follows a symlink in the last component (unless O_EXCL) and creates a missing target.
+        let p = path;
+        for (let links = 0; attr === undefined; links++) {
+          const { parent, name } = await this.vfs.resolveParent(this.ctx, p);
+          let found: Attr | undefined;
+          try {
+            found = await this.vfs.meta.lookup(this.ctx, parent.ino, name);
+          } catch (err) {
+            if (!isFsError(err, 'ENOENT')) throw err;
+          }
+          if (found === undefined) {
+            if (p.endsWith('/')) throw new FsError('EISDIR');
+            attr = await this.vfs.meta.create(this.ctx, parent.ino, name, mode & ~this.umask);
+            created = true;
+          } else if ((f & O_EXCL) !== 0) {
+            throw new FsError('EEXIST');
+          } else if (found.type !== 'symlink') {
+            attr = found;
+          } else {
+            if (links >= SYMLINK_FOLLOW_MAX) throw new FsError('ELOOP');
+            const target = found.target ?? '';
+            p = target.startsWith('/') ? target : `/${Vfs.split(p).slice(0, -1).join('/')}/${target}`;
+          }
         }
       } else {
         attr = await this.vfs.resolve(this.ctx, path, true);
@@ -342,14 +359,27 @@ export class Volume {
     }
   }
 
-  /** copyFile by reference: the copy shares the source's blocks (copy_file_range). */
+  /**
+   * copyFile by reference: the copy shares the source's blocks (copy_file_range). As in Node (libuv): the
+   * destination takes the source's mode, and copying a file onto itself (or onto another of its names)
+   * does nothing.
+   */
   async copyFile(src: string, dest: string, mode = 0): Promise<void> {
     const COPYFILE_EXCL = 1;
     const s = await this.open(src, 'r');
     try {
       const st = await s.stat();
-      const d = await this.open(dest, (mode & COPYFILE_EXCL) !== 0 ? 'wx' : 'w', st.mode & 0o777);
+      if (st.isDirectory()) throw new FsError('EISDIR');
+      if ((mode & COPYFILE_EXCL) === 0) {
+        const same = await this.vfs.resolve(this.ctx, dest, true).then(
+          (a) => a.ino === s.ino,
+          () => false, // opening the destination reports any problem with it
+        );
+        if (same) return;
+      }
+      const d = await this.open(dest, (mode & COPYFILE_EXCL) !== 0 ? 'wx' : 'w', st.mode & 0o7777);
       try {
+        await this.vfs.meta.setattr(this.ctx, d.ino, { mode: st.mode & 0o7777 });
         await this.vfs.flushIno(s.ino);
         await this.vfs.meta.copyFileRange(s.ino, 0, d.ino, 0, st.size);
       } finally {

@@ -123,7 +123,7 @@ export class Vfs {
   }
 
   private async walk(ctx: Ctx, start: number, names: readonly string[], followLast: boolean, links: { n: number }): Promise<Attr> {
-    let cur = await this.meta.getattr(start);
+    let cur = await this.meta.getattrCached(start);
     for (let i = 0; i < names.length; i++) {
       if (cur.type !== 'dir') throw new FsError('ENOTDIR');
       const parentIno = cur.ino;

@@ -14,6 +14,7 @@ import { FsError } from '../errors.js';
 import type { Meta } from '../meta/meta.js';
 import type { SliceRef } from '../meta/slices.js';
 import type { ChunkStore } from '../chunk/store.js';
+import { BLOCK_HEADER_BYTES } from '../chunk/codec.js';
 import type { Limiter } from '../util/limiter.js';
 
 /** Open slices one writer may hold before it flushes itself (random small writes). */
@@ -25,8 +26,11 @@ class OpenSlice {
   readonly id: number;
   len = 0;
   frozen = false;
-  /** Pieces of the block being filled (copies of the caller's data), concatenated once when it is stored. */
-  parts: Buffer[] = [];
+  /**
+   * The block being filled: BLOCK_HEADER_BYTES reserved in front, so it is stored without another copy
+   * (encodeBlockFramed writes the header in place).
+   */
+  block: Buffer | undefined;
   partBytes = 0;
   uploads: Array<Promise<void>> = [];
 
@@ -116,8 +120,9 @@ export class FileWriter {
     while (done < data.length) {
       await this.env.waitForRoom();
       const take = Math.min(B - s.partBytes, data.length - done);
-      // Copy: callers (FUSE, streams) reuse their buffers once write returns.
-      s.parts.push(Buffer.from(data.subarray(done, done + take)));
+      // Copy: callers (FUSE, streams) reuse their buffers once write returns. One copy, into the block.
+      s.block ??= Buffer.allocUnsafe(BLOCK_HEADER_BYTES + B);
+      data.copy(s.block, BLOCK_HEADER_BYTES + s.partBytes, done, done + take);
       s.partBytes += take;
       s.len += take;
       this.env.account(take);
@@ -131,12 +136,12 @@ export class FileWriter {
     if (s.partBytes === 0) return;
     const B = this.env.chunks.blockBytes;
     const index = Math.floor((s.len - 1) / B);
-    const block = s.parts.length === 1 ? s.parts[0]! : Buffer.concat(s.parts, s.partBytes);
+    const framed = s.block!.subarray(0, BLOCK_HEADER_BYTES + s.partBytes);
     const bytes = s.partBytes;
-    s.parts = [];
+    s.block = undefined;
     s.partBytes = 0;
     const p = this.env.uploads
-      .run(() => this.env.chunks.putBlock(s.id, index, block))
+      .run(() => this.env.chunks.putFramed(s.id, index, framed))
       .finally(() => this.env.account(-bytes));
     // Failures surface at commit; this only keeps the rejection from being unhandled meanwhile.
     p.catch(() => undefined);

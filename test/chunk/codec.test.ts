@@ -43,8 +43,10 @@ function assertCorrupt(fn: () => unknown, what: string): void {
 }
 
 /** The object with its object checksum recomputed, so that a check after it is what fails. */
+/** Recomputes the object checksum as the codec defines it (the payload is included only when compressed). */
 function withObjectCrc(object: Buffer): Buffer {
-  object.writeUInt32LE(crc32c(object.subarray(BLOCK_HEADER_BYTES), crc32c(object.subarray(0, 20))), 20);
+  const head = crc32c(object.subarray(0, 20));
+  object.writeUInt32LE(object.readUInt8(5) === 0 ? head : crc32c(object.subarray(BLOCK_HEADER_BYTES), head), 20);
   return object;
 }
 

@@ -1,0 +1,77 @@
+/**
+ * Client-side cache of names and attributes for path resolution (lookup), so that resolving /a/b/c does not
+ * cost engine reads for every component on every call.
+ *
+ * Consistency: this client's own mutations invalidate what they touch before they return (via `forget` /
+ * `clear`), so a client always sees its own changes. Other clients' changes are seen within `ttlMs`, as
+ * with the kernel's entry and attribute timeouts. A lookup that raced with a mutation does not store its
+ * possibly stale result: results are stored only if no invalidation happened since the lookup began.
+ */
+
+import type { Attr } from './types.js';
+
+interface Timed<T> {
+  value: T;
+  expires: number;
+}
+
+export class LookupCache {
+  readonly ttlMs: number;
+  readonly entriesMax: number;
+  private readonly attrs = new Map<number, Timed<Attr>>();
+  private readonly entries = new Map<string, Timed<number>>();
+  /** Bumped by every invalidation. */
+  generation = 0;
+
+  constructor(ttlMs: number, entriesMax = 100_000) {
+    this.ttlMs = ttlMs;
+    this.entriesMax = entriesMax;
+  }
+
+  get enabled(): boolean {
+    return this.ttlMs > 0;
+  }
+
+  attr(ino: number, now: number): Attr | undefined {
+    const t = this.attrs.get(ino);
+    if (t === undefined) return undefined;
+    if (t.expires <= now) {
+      this.attrs.delete(ino);
+      return undefined;
+    }
+    return t.value;
+  }
+
+  entry(parent: number, name: string, now: number): number | undefined {
+    const k = `${parent}/${name}`;
+    const t = this.entries.get(k);
+    if (t === undefined) return undefined;
+    if (t.expires <= now) {
+      this.entries.delete(k);
+      return undefined;
+    }
+    return t.value;
+  }
+
+  /** Stores results of a lookup that began at `generation` (dropped if anything was invalidated since). */
+  store(generation: number, now: number, attrs: Attr[], entry?: [parent: number, name: string, ino: number]): void {
+    if (!this.enabled || generation !== this.generation) return;
+    if (this.attrs.size + this.entries.size > this.entriesMax) this.clear();
+    const expires = now + this.ttlMs;
+    for (const a of attrs) this.attrs.set(a.ino, { value: a, expires });
+    if (entry !== undefined) this.entries.set(`${entry[0]}/${entry[1]}`, { value: entry[2], expires });
+  }
+
+  /** Drops the attributes of inodes (names unchanged). */
+  forget(...inos: number[]): void {
+    this.generation++;
+    for (const ino of inos) this.attrs.delete(ino);
+  }
+
+  /** Drops everything (a name was removed or moved). */
+  clear(): void {
+    this.generation++;
+    this.attrs.clear();
+    this.entries.clear();
+  }
+}
