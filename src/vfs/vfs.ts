@@ -15,6 +15,8 @@ import { Limiter } from '../util/limiter.js';
 import { FileWriter } from './writer.js';
 
 export const SYMLINK_FOLLOW_MAX = 40;
+/** Compactions of one chunk in a row before it waits for the next commit to ask again. */
+const COMPACT_ROUNDS_MAX = 16;
 
 export interface VfsOptions {
   /** Bytes that write buffers may hold before writers wait for uploads. */
@@ -356,7 +358,11 @@ export class Vfs {
     this.compacting.add(key);
     this.spawn('compaction', async () => {
       try {
-        await this.compactChunk(ino, index);
+        // Writers may add references faster than one compaction takes: go again while the chunk is long.
+        for (let round = 0; round < COMPACT_ROUNDS_MAX; round++) {
+          if (!(await this.compactChunk(ino, index))) break;
+          if ((await this.meta.readChunk(ino, index)).length < this.opts.compactSlicesMin) break;
+        }
       } finally {
         this.compacting.delete(key);
       }
