@@ -6,6 +6,8 @@
  *   file://rel/dir        FileStore at rel/dir, relative to the current directory
  *   mem://NAME            MemStore shared by every open of NAME in this process
  *   mem://                a fresh private MemStore
+ *   s3://bucket[/prefix]?endpoint=URL&region=R&path-style=true
+ *                         S3Store (see s3.ts for credentials and every parameter)
  */
 
 import path from 'node:path';
@@ -17,7 +19,7 @@ export interface OpenStoreOptions {
   fsync?: boolean | undefined;
 }
 
-const SUPPORTED = 'file, mem';
+const SUPPORTED = 'file, mem, s3';
 
 export async function openObjectStore(url: string, options: OpenStoreOptions = {}): Promise<ObjectStore> {
   const scheme = schemeOf(url);
@@ -32,7 +34,12 @@ export async function openObjectStore(url: string, options: OpenStoreOptions = {
       const { MemStore } = await import('./mem.js');
       return new MemStore(rest.substring(2));
     }
-    // s3: and other remote schemes go here, each importing its module (and SDK) only when asked for.
+    case 's3': {
+      // Imported here, not at the top: the S3 SDK loads only for s3: URLs.
+      const { S3Store, parseS3Url } = await import('./s3.js');
+      return new S3Store({ ...parseS3Url(url), description: describeStoreUrl(url) });
+    }
+    // Other remote schemes go here, each importing its module (and SDK) only when asked for.
     default:
       throw new UsageError(`unknown storage scheme "${scheme}:" (supported: ${SUPPORTED})`);
   }

@@ -5,7 +5,7 @@ import { describeStoreUrl, openObjectStore } from '../../src/object/registry.js'
 
 void describe('openObjectStore', () => {
   void it('rejects unknown schemes and malformed URLs with a UsageError', async () => {
-    await assert.rejects(openObjectStore('gopher://x'), (e) => e instanceof UsageError && e.message === 'unknown storage scheme "gopher:" (supported: file, mem)');
+    await assert.rejects(openObjectStore('gopher://x'), (e) => e instanceof UsageError && e.message === 'unknown storage scheme "gopher:" (supported: file, mem, s3)');
     await assert.rejects(openObjectStore('/var/lib/ferry'), (e) => e instanceof UsageError && /has no scheme/.test(e.message));
     await assert.rejects(openObjectStore('file:'), UsageError);
     await assert.rejects(openObjectStore('mem:x'), UsageError);
