@@ -695,8 +695,19 @@ export class Meta {
       if ((await tx.scan('entry', enc(e.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
       tx.del('entry', enc(parent), name);
       tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
-      await this.destroyInode(tx, e.ino, a);
+      await this.dropDir(tx, e.ino, a, now);
     }));
+  }
+
+  /** Removes an empty directory whose entry the caller already deleted; an open one lives on, empty, until its last close. */
+  private async dropDir(tx: Txn, ino: number, a: InodeRec, now: number): Promise<void> {
+    if (this.openFiles.has(ino)) {
+      tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
+      tx.put('sustained', enc(this.sid), enc(ino), 1);
+      this.maybeSustained.add(ino);
+      return;
+    }
+    await this.destroyInode(tx, ino, a);
   }
 
   /** rename(2) / renameat2(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. */
@@ -746,6 +757,8 @@ export class Meta {
       const dP = parents.get(dstParent)!;
 
       if (exchange && de !== undefined && da !== undefined) {
+        // The target leaves its directory too, so the sticky rule applies to it as for a replace.
+        Meta.checkSticky(ctx, dp, da);
         tx.put('entry', enc(srcParent), srcName, { ino: de.ino, type: da.type });
         tx.put('entry', enc(dstParent), dstName, { ino: se.ino, type: sa.type });
         if (srcParent !== dstParent) {
@@ -768,7 +781,7 @@ export class Meta {
           if (da.type === 'dir') {
             if ((await tx.scan('entry', enc(de.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', dstName);
             dP.nlink--;
-            await this.destroyInode(tx, de.ino, da);
+            await this.dropDir(tx, de.ino, da, now);
           }
         }
         tx.del('entry', enc(srcParent), srcName);
@@ -1168,7 +1181,7 @@ export class Meta {
   // ---------------------------------------------------------------- extended attributes
 
   private static checkXattrName(name: string): void {
-    if (name === '') throw err('EINVAL', 'empty attribute name');
+    if (name === '' || name.includes('\0')) throw err('EINVAL', 'empty attribute name or NUL in it');
     if (Buffer.byteLength(name) > XATTR_NAME_BYTES_MAX) throw err('ERANGE', 'attribute name too long');
     if (!/^(user|trusted|security|system)\./.test(name)) throw err('ENOTSUP', `unsupported attribute namespace: ${name}`);
   }

@@ -115,6 +115,34 @@ export function metaEngineConformance(name: string, open: () => Promise<EngineUn
       });
     });
 
+    clause('parts and keys are opaque: separator-like characters never make two records one', async (engine) => {
+      // Pairs that collide if an engine joins part and key with ':', '/' or '|'. (Parts and keys never hold
+      // NUL: the POSIX layer rejects it in names, and PostgreSQL text cannot store it.)
+      const records: Array<[string, string, number]> = [
+        ['a:b', 'c', 1],
+        ['a', 'b:c', 2],
+        ['a|b', 'c', 3],
+        ['a', 'b|c', 4],
+        ['a/b', 'c', 5],
+        ['a', 'b/c', 6],
+      ];
+      await engine.txn(async (tx) => {
+        for (const [part, key, v] of records) tx.put('entry', part, key, v);
+        // Own writes, before commit.
+        for (const [part, key, v] of records) assert.equal(await tx.get('entry', part, key), v, `buffered ${JSON.stringify([part, key])}`);
+      });
+      await engine.txn(async (tx) => {
+        for (const [part, key, v] of records) assert.equal(await tx.get('entry', part, key), v, JSON.stringify([part, key]));
+      });
+      assert.deepEqual(await engine.txn((tx) => tx.scan('entry', 'a')), [
+        ['b/c', 6],
+        ['b:c', 2],
+        ['b|c', 4],
+      ]);
+      const log = await engine.readLog(0, 10);
+      assert.equal(log[0]?.ops.length, records.length, 'one op per record in the entry');
+    });
+
     clause('put replaces an existing value', async (engine) => {
       await put(engine, 'counter', '', 'n', 1);
       await put(engine, 'counter', '', 'n', { now: 'an object' });
