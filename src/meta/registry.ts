@@ -4,6 +4,8 @@
  *
  *   sqlite:///abs/path.db     SQLite file at /abs/path.db
  *   sqlite://relative.db      SQLite file relative to the current directory
+ *   redis://[[user]:pass@]host[:port][/db][?prefix=NAME]   Redis (rediss:// TLS; redis+sentinel://, redis+cluster://)
+ *   postgres://user[:pass]@host:port/db[?schema=NAME&sslmode=MODE]   PostgreSQL (postgresql:// too)
  */
 
 import path from 'node:path';
@@ -15,7 +17,7 @@ export interface OpenMetaOptions {
   create?: boolean;
 }
 
-const SUPPORTED = 'sqlite';
+const SUPPORTED = 'sqlite, postgres, redis';
 
 export async function openMetaEngine(url: string, options: OpenMetaOptions = {}): Promise<MetaEngine> {
   const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(url);
@@ -41,6 +43,20 @@ export async function openMetaEngine(url: string, options: OpenMetaOptions = {})
         if (code === 'SQLITE_NOTADB') throw new UsageError(`${abs} is not a SQLite database`);
         throw err;
       }
+    }
+    case 'postgres':
+    case 'postgresql': {
+      const { PostgresEngine } = await import('./postgres.js');
+      return PostgresEngine.open(url, { create: options.create ?? false });
+    }
+    case 'redis':
+    case 'rediss':
+    case 'redis+sentinel':
+    case 'rediss+sentinel':
+    case 'redis+cluster':
+    case 'rediss+cluster': {
+      const { openRedisEngine } = await import('./redis.js');
+      return openRedisEngine(url);
     }
     default:
       throw new UsageError(`unknown metadata scheme "${scheme}:" (supported: ${SUPPORTED})`);
