@@ -1,0 +1,158 @@
+/**
+ * `ferry gc META`: the volume's deferred deletions, and a census of objects nothing refers to.
+ *
+ *   1. trash   files in .trash longer than the volume's trash days are released (their slices join 2.)
+ *   2. slices  released slices older than --grace: their block objects are deleted, then the record
+ *   3. leaks   block objects under chunks/ that belong to no live or released slice (an upload whose
+ *              commit never happened: a crashed writer) and are older than --leak-age, so a write in
+ *              flight is never counted; listed, and deleted only with --delete
+ *
+ * Steps 1 and 2 are the normal life of a volume and always run; step 3 deletes only when asked because it
+ * judges objects by their absence from the metadata. Every step is idempotent: an interrupted gc is simply
+ * run again.
+ */
+
+import type { Command } from 'commander';
+import { ChunkStore } from '../chunk/store.js';
+import { CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
+import { listAll } from '../object/store.js';
+import { forEachLimit, humanBytes, log, openTools, out, parseCount, parseDuration, type Tools } from './util.js';
+
+export const GC_GRACE_DEFAULT = '1h';
+export const GC_LEAK_AGE_DEFAULT = '1h';
+/** Slices deleted at once. */
+export const GC_DELETES_IN_FLIGHT_DEFAULT = 16;
+
+export interface GcOptions {
+  /** Delete leaked objects (otherwise they are only listed). */
+  delete?: boolean;
+  /** Released slices younger than this keep their objects, ms. */
+  graceMs: number;
+  /** Unreferenced objects younger than this are presumed in flight, ms. */
+  leakAgeMs: number;
+  deletesInFlight?: number;
+  now?: number;
+  onLeak?: (key: string, bytes: number) => void;
+}
+
+export interface GcResult {
+  trashReleased: number;
+  slicesDeleted: number;
+  sliceBytesDeleted: number;
+  slicesWaiting: number;
+  leaked: number;
+  leakedBytes: number;
+  leakedDeleted: number;
+  young: number;
+  foreign: number;
+}
+
+export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResult> {
+  const { meta, store, format } = tools;
+  const now = options.now ?? Date.now();
+  const inFlight = options.deletesInFlight ?? GC_DELETES_IN_FLIGHT_DEFAULT;
+  const chunks = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
+  const r: GcResult = {
+    trashReleased: 0,
+    slicesDeleted: 0,
+    sliceBytesDeleted: 0,
+    slicesWaiting: 0,
+    leaked: 0,
+    leakedBytes: 0,
+    leakedDeleted: 0,
+    young: 0,
+    foreign: 0,
+  };
+
+  r.trashReleased = await meta.cleanTrash(now);
+
+  const due = await meta.listDelSlices(now - options.graceMs + 1, Number.MAX_SAFE_INTEGER);
+  await forEachLimit(due, inFlight, async (d) => {
+    await chunks.deleteSlice(d.id, d.size);
+    await meta.dropDelSlice(d.id);
+    log().debug({ slice: d.id, bytes: d.size }, 'deleted released slice');
+    r.slicesDeleted++;
+    r.sliceBytesDeleted += d.size;
+  });
+
+  // Read after the deletions: what is still pending keeps its objects.
+  const known = new Map<number, number>(); // slice id -> size, live or pending deletion
+  for (const [id, s] of await meta.listSlices()) known.set(id, s.size);
+  const pending = await meta.listDelSlices(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  for (const d of pending) known.set(d.id, d.size);
+  r.slicesWaiting = pending.length;
+
+  const toDelete: string[] = [];
+  for await (const o of listAll(store, CHUNKS_PREFIX)) {
+    const parts = parseBlockKey(o.key);
+    if (parts === undefined) {
+      r.foreign++;
+      continue;
+    }
+    const size = known.get(parts.sliceId);
+    const expected =
+      size !== undefined && parts.blockIndex * format.blockBytes < size && chunks.blockLength(size, parts.blockIndex) === parts.blockBytes;
+    if (expected) continue;
+    if (now - o.mtime < options.leakAgeMs) {
+      r.young++;
+      continue;
+    }
+    r.leaked++;
+    r.leakedBytes += o.size;
+    options.onLeak?.(o.key, o.size);
+    if (options.delete === true) toDelete.push(o.key);
+  }
+  await forEachLimit(toDelete, inFlight, async (key) => {
+    await store.delete(key);
+    r.leakedDeleted++;
+  });
+  return r;
+}
+
+export function gcSummary(r: GcResult, deleting: boolean): string {
+  const parts = [
+    `trash: ${r.trashReleased} file(s) released`,
+    `released slices: ${r.slicesDeleted} deleted (${humanBytes(r.sliceBytesDeleted)}), ${r.slicesWaiting} in their grace period`,
+    `leaked objects: ${r.leaked} (${humanBytes(r.leakedBytes)})${r.leaked === 0 ? '' : deleting ? `, ${r.leakedDeleted} deleted` : ', run with --delete to remove them'}`,
+  ];
+  if (r.young > 0) parts.push(`${r.young} unreferenced object(s) younger than the leak age skipped`);
+  if (r.foreign > 0) parts.push(`${r.foreign} object(s) under chunks/ that are not Ferry blocks left alone`);
+  return `gc: ${parts.join('; ')}`;
+}
+
+export async function runGc(metaUrl: string, opts: { delete?: boolean; grace: string; leakAge: string; threads?: string }): Promise<void> {
+  const graceMs = parseDuration(opts.grace, 'grace period');
+  const leakAgeMs = parseDuration(opts.leakAge, 'leak age');
+  const deletesInFlight = opts.threads === undefined ? GC_DELETES_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
+  const tools = await openTools(metaUrl);
+  try {
+    const deleting = opts.delete === true;
+    const r = await gcVolume(tools, {
+      delete: deleting,
+      graceMs,
+      leakAgeMs,
+      deletesInFlight,
+      onLeak: (key, bytes) => process.stdout.write(`leaked: ${key} (${bytes} bytes)\n`),
+    });
+    await out(gcSummary(r, deleting) + '\n');
+  } finally {
+    await tools.close();
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('gc')
+    .summary('delete released data and find leaked objects')
+    .description(
+      'Empty expired trash, delete the objects of released slices older than --grace, and list leaked block objects ' +
+        '(no slice refers to them) older than --leak-age; --delete removes the leaked objects too.',
+    )
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .option('--delete', 'also delete leaked objects (otherwise they are only listed)')
+    .option('--grace <DURATION>', 'keep objects of slices released less than this long ago (e.g. 0, 30m, 1h, 2d)', GC_GRACE_DEFAULT)
+    .option('--leak-age <DURATION>', 'ignore unreferenced objects younger than this (writes in flight)', GC_LEAK_AGE_DEFAULT)
+    .option('--threads <N>', `deletions at once (default ${GC_DELETES_IN_FLIGHT_DEFAULT})`)
+    .addHelpText('after', '\nExamples:\n  $ ferry gc sqlite:///data/vol.db\n  $ ferry gc sqlite:///data/vol.db --delete --grace 0')
+    .action((meta: string, opts: { delete?: boolean; grace: string; leakAge: string; threads?: string }) => runGc(meta, opts));
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+/**
+ * The `ferry` command. Each command lives in its own module with a `register(program)`; this file wires them
+ * up and owns the one error boundary: every failure becomes `ferry: <one line>` on stderr and a non-zero exit
+ * (1 for errors, 2 for bad usage caught by the parser). A stack trace is printed only with FERRY_DEBUG=1.
+ */
+
+import { Command, CommanderError } from 'commander';
+import { register as registerCat } from './cat.js';
+import { register as registerCp } from './cp.js';
+import { register as registerDump } from './dump.js';
+import { register as registerFormat } from './format.js';
+import { register as registerFsck } from './fsck.js';
+import { register as registerGc } from './gc.js';
+import { register as registerInfo } from './info.js';
+import { register as registerLoad } from './load.js';
+import { register as registerLs } from './ls.js';
+import { register as registerMount } from './mount.js';
+import { register as registerStatus } from './status.js';
+import { register as registerUmount } from './umount.js';
+import { oneLine, reportError } from './util.js';
+
+export const VERSION = '0.1.0';
+
+/** Exit code for bad usage (unknown option, missing argument), as in most Unix tools. */
+const EXIT_USAGE = 2;
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('ferry')
+    .description('Ferry: a distributed POSIX file system on object storage.\nMETA is a metadata URL: sqlite:///abs/path.db or sqlite://relative.db.')
+    .version(VERSION, '-V, --version')
+    .configureOutput({
+      // One line, like every other error: "ferry: unknown option '--x' (see ferry --help)".
+      outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
+    })
+    .exitOverride();
+  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount]) {
+    register(program);
+  }
+  // Subcommands inherit the output configuration, but not exitOverride.
+  for (const cmd of program.commands) cmd.exitOverride();
+  program.addHelpText(
+    'after',
+    `
+Examples:
+  $ ferry format sqlite:///data/vol.db myvol --storage file:///data/bucket
+  $ ferry cp sqlite:///data/vol.db -r ./photos :/photos
+  $ ferry ls sqlite:///data/vol.db /photos -l
+  $ ferry fsck sqlite:///data/vol.db`,
+  );
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  if (argv.length <= 2) {
+    program.outputHelp({ error: true });
+    return EXIT_USAGE;
+  }
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version "errors" are successful exits; the parser already printed its message.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    reportError(err);
+    return 1;
+  }
+}
+
+// A closed stdout (`ferry cat ... | head`) ends the command quietly, like other Unix tools.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  reportError(err);
+  process.exit(1);
+});
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    reportError(err);
+    process.exitCode = 1;
+  },
+);

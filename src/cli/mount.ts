@@ -1,0 +1,211 @@
+/**
+ * `ferry mount META MOUNTPOINT`: serves a volume through FUSE. Foreground by default, with readable log lines
+ * on stderr; `-d` starts the same command in the background and returns once the mount is ready (or fails
+ * with the reason). SIGINT/SIGTERM unmount, flush and exit; `ferry umount` from elsewhere does the same.
+ *
+ *   ferry mount -d ... --> spawns `ferry mount ...` (detached, IPC) --> child: mount --> "ready" | "error"
+ *                      <-- parent prints where and the child's pid, exits 0 (or 1 with the reason)
+ */
+
+import { spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import { openSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { Mount, checkMountpoint } from '../fuse/mount.js';
+import type { MountLog } from '../fuse/ops.js';
+import { oneLine, openCliVolume, parseSize } from './util.js';
+
+export interface MountCliOptions {
+  background?: boolean;
+  region?: string;
+  cacheDir?: string;
+  cacheSize?: string;
+  bufferSize?: string;
+  readOnly?: boolean;
+  allowOther?: boolean;
+  metrics?: string;
+  attrTimeout?: string;
+  entryTimeout?: string;
+  log?: string;
+  debugFuse?: boolean;
+}
+
+/** Set in the environment of the background child, so it mounts in the foreground and reports over IPC. */
+const CHILD_ENV = 'FERRY_MOUNT_CHILD';
+
+/** Human-readable log lines on stderr: time, level, message (and the error's stack for unexpected ones). */
+export function lineLog(stream: NodeJS.WritableStream = process.stderr): MountLog {
+  // A closed log stream (the terminal or pipe went away) must not stop the mount, nor loop through the
+  // uncaught-exception handler: logging stops, serving goes on.
+  let broken = false;
+  stream.on('error', () => {
+    broken = true;
+  });
+  const write = (level: string, msg: string, err?: unknown): void => {
+    if (broken) return;
+    let line = `${new Date().toISOString()} ${level} ${msg}`;
+    if (err !== undefined) line += `: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
+    stream.write(line + '\n');
+  };
+  return {
+    info: (m) => write('INFO ', m),
+    warn: (m) => write('WARN ', m),
+    error: (m, e) => write('ERROR', m, e),
+  };
+}
+
+function parseSeconds(s: string | undefined, what: string): number | undefined {
+  if (s === undefined) return undefined;
+  const n = Number(s);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`invalid ${what} '${s}': expected seconds, like 1 or 0.5`);
+  return n;
+}
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:(.*):)?(\d+)$/.exec(s);
+  const port = Number(m?.[2]);
+  if (m === null || !Number.isInteger(port) || port > 65535) throw new UsageError(`invalid --metrics '${s}': use HOST:PORT, like 127.0.0.1:9567`);
+  return { host: m[1] === undefined || m[1] === '' ? '127.0.0.1' : m[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+/** Starts this command again, detached, and waits for it to report the mount ready or failed. */
+async function runInBackground(argv: string[], mountpoint: string, logFile: string): Promise<void> {
+  const args = argv.slice(1).filter((a) => a !== '-d' && a !== '--background');
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...process.execArgv, ...args], {
+    detached: true,
+    stdio: ['ignore', fd, fd, 'ipc'],
+    env: { ...process.env, [CHILD_ENV]: '1' },
+  });
+  const result = await new Promise<{ ok: true } | { ok: false; error: string }>((resolve) => {
+    child.once('message', (m: { ready?: boolean; error?: string }) => resolve(m.ready === true ? { ok: true } : { ok: false, error: m.error ?? 'the mount failed' }));
+    child.once('exit', (code, sig) => resolve({ ok: false, error: `the mount process exited (${sig ?? `code ${code ?? '?'}`}); see ${logFile}` }));
+    child.once('error', (err) => resolve({ ok: false, error: err.message }));
+  });
+  child.removeAllListeners();
+  if (child.connected) child.disconnect();
+  child.unref();
+  if (!result.ok) throw new UsageError(result.error);
+  process.stderr.write(`ferry: mounted at ${mountpoint} (pid ${child.pid ?? '?'}, log ${logFile})\n`);
+}
+
+export async function runMount(metaUrl: string, mountpoint: string, o: MountCliOptions): Promise<void> {
+  const attrTimeoutSec = parseSeconds(o.attrTimeout, '--attr-timeout');
+  const entryTimeoutSec = parseSeconds(o.entryTimeout, '--entry-timeout');
+  const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics);
+  const volOptions = {
+    ...(o.region === undefined ? {} : { region: o.region }),
+    ...(o.cacheDir === undefined ? {} : { cacheDir: path.resolve(o.cacheDir) }),
+    ...(o.cacheSize === undefined ? {} : { cacheBytes: parseSize(o.cacheSize, '--cache-size') }),
+    ...(o.bufferSize === undefined ? {} : { bufferBytesMax: parseSize(o.bufferSize, '--buffer-size') }),
+  };
+  const abs = path.resolve(mountpoint);
+
+  if (o.background === true && process.env[CHILD_ENV] !== '1') {
+    // Fail here, in the caller's terminal, for what can be seen before starting anything.
+    await checkMountpoint(abs);
+    const logFile = path.resolve(o.log ?? path.join(os.tmpdir(), `ferry-mount-${abs.replace(/[^A-Za-z0-9]+/g, '_')}.log`));
+    return runInBackground(process.argv, abs, logFile);
+  }
+
+  const report = (m: { ready: true } | { error: string }): void => {
+    if (process.send !== undefined && process.connected) process.send(m);
+  };
+  const log = lineLog();
+  let mount: Mount;
+  let volName = '';
+  let server: Server | undefined;
+  try {
+    await checkMountpoint(abs);
+    const vol = await openCliVolume(metaUrl, {
+      ...volOptions,
+      onBackgroundError: (what, err) => log.error(`${what} failed`, err),
+    });
+    volName = vol.info.name;
+    try {
+      mount = await Mount.mount(vol, {
+        mountpoint: abs,
+        readOnly: o.readOnly === true,
+        allowOther: o.allowOther === true,
+        ...(attrTimeoutSec === undefined ? {} : { attrTimeoutSec }),
+        ...(entryTimeoutSec === undefined ? {} : { entryTimeoutSec }),
+        log,
+        debug: o.debugFuse === true,
+      });
+    } catch (err) {
+      await vol.close().catch(() => undefined);
+      throw err;
+    }
+    if (metrics !== undefined) {
+      const m = mount;
+      server = createServer((req, res) => {
+        if (req.url !== '/metrics') {
+          res.writeHead(404).end('not found\n');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(m.stats.render());
+      });
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${o.metrics!}: ${e.message}`)));
+        server!.listen(metrics.port, metrics.host, () => resolve());
+      }).catch(async (err: unknown) => {
+        await m.close();
+        throw err;
+      });
+    }
+  } catch (err) {
+    report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
+    throw err;
+  }
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${o.metrics!}/metrics` : ''}; counters in ${abs}/.stats`);
+  report({ ready: true });
+  if (process.connected) process.disconnect();
+
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (++signals > 1) {
+      log.warn(`${sig} again: exiting without waiting for the unmount`);
+      process.exit(1);
+    }
+    log.info(`${sig}: unmounting ${abs}`);
+    mount.close().catch((err: unknown) => log.error('unmount failed', err));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', () => log.info('SIGHUP ignored (use SIGTERM or ferry umount to stop)'));
+  // A failure that escaped every handler must not leave a dead mount point: log it and keep serving.
+  process.on('uncaughtException', (err) => log.error('uncaught exception', err));
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection', err));
+
+  await mount.done;
+  server?.close();
+  log.info(`unmounted ${abs}`);
+  // fuse-native keeps a handle open after an unmount; nothing is left to do.
+  process.exit(0);
+}
+
+export function register(program: Command): void {
+  program
+    .command('mount')
+    .summary('mount a volume (FUSE)')
+    .description('Mount a volume at MOUNTPOINT through FUSE. Runs in the foreground (logs on stderr) until SIGINT/SIGTERM or `ferry umount`; -d returns once the mount is ready. Counters: MOUNTPOINT/.stats.')
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .argument('<MOUNTPOINT>', 'an existing empty directory')
+    .option('-d, --background', 'run in the background; return once the mount is ready')
+    .option('--region <NAME>', 'the region this client runs in (default: the primary)')
+    .option('--cache-dir <DIR>', 'local disk block cache directory')
+    .option('--cache-size <SIZE>', 'disk cache capacity, e.g. 10G')
+    .option('--buffer-size <SIZE>', 'memory for write buffers, e.g. 256M (default 64M)')
+    .option('--read-only', 'mount read-only')
+    .option('--allow-other', 'let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)')
+    .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .option('--attr-timeout <SECONDS>', 'how long the kernel caches attributes (default 0: a change through one hard link shows at once through the others)')
+    .option('--entry-timeout <SECONDS>', 'how long the kernel caches names (default 1)')
+    .option('--log <FILE>', 'log file in the background (default: in the temporary directory)')
+    .option('--debug-fuse', "print libfuse's request trace")
+    .addHelpText('after', '\nExamples:\n  $ ferry mount sqlite:///data/vol.db /mnt/vol\n  $ ferry mount -d sqlite:///data/vol.db /mnt/vol --cache-dir /var/cache/ferry\n  $ ferry umount /mnt/vol')
+    .action((meta: string, mnt: string, o: MountCliOptions) => runMount(meta, mnt, o));
+}

@@ -1,0 +1,167 @@
+/**
+ * A damaged block in the bucket is detected by reads (the SDK rejects, never returns wrong bytes; `ferry cat`
+ * fails with one line) and by `ferry fsck` (non-zero exit, naming the block key).
+ */
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { CorruptBlockError, FsError, openVolume } from '../../src/index.js';
+import { BLOCK_HEADER_BYTES } from '../../src/chunk/codec.js';
+import { ensureBuilt, fails, ferry, ok } from './helpers.js';
+
+const BLOCK = 64 << 10;
+/** Three full blocks and a tail. */
+const FILE_BYTES = 3 * BLOCK + 1234;
+
+let root: string;
+let dir: string;
+let meta: string;
+let bucket: string;
+let content: Buffer;
+
+before(() => {
+  ensureBuilt();
+  root = mkdtempSync(path.join(tmpdir(), 'ferry-corrupt-'));
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+beforeEach(async () => {
+  dir = mkdtempSync(path.join(root, 'v-'));
+  meta = `sqlite://${dir}/vol.db`;
+  bucket = path.join(dir, 'bucket');
+  ok(['format', meta, 'corrupt', '--storage', `file://${bucket}`, '--block-size', '64K']);
+  content = Buffer.alloc(FILE_BYTES);
+  for (let i = 0; i < FILE_BYTES; i++) content[i] = (i * 7 + (i >> 9)) & 0xff;
+  const vol = await openVolume(meta, { heartbeatMs: 0 });
+  await vol.writeFile('/data.bin', content);
+  await vol.writeFile('/other.txt', 'untouched');
+  await vol.close();
+  assert.match(ok(['fsck', meta]), /volume is clean/);
+});
+
+/** The block objects of /data.bin (the 4-block slice), by key. */
+function dataBlocks(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const rel of readdirSync(path.join(bucket, 'chunks'), { recursive: true }) as string[]) {
+    const key = `chunks/${rel}`;
+    if (/_\d+_\d+$/.test(key) && /_(65536|1234)$/.test(key)) out.set(key, path.join(bucket, key));
+  }
+  assert.equal(out.size, 4, `expected the 4 blocks of /data.bin, found ${[...out.keys()].join(', ')}`);
+  return out;
+}
+
+function blockNamed(index: number): [key: string, file: string] {
+  const hit = [...dataBlocks()].find(([k]) => new RegExp(`_${index}_\\d+$`).test(k));
+  assert.ok(hit !== undefined);
+  return hit;
+}
+
+function flipByte(file: string, offset: number): void {
+  const b = readFileSync(file);
+  b[offset] = b[offset]! ^ 0x01;
+  writeFileSync(file, b);
+}
+
+/** A fresh SDK client (no cache holds the good copy) must refuse to return the file. */
+async function assertReadRejects(damaged: number): Promise<void> {
+  const vol = await openVolume(meta, { heartbeatMs: 0, memCacheBytes: 0 });
+  try {
+    await assert.rejects(vol.readFile('/data.bin'), (err: unknown) => {
+      assert.ok(err instanceof CorruptBlockError || (err instanceof FsError && err.code === 'EIO'), `unexpected error ${String(err)}`);
+      return true;
+    });
+    // Other blocks still read; the damaged range never yields bytes.
+    const fh = await vol.open('/data.bin', 'r');
+    try {
+      const good = damaged === 0 ? 1 : 0;
+      const buf = Buffer.alloc(BLOCK);
+      const { bytesRead } = await fh.read(buf, 0, BLOCK, good * BLOCK);
+      assert.equal(bytesRead, BLOCK);
+      assert.deepEqual(buf, content.subarray(good * BLOCK, (good + 1) * BLOCK));
+      await assert.rejects(fh.read(Buffer.alloc(100), 0, 100, damaged * BLOCK + 10));
+    } finally {
+      await fh.close();
+    }
+    assert.equal(await vol.readFile('/other.txt', 'utf8'), 'untouched', 'other files are unaffected');
+  } finally {
+    await vol.close();
+  }
+}
+
+function assertFsckNames(key: string, detail: RegExp): void {
+  const r = ferry(['fsck', meta]);
+  assert.equal(r.code, 1, `fsck must fail: ${r.stdout}${r.stderr}`);
+  const line = r.stdout.split('\n').find((l) => l.includes(key));
+  assert.ok(line !== undefined, `fsck names ${key}:\n${r.stdout}`);
+  assert.match(line, detail);
+  assert.match(r.stdout, /^fsck: 1 problem\(s\) found/m);
+}
+
+describe('a flipped byte in a stored block', () => {
+  it('in the payload: reads reject, cat fails cleanly, fsck names the block', async () => {
+    const [key, file] = blockNamed(2);
+    flipByte(file, BLOCK_HEADER_BYTES + 1000);
+    await assertReadRejects(2);
+
+    const cat = fails(['cat', meta, '/data.bin'], new RegExp(`corrupt block ${key}`), { binary: true });
+    // Whatever cat printed before it reached the damaged block is correct data, never the damaged bytes.
+    const printed = Buffer.from(cat.stdout, 'latin1');
+    assert.ok(printed.length <= 2 * BLOCK, 'nothing from or after the damaged block is printed');
+    assert.deepEqual(printed, content.subarray(0, printed.length));
+
+    assertFsckNames(key, /checksum mismatch/);
+    // --fast checks presence only: the object is there.
+    assert.equal(ferry(['fsck', meta, '--fast']).code, 0);
+  });
+
+  it('in the header', async () => {
+    const [key, file] = blockNamed(0);
+    flipByte(file, 13); // inside the plain-length field
+    await assert.rejects(async () => {
+      const vol = await openVolume(meta, { heartbeatMs: 0, memCacheBytes: 0 });
+      try {
+        await vol.readFile('/data.bin');
+      } finally {
+        await vol.close();
+      }
+    }, CorruptBlockError);
+    assertFsckNames(key, /checksum mismatch/);
+  });
+
+  it('a truncated block', async () => {
+    const [key, file] = blockNamed(3);
+    truncateSync(file, 100);
+    await assertReadRejects(3);
+    assertFsckNames(key, /payload is \d+ bytes, header says/);
+  });
+
+  it('a missing block', async () => {
+    const [key, file] = blockNamed(2);
+    unlinkSync(file);
+    await assertReadRejects(2);
+    assertFsckNames(key, /missing from the bucket/);
+    const fast = ferry(['fsck', meta, '--fast']);
+    assert.equal(fast.code, 1);
+    assert.match(fast.stdout, new RegExp(`block ${key} .*: missing from the bucket`));
+  });
+
+  it('a repaired block makes the volume clean again', async () => {
+    const [, file] = blockNamed(1);
+    const good = readFileSync(file);
+    flipByte(file, BLOCK_HEADER_BYTES + 5);
+    assert.equal(ferry(['fsck', meta]).code, 1);
+    writeFileSync(file, good);
+    assert.match(ok(['fsck', meta]), /volume is clean/);
+    const vol = await openVolume(meta, { heartbeatMs: 0 });
+    try {
+      const back = (await vol.readFile('/data.bin')) as Buffer;
+      assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(content).digest('hex'));
+    } finally {
+      await vol.close();
+    }
+  });
+});
