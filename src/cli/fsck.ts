@@ -13,8 +13,9 @@
  *   chunks    belong to an existing regular file; every reference lies inside its chunk and its slice,
  *             names a live slice of the same size (not one released for deletion)
  *   slices    refs = references from chunks (> 0); not also released
- *   counters  nextInode > every inode, nextSlice > every slice id, usedBytes = sum of file lengths,
- *             inodes = inode records - 2 (root and .trash are not counted)
+ *   counters  nextInode > every inode, nextSlice > every slice id; usage (usedBytes = sum of file lengths,
+ *             inodes = inode records - 2) is only a warning: clients batch usage changes for a second, and
+ *             a client killed before its flush leaves them off; `--repair` recounts them
  *   blocks    every block of every live slice exists and decodes (header, checksums, length)
  *
  * Memory grows with the namespace (a few dozen bytes per inode and entry), which suits the embedded engine.
@@ -46,6 +47,10 @@ export interface FsckOptions {
 
 export interface FsckResult {
   problems: string[];
+  /** Not errors: usage counters that differ from a recount (see the header comment). */
+  warnings: string[];
+  /** The usage counters as recounted from the snapshot. */
+  recount: { usedBytes: number; inodes: number };
   inodes: number;
   entries: number;
   slices: number;
@@ -223,10 +228,11 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   if (nextSlice === undefined || !(nextSlice > maxSlice)) problem(`counter nextSlice is ${String(nextSlice)}, but slice ${maxSlice} exists`);
   let fileBytes = 0;
   for (const a of inodes.values()) if (a.type === 'file') fileBytes += a.length;
+  const warnings: string[] = [];
   const usedBytes = counters.get('usedBytes') ?? 0;
-  if (usedBytes !== fileBytes) problem(`counter usedBytes is ${usedBytes}, but files hold ${fileBytes} bytes`);
+  if (usedBytes !== fileBytes) warnings.push(`usage counter usedBytes is ${usedBytes}, but files hold ${fileBytes} bytes`);
   const inodeCount = counters.get('inodes') ?? 0;
-  if (inodeCount !== inodes.size - 2) problem(`counter inodes is ${inodeCount}, but ${inodes.size - 2} inodes exist besides root and .trash`);
+  if (inodeCount !== inodes.size - 2) warnings.push(`usage counter inodes is ${inodeCount}, but ${inodes.size - 2} inodes exist besides root and .trash`);
 
   // ---- blocks
   const chunkStore = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
@@ -262,7 +268,17 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   } finally {
     progress.stop();
   }
-  return { problems, inodes: inodes.size, entries: entries.length, slices: slices.size, blocks: blocks.length, blockBytes, seq };
+  return {
+    problems,
+    warnings,
+    recount: { usedBytes: fileBytes, inodes: inodes.size - 2 },
+    inodes: inodes.size,
+    entries: entries.length,
+    slices: slices.size,
+    blocks: blocks.length,
+    blockBytes,
+    seq,
+  };
 }
 
 export function fsckSummary(r: FsckResult): string {
@@ -270,7 +286,7 @@ export function fsckSummary(r: FsckResult): string {
   return r.problems.length === 0 ? `fsck: volume is clean: ${what}` : `fsck: ${r.problems.length} problem(s) found: ${what}`;
 }
 
-export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string }): Promise<void> {
+export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string; repair?: boolean }): Promise<void> {
   const blocksInFlight = opts.threads === undefined ? FSCK_BLOCKS_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
   const tools = await openTools(metaUrl);
   try {
@@ -280,6 +296,21 @@ export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?:
       progress: true,
       onProblem: (line) => process.stdout.write(`${line}\n`),
     });
+    for (const w of result.warnings) process.stdout.write(`warning: ${w}${opts.repair === true ? '' : ' (clients batch usage changes; a killed client leaves them off: --repair recounts)'}\n`);
+    if (opts.repair === true && result.warnings.length > 0) {
+      const live = await tools.engine.txn((tx) => tx.scan('session', ''), { readonly: true });
+      if (live.length > 0) {
+        process.stdout.write(`not repaired: ${live.length} client session(s) are live and may hold unflushed usage changes\n`);
+      } else {
+        const { usedBytes, inodes } = result.recount;
+        await tools.engine.txn(async (tx) => {
+          tx.put('counter', '', 'usedBytes', usedBytes);
+          tx.put('counter', '', 'inodes', inodes);
+          await Promise.resolve();
+        });
+        process.stdout.write(`repaired: usage counters set to ${usedBytes} bytes, ${inodes} inodes\n`);
+      }
+    }
     await out(fsckSummary(result) + '\n');
     if (result.problems.length > 0) process.exitCode = 1;
   } finally {
@@ -298,6 +329,7 @@ export function register(program: Command): void {
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--fast', 'only check that block objects exist, without downloading and verifying them')
     .option('--threads <N>', `blocks verified at once (default ${FSCK_BLOCKS_IN_FLIGHT_DEFAULT})`)
+    .option('--repair', 'recount the usage counters (bytes, inodes) when they drifted; needs no live clients')
     .addHelpText('after', '\nExamples:\n  $ ferry fsck sqlite:///data/vol.db\n  $ ferry fsck sqlite:///data/vol.db --fast')
-    .action((meta: string, opts: { fast?: boolean; threads?: string }) => runFsck(meta, opts));
+    .action((meta: string, opts: { fast?: boolean; threads?: string; repair?: boolean }) => runFsck(meta, opts));
 }

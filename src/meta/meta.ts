@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
-import type { MetaEngine, Txn } from './engine.js';
+import type { MetaEngine, Txn, TxnOptions } from './engine.js';
 import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
 import { LookupCache } from './lookupcache.js';
 import {
@@ -50,6 +50,8 @@ const DIR_BYTES = 4096;
 const INO_BATCH = 100;
 const SLICE_BATCH = 1000;
 const SCAN_PAGE = 1000;
+/** The `session` part that holds the session id counter (sessions themselves are in part ''). */
+const SESSION_COUNTER_PART = 'counter';
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_ISVTX = 0o1000;
@@ -59,6 +61,8 @@ export interface MetaOptions {
   region?: string;
   /** Heartbeat period, ms; 0 disables the timer (tests call heartbeat()). */
   heartbeatMs?: number;
+  /** Usage counter changes are batched for this long, ms; 0 writes them after every transaction. */
+  usageFlushMs?: number;
   /** How long names and attributes resolved by lookup may be reused, ms; 0 disables (default 1000). */
   lookupCacheMs?: number;
   /** A session whose heartbeat is older than this is dead, ms. */
@@ -131,7 +135,6 @@ export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now 
     tx.put('inode', '', enc(TRASH_INO), dir(ROOT_INO, 0o555));
     tx.put('counter', '', 'nextInode', FIRST_FREE_INO);
     tx.put('counter', '', 'nextSlice', 1);
-    tx.put('counter', '', 'nextSession', 1);
     tx.put('counter', '', 'usedBytes', 0);
     tx.put('counter', '', 'inodes', 0);
     await Promise.resolve();
@@ -186,6 +189,10 @@ export class Meta {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly cache: LookupCache;
+  private readonly usageOf = new WeakMap<Txn, { bytes: number; inodes: number }>();
+  private pendingBytes = 0;
+  private pendingInodes = 0;
+  private usageTimer: NodeJS.Timeout | undefined;
   /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
   private readonly maybeSustained = new Set<number>();
 
@@ -202,6 +209,7 @@ export class Meta {
       session: options.session ?? true,
       now: options.now ?? Date.now,
       lookupCacheMs: options.lookupCacheMs ?? 1000,
+      usageFlushMs: options.usageFlushMs ?? 1000,
     };
     this.cache = new LookupCache(this.options.lookupCacheMs);
   }
@@ -226,9 +234,11 @@ export class Meta {
 
   private async openSession(): Promise<void> {
     const now = this.now();
-    this.sid = await this.engine.txn(async (tx) => {
-      const sid = (await tx.get<number>('counter', '', 'nextSession')) ?? 1;
-      tx.put('counter', '', 'nextSession', sid + 1);
+    this.sid = await this.txn(async (tx) => {
+      // The session counter lives with the sessions, out of the changelog: opening a client (even a
+      // read-only tool) must not add entries for mirrors to ship.
+      const sid = (await tx.get<number>('session', SESSION_COUNTER_PART, 'next')) ?? 1;
+      tx.put('session', SESSION_COUNTER_PART, 'next', sid + 1);
       const rec: SessionRec = { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region };
       tx.put('session', '', enc(sid), rec);
       return sid;
@@ -247,7 +257,7 @@ export class Meta {
   async heartbeat(): Promise<void> {
     if (this.sid === 0) return;
     const now = this.now();
-    await this.engine.txn(async (tx) => {
+    await this.txn(async (tx) => {
       const rec = await tx.get<SessionRec>('session', '', enc(this.sid));
       if (rec !== undefined) tx.put('session', '', enc(this.sid), { ...rec, heartbeat: now });
     });
@@ -255,7 +265,7 @@ export class Meta {
   }
 
   async listSessions(): Promise<Array<SessionRec & { sid: number }>> {
-    const rows = await this.engine.txn((tx) => tx.scan<SessionRec>('session', ''), { readonly: true });
+    const rows = await this.txn((tx) => tx.scan<SessionRec>('session', ''), { readonly: true });
     return rows.map(([k, v]) => ({ ...v, sid: Number(k) }));
   }
 
@@ -274,10 +284,10 @@ export class Meta {
   private async cleanSession(sid: number): Promise<void> {
     this.cache.clear();
     for (;;) {
-      const batch = await this.engine.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
+      const batch = await this.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
       if (batch.length === 0) break;
       for (const [inoKey] of batch) {
-        await this.engine.txn(async (tx) => {
+        await this.txn(async (tx) => {
           tx.del('sustained', enc(sid), inoKey);
           const ino = Number(inoKey);
           const attr = await tx.get<InodeRec>('inode', '', inoKey);
@@ -285,7 +295,7 @@ export class Meta {
         });
       }
     }
-    await this.engine.txn(async (tx) => {
+    await this.txn(async (tx) => {
       tx.del('session', '', enc(sid));
       await Promise.resolve();
     });
@@ -313,6 +323,9 @@ export class Meta {
       await this.cleanSession(this.sid);
       this.sid = 0;
     }
+    if (this.usageTimer !== undefined) clearTimeout(this.usageTimer);
+    this.usageTimer = undefined;
+    await this.flushUsage();
   }
 
   /** Awaits a mutation's transaction, then invalidates what it changed in the lookup cache (also on failure). */
@@ -333,7 +346,7 @@ export class Meta {
   // ---------------------------------------------------------------- attributes and permissions
 
   async getattr(ino: number): Promise<Attr> {
-    const rec = await this.engine.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
+    const rec = await this.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
     if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
     return { ...rec, ino };
   }
@@ -390,7 +403,7 @@ export class Meta {
 
   async setattr(ctx: Ctx, ino: number, set: SetAttr): Promise<Attr> {
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       const owner = ctx.uid === 0 || ctx.uid === a.uid;
       if (set.mode !== undefined) {
@@ -443,7 +456,7 @@ export class Meta {
       const a = ino === undefined ? undefined : this.cache.attr(ino, now);
       if (a !== undefined) return a;
     }
-    const r = await this.engine.txn(
+    const r = await this.txn(
       async (tx) => {
         const p = await this.dir(tx, parent);
         Meta.check(ctx, p, X_OK);
@@ -472,9 +485,59 @@ export class Meta {
     if ((p.mode & S_ISVTX) !== 0 && ctx.uid !== 0 && ctx.uid !== p.uid && ctx.uid !== child.uid) throw err('EPERM', 'sticky directory');
   }
 
+  /**
+   * Counts usage changes of the transaction tx; they reach the shared counters after it commits, batched
+   * (see flushUsage). Keeping them out of every transaction keeps creates and writes of different files from
+   * conflicting on two hot records in every engine.
+   */
   private async addUsage(tx: Txn, bytes: number, inodes: number): Promise<void> {
-    if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
-    if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
+    const d = this.usageOf.get(tx);
+    if (d === undefined) throw new Error('assertion failed: usage change outside Meta.txn');
+    d.bytes += bytes;
+    d.inodes += inodes;
+    await Promise.resolve();
+  }
+
+  /** engine.txn, plus the usage deltas of writing transactions, applied to the pending totals on commit. */
+  private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
+    if (options?.readonly) return this.engine.txn(fn, options);
+    const [r, d] = await this.engine.txn(async (tx) => {
+      const d = { bytes: 0, inodes: 0 };
+      this.usageOf.set(tx, d);
+      return [await fn(tx), d] as const;
+    });
+    if (d.bytes !== 0 || d.inodes !== 0) {
+      this.pendingBytes += d.bytes;
+      this.pendingInodes += d.inodes;
+      if (this.options.usageFlushMs === 0) await this.flushUsage();
+      else this.usageTimer ??= setTimeout(() => {
+        this.usageTimer = undefined;
+        this.flushUsage().catch((e: unknown) => process.emitWarning(`ferry: usage counters not flushed: ${String(e)}`));
+      }, this.options.usageFlushMs).unref();
+    }
+    return r;
+  }
+
+  /**
+   * Adds this client's pending usage changes to the volume's counters. A client killed before it flushes
+   * leaves the counters off by what it had pending: `ferry fsck` reports that and `--repair` recounts.
+   */
+  async flushUsage(): Promise<void> {
+    const bytes = this.pendingBytes;
+    const inodes = this.pendingInodes;
+    if (bytes === 0 && inodes === 0) return;
+    this.pendingBytes -= bytes;
+    this.pendingInodes -= inodes;
+    try {
+      await this.engine.txn(async (tx) => {
+        if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
+        if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
+      });
+    } catch (e) {
+      this.pendingBytes += bytes;
+      this.pendingInodes += inodes;
+      throw e;
+    }
   }
 
   /** Creates a node of any type; the mode is applied as given (callers apply the umask). */
@@ -494,7 +557,7 @@ export class Meta {
     }
     const ino = await this.inos.take();
     const now = this.now();
-    return this.mutated(() => this.cache.forget(parent), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(parent), this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -550,7 +613,7 @@ export class Meta {
   async link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
     checkName(name);
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino, parent), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino, parent), this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -571,7 +634,7 @@ export class Meta {
     checkName(name);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -684,7 +747,7 @@ export class Meta {
     if (name === '..') throw err('ENOTEMPTY');
     checkName(name);
     const now = this.now();
-    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -719,7 +782,7 @@ export class Meta {
     checkName(dstName);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
       const sp = await this.dir(tx, srcParent);
       const dp = dstParent === srcParent ? sp : await this.dir(tx, dstParent);
       Meta.checkDirWrite(ctx, sp);
@@ -817,7 +880,7 @@ export class Meta {
 
   /** One page of a directory; `after` is the last name of the previous page. */
   async readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
-    return this.engine.txn(
+    return this.txn(
       async (tx) => {
         const d = await this.dir(tx, ino);
         Meta.check(ctx, d, R_OK);
@@ -839,10 +902,13 @@ export class Meta {
   }
 
   async statfs(): Promise<StatFs> {
-    const [used, inodes] = await this.engine.txn(
+    const [stored, storedInodes] = await this.txn(
       async (tx) => [(await tx.get<number>('counter', '', 'usedBytes')) ?? 0, (await tx.get<number>('counter', '', 'inodes')) ?? 0] as const,
       { readonly: true },
     );
+    // This client's own changes count at once; other clients' within their flush period.
+    const used = stored + this.pendingBytes;
+    const inodes = storedInodes + this.pendingInodes;
     const bsize = 4096;
     const blocks = Math.floor(this.format.capacityBytes / bsize);
     const usedBlocks = Math.ceil(Math.max(0, used) / bsize);
@@ -870,7 +936,7 @@ export class Meta {
     }
     this.openFiles.delete(ino);
     if (!this.maybeSustained.delete(ino)) return;
-    await this.mutated(() => this.cache.clear(), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
       if ((await tx.get('sustained', enc(this.sid), enc(ino))) === undefined) return;
       tx.del('sustained', enc(this.sid), enc(ino));
       const a = await tx.get<InodeRec>('inode', '', enc(ino));
@@ -886,12 +952,12 @@ export class Meta {
 
   /** The slice references of one chunk, oldest first. */
   async readChunk(ino: number, index: number): Promise<SliceRef[]> {
-    return (await this.engine.txn((tx) => tx.get<SliceRef[]>('chunk', enc(ino), enc(index)), { readonly: true })) ?? [];
+    return (await this.txn((tx) => tx.get<SliceRef[]>('chunk', enc(ino), enc(index)), { readonly: true })) ?? [];
   }
 
   /** Every chunk of a file: [index, refs]. */
   async readChunks(ino: number): Promise<Array<[number, SliceRef[]]>> {
-    const rows = await this.engine.txn((tx) => tx.scan<SliceRef[]>('chunk', enc(ino)), { readonly: true });
+    const rows = await this.txn((tx) => tx.scan<SliceRef[]>('chunk', enc(ino)), { readonly: true });
     return rows.map(([k, v]) => [Number(k), v]);
   }
 
@@ -901,7 +967,7 @@ export class Meta {
    */
   async write(ino: number, writes: ReadonlyArray<{ index: number; ref: SliceRef }>, mtime?: number): Promise<{ attr: Attr; longest: number }> {
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
@@ -956,7 +1022,7 @@ export class Meta {
   async truncate(ino: number, length: number): Promise<Attr> {
     if (!Number.isSafeInteger(length) || length < 0) throw err('EINVAL', 'bad length');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('EINVAL');
@@ -983,7 +1049,7 @@ export class Meta {
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_KEEP_SIZE) === 0) throw err('ENOTSUP', 'PUNCH_HOLE needs KEEP_SIZE');
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_ZERO_RANGE) !== 0) throw err('EINVAL');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('ENODEV');
@@ -1011,7 +1077,7 @@ export class Meta {
   async copyFileRange(inIno: number, inOff: number, outIno: number, outOff: number, size: number): Promise<number> {
     if (inOff < 0 || outOff < 0 || size < 0) throw err('EINVAL');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(outIno), this.engine.txn(async (tx) => {
+    return this.mutated(() => this.cache.forget(outIno), this.txn(async (tx) => {
       const src = await this.inode(tx, inIno);
       const dst = { ...(inIno === outIno ? src : await this.inode(tx, outIno)) };
       if (src.type === 'dir' || dst.type === 'dir') throw err('EISDIR');
@@ -1081,7 +1147,7 @@ export class Meta {
    * with exactly those references; returns false when the chunk changed underneath (nothing written).
    */
   async replaceSlices(ino: number, index: number, old: readonly SliceRef[], ref: SliceRef): Promise<boolean> {
-    return this.engine.txn(async (tx) => {
+    return this.txn(async (tx) => {
       const cur = (await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [];
       if (cur.length < old.length) return false;
       for (let i = 0; i < old.length; i++) {
@@ -1098,7 +1164,7 @@ export class Meta {
 
   /** Marks a stored slice that will never be committed (a failed write) for deletion after the grace period. */
   async abandonSlice(id: number, size: number): Promise<void> {
-    await this.engine.txn(async (tx) => {
+    await this.txn(async (tx) => {
       if ((await tx.get('slice', '', enc(id))) !== undefined) return;
       tx.put('delslice', '', enc(id), { size, time: this.now() } satisfies DelSliceRec);
     });
@@ -1106,16 +1172,20 @@ export class Meta {
 
   /** Released slices whose grace period ended before `before` (ms). */
   async listDelSlices(before: number, limit = SCAN_PAGE): Promise<Array<{ id: number; size: number; time: number }>> {
-    const rows = await this.engine.txn((tx) => tx.scan<DelSliceRec>('delslice', '', { limit: 100_000 }), { readonly: true });
-    return rows
-      .map(([k, v]) => ({ id: Number(k), size: v.size, time: v.time }))
-      .filter((d) => d.time < before)
-      .slice(0, limit);
+    const out: Array<{ id: number; size: number; time: number }> = [];
+    let after: string | undefined;
+    while (out.length < limit) {
+      const rows = await this.txn((tx) => tx.scan<DelSliceRec>('delslice', '', { after, limit: SCAN_PAGE }), { readonly: true });
+      for (const [k, v] of rows) if (v.time < before && out.length < limit) out.push({ id: Number(k), size: v.size, time: v.time });
+      if (rows.length < SCAN_PAGE) break;
+      after = rows[rows.length - 1]![0];
+    }
+    return out;
   }
 
   /** Forgets a released slice once its objects are deleted. */
   async dropDelSlice(id: number): Promise<void> {
-    await this.engine.txn(async (tx) => {
+    await this.txn(async (tx) => {
       tx.del('delslice', '', enc(id));
       await Promise.resolve();
     });
@@ -1126,7 +1196,7 @@ export class Meta {
     const out = new Map<number, SliceRefRec>();
     let after: string | undefined;
     for (;;) {
-      const rows = await this.engine.txn((tx) => tx.scan<SliceRefRec>('slice', '', { after, limit: SCAN_PAGE }), { readonly: true });
+      const rows = await this.txn((tx) => tx.scan<SliceRefRec>('slice', '', { after, limit: SCAN_PAGE }), { readonly: true });
       for (const [k, v] of rows) out.set(Number(k), v);
       if (rows.length < SCAN_PAGE) return out;
       after = rows[rows.length - 1]![0];
@@ -1145,15 +1215,15 @@ export class Meta {
   private async cleanTrashHours(now: number): Promise<number> {
     const cutoff = now - this.format.trashDays * 86_400_000;
     let released = 0;
-    const hours = await this.engine.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
+    const hours = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
     for (const [name, e] of hours) {
       const t = Date.parse(`${name.slice(0, 10)}T${name.slice(11, 13)}:00:00Z`);
       if (!(t + 3_600_000 <= cutoff)) continue;
       for (;;) {
-        const files = await this.engine.txn((tx) => tx.scan<EntryRec>('entry', enc(e.ino), { limit: 100 }), { readonly: true });
+        const files = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(e.ino), { limit: 100 }), { readonly: true });
         if (files.length === 0) break;
         for (const [fname, fe] of files) {
-          await this.engine.txn(async (tx) => {
+          await this.txn(async (tx) => {
             tx.del('entry', enc(e.ino), fname);
             const a = await tx.get<InodeRec>('inode', '', enc(fe.ino));
             if (a === undefined) return;
@@ -1167,7 +1237,7 @@ export class Meta {
           released++;
         }
       }
-      await this.engine.txn(async (tx) => {
+      await this.txn(async (tx) => {
         const t = await this.inode(tx, TRASH_INO);
         tx.del('entry', enc(TRASH_INO), name);
         tx.put('inode', '', enc(TRASH_INO), { ...t, nlink: t.nlink - 1 });
@@ -1199,7 +1269,7 @@ export class Meta {
     Meta.checkXattrName(name);
     if (value.length > XATTR_VALUE_BYTES_MAX) throw err('ERANGE', 'attribute value too large');
     const now = this.now();
-    await this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
       const had = (await tx.get('xattr', enc(ino), name)) !== undefined;
@@ -1212,7 +1282,7 @@ export class Meta {
 
   async getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
     Meta.checkXattrName(name);
-    return this.engine.txn(
+    return this.txn(
       async (tx) => {
         const a = await this.inode(tx, ino);
         Meta.checkXattrAccess(ctx, a, name, R_OK);
@@ -1225,7 +1295,7 @@ export class Meta {
   }
 
   async listxattr(ctx: Ctx, ino: number): Promise<string[]> {
-    return this.engine.txn(
+    return this.txn(
       async (tx) => {
         const a = await this.inode(tx, ino);
         const names = (await tx.scan('xattr', enc(ino))).map(([k]) => k);
@@ -1238,7 +1308,7 @@ export class Meta {
   async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
     Meta.checkXattrName(name);
     const now = this.now();
-    await this.mutated(() => this.cache.forget(ino), this.engine.txn(async (tx) => {
+    await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
       if ((await tx.get('xattr', enc(ino), name)) === undefined) throw err('ENODATA', name);

@@ -28,6 +28,7 @@ import {
   type TxnOptions,
 } from './engine.js';
 import { Mutex } from '../util/mutex.js';
+import { UsageError } from '../errors.js';
 import { OverlayTxn } from './overlay.js';
 
 const SCHEMA = `
@@ -75,6 +76,11 @@ export class SqliteEngine implements MetaEngine {
     this.path = path;
     this.description = `sqlite://${path}`;
     this.db = new Database(path, { fileMustExist: !options.create });
+    if (!options.create && this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rec'").get() === undefined) {
+      // Someone else's database (or an empty file): change nothing in it, not even the journal mode.
+      this.db.close();
+      throw new UsageError(`${path} is not a Ferry metadata database (run "ferry format" to create a volume)`);
+    }
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 10000');

@@ -287,6 +287,10 @@ export class Volume {
         // O_CREAT follows a symlink in the last component (unless O_EXCL) and creates a missing target.
         let p = path;
         for (let links = 0; attr === undefined; links++) {
+          if (Vfs.split(p).length === 0) {
+            attr = await this.vfs.resolve(this.ctx, p, true); // a link to the root ('.', '/')
+            break;
+          }
           const { parent, name } = await this.vfs.resolveParent(this.ctx, p);
           let found: Attr | undefined;
           try {
@@ -610,7 +614,16 @@ export class Volume {
             cur = await this.vfs.meta.mkdir(this.ctx, cur.ino, name, mode);
           } catch (e2) {
             if (!isFsError(e2, 'EEXIST')) throw e2;
-            cur = await this.vfs.meta.lookup(this.ctx, cur.ino, name);
+            // The name exists yet did not resolve: a dangling symlink or a racing creator. As Node's
+            // mkdir(recursive): the last name reports why it does not resolve; an earlier one is ENOTDIR.
+            const last = i === names.length - 1;
+            try {
+              cur = await this.vfs.resolve(this.ctx, '/' + names.slice(0, i + 1).join('/'), true);
+            } catch (e3) {
+              if (last) throw e3;
+              throw new FsError('ENOTDIR');
+            }
+            if (cur.type !== 'dir') throw new FsError(last ? 'EEXIST' : 'ENOTDIR');
             continue;
           }
           first ??= '/' + names.slice(0, i + 1).join('/');

@@ -319,6 +319,24 @@ describe('ls, cat, cp', () => {
 });
 
 describe('fsck and gc', () => {
+  it('fsck warns about drifted usage counters (a client killed before its flush) and --repair recounts them', async () => {
+    const { meta } = newVolume();
+    const vol = await openVolume(meta, { heartbeatMs: 0 });
+    await vol.writeFile('/a', Buffer.alloc(1000, 1));
+    await vol.close();
+    const engine = await openMetaEngine(meta);
+    await engine.txn(async (tx) => {
+      tx.put('counter', '', 'usedBytes', 5);
+      await Promise.resolve();
+    });
+    await engine.close();
+    const warned = ok(['fsck', meta]);
+    assert.match(warned, /^warning: usage counter usedBytes is 5, but files hold 1000 bytes/m);
+    assert.match(warned, /volume is clean/, 'drifted usage is a warning, not a problem');
+    assert.match(ok(['fsck', meta, '--repair']), /repaired: usage counters set to 1000 bytes, 1 inodes/);
+    assert.doesNotMatch(ok(['fsck', meta]), /warning/);
+  });
+
   it('gc deletes released slices past the grace period, keeps younger ones', async () => {
     const { meta, bucket } = newVolume();
     const vol = await openVolume(meta, { heartbeatMs: 0 });

@@ -112,19 +112,17 @@ function isSqlite(file: string): boolean {
 }
 
 /**
- * The volume's logged records. Left out: the `nextSession` counter (and with it the changelog position), which
- * every client that opens a session advances, even one that only reads (`ls`, `cat`): a session id is not
- * part of the volume's content.
+ * The volume's logged records and changelog position. Sessions are left out by the engine (unlogged), so a
+ * client that only reads (`ls`, `cat`) leaves this unchanged.
  */
 async function dbState(file: string): Promise<string> {
   const engine = await openMetaEngine(`sqlite://${file}`);
   try {
     const h = createHash('sha256');
-    await engine.snapshot((op) => {
-      if (op[0] === 'counter' && op[2] === 'nextSession') return;
+    const { seq } = await engine.snapshot((op) => {
       h.update(JSON.stringify(op));
     });
-    return `db ${h.digest('hex')}`;
+    return `db ${h.digest('hex')} at ${seq}`;
   } finally {
     await engine.close();
   }

@@ -318,6 +318,7 @@ describe('changelog replay', () => {
         assert.ok(ok > OPS / 3, `only ${ok} of ${OPS} ops succeeded: ${JSON.stringify([...counts])}`);
         for (const name of ['mkdir', 'write', 'rename', 'unlink', 'copyFileRange']) assert.ok((counts.get(name)?.ok ?? 0) > 0, `no successful ${name}`);
 
+        await meta.flushUsage(); // usage counters are batched; the invariants below compare them
         const final = await collect(engine);
         assert.equal(final.seq, await engine.lastSeq());
         assert.ok(final.seq > OPS / 4, `only ${final.seq} log entries`);
