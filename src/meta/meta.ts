@@ -670,13 +670,7 @@ export class Meta {
       tx.put('inode', '', enc(ino), { ...a, ctime: now });
       return;
     }
-    if (this.openFiles.has(ino)) {
-      tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
-      tx.put('sustained', enc(this.sid), enc(ino), 1);
-      this.maybeSustained.add(ino);
-      return;
-    }
-    await this.destroyInode(tx, ino, a);
+    await this.dropLastLink(tx, ino, a, now);
   }
 
   private async isInTrash(tx: Txn, dirIno: number): Promise<boolean> {
@@ -758,12 +752,15 @@ export class Meta {
       if ((await tx.scan('entry', enc(e.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
       tx.del('entry', enc(parent), name);
       tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
-      await this.dropDir(tx, e.ino, a, now);
+      await this.dropLastLink(tx, e.ino, a, now);
     }));
   }
 
-  /** Removes an empty directory whose entry the caller already deleted; an open one lives on, empty, until its last close. */
-  private async dropDir(tx: Txn, ino: number, a: InodeRec, now: number): Promise<void> {
+  /**
+   * An inode lost its last name (a file, or an empty directory): destroyed, unless this client holds it
+   * open — then it lives on with nlink 0 until the last close (release) or this session's cleanup.
+   */
+  private async dropLastLink(tx: Txn, ino: number, a: InodeRec, now: number): Promise<void> {
     if (this.openFiles.has(ino)) {
       tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
       tx.put('sustained', enc(this.sid), enc(ino), 1);
@@ -844,7 +841,7 @@ export class Meta {
           if (da.type === 'dir') {
             if ((await tx.scan('entry', enc(de.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', dstName);
             dP.nlink--;
-            await this.dropDir(tx, de.ino, da, now);
+            await this.dropLastLink(tx, de.ino, da, now);
           }
         }
         tx.del('entry', enc(srcParent), srcName);
@@ -1228,11 +1225,7 @@ export class Meta {
             const a = await tx.get<InodeRec>('inode', '', enc(fe.ino));
             if (a === undefined) return;
             if (a.nlink > 1) tx.put('inode', '', enc(fe.ino), { ...a, nlink: a.nlink - 1 });
-            else if (this.openFiles.has(fe.ino)) {
-              tx.put('inode', '', enc(fe.ino), { ...a, nlink: 0 });
-              tx.put('sustained', enc(this.sid), enc(fe.ino), 1);
-              this.maybeSustained.add(fe.ino);
-            } else await this.destroyInode(tx, fe.ino, a);
+            else await this.dropLastLink(tx, fe.ino, a, a.ctime);
           });
           released++;
         }
