@@ -68,7 +68,14 @@ export class LookupCache {
     for (const ino of inos) this.attrs.delete(ino);
   }
 
-  /** Drops everything (a name was removed or moved). */
+  /** Drops names (removed or moved) and the attributes of inodes (changed). */
+  forgetNames(entries: ReadonlyArray<readonly [parent: number, name: string]>, inos: readonly number[]): void {
+    this.generation++;
+    for (const [parent, name] of entries) this.entries.delete(`${parent}/${name}`);
+    for (const ino of inos) this.attrs.delete(ino);
+  }
+
+  /** Drops everything. */
   clear(): void {
     this.generation++;
     this.attrs.clear();

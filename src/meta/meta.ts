@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn, TxnOptions } from './engine.js';
 import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
+import { shiftWrites } from './append.js';
 import { LookupCache } from './lookupcache.js';
 import {
   CHUNK_BYTES,
@@ -40,6 +41,7 @@ import {
   type FileType,
   type FormatRec,
   type InodeRec,
+  type RegionRec,
   type SessionRec,
   type SetAttr,
   type SliceRefRec,
@@ -75,7 +77,11 @@ export interface MetaOptions {
 
 export interface FormatOptions {
   name: string;
+  /** The one bucket of a one-region volume; with `regions`, ignored (the primary's bucket is used). */
   storage: string;
+  /** Named regions and their buckets (a multi-region volume); `primary` defaults to the first. */
+  regions?: Record<string, RegionRec>;
+  primary?: string;
   blockBytes: number;
   compression: FormatRec['compression'];
   trashDays: number;
@@ -84,6 +90,14 @@ export interface FormatOptions {
 }
 
 const enc = (n: number): string => String(n);
+
+/** What a committed transaction changed beyond its records: usage deltas and lookup-cache invalidations. */
+interface TxnEffects {
+  bytes: number;
+  inodes: number;
+  entries: Array<readonly [number, string]>;
+  inos: number[];
+}
 
 function err(code: ConstructorParameters<typeof FsError>[0], message?: string): FsError {
   return new FsError(code, message);
@@ -114,10 +128,17 @@ export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now 
     if (!opts.force) throw new FsError('EEXIST', `volume "${existing.name}" already exists here (use --force to overwrite it)`);
     await engine.reset();
   }
+  let regions: Pick<FormatRec, 'storage' | 'regions' | 'primary'> = { storage: opts.storage };
+  if (opts.regions !== undefined) {
+    const primary = opts.primary ?? Object.keys(opts.regions)[0];
+    const p = primary === undefined ? undefined : opts.regions[primary];
+    if (p === undefined) throw new FsError('EINVAL', `primary region ${JSON.stringify(primary)} is not one of the volume's regions`);
+    regions = { storage: p.storage, regions: { ...opts.regions }, primary: primary! };
+  }
   const format: FormatRec = {
     name: opts.name,
     uuid: randomUUID(),
-    storage: opts.storage,
+    ...regions,
     blockBytes: opts.blockBytes,
     chunkBytes: CHUNK_BYTES,
     compression: opts.compression,
@@ -189,7 +210,7 @@ export class Meta {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly cache: LookupCache;
-  private readonly usageOf = new WeakMap<Txn, { bytes: number; inodes: number }>();
+  private readonly effectsOf = new WeakMap<Txn, TxnEffects>();
   private pendingBytes = 0;
   private pendingInodes = 0;
   private usageTimer: NodeJS.Timeout | undefined;
@@ -491,21 +512,34 @@ export class Meta {
    * conflicting on two hot records in every engine.
    */
   private async addUsage(tx: Txn, bytes: number, inodes: number): Promise<void> {
-    const d = this.usageOf.get(tx);
-    if (d === undefined) throw new Error('assertion failed: usage change outside Meta.txn');
+    const d = this.effects(tx);
     d.bytes += bytes;
     d.inodes += inodes;
     await Promise.resolve();
+  }
+
+  private effects(tx: Txn): TxnEffects {
+    const d = this.effectsOf.get(tx);
+    if (d === undefined) throw new Error('assertion failed: transaction effects outside Meta.txn');
+    return d;
+  }
+
+  /** Names that tx removes or moves and inodes whose attributes it changes: dropped from the lookup cache on commit. */
+  private touch(tx: Txn, entries: ReadonlyArray<readonly [number, string]>, ...inos: number[]): void {
+    const d = this.effects(tx);
+    d.entries.push(...entries);
+    d.inos.push(...inos);
   }
 
   /** engine.txn, plus the usage deltas of writing transactions, applied to the pending totals on commit. */
   private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
     if (options?.readonly) return this.engine.txn(fn, options);
     const [r, d] = await this.engine.txn(async (tx) => {
-      const d = { bytes: 0, inodes: 0 };
-      this.usageOf.set(tx, d);
+      const d: TxnEffects = { bytes: 0, inodes: 0, entries: [], inos: [] };
+      this.effectsOf.set(tx, d);
       return [await fn(tx), d] as const;
     });
+    if (d.entries.length > 0 || d.inos.length > 0) this.cache.forgetNames(d.entries, d.inos);
     if (d.bytes !== 0 || d.inodes !== 0) {
       this.pendingBytes += d.bytes;
       this.pendingInodes += d.inodes;
@@ -634,7 +668,7 @@ export class Meta {
     checkName(name);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
+    await this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -643,9 +677,10 @@ export class Meta {
       if (a.type === 'dir') throw err('EISDIR', name);
       Meta.checkSticky(ctx, p, a);
       tx.del('entry', enc(parent), name);
+      this.touch(tx, [[parent, name]], parent, e.ino);
       tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
       await this.dropLink(tx, e.ino, a, parent, name, now, spare);
-    }));
+    });
   }
 
   /** An inode number reserved before a transaction that may need a trash directory (ids cannot be allocated inside one). */
@@ -664,6 +699,7 @@ export class Meta {
     }
     if (this.format.trashDays > 0 && parent !== TRASH_INO && !(await this.isInTrash(tx, parent))) {
       const hour = await this.trashHourDir(tx, now, spareIno);
+      this.touch(tx, [], TRASH_INO, hour);
       const tname = `${parent}-${ino}-${name}`;
       const trimmed = cutUtf8(tname, NAME_BYTES_MAX);
       tx.put('entry', enc(hour), trimmed, { ino, type: a.type });
@@ -721,7 +757,7 @@ export class Meta {
     const s = await tx.get<SliceRefRec>('slice', '', enc(id));
     if (s === undefined) return;
     if (s.refs > 1) {
-      tx.put('slice', '', enc(id), { size: s.size, refs: s.refs - 1 });
+      tx.put('slice', '', enc(id), { ...s, refs: s.refs - 1 });
       return;
     }
     tx.del('slice', '', enc(id));
@@ -733,7 +769,7 @@ export class Meta {
     const s = await tx.get<SliceRefRec>('slice', '', enc(id));
     if (s === undefined) throw new Error(`assertion failed: reference to unknown slice ${id}`);
     if (s.size !== size) throw new Error(`assertion failed: slice ${id} size ${s.size} != ${size}`);
-    tx.put('slice', '', enc(id), { size, refs: s.refs + 1 });
+    tx.put('slice', '', enc(id), { ...s, refs: s.refs + 1 });
   }
 
   async rmdir(ctx: Ctx, parent: number, name: string): Promise<void> {
@@ -741,7 +777,7 @@ export class Meta {
     if (name === '..') throw err('ENOTEMPTY');
     checkName(name);
     const now = this.now();
-    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
+    await this.txn(async (tx) => {
       const p = await this.dir(tx, parent);
       Meta.checkDirWrite(ctx, p);
       const e = await tx.get<EntryRec>('entry', enc(parent), name);
@@ -751,9 +787,10 @@ export class Meta {
       Meta.checkSticky(ctx, p, a);
       if ((await tx.scan('entry', enc(e.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
       tx.del('entry', enc(parent), name);
+      this.touch(tx, [[parent, name]], parent, e.ino);
       tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
       await this.dropLastLink(tx, e.ino, a, now);
-    }));
+    });
   }
 
   /**
@@ -779,7 +816,7 @@ export class Meta {
     checkName(dstName);
     const now = this.now();
     const spare = await this.spareIno();
-    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
+    await this.txn(async (tx) => {
       const sp = await this.dir(tx, srcParent);
       const dp = dstParent === srcParent ? sp : await this.dir(tx, dstParent);
       Meta.checkDirWrite(ctx, sp);
@@ -791,6 +828,7 @@ export class Meta {
       const sa = await this.inode(tx, se.ino);
       Meta.checkSticky(ctx, sp, sa);
       const de = await tx.get<EntryRec>('entry', enc(dstParent), dstName);
+      this.touch(tx, [[srcParent, srcName], [dstParent, dstName]], srcParent, dstParent, se.ino, ...(de === undefined ? [] : [de.ino]));
       const da = de === undefined ? undefined : await this.inode(tx, de.ino);
       const exchange = (flags & RENAME_EXCHANGE) !== 0;
 
@@ -856,7 +894,7 @@ export class Meta {
         return;
       }
       for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
-    }));
+    });
   }
 
   /** Throws EINVAL if directory `ino` is `dir` or one of its ancestors. */
@@ -961,15 +999,25 @@ export class Meta {
   /**
    * Commits stored slices into a file: appends each reference to its chunk, records the new slices, extends
    * the length to cover them, updates mtime. All slices' blocks must already be stored.
+   *
+   * With `appendAt`, the writes are appends placed as if the file ended at appendAt: they are moved to the
+   * file's real end, read in this transaction (see append.ts). `shift` says how far they moved, `indexes`
+   * which chunks they landed in.
    */
-  async write(ino: number, writes: ReadonlyArray<{ index: number; ref: SliceRef }>, mtime?: number): Promise<{ attr: Attr; longest: number }> {
+  async write(
+    ino: number,
+    writes: ReadonlyArray<{ index: number; ref: SliceRef }>,
+    mtime?: number,
+    appendAt?: number,
+  ): Promise<{ attr: Attr; longest: number; shift: number; indexes: number[] }> {
     const now = this.now();
     return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
       const chunks = new Map<number, SliceRef[]>();
-      for (const { index, ref } of writes) {
+      const shift = appendAt === undefined ? 0 : a.length - appendAt;
+      for (const { index, ref } of shift === 0 ? writes : shiftWrites(writes, shift, this.chunkBytes)) {
         if (!Number.isSafeInteger(ref.id) || ref.id <= 0 || ref.pos < 0 || ref.len <= 0 || ref.pos + ref.len > this.chunkBytes) {
           throw new Error(`assertion failed: bad slice reference ${JSON.stringify(ref)}`);
         }
@@ -980,7 +1028,9 @@ export class Meta {
         }
         list.push(ref);
         const s = await tx.get<SliceRefRec>('slice', '', enc(ref.id));
-        tx.put('slice', '', enc(ref.id), { size: ref.size, refs: (s?.refs ?? 0) + 1 });
+        // A new slice records its home region (the reference names it); a known one keeps its record's.
+        const rec: SliceRefRec = s === undefined ? { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } : { ...s, size: ref.size, refs: s.refs + 1 };
+        tx.put('slice', '', enc(ref.id), rec);
         const end = index * this.chunkBytes + ref.pos + ref.len;
         if (end > a.length) {
           await this.addUsage(tx, end - a.length, 0);
@@ -994,7 +1044,7 @@ export class Meta {
       a.mtime = mtime ?? now;
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
-      return { attr: { ...a, ino }, longest };
+      return { attr: { ...a, ino }, longest, shift, indexes: [...chunks.keys()] };
     }));
   }
 
@@ -1114,7 +1164,7 @@ export class Meta {
             const dIdx = Math.floor(dAbs / C);
             const dPos = dAbs - dIdx * C;
             const len = Math.min(p.len - done, C - dPos);
-            const ref: SliceRef = { pos: dPos, id: p.id, size: p.size, off: p.id === 0 ? 0 : p.off + done, len };
+            const ref: SliceRef = { pos: dPos, id: p.id, size: p.size, off: p.id === 0 ? 0 : p.off + done, len, ...(p.home === undefined ? {} : { home: p.home }) };
             const l = await list(dIdx);
             if (p.id !== 0 || l.length > 0) {
               l.push(ref);
@@ -1152,7 +1202,7 @@ export class Meta {
         const b = old[i]!;
         if (a.id !== b.id || a.pos !== b.pos || a.off !== b.off || a.len !== b.len) return false;
       }
-      tx.put('slice', '', enc(ref.id), { size: ref.size, refs: 1 });
+      tx.put('slice', '', enc(ref.id), { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } satisfies SliceRefRec);
       tx.put('chunk', enc(ino), enc(index), [ref, ...cur.slice(old.length)]);
       for (const r of old) await this.unrefSlice(tx, r.id);
       return true;
@@ -1188,7 +1238,42 @@ export class Meta {
     });
   }
 
-  /** Every live slice: id -> {size, refs}. */
+  /** The records of some slices (undefined: released or never committed), from one consistent read. */
+  async getSlices(ids: readonly number[]): Promise<Map<number, SliceRefRec | undefined>> {
+    const out = new Map<number, SliceRefRec | undefined>();
+    for (let i = 0; i < ids.length; i += SCAN_PAGE) {
+      const page = ids.slice(i, i + SCAN_PAGE);
+      const recs = await this.txn(async (tx) => Promise.all(page.map((id) => tx.get<SliceRefRec>('slice', '', enc(id)))), { readonly: true });
+      page.forEach((id, k) => out.set(id, recs[k]));
+    }
+    return out;
+  }
+
+  /**
+   * Records verified copies of slices in more regions (the bucket replicator), in one transaction. Returns
+   * the ids that are gone entirely — neither live nor awaiting deletion — whose objects gc may already have
+   * deleted everywhere: the caller deletes the copies it just made of those.
+   */
+  async addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>): Promise<number[]> {
+    if (marks.length === 0) return [];
+    return this.txn(async (tx) => {
+      const gone: number[] = [];
+      for (const { id, regions } of marks) {
+        const s = await tx.get<SliceRefRec>('slice', '', enc(id));
+        if (s === undefined) {
+          if ((await tx.get('delslice', '', enc(id))) === undefined) gone.push(id);
+          continue;
+        }
+        const have = new Set(s.copies ?? []);
+        const add = regions.filter((r) => r !== s.home && !have.has(r));
+        if (add.length === 0) continue;
+        tx.put('slice', '', enc(id), { ...s, copies: [...have, ...add].sort() } satisfies SliceRefRec);
+      }
+      return gone;
+    });
+  }
+
+  /** Every live slice: id -> {size, refs, home, copies}. */
   async listSlices(): Promise<Map<number, SliceRefRec>> {
     const out = new Map<number, SliceRefRec>();
     let after: string | undefined;
