@@ -153,6 +153,9 @@ export class FileHandle {
     }
   }
 
+  async readFile(options: { encoding: BufferEncoding } | BufferEncoding): Promise<string>;
+  async readFile(): Promise<Buffer>;
+  async readFile(options?: { encoding?: BufferEncoding } | BufferEncoding): Promise<Buffer | string>;
   async readFile(options?: { encoding?: BufferEncoding } | BufferEncoding): Promise<Buffer | string> {
     const st = await this.stat();
     const out = Buffer.allocUnsafe(st.size);
@@ -333,6 +336,9 @@ export class Volume {
     }
   }
 
+  /** As fs/promises: a string when an encoding is given, else a Buffer. */
+  async readFile(path: string, options: { encoding: BufferEncoding; flag?: OpenFlags } | BufferEncoding): Promise<string>;
+  async readFile(path: string, options?: { flag?: OpenFlags }): Promise<Buffer>;
   async readFile(path: string, options?: { encoding?: BufferEncoding; flag?: OpenFlags } | BufferEncoding): Promise<Buffer | string>;
   async readFile(path: string, options?: { encoding?: BufferEncoding; flag?: OpenFlags } | BufferEncoding): Promise<Buffer | string> {
     const fh = await this.open(path, typeof options === 'object' ? (options.flag ?? 'r') : 'r');
