@@ -17,6 +17,7 @@ import { register as registerLoad } from './load.js';
 import { register as registerLs } from './ls.js';
 import { register as registerMount } from './mount.js';
 import { register as registerStatus } from './status.js';
+import { register as registerSync } from './sync.js';
 import { register as registerUmount } from './umount.js';
 import { oneLine, reportError } from './util.js';
 
@@ -29,14 +30,17 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('ferry')
-    .description('Ferry: a distributed POSIX file system on object storage.\nMETA is a metadata URL: sqlite:///abs/path.db or sqlite://relative.db.')
+    .description(
+      'Ferry: a distributed POSIX file system on object storage.\nMETA is a metadata URL: sqlite:///abs/path.db, sqlite://relative.db,\n' +
+        'redis://[:pass@]host:6379/db[?prefix=NAME] or postgres://user[:pass]@host:5432/db[?schema=NAME].'
+    )
     .version(VERSION, '-V, --version')
     .configureOutput({
       // One line, like every other error: "ferry: unknown option '--x' (see ferry --help)".
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

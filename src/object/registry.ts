@@ -36,6 +36,8 @@ export async function openObjectStore(url: string, options: OpenStoreOptions = {
     }
     case 's3': {
       // Imported here, not at the top: the S3 SDK loads only for s3: URLs.
+      // The AWS SDK warns at load, on several lines of stderr, that it wants Node >= 22; Ferry supports 20.
+      process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
       const { S3Store, parseS3Url } = await import('./s3.js');
       return new S3Store({ ...parseS3Url(url), description: describeStoreUrl(url) });
     }
