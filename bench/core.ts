@@ -2,7 +2,8 @@
  * `npm run bench`: the SDK beside node:fs on the same disk, in one run.
  *
  *   sequential write and read of a 1 GiB file with 1 MiB requests (MiB/s)
- *   create (1 KiB each) / stat / unlink of 10,000 small files, one at a time and 16 at a time (ops/s)
+ *   create (1 KiB each) / stat / unlink of 10,000 small files, one at a time and 16 at a time (ops/s);
+ *   creating empty files (metadata only) one at a time
  *   peak RSS while the SDK writes a 4 GiB file
  *
  * Not a test: it asserts nothing, it prints a table. Sizes can be scaled down with BENCH_SCALE=0.25.
@@ -28,6 +29,8 @@ interface FsLike {
   readBig(p: string, buf: Buffer): Promise<number>;
   mkdir(p: string): Promise<void>;
   create(p: string, data: Buffer): Promise<void>;
+  /** An empty file: metadata only. */
+  touch(p: string): Promise<void>;
   stat(p: string): Promise<void>;
   unlink(p: string): Promise<void>;
 }
@@ -56,6 +59,9 @@ function nodeFs(root: string): FsLike {
       await fs.mkdir(abs(p), { recursive: true });
     },
     create: (p, data) => fs.writeFile(abs(p), data),
+    touch: async (p) => {
+      await (await fs.open(abs(p), 'wx')).close();
+    },
     stat: async (p) => {
       await fs.stat(abs(p));
     },
@@ -86,6 +92,9 @@ function ferry(vol: Volume): FsLike {
       await vol.mkdir(p, { recursive: true });
     },
     create: (p, data) => vol.writeFile(p, data),
+    touch: async (p) => {
+      await (await vol.open(p, 'wx')).close();
+    },
     stat: async (p) => {
       await vol.stat(p);
     },
@@ -119,6 +128,8 @@ async function run(f: FsLike): Promise<Record<string, number>> {
   await f.unlink('/big');
   const small = randomBytes(1024);
   for (let d = 0; d * 1000 < FILES; d++) await f.mkdir(`/small/d${d}`);
+  out['create empty (ops/s)'] = FILES / (await timed(() => each(FILES, 1, (i) => f.touch(`${name(i)}.e`))));
+  await each(FILES, 16, (i) => f.unlink(`${name(i)}.e`));
   for (const parallel of [1, 16]) {
     const tag = parallel === 1 ? '' : ` x${parallel}`;
     out[`create${tag} (ops/s)`] = FILES / (await timed(() => each(FILES, parallel, (i) => f.create(name(i), small))));
