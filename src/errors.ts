@@ -6,6 +6,7 @@
 export const ERRNO = {
   EPERM: 1,
   ENOENT: 2,
+  EINTR: 4,
   EIO: 5,
   E2BIG: 7,
   EBADF: 9,
@@ -25,6 +26,7 @@ export const ERRNO = {
   EMLINK: 31,
   ERANGE: 34,
   ENAMETOOLONG: 36,
+  ENOLCK: 37,
   ENOSYS: 38,
   ENOTEMPTY: 39,
   ELOOP: 40,

@@ -215,6 +215,8 @@ interface Plan {
 export interface CpOptions {
   recursive?: boolean;
   preserve?: boolean;
+  /** The region this client runs in (multi-region volumes). */
+  region?: string;
 }
 
 function enoent(what: string): FsError {
@@ -334,7 +336,7 @@ export async function runCp(metaUrl: string, args: string[], opts: CpOptions): P
   if (fromVolume.some((v) => v !== fromVolume[0])) throw new UsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
   if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new UsageError('nothing inside the volume: write volume paths as :/dir/file');
 
-  const vol = await openCliVolume(metaUrl);
+  const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
   try {
     const local = new LocalSide();
     const volume = new VolumeSide(vol);
@@ -376,6 +378,7 @@ export function register(program: Command): void {
     .usage('[options] <META> <SRC...> <DST>')
     .option('-r, --recursive', 'copy directories recursively')
     .option('-p, --preserve', 'keep access and modification times (and set-id bits)')
+    .option('--region <NAME>', 'the region this client runs in: its bucket is read first (default: the primary)')
     .addHelpText(
       'after',
       `

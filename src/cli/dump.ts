@@ -22,7 +22,6 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import type { LogOp } from '../meta/engine.js';
 import type { FormatRec } from '../meta/types.js';
-import { describeStoreUrl } from '../object/registry.js';
 import { publicFormat } from './info.js';
 import { openEngine } from './util.js';
 
@@ -104,7 +103,7 @@ export async function runDump(metaUrl: string, file: string | undefined, opts: {
       let rec = op;
       if (!keep && op[0] === 'setting' && op[2] === 'format' && op[3] !== null && typeof op[3] === 'object' && !Array.isArray(op[3])) {
         const f = op[3] as unknown as FormatRec;
-        rec = [op[0], op[1], op[2], { ...f, storage: describeStoreUrl(f.storage) } as unknown as LogOp[3]];
+        rec = [op[0], op[1], op[2], publicFormat(f) as unknown as LogOp[3]];
       }
       records++;
       return writeLine(stream, JSON.stringify(rec));

@@ -7,6 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { parseRegionArg } from '../region/regions.js';
+import type { RegionRec } from '../meta/types.js';
 import { UsageError } from '../errors.js';
 import { parseCompression } from '../chunk/codec.js';
 import { CHUNKS_PREFIX } from '../chunk/keys.js';
@@ -25,7 +27,12 @@ export const TRASH_DAYS_MAX = 3650;
 const NAME_RE = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 
 export interface FormatArgs {
-  storage: string;
+  /** One-region volumes; exactly one of storage and region is given. */
+  storage?: string;
+  /** NAME=URL, repeated: a volume with named regions. */
+  region?: string[];
+  /** The primary region (default the first --region). */
+  primary?: string;
   blockSize: string;
   compress: string;
   trashDays: string;
@@ -49,7 +56,7 @@ export function checkBlockBytes(n: number): void {
  * Checks that the bucket is there and writable, creating a file:// directory whose parent exists. Returns the
  * directory it created (for cleanup on failure), if any.
  */
-async function prepareBucket(url: string, force: boolean): Promise<string | undefined> {
+export async function prepareBucket(url: string, force: boolean): Promise<string | undefined> {
   let created: string | undefined;
   // Validates the scheme and the URL's shape before anything is created.
   await (await openObjectStore(url)).close();
@@ -101,23 +108,51 @@ export async function runFormat(metaUrl: string, name: string, args: FormatArgs)
   const capacityBytes = args.capacity === undefined ? undefined : parseSize(args.capacity, 'capacity');
   if (capacityBytes !== undefined && capacityBytes <= 0) throw new UsageError('capacity must be more than 0');
   const force = args.force === true;
+  // Regions: `--region a=URL --region b=URL [--primary a]`; `--storage URL` is the one-region form.
+  let regions: Record<string, RegionRec> | undefined;
+  if (args.region !== undefined && args.region.length > 0) {
+    if (args.storage !== undefined) throw new UsageError('give either --storage (one bucket) or --region NAME=URL (one per region), not both');
+    regions = {};
+    for (const arg of args.region) {
+      const r = parseRegionArg(arg);
+      if (regions[r.name] !== undefined) throw new UsageError(`region '${r.name}' is given twice`);
+      regions[r.name] = { storage: r.storage };
+    }
+    if (args.primary !== undefined && regions[args.primary] === undefined) {
+      throw new UsageError(`--primary ${args.primary} is not one of the regions given (${Object.keys(regions).join(', ')})`);
+    }
+  } else if (args.primary !== undefined) {
+    throw new UsageError('--primary needs --region NAME=URL options');
+  }
+  const primary = regions === undefined ? undefined : (args.primary ?? Object.keys(regions)[0]!);
+  const storage = regions === undefined ? args.storage : regions[primary!]!.storage;
+  if (storage === undefined) throw new Error('assertion failed: format without --storage or --region');
 
   const dbFile = sqliteFile(metaUrl);
   const dbExisted = dbFile !== undefined && existsSync(dbFile);
   if (dbExisted) checkMetaExists(metaUrl);
   let engine: MetaEngine | undefined;
-  let bucketCreated: string | undefined;
+  let bucketsCreated: string[] = [];
   let done = false;
   try {
     engine = await openMetaEngine(metaUrl, { create: true });
     const existing = await loadFormat(engine);
     if (existing !== undefined && !force) {
-      throw new UsageError(`${metaUrl} already holds volume '${existing.name}' (use --force to format it again, which erases it)`);
+      throw new UsageError(`${engine.description} already holds volume '${existing.name}' (use --force to format it again, which erases it)`);
     }
-    bucketCreated = await prepareBucket(args.storage, force);
+    const created: string[] = [];
+    try {
+      for (const url of regions === undefined ? [storage] : Object.values(regions).map((r) => r.storage)) {
+        const dir = await prepareBucket(url, force);
+        if (dir !== undefined) created.push(dir);
+      }
+    } finally {
+      bucketsCreated = created;
+    }
     const format = await formatVolume(engine, {
       name,
-      storage: args.storage,
+      storage,
+      ...(regions === undefined ? {} : { regions, primary: primary! }),
       blockBytes,
       compression,
       trashDays,
@@ -127,13 +162,16 @@ export async function runFormat(metaUrl: string, name: string, args: FormatArgs)
     done = true;
     await out(
       `formatted volume '${format.name}' (uuid ${format.uuid})\n` +
-        `  metadata: ${metaUrl}\n  storage:  ${describeStoreUrl(format.storage)}\n` +
+        `  metadata: ${engine.description}\n` +
+        (regions === undefined
+          ? `  storage:  ${describeStoreUrl(format.storage)}\n`
+          : Object.entries(regions).map(([n, r]) => `  region ${n}${n === primary ? ' (primary)' : ''}: ${describeStoreUrl(r.storage)}\n`).join('')) +
         `  block size ${blockBytes >> 10} KiB, compression ${compression}, trash ${trashDays} day(s)\n`,
     );
   } finally {
     await engine?.close();
     if (!done) {
-      if (bucketCreated !== undefined) rmSync(bucketCreated, { recursive: true, force: true });
+      for (const dir of bucketsCreated) rmSync(dir, { recursive: true, force: true });
       if (dbFile !== undefined && !dbExisted) for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true });
     }
   }
@@ -143,10 +181,15 @@ export function register(program: Command): void {
   program
     .command('format')
     .summary('create a volume')
-    .description('Create a volume: metadata in META (sqlite:///path/volume.db), data blocks in the bucket --storage.')
+    .description(
+      'Create a volume: metadata in META (sqlite:///path/volume.db, redis://host:6379/1, postgres://user@host:5432/db), data blocks in the ' +
+        'bucket --storage. META that already holds a volume needs --force.',
+    )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .argument('<NAME>', 'volume name: 3-63 characters of a-z, 0-9, -')
-    .requiredOption('--storage <URL>', 'bucket URL, e.g. file:///data/bucket')
+    .option('--storage <URL>', 'bucket URL, e.g. file:///data/bucket (a one-region volume)')
+    .option('--region <NAME=URL>', 'a region and its bucket, e.g. a=file:///data/bucket-a; repeat for each region', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .option('--primary <NAME>', 'the primary region (default: the first --region)')
     .option('--block-size <SIZE>', 'block size, a power of two from 64K to 16M', '4M')
     .option('--compress <ALGO>', 'block compression: none, lz4 or zstd', 'none')
     .option('--trash-days <N>', 'days deleted files stay in .trash (0 disables the trash)', '1')
@@ -157,7 +200,16 @@ export function register(program: Command): void {
       `
 Examples:
   $ ferry format sqlite:///data/vol.db myvol --storage file:///data/bucket
-  $ ferry format sqlite://vol.db myvol --storage file://bucket --block-size 1M --compress zstd --trash-days 0`,
+  $ ferry format sqlite://vol.db myvol --storage file://bucket --block-size 1M --compress zstd --trash-days 0
+  $ ferry format redis://127.0.0.1:6379/1 myvol --storage 's3://bucket/vol?endpoint=http://127.0.0.1:9000&path-style=true'
+  $ ferry format postgres://ferry@db:5432/ferry?schema=myvol myvol --storage file:///shared/bucket
+  $ ferry format sqlite:///data/vol.db myvol --region a=file:///data/bucket-a --region b=file:///data/bucket-b --primary a`,
     )
-    .action((meta: string, name: string, opts: FormatArgs) => runFormat(meta, name, opts));
+    .action((meta: string, name: string, opts: FormatArgs, cmd: Command) => {
+      // Exactly like a missing required option (exit 2), now that either of two options will do.
+      if (opts.storage === undefined && (opts.region === undefined || opts.region.length === 0)) {
+        cmd.error("required option '--storage <URL>' not specified (or give --region NAME=URL for each region)", { exitCode: 2, code: 'commander.missingMandatoryOptionValue' });
+      }
+      return runFormat(meta, name, opts);
+    });
 }

@@ -31,6 +31,8 @@ import { ROOT_INO, TRASH_INO, type DelSliceRec, type EntryRec, type FileType, ty
 import type { ObjectStore } from '../object/store.js';
 import { ObjectNotFoundError } from '../object/store.js';
 import { forEachLimit, humanBytes, openTools, out, parseCount, progressBar } from './util.js';
+import { sliceHome, volumeRegions } from '../region/regions.js';
+import { openOtherRegionStores } from './region.js';
 
 /** Blocks downloaded and verified at once. */
 export const FSCK_BLOCKS_IN_FLIGHT_DEFAULT = 16;
@@ -43,6 +45,11 @@ export interface FsckOptions {
   onProblem?: (line: string) => void;
   /** Show a progress bar for block verification (on a terminal). */
   progress?: boolean;
+  /**
+   * Multi-region volumes: the other regions' buckets. Each block is checked in its slice's home bucket, the
+   * copy every other one is made from (`ferry replicate --scan` checks the replicas).
+   */
+  otherStores?: ReadonlyMap<string, ObjectStore>;
 }
 
 export interface FsckResult {
@@ -236,6 +243,11 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
 
   // ---- blocks
   const chunkStore = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
+  const regions = volumeRegions(format);
+  const homeStores = new Map<string, { store: ObjectStore; chunkStore: ChunkStore }>([[regions.primary, { store, chunkStore }]]);
+  for (const [name, s] of options.otherStores ?? []) {
+    homeStores.set(name, { store: s, chunkStore: new ChunkStore({ store: s, blockBytes: format.blockBytes, compression: format.compression }) });
+  }
   const blocks: Array<{ id: number; size: number; index: number }> = [];
   let blockBytes = 0;
   for (const [id, s] of slices) {
@@ -250,15 +262,23 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
       const len = chunkStore.blockLength(size, index);
       const key = blockKey(id, index, len);
       const owner = sliceOwner.get(id);
+      const home = sliceHome(slices.get(id)?.home, regions);
       const where = `block ${key} (slice ${id}${owner === undefined ? '' : `, inode ${owner}`})`;
+      const bucket = homeStores.get(home);
+      if (bucket === undefined) {
+        if (regions.regions.has(home)) problem(`${where}: no bucket given for its home region ${home}`);
+        else problem(`${where}: its home region ${home} is no longer one of the volume's regions`);
+        progress.add(1);
+        return;
+      }
       try {
         if (options.fast === true) {
-          await store.head(key);
+          await bucket.store.head(key);
         } else {
-          await chunkStore.readBlock(id, size, index);
+          await bucket.chunkStore.readBlock(id, size, index);
         }
       } catch (err) {
-        if (err instanceof ObjectNotFoundError) problem(`${where}: missing from the bucket`);
+        if (err instanceof ObjectNotFoundError) problem(`${where}: missing from the bucket${regions.named ? ` of its home region ${home}` : ''}`);
         else if (err instanceof CorruptBlockError) problem(`${where}: ${err.message.replace(`corrupt block ${key}: `, '')}`);
         else throw err;
       } finally {
@@ -289,8 +309,11 @@ export function fsckSummary(r: FsckResult): string {
 export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string; repair?: boolean }): Promise<void> {
   const blocksInFlight = opts.threads === undefined ? FSCK_BLOCKS_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
   const tools = await openTools(metaUrl);
+  let otherStores: Map<string, ObjectStore> | undefined;
   try {
+    otherStores = await openOtherRegionStores(tools.format);
     const result = await fsckVolume(tools.engine, tools.format, tools.store, {
+      otherStores,
       fast: opts.fast === true,
       blocksInFlight,
       progress: true,
@@ -314,6 +337,7 @@ export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?:
     await out(fsckSummary(result) + '\n');
     if (result.problems.length > 0) process.exitCode = 1;
   } finally {
+    for (const st of otherStores?.values() ?? []) await st.close().catch(() => undefined);
     await tools.close();
   }
 }

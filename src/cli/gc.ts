@@ -2,8 +2,9 @@
  * `ferry gc META`: the volume's deferred deletions, and a census of objects nothing refers to.
  *
  *   1. trash   files in .trash longer than the volume's trash days are released (their slices join 2.)
- *   2. slices  released slices older than --grace: their block objects are deleted, then the record
- *   3. leaks   block objects under chunks/ that belong to no live or released slice (an upload whose
+ *   2. slices  released slices older than --grace: their block objects are deleted in every region's
+ *              bucket, then the record (region/deletion.ts, shared with `ferry replicate --grace`)
+ *   3. leaks   block objects under chunks/ (in every region's bucket) that belong to no live or released slice (an upload whose
  *              commit never happened: a crashed writer) and are older than --leak-age, so a write in
  *              flight is never counted; listed, and deleted only with --delete
  *
@@ -15,7 +16,9 @@
 import type { Command } from 'commander';
 import { ChunkStore } from '../chunk/store.js';
 import { CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
-import { listAll } from '../object/store.js';
+import { listAll, type ObjectStore } from '../object/store.js';
+import { deleteReleasedSlices } from '../region/deletion.js';
+import { openOtherRegionStores } from './region.js';
 import { forEachLimit, humanBytes, log, openTools, out, parseCount, parseDuration, type Tools } from './util.js';
 
 export const GC_GRACE_DEFAULT = '1h';
@@ -33,6 +36,11 @@ export interface GcOptions {
   deletesInFlight?: number;
   now?: number;
   onLeak?: (key: string, bytes: number) => void;
+  /**
+   * The other regions' buckets (multi-region volumes): released slices are deleted in each, and each is
+   * searched for leaks. `tools.store` is the primary's.
+   */
+  otherStores?: ReadonlyMap<string, ObjectStore>;
 }
 
 export interface GcResult {
@@ -66,14 +74,15 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
 
   r.trashReleased = await meta.cleanTrash(now);
 
-  const due = await meta.listDelSlices(now - options.graceMs + 1, Number.MAX_SAFE_INTEGER);
-  await forEachLimit(due, inFlight, async (d) => {
-    await chunks.deleteSlice(d.id, d.size);
-    await meta.dropDelSlice(d.id);
-    log().debug({ slice: d.id, bytes: d.size }, 'deleted released slice');
-    r.slicesDeleted++;
-    r.sliceBytesDeleted += d.size;
+  const stores = [store, ...(options.otherStores?.values() ?? [])];
+  const deleted = await deleteReleasedSlices(meta, stores, {
+    graceMs: options.graceMs,
+    now,
+    slicesInFlight: inFlight,
+    onDeleted: (id, size) => log().debug({ slice: id, bytes: size }, 'deleted released slice'),
   });
+  r.slicesDeleted = deleted.slices;
+  r.sliceBytesDeleted = deleted.bytes;
 
   // Read after the deletions: what is still pending keeps its objects.
   const known = new Map<number, number>(); // slice id -> size, live or pending deletion
@@ -82,8 +91,8 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
   for (const d of pending) known.set(d.id, d.size);
   r.slicesWaiting = pending.length;
 
-  const toDelete: string[] = [];
-  for await (const o of listAll(store, CHUNKS_PREFIX)) {
+  const toDelete: Array<[ObjectStore, string]> = [];
+  for (const bucket of stores) for await (const o of listAll(bucket, CHUNKS_PREFIX)) {
     const parts = parseBlockKey(o.key);
     if (parts === undefined) {
       r.foreign++;
@@ -100,10 +109,10 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
     r.leaked++;
     r.leakedBytes += o.size;
     options.onLeak?.(o.key, o.size);
-    if (options.delete === true) toDelete.push(o.key);
+    if (options.delete === true) toDelete.push([bucket, o.key]);
   }
-  await forEachLimit(toDelete, inFlight, async (key) => {
-    await store.delete(key);
+  await forEachLimit(toDelete, inFlight, async ([bucket, key]) => {
+    await bucket.delete(key);
     r.leakedDeleted++;
   });
   return r;
@@ -125,9 +134,12 @@ export async function runGc(metaUrl: string, opts: { delete?: boolean; grace: st
   const leakAgeMs = parseDuration(opts.leakAge, 'leak age');
   const deletesInFlight = opts.threads === undefined ? GC_DELETES_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
   const tools = await openTools(metaUrl);
+  let otherStores: Map<string, ObjectStore> | undefined;
   try {
+    otherStores = await openOtherRegionStores(tools.format);
     const deleting = opts.delete === true;
     const r = await gcVolume(tools, {
+      otherStores,
       delete: deleting,
       graceMs,
       leakAgeMs,
@@ -136,6 +148,7 @@ export async function runGc(metaUrl: string, opts: { delete?: boolean; grace: st
     });
     await out(gcSummary(r, deleting) + '\n');
   } finally {
+    for (const s of otherStores?.values() ?? []) await s.close().catch(() => undefined);
     await tools.close();
   }
 }

@@ -5,9 +5,13 @@ import { describeStoreUrl } from '../object/registry.js';
 import type { FormatRec } from '../meta/types.js';
 import { humanBytes, openEngine, out, printJson } from './util.js';
 
-/** The format record as shown to users: the storage URL masked. */
+/** The format record as shown to users: the storage URLs (the primary's and every region's) masked. */
 export function publicFormat(f: FormatRec): FormatRec {
-  return { ...f, storage: describeStoreUrl(f.storage) };
+  const masked: FormatRec = { ...f, storage: describeStoreUrl(f.storage) };
+  if (f.regions !== undefined) {
+    masked.regions = Object.fromEntries(Object.entries(f.regions).map(([name, r]) => [name, { ...r, storage: describeStoreUrl(r.storage) }]));
+  }
+  return masked;
 }
 
 export async function runInfo(metaUrl: string, opts: { json?: boolean }): Promise<void> {
@@ -19,6 +23,7 @@ export async function runInfo(metaUrl: string, opts: { json?: boolean }): Promis
       ['name', f.name],
       ['uuid', f.uuid],
       ['storage', f.storage],
+      ...Object.entries(f.regions ?? {}).map(([name, r]): [string, string] => [`region ${name}`, `${r.storage}${name === f.primary ? ' (primary)' : ''}`]),
       ['block size', humanBytes(f.blockBytes)],
       ['chunk size', humanBytes(f.chunkBytes)],
       ['compression', f.compression],

@@ -139,13 +139,16 @@ export async function runLoad(metaUrl: string, fileArg: string, opts: { force?: 
   const dbExisted = dbFile !== undefined && existsSync(dbFile);
   if (dbExisted) checkMetaExists(metaUrl);
   let engine: MetaEngine | undefined;
+  let where = metaUrl;
   let done = false;
   try {
     engine = await openMetaEngine(metaUrl, { create: true });
+    // Messages name the engine's description, which masks a password in the URL.
+    where = engine.description;
     const existing = await loadFormat(engine);
     if ((existing !== undefined || (await engine.lastSeq()) > 0) && opts.force !== true) {
       throw new UsageError(
-        `${metaUrl} is not empty${existing === undefined ? '' : ` (it holds volume '${existing.name}')`}; use --force to replace its content`,
+        `${where} is not empty${existing === undefined ? '' : ` (it holds volume '${existing.name}')`}; use --force to replace its content`,
       );
     }
     await engine.restore(records(file, trailer.records), trailer.seq);
@@ -154,7 +157,7 @@ export async function runLoad(metaUrl: string, fileArg: string, opts: { force?: 
     await engine?.close();
     if (!done && dbFile !== undefined && !dbExisted) for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true });
   }
-  await out(`loaded ${trailer.records} records of volume '${format.name}' at changelog seq ${trailer.seq} into ${metaUrl}\n`);
+  await out(`loaded ${trailer.records} records of volume '${format.name}' at changelog seq ${trailer.seq} into ${where}\n`);
   if (format.storage.includes('****')) {
     process.stderr.write(`ferry: note: the dump's storage URL has masked secrets (${format.storage}); dump with --keep-secrets to restore them\n`);
   }

@@ -46,9 +46,9 @@ function columns(rows: string[][]): string {
     .join('\n');
 }
 
-export async function runLs(metaUrl: string, pathArg: string | undefined, opts: { long?: boolean; all?: boolean }): Promise<void> {
+export async function runLs(metaUrl: string, pathArg: string | undefined, opts: { long?: boolean; all?: boolean; region?: string }): Promise<void> {
   const p = volumePath(pathArg ?? '/');
-  const vol = await openCliVolume(metaUrl);
+  const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
   try {
     // Like ls(1): a symlink named on the command line is followed, except in a long listing.
     const st = opts.long === true ? await vol.lstat(p) : await vol.stat(p);
@@ -84,6 +84,7 @@ export function register(program: Command): void {
     .argument('[PATH]', 'path inside the volume, e.g. /data or :/data', '/')
     .option('-l, --long', 'long listing: mode, links, owner, group, size, mtime')
     .option('-a, --all', 'include names starting with "."')
+    .option('--region <NAME>', 'the region this client runs in: its bucket is read first (default: the primary)')
     .addHelpText('after', '\nExamples:\n  $ ferry ls sqlite:///data/vol.db\n  $ ferry ls sqlite:///data/vol.db /datasets -l')
-    .action((meta: string, path: string, opts: { long?: boolean; all?: boolean }) => runLs(meta, path, opts));
+    .action((meta: string, path: string, opts: { long?: boolean; all?: boolean; region?: string }) => runLs(meta, path, opts));
 }

@@ -16,6 +16,8 @@ import { register as registerInfo } from './info.js';
 import { register as registerLoad } from './load.js';
 import { register as registerLs } from './ls.js';
 import { register as registerMount } from './mount.js';
+import { register as registerRegion } from './region.js';
+import { register as registerReplicate } from './replicate.js';
 import { register as registerStatus } from './status.js';
 import { register as registerSync } from './sync.js';
 import { register as registerUmount } from './umount.js';
@@ -40,7 +42,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

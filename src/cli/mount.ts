@@ -160,7 +160,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
-  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${o.metrics!}/metrics` : ''}; counters in ${abs}/.stats`);
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${o.metrics!}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
 
@@ -183,7 +183,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   await mount.done;
   server?.close();
   log.info(`unmounted ${abs}`);
-  // fuse-native keeps a handle open after an unmount; nothing is left to do.
+  // fuse-native keeps a handle open after an unmount (the addon does not); nothing is left to do.
   process.exit(0);
 }
 

@@ -1,8 +1,14 @@
-/** `ferry status META`: the volume, its usage, client sessions and the changelog position at a glance. */
+/**
+ * `ferry status META`: the volume, its usage, client sessions and the changelog position at a glance; with
+ * regions, each region's bucket and each bucket replicator's position, lag, backlog and counters.
+ */
 
 import type { Command } from 'commander';
 import { humanAge, humanBytes, openMetaTools, out, printJson } from './util.js';
 import { publicFormat } from './info.js';
+import { replicationStatus } from '../region/replicate.js';
+import { volumeRegions } from '../region/regions.js';
+import { copiedSummary } from './replicate.js';
 
 /** A session whose heartbeat is older than this is shown as stale (Meta's default session timeout). */
 const SESSION_STALE_MS = 300_000;
@@ -16,12 +22,15 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const pending = await tools.meta.listDelSlices(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
     const lastSeq = await tools.engine.lastSeq();
     const floor = await tools.engine.logFloor();
+    const regions = volumeRegions(tools.format);
+    const replication = regions.named ? await replicationStatus(tools.meta, now) : [];
     const status = {
       volume: publicFormat(tools.format),
       usage: { usedBytes: statfs.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: statfs.inodes },
       pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
       sessions,
       changelog: { lastSeq, floor },
+      ...(regions.named ? { regions: { primary: regions.primary, names: [...regions.regions.keys()] }, replication } : {}),
     };
     if (opts.json === true) return await printJson(status);
     const lines = [
@@ -30,8 +39,21 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       `usage:     ${humanBytes(statfs.usedBytes)} of ${humanBytes(tools.format.capacityBytes)}, ${statfs.inodes} inodes`,
       `pending:   ${status.pendingDeletion.slices} released slices (${humanBytes(status.pendingDeletion.bytes)}) awaiting gc`,
       `changelog: last seq ${lastSeq}${floor > 0 ? `, kept after ${floor}` : ''}`,
-      `sessions:  ${sessions.length}`,
     ];
+    if (regions.named) {
+      lines.push(`regions:   ${[...regions.regions.keys()].map((r) => (r === regions.primary ? `${r} (primary)` : r)).join(', ')}`);
+      if (replication.length === 0) lines.push('replication: never run (start "ferry replicate")');
+      for (const r of replication) {
+        const b = r.backlog;
+        lines.push(
+          `replication ${r.name === '*>*' ? '' : `${r.name} `}at seq ${r.seq} of ${r.lastSeq}, lag ${r.lagSeconds.toFixed(1)}s, ` +
+            `backlog ${b.blocks}${b.partial ? '+' : ''} blocks (${humanBytes(b.bytes)})${r.pending > 0 ? `, ${r.pending} slice(s) failing` : ''}, ` +
+            `updated ${humanAge(now - r.updated)} ago`,
+          `  copied ${copiedSummary(r.stats)}; ${r.stats.copiedBlocks} blocks, errors ${r.stats.errors}, retries ${r.stats.retries}`,
+        );
+      }
+    }
+    lines.push(`sessions:  ${sessions.length}`);
     for (const s of sessions) {
       lines.push(
         `  sid ${s.sid}  ${s.host} pid ${s.pid}${s.region === '' ? '' : ` region ${s.region}`}  heartbeat ${humanAge(s.ageMs)} ago${s.stale ? ' (stale)' : ''}`,

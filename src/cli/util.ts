@@ -17,6 +17,7 @@ import { ObjectNotFoundError, InvalidKeyError } from '../object/store.js';
 import type { ObjectStore } from '../object/store.js';
 import { openBucket, openVolume, type OpenVolumeOptions } from '../sdk/open.js';
 import type { Volume } from '../sdk/volume.js';
+import { clientRegion, volumeRegions } from '../region/regions.js';
 
 // ---------------------------------------------------------------- logging
 
@@ -107,7 +108,8 @@ const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 
 /**
  * Checks that an existing volume's metadata file is there and is a SQLite database before any engine opens it,
- * so that a mistyped META never leaves a new or changed file behind.
+ * so that a mistyped META never leaves a new or changed file behind. Other schemes (redis://, postgres://) pass:
+ * their engines never create anything unless asked to, and say themselves when no volume is there.
  */
 export function checkMetaExists(url: string): void {
   const file = sqliteFile(url);
@@ -171,7 +173,8 @@ export async function openEngine(url: string): Promise<{ engine: MetaEngine; for
   const engine = await openMetaEngine(url);
   try {
     const format = await loadFormat(engine);
-    if (format === undefined) throw new UsageError(`no volume in ${url} (run "ferry format" first)`);
+    // The engine's description, not the URL: it masks a password.
+    if (format === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
     return { engine, format };
   } catch (err) {
     await engine.close();
@@ -186,7 +189,9 @@ export async function openEngine(url: string): Promise<{ engine: MetaEngine; for
 export async function openCliVolume(url: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const { engine, format } = await openEngine(url);
   await engine.close();
-  checkBucket(format.storage);
+  // The bucket of the region the client runs in (the primary's by default); an unknown region fails here.
+  const regions = volumeRegions(format);
+  checkBucket((regions.regions.get(clientRegion(format, options.region)) ?? regions.regions.get(regions.primary)!).storage);
   return openVolume(url, {
     onBackgroundError: (what, err) => log().warn({ err }, `${what} failed`),
     ...options,

@@ -1,7 +1,16 @@
 /**
- * `npm start`: a tour of Ferry on the embedded defaults, no servers. Formats a volume in a fresh temporary
- * directory (SQLite metadata + a bucket directory), writes a small dataset through the SDK, reads it all back
- * verified by sha256, runs fsck, and prints what happened, where the files are and commands to look around.
+ * `npm start`: the two-region lab (DESIGN §12) on the embedded defaults, no servers. In a fresh temporary
+ * directory: SQLite metadata shared by both regions, and regions `a` (primary) and `b`, each with a bucket
+ * directory.
+ *
+ *   writer in a ──blocks──▶ bucket-a ──ferry replicate──▶ bucket-b ◀──reads── reader in b
+ *        └──────────── metadata (SQLite) ───────────────────────────────┘
+ *
+ * It writes a small dataset in a, reads it in b before replication (every block falls back to the home bucket
+ * a), replicates, reads it again (every block from b's own bucket), then keeps a writer committing in a while
+ * the replicator follows the changelog and a reader in b reads each new file at once — printing the lag and
+ * which reads fell back to the home bucket. Finally a's bucket "goes down" and b still reads everything, and
+ * fsck and gc run over both buckets. Everything is verified by sha256.
  */
 
 import { createHash } from 'node:crypto';
@@ -9,12 +18,22 @@ import { mkdir, mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatVolume, openMetaEngine, openVolume } from '../index.js';
+import { formatVolume, openMetaEngine, openVolume, type Volume } from '../index.js';
 import { fsckSummary, fsckVolume } from '../cli/fsck.js';
 import { gcVolume } from '../cli/gc.js';
 import { humanBytes, openTools } from '../cli/util.js';
+import { FaultStore } from '../object/faults.js';
+import { FileStore } from '../object/file.js';
+import { RetryStore } from '../object/retry.js';
+import type { RegionPlacement } from '../region/placement.js';
+import { replicationStatus, Replicator } from '../region/replicate.js';
 
 const BINARY_BYTES = 3 << 20;
+/** Files the steady writer commits, and the pause between them. */
+const STEADY_FILES = 24;
+const STEADY_PAUSE_MS = 120;
+/** How many commits later each steady file is read again (by then it has been replicated). */
+const STEADY_LAG_FILES = 5;
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
@@ -40,103 +59,228 @@ async function countFiles(dir: string): Promise<number> {
   return n;
 }
 
+/** The read-order counters of a client (its ChunkStore's block source). */
+function placementOf(vol: Volume): RegionPlacement {
+  return (vol.vfs.chunks as unknown as { source: RegionPlacement }).source;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function readAll(vol: Volume, expected: Record<string, string>): Promise<{ failures: string[]; bytes: number }> {
+  const failures: string[] = [];
+  let bytes = 0;
+  for (const [p, sum] of Object.entries(expected)) {
+    const data = await vol.readFile(p);
+    bytes += data.length;
+    if (sha256(data) !== sum) failures.push(p);
+  }
+  return { failures, bytes };
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
-  const dir = await mkdtemp(path.join(tmpdir(), 'ferry-demo-'));
+  const dir = await mkdtemp(path.join(tmpdir(), 'ferry-lab-'));
   const dbFile = path.join(dir, 'meta.db');
-  const bucket = path.join(dir, 'bucket');
+  const bucketA = path.join(dir, 'bucket-a');
+  const bucketB = path.join(dir, 'bucket-b');
   const metaUrl = `sqlite://${dbFile}`;
-  const storage = `file://${bucket}`;
-  await mkdir(bucket);
+  await mkdir(bucketA);
+  await mkdir(bucketB);
+  const out: string[] = [];
+  const say = (line = ''): void => {
+    out.push(line);
+    process.stdout.write(line + '\n');
+  };
 
-  // 1. Format: metadata in SQLite, blocks of 1 MiB compressed with zstd when that helps.
+  // 1. Format: two regions, a the primary; blocks of 1 MiB compressed with zstd when that helps.
   const engine = await openMetaEngine(metaUrl, { create: true });
-  const format = await formatVolume(engine, { name: 'demo', storage, blockBytes: 1 << 20, compression: 'zstd', trashDays: 1 });
+  const format = await formatVolume(engine, {
+    name: 'lab',
+    storage: '',
+    regions: { a: { storage: `file://${bucketA}` }, b: { storage: `file://${bucketB}` } },
+    primary: 'a',
+    blockBytes: 1 << 20,
+    compression: 'zstd',
+    trashDays: 0,
+  });
   await engine.close();
+  say(`Ferry two-region lab: volume '${format.name}' (${format.uuid})`);
+  say();
+  say(`  metadata    ${dbFile}  (shared by both regions)`);
+  say(`  region a    ${bucketA}  (primary)`);
+  say(`  region b    ${bucketB}`);
 
-  // 2. Write a small dataset through the SDK.
-  const vol = await openVolume(metaUrl);
+  // 2. A writer in region a.
+  const va = await openVolume(metaUrl, { region: 'a' });
   const text: Record<string, string> = {
-    '/docs/readme.txt': 'Ferry keeps file data as immutable, checksummed blocks in a bucket\nand everything else in a metadata engine.\n',
-    '/docs/notes/todo.txt': '- format a volume\n- copy a dataset in\n- run fsck\n',
+    '/docs/readme.txt': 'Ferry keeps file data as immutable, checksummed blocks in a bucket per region\nand everything else in one metadata engine.\n',
+    '/docs/notes/todo.txt': '- write in region a\n- read in region b\n- replicate\n',
     '/data/config.json': JSON.stringify({ model: 'tiny', epochs: 3, lr: 0.001 }, null, 2) + '\n',
   };
-  await vol.mkdir('/docs/notes', { recursive: true });
-  await vol.mkdir('/data', { recursive: true });
-  await vol.mkdir('/logs');
-  for (const [p, content] of Object.entries(text)) await vol.writeFile(p, content);
+  await va.mkdir('/docs/notes', { recursive: true });
+  await va.mkdir('/data', { recursive: true });
+  await va.mkdir('/logs');
+  for (const [p, content] of Object.entries(text)) await va.writeFile(p, content);
   let log = '';
   for (let i = 1; i <= 100; i++) {
     const line = `step ${i}: loss ${(1 / i).toFixed(4)}\n`;
-    await vol.appendFile('/logs/train.log', line);
+    await va.appendFile('/logs/train.log', line);
     log += line;
   }
   const blob = pseudoRandom(BINARY_BYTES, 2024);
   const blobSum = sha256(blob);
-  await vol.writeFile('/data/weights.bin', blob);
-  await vol.symlink('/data/weights.bin', '/latest.bin');
-  await vol.link('/docs/readme.txt', '/readme-link.txt');
-
-  // 3. Read everything back and verify.
+  await va.writeFile('/data/weights.bin', blob);
+  await va.symlink('/data/weights.bin', '/latest.bin');
+  await va.link('/docs/readme.txt', '/readme-link.txt');
+  await va.vfs.drain();
   const expected: Record<string, string> = { ...Object.fromEntries(Object.entries(text).map(([p, c]) => [p, sha256(c)])) };
   expected['/logs/train.log'] = sha256(log);
   expected['/data/weights.bin'] = blobSum;
-  expected['/latest.bin'] = blobSum; // through the symlink
-  expected['/readme-link.txt'] = sha256(text['/docs/readme.txt']!); // the hard link
-  const failures: string[] = [];
-  let bytesVerified = 0;
-  for (const [p, sum] of Object.entries(expected)) {
-    const data = (await vol.readFile(p)) as Buffer;
-    bytesVerified += data.length;
-    if (sha256(data) !== sum) failures.push(p);
-  }
-  if ((await vol.readlink('/latest.bin')) !== '/data/weights.bin') failures.push('/latest.bin (symlink target)');
-  if ((await vol.stat('/readme-link.txt')).nlink !== 2) failures.push('/readme-link.txt (nlink)');
-  await vol.close();
+  expected['/latest.bin'] = blobSum;
+  expected['/readme-link.txt'] = sha256(text['/docs/readme.txt']!);
+  say(`  wrote in a  4 directories, 5 files (${humanBytes(BINARY_BYTES)} binary, sha256 ${blobSum.substring(0, 16)}...), a symlink, a hard link,`);
+  say(`              100 appends to /logs/train.log; bucket a holds ${await countFiles(bucketA)} objects, bucket b ${await countFiles(bucketB)}`);
 
-  // 4. fsck: metadata invariants, and every block downloaded and verified.
-  // 5. gc with no grace period: the 100 small appends were compacted into one slice; the released slices'
-  //    objects go now instead of after the usual hour.
-  const objectsBefore = await countFiles(bucket);
   const tools = await openTools(metaUrl);
-  let fsck;
-  let gc;
+  const lag = async (): Promise<{ seconds: number; blocks: number; bytes: number }> => {
+    const [s] = await replicationStatus(tools.meta);
+    return { seconds: s?.lagSeconds ?? 0, blocks: s?.backlog.blocks ?? 0, bytes: s?.backlog.bytes ?? 0 };
+  };
+  const failures: string[] = [];
   try {
-    fsck = await fsckVolume(tools.engine, tools.format, tools.store);
-    gc = await gcVolume(tools, { graceMs: 0, leakAgeMs: 3_600_000 });
+    // 3. A reader in region b before replication: every block comes from its home bucket, a.
+    const vb1 = await openVolume(metaUrl, { region: 'b', memCacheBytes: 0 });
+    const r1 = await readAll(vb1, expected);
+    failures.push(...r1.failures.map((p) => `${p} (b, before replication)`));
+    const p1 = placementOf(vb1).stats;
+    await vb1.close();
+    say(`  read in b   ${Object.keys(expected).length} files (${humanBytes(r1.bytes)}) before replication: ${r1.failures.length === 0 ? 'all match' : 'MISMATCH'};` +
+      ` ${p1.reads['a'] ?? 0} blocks from home bucket a, ${p1.reads['b'] ?? 0} from b`);
+
+    // 4. Replicate: a -> b, every copy verified.
+    // Blocks whose slice records do not yet name a copy in b.
+    const missingInB = async (): Promise<number> => {
+      let n = 0;
+      for (const s of (await tools.meta.listSlices()).values()) if (!(s.copies ?? []).includes('b')) n += Math.ceil(s.size / format.blockBytes);
+      return n;
+    };
+    const before = await missingInB();
+    const stores = (): Map<string, FileStore> => new Map([['a', new FileStore(bucketA)], ['b', new FileStore(bucketB)]]);
+    const rep = new Replicator({ meta: tools.meta, stores: stores() });
+    const t0 = Date.now();
+    const r = await rep.runOnce();
+    say(`  replicate   ${r.slicesCopied} slices, ${r.blocksCopied} blocks (${humanBytes(rep.stats.copiedBytes['a>b'] ?? 0)} a -> b) in ${Date.now() - t0} ms, every copy read back and compared;` +
+      ` ${r.pending} pending`);
+    const after = await lag();
+    say(`              backlog ${before} blocks before, ${await missingInB()} after; lag ${after.seconds.toFixed(1)} s; bucket b holds ${await countFiles(bucketB)} objects`);
+
+    // 5. A new reader in b: everything from its own bucket.
+    const vb2 = await openVolume(metaUrl, { region: 'b', memCacheBytes: 0 });
+    const r2 = await readAll(vb2, expected);
+    failures.push(...r2.failures.map((p) => `${p} (b, after replication)`));
+    const p2 = placementOf(vb2).stats;
+    await vb2.close();
+    say(`  read in b   again after replication: ${r2.failures.length === 0 ? 'all match' : 'MISMATCH'}; ${p2.reads['b'] ?? 0} blocks from b, ${p2.reads['a'] ?? 0} from a`);
+
+    // 6. Steady state: a writer commits in a while the replicator follows the changelog and a reader in b
+    //    reads each new file as soon as it is committed.
+    const lags: number[] = [];
+    const follower = new Replicator({
+      meta: tools.meta,
+      stores: stores(),
+      onEvent: (e) => {
+        if (e.type === 'page' && e.slices > 0) lags.push(e.lagMs);
+      },
+    });
+    const stop = new AbortController();
+    const following = follower.run({ signal: stop.signal, pollMs: 20 });
+    const vb3 = await openVolume(metaUrl, { region: 'b', memCacheBytes: 0 });
+    let steadyFallbacks = 0;
+    let laterOwn = 0;
+    let laterHome = 0;
+    const fellBack: string[] = [];
+    const written: Array<{ p: string; sum: string }> = [];
+    await va.mkdir('/steady');
+    for (let i = 0; i < STEADY_FILES; i++) {
+      const data = pseudoRandom(200_000 + i * 10_000, 7000 + i);
+      const p = `/steady/part-${String(i).padStart(3, '0')}.bin`;
+      await va.writeFile(p, data);
+      written.push({ p, sum: sha256(data) });
+      // Read at once in b: the copy may not be there yet, then the home bucket serves it.
+      const pl = placementOf(vb3).stats;
+      const homeBefore = pl.reads['a'] ?? 0;
+      const got = await vb3.readFile(p);
+      if (sha256(got) !== sha256(data)) failures.push(`${p} (b, steady)`);
+      const fromA = (pl.reads['a'] ?? 0) - homeBefore;
+      if (fromA > 0) {
+        steadyFallbacks++;
+        if (fellBack.length < 3) fellBack.push(path.basename(p));
+      }
+      // A file committed STEADY_LAG_FILES earlier has been replicated by now: b's own bucket serves it.
+      const older = written[i - STEADY_LAG_FILES];
+      if (older !== undefined) {
+        const a0 = pl.reads['a'] ?? 0;
+        const b0 = pl.reads['b'] ?? 0;
+        if (sha256(await vb3.readFile(older.p)) !== older.sum) failures.push(`${older.p} (b, steady, later)`);
+        laterOwn += (pl.reads['b'] ?? 0) - b0;
+        laterHome += (pl.reads['a'] ?? 0) - a0;
+      }
+      await new Promise((resolve) => setTimeout(resolve, STEADY_PAUSE_MS));
+    }
+    // Let the follower catch up, then stop it.
+    for (let i = 0; i < 100 && (await lag()).blocks > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    stop.abort();
+    await following;
+    await vb3.close();
+    lags.sort((x, y) => x - y);
+    say(`  steady      ${STEADY_FILES} files committed in a every ${STEADY_PAUSE_MS} ms while the replicator follows the changelog;`);
+    say(`              read in b at once: ${steadyFallbacks} of ${STEADY_FILES} fell back to home bucket a` +
+      `${fellBack.length > 0 ? ` (${fellBack.join(', ')}${steadyFallbacks > fellBack.length ? ', ...' : ''})` : ''} (not replicated yet)`);
+    say(`              read in b ${STEADY_LAG_FILES} commits later: ${laterOwn} blocks from b's own bucket, ${laterHome} from a`);
+    say(`              replication lag (commit to verified copy) p50 ${percentile(lags, 50).toFixed(0)} ms, max ${percentile(lags, 100).toFixed(0)} ms; backlog at the end ${(await lag()).blocks} blocks`);
+
+    // 7. Region a's bucket goes down: b reads everything from its own copies.
+    const down = new FaultStore(new FileStore(bucketA), { seed: 1 });
+    down.setDown(true);
+    const vb4 = await openVolume(metaUrl, { region: 'b', memCacheBytes: 0, stores: { a: new RetryStore(down, { attemptsMax: 1 }) } });
+    const r4 = await readAll(vb4, expected);
+    failures.push(...r4.failures.map((p) => `${p} (b, a down)`));
+    await vb4.close();
+    say(`  a down      bucket a refuses every call; b still reads all ${Object.keys(expected).length} files: ${r4.failures.length === 0 ? 'all match' : 'MISMATCH'}`);
+
+    // 8. fsck (the home bucket, every block verified) and gc (released slices deleted in both buckets).
+    await va.close();
+    const fsck = await fsckVolume(tools.engine, tools.format, tools.store);
+    const objectsBefore = (await countFiles(bucketA)) + (await countFiles(bucketB));
+    const gc = await gcVolume(tools, { graceMs: 0, leakAgeMs: 3_600_000, otherStores: new Map([['b', new FileStore(bucketB)]]) });
+    const objects = (await countFiles(bucketA)) + (await countFiles(bucketB));
+    say(`  fsck        ${fsckSummary(fsck).replace(/^fsck: /, '')}`);
+    for (const p of fsck.problems) say(`              ${p}`);
+    say(`  gc          deleted ${gc.slicesDeleted} released slices (compacted appends) in both buckets: ${objectsBefore} -> ${objects} objects`);
+    if (fsck.problems.length > 0) failures.push('fsck');
   } finally {
     await tools.close();
+    await va.close().catch(() => undefined);
   }
-  const objects = await countFiles(bucket);
+  say(`  verified    every read by sha256: ${failures.length === 0 ? 'all match' : `MISMATCH in ${failures.join(', ')}`}`);
+  say(`  time        ${Date.now() - started} ms`);
 
   const cli = path.relative(process.cwd(), path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js'));
-  const ok = failures.length === 0 && fsck.problems.length === 0;
-  const lines = [
-    `Ferry demo: volume '${format.name}' (${format.uuid})`,
-    '',
-    `  formatted   metadata ${dbFile}`,
-    `              bucket   ${bucket}  (1 MiB blocks, zstd)`,
-    `  wrote       4 directories, 5 files (${humanBytes(BINARY_BYTES)} binary, sha256 ${blobSum.substring(0, 16)}...),`,
-    `              1 symlink (/latest.bin), 1 hard link (/readme-link.txt); 100 appends to /logs/train.log`,
-    `  verified    ${Object.keys(expected).length} reads by sha256 (${humanBytes(bytesVerified)}): ${failures.length === 0 ? 'all match' : `MISMATCH in ${failures.join(', ')}`}`,
-    `  fsck        ${fsckSummary(fsck).replace(/^fsck: /, '')}`,
-    ...fsck.problems.map((p) => `              ${p}`),
-    `  gc          deleted ${gc.slicesDeleted} released slices (compacted appends): ${objectsBefore} -> ${objects} objects in the bucket`,
-    `  time        ${Date.now() - started} ms`,
-    '',
-    'Look around:',
-    `  node ${cli} ls ${metaUrl} / -l`,
-    `  node ${cli} cat ${metaUrl} /docs/readme.txt`,
-    `  node ${cli} fsck ${metaUrl}`,
-    '',
-    `Remove it with: rm -rf ${dir}`,
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
-  if (!ok) process.exitCode = 1;
+  say();
+  say('Look around:');
+  say(`  node ${cli} status ${metaUrl}`);
+  say(`  node ${cli} region list ${metaUrl}`);
+  say(`  node ${cli} cat ${metaUrl} --region b /docs/readme.txt`);
+  say(`  node ${cli} cp ${metaUrl} --region b ./some-file :/from-b.txt && node ${cli} replicate ${metaUrl} --once`);
+  say();
+  say(`Remove it with: rm -rf ${dir}`);
+  if (failures.length > 0) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`ferry demo: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`ferry lab: ${err instanceof Error ? err.message : String(err)}\n`);
   if (process.env['FERRY_DEBUG'] === '1' && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
   process.exitCode = 1;
 });

@@ -1,5 +1,5 @@
 /**
- * A mounted volume: checks the mount point, mounts through fuse-native, watches for an unmount from outside
+ * A mounted volume: checks the mount point, mounts through the FUSE binding (native.ts), watches for an unmount from outside
  * (`ferry umount`, `fusermount -u`), and on close unmounts, flushes every open file and closes the volume.
  *
  *   checkMountpoint --> fuse mount --> ready (kernel INIT) --> serving
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { UsageError } from '../errors.js';
 import type { Volume } from '../sdk/volume.js';
-import { ferryFuseClass, mountArgs, type FuseInstance } from './native.js';
+import { createFuse, type FuseInstance, type MountArgs } from './native.js';
 import { FerryOps, type MountLog } from './ops.js';
 import { MountStats } from './stats.js';
 
@@ -115,15 +115,25 @@ export class Mount {
     this.stats = stats;
     this.log = log;
     this.done = new Promise((resolve) => {
-      this.resolveDone = resolve;
+      // The process stays up until the mount is gone and the volume closed, whatever the binding keeps open.
+      const keepAlive = setInterval(() => undefined, 1 << 30);
+      this.resolveDone = () => {
+        clearInterval(keepAlive);
+        resolve();
+      };
     });
+  }
+
+  /** Which FUSE binding serves the mount: Ferry's addon, or fuse-native (fallback with known gaps). */
+  get backend(): 'ferry-fuse' | 'fuse-native' {
+    return this.fuse.backend;
   }
 
   /** Mounts `vol` at the mount point; resolves once the kernel has initialized the mount. */
   static async mount(vol: Volume, opts: MountOptions): Promise<Mount> {
     if (!existsSync('/dev/fuse')) throw new UsageError('/dev/fuse is missing: this machine (or container) cannot mount FUSE file systems');
     const mnt = await checkMountpoint(opts.mountpoint);
-    const args = mountArgs({
+    const args: MountArgs = {
       fsname: `ferry:${vol.info.name}`,
       readOnly: opts.readOnly ?? false,
       allowOther: opts.allowOther ?? false,
@@ -134,12 +144,10 @@ export class Mount {
       maxReadBytes: 1 << 20,
       readAheadBytes: 1 << 20,
       debug: opts.debug ?? false,
-    });
+    };
     const stats = new MountStats();
     const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx });
-    const FerryFuse = ferryFuseClass(args);
-    // timeout false: Ferry's own layers bound their waits; fuse-native's 15 s default would fail long flushes.
-    const fuse = new FerryFuse(mnt, ops.handlers(), { timeout: false });
+    const fuse = createFuse(mnt, ops.handlers(), args, opts.log);
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {
         if (err === null || err === undefined) return resolve();
@@ -148,6 +156,13 @@ export class Mount {
     });
     const m = new Mount(mnt, vol, fuse, stats, opts.log);
     m.watch();
+    // The binding's loop ended (unmounted from outside): finish at once rather than at the next poll.
+    fuse.onEnd = () => {
+      if (m.closing === undefined) {
+        m.log.info(`${m.mountpoint} was unmounted from outside; flushing and closing`);
+        m.closing = m.finish();
+      }
+    };
     return m;
   }
 
@@ -184,7 +199,7 @@ export class Mount {
 
   private async finish(): Promise<void> {
     if (this.watcher !== undefined) clearInterval(this.watcher);
-    // fuse-native's own unmount runs `fusermount -uz`, which fails once the mount is gone; that is expected.
+    // Ends the binding's loop (fuse-native's runs `fusermount -uz`, which fails once the mount is gone: expected).
     await new Promise<void>((resolve) => this.fuse.unmount(() => resolve()));
     try {
       await this.vol.close();

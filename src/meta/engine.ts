@@ -18,6 +18,8 @@
  *   session    ''           sid          SessionRec            (not logged)
  *   sustained  sid          ino          1: open-but-unlinked  (not logged)
  *   lock       ino          owner        lock records          (not logged)
+ *   replica    ''           name         a bucket replicator's checkpoint (not logged: it is this primary's
+ *                                        progress; per-slice results are logged in `slice` records instead)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction. Sequence
@@ -38,11 +40,12 @@ export const KINDS = [
   'session',
   'sustained',
   'lock',
+  'replica',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds that describe one client's live state: kept out of the changelog and dumps. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -13,6 +13,20 @@ import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
 import { shiftWrites } from './append.js';
 import { LookupCache } from './lookupcache.js';
 import {
+  LOCK_EOF,
+  flockConflict,
+  flockKey,
+  keyOfSession,
+  posixConflict,
+  posixKey,
+  sessionLockPart,
+  setRange,
+  type FlockRec,
+  type LockConflict,
+  type LockType,
+  type PosixLockRec,
+} from './locks.js';
+import {
   CHUNK_BYTES,
   FALLOC_KEEP_SIZE,
   FALLOC_PUNCH_HOLE,
@@ -216,6 +230,8 @@ export class Meta {
   private usageTimer: NodeJS.Timeout | undefined;
   /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
   private readonly maybeSustained = new Set<number>();
+  /** Lock record keys this session holds, by inode (a superset: unlocks of nothing skip the engine). */
+  private readonly heldLocks = new Map<number, Set<string>>();
 
   private constructor(engine: MetaEngine, format: FormatRec, options: MetaOptions) {
     this.engine = engine;
@@ -304,6 +320,7 @@ export class Meta {
 
   private async cleanSession(sid: number): Promise<void> {
     this.cache.clear();
+    await this.dropSessionLocks(sid);
     for (;;) {
       const batch = await this.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
       if (batch.length === 0) break;
@@ -1393,5 +1410,110 @@ export class Meta {
       tx.del('xattr', enc(ino), name);
       tx.put('inode', '', enc(ino), { ...a, ctime: now });
     }));
+  }
+
+  // ---------------------------------------------------------------- locks (see locks.ts)
+
+  /** Removes every lock the session holds (its own close, or cleanup after it died). */
+  private async dropSessionLocks(sid: number): Promise<void> {
+    for (;;) {
+      const batch = await this.txn((tx) => tx.scan('lock', sessionLockPart(sid), { limit: 100 }), { readonly: true });
+      if (batch.length === 0) break;
+      for (const [inoKey] of batch) {
+        await this.txn(async (tx) => {
+          tx.del('lock', sessionLockPart(sid), inoKey);
+          for (const [key] of await tx.scan('lock', inoKey)) if (keyOfSession(key, sid)) tx.del('lock', inoKey, key);
+        });
+      }
+    }
+    if (sid === this.sid) this.heldLocks.clear();
+  }
+
+  /** Records (or forgets) in the transaction that this session holds locks on ino, from its remaining keys. */
+  private async indexLocks(tx: Txn, ino: number): Promise<boolean> {
+    const any = (await tx.scan('lock', enc(ino))).some(([k]) => keyOfSession(k, this.sid));
+    if (any) tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
+    else tx.del('lock', sessionLockPart(this.sid), enc(ino));
+    return any;
+  }
+
+  private noteLock(ino: number, key: string, held: boolean): void {
+    let keys = this.heldLocks.get(ino);
+    if (held) {
+      if (keys === undefined) this.heldLocks.set(ino, (keys = new Set()));
+      keys.add(key);
+    } else if (keys !== undefined) {
+      keys.delete(key);
+      if (keys.size === 0) this.heldLocks.delete(ino);
+    }
+  }
+
+  private static checkLockRange(start: number, end: number): void {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) throw err('EINVAL', 'bad lock range');
+  }
+
+  /**
+   * fcntl F_GETLK: the first lock of another owner that conflicts with a `type` lock on [start, end)
+   * (end LOCK_EOF: to the end of the file), or undefined if the lock could be placed.
+   */
+  async getlk(ino: number, owner: string, type: LockType, start: number, end = LOCK_EOF): Promise<LockConflict | undefined> {
+    Meta.checkLockRange(start, end);
+    const me = posixKey(this.sid, owner);
+    return this.txn(async (tx) => {
+      const recs = await tx.scan<PosixLockRec>('lock', enc(ino));
+      return posixConflict(recs.filter(([k]) => k.startsWith('p:') && k !== me).map(([, v]) => v), type, start, end);
+    }, { readonly: true });
+  }
+
+  /**
+   * fcntl F_SETLK: sets the owner's lock on [start, end) to `type` ('u' unlocks), splitting and merging its
+   * existing ranges as POSIX says. Returns the conflicting lock (and changes nothing) if another owner's lock
+   * stands in the way; F_SETLKW is the caller's retry loop.
+   */
+  async setlk(ino: number, owner: string, type: LockType | 'u', start: number, end = LOCK_EOF, pid = 0): Promise<LockConflict | undefined> {
+    Meta.checkLockRange(start, end);
+    const key = posixKey(this.sid, owner);
+    if (type === 'u' && !(this.heldLocks.get(ino)?.has(key) ?? false)) return undefined;
+    const [conflict, held] = await this.txn(async (tx) => {
+      const recs = await tx.scan<PosixLockRec>('lock', enc(ino));
+      if (type !== 'u') {
+        const c = posixConflict(recs.filter(([k]) => k.startsWith('p:') && k !== key).map(([, v]) => v), type, start, end);
+        if (c !== undefined) return [c, undefined] as const;
+      }
+      const mine = recs.find(([k]) => k === key)?.[1];
+      const ranges = setRange(mine?.ranges ?? [], start, end, type);
+      if (ranges.length === 0) tx.del('lock', enc(ino), key);
+      else tx.put('lock', enc(ino), key, { sid: this.sid, pid, ranges } satisfies PosixLockRec);
+      if (ranges.length > 0) tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
+      else await this.indexLocks(tx, ino);
+      return [undefined, ranges.length > 0] as const;
+    });
+    if (held !== undefined) this.noteLock(ino, key, held);
+    return conflict;
+  }
+
+  /** flock(2) for one open file (owner): false if another owner's flock stands in the way (nothing changed). */
+  async flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
+    const key = flockKey(this.sid, owner);
+    if (type === 'un' && !(this.heldLocks.get(ino)?.has(key) ?? false)) return true;
+    const ok = await this.txn(async (tx) => {
+      if (type === 'un') {
+        tx.del('lock', enc(ino), key);
+        await this.indexLocks(tx, ino);
+        return true;
+      }
+      const recs = await tx.scan<FlockRec>('lock', enc(ino));
+      if (flockConflict(recs.filter(([k]) => k.startsWith('f:') && k !== key).map(([, v]) => v), type)) return false;
+      tx.put('lock', enc(ino), key, { sid: this.sid, pid, type } satisfies FlockRec);
+      tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
+      return true;
+    });
+    if (ok) this.noteLock(ino, key, type !== 'un');
+    return ok;
+  }
+
+  /** Whether this session may hold locks on the inode (cheap; no engine query). */
+  mayHoldLocks(ino: number): boolean {
+    return this.heldLocks.has(ino);
   }
 }

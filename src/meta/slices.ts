@@ -23,6 +23,11 @@ export interface SliceRef {
   /** Offset inside the slice where this reference starts. */
   off: number;
   len: number;
+  /**
+   * The slice's home region (whose bucket got its blocks), so a reader needs no lookup to find it; absent in
+   * volumes without regions (the primary's bucket). Every copy of a reference keeps it.
+   */
+  home?: string;
 }
 
 /** The visible, non-overlapping pieces of a chunk in position order; gaps are implicit zeros. */

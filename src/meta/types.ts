@@ -63,6 +63,16 @@ export interface SliceRefRec {
   size: number;
   /** References from chunk records. */
   refs: number;
+  /**
+   * The region whose bucket received the blocks when the slice was written. Absent in volumes without regions
+   * and in slices written before the volume had regions: those live in the primary's bucket.
+   */
+  home?: string;
+  /**
+   * Regions other than `home` whose buckets hold verified copies of every block, set by the bucket
+   * replicator (`ferry replicate`). Logged like every slice change, so metadata mirrors learn it too.
+   */
+  copies?: string[];
 }
 
 export interface DelSliceRec {
@@ -80,11 +90,31 @@ export interface SessionRec {
   region: string;
 }
 
+/** One region of a volume (DESIGN §2): for now, its bucket. */
+export interface RegionRec {
+  /** Object store URL of the region's bucket (secrets kept; printed masked). */
+  storage: string;
+}
+
+/**
+ * The volume's format record. Two shapes are accepted, both at FORMAT_VERSION 1:
+ *
+ *   one region (formatted with --storage, or before regions existed): `storage` only; the volume has one
+ *     region, named DEFAULT_REGION ('default'), which is the primary;
+ *   regions: `regions` and `primary` set, and `storage` kept equal to the primary's bucket, so that a tool
+ *     that knows only `storage` still finds the primary bucket.
+ *
+ * region/regions.ts reads both shapes (`volumeRegions`); nothing else should look at these fields directly.
+ */
 export interface FormatRec {
   name: string;
   uuid: string;
-  /** Object store URL of the bucket (secrets kept; printed masked). */
+  /** Object store URL of the primary region's bucket (secrets kept; printed masked). */
   storage: string;
+  /** Region name -> region, when the volume has named regions. */
+  regions?: Record<string, RegionRec>;
+  /** The primary region's name; set exactly when `regions` is. */
+  primary?: string;
   blockBytes: number;
   chunkBytes: number;
   compression: Compression;

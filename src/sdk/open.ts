@@ -1,13 +1,18 @@
 /**
  * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore with caches ->
  * Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
+ *
+ * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
+ * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
+ * own bucket must answer when the volume opens; the others are opened without a probe, so a client keeps
+ * working in its region while another region is unreachable.
  */
 
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { openMetaEngine } from '../meta/registry.js';
-import { Meta } from '../meta/meta.js';
+import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
 import type { Ctx } from '../meta/types.js';
 import { openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
@@ -17,6 +22,8 @@ import { loadCompression } from '../chunk/codec.js';
 import { MemoryBlockCache } from '../cache/memory.js';
 import { Vfs, type VfsOptions } from '../vfs/vfs.js';
 import { Volume } from './volume.js';
+import { RegionPlacement } from '../region/placement.js';
+import { clientRegion, volumeRegions } from '../region/regions.js';
 
 export interface OpenVolumeOptions extends VfsOptions {
   /** Region this client runs in (default: the primary). */
@@ -34,8 +41,17 @@ export interface OpenVolumeOptions extends VfsOptions {
   cacheBytes?: number;
   /** Use this store instead of the one in the format record (tests, fault injection). */
   store?: ObjectStore;
+  /**
+   * Use these buckets, by region name, instead of the format record's (tests, fault injection); regions not
+   * named are opened from the record. The volume closes them.
+   */
+  stores?: Readonly<Record<string, ObjectStore>>;
   /** Session heartbeat period, ms. */
   heartbeatMs?: number;
+  /** Another client's session whose heartbeat is older than this is dead and cleaned up, ms (Meta's default 5 min). */
+  sessionStaleMs?: number;
+  /** How long names and attributes seen by lookups are reused, ms; 0 disables (Meta's default 1 s). */
+  lookupCacheMs?: number;
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
@@ -54,11 +70,36 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
   const engine = await openMetaEngine(metaUrl);
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
+  const others = new Map<string, ObjectStore>();
   try {
-    meta = await Meta.open(engine, { ...(options.region === undefined ? {} : { region: options.region }), ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }) });
+    // The region is checked before a session is opened, so a mistyped --region leaves no trace.
+    const stored = await loadFormat(engine);
+    const region = stored === undefined ? options.region : clientRegion(stored, options.region);
+    const metaOptions: MetaOptions = {};
+    if (region !== undefined) metaOptions.region = region;
+    if (options.heartbeatMs !== undefined) metaOptions.heartbeatMs = options.heartbeatMs;
+    if (options.sessionStaleMs !== undefined) metaOptions.sessionStaleMs = options.sessionStaleMs;
+    if (options.lookupCacheMs !== undefined) metaOptions.lookupCacheMs = options.lookupCacheMs;
+    meta = await Meta.open(engine, metaOptions);
     const format = meta.format;
     loadCompression(format.compression);
-    store = options.store ?? (await openBucket(format.storage));
+    const regions = volumeRegions(format);
+    // A one-region volume has one bucket, whatever region name the client gave (a label for its session).
+    const here = regions.named ? (region ?? regions.primary) : regions.primary;
+    store = options.stores?.[here] ?? options.store ?? (await openBucket(regions.regions.get(here)!.storage));
+    let placement: RegionPlacement | undefined;
+    if (regions.named && regions.regions.size > 1) {
+      for (const [name, r] of regions.regions) {
+        if (name !== here) others.set(name, options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)));
+      }
+      const m = meta;
+      placement = new RegionPlacement({
+        region: here,
+        primary: regions.primary,
+        stores: new Map([[here, store], ...others]),
+        lookup: async (id) => (await m.getSlices([id])).get(id),
+      });
+    }
     const memBytes = options.memCacheBytes ?? 128 << 20;
     let diskCache;
     if (options.cacheDir !== undefined) {
@@ -67,6 +108,8 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     }
     const chunks = new ChunkStore({
       store,
+      home: regions.named ? here : undefined,
+      source: placement,
       blockBytes: format.blockBytes,
       compression: format.compression,
       memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
@@ -88,6 +131,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
   } catch (err) {
     await meta?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
+    for (const s of others.values()) await s.close().catch(() => undefined);
     await engine.close();
     throw err;
   }

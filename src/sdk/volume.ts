@@ -33,7 +33,9 @@ const MESSAGES: Record<string, string> = {
 function wrap(err: unknown, syscall: string, path?: string, dest?: string): never {
   if (isFsError(err)) {
     const where = path === undefined ? '' : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
-    const e = new FsError(err.code, `${err.code}: ${MESSAGES[err.code] ?? err.message}, ${syscall}${where}`, { cause: err, syscall });
+    // An I/O error keeps what went wrong (which block, what each bucket said): the code alone tells a user nothing.
+    const detail = err.code === 'EIO' && err.message !== 'EIO' && !err.message.startsWith('EIO: ') ? ` (${err.message})` : '';
+    const e = new FsError(err.code, `${err.code}: ${MESSAGES[err.code] ?? err.message}${detail}, ${syscall}${where}`, { cause: err, syscall });
     e.path = path;
     throw e;
   }

@@ -54,6 +54,8 @@ export interface Handle {
   ahead: number;
   prefetchedTo: number;
   closed: boolean;
+  /** The inode's attributes as read from the engine at open (close-to-open checks, e.g. FUSE keep_cache). */
+  readonly openedAttr?: Attr;
 }
 
 export class Vfs {
@@ -190,6 +192,7 @@ export class Vfs {
       ahead: 0,
       prefetchedTo: 0,
       closed: false,
+      openedAttr: a,
     };
     this.handles.set(h.fh, h);
     return h;
@@ -238,8 +241,8 @@ export class Vfs {
     if (h.append) pos = (await this.getattr(h.ino)).length;
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     if (data.length === 0) return pos;
-    await this.writer(h.ino).write(pos, data);
-    return pos;
+    // An append may land after the process's own buffered appends, and moves to the real end at commit.
+    return this.writer(h.ino).write(pos, data, h.append);
   }
 
   /** Reads up to length bytes at pos into a new buffer (shorter at the end of the file). */
@@ -284,7 +287,7 @@ export class Vfs {
             if (s.pos > cur) dest.fill(0, base + (cur - from), base + (s.pos - from));
             cur = s.pos + s.len;
             if (s.id === 0) dest.fill(0, base + (s.pos - from), base + (cur - from));
-            else parts.push(this.chunks.readSlice(s.id, s.size, s.off, s.len, dest, base + (s.pos - from)));
+            else parts.push(this.chunks.readSlice(s.id, s.size, s.off, s.len, dest, base + (s.pos - from), undefined, s.home));
           }
           if (cur < to) dest.fill(0, base + (cur - from), base + (to - from));
           await Promise.all(parts);
@@ -315,7 +318,7 @@ export class Vfs {
       const a = off - index * C;
       const b = Math.min(C, a + (to - off));
       for (const s of cutSegments(visibleSegments(await this.meta.readChunk(ino, index)), a, b)) {
-        if (s.id !== 0) this.chunks.prefetch(s.id, s.size, s.off, s.len);
+        if (s.id !== 0) this.chunks.prefetch(s.id, s.size, s.off, s.len, s.home);
       }
       off = index * C + b;
     }
@@ -385,7 +388,7 @@ export class Vfs {
     await Promise.all(
       cutSegments(view, start, end)
         .filter((s) => s.id !== 0)
-        .map((s) => this.chunks.readSlice(s.id, s.size, s.off, s.len, buf, s.pos - start)),
+        .map((s) => this.chunks.readSlice(s.id, s.size, s.off, s.len, buf, s.pos - start, undefined, s.home)),
     );
     const id = await this.meta.newSliceId();
     const B = this.chunks.blockBytes;
@@ -399,7 +402,8 @@ export class Vfs {
       await this.meta.abandonSlice(id, buf.length);
       throw err;
     }
-    const ref: SliceRef = { pos: start, id, size: buf.length, off: 0, len: buf.length };
+    const home = this.chunks.home;
+    const ref: SliceRef = { pos: start, id, size: buf.length, off: 0, len: buf.length, ...(home === undefined ? {} : { home }) };
     // Zero references only mask older data; with all older references replaced, gaps read as zeros anyway.
     const swapped = await this.meta.replaceSlices(ino, index, refs, ref);
     if (!swapped) await this.meta.abandonSlice(id, buf.length);

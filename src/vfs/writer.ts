@@ -8,6 +8,11 @@
  *
  * A slice that reaches the end of its chunk is frozen and committed in the background, so a long
  * sequential write never holds more than a few blocks in memory nor gigabytes of uncommitted data.
+ *
+ * Appends (O_APPEND) are buffered as a run of their own, never mixed with positioned writes: the run is
+ * committed with `appendAt`, so the metadata moves it to the file's real end (another client may have
+ * appended meanwhile; see meta/append.ts), and it is committed only at the end of a write() call, so one
+ * call's bytes stay contiguous.
  */
 
 import { FsError } from '../errors.js';
@@ -61,6 +66,10 @@ export class FileWriter {
   private failure: unknown;
   /** The file length implied by buffered writes (0 when none). */
   length = 0;
+  /** Where the buffered append run starts, as this client saw the file's end; undefined when not appending. */
+  private appendAt: number | undefined;
+  /** Where the buffered append run ends (the next append goes there). */
+  private appendEnd = 0;
 
   constructor(ino: number, env: WriterEnv) {
     this.ino = ino;
@@ -79,8 +88,16 @@ export class FileWriter {
     }
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  /** Buffers data at offset, or for an append after the buffered run; returns the offset used. */
+  async write(offset: number, data: Buffer, append = false): Promise<number> {
     this.check();
+    // A run holds only appends or only positioned writes.
+    if (this.slices.length > 0 && (this.appendAt !== undefined) !== append) await this.flush();
+    if (append) {
+      if (this.slices.length > 0 && this.appendAt !== undefined) offset = this.appendEnd;
+      else this.appendAt = offset;
+      this.appendEnd = offset + data.length;
+    }
     const C = this.env.meta.chunkBytes;
     let done = 0;
     while (done < data.length) {
@@ -99,11 +116,14 @@ export class FileWriter {
       await this.append(s, data.subarray(done, done + n));
       if (s.pos + s.len === C) {
         this.freeze(s);
-        this.commitFrozenPrefix();
+        if (!append) this.commitFrozenPrefix();
       }
       done += n;
     }
     this.length = Math.max(this.length, offset + data.length);
+    // A long append run is committed whole at the end of the call that filled a chunk.
+    if (append && this.slices.some((x) => x.frozen)) this.commitAll();
+    return offset;
   }
 
   private overlapsLater(s: OpenSlice, pos: number, n: number): boolean {
@@ -165,7 +185,19 @@ export class FileWriter {
     });
   }
 
-  private async commit(batch: OpenSlice[]): Promise<void> {
+  /** Freezes every buffered slice and commits them in the background, the append run with its appendAt. */
+  private commitAll(): void {
+    const batch = this.slices;
+    const appendAt = this.appendAt;
+    this.slices = [];
+    this.appendAt = undefined;
+    for (const s of batch) this.freeze(s);
+    this.committing = this.committing.then(() => this.commit(batch, appendAt)).catch((e: unknown) => {
+      this.failure ??= e;
+    });
+  }
+
+  private async commit(batch: OpenSlice[], appendAt?: number): Promise<void> {
     if (batch.length === 0) return;
     const results = await Promise.allSettled(batch.flatMap((s) => s.uploads));
     const failed = results.find((r) => r.status === 'rejected');
@@ -173,19 +205,19 @@ export class FileWriter {
       for (const s of batch) await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
       throw failed.reason;
     }
-    const writes = batch.map((s) => ({ index: s.index, ref: { pos: s.pos, id: s.id, size: s.len, off: 0, len: s.len } satisfies SliceRef }));
-    const { longest } = await this.env.meta.write(this.ino, writes);
-    if (longest > 0) for (const s of batch) this.env.onCommitted(this.ino, s.index, longest);
+    // The slices' blocks went to this client's bucket: its region is their home (multi-region volumes).
+    const home = this.env.chunks.home;
+    const writes = batch.map((s) => ({
+      index: s.index,
+      ref: { pos: s.pos, id: s.id, size: s.len, off: 0, len: s.len, ...(home === undefined ? {} : { home }) } satisfies SliceRef,
+    }));
+    const { longest, indexes } = await this.env.meta.write(this.ino, writes, undefined, appendAt);
+    if (longest > 0) for (const index of indexes) this.env.onCommitted(this.ino, index, longest);
   }
 
   /** Uploads and commits everything written so far; throws the first failure since the last flush. */
   async flush(): Promise<void> {
-    const batch = this.slices;
-    this.slices = [];
-    for (const s of batch) this.freeze(s);
-    this.committing = this.committing.then(() => this.commit(batch)).catch((e: unknown) => {
-      this.failure ??= e;
-    });
+    this.commitAll();
     await this.committing;
     this.length = 0;
     this.check();

@@ -8,6 +8,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -32,8 +33,24 @@ export interface Volume {
   mnt: string;
 }
 
-/** A formatted volume and an empty mount point in a fresh directory (world-traversable for non-root steps). */
-export async function makeVolume(opts: { trashDays?: number; blockBytes?: number } = {}): Promise<Volume> {
+/** Why the tests of Ferry's own FUSE addon (native/fuse) cannot run here, or undefined if they can. */
+export function addonUnavailable(): string | undefined {
+  const why = fuseUnavailable();
+  if (why !== undefined) return why;
+  if (process.env['FERRY_FUSE'] === 'fuse-native') return 'FERRY_FUSE=fuse-native';
+  try {
+    createRequire(import.meta.url)('@ferryfs/fuse');
+    return undefined;
+  } catch (err) {
+    return `the FUSE addon is not built (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`;
+  }
+}
+
+/**
+ * A formatted volume and an empty mount point in a fresh directory (world-traversable for non-root steps).
+ * nextInode: the first inode number new files get (to test numbers past 32 bits).
+ */
+export async function makeVolume(opts: { trashDays?: number; blockBytes?: number; nextInode?: number } = {}): Promise<Volume> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-fuse-'));
   await chmod(dir, 0o755);
   const bucket = join(dir, 'bucket');
@@ -44,6 +61,13 @@ export async function makeVolume(opts: { trashDays?: number; blockBytes?: number
   const eng = await openMetaEngine(metaUrl, { create: true });
   try {
     await formatVolume(eng, { name: 'fusetest', storage: 'file://' + bucket, blockBytes: opts.blockBytes ?? 1 << 20, compression: 'none', trashDays: opts.trashDays ?? 0 });
+    const next = opts.nextInode;
+    if (next !== undefined) {
+      await eng.txn(async (tx) => {
+        tx.put('counter', '', 'nextInode', next);
+        await Promise.resolve();
+      });
+    }
   } finally {
     await eng.close();
   }

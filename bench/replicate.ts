@@ -1,0 +1,233 @@
+/**
+ * `ferry replicate --once` beside `rclone sync` (Debian's rclone, default settings) of the same block objects
+ * between the same two local S3 servers (s3rver), then the replication lag while a writer commits steadily.
+ *
+ *   npm run bench:replicate [-- --small N --large N --parallel N --steady-seconds S]
+ *
+ *   server A: bucket a (region a)      server B: buckets b (region b), c (region c), rclone
+ *   1. a writer in region a writes N small files of 64 KiB and M large files of 64 MiB (4 MiB blocks)
+ *   2. ferry replicate --once --to b --verify full: every copy read back and compared   (timed)
+ *   3. ferry replicate --once --to c --verify put: every put checked by the server (Content-MD5)   (timed)
+ *   4. rclone sync --fast-list A:a B:rclone: the same objects (bucket a holds only the volume's blocks)
+ *      (timed; --fast-list because this rclone (1.60) finds nothing to copy in s3rver's nested prefixes
+ *      when it lists directory by directory, its default)
+ *   5. ferry replicate following the changelog (to b) while a writer commits a 256 KiB file every 50 ms in
+ *      a: lag from commit to verified copy, p50 / p99
+ *   6. for reference, s3rver's own speed: the same objects with plain get and put, and put alone
+ */
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { formatVolume, Meta, openMetaEngine, openVolume } from '../src/index.js';
+import { openObjectStore } from '../src/object/registry.js';
+import { RetryStore } from '../src/object/retry.js';
+import { listAll, type ObjectStore } from '../src/object/store.js';
+import { Replicator } from '../src/region/replicate.js';
+import { mulberry32 } from '../src/util/random.js';
+import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, startS3Server } from '../test/helpers/s3server.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const SMALL_BYTES = 64 * 1024;
+const LARGE_BYTES = 64 * 1024 * 1024;
+const WRITERS = 16;
+
+const { values } = parseArgs({
+  options: {
+    small: { type: 'string', default: '1000' },
+    large: { type: 'string', default: '4' },
+    parallel: { type: 'string', default: '32' },
+    'steady-seconds': { type: 'string', default: '10' },
+  },
+});
+const smallCount = Number(values.small);
+const largeCount = Number(values.large);
+
+function data(seed: number, bytes: number): Buffer {
+  const rnd = mulberry32(seed);
+  const b = Buffer.allocUnsafe(bytes);
+  for (let i = 0; i + 4 <= bytes; i += 4) b.writeUInt32LE(Math.floor(rnd() * 2 ** 32), i);
+  return b;
+}
+
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ secs: number; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let stdout = '';
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve({ secs: (performance.now() - t0) / 1000, stdout }) : reject(new Error(`${cmd} exited with ${code}`))));
+  });
+}
+
+async function count(store: ObjectStore, prefix: string): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  for await (const o of listAll(store, prefix)) {
+    objects++;
+    bytes += o.size;
+  }
+  return { objects, bytes };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+const dir = await mkdtemp(path.join(tmpdir(), 'ferry-bench-replicate-'));
+const serverA = await startS3Server({ buckets: ['a'] });
+const serverB = await startS3Server({ buckets: ['b', 'c', 'rclone'] });
+try {
+  const metaUrl = `sqlite://${path.join(dir, 'meta.db')}`;
+  const urlA = serverA.url('vol', 'a');
+  const urlB = serverB.url('vol', 'b');
+  const urlC = serverB.url('vol', 'c');
+  const engine = await openMetaEngine(metaUrl, { create: true });
+  await formatVolume(engine, {
+    name: 'bench',
+    storage: '',
+    regions: { a: { storage: urlA }, b: { storage: urlB }, c: { storage: urlC } },
+    primary: 'a',
+    blockBytes: 4 << 20,
+    compression: 'none',
+    trashDays: 0,
+  });
+  await engine.close();
+
+  // 1. The dataset, written in region a.
+  process.stdout.write(`writing ${smallCount} × 64 KiB + ${largeCount} × 64 MiB in region a (${serverA.endpoint}) ... `);
+  let t0 = performance.now();
+  const va = await openVolume(metaUrl, { region: 'a', heartbeatMs: 0 });
+  await va.mkdir('/small');
+  await va.mkdir('/large');
+  let next = 0;
+  const jobs: Array<() => Promise<void>> = [];
+  for (let i = 0; i < smallCount; i++) jobs.push(() => va.writeFile(`/small/${String(i).padStart(5, '0')}`, data(i, SMALL_BYTES)));
+  for (let i = 0; i < largeCount; i++) jobs.push(() => va.writeFile(`/large/${i}`, data(1_000_000 + i, LARGE_BYTES)));
+  await Promise.all(Array.from({ length: WRITERS }, async () => {
+    while (next < jobs.length) await jobs[next++]!();
+  }));
+  await va.close();
+  const total = smallCount * SMALL_BYTES + largeCount * LARGE_BYTES;
+  const storeA = await openObjectStore(urlA);
+  const inA = await count(storeA, 'chunks/');
+  const keys: string[] = [];
+  for await (const o of listAll(storeA, 'chunks/')) keys.push(o.key);
+  process.stdout.write(`${inA.objects} block objects, ${(inA.bytes / 2 ** 20).toFixed(0)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+
+  // 2, 3. ferry replicate --once, to b verifying by read-back, to c trusting the checked put.
+  const env = { ...process.env, FERRY_NO_PROGRESS: '1' };
+  const ferry = await timed(process.execPath, [CLI, 'replicate', metaUrl, '--once', '--to', 'b', '--parallel', values.parallel, '--verify', 'full'], env);
+  process.stdout.write(ferry.stdout);
+  const ferryPut = await timed(process.execPath, [CLI, 'replicate', metaUrl, '--once', '--to', 'c', '--parallel', values.parallel, '--verify', 'put'], env);
+  process.stdout.write(ferryPut.stdout);
+  const storeB = await openObjectStore(urlB);
+  const inB = await count(storeB, 'chunks/');
+  const storeC = await openObjectStore(urlC);
+  const inC = await count(storeC, 'chunks/');
+
+  // 3. rclone sync of the same objects.
+  let rclone: { secs: number; got: { objects: number; bytes: number } } | undefined;
+  if (spawnSync('rclone', ['version']).status === 0) {
+    const remote = (name: string, endpoint: string): Record<string, string> => ({
+      [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
+      [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
+      [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
+      [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: S3RVER_ACCESS_KEY,
+      [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: S3RVER_SECRET_KEY,
+      [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
+      [`RCLONE_CONFIG_${name}_REGION`]: 'us-east-1',
+    });
+    const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', serverA.endpoint), ...remote('DST', serverB.endpoint) };
+    delete env['AWS_CA_BUNDLE'];
+    const r = await timed('rclone', ['sync', '--fast-list', 'SRC:a', 'DST:rclone'], env);
+    const storeR = await openObjectStore(serverB.url('vol', 'rclone'));
+    rclone = { secs: r.secs, got: await count(storeR, 'chunks/') };
+    await storeR.close();
+  }
+
+  // 4. Lag while a writer commits steadily in region a.
+  const steadyMs = Number(values['steady-seconds']) * 1000;
+  const engine2 = await openMetaEngine(metaUrl);
+  const meta = await Meta.open(engine2, { session: false, heartbeatMs: 0 });
+  const lags: number[] = [];
+  const rep = new Replicator({
+    meta,
+    stores: new Map<string, ObjectStore>([
+      ['a', new RetryStore(await openObjectStore(urlA))],
+      ['b', new RetryStore(await openObjectStore(urlB))],
+    ]),
+    parallel: Number(values.parallel),
+    to: ['b'],
+    onEvent: (e) => {
+      if (e.type === 'page' && e.slices > 0) lags.push(e.lagMs);
+    },
+  });
+  await rep.runOnce();
+  const stop = new AbortController();
+  const following = rep.run({ signal: stop.signal, pollMs: 20 });
+  const writer = await openVolume(metaUrl, { region: 'a', heartbeatMs: 0 });
+  await writer.mkdir('/steady');
+  t0 = performance.now();
+  let commits = 0;
+  while (performance.now() - t0 < steadyMs) {
+    await writer.writeFile(`/steady/${commits}`, data(5_000_000 + commits, 256 * 1024));
+    commits++;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await writer.close();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  stop.abort();
+  await following;
+  await meta.close();
+  await engine2.close();
+
+  // 6. s3rver's own speed for the same objects: plain get from A and put to B, and put alone.
+  const raw = async (fn: (key: string) => Promise<void>): Promise<number> => {
+    const t = performance.now();
+    let i = 0;
+    await Promise.all(Array.from({ length: Number(values.parallel) }, async () => {
+      while (i < keys.length) await fn(keys[i++]!);
+    }));
+    return (performance.now() - t) / 1000;
+  };
+  const held = new Map<string, Buffer>();
+  const rawCopy = await raw(async (k) => {
+    const b = await storeA.get(k);
+    held.set(k, b);
+    await storeB.put(`raw/${k}`, b);
+  });
+  const rawPut = await raw((k) => storeB.put(`raw2/${k}`, held.get(k)!));
+  held.clear();
+
+  const mib = total / 2 ** 20;
+  const line = (name: string, secs: number, got: { objects: number; bytes: number }): string =>
+    `${name.padEnd(24)} ${secs.toFixed(2).padStart(7)} s  ${(mib / secs).toFixed(1).padStart(6)} MiB/s  ${got.objects} objects, ${(got.bytes / 2 ** 20).toFixed(0)} MiB${got.objects === inA.objects ? '' : '  (INCOMPLETE)'}`;
+  process.stdout.write(`\n${smallCount + largeCount} files, ${mib.toFixed(0)} MiB, ${inA.objects} block objects, s3rver -> s3rver\n`);
+  process.stdout.write(line('ferry replicate --once', ferry.secs, inB) + `  (--parallel ${values.parallel}, --verify full: every copy read back)\n`);
+  process.stdout.write(line('ferry replicate --once', ferryPut.secs, inC) + `  (--parallel ${values.parallel}, --verify put: Content-MD5 checked by the server)\n`);
+  process.stdout.write(line('plain get + put', rawCopy, { objects: keys.length, bytes: inA.bytes }) + `  (S3Store calls only, ${values.parallel} at once: s3rver's ceiling)\n`);
+  process.stdout.write(line('plain put alone', rawPut, { objects: keys.length, bytes: inA.bytes }) + '\n');
+  if (rclone !== undefined) {
+    process.stdout.write(line('rclone sync --fast-list', rclone.secs, rclone.got) + '\n');
+    process.stdout.write(`ferry replicate is ${(rclone.secs / ferry.secs).toFixed(2)}× (verify full) and ${(rclone.secs / ferryPut.secs).toFixed(2)}× (verify put) rclone's speed\n`);
+  } else {
+    process.stdout.write('rclone sync              skipped: rclone is not installed (apt-get install rclone)\n');
+  }
+  lags.sort((x, y) => x - y);
+  process.stdout.write(
+    `lag while a writer commits a 256 KiB file every 50 ms for ${steadyMs / 1000} s (${commits} commits): ` +
+      `p50 ${percentile(lags, 50).toFixed(0)} ms, p99 ${percentile(lags, 99).toFixed(0)} ms, max ${percentile(lags, 100).toFixed(0)} ms over ${lags.length} pages\n`,
+  );
+  await storeA.close();
+  await storeB.close();
+  await storeC.close();
+} finally {
+  await Promise.allSettled([serverA.stop(), serverB.stop()]);
+  await rm(dir, { recursive: true, force: true });
+}

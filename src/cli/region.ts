@@ -1,0 +1,129 @@
+/**
+ * `ferry region list|add|remove META ...`: a volume's regions (DESIGN §2). Adding a region to a one-region
+ * volume names the existing bucket 'default' (the primary); removing one refuses while it is the only holder
+ * of some slice's blocks.
+ */
+
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import type { FormatRec } from '../meta/types.js';
+import { describeStoreUrl, openObjectStore } from '../object/registry.js';
+import { RetryStore } from '../object/retry.js';
+import type { ObjectStore } from '../object/store.js';
+import { addRegion, checkRegionName, removeRegion, sliceHome, volumeRegions } from '../region/regions.js';
+import { prepareBucket } from './format.js';
+import { checkBucket, openEngine, openMetaTools, out, printJson } from './util.js';
+
+/** The buckets of every region but the primary (whose bucket `openTools` opens), wrapped in retries. */
+export async function openOtherRegionStores(format: FormatRec): Promise<Map<string, ObjectStore>> {
+  const r = volumeRegions(format);
+  const stores = new Map<string, ObjectStore>();
+  try {
+    for (const [name, rec] of r.regions) {
+      if (name === r.primary) continue;
+      checkBucket(rec.storage);
+      stores.set(name, new RetryStore(await openObjectStore(rec.storage)));
+    }
+  } catch (err) {
+    for (const s of stores.values()) await s.close().catch(() => undefined);
+    throw err;
+  }
+  return stores;
+}
+
+/** Every region's bucket, wrapped in retries. */
+export async function openRegionStores(format: FormatRec): Promise<Map<string, ObjectStore>> {
+  const r = volumeRegions(format);
+  const stores = new Map<string, ObjectStore>();
+  try {
+    for (const [name, rec] of r.regions) {
+      checkBucket(rec.storage);
+      stores.set(name, new RetryStore(await openObjectStore(rec.storage)));
+    }
+  } catch (err) {
+    for (const s of stores.values()) await s.close().catch(() => undefined);
+    throw err;
+  }
+  return stores;
+}
+
+export async function runRegionList(metaUrl: string, opts: { json?: boolean }): Promise<void> {
+  const { engine, format } = await openEngine(metaUrl);
+  try {
+    const r = volumeRegions(format);
+    const rows = [...r.regions].map(([name, rec]) => ({ name, primary: name === r.primary, storage: describeStoreUrl(rec.storage) }));
+    if (opts.json === true) return await printJson(rows);
+    const width = Math.max(6, ...rows.map((x) => x.name.length)) + 2;
+    await out(rows.map((x) => `${x.name.padEnd(width)}${x.primary ? 'primary  ' : '         '}${x.storage}\n`).join(''));
+  } finally {
+    await engine.close();
+  }
+}
+
+export async function runRegionAdd(metaUrl: string, name: string, url: string, opts: { force?: boolean }): Promise<void> {
+  checkRegionName(name);
+  const { engine, format } = await openEngine(metaUrl);
+  try {
+    if (volumeRegions(format).regions.has(name)) throw new UsageError(`volume '${format.name}' already has a region '${name}'`);
+    await prepareBucket(url, opts.force === true);
+    const next = await addRegion(engine, name, url);
+    const r = volumeRegions(next);
+    await out(
+      `added region '${name}' (${describeStoreUrl(url)}) to volume '${next.name}'; regions: ${[...r.regions.keys()].join(', ')} (primary ${r.primary})\n` +
+        `  its bucket fills as \`ferry replicate\` copies the existing blocks\n`,
+    );
+  } finally {
+    await engine.close();
+  }
+}
+
+export async function runRegionRemove(metaUrl: string, name: string, opts: { force?: boolean }): Promise<void> {
+  const tools = await openMetaTools(metaUrl);
+  try {
+    const r = volumeRegions(tools.format);
+    if (!r.regions.has(name)) throw new UsageError(`volume '${tools.format.name}' has no region '${name}'`);
+    if (name === r.primary) throw new UsageError(`region '${name}' is the primary and cannot be removed`);
+    let only = 0;
+    for (const s of (await tools.meta.listSlices()).values()) {
+      if (sliceHome(s.home, r) === name && (s.copies ?? []).filter((c) => c !== name && r.regions.has(c)).length === 0) only++;
+    }
+    if (only > 0 && opts.force !== true) {
+      throw new UsageError(
+        `region '${name}' is the only holder of ${only} slice(s) not yet replicated; run "ferry replicate --once" first, or --force to remove it anyway (their data becomes unreadable)`,
+      );
+    }
+    const next = await removeRegion(tools.engine, name);
+    await out(`removed region '${name}' from volume '${next.name}'; regions: ${[...volumeRegions(next).regions.keys()].join(', ')}\n`);
+  } finally {
+    await tools.close();
+  }
+}
+
+export function register(program: Command): void {
+  const region = program
+    .command('region')
+    .summary("list or change a volume's regions")
+    .description("List, add or remove a volume's regions. Each region has a bucket; clients run in one (--region) and write to its bucket.");
+  region
+    .command('list')
+    .description("List the volume's regions, the primary and their buckets (secrets masked).")
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .option('--json', 'print JSON')
+    .action((meta: string, opts: { json?: boolean }) => runRegionList(meta, opts));
+  region
+    .command('add')
+    .description('Add a region with its bucket. A one-region volume first names its bucket region "default" (the primary).')
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .argument('<NAME>', 'region name: 1-32 characters of a-z, 0-9, -')
+    .argument('<URL>', 'bucket URL, e.g. file:///data/bucket-b')
+    .option('--force', 'use a bucket that already holds volume data')
+    .addHelpText('after', '\nExamples:\n  $ ferry region add sqlite:///data/vol.db eu file:///data/bucket-eu\n  $ ferry replicate sqlite:///data/vol.db --once')
+    .action((meta: string, name: string, url: string, opts: { force?: boolean }) => runRegionAdd(meta, name, url, opts));
+  region
+    .command('remove')
+    .description('Remove a region (not the primary). Refuses while the region alone holds some slice, unless --force.')
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .argument('<NAME>', 'region name')
+    .option('--force', 'remove it even if some slices exist only in its bucket')
+    .action((meta: string, name: string, opts: { force?: boolean }) => runRegionRemove(meta, name, opts));
+}

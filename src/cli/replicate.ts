@@ -1,0 +1,197 @@
+/**
+ * `ferry replicate META`: the bucket replicator (region/replicate.ts) as a command. Follows the changelog
+ * until interrupted (SIGINT/SIGTERM end it cleanly; SIGKILL loses nothing but the blocks in flight), or with
+ * --once copies everything committed so far and exits: 0 when every slice is in every region's bucket, 1 when
+ * some could not be copied (they stay pending for the next run).
+ */
+
+import { createServer, type Server } from 'node:http';
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { Meta } from '../meta/meta.js';
+import type { ObjectStore } from '../object/store.js';
+import type { RetryStore } from '../object/retry.js';
+import { GC_GRACE_DEFAULT } from './gc.js';
+import { openRegionStores } from './region.js';
+import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
+import { volumeRegions } from '../region/regions.js';
+import { humanBytes, log, openEngine, out, parseCount, parseDuration, parseSize } from './util.js';
+
+export interface ReplicateCliOptions {
+  once?: boolean;
+  scan?: boolean;
+  from?: string;
+  to?: string;
+  parallel?: string;
+  bwlimit?: string;
+  grace: string;
+  keepReleased?: boolean;
+  verify: string;
+  poll: string;
+  metrics?: string;
+}
+
+function regionList(s: string | undefined): string[] | undefined {
+  if (s === undefined) return undefined;
+  return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
+}
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:(.*):)?(\d+)$/.exec(s);
+  const port = Number(m?.[2]);
+  if (m === null || !Number.isInteger(port) || port > 65535) throw new UsageError(`invalid --metrics '${s}': use HOST:PORT, like 127.0.0.1:9568`);
+  return { host: m[1] === undefined || m[1] === '' ? '127.0.0.1' : m[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+/** One line per region pair: "a>b 12.0 MiB". */
+export function copiedSummary(c: ReplicaCounters): string {
+  const pairs = Object.entries(c.copiedBytes).sort(([a], [b]) => (a < b ? -1 : 1));
+  return pairs.length === 0 ? 'nothing copied yet' : pairs.map(([p, n]) => `${p.replace('>', ' -> ')} ${humanBytes(n)}`).join(', ');
+}
+
+/** Prometheus text for a replicator: counters from the process, backlog and lag measured from the metadata. */
+async function renderMetrics(meta: Meta, rep: Replicator): Promise<string> {
+  const s = rep.stats;
+  const lines = ['# TYPE ferry_replication_copied_bytes_total counter'];
+  for (const [pair, n] of Object.entries(s.copiedBytes)) {
+    const [from, to] = pair.split('>');
+    lines.push(`ferry_replication_copied_bytes_total{from="${from ?? ''}",to="${to ?? ''}"} ${n}`);
+  }
+  lines.push('# TYPE ferry_replication_copied_blocks_total counter', `ferry_replication_copied_blocks_total ${s.copiedBlocks}`);
+  lines.push('# TYPE ferry_replication_errors_total counter', `ferry_replication_errors_total ${s.errors}`);
+  lines.push('# TYPE ferry_replication_retries_total counter', `ferry_replication_retries_total ${s.retries}`);
+  lines.push('# TYPE ferry_replication_verify_failures_total counter', `ferry_replication_verify_failures_total ${s.verifyFailures}`);
+  const st = (await replicationStatus(meta)).find((x) => x.name === rep.name);
+  if (st !== undefined) {
+    lines.push('# TYPE ferry_replication_backlog_blocks gauge', `ferry_replication_backlog_blocks ${st.backlog.blocks}`);
+    lines.push('# TYPE ferry_replication_backlog_bytes gauge', `ferry_replication_backlog_bytes ${st.backlog.bytes}`);
+    lines.push('# TYPE ferry_replication_lag_seconds gauge', `ferry_replication_lag_seconds ${st.lagSeconds.toFixed(3)}`);
+    lines.push('# TYPE ferry_replication_pending_slices gauge', `ferry_replication_pending_slices ${st.pending}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Promise<void> {
+  const parallel = o.parallel === undefined ? PARALLEL_DEFAULT : parseCount(o.parallel, '--parallel', 1, 1024);
+  const bytesPerSecond = o.bwlimit === undefined ? 0 : parseSize(o.bwlimit.replace(/\/s$/i, ''), '--bwlimit');
+  const graceMs = o.keepReleased === true ? undefined : parseDuration(o.grace, '--grace');
+  const pollMs = parseDuration(o.poll, '--poll');
+  const verify = VERIFY_MODES.find((m) => m === o.verify);
+  if (verify === undefined) throw new UsageError(`invalid --verify '${o.verify}': use full (read every copy back), size (compare its size) or put (trust the store's checked put)`);
+  const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics);
+  const { engine, format } = await openEngine(metaUrl);
+  let stores: Map<string, ObjectStore> | undefined;
+  let meta: Meta | undefined;
+  let server: Server | undefined;
+  const controller = new AbortController();
+  const stop = (): void => controller.abort(new Error('interrupted'));
+  try {
+    const regions = volumeRegions(format);
+    if (regions.regions.size < 2) {
+      throw new UsageError(`volume '${format.name}' has one region: nothing to replicate (add one with "ferry region add")`);
+    }
+    for (const r of [...(regionList(o.from) ?? []), ...(regionList(o.to) ?? [])]) {
+      if (!regions.regions.has(r)) throw new UsageError(`volume '${format.name}' has no region '${r}' (its regions: ${[...regions.regions.keys()].join(', ')})`);
+    }
+    stores = await openRegionStores(format);
+    meta = await Meta.open(engine, { session: false, heartbeatMs: 0 });
+    const retryStores = [...stores.values()] as RetryStore[];
+    const onEvent = (e: ReplicateEvent): void => {
+      if (e.type === 'error') log().warn({ err: e.error, key: e.key }, 'replication error');
+      else log().info(e, e.type);
+    };
+    const { openObjectStore } = await import('../object/registry.js');
+    const { RetryStore: Retry } = await import('../object/retry.js');
+    const rep = new Replicator({
+      meta,
+      stores,
+      openStore: async (_name, rec) => new Retry(await openObjectStore(rec.storage)),
+      from: regionList(o.from),
+      to: regionList(o.to),
+      parallel,
+      bytesPerSecond,
+      verify,
+      graceMs,
+      retries: () => retryStores.reduce((n, s) => n + s.stats().retries, 0),
+      onEvent,
+    });
+    if (metrics !== undefined) {
+      const m = meta;
+      server = createServer((req, res) => {
+        if (req.url !== '/metrics') {
+          res.writeHead(404).end('not found\n');
+          return;
+        }
+        renderMetrics(m, rep).then(
+          (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+          (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
+        );
+      });
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${o.metrics!}: ${e.message}`)));
+        server!.listen(metrics.port, metrics.host, () => resolve());
+      });
+    }
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    try {
+      if (o.scan === true) {
+        const r = await rep.scanBuckets();
+        await out(`scan: ${r.listed} objects listed, ${r.copied} blocks copied, ${r.failed.length} slice(s) failed\n`);
+        if (r.failed.length > 0) process.exitCode = 1;
+        if (o.once === true) return;
+      }
+      if (o.once === true) {
+        const started = Date.now();
+        const r = await rep.runOnce({ signal: controller.signal });
+        const s = rep.stats;
+        await out(
+          `replicated ${r.slicesCopied} slice(s), ${r.blocksCopied} block(s) in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
+            `position seq ${r.seq}; ${r.pending} pending; copied so far: ${copiedSummary(s)}; errors ${s.errors}, retries ${s.retries}\n`,
+        );
+        if (r.pending > 0) throw new UsageError(`${r.pending} slice(s) could not be copied (they are retried by the next run); see FERRY_LOG_LEVEL=warn for why`);
+        return;
+      }
+      process.stderr.write(`ferry: replicating volume '${format.name}' (${[...regions.regions.keys()].join(', ')}); Ctrl-C stops\n`);
+      await rep.run({ signal: controller.signal, pollMs });
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      await rep.close();
+    }
+  } finally {
+    server?.close();
+    for (const s of stores?.values() ?? []) await s.close().catch(() => undefined);
+    await meta?.close().catch(() => undefined);
+    await engine.close();
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('replicate')
+    .summary("copy blocks to every region's bucket")
+    .description(
+      "Copy every slice's blocks from its home bucket to every other region's bucket, verified, following the changelog from a " +
+        'durable checkpoint. Runs until interrupted, or with --once until everything committed so far is copied. ' +
+        'Also deletes released slices in every bucket after --grace.',
+    )
+    .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
+    .option('--once', 'copy everything pending and exit (0 when all is copied)')
+    .option('--scan', 'first list and diff the buckets (bootstrap or repair), then replicate')
+    .option('--from <REGIONS>', 'only slices whose home is one of these regions (comma-separated)')
+    .option('--to <REGIONS>', 'only copy to these regions (comma-separated)')
+    .option('--parallel <N>', `block copies in flight (default ${PARALLEL_DEFAULT})`)
+    .option('--bwlimit <RATE>', 'cap on bytes copied per second, like 10M (MiB/s)')
+    .option('--grace <DURATION>', 'delete released slices in every bucket after this long (not with --from/--to)', GC_GRACE_DEFAULT)
+    .option('--keep-released', 'do not delete released slices (leave it to "ferry gc")')
+    .option('--verify <MODE>', "full: read every copy back and compare; size: compare its size; put: trust the store's checked put (S3 Content-MD5)", 'full')
+    .option('--poll <DURATION>', 'pause between changelog polls when idle', '500ms')
+    .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry replicate sqlite:///data/vol.db --once\n  $ ferry replicate sqlite:///data/vol.db --to b --parallel 32 --bwlimit 50M --metrics :9568\n' +
+        '  $ ferry replicate sqlite:///data/vol.db --scan --once',
+    )
+    .action((meta: string, opts: ReplicateCliOptions) => runReplicate(meta, opts));
+}

@@ -1,0 +1,125 @@
+/**
+ * A volume's regions (DESIGN §2), read from either shape of the format record (meta/types.ts FormatRec), and
+ * the transactions that change them (`ferry region add|remove`).
+ *
+ *   format record                                   volumeRegions()
+ *   { storage: U }                                  primary 'default', regions [default -> U], named: false
+ *   { storage: U1, regions: {a: U1, b: U2},         primary 'a',       regions [a -> U1, b -> U2], named: true
+ *     primary: 'a' }
+ *
+ * A slice without a `home` lives in the primary's bucket: that is where every client wrote before the volume
+ * had regions. The primary cannot be removed, so that rule never changes under a slice.
+ */
+
+import { UsageError } from '../errors.js';
+import type { MetaEngine } from '../meta/engine.js';
+import { loadFormat } from '../meta/meta.js';
+import type { FormatRec, RegionRec } from '../meta/types.js';
+
+/** The name of the one region of a volume formatted with a plain --storage. */
+export const DEFAULT_REGION = 'default';
+/** Region names: like volume names, short and safe in metrics labels and checkpoint keys. */
+const REGION_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+
+export interface VolumeRegions {
+  primary: string;
+  /** Name -> region, the primary first, then the others in the record's order. */
+  regions: ReadonlyMap<string, RegionRec>;
+  /** False for a one-region record without names (`storage` only). */
+  named: boolean;
+}
+
+export function volumeRegions(format: FormatRec): VolumeRegions {
+  if (format.regions === undefined || format.primary === undefined) {
+    return { primary: DEFAULT_REGION, regions: new Map([[DEFAULT_REGION, { storage: format.storage }]]), named: false };
+  }
+  const primary = format.regions[format.primary];
+  if (primary === undefined) throw new Error(`assertion failed: primary region ${format.primary} missing from the format record`);
+  const regions = new Map<string, RegionRec>([[format.primary, primary]]);
+  for (const [name, r] of Object.entries(format.regions)) if (name !== format.primary) regions.set(name, r);
+  return { primary: format.primary, regions, named: true };
+}
+
+/** The region a slice's blocks were written to. */
+export function sliceHome(home: string | undefined, regions: VolumeRegions): string {
+  return home ?? regions.primary;
+}
+
+export function checkRegionName(name: string): void {
+  if (!REGION_NAME_RE.test(name)) {
+    throw new UsageError(`invalid region name '${name}': use 1 to 32 characters of a-z, 0-9 and '-', starting and ending with a letter or digit`);
+  }
+}
+
+/**
+ * The region a client runs in: `wanted` (default the primary). A volume with named regions must have it; in a
+ * one-region volume without names any name is taken as a label (recorded in the client's session) and the
+ * client uses the one bucket.
+ */
+export function clientRegion(format: FormatRec, wanted: string | undefined): string {
+  const r = volumeRegions(format);
+  if (wanted === undefined) return r.primary;
+  if (!r.named) return wanted;
+  if (!r.regions.has(wanted)) {
+    throw new UsageError(`volume '${format.name}' has no region '${wanted}' (its regions: ${[...r.regions.keys()].join(', ')})`);
+  }
+  return wanted;
+}
+
+/** Parses `NAME=URL` (the --region option of format). */
+export function parseRegionArg(arg: string): { name: string; storage: string } {
+  const eq = arg.indexOf('=');
+  if (eq <= 0 || eq === arg.length - 1) throw new UsageError(`invalid --region '${arg}': use NAME=BUCKET-URL, like a=file:///data/bucket-a`);
+  const name = arg.substring(0, eq);
+  checkRegionName(name);
+  return { name, storage: arg.substring(eq + 1) };
+}
+
+/** A format record with the regions `regions` and primary `primary`, `storage` following the primary. */
+export function withRegions(format: FormatRec, regions: ReadonlyMap<string, RegionRec>, primary: string): FormatRec {
+  const p = regions.get(primary);
+  if (p === undefined) throw new Error(`assertion failed: primary ${primary} not among the regions`);
+  return { ...format, storage: p.storage, regions: Object.fromEntries(regions), primary };
+}
+
+/**
+ * Adds a region in one transaction. A one-region record without names becomes a named one, its bucket the
+ * region DEFAULT_REGION (the primary), so that every existing slice keeps its home.
+ */
+export async function addRegion(engine: MetaEngine, name: string, storage: string): Promise<FormatRec> {
+  checkRegionName(name);
+  return engine.txn(async (tx) => {
+    const f = await tx.get<FormatRec>('setting', '', 'format');
+    if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
+    const r = volumeRegions(f);
+    if (r.regions.has(name)) throw new UsageError(`volume '${f.name}' already has a region '${name}'`);
+    const regions = new Map(r.regions);
+    regions.set(name, { storage });
+    const next = withRegions(f, regions, r.primary);
+    tx.put('setting', '', 'format', next);
+    return next;
+  });
+}
+
+/** Removes a region (never the primary) in one transaction. */
+export async function removeRegion(engine: MetaEngine, name: string): Promise<FormatRec> {
+  return engine.txn(async (tx) => {
+    const f = await tx.get<FormatRec>('setting', '', 'format');
+    if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
+    const r = volumeRegions(f);
+    if (!r.regions.has(name)) throw new UsageError(`volume '${f.name}' has no region '${name}'`);
+    if (name === r.primary) throw new UsageError(`region '${name}' is the primary and cannot be removed`);
+    const regions = new Map(r.regions);
+    regions.delete(name);
+    const next = withRegions(f, regions, r.primary);
+    tx.put('setting', '', 'format', next);
+    return next;
+  });
+}
+
+/** The format record as stored now (regions change while daemons run). */
+export async function reloadFormat(engine: MetaEngine): Promise<FormatRec> {
+  const f = await loadFormat(engine);
+  if (f === undefined) throw new UsageError(`no volume in ${engine.description}`);
+  return f;
+}

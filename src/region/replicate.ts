@@ -1,0 +1,781 @@
+/**
+ * The bucket replicator (DESIGN §7, `ferry replicate`): copies every slice's blocks from its home bucket to
+ * the bucket of every other region, verifies each copy, and records the result in the slice's record
+ * (`copies`), which is what readers use to pick a bucket (region/placement.ts).
+ *
+ * Steady state follows the changelog from a checkpoint; it never lists a bucket:
+ *
+ *   checkpoint.seq ──readLog(page)──▶ slice ops (new slices, refs changes, our own marks)
+ *        ▲                                │ keep slices whose op lacks a target in `copies`
+ *        │                                ▼
+ *        │                        current records (getSlices): gone → skip; copies → what is missing
+ *        │                                │
+ *        │                                ▼
+ *        │            block queue ──▶ `parallel` workers: get from home (verify: decode + CRC, else the next
+ *        │                            holder) → put to each missing region → verify the copy → count
+ *        │                                │ every block of a slice done
+ *        │                                ▼
+ *        └──── save checkpoint ◀──── addSliceCopies (batched, logged)   failures → checkpoint.pending
+ *
+ * Durability: the checkpoint (kind `replica`, unlogged: it is this primary's progress, not volume state)
+ * advances only past pages whose slices are all marked copied or listed in `pending`, which the next pass
+ * retries first. Marks are written in batches as slices complete, so a replicator killed at any point
+ * (SIGKILL) loses nothing: a restarted replicator skips every slice whose record already names the copy. Before
+ * each batch of work the checkpoint also names the slices being copied (`claimed`); a restarted replicator
+ * first reads each block of those (and of the pending ones) in the destination, keeping a copy that verifies
+ * instead of transferring the block again. Other slices cost no such check.
+ *
+ * Bootstrap: with no checkpoint, after the log was trimmed past it, or when a region appears that the
+ * checkpoint did not cover, every live slice record is scanned (metadata only) before following the log from
+ * the sequence read before the scan. `scanBuckets` (`--scan`) lists and diffs the buckets instead, for repair:
+ * it finds copies that records claim but buckets lack (or hold with the wrong size).
+ *
+ * Deletions: with `graceMs`, released slices older than the grace period are deleted in every bucket
+ * (region/deletion.ts, shared with `ferry gc`). A slice released while it was being copied is skipped; a copy
+ * that lands after gc deleted the slice everywhere is deleted again by the replicator (addSliceCopies reports
+ * such slices), and failing that, gc's leak census finds it.
+ */
+
+import { CorruptBlockError, UsageError } from '../errors.js';
+import { decodeBlock } from '../chunk/codec.js';
+import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
+import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
+import type { Meta } from '../meta/meta.js';
+import type { FormatRec, RegionRec, SliceRefRec } from '../meta/types.js';
+import { sleep } from '../object/retry.js';
+import { listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
+import { TokenBucket } from '../util/tokenbucket.js';
+import { deleteReleasedSlices } from './deletion.js';
+import { reloadFormat, sliceHome, volumeRegions, type VolumeRegions } from './regions.js';
+
+export const PARALLEL_DEFAULT = 16;
+export type VerifyMode = 'full' | 'size' | 'put';
+export const VERIFY_MODES: readonly VerifyMode[] = ['full', 'size', 'put'];
+/** Changelog entries read per page. */
+export const PAGE_ENTRIES_DEFAULT = 1000;
+/** Slices marked copied per metadata transaction. */
+const MARK_BATCH_MAX = 64;
+/** Completed slices wait at most this long to be marked, so a kill loses little finished work. */
+const MARK_DELAY_MS_MAX = 200;
+/** Failed slices carried in the checkpoint; past this the position stops advancing until they succeed. */
+const PENDING_MAX = 100_000;
+/** Put-and-verify attempts per block and region (each put is itself retried by the store's RetryStore). */
+const COPY_ATTEMPTS_MAX = 3;
+/** Slices per batch of a bootstrap (each batch is claimed in the checkpoint first). */
+const BOOTSTRAP_BATCH = 1000;
+/** Entries `replicationStatus` reads ahead to measure the backlog. */
+const BACKLOG_ENTRIES_MAX = 10_000;
+const CHECKPOINT_VERSION = 1;
+
+/** The durable state of one replicator (kind `replica`, key = its name). */
+export interface ReplicaCheckpoint {
+  version: number;
+  /** Every slice committed in entries <= seq is copied, or listed in `pending`. */
+  seq: number;
+  /** Commit time of entry `seq`, ms (0 before any). */
+  time: number;
+  /** The destination regions this position covers; a region not listed here makes the next pass bootstrap. */
+  regions: string[];
+  /** Slices whose copy failed, retried first by the next pass. */
+  pending: number[];
+  /** Slices being copied when this was written: a restarted replicator checks what of them is in place. */
+  claimed?: number[];
+  /** When this record was written, ms. */
+  updated: number;
+  stats: ReplicaCounters;
+}
+
+export interface ReplicaCounters {
+  copiedBlocks: number;
+  /** Encoded bytes copied, by "from>to" region pair. */
+  copiedBytes: Record<string, number>;
+  /** Block copies that failed (after the store's retries); the slice went to `pending`. */
+  errors: number;
+  /** Store calls retried (from the stores' RetryStore counters, when given). */
+  retries: number;
+  /** Copies that read back different from what was put. */
+  verifyFailures: number;
+  /** Source copies that failed verification (another holder was used). */
+  badSources: number;
+  slicesCopied: number;
+  deletedSlices: number;
+}
+
+export type ReplicateEvent =
+  | { type: 'bootstrap'; slices: number }
+  /** A page of the log done; lagMs: from the commit of its oldest slice to now (that slice's replication lag). */
+  | { type: 'page'; seq: number; slices: number; copied: number; failed: number; lagMs: number }
+  | { type: 'error'; key?: string; region?: string; error: unknown }
+  | { type: 'deleted'; slices: number; bytes: number };
+
+export interface ReplicatorOptions {
+  /** A Meta without a session on the volume's primary engine. */
+  meta: Meta;
+  /** Buckets by region name (wrapped in retries by the caller). Regions missing here are opened with `openStore`. */
+  stores: ReadonlyMap<string, ObjectStore>;
+  openStore?: (region: string, rec: RegionRec) => Promise<ObjectStore>;
+  /** Only slices whose home is one of these. */
+  from?: readonly string[] | undefined;
+  /** Only copies to these regions. */
+  to?: readonly string[] | undefined;
+  /** Block copies in flight (default 16). */
+  parallel?: number;
+  /** Cap on bytes put per second across all destinations; 0 = none. */
+  bytesPerSecond?: number;
+  /**
+   * How a copy is checked after its put (the source copy is always decoded and checked first):
+   *   'full' (default)  read it back and compare every byte;
+   *   'size'            HEAD it and compare the size;
+   *   'put'             trust the store's checked put: S3 puts carry Content-MD5, which the server verifies
+   *                     before it stores anything; a file put is written whole and renamed into place.
+   * Readers verify every block they read in any case and fall through to the home bucket on a bad copy.
+   */
+  verify?: VerifyMode;
+  /** Propagate deletions: released slices older than this are deleted in every bucket. Undefined: leave to gc. */
+  graceMs?: number | undefined;
+  /** Checkpoint name (default derived from from/to). */
+  name?: string;
+  pageEntries?: number;
+  /** Retries so far across the stores (RetryStore.stats), for the counters. */
+  retries?: () => number;
+  onEvent?: (e: ReplicateEvent) => void;
+  now?: () => number;
+}
+
+export interface PassResult {
+  /** The position reached. */
+  seq: number;
+  slicesCopied: number;
+  blocksCopied: number;
+  /** Slices still pending after this pass. */
+  pending: number;
+}
+
+interface SliceJob {
+  id: number;
+  size: number;
+  home: string;
+  /** Regions this pass copies to. */
+  need: string[];
+  /** Regions that hold verified copies (possible sources besides home). */
+  holders: string[];
+  remaining: number;
+  failed: boolean;
+}
+
+/** The checkpoint name for a from/to filter: '*>*' replicates everything. */
+export function checkpointName(from?: readonly string[], to?: readonly string[]): string {
+  const part = (l?: readonly string[]): string => (l === undefined || l.length === 0 ? '*' : [...l].sort().join(','));
+  return `${part(from)}>${part(to)}`;
+}
+
+export async function loadCheckpoint(engine: MetaEngine, name: string): Promise<ReplicaCheckpoint | undefined> {
+  return engine.txn((tx) => tx.get<ReplicaCheckpoint>('replica', '', name), { readonly: true });
+}
+
+export async function listCheckpoints(engine: MetaEngine): Promise<Array<[string, ReplicaCheckpoint]>> {
+  return engine.txn((tx) => tx.scan<ReplicaCheckpoint>('replica', ''), { readonly: true });
+}
+
+function emptyCounters(): ReplicaCounters {
+  return { copiedBlocks: 0, copiedBytes: {}, errors: 0, retries: 0, verifyFailures: 0, badSources: 0, slicesCopied: 0, deletedSlices: 0 };
+}
+
+export class Replicator {
+  readonly name: string;
+  private readonly meta: Meta;
+  private readonly engine: MetaEngine;
+  private readonly stores: Map<string, ObjectStore>;
+  private readonly opened = new Set<string>();
+  private readonly openStore: ((region: string, rec: RegionRec) => Promise<ObjectStore>) | undefined;
+  private readonly from: ReadonlySet<string> | undefined;
+  private readonly to: ReadonlySet<string> | undefined;
+  private readonly parallel: number;
+  private readonly bucket: TokenBucket;
+  private readonly verify: VerifyMode;
+  private readonly graceMs: number | undefined;
+  private readonly pageEntries: number;
+  private readonly retries: (() => number) | undefined;
+  private readonly onEvent: (e: ReplicateEvent) => void;
+  private readonly now: () => number;
+  private counters: ReplicaCounters = emptyCounters();
+  private retriesAtStart = 0;
+  private countersLoaded = false;
+  private regions!: VolumeRegions;
+  private format!: FormatRec;
+  /**
+   * Until this process's first pass ends: slices a predecessor claimed or left pending, whose blocks may
+   * already be in place.
+   */
+  private resumeIds = new Set<number>();
+  /** Blocks and bytes queued or in flight in the current page. */
+  readonly inFlight = { blocks: 0, bytes: 0 };
+
+  constructor(options: ReplicatorOptions) {
+    this.meta = options.meta;
+    this.engine = options.meta.engine;
+    this.stores = new Map(options.stores);
+    this.openStore = options.openStore;
+    this.from = options.from === undefined || options.from.length === 0 ? undefined : new Set(options.from);
+    this.to = options.to === undefined || options.to.length === 0 ? undefined : new Set(options.to);
+    this.parallel = options.parallel ?? PARALLEL_DEFAULT;
+    if (!Number.isSafeInteger(this.parallel) || this.parallel < 1) throw new RangeError(`parallel must be an integer >= 1, got ${this.parallel}`);
+    this.bucket = new TokenBucket(options.bytesPerSecond ?? 0, Math.max(4 << 20, Math.ceil((options.bytesPerSecond ?? 0) / 10)));
+    this.verify = options.verify ?? 'full';
+    this.graceMs = options.graceMs;
+    this.pageEntries = options.pageEntries ?? PAGE_ENTRIES_DEFAULT;
+    this.retries = options.retries;
+    this.onEvent = options.onEvent ?? (() => undefined);
+    this.now = options.now ?? Date.now;
+    this.name = options.name ?? checkpointName(options.from, options.to);
+  }
+
+  /** Counters since the volume's first replicator run under this name (persisted in the checkpoint). */
+  get stats(): ReplicaCounters {
+    return { ...this.counters, copiedBytes: { ...this.counters.copiedBytes }, retries: this.counters.retries + this.retriesNow() };
+  }
+
+  private retriesNow(): number {
+    return (this.retries?.() ?? 0) - this.retriesAtStart;
+  }
+
+  /** Reloads the format record (regions change while the replicator runs) and opens new regions' buckets. */
+  private async refreshRegions(): Promise<void> {
+    this.format = await reloadFormat(this.engine);
+    this.regions = volumeRegions(this.format);
+    for (const name of [...this.from ?? [], ...this.to ?? []]) {
+      if (!this.regions.regions.has(name)) throw new UsageError(`volume '${this.format.name}' has no region '${name}' (its regions: ${[...this.regions.regions.keys()].join(', ')})`);
+    }
+    const dests = new Set(this.destinations());
+    for (const [name, rec] of this.regions.regions) {
+      if (this.stores.has(name)) continue;
+      if (this.openStore === undefined) {
+        // A source-only region without a bucket given is skipped as a holder; a destination cannot be.
+        if (dests.has(name)) throw new UsageError(`no bucket given for region '${name}'`);
+        continue;
+      }
+      this.stores.set(name, await this.openStore(name, rec));
+      this.opened.add(name);
+    }
+  }
+
+  /** The destination regions this replicator serves, sorted. */
+  private destinations(): string[] {
+    return [...this.regions.regions.keys()].filter((r) => this.to === undefined || this.to.has(r)).sort();
+  }
+
+  private targetsOf(home: string, copies: readonly string[] | undefined): string[] {
+    if (this.from !== undefined && !this.from.has(home)) return [];
+    if (!this.regions.regions.has(home)) return [];
+    const have = new Set(copies ?? []);
+    return this.destinations().filter((r) => r !== home && !have.has(r));
+  }
+
+  /** Writes the checkpoint; `claimed` names the slices about to be copied (none: the position is clean). */
+  private async saveCheckpoint(cp: ReplicaCheckpoint, claimed?: readonly number[]): Promise<void> {
+    const rec: ReplicaCheckpoint = { ...cp, updated: this.now(), stats: this.stats };
+    delete rec.claimed;
+    if (claimed !== undefined && claimed.length > 0) rec.claimed = [...claimed];
+    await this.engine.txn(async (tx) => {
+      tx.put('replica', '', this.name, rec);
+      await Promise.resolve();
+    });
+  }
+
+  private async checkpoint(): Promise<ReplicaCheckpoint | undefined> {
+    const cp = await loadCheckpoint(this.engine, this.name);
+    if (!this.countersLoaded) {
+      this.countersLoaded = true;
+      if (cp !== undefined) {
+        this.counters = { ...emptyCounters(), ...cp.stats, copiedBytes: { ...cp.stats.copiedBytes } };
+        this.resumeIds = new Set([...(cp.claimed ?? []), ...cp.pending]);
+      }
+      this.retriesAtStart = this.retries?.() ?? 0;
+    }
+    if (cp !== undefined && cp.version > CHECKPOINT_VERSION) throw new UsageError(`replica checkpoint '${this.name}' has version ${cp.version}, newer than this ferry supports`);
+    return cp;
+  }
+
+  /**
+   * One pass: bootstrap if needed, retry pending slices, then follow the log up to `untilSeq` (default: as far
+   * as it goes). Returns where it got.
+   */
+  async pass(untilSeq = Number.MAX_SAFE_INTEGER): Promise<PassResult> {
+    await this.refreshRegions();
+    const result: PassResult = { seq: 0, slicesCopied: 0, blocksCopied: 0, pending: 0 };
+    // Read first: the first call loads the counters persisted by earlier runs.
+    let cp = await this.checkpoint();
+    const blocksBefore = this.counters.copiedBlocks;
+    const slicesBefore = this.counters.slicesCopied;
+    const dests = this.destinations();
+    if (this.regions.regions.size < 2) {
+      // Nothing to copy: keep the position current so a region added later bootstraps from here.
+      const seq = await this.engine.lastSeq();
+      await this.saveCheckpoint({ version: CHECKPOINT_VERSION, seq, time: 0, regions: dests, pending: [], updated: 0, stats: this.counters });
+      return { ...result, seq };
+    }
+    if (cp === undefined || dests.some((r) => !cp!.regions.includes(r))) cp = await this.bootstrap(dests, cp);
+
+    if (cp.pending.length > 0) {
+      const failed = await this.replicateSlices(cp.pending);
+      cp = { ...cp, pending: failed };
+      await this.saveCheckpoint(cp);
+    }
+    for (;;) {
+      if (cp.seq >= untilSeq) break;
+      let entries;
+      try {
+        entries = await this.engine.readLog(cp.seq, Math.min(this.pageEntries, untilSeq - cp.seq));
+      } catch (err) {
+        if (!(err instanceof LogTrimmedError)) throw err;
+        cp = await this.bootstrap(dests, cp);
+        continue;
+      }
+      if (entries.length === 0) break;
+      const ids = new Set<number>();
+      let oldest = Number.POSITIVE_INFINITY;
+      for (const e of entries) {
+        for (const [kind, , key, value] of e.ops) {
+          if (kind !== 'slice' || value === null) continue;
+          const rec = value as unknown as SliceRefRec;
+          if (this.targetsOf(sliceHome(rec.home, this.regions), rec.copies).length > 0) {
+            ids.add(Number(key));
+            oldest = Math.min(oldest, e.time);
+          }
+        }
+      }
+      if (ids.size > 0) await this.saveCheckpoint(cp, [...ids]);
+      const failed = ids.size === 0 ? [] : await this.replicateSlices([...ids]);
+      const last = entries[entries.length - 1]!;
+      const pending: number[] = [...new Set([...cp.pending, ...failed])];
+      if (pending.length > PENDING_MAX) {
+        // Too much is failing to keep a list of it: hold the position, so the page is read again next pass.
+        this.onEvent({ type: 'error', error: new Error(`${pending.length} slices failed to copy; holding the position at ${cp.seq}`) });
+        break;
+      }
+      cp = { ...cp, seq: last.seq, time: last.time, pending };
+      await this.saveCheckpoint(cp);
+      this.onEvent({
+        type: 'page',
+        seq: last.seq,
+        slices: ids.size,
+        copied: ids.size - failed.length,
+        failed: failed.length,
+        lagMs: ids.size === 0 ? 0 : Math.max(0, this.now() - oldest),
+      });
+    }
+    this.resumeIds.clear();
+    if (this.graceMs !== undefined) await this.deleteReleased();
+    result.seq = cp.seq;
+    result.pending = cp.pending.length;
+    result.blocksCopied = this.counters.copiedBlocks - blocksBefore;
+    result.slicesCopied = this.counters.slicesCopied - slicesBefore;
+    return result;
+  }
+
+  /** Scans every live slice record and copies what is missing; returns the checkpoint to follow the log from. */
+  private async bootstrap(dests: string[], cp: ReplicaCheckpoint | undefined): Promise<ReplicaCheckpoint> {
+    const seq = await this.engine.lastSeq();
+    const slices = await this.meta.listSlices();
+    const ids: number[] = [];
+    for (const [id, s] of slices) if (this.targetsOf(sliceHome(s.home, this.regions), s.copies).length > 0) ids.push(id);
+    this.onEvent({ type: 'bootstrap', slices: ids.length });
+    // Until it ends, the saved record keeps the old regions (or none), so a restart bootstraps again; each
+    // batch is claimed first, so that restart checks the batch that was in flight.
+    const during: ReplicaCheckpoint = cp ?? { version: CHECKPOINT_VERSION, seq, time: 0, regions: [], pending: [], updated: 0, stats: this.counters };
+    const failed: number[] = [];
+    for (let i = 0; i < ids.length; i += BOOTSTRAP_BATCH) {
+      const batch = ids.slice(i, i + BOOTSTRAP_BATCH);
+      await this.saveCheckpoint(during, batch);
+      failed.push(...(await this.replicateSlices(batch)));
+    }
+    const time = seq === 0 ? 0 : ((await this.engine.readLog(seq - 1, 1).catch(() => []))[0]?.time ?? 0);
+    const next: ReplicaCheckpoint = {
+      version: CHECKPOINT_VERSION,
+      // Never move back: entries between an older position and `seq` hold nothing the scan did not see.
+      seq: Math.max(seq, cp?.seq ?? 0),
+      time,
+      regions: dests,
+      pending: [...new Set([...(cp?.pending ?? []), ...failed])],
+      updated: 0,
+      stats: this.counters,
+    };
+    await this.saveCheckpoint(next);
+    return next;
+  }
+
+  /** Copies what each slice lacks; marks the slices done; returns the ids that failed. */
+  private async replicateSlices(ids: readonly number[]): Promise<number[]> {
+    const recs = await this.meta.getSlices(ids);
+    const jobs: SliceJob[] = [];
+    for (const id of ids) {
+      const s = recs.get(id);
+      if (s === undefined) continue; // released (or never committed): nothing to copy
+      const home = sliceHome(s.home, this.regions);
+      const need = this.targetsOf(home, s.copies);
+      if (need.length === 0) continue;
+      const blocks = Math.ceil(s.size / this.format.blockBytes);
+      jobs.push({ id, size: s.size, home, need, holders: [home, ...(s.copies ?? [])], remaining: blocks, failed: false });
+    }
+    if (jobs.length === 0) return [];
+    const queue: Array<{ job: SliceJob; index: number }> = [];
+    for (const job of jobs) for (let index = 0; index * this.format.blockBytes < job.size; index++) queue.push({ job, index });
+    const B = this.format.blockBytes;
+    for (const { job, index } of queue) {
+      this.inFlight.blocks++;
+      this.inFlight.bytes += Math.min(B, job.size - index * B);
+    }
+
+    const marks: Array<{ id: number; regions: string[] }> = [];
+    let marking: Promise<void> = Promise.resolve();
+    let markFailure: { err: unknown } | undefined;
+    let markedAt = this.now();
+    // Marks are written one batch at a time, in order, while the workers go on copying.
+    const flushMarks = (): Promise<void> => {
+      markedAt = this.now();
+      if (marks.length === 0) return marking;
+      const batch = marks.splice(0, marks.length);
+      marking = marking.then(async () => {
+        if (markFailure !== undefined) return;
+        const gone = await this.meta.addSliceCopies(batch);
+        for (const id of gone) {
+          const job = jobs.find((j) => j.id === id);
+          if (job !== undefined) await this.deleteCopies(job).catch((err: unknown) => this.onEvent({ type: 'error', error: err }));
+        }
+        this.counters.slicesCopied += batch.length - gone.length;
+      }).catch((err: unknown) => {
+        markFailure ??= { err };
+      });
+      return marking;
+    };
+
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < queue.length) {
+        const { job, index } = queue[next++]!;
+        const len = Math.min(B, job.size - index * B);
+        try {
+          if (!job.failed) await this.copyBlock(job, index);
+        } catch (err) {
+          if (!job.failed) this.counters.errors++;
+          job.failed = true;
+          this.onEvent({ type: 'error', key: blockKey(job.id, index, len), error: err });
+        } finally {
+          this.inFlight.blocks--;
+          this.inFlight.bytes -= len;
+        }
+        if (--job.remaining === 0 && !job.failed) {
+          marks.push({ id: job.id, regions: job.need });
+          if (marks.length >= MARK_BATCH_MAX) await flushMarks();
+          else if (this.now() - markedAt >= MARK_DELAY_MS_MAX) void flushMarks();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.parallel, queue.length) }, () => worker()));
+    await flushMarks();
+    // Slices whose mark failed are copied but not recorded: the caller must not move past them.
+    if (markFailure !== undefined) throw markFailure.err;
+    return jobs.filter((j) => j.failed).map((j) => j.id);
+  }
+
+  private store(region: string): ObjectStore {
+    const s = this.stores.get(region);
+    if (s === undefined) throw new Error(`assertion failed: no store for region ${region}`);
+    return s;
+  }
+
+  /** Reads block `index` of a job's slice from a holder (verified), puts it to every needed region, verifies. */
+  private async copyBlock(job: SliceJob, index: number): Promise<void> {
+    const len = Math.min(this.format.blockBytes, job.size - index * this.format.blockBytes);
+    const key = blockKey(job.id, index, len);
+    let need = job.need;
+    if (this.resumeIds.has(job.id)) {
+      // A copy already in place (put by a killed run) that verifies is kept; a bad or absent one is copied.
+      const present = await Promise.all(need.map(async (region) => {
+        try {
+          decodeBlock(await this.store(region).get(key), key, len);
+          return true;
+        } catch {
+          return false;
+        }
+      }));
+      need = need.filter((_, i) => !present[i]);
+      if (need.length === 0) return;
+    }
+    let object: Buffer | undefined;
+    const failures: string[] = [];
+    for (const holder of job.holders) {
+      try {
+        const o = await this.store(holder).get(key);
+        decodeBlock(o, key, len);
+        object = o;
+        break;
+      } catch (err) {
+        if (err instanceof CorruptBlockError) this.counters.badSources++;
+        failures.push(`${holder}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    if (object === undefined) throw new Error(`block ${key}: no good source copy (${failures.join('; ')})`);
+    const obj = object;
+    await Promise.all(need.map(async (region) => {
+      await this.bucket.take(obj.length);
+      await this.putVerified(region, key, obj);
+      const pair = `${job.home}>${region}`;
+      this.counters.copiedBytes[pair] = (this.counters.copiedBytes[pair] ?? 0) + obj.length;
+    }));
+    this.counters.copiedBlocks++;
+  }
+
+  private async putVerified(region: string, key: string, object: Buffer): Promise<void> {
+    const store = this.store(region);
+    let last: unknown;
+    for (let attempt = 1; attempt <= COPY_ATTEMPTS_MAX; attempt++) {
+      await store.put(key, object);
+      if (this.verify === 'put') return;
+      try {
+        if (this.verify === 'full') {
+          const back = await store.get(key);
+          if (back.equals(object)) return;
+          last = new CorruptBlockError(key, `the copy in ${region} read back ${back.length} bytes that differ from the ${object.length} put`);
+        } else {
+          const info = await store.head(key);
+          if (info.size === object.length) return;
+          last = new CorruptBlockError(key, `the copy in ${region} is ${info.size} bytes, ${object.length} were put`);
+        }
+      } catch (err) {
+        if (!(err instanceof ObjectNotFoundError)) throw err;
+        last = new CorruptBlockError(key, `the copy in ${region} is missing right after it was put`);
+      }
+      this.counters.verifyFailures++;
+    }
+    throw last;
+  }
+
+  /** Deletes the copies this replicator made of a slice that is gone everywhere else. */
+  private async deleteCopies(job: SliceJob): Promise<void> {
+    const B = this.format.blockBytes;
+    for (const region of job.need) {
+      for (let i = 0; i * B < job.size; i++) await this.store(region).delete(blockKey(job.id, i, Math.min(B, job.size - i * B)));
+    }
+  }
+
+  /**
+   * Deletes released slices past the grace period in every bucket (DESIGN §4). Only a replicator that serves
+   * every region does this (no --from/--to): a deletion must reach every bucket before its record goes.
+   */
+  async deleteReleased(): Promise<number> {
+    if (this.graceMs === undefined || this.from !== undefined || this.to !== undefined) return 0;
+    if ([...this.regions.regions.keys()].some((n) => !this.stores.has(n))) return 0;
+    const r = await deleteReleasedSlices(this.meta, [...this.regions.regions.keys()].map((n) => this.store(n)), { graceMs: this.graceMs, now: this.now() });
+    this.counters.deletedSlices += r.slices;
+    if (r.slices > 0) this.onEvent({ type: 'deleted', slices: r.slices, bytes: r.bytes });
+    return r.slices;
+  }
+
+  /**
+   * `--once`: copies everything committed up to now, retrying failed slices until they succeed or no pass has
+   * made progress for `stallMs`. Returns the slices still pending (0: all done).
+   */
+  async runOnce(options: { stallMs?: number; signal?: AbortSignal } = {}): Promise<PassResult> {
+    const target = await this.engine.lastSeq();
+    const stallMs = options.stallMs ?? 60_000;
+    let progressAt = this.now();
+    let backoffMs = 100;
+    const total = { slicesCopied: 0, blocksCopied: 0 };
+    const add = (r: PassResult): PassResult => {
+      total.slicesCopied += r.slicesCopied;
+      total.blocksCopied += r.blocksCopied;
+      return { ...r, ...total };
+    };
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const p = await this.pass(target);
+      const r = add(p);
+      // Done: step over the entries our own marks added, so the position ends at the log's end.
+      if (r.pending === 0 && r.seq >= target) return add(await this.pass(await this.engine.lastSeq()));
+      if (p.blocksCopied > 0 || p.slicesCopied > 0) {
+        progressAt = this.now();
+        backoffMs = 100;
+      }
+      if (this.now() - progressAt > stallMs) return r;
+      await sleep(backoffMs, options.signal);
+      backoffMs = Math.min(5000, backoffMs * 2);
+    }
+  }
+
+  /** Follows the log until `signal` aborts: a pass, then a pause of `pollMs` when it found nothing to do. */
+  async run(options: { signal: AbortSignal; pollMs?: number }): Promise<void> {
+    const pollMs = options.pollMs ?? 500;
+    let backoffMs = pollMs;
+    while (!options.signal.aborted) {
+      try {
+        const r = await this.pass();
+        backoffMs = pollMs;
+        await sleep(r.blocksCopied > 0 ? 0 : pollMs, options.signal).catch(() => undefined);
+      } catch (err) {
+        if (options.signal.aborted) break;
+        this.counters.errors++;
+        this.onEvent({ type: 'error', error: err });
+        await sleep(backoffMs, options.signal).catch(() => undefined);
+        backoffMs = Math.min(30_000, backoffMs * 2);
+      }
+    }
+  }
+
+  /**
+   * `--scan`: lists every bucket, and for each live slice copies the blocks a destination lacks (or holds
+   * with a size other than the source's), then records the copies that are complete. Bootstrap or repair;
+   * the changelog position is left alone.
+   */
+  async scanBuckets(): Promise<{ listed: number; copied: number; failed: number[] }> {
+    await this.refreshRegions();
+    await this.checkpoint();
+    const listings = new Map<string, Map<string, number>>();
+    let listed = 0;
+    for (const name of this.regions.regions.keys()) {
+      const m = new Map<string, number>();
+      for await (const o of listAll(this.store(name), CHUNKS_PREFIX)) {
+        if (parseBlockKey(o.key) !== undefined) m.set(o.key, o.size);
+      }
+      listed += m.size;
+      listings.set(name, m);
+    }
+    const slices = await this.meta.listSlices();
+    const B = this.format.blockBytes;
+    const copiedBefore = this.counters.copiedBlocks;
+    const failed: number[] = [];
+    const repair: number[] = [];
+    const complete: Array<{ id: number; regions: string[] }> = [];
+    for (const [id, s] of slices) {
+      const home = sliceHome(s.home, this.regions);
+      if (this.from !== undefined && !this.from.has(home)) continue;
+      const homeList = listings.get(home);
+      if (homeList === undefined) continue;
+      const lacking: string[] = [];
+      const whole: string[] = [];
+      for (const region of this.destinations()) {
+        if (region === home) continue;
+        const list = listings.get(region)!;
+        let ok = true;
+        for (let i = 0; i * B < s.size; i++) {
+          const key = blockKey(id, i, Math.min(B, s.size - i * B));
+          const size = list.get(key);
+          if (size === undefined || size !== homeList.get(key)) ok = false;
+        }
+        if (ok) whole.push(region);
+        else lacking.push(region);
+      }
+      if (whole.length > 0) complete.push({ id, regions: whole });
+      if (lacking.length > 0) repair.push(id);
+    }
+    // Records that claim a copy the bucket lacks are corrected first, so the copy is made and readers stop
+    // asking that bucket first.
+    await this.forgetCopies(repair, listings);
+    for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) await this.meta.addSliceCopies(complete.slice(i, i + MARK_BATCH_MAX));
+    failed.push(...(await this.replicateSlices(repair)));
+    return { listed, copied: this.counters.copiedBlocks - copiedBefore, failed };
+  }
+
+  /** Removes from slice records the regions whose listing lacks one of the slice's blocks. */
+  private async forgetCopies(ids: readonly number[], listings: ReadonlyMap<string, ReadonlyMap<string, number>>): Promise<void> {
+    const B = this.format.blockBytes;
+    for (let i = 0; i < ids.length; i += MARK_BATCH_MAX) {
+      const page = ids.slice(i, i + MARK_BATCH_MAX);
+      await this.engine.txn(async (tx) => {
+        for (const id of page) {
+          const s = await tx.get<SliceRefRec>('slice', '', String(id));
+          if (s?.copies === undefined) continue;
+          const keep = s.copies.filter((region) => {
+            const list = listings.get(region);
+            if (list === undefined) return true;
+            for (let b = 0; b * B < s.size; b++) if (!list.has(blockKey(id, b, Math.min(B, s.size - b * B)))) return false;
+            return true;
+          });
+          if (keep.length !== s.copies.length) tx.put('slice', '', String(id), { ...s, copies: keep } satisfies SliceRefRec);
+        }
+      });
+    }
+  }
+
+  /** Closes the buckets this replicator opened itself. */
+  async close(): Promise<void> {
+    for (const name of this.opened) await this.stores.get(name)?.close();
+    this.opened.clear();
+  }
+}
+
+export interface ReplicationStatus {
+  name: string;
+  seq: number;
+  lastSeq: number;
+  /** Seconds between the oldest commit not yet replicated and now (0 when caught up). */
+  lagSeconds: number;
+  backlog: { slices: number; blocks: number; bytes: number; /** true when the log was read only partly */ partial: boolean };
+  pending: number;
+  updated: number;
+  stats: ReplicaCounters;
+}
+
+/**
+ * What each replicator still has to do, measured from the metadata: the slices committed after its position
+ * (up to BACKLOG_ENTRIES_MAX log entries) plus its pending ones, less what their records say is copied.
+ */
+export async function replicationStatus(meta: Meta, now = Date.now()): Promise<ReplicationStatus[]> {
+  const engine = meta.engine;
+  const format = await reloadFormat(engine);
+  const regions = volumeRegions(format);
+  const lastSeq = await engine.lastSeq();
+  const out: ReplicationStatus[] = [];
+  for (const [name, cp] of await listCheckpoints(engine)) {
+    const [fromPart, toPart] = name.split('>');
+    const from = fromPart === '*' || fromPart === undefined ? undefined : new Set(fromPart.split(','));
+    const to = toPart === '*' || toPart === undefined ? undefined : new Set(toPart.split(','));
+    const ids = new Set<number>(cp.pending);
+    /** Commit time of the first entry naming each slice: the lag is that of the oldest slice still to copy. */
+    const firstSeen = new Map<number, number>();
+    let partial = false;
+    if (cp.seq < lastSeq) {
+      let after = cp.seq;
+      try {
+        while (after < lastSeq) {
+          const entries = await engine.readLog(after, Math.min(1000, BACKLOG_ENTRIES_MAX - (after - cp.seq)));
+          if (entries.length === 0) break;
+          for (const e of entries) {
+            for (const [kind, , key, value] of e.ops) {
+              if (kind !== 'slice' || value === null) continue;
+              ids.add(Number(key));
+              if (!firstSeen.has(Number(key))) firstSeen.set(Number(key), e.time);
+            }
+          }
+          after = entries[entries.length - 1]!.seq;
+          if (after - cp.seq >= BACKLOG_ENTRIES_MAX) {
+            partial = after < lastSeq;
+            break;
+          }
+        }
+      } catch (err) {
+        if (!(err instanceof LogTrimmedError)) throw err;
+        partial = true;
+      }
+    }
+    const recs = await meta.getSlices([...ids]);
+    const backlog = { slices: 0, blocks: 0, bytes: 0, partial };
+    let lagSeconds = 0;
+    for (const [id, s] of recs) {
+      if (s === undefined) continue;
+      const home = sliceHome(s.home, regions);
+      if (from !== undefined && !from.has(home)) continue;
+      const have = new Set(s.copies ?? []);
+      const need = [...regions.regions.keys()].filter((r) => r !== home && !have.has(r) && (to === undefined || to.has(r)));
+      if (need.length === 0) continue;
+      backlog.slices++;
+      // A pending slice was committed at or before the position: at least that far behind.
+      const since = firstSeen.get(id) ?? cp.time;
+      lagSeconds = Math.max(lagSeconds, (now - since) / 1000);
+      backlog.blocks += Math.ceil(s.size / format.blockBytes) * need.length;
+      backlog.bytes += s.size * need.length;
+    }
+    out.push({ name, seq: cp.seq, lastSeq, lagSeconds, backlog, pending: cp.pending.length, updated: cp.updated, stats: cp.stats });
+  }
+  return out;
+}

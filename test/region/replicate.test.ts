@@ -1,0 +1,149 @@
+/**
+ * The bucket replicator under stress: killed with SIGKILL at random points and restarted, and run across a
+ * faulty link (latency, failed calls, a blackout, truncated bodies). Either way it must end with every block
+ * of every live slice in every bucket, each verifying, and records that say so.
+ */
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { FaultStore } from '../../src/object/faults.js';
+import { RetryStore } from '../../src/object/retry.js';
+import type { ObjectStore } from '../../src/object/store.js';
+import { loadCheckpoint, replicationStatus } from '../../src/region/replicate.js';
+import { mulberry32 } from '../../src/util/random.js';
+import { CLI, ensureBuilt } from '../cli/helpers.js';
+import { badBlocks, makeRegionLab, pseudoRandom, type RegionLab } from './helpers.js';
+
+const KiB = 1024;
+
+/** Small files, files that cross block edges, and a few of many blocks. */
+async function writeMixed(lab: RegionLab, seed: number, count: number): Promise<Map<string, Buffer>> {
+  const rnd = mulberry32(seed);
+  const va = await lab.open('a');
+  const files = new Map<string, Buffer>();
+  await va.mkdir('/mixed', { recursive: true });
+  for (let i = 0; i < count; i++) {
+    const kind = rnd();
+    const n = kind < 0.6 ? Math.floor(rnd() * 20 * KiB) + 1 : kind < 0.9 ? Math.floor(rnd() * 200 * KiB) + 1 : Math.floor(rnd() * 1024 * KiB) + 512 * KiB;
+    const data = pseudoRandom(n, seed * 1000 + i);
+    await va.writeFile(`/mixed/f${i}`, data);
+    files.set(`/mixed/f${i}`, data);
+  }
+  await va.close();
+  return files;
+}
+
+async function checkComplete(lab: RegionLab, files: Map<string, Buffer>): Promise<void> {
+  const blocks = await lab.liveBlocks();
+  assert.deepEqual(await badBlocks(lab.store('a'), blocks), [], 'every block in a, verifying');
+  assert.deepEqual(await badBlocks(lab.store('b'), blocks), [], 'every block in b, verifying');
+  const { meta } = await lab.tools();
+  for (const [id, s] of await meta.listSlices()) assert.deepEqual(s.copies, ['b'], `slice ${id} recorded as copied`);
+  // A client in b with a's bucket gone reads everything, byte for byte.
+  const down = new FaultStore(lab.store('a'), { seed: 1 });
+  down.setDown(true);
+  const vb = await lab.open('b', { stores: { a: new RetryStore(down, { attemptsMax: 1 }) } });
+  for (const [p, data] of files) assert.ok((await vb.readFile(p)).equals(data), p);
+  await vb.close();
+  const [st] = await replicationStatus(meta);
+  assert.equal(st?.backlog.blocks, 0);
+  assert.equal(st?.pending, 0);
+}
+
+function runCli(args: string[], killAfterMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, FERRY_DEBUG: '', FERRY_NO_PROGRESS: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (timer !== undefined) clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+describe('replicator killed with SIGKILL', () => {
+  let lab: RegionLab;
+  before(async () => {
+    ensureBuilt();
+    lab = await makeRegionLab();
+  });
+  after(() => lab.cleanup());
+
+  it('resumes after every kill and ends with every block in every bucket, verifying', async (t) => {
+    const files = await writeMixed(lab, 11, 60);
+    const total = (await lab.liveBlocks()).length;
+    const { engine } = await lab.tools();
+    const rnd = mulberry32(42);
+    // Throttled so that each run is killed mid-copy: the dataset takes several runs' worth of time.
+    const args = ['replicate', lab.metaUrl, '--once', '--parallel', '4', '--bwlimit', '1M'];
+    let kills = 0;
+    const progress: number[] = [];
+    for (let i = 0; i < 8 && kills < 6; i++) {
+      const r = await runCli(args, 500 + Math.floor(rnd() * 700));
+      if (r.signal === 'SIGKILL') kills++;
+      else assert.equal(r.code, 0, r.stderr);
+      const { meta } = await lab.tools();
+      progress.push([...(await meta.listSlices()).values()].filter((s) => s.copies !== undefined).length);
+    }
+    assert.ok(kills >= 5, `killed ${kills} times`);
+    // Work done before a kill is kept: the marked slices only grow.
+    for (let i = 1; i < progress.length; i++) assert.ok(progress[i]! >= progress[i - 1]!, `progress ${progress.join(' ')}`);
+    const final = await runCli(['replicate', lab.metaUrl, '--once', '--parallel', '8']);
+    assert.equal(final.code, 0, final.stderr);
+    const copiedLast = Number(/replicated \d+ slice\(s\), (\d+) block/.exec(final.stdout)?.[1]);
+    t.diagnostic(`${kills} kills; slices marked copied after each run: ${progress.join(' ')}; the last run copied ${copiedLast} of ${total} blocks`);
+    assert.ok(copiedLast < total, `the last run copied ${copiedLast} of ${total} blocks: earlier runs' work was kept`);
+    await checkComplete(lab, files);
+    const cp = await loadCheckpoint(engine, '*>*');
+    assert.equal(cp?.seq, await engine.lastSeq());
+    // And a run with nothing left to do copies nothing.
+    const idle = await runCli(['replicate', lab.metaUrl, '--once']);
+    assert.match(idle.stdout, /replicated 0 slice\(s\), 0 block/);
+  });
+});
+
+describe('replicator across a faulty link', () => {
+  it('replicates a mixed dataset completely and correctly through latency, failed calls, a blackout and truncated bodies', async (t) => {
+    const lab = await makeRegionLab();
+    try {
+      const files = await writeMixed(lab, 23, 50);
+      // The link's faults on both sides, scaled down 10x in time: latency 5-20 ms (50-200 ms), a 1 s blackout (10 s).
+      const faulty = (region: 'a' | 'b', seed: number): { fault: FaultStore; store: ObjectStore } => {
+        const fault = new FaultStore(lab.store(region), { seed, latencyMs: [5, 20], errorRate: 0.1, truncateRate: region === 'a' ? 0.1 : 0.05 });
+        return { fault, store: new RetryStore(fault, { attemptsMax: 4, backoffMsMin: 5, backoffMsMax: 100, callTimeoutMs: 5000 }) };
+      };
+      const a = faulty('a', 101);
+      const b = faulty('b', 202);
+      const { meta } = await lab.tools();
+      const { Replicator } = await import('../../src/region/replicate.js');
+      const rep = new Replicator({
+        meta,
+        stores: new Map([
+          ['a', a.store],
+          ['b', b.store],
+        ]),
+        parallel: 8,
+        retries: () => (a.store as RetryStore).stats().retries + (b.store as RetryStore).stats().retries,
+      });
+      const blackout = setTimeout(() => b.fault.blackout(1000), 300);
+      const r = await rep.runOnce({ stallMs: 20_000 });
+      clearTimeout(blackout);
+      assert.equal(r.pending, 0, 'nothing left pending');
+      const fa = a.fault.stats();
+      const fb = b.fault.stats();
+      assert.ok(fa.truncations > 0 && fa.errorsBefore + fa.errorsAfter > 0, `faults in a: ${JSON.stringify(fa)}`);
+      assert.ok(fb.refused > 0, `the blackout refused calls: ${JSON.stringify(fb)}`);
+      assert.ok(rep.stats.retries > 0);
+      t.diagnostic(`faults a ${JSON.stringify(fa)}; b ${JSON.stringify(fb)}; replicator ${JSON.stringify(rep.stats)}`);
+      await checkComplete(lab, files);
+    } finally {
+      await lab.cleanup();
+    }
+  });
+});
