@@ -291,7 +291,21 @@ function multiclient(engine: SharedEngine): void {
       }
     });
 
-    it('locks hold across clients', { skip: 'the engine has no locks yet (issue 3)' }, () => undefined);
+    it('locks hold across clients: fcntl ranges and flock, granted to another client after unlock', async () => {
+      await vol.writeFile('/locked', 'x');
+      const [a, b] = clients;
+      assert.equal(await a!.call('setlk', '/locked', 'o1', 'w', 0, 100), null);
+      const c = await b!.call<{ type: string; start: number; end: number } | null>('setlk', '/locked', 'o1', 'r', 50, 60);
+      assert.deepEqual(c && [c.type, c.start, c.end], ['w', 0, 100], 'the other client sees the write lock');
+      assert.equal(await b!.call('setlk', '/locked', 'o1', 'r', 100, 200), null, 'ranges that do not overlap coexist');
+      assert.equal(await a!.call('setlk', '/locked', 'o1', 'u', 0, 100), null);
+      assert.equal(await b!.call('setlk', '/locked', 'o1', 'w', 0, 100), null, 'granted once the holder unlocked');
+      assert.equal(await a!.call('flock', '/locked', 'f1', 'ex'), true);
+      assert.equal(await b!.call('flock', '/locked', 'f1', 'sh'), false);
+      assert.equal(await a!.call('flock', '/locked', 'f1', 'un'), true);
+      assert.equal(await b!.call('flock', '/locked', 'f1', 'sh'), true);
+      assert.equal(await a!.call('flock', '/locked', 'f2', 'sh'), true, 'shared with shared');
+    });
 
     it("a client killed with SIGKILL: a live client removes its session and its open-but-unlinked file", async () => {
       const meta = vol.vfs.meta;
