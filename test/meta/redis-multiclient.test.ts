@@ -40,9 +40,10 @@ async function unreachable(): Promise<string | undefined> {
 }
 
 /** Runs one client process; resolves to the JSON it printed. */
-function client(args: Array<string | number>): Promise<unknown> {
+function client(args: Array<string | number>, startAt = 0): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLIENT, ...args.map(String)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env, FERRY_START_AT: String(startAt) };
+    const child = spawn(process.execPath, ['--import', 'tsx', CLIENT, ...args.map(String)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), childTimeoutMs);
@@ -104,7 +105,9 @@ if (down !== undefined) {
       const dst = (await meta.mkdir(ROOT_CTX, ROOT_INO, 'dst', 0o777)).ino;
       const original = new Map<string, number>();
       for (let i = 0; i < files; i++) original.set(`g${i}`, (await meta.create(ROOT_CTX, src, `f${i}`, 0o644)).ino);
-      const results = (await Promise.all(Array.from({ length: PROCESSES }, (_, id) => client(['rename', url, id, files, src, dst])))) as number[][];
+      // All clients start renaming at one moment (process start-up under load varies by seconds).
+      const startAt = Date.now() + 3000;
+      const results = (await Promise.all(Array.from({ length: PROCESSES }, (_, id) => client(['rename', url, id, files, src, dst], startAt)))) as number[][];
       const done = results.flat().sort((x, y) => x - y);
       assert.deepEqual(
         done,
