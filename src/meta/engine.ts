@@ -5,6 +5,8 @@
  * Records are addressed by (kind, part, key): `kind` is one of the fixed record kinds below, `part` groups
  * records that are scanned together (a directory's entries, an inode's chunks), `key` names one record in its
  * part. Values are plain JSON values. Scans return one part's records in ascending key order (bytewise).
+ * Parts and keys never contain NUL (PostgreSQL text cannot hold it); callers validate names before they
+ * become keys.
  *
  *   kind       part         key          value
  *   setting    ''           name         the format record and other volume settings
@@ -74,14 +76,23 @@ export interface ScanOptions {
 export interface Txn {
   /** T is the caller's view of the stored JSON value (not checked at run time). */
   get<T = Json>(kind: Kind, part: string, key: string): Promise<T | undefined>;
-  /** value must be JSON-serializable (plain objects, arrays, strings, finite numbers, booleans). */
+  /**
+   * value must be JSON-serializable (plain objects, arrays, strings, finite numbers, booleans). The engine may
+   * keep the object until commit and hand it back to a later `get` of the same transaction: callers must not
+   * mutate a value after putting it, nor one they got (copy first).
+   */
   put(kind: Kind, part: string, key: string, value: object | string | number | boolean): void;
   del(kind: Kind, part: string, key: string): void;
   scan<T = Json>(kind: Kind, part: string, options?: ScanOptions): Promise<Array<[string, T]>>;
 }
 
 export interface TxnOptions {
-  /** The function does not write; engines may run it without taking write locks. */
+  /**
+   * The function does not write; engines may run it without taking write locks. Such a transaction is NOT a
+   * snapshot in any engine: each read sees the latest commit, so two reads may straddle another client's
+   * commit (a directory entry whose inode is already gone). Callers tolerate that; `snapshot` is the
+   * consistent read.
+   */
   readonly?: boolean;
 }
 
@@ -105,7 +116,7 @@ export interface MetaEngine {
   /**
    * Applies entries produced by another engine, in order, in one transaction, and appends them to this
    * engine's changelog under their own sequence numbers. Requires entries[0].seq === lastSeq() + 1 (or an
-   * empty engine seeded by `load` at that sequence); throws otherwise.
+   * engine seeded by `restore` at that sequence); throws otherwise.
    */
   applyLog(entries: LogEntry[]): Promise<void>;
   /**
@@ -113,7 +124,11 @@ export interface MetaEngine {
    * `onRecord` is awaited for back-pressure.
    */
   snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }>;
-  /** Replaces all content with records from a snapshot and sets the changelog to start after seq. */
+  /**
+   * Replaces all content with records from a snapshot and sets the changelog to start after seq. `records`
+   * is read once (engines do not retry it). Atomic on SQLite and PostgreSQL; on Redis a failure part-way leaves
+   * a partial volume (restore into an idle volume, then check).
+   */
   restore(records: AsyncIterable<LogOp>, seq: number): Promise<void>;
   /** Removes every record and the changelog (format --force). */
   reset(): Promise<void>;
