@@ -28,7 +28,7 @@ import { RetryStore } from '../src/object/retry.js';
 import { listAll, type ObjectStore } from '../src/object/store.js';
 import { Replicator } from '../src/region/replicate.js';
 import { mulberry32 } from '../src/util/random.js';
-import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, startS3Server } from '../test/helpers/s3server.js';
+import { rcloneEnv, startS3Server } from '../test/helpers/s3server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -134,17 +134,7 @@ try {
   // 3. rclone sync of the same objects.
   let rclone: { secs: number; got: { objects: number; bytes: number } } | undefined;
   if (spawnSync('rclone', ['version']).status === 0) {
-    const remote = (name: string, endpoint: string): Record<string, string> => ({
-      [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
-      [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
-      [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
-      [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: S3RVER_ACCESS_KEY,
-      [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: S3RVER_SECRET_KEY,
-      [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
-      [`RCLONE_CONFIG_${name}_REGION`]: 'us-east-1',
-    });
-    const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', serverA.endpoint), ...remote('DST', serverB.endpoint) };
-    delete env['AWS_CA_BUNDLE'];
+    const env = rcloneEnv(serverA.endpoint, serverB.endpoint);
     const r = await timed('rclone', ['sync', '--fast-list', 'SRC:a', 'DST:rclone'], env);
     const storeR = await openObjectStore(serverB.url('vol', 'rclone'));
     rclone = { secs: r.secs, got: await count(storeR, 'chunks/') };

@@ -16,7 +16,7 @@ import { S3Store } from '../src/object/s3.js';
 import { listAll } from '../src/object/store.js';
 import { Limiter } from '../src/util/limiter.js';
 import { mulberry32 } from '../src/util/random.js';
-import { S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, startS3Server, type S3Server } from '../test/helpers/s3server.js';
+import { rcloneEnv, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, startS3Server, type S3Server } from '../test/helpers/s3server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -102,18 +102,7 @@ try {
   let rcloneSecs: number | undefined;
   let rcloneGot: { objects: number; bytes: number } | undefined;
   if (spawnSync('rclone', ['version']).status === 0) {
-    const remote = (name: string, endpoint: string): Record<string, string> => ({
-      [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
-      [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
-      [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
-      [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: S3RVER_ACCESS_KEY,
-      [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: S3RVER_SECRET_KEY,
-      [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
-      [`RCLONE_CONFIG_${name}_REGION`]: 'us-east-1',
-    });
-    const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', srcServer.endpoint), ...remote('DST', dstServer.endpoint) };
-    // rclone's S3 backend fails at start when AWS_CA_BUNDLE names a bundle its HTTP transport cannot take.
-    delete env['AWS_CA_BUNDLE'];
+    const env = rcloneEnv(srcServer.endpoint, dstServer.endpoint);
     rcloneSecs = await timed('rclone', ['sync', 'SRC:src', 'DST:rclone'], env);
     rcloneGot = await count(dstServer, 'rclone');
   }

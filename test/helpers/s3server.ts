@@ -169,3 +169,24 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }
+
+/**
+ * Environment for `rclone` with remotes SRC and DST on two s3rver endpoints, configured by variables only
+ * (no config file). AWS_CA_BUNDLE is removed: rclone's S3 backend fails at start when it names a bundle its
+ * HTTP transport cannot take, as it does on these machines.
+ */
+export function rcloneEnv(src: string, dst: string): NodeJS.ProcessEnv {
+  const remote = (name: string, endpoint: string): Record<string, string> => ({
+    [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
+    [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
+    [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
+    [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: S3RVER_ACCESS_KEY,
+    [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: S3RVER_SECRET_KEY,
+    [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
+    [`RCLONE_CONFIG_${name}_REGION`]: 'us-east-1',
+  });
+  const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: '/dev/null', ...remote('SRC', src), ...remote('DST', dst) };
+  delete env['AWS_CA_BUNDLE'];
+  return env;
+}
+
