@@ -16,7 +16,7 @@
 import type { Command } from 'commander';
 import { ChunkStore } from '../chunk/store.js';
 import { CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
-import { listAll, type ObjectStore } from '../object/store.js';
+import { canSweepTemp, listAll, type ObjectStore } from '../object/store.js';
 import { deleteReleasedSlices } from '../region/deletion.js';
 import { openOtherRegionStores } from './region.js';
 import { forEachLimit, humanBytes, log, openTools, out, parseCount, parseDuration, type Tools } from './util.js';
@@ -53,6 +53,8 @@ export interface GcResult {
   leakedDeleted: number;
   young: number;
   foreign: number;
+  /** Temporary files of puts that never finished (killed writers), removed from the buckets. */
+  tempSwept: number;
 }
 
 export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResult> {
@@ -70,6 +72,7 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
     leakedDeleted: 0,
     young: 0,
     foreign: 0,
+    tempSwept: 0,
   };
 
   r.trashReleased = await meta.cleanTrash(now);
@@ -115,6 +118,8 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
     await bucket.delete(key);
     r.leakedDeleted++;
   });
+  // Half-written temporary files are never objects, so no reader can need them: swept without --delete.
+  for (const bucket of stores) if (canSweepTemp(bucket)) r.tempSwept += await bucket.sweepTemp(options.leakAgeMs);
   return r;
 }
 
@@ -125,6 +130,7 @@ export function gcSummary(r: GcResult, deleting: boolean): string {
     `leaked objects: ${r.leaked} (${humanBytes(r.leakedBytes)})${r.leaked === 0 ? '' : deleting ? `, ${r.leakedDeleted} deleted` : ', run with --delete to remove them'}`,
   ];
   if (r.young > 0) parts.push(`${r.young} unreferenced object(s) younger than the leak age skipped`);
+  if (r.tempSwept > 0) parts.push(`${r.tempSwept} temporary file(s) of unfinished puts removed`);
   if (r.foreign > 0) parts.push(`${r.foreign} object(s) under chunks/ that are not Ferry blocks left alone`);
   return `gc: ${parts.join('; ')}`;
 }

@@ -153,6 +153,31 @@ export class FileStore implements ObjectStore {
     return { objects, more: false };
   }
 
+  /** TempSweeper: removes temp files (of puts that never finished) older than olderThanMs. */
+  async sweepTemp(olderThanMs: number): Promise<number> {
+    this.enter(undefined, undefined);
+    let names: string[];
+    try {
+      names = await fs.readdir(this.tmpDir);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return 0;
+      throw err;
+    }
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for (const name of names) {
+      const file = path.join(this.tmpDir, name);
+      try {
+        if ((await fs.stat(file)).mtimeMs >= cutoff) continue; // a put may still be writing it
+        await fs.unlink(file);
+        removed++;
+      } catch (err) {
+        if (errorCode(err) !== 'ENOENT') throw err; // renamed into place or removed meanwhile
+      }
+    }
+    return removed;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
   }

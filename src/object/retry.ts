@@ -12,7 +12,7 @@
  * Every ObjectStore call is idempotent, so every call may be retried.
  */
 
-import { isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+import { canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 export interface RetryOptions {
   /** Attempts per call, the first included; default 5. */
@@ -101,6 +101,11 @@ export class RetryStore implements ObjectStore {
 
   list(prefix: string, options?: ListOptions): Promise<ListPage> {
     return this.call('list', prefix, options, (signal) => this.inner.list(prefix, { ...options, signal }));
+  }
+
+  /** TempSweeper, forwarded (0 when the inner store has no temp files). Not retried: the next gc sweeps again. */
+  sweepTemp(olderThanMs: number): Promise<number> {
+    return canSweepTemp(this.inner) ? this.inner.sweepTemp(olderThanMs) : Promise.resolve(0);
   }
 
   close(): Promise<void> {

@@ -57,6 +57,19 @@ export interface ObjectStore {
   close(): Promise<void>;
 }
 
+/**
+ * Optional capability of stores that stage puts in temporary files (the file store): remove the temporary
+ * files older than `olderThanMs` — left by writers killed mid-put, never visible as objects. Wrappers forward
+ * it. Returns how many were removed.
+ */
+export interface TempSweeper {
+  sweepTemp(olderThanMs: number): Promise<number>;
+}
+
+export function canSweepTemp(store: ObjectStore): store is ObjectStore & TempSweeper {
+  return typeof (store as Partial<TempSweeper>).sweepTemp === 'function';
+}
+
 export const LIST_LIMIT_MAX = 1000;
 export const KEY_BYTES_MAX = 1024;
 

@@ -319,6 +319,19 @@ describe('ls, cat, cp', () => {
 });
 
 describe('fsck and gc', () => {
+  it('gc removes temporary files of puts that never finished, once older than the leak age', () => {
+    const { meta, bucket } = newVolume();
+    const tmp = path.join(bucket, '.tmp');
+    mkdirSync(tmp, { recursive: true });
+    writeFileSync(path.join(tmp, 'stale'), 'half a block');
+    const twoHoursAgo = (Date.now() - 2 * 3_600_000) / 1000;
+    utimesSync(path.join(tmp, 'stale'), twoHoursAgo, twoHoursAgo);
+    writeFileSync(path.join(tmp, 'fresh'), 'a put in flight');
+    assert.match(ok(['gc', meta]), /1 temporary file\(s\) of unfinished puts removed/);
+    assert.deepEqual(readdirSync(tmp), ['fresh']);
+    assert.match(ok(['fsck', meta]), /volume is clean/);
+  });
+
   it('fsck warns about drifted usage counters (a client killed before its flush) and --repair recounts them', async () => {
     const { meta } = newVolume();
     const vol = await openVolume(meta, { heartbeatMs: 0 });
