@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isFsError } from '../../src/errors.js';
-import { compareKeys, type LogOp, type MetaEngine } from '../../src/meta/engine.js';
+import type { LogOp, MetaEngine } from '../../src/meta/engine.js';
 import { formatVolume, Meta } from '../../src/meta/meta.js';
 import type { SliceRef } from '../../src/meta/slices.js';
 import { SqliteEngine } from '../../src/meta/sqlite.js';
@@ -34,6 +34,7 @@ import {
   type SliceRefRec,
 } from '../../src/meta/types.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
+import { collect, iterate } from './engine-conformance.js';
 
 const SEED = Number(process.env['FERRY_SEED'] ?? randomSeed());
 console.log(`changelog tests: seed ${SEED} (replay with FERRY_SEED=${SEED})`);
@@ -52,22 +53,6 @@ async function freshEngine(): Promise<SqliteEngine> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-changelog-'));
   dirs.push(dir);
   return new SqliteEngine(join(dir, 'meta.db'), { create: true });
-}
-
-async function collect(engine: MetaEngine): Promise<{ records: LogOp[]; seq: number }> {
-  const records: LogOp[] = [];
-  const { seq } = await engine.snapshot((op) => {
-    records.push(op);
-  });
-  records.sort((a, b) => a[0].localeCompare(b[0]) || compareKeys(a[1], b[1]) || compareKeys(a[2], b[2]));
-  return { records, seq };
-}
-
-async function* iterate(records: LogOp[]): AsyncIterable<LogOp> {
-  for (const r of records) {
-    await Promise.resolve();
-    yield r;
-  }
 }
 
 /** Copies A's changelog after `from` into `to`, in batches. */

@@ -823,7 +823,7 @@ async function sampleWorkload(engine: MetaEngine, tag = 'first'): Promise<void> 
 }
 
 /** A snapshot as records sorted by (kind, part, key), so engines that order kinds differently compare equal. */
-async function collect(engine: MetaEngine): Promise<{ records: LogOp[]; seq: number }> {
+export async function collect(engine: MetaEngine): Promise<{ records: LogOp[]; seq: number }> {
   const records: LogOp[] = [];
   const { seq } = await engine.snapshot((op) => {
     records.push(op);
@@ -835,7 +835,8 @@ function sortOps(ops: LogOp[]): LogOp[] {
   return [...ops].sort((a, b) => a[0].localeCompare(b[0]) || compareKeys(a[1], b[1]) || compareKeys(a[2], b[2]));
 }
 
-async function* iterate(records: LogOp[]): AsyncIterable<LogOp> {
+/** Records as the async iterable `restore` takes. */
+export async function* iterate(records: LogOp[]): AsyncIterable<LogOp> {
   for (const r of records) {
     await Promise.resolve();
     yield r;

@@ -16,14 +16,14 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { isFsError, UsageError } from '../../src/errors.js';
-import { compareKeys, type LogOp, type MetaEngine } from '../../src/meta/engine.js';
+import type { LogOp, MetaEngine } from '../../src/meta/engine.js';
 import { formatVolume, Meta } from '../../src/meta/meta.js';
 import { openRedisEngine, parseRedisUrl, RedisEngine, txnAttemptsMax } from '../../src/meta/redis.js';
 import { openMetaEngine } from '../../src/meta/registry.js';
 import { SqliteEngine } from '../../src/meta/sqlite.js';
 import { ROOT_CTX, ROOT_INO } from '../../src/meta/types.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
-import { metaEngineConformance } from './engine-conformance.js';
+import { collect, iterate, metaEngineConformance } from './engine-conformance.js';
 
 const REDIS_URL = process.env['FERRY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379/11';
 
@@ -436,18 +436,3 @@ function suites(): void {
   }
 }
 
-async function collect(engine: MetaEngine): Promise<{ records: LogOp[]; seq: number }> {
-  const records: LogOp[] = [];
-  const { seq } = await engine.snapshot((op) => {
-    records.push(op);
-  });
-  records.sort((a, b) => a[0].localeCompare(b[0]) || compareKeys(a[1], b[1]) || compareKeys(a[2], b[2]));
-  return { records, seq };
-}
-
-async function* iterate(records: LogOp[]): AsyncIterable<LogOp> {
-  for (const r of records) {
-    await Promise.resolve();
-    yield r;
-  }
-}
