@@ -127,10 +127,13 @@ export class Vfs {
   }
 
   private async walk(ctx: Ctx, start: number, names: readonly string[], followLast: boolean, links: { n: number }): Promise<Attr> {
-    let cur = await this.meta.getattrCached(start);
+    // The start's own attributes are read only to return them: lookup checks that a parent is a directory
+    // the caller may search, so reading them first would cost every walk a round trip for nothing.
+    if (names.length === 0) return this.meta.getattrCached(start);
+    let cur: Attr | undefined;
     for (let i = 0; i < names.length; i++) {
-      if (cur.type !== 'dir') throw new FsError('ENOTDIR');
-      const parentIno = cur.ino;
+      if (cur !== undefined && cur.type !== 'dir') throw new FsError('ENOTDIR');
+      const parentIno = cur?.ino ?? start;
       const next = await this.meta.lookup(ctx, parentIno, names[i]!);
       const last = i === names.length - 1;
       if (next.type === 'symlink' && (!last || followLast)) {
@@ -145,7 +148,7 @@ export class Vfs {
       }
       cur = next;
     }
-    return cur;
+    return cur!;
   }
 
   // ---------------------------------------------------------------- attributes
