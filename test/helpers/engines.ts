@@ -15,6 +15,8 @@ import pg from 'pg';
 
 export interface SharedEngine {
   name: 'redis' | 'postgres';
+  /** The server's URL (Redis: with the database; PostgreSQL: database `test`), without a volume location. */
+  base: string;
   /** Undefined when the server answers; otherwise why not, and what to do. */
   unreachable(): Promise<string | undefined>;
   /** A metadata URL no other test uses, and a cleanup that removes everything stored under it. */
@@ -25,6 +27,7 @@ export function redisEngine(db: number): SharedEngine {
   const base = `redis://${process.env['FERRY_TEST_REDIS_HOST'] ?? '127.0.0.1:6379'}/${db}`;
   return {
     name: 'redis',
+    base,
     async unreachable() {
       const r = new Redis(base, { lazyConnect: true, retryStrategy: () => null, connectTimeout: 3000, maxRetriesPerRequest: 0 });
       let last: Error | undefined;
@@ -67,6 +70,7 @@ export function postgresEngine(): SharedEngine {
   const admin = (): pg.Client => new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
   return {
     name: 'postgres',
+    base,
     async unreachable() {
       const c = admin();
       try {

@@ -21,34 +21,13 @@ import { parsePostgresUrl, PostgresEngine, SNAPSHOT_PAGE_ROWS, TXN_ATTEMPTS_MAX 
 import { openMetaEngine } from '../../src/meta/registry.js';
 import { SqliteEngine } from '../../src/meta/sqlite.js';
 import { ROOT_CTX, ROOT_INO } from '../../src/meta/types.js';
+import { forEachEngine, postgresEngine } from '../helpers/engines.js';
 import { metaEngineConformance } from './engine-conformance.js';
 
-const PG_URL = process.env.FERRY_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const PG = postgresEngine();
+const PG_URL = PG.base;
 
-async function unreachable(): Promise<string | undefined> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  try {
-    await c.connect();
-    await c.query('SELECT 1');
-    return undefined;
-  } catch (err) {
-    return String(err);
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-}
-
-const down = await unreachable();
-if (down !== undefined) {
-  const message = `PostgreSQL is not reachable at ${PG_URL} (${down}): start PostgreSQL on 127.0.0.1:5432 (trust auth, database "test") or set FERRY_TEST_POSTGRES_URL`;
-  if (process.env.CI === 'true') {
-    it('PostgreSQL is reachable', () => assert.fail(message));
-  } else {
-    it('PostgreSQL engine', { skip: message }, () => undefined);
-  }
-} else {
-  suites();
-}
+await forEachEngine([PG], () => suites());
 
 function suites(): void {
   const admin = new pg.Pool({ connectionString: PG_URL, max: 2 });

@@ -3,7 +3,7 @@
  * one directory lose nothing and never share an inode id, concurrent renames of the same names each happen
  * exactly once, and a read-modify-write counter loses no increment while the changelog stays gapless.
  *
- * Needs Redis on 127.0.0.1:6379 (database 11; FERRY_TEST_REDIS_URL overrides); skips without it, fails under
+ * Needs Redis on 127.0.0.1:6379 (database 11; FERRY_TEST_REDIS_HOST=host:port overrides); skips without it, fails under
  * CI=true.
  */
 
@@ -16,28 +16,15 @@ import { Redis } from 'ioredis';
 import { formatVolume, Meta } from '../../src/meta/meta.js';
 import { openRedisEngine, type RedisEngine } from '../../src/meta/redis.js';
 import { ROOT_CTX, ROOT_INO } from '../../src/meta/types.js';
+import { forEachEngine, redisEngine } from '../helpers/engines.js';
 
-const REDIS_URL = process.env['FERRY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379/11';
+const REDIS = redisEngine(11);
+const REDIS_URL = REDIS.base;
 const CLIENT = fileURLToPath(new URL('../fixtures/redis-meta-client.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PROCESSES = 4;
 /** A child that takes longer than this is killed and fails the test. */
 const childTimeoutMs = 30_000;
-
-async function unreachable(): Promise<string | undefined> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, retryStrategy: () => null, connectTimeout: 3000, maxRetriesPerRequest: 0 });
-  let last: Error | undefined;
-  r.on('error', (err: Error) => (last = err));
-  try {
-    await r.connect();
-    await r.ping();
-    return undefined;
-  } catch (err) {
-    return String(last ?? err);
-  } finally {
-    r.disconnect();
-  }
-}
 
 /** Runs one client process; resolves to the JSON it printed. */
 function client(args: Array<string | number>, startAt = 0): Promise<unknown> {
@@ -58,12 +45,7 @@ function client(args: Array<string | number>, startAt = 0): Promise<unknown> {
   });
 }
 
-const down = await unreachable();
-if (down !== undefined) {
-  const message = `Redis is not reachable at ${REDIS_URL} (${down}): start redis-server on 127.0.0.1:6379 or set FERRY_TEST_REDIS_URL`;
-  if (process.env['CI'] === 'true') it('Redis is reachable', () => assert.fail(message));
-  else it('Redis multi-process clients', { skip: message }, () => undefined);
-} else {
+await forEachEngine([REDIS], () => {
   describe(`${PROCESSES} client processes on one Redis volume`, () => {
     const prefix = `ferrytest-mc-${randomBytes(4).toString('hex')}`;
     const url = `${REDIS_URL}?prefix=${prefix}`;
@@ -148,4 +130,4 @@ if (down !== undefined) {
       );
     });
   });
-}
+});

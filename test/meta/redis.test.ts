@@ -3,7 +3,7 @@
  * while writers run), and what is specific to Redis (URLs, key isolation, optimistic retries, 64-bit
  * replies).
  *
- * Needs Redis on 127.0.0.1:6379 (database 11; override with FERRY_TEST_REDIS_URL). Every engine gets its own
+ * Needs Redis on 127.0.0.1:6379 (database 11; FERRY_TEST_REDIS_HOST=host:port overrides). Every engine gets its own
  * key prefix ferrytest-<run>-<n>, whose keys are deleted afterwards. Without a server the tests skip, except
  * under CI=true where they fail.
  */
@@ -23,36 +23,13 @@ import { openMetaEngine } from '../../src/meta/registry.js';
 import { SqliteEngine } from '../../src/meta/sqlite.js';
 import { ROOT_CTX, ROOT_INO } from '../../src/meta/types.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
+import { forEachEngine, redisEngine } from '../helpers/engines.js';
 import { collect, iterate, metaEngineConformance } from './engine-conformance.js';
 
-const REDIS_URL = process.env['FERRY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379/11';
+const REDIS = redisEngine(11);
+const REDIS_URL = REDIS.base;
 
-async function unreachable(): Promise<string | undefined> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, retryStrategy: () => null, connectTimeout: 3000, maxRetriesPerRequest: 0 });
-  let last: Error | undefined;
-  r.on('error', (err: Error) => (last = err));
-  try {
-    await r.connect();
-    await r.ping();
-    return undefined;
-  } catch (err) {
-    return String(last ?? err);
-  } finally {
-    r.disconnect();
-  }
-}
-
-const down = await unreachable();
-if (down !== undefined) {
-  const message = `Redis is not reachable at ${REDIS_URL} (${down}): start redis-server on 127.0.0.1:6379 or set FERRY_TEST_REDIS_URL`;
-  if (process.env['CI'] === 'true') {
-    it('Redis is reachable', () => assert.fail(message));
-  } else {
-    it('Redis engine', { skip: message }, () => undefined);
-  }
-} else {
-  suites();
-}
+await forEachEngine([REDIS], () => suites());
 
 function suites(): void {
   const run = randomBytes(4).toString('hex');
