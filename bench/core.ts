@@ -5,8 +5,12 @@
  *   create (1 KiB each) / stat / unlink of 10,000 small files, one at a time and 16 at a time (ops/s);
  *   creating empty files (metadata only) one at a time
  *   peak RSS while the SDK writes a 4 GiB file
+ *   random 4 KiB reads of a 1 GiB file (IOPS, one at a time and 16 at a time) and a sequential read of it, on
+ *   fresh clients with a 64 MiB memory cache: whole-block reads (rangeReadBytesMax 0, as before stripes) beside
+ *   ranged reads of stripes (the default), each the mean of two runs in the order whole, ranged, ranged, whole
  *
- * Not a test: it asserts nothing, it prints a table. Sizes can be scaled down with BENCH_SCALE=0.25.
+ * Not a test: it asserts nothing, it prints a table. Sizes can be scaled down with BENCH_SCALE=0.25;
+ * BENCH_ONLY=reads runs only the read comparison.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -22,6 +26,13 @@ const BIG = Math.max(64, Math.round(1024 * scale)) * MiB;
 const HUGE = Math.max(256, Math.round(4096 * scale)) * MiB;
 const FILES = Math.max(1000, Math.round(10_000 * scale));
 const REQ = MiB;
+const RANDOM_IO = 4096;
+/** Each random-read measurement runs this long (or RANDOM_OPS_MAX reads). */
+const RANDOM_SECONDS = Number(process.env.BENCH_RANDOM_SECONDS ?? '4');
+const RANDOM_OPS_MAX = 200_000;
+const RANDOM_MEM_CACHE_BYTES = 64 * MiB;
+/** BENCH_ONLY=reads: only the random and sequential read comparison. */
+const ONLY_READS = process.env.BENCH_ONLY === 'reads';
 
 interface FsLike {
   name: string;
@@ -152,6 +163,81 @@ async function peakRss(vol: Volume): Promise<{ peakMiB: number; mibps: number }>
   return { peakMiB: peak / MiB, mibps: HUGE / MiB / secs };
 }
 
+/** Reads of RANDOM_IO bytes at seeded random aligned offsets for RANDOM_SECONDS; IOPS. */
+async function randomIops(fileBytes: number, parallel: number, read: (buf: Buffer, pos: number) => Promise<void>): Promise<number> {
+  let x = 0x9e3779b9;
+  const next = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % Math.floor(fileBytes / RANDOM_IO);
+  };
+  const deadline = performance.now() + RANDOM_SECONDS * 1000;
+  let ops = 0;
+  const t = performance.now();
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      const buf = Buffer.allocUnsafe(RANDOM_IO);
+      while (performance.now() < deadline && ops < RANDOM_OPS_MAX) {
+        ops++;
+        await read(buf, next() * RANDOM_IO);
+      }
+    }),
+  );
+  return ops / ((performance.now() - t) / 1000);
+}
+
+type ReadRow = 'random read 4 KiB (IOPS)' | 'random read 4 KiB x16 (IOPS)' | 'sequential read 1 GiB (MiB/s)';
+const READ_ROWS: readonly ReadRow[] = ['random read 4 KiB (IOPS)', 'random read 4 KiB x16 (IOPS)', 'sequential read 1 GiB (MiB/s)'];
+
+/** One read row on a fresh client (cold memory cache); rangeReadBytesMax 0: whole blocks only. */
+async function readRow(metaUrl: string, row: ReadRow, rangeReadBytesMax: number | undefined): Promise<number> {
+  const vol = await openVolume(metaUrl, {
+    uid: 0,
+    gid: 0,
+    memCacheBytes: RANDOM_MEM_CACHE_BYTES,
+    ...(rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax }),
+  });
+  try {
+    if (row === 'sequential read 1 GiB (MiB/s)') return BIG / MiB / (await timed(() => ferry(vol).readBig('/rand', Buffer.allocUnsafe(REQ))));
+    const fh = await vol.open('/rand', 'r');
+    try {
+      return await randomIops(BIG, row === 'random read 4 KiB (IOPS)' ? 1 : 16, async (buf, pos) => {
+        await fh.read(buf, 0, buf.length, pos);
+      });
+    } finally {
+      await fh.close();
+    }
+  } finally {
+    await vol.close();
+  }
+}
+
+/**
+ * Each read row whole-block and ranged, in the order whole, ranged, ranged, whole (the mean of two runs each),
+ * so that a load that drifts during the run favours neither.
+ */
+async function readRows(metaUrl: string): Promise<{ whole: Record<string, number>; ranged: Record<string, number> }> {
+  const whole: Record<string, number> = {};
+  const ranged: Record<string, number> = {};
+  for (const row of READ_ROWS) {
+    const w1 = await readRow(metaUrl, row, 0);
+    const r1 = await readRow(metaUrl, row, undefined);
+    const r2 = await readRow(metaUrl, row, undefined);
+    const w2 = await readRow(metaUrl, row, 0);
+    whole[row] = (w1 + w2) / 2;
+    ranged[row] = (r1 + r2) / 2;
+  }
+  return { whole, ranged };
+}
+
+function printTable(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log(line(head));
+  for (const r of rows) console.log(line(r));
+}
+
 async function main(): Promise<void> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-'));
   try {
@@ -167,16 +253,36 @@ async function main(): Promise<void> {
 
     console.log(`ferry bench: ${os.cpus().length} cores, Node ${process.version}, dir ${root}`);
     console.log(`files: ${BIG / MiB} MiB big file, ${FILES} small files, ${HUGE / MiB} MiB for RSS\n`);
-    const base = await run(nodeFs(plain));
-    const mine = await run(ferry(vol));
-    const rows = Object.keys(base).map((k) => [k, base[k]!.toFixed(0), mine[k]!.toFixed(0), `${((mine[k]! / base[k]!) * 100).toFixed(0)} %`]);
-    const head = ['', 'node:fs', 'ferry', 'ferry/node'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-    console.log(line(head));
-    for (const r of rows) console.log(line(r));
+    if (!ONLY_READS) {
+      const base = await run(nodeFs(plain));
+      const mine = await run(ferry(vol));
+      const rows = Object.keys(base).map((k) => [k, base[k]!.toFixed(0), mine[k]!.toFixed(0), `${((mine[k]! / base[k]!) * 100).toFixed(0)} %`]);
+      printTable(['', 'node:fs', 'ferry', 'ferry/node'], rows);
+    }
+
+    // Random reads: one 1 GiB file, read by fresh clients (cold memory cache) whole-block and ranged.
+    await ferry(vol).writeBig('/rand', BIG, randomBytes(REQ));
+    await nodeFs(plain).writeBig('/rand', BIG, randomBytes(REQ));
+    const nfh = await fs.open(path.join(plain, 'rand'), 'r');
+    const nodeRows: Record<string, number> = {};
+    for (const parallel of [1, 16]) {
+      nodeRows[`random read 4 KiB${parallel === 1 ? '' : ` x${parallel}`} (IOPS)`] = await randomIops(BIG, parallel, async (buf, pos) => {
+        await nfh.read(buf, 0, buf.length, pos);
+      });
+    }
+    nodeRows['sequential read 1 GiB (MiB/s)'] = BIG / MiB / (await timed(() => nodeFs(plain).readBig('/rand', Buffer.allocUnsafe(REQ))));
+    await nfh.close();
+    const { whole, ranged } = await readRows(metaUrl);
+    console.log(`\n${BIG / MiB} MiB file, 4 MiB blocks, file:// bucket, ${RANDOM_MEM_CACHE_BYTES / MiB} MiB memory cache, fresh client per run:`);
+    printTable(
+      ['', 'node:fs', 'whole blocks', 'ranged', 'ranged/whole'],
+      Object.keys(whole).map((k) => [k, nodeRows[k]!.toFixed(0), whole[k]!.toFixed(0), ranged[k]!.toFixed(0), `${((ranged[k]! / whole[k]!) * 100).toFixed(0)} %`]),
+    );
+    await vol.unlink('/rand');
+    await fs.unlink(path.join(plain, 'rand'));
     // RSS is measured on a freshly opened volume, so the read cache filled above does not count.
     await vol.close();
+    if (ONLY_READS) return;
     const fresh = await openVolume(metaUrl, { uid: 0, gid: 0 });
     const before = process.memoryUsage().rss / MiB;
     const rss = await peakRss(fresh);

@@ -29,3 +29,23 @@ export interface BlockCache {
   /** Idempotent. A disk cache flushes its index so that entries survive a restart. */
   close(): Promise<void>;
 }
+
+/** Plain bytes [start, start + data.length) of a block. */
+export interface BlockPart {
+  data: Buffer;
+  start: number;
+}
+
+/**
+ * Optional capability of caches that can read part of a block (the disk cache: its files use the block codec,
+ * whose version 2 is striped). `getRange` returns verified plain bytes covering [from, to) of the block `key`
+ * of `plainBytes` bytes — possibly more, with their start — or undefined on a miss, under the same promises as
+ * `get` (a copy that fails verification is dropped and counted, never returned).
+ */
+export interface RangedBlockCache {
+  getRange(key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | undefined>;
+}
+
+export function canGetRange(cache: BlockCache): cache is BlockCache & RangedBlockCache {
+  return typeof (cache as Partial<RangedBlockCache>).getRange === 'function';
+}

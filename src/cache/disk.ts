@@ -6,8 +6,10 @@
  *     00/ .. ff/       block files, named by the first 128 bits of sha256(key) in hex; subdirectory = its first
  *                      two hex digits
  *
- *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none')
+ *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none')  (codec version 2, striped;
+ *                files written before version 2 hold version 1 and still read)
  *
+ * `getRange` reads only the key, the block header and the stripes a small read needs, and verifies those.
  * Every file carries its key and the block codec's checksummed header, so a get verifies what it read; a file
  * that fails (bit rot, a torn write after a crash, a misplaced file) is deleted, counted in `corrupt` and
  * reported as a miss. Nothing is fsynced: verification makes a torn file harmless.
@@ -27,11 +29,11 @@
 
 import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BLOCK_HEADER_BYTES, decodeBlock, encodeBlock } from '../chunk/codec.js';
+import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, stripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError } from '../errors.js';
-import type { BlockCache, CacheStats } from './cache.js';
+import type { BlockCache, BlockPart, CacheStats, RangedBlockCache } from './cache.js';
 import { checkCapacityBytes } from './memory.js';
 
 export interface DiskBlockCacheOptions {
@@ -80,6 +82,8 @@ interface WriteJob {
   entry: Entry;
   prefix: Buffer;
   block: Buffer;
+  /** The plain bytes at the end of `block`. */
+  dataBytes: number;
 }
 
 function nameOf(key: string): string {
@@ -96,17 +100,50 @@ function optionInt(name: string, v: number | undefined, dflt: number, min: numbe
   return v;
 }
 
-/** The data in a block file, or CorruptBlockError. */
-function decodeFile(file: Buffer, key: string): Buffer {
+/** Checks that a block file (or its first bytes) names `key`; returns where the encoded block starts. */
+function checkFileKey(file: Buffer, key: string): number {
   if (file.length < 2) throw new CorruptBlockError(key, 'cache file too short');
   const keyBytes = file.readUInt16LE(0);
   if (file.length < 2 + keyBytes || file.toString('utf8', 2, 2 + keyBytes) !== key) {
     throw new CorruptBlockError(key, 'cache file holds another key');
   }
-  return decodeBlock(file.subarray(2 + keyBytes), key);
+  return 2 + keyBytes;
 }
 
-export class DiskBlockCache implements BlockCache {
+/**
+ * Plain bytes covering [from, to) of the block in an open block file of `key` (codec version 2: the header and
+ * the covering stripes are read and verified), 'whole' for a version 1 file (it can only be read whole), or
+ * CorruptBlockError.
+ */
+async function readFileRange(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | 'whole'> {
+  const headBytes = 2 + Buffer.byteLength(key, 'utf8') + blockHeaderBytes(plainBytes);
+  const head = await readAt(fh, headBytes, 0);
+  const at = checkFileKey(head, key);
+  const header = decodeBlockHeader(head.subarray(at), key, plainBytes);
+  if (header === undefined) return 'whole';
+  const span = stripeSpan(plainBytes, from, to);
+  const data = await readAt(fh, span.length, at + span.offset);
+  return { data: decodeStripes(header, span, data, key), start: span.plainStart };
+}
+
+/** Up to `bytes` bytes at `position` (fewer at the end of the file). */
+async function readAt(fh: FileHandle, bytes: number, position: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(bytes);
+  let filled = 0;
+  while (filled < bytes) {
+    const { bytesRead } = await fh.read(buf, filled, bytes - filled, position + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buf.subarray(0, filled);
+}
+
+/** The data in a block file, or CorruptBlockError. */
+function decodeFile(file: Buffer, key: string): Buffer {
+  return decodeBlock(file.subarray(checkFileKey(file, key)), key);
+}
+
+export class DiskBlockCache implements BlockCache, RangedBlockCache {
   readonly dir: string;
   readonly capacityBytes: number;
   readonly freeSpaceFloorRatio: number;
@@ -197,7 +234,7 @@ export class DiskBlockCache implements BlockCache {
       if (job.entry.key !== key) return this.#miss();
       this.#hits++;
       this.#touch(job.entry);
-      return Buffer.from(job.block.subarray(BLOCK_HEADER_BYTES));
+      return Buffer.from(job.block.subarray(job.block.length - job.dataBytes));
     }
     const entry = this.#index.get(name);
     if (entry === undefined && (!this.#scanning || this.#removedDuringScan.has(name))) return this.#miss();
@@ -240,11 +277,66 @@ export class DiskBlockCache implements BlockCache {
     return data;
   }
 
+  /**
+   * Plain bytes covering [from, to) of block `key` (`plainBytes` long, as its key says): for a file in codec
+   * version 2, only its header and the covering stripes are read and verified; a version 1 file (written before)
+   * is read whole. Misses, hits and damage are handled and counted as in `get`.
+   */
+  async getRange(key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | undefined> {
+    if (this.#closed) return this.#miss();
+    const name = nameOf(key);
+    const job = this.#pending.get(name);
+    if (job !== undefined) {
+      if (job.entry.key !== key || job.dataBytes !== plainBytes) return this.#miss();
+      this.#hits++;
+      this.#touch(job.entry);
+      const span = stripeSpan(plainBytes, from, to);
+      const plain = job.block.subarray(job.block.length - job.dataBytes);
+      return { data: Buffer.from(plain.subarray(span.plainStart, span.plainEnd)), start: span.plainStart };
+    }
+    const entry = this.#index.get(name);
+    // Not yet seen by the startup scan: the whole get handles that (it indexes what it finds).
+    if (entry === undefined) return this.#scanning && !this.#removedDuringScan.has(name) ? this.#whole(key) : this.#miss();
+    if (entry.key !== undefined && entry.key !== key) return this.#miss();
+    let part: BlockPart | 'whole';
+    try {
+      const fh = await open(this.#pathOf(name), 'r');
+      try {
+        part = await readFileRange(fh, key, plainBytes, from, to);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if (err instanceof CorruptBlockError) {
+        this.#corrupt++;
+        // Unlink only the copy we read: a newer put under the name will replace the file itself.
+        if (this.#index.get(name) === entry) await this.#drop(entry, true);
+      } else if (isErrno(err, 'ENOENT')) {
+        if (this.#index.get(name) === entry) void this.#drop(entry, false);
+      } else {
+        this.#backgroundError(err, 'read');
+      }
+      return this.#miss();
+    }
+    if (part === 'whole') return this.#whole(key);
+    this.#hits++;
+    if (this.#index.get(name) === entry) {
+      entry.key = key;
+      this.#touch(entry);
+    }
+    return part;
+  }
+
+  async #whole(key: string): Promise<BlockPart | undefined> {
+    const data = await this.get(key);
+    return data === undefined ? undefined : { data, start: 0 };
+  }
+
   async put(key: string, data: Buffer): Promise<void> {
     if (this.#closed) return;
     const name = nameOf(key);
     const keyBytes = Buffer.byteLength(key, 'utf8');
-    const fileBytes = 2 + keyBytes + BLOCK_HEADER_BYTES + data.length;
+    const fileBytes = 2 + keyBytes + blockHeaderBytes(data.length) + data.length;
     let ok = fileBytes <= this.capacityBytes && keyBytes <= KEY_BYTES_MAX;
     // Frame (and so copy) before any await: the caller may reuse its buffer once put returns.
     const block = ok ? encodeBlock(data, 'none') : undefined;
@@ -265,7 +357,7 @@ export class DiskBlockCache implements BlockCache {
     prefix.writeUInt16LE(keyBytes, 0);
     prefix.write(key, 2, 'utf8');
     const entry: Entry = { name, key, bytes: fileBytes };
-    const job: WriteJob = { entry, prefix, block };
+    const job: WriteJob = { entry, prefix, block, dataBytes: data.length };
     this.#index.set(name, entry);
     this.#bytes += fileBytes;
     this.#pending.set(name, job);

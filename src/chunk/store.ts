@@ -15,6 +15,19 @@
  * through to the next bucket; the read fails only when no bucket gave a good copy, with an error naming what
  * each bucket said. Without a source (one region) the path is the one above, unchanged.
  *
+ * Small reads of uncompressed blocks fetch only the stripes they need (chunk/codec.ts, version 2): a read of
+ * at most `rangeReadBytesMax` bytes of a block that is in neither cache, and that no one is fetching whole,
+ *
+ *   memory (whole block, then each stripe) -> disk (whole block) -> bucket: GET the stripes, plus the header
+ *   unless its verified stripe table is remembered -> verify each stripe -> memory cache, one entry a stripe
+ *
+ * falling through the buckets of a source like a whole block. Read-ahead and larger reads fetch whole blocks
+ * (so sequential reads cost what they did); a version 1 block (compressed, or written before version 2) is
+ * found out from its header and read whole. Stripes go to the memory cache only: the disk cache holds whole
+ * blocks, so with a disk cache a ranged read also fetches its whole block into the caches in the background
+ * (at most CACHE_FILLS_IN_FLIGHT_MAX at once, else not at all): a working set read at random still ends up
+ * on local disk, without the reads waiting for whole blocks.
+ *
  * Slices are cut into blocks relative to the slice's own start, so full blocks can be uploaded before the
  * slice's final size is known (the key names the block's length, not the slice's):
  *
@@ -22,10 +35,24 @@
  */
 
 import { CorruptBlockError, FsError } from '../errors.js';
-import type { BlockCache } from '../cache/cache.js';
-import { BLOCK_HEADER_BYTES, decodeBlock, encodeBlock, encodeBlockFramed, type Compression } from './codec.js';
+import { canGetRange, type BlockCache } from '../cache/cache.js';
+import {
+  BLOCK_STRIPE_BYTES,
+  blockFrameBytes,
+  blockHeaderBytes,
+  blockStripes,
+  decodeBlock,
+  decodeBlockHeader,
+  decodeStripes,
+  encodeBlock,
+  encodeBlockFramed,
+  stripeSpan,
+  type Compression,
+  type StripeSpan,
+  type StripedHeader,
+} from './codec.js';
 import { blockKey } from './keys.js';
-import type { ObjectStore } from '../object/store.js';
+import type { GetOptions, ObjectStore } from '../object/store.js';
 import { ObjectNotFoundError } from '../object/store.js';
 import { SingleFlight } from '../util/singleflight.js';
 
@@ -60,6 +87,24 @@ export interface ChunkStoreOptions {
   diskCache?: BlockCache | undefined;
   /** Also put written blocks into the disk cache (a reader soon after a writer on this client). */
   cacheWrites?: boolean;
+  /**
+   * Reads of at most this many bytes of one uncached block fetch only the stripes they need; default a
+   * quarter of `blockBytes`; 0: every read fetches whole blocks.
+   */
+  rangeReadBytesMax?: number;
+  /** A ranged fetch covers at least this many bytes (whole stripes, forward from the read); default one stripe. */
+  rangeFetchBytesMin?: number;
+}
+
+/** Verified stripe tables remembered for ranged reads (at most 4 KiB each, 280 bytes for a 4 MiB block). */
+export const STRIPE_TABLES_MAX = 4096;
+/** Background whole-block fetches into the disk cache after ranged reads. */
+export const CACHE_FILLS_IN_FLIGHT_MAX = 2;
+
+/** Bytes [start, start + data.length) of a block's plain bytes. */
+interface Part {
+  data: Buffer;
+  start: number;
 }
 
 export interface ChunkStats {
@@ -70,6 +115,13 @@ export interface ChunkStats {
   corrupt: number;
   memHits: number;
   diskHits: number;
+  /** Ranged fetches (stripes of a block) and the object bytes they read, headers included. */
+  rangesRead: number;
+  rangeBytesRead: number;
+  /** Small reads served from stripes in the memory cache. */
+  stripeHits: number;
+  /** Whole blocks fetched into the disk cache in the background after ranged reads. */
+  cacheFills: number;
 }
 
 export class ChunkStore {
@@ -81,8 +133,28 @@ export class ChunkStore {
   private readonly mem: BlockCache | undefined;
   private readonly disk: BlockCache | undefined;
   private readonly cacheWrites: boolean;
+  /** Space that putFramed callers reserve in front of a block's plain bytes (blockFrameBytes). */
+  readonly frameBytes: number;
+  private readonly rangeReadBytesMax: number;
+  private readonly rangeFetchStripesMin: number;
   private readonly flights = new SingleFlight<string, Buffer>();
-  readonly stats: ChunkStats = { blocksRead: 0, bytesRead: 0, blocksWritten: 0, bytesWritten: 0, corrupt: 0, memHits: 0, diskHits: 0 };
+  private readonly rangeFlights = new SingleFlight<string, Part>();
+  /** `region \0 key` -> the block's verified stripe table, or 'whole' for a version 1 block; least recent first. */
+  private readonly tables = new Map<string, StripedHeader | 'whole'>();
+  readonly stats: ChunkStats = {
+    blocksRead: 0,
+    bytesRead: 0,
+    blocksWritten: 0,
+    bytesWritten: 0,
+    corrupt: 0,
+    memHits: 0,
+    diskHits: 0,
+    rangesRead: 0,
+    rangeBytesRead: 0,
+    stripeHits: 0,
+    cacheFills: 0,
+  };
+  private readonly fills = new Map<string, Promise<void>>();
 
   constructor(options: ChunkStoreOptions) {
     this.store = options.store;
@@ -93,6 +165,13 @@ export class ChunkStore {
     this.mem = options.memCache;
     this.disk = options.diskCache;
     this.cacheWrites = options.cacheWrites ?? false;
+    this.frameBytes = blockFrameBytes(this.blockBytes);
+    this.rangeReadBytesMax = options.rangeReadBytesMax ?? Math.floor(this.blockBytes / 4);
+    const min = options.rangeFetchBytesMin ?? BLOCK_STRIPE_BYTES;
+    for (const [name, v] of [['rangeReadBytesMax', this.rangeReadBytesMax], ['rangeFetchBytesMin', min]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be an integer >= 0, got ${v}`);
+    }
+    this.rangeFetchStripesMin = Math.max(1, Math.ceil(min / BLOCK_STRIPE_BYTES));
   }
 
   /** Length of block `index` of a slice of `size` bytes. */
@@ -119,18 +198,18 @@ export class ChunkStore {
   }
 
   /**
-   * Stores one block given as [BLOCK_HEADER_BYTES of space][plain bytes]; the header is written into that
-   * space, so the caller must not reuse `framed` (it may be the stored object).
+   * Stores one block given as [frameBytes of space][plain bytes]; the header is written into that space, so
+   * the caller must not reuse `framed` (it may be the stored object).
    */
   async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal): Promise<void> {
-    const len = framed.length - BLOCK_HEADER_BYTES;
+    const len = framed.length - this.frameBytes;
     if (len <= 0 || len > this.blockBytes) throw new Error(`assertion failed: block of ${len} bytes`);
     const key = blockKey(id, index, len);
-    const object = encodeBlockFramed(framed, this.compression);
+    const object = encodeBlockFramed(framed, this.compression, this.frameBytes);
     await this.store.put(key, object, { signal });
     this.stats.blocksWritten++;
     this.stats.bytesWritten += len;
-    if (this.cacheWrites && this.disk !== undefined) await this.disk.put(key, Buffer.from(framed.subarray(BLOCK_HEADER_BYTES)));
+    if (this.cacheWrites && this.disk !== undefined) await this.disk.put(key, Buffer.from(framed.subarray(this.frameBytes)));
   }
 
   /**
@@ -142,35 +221,144 @@ export class ChunkStore {
     if (len <= 0) throw new Error(`assertion failed: block ${index} of a ${size}-byte slice`);
     const key = blockKey(id, index, len);
     return this.flights.do(key, async () => {
-      const m = await this.mem?.get(key);
-      if (m !== undefined && m.length === len) {
-        this.stats.memHits++;
-        return m;
-      }
-      const d = await this.disk?.get(key);
-      if (d !== undefined && d.length === len) {
-        this.stats.diskHits++;
-        await this.mem?.put(key, d);
-        return d;
-      }
-      const plain = this.source === undefined ? await this.fetch(this.store, key, len, signal) : await this.fetchAny(this.source, id, home, key, len, signal);
-      this.stats.blocksRead++;
-      this.stats.bytesRead += len;
-      await this.mem?.put(key, plain);
-      await this.disk?.put(key, plain);
+      const cached = await this.cachedBlock(key, len);
+      if (cached !== undefined) return cached;
+      const plain =
+        this.source === undefined
+          ? await this.fetch(this.store, key, len, signal)
+          : await this.fetchAny(this.source, id, home, key, signal, (s) => this.fetch(s.store, key, len, signal), () => len);
+      await this.cacheBlock(key, plain);
       return plain;
     });
   }
 
+  /** The whole block from the memory cache. */
+  private async memBlock(key: string, len: number): Promise<Buffer | undefined> {
+    const m = await this.mem?.get(key);
+    if (m !== undefined && m.length === len) {
+      this.stats.memHits++;
+      return m;
+    }
+    return undefined;
+  }
+
+  /** The whole block from the memory or the disk cache (a disk hit also fills the memory cache). */
+  private async cachedBlock(key: string, len: number): Promise<Buffer | undefined> {
+    const m = await this.memBlock(key, len);
+    if (m !== undefined) return m;
+    const d = await this.disk?.get(key);
+    if (d !== undefined && d.length === len) {
+      this.stats.diskHits++;
+      await this.mem?.put(key, d);
+      return d;
+    }
+    return undefined;
+  }
+
+  /** Counts a whole block fetched from a bucket and fills both caches with it. */
+  private async cacheBlock(key: string, plain: Buffer): Promise<void> {
+    this.stats.blocksRead++;
+    this.stats.bytesRead += plain.length;
+    await this.mem?.put(key, plain);
+    await this.disk?.put(key, plain);
+  }
+
+  /**
+   * Plain bytes [from, from + n) of one block, and possibly more around them: from the caches, else a ranged
+   * fetch of the stripes that cover them when the read is small (see the header comment), else the whole block.
+   */
+  private async readPart(id: number, size: number, index: number, from: number, n: number, signal: AbortSignal | undefined, home: string | undefined): Promise<Part> {
+    const len = this.blockLength(size, index);
+    const key = blockKey(id, index, len);
+    // A whole-block fetch in flight (read-ahead) is joined rather than raced.
+    if (n > this.rangeReadBytesMax || n === len || this.compression !== 'none' || this.flights.has(key)) {
+      return { data: await this.readBlock(id, size, index, signal, home), start: 0 };
+    }
+    const m = await this.memBlock(key, len);
+    if (m !== undefined) return { data: m, start: 0 };
+    const need = stripeSpan(len, from, from + n);
+    const hit = await this.cachedStripes(key, need);
+    if (hit !== undefined) return hit;
+    if (this.disk !== undefined) {
+      let d: Part | undefined;
+      if (canGetRange(this.disk)) {
+        d = await this.disk.getRange(key, len, from, from + n);
+      } else {
+        const b = await this.disk.get(key);
+        if (b !== undefined && b.length === len) d = { data: b, start: 0 };
+      }
+      if (d !== undefined && d.start <= from && from + n <= d.start + d.data.length && d.start + d.data.length <= len) {
+        this.stats.diskHits++;
+        await this.cachePart(key, len, d);
+        return d;
+      }
+    }
+    const span = stripeSpan(len, need.plainStart, Math.min(len, Math.max(need.end, need.first + this.rangeFetchStripesMin) * BLOCK_STRIPE_BYTES));
+    // Two GETs (header and stripes) for what one whole GET would bring: read the block whole.
+    if (span.first === 0 && span.plainEnd === len) return { data: await this.readBlock(id, size, index, signal, home), start: 0 };
+    const part = await this.rangeFlights.do(`${key}#${span.first}-${span.end}`, async () => {
+      const got =
+        this.source === undefined
+          ? await this.fetchRange(this.store, '', key, len, span, signal)
+          : await this.fetchAny(this.source, id, home, key, signal, (s) => this.fetchRange(s.store, s.region, key, len, span, signal), (p) => p.data.length);
+      if (got.start === 0 && got.data.length === len) await this.cacheBlock(key, got.data);
+      else await this.cachePart(key, len, got);
+      return got;
+    });
+    if (part.start !== 0 || part.data.length !== len) this.fillDisk(id, home, key, len);
+    return part;
+  }
+
+  /** Puts a whole block into the memory cache, or the stripes of a part, one entry each. */
+  private async cachePart(key: string, len: number, part: Part): Promise<void> {
+    if (this.mem === undefined) return;
+    if (part.start === 0 && part.data.length === len) {
+      await this.mem.put(key, part.data);
+      return;
+    }
+    // Stripes of a multi-stripe part are copied apart: a view kept in a cache that shares buffers would hold
+    // the whole part in memory while it is counted as one stripe.
+    const apart = part.data.length > BLOCK_STRIPE_BYTES;
+    for (let at = 0; at < part.data.length; at += BLOCK_STRIPE_BYTES) {
+      const stripe = part.data.subarray(at, Math.min(part.data.length, at + BLOCK_STRIPE_BYTES));
+      await this.mem.put(stripeKey(key, (part.start + at) / BLOCK_STRIPE_BYTES), apart ? Buffer.from(stripe) : stripe);
+    }
+  }
+
+  /** Fetches a whole block into the disk cache in the background, if there is one and a slot is free. */
+  private fillDisk(id: number, home: string | undefined, key: string, len: number): void {
+    const disk = this.disk;
+    if (disk === undefined || this.fills.has(key) || this.fills.size >= CACHE_FILLS_IN_FLIGHT_MAX) return;
+    const p = (async () => {
+      const plain =
+        this.source === undefined
+          ? await this.fetch(this.store, key, len, undefined)
+          : await this.fetchAny(this.source, id, home, key, undefined, (s) => this.fetch(s.store, key, len, undefined), () => len);
+      await disk.put(key, plain);
+      this.stats.cacheFills++;
+    })()
+      // A failed fill costs nothing but the fill: the next read fetches what it needs.
+      .catch(() => undefined)
+      .finally(() => this.fills.delete(key));
+    this.fills.set(key, p);
+  }
+
+  /** Stripes `span` from the memory cache, when it holds every one of them. */
+  private async cachedStripes(key: string, span: StripeSpan): Promise<Part | undefined> {
+    if (this.mem === undefined) return undefined;
+    const parts: Buffer[] = [];
+    for (let i = span.first; i < span.end; i++) {
+      const s = await this.mem.get(stripeKey(key, i));
+      if (s === undefined || s.length !== Math.min(BLOCK_STRIPE_BYTES, span.plainEnd - i * BLOCK_STRIPE_BYTES)) return undefined;
+      parts.push(s);
+    }
+    this.stats.stripeHits++;
+    return { data: parts.length === 1 ? parts[0]! : Buffer.concat(parts), start: span.plainStart };
+  }
+
   /** The verified plain bytes of `key` from one bucket; a missing object is reported as a corrupt block. */
   private async fetch(store: ObjectStore, key: string, len: number, signal: AbortSignal | undefined): Promise<Buffer> {
-    let object: Buffer;
-    try {
-      object = await store.get(key, { signal });
-    } catch (err) {
-      if (err instanceof ObjectNotFoundError) throw new CorruptBlockError(key, 'object missing from the bucket');
-      throw err;
-    }
+    const object = await getObject(store, key, { signal });
     try {
       return decodeBlock(object, key, len);
     } catch (err) {
@@ -179,17 +367,74 @@ export class ChunkStore {
     }
   }
 
+  /**
+   * The verified stripes `span` of `key` from one bucket (the bucket of `region`): a GET of the stripes and,
+   * at the same time, of the header unless its table is remembered. A version 1 block is fetched whole (and
+   * the returned part is the whole block).
+   */
+  private async fetchRange(store: ObjectStore, region: string, key: string, len: number, span: StripeSpan, signal: AbortSignal | undefined): Promise<Part> {
+    const tableKey = `${region}\0${key}`;
+    const known = this.tables.get(tableKey);
+    if (known === 'whole') return { data: await this.fetch(store, key, len, signal), start: 0 };
+    const data = getObject(store, key, { offset: span.offset, length: span.length, signal });
+    let header = known;
+    if (header === undefined) {
+      const [head, got] = await Promise.allSettled([getObject(store, key, { offset: 0, length: blockHeaderBytes(len), signal }), data]);
+      if (head.status === 'rejected') throw head.reason;
+      let parsed: StripedHeader | undefined;
+      try {
+        parsed = decodeBlockHeader(head.value, key, len);
+      } catch (err) {
+        this.stats.corrupt++;
+        throw err;
+      }
+      if (parsed === undefined) {
+        this.remember(tableKey, 'whole');
+        return { data: await this.fetch(store, key, len, signal), start: 0 };
+      }
+      header = { plainBytes: parsed.plainBytes, table: Buffer.from(parsed.table) };
+      this.remember(tableKey, header);
+      if (got.status === 'rejected') throw got.reason;
+    }
+    const bytes = await data;
+    this.stats.rangesRead++;
+    this.stats.rangeBytesRead += bytes.length + (known === undefined ? blockHeaderBytes(len) : 0);
+    try {
+      return { data: decodeStripes(header, span, bytes, key), start: span.plainStart };
+    } catch (err) {
+      this.stats.corrupt++;
+      // The next read asks for the header again, in case this copy was replaced by a good one.
+      this.tables.delete(tableKey);
+      throw err;
+    }
+  }
+
+  private remember(tableKey: string, entry: StripedHeader | 'whole'): void {
+    this.tables.delete(tableKey);
+    this.tables.set(tableKey, entry);
+    if (this.tables.size > STRIPE_TABLES_MAX) this.tables.delete(this.tables.keys().next().value!);
+  }
+
   /** The first good copy along the source's order; fails naming every bucket's failure. */
-  private async fetchAny(source: BlockSource, id: number, home: string | undefined, key: string, len: number, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async fetchAny<T>(
+    source: BlockSource,
+    id: number,
+    home: string | undefined,
+    key: string,
+    signal: AbortSignal | undefined,
+    get: (s: SourceStore) => Promise<T>,
+    bytes: (got: T) => number,
+  ): Promise<T> {
     const order = await source.order(id, home, signal);
     const failures: string[] = [];
     let onlyBadCopies = true;
     let last: unknown;
-    for (const [position, { region, store }] of order.entries()) {
+    for (const [position, s] of order.entries()) {
+      const { region } = s;
       try {
-        const plain = await this.fetch(store, key, len, signal);
-        source.onRead?.(region, key, position, len);
-        return plain;
+        const got = await get(s);
+        source.onRead?.(region, key, position, bytes(got));
+        return got;
       } catch (err) {
         if (signal?.aborted === true) throw err;
         last = err;
@@ -219,8 +464,8 @@ export class ChunkStore {
       const n = Math.min(B - inBlock, off + len - pos);
       const at = destOff + (pos - off);
       jobs.push(
-        this.readBlock(id, size, index, signal, home).then((block) => {
-          block.copy(dest, at, inBlock, inBlock + n);
+        this.readPart(id, size, index, inBlock, n, signal, home).then((part) => {
+          part.data.copy(dest, at, inBlock - part.start, inBlock - part.start + n);
         }),
       );
       pos += n;
@@ -238,14 +483,17 @@ export class ChunkStore {
 
   /** Deletes every block object of a slice from this client's bucket (idempotent) and drops them from the caches. */
   async deleteSlice(id: number, size: number, signal?: AbortSignal): Promise<void> {
-    for (const key of this.sliceKeys(id, size)) {
+    for (const [index, key] of this.sliceKeys(id, size).entries()) {
       await this.store.delete(key, { signal });
       await this.mem?.delete(key);
       await this.disk?.delete(key);
+      // Stripe tables of deleted blocks age out of `tables`: block keys are never reused.
+      for (let i = 0; i < blockStripes(this.blockLength(size, index)); i++) await this.mem?.delete(stripeKey(key, i));
     }
   }
 
   async close(): Promise<void> {
+    while (this.fills.size > 0) await Promise.all(this.fills.values());
     await this.mem?.close();
     await this.disk?.close();
     try {
@@ -253,5 +501,20 @@ export class ChunkStore {
     } finally {
       await this.source?.close?.();
     }
+  }
+}
+
+/** The memory cache's key for stripe `i` of block `key` (never a block key: those have no '#'). */
+function stripeKey(key: string, i: number): string {
+  return `${key}#${i}`;
+}
+
+/** A GET that reports a missing object as a corrupt block (the reader then tries the next copy). */
+async function getObject(store: ObjectStore, key: string, options: GetOptions): Promise<Buffer> {
+  try {
+    return await store.get(key, options);
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) throw new CorruptBlockError(key, 'object missing from the bucket');
+    throw err;
   }
 }

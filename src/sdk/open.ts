@@ -39,6 +39,11 @@ export interface OpenVolumeOptions extends VfsOptions {
   /** Local disk block cache directory (default: none). */
   cacheDir?: string;
   cacheBytes?: number;
+  /**
+   * Reads of at most this many bytes of an uncached block fetch only the stripes they need (ChunkStore's
+   * default: a quarter of the block size); 0 makes every read fetch whole blocks.
+   */
+  rangeReadBytesMax?: number;
   /** Use this store instead of the one in the format record (tests, fault injection). */
   store?: ObjectStore;
   /**
@@ -114,6 +119,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       compression: format.compression,
       memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
       diskCache,
+      ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
     });
     const vfs = new Vfs(meta, chunks, options);
     const info = os.userInfo();

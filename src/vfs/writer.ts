@@ -19,9 +19,10 @@ import { FsError } from '../errors.js';
 import type { Meta } from '../meta/meta.js';
 import type { SliceRef } from '../meta/slices.js';
 import type { ChunkStore } from '../chunk/store.js';
-import { BLOCK_HEADER_BYTES } from '../chunk/codec.js';
 import type { Limiter } from '../util/limiter.js';
 
+/** The buffer of a block being filled starts at this many bytes (at most a block) and grows to a block once. */
+const BLOCK_START_BYTES = 64 << 10;
 /** Open slices one writer may hold before it flushes itself (random small writes). */
 const OPEN_SLICES_MAX = 256;
 
@@ -32,8 +33,8 @@ class OpenSlice {
   len = 0;
   frozen = false;
   /**
-   * The block being filled: BLOCK_HEADER_BYTES reserved in front, so it is stored without another copy
-   * (encodeBlockFramed writes the header in place).
+   * The block being filled: the chunk store's frameBytes reserved in front, so it is stored without another
+   * copy (encodeBlockFramed writes the header in place).
    */
   block: Buffer | undefined;
   partBytes = 0;
@@ -141,8 +142,17 @@ export class FileWriter {
       await this.env.waitForRoom();
       const take = Math.min(B - s.partBytes, data.length - done);
       // Copy: callers (FUSE, streams) reuse their buffers once write returns. One copy, into the block.
-      s.block ??= Buffer.allocUnsafe(BLOCK_HEADER_BYTES + B);
-      data.copy(s.block, BLOCK_HEADER_BYTES + s.partBytes, done, done + take);
+      const F = this.env.chunks.frameBytes;
+      const need = F + s.partBytes + take;
+      if (s.block === undefined || s.block.length < need) {
+        // A small file's block takes BLOCK_START_BYTES, not a whole block of memory (a 4 MiB allocation per
+        // small file costs more than its upload); a block that outgrows it grows once, to the block size.
+        const start = Math.min(B, BLOCK_START_BYTES);
+        const grown = Buffer.allocUnsafe(need <= F + start ? F + start : F + B);
+        s.block?.copy(grown, 0, 0, F + s.partBytes);
+        s.block = grown;
+      }
+      data.copy(s.block, F + s.partBytes, done, done + take);
       s.partBytes += take;
       s.len += take;
       this.env.account(take);
@@ -156,7 +166,7 @@ export class FileWriter {
     if (s.partBytes === 0) return;
     const B = this.env.chunks.blockBytes;
     const index = Math.floor((s.len - 1) / B);
-    const framed = s.block!.subarray(0, BLOCK_HEADER_BYTES + s.partBytes);
+    const framed = s.block!.subarray(0, this.env.chunks.frameBytes + s.partBytes);
     const bytes = s.partBytes;
     s.block = undefined;
     s.partBytes = 0;

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DiskBlockCache, type DiskBlockCacheOptions } from '../../src/cache/disk.js';
 import { blockCacheConformance } from './conformance.js';
+import { crc32c } from '@node-rs/crc32';
+import { BLOCK_HEADER_BYTES, BLOCK_MAGIC, BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ferry-disk-cache-'));
@@ -79,6 +81,64 @@ void describe('DiskBlockCache', () => {
       await writeFile(file, good.subarray(0, good.length - 1));
       assert.equal(await cache.get(key), undefined);
       assert.equal(cache.stats().corrupt, offsets.length + 1);
+      await cache.close();
+    }));
+
+  void it('getRange reads and verifies only the covering stripes; damage is dropped and counted; old files read whole', () =>
+    withDir(async (dir) => {
+      const S = BLOCK_STRIPE_BYTES;
+      const cache = new DiskBlockCache({ dir, capacityBytes: 16 << 20, freeSpaceFloorRatio: 0 });
+      const len = 4 * S + 99;
+      const key = `chunks/0/0/8_0_${len}`;
+      const body = data(len, 3);
+      await cache.put(key, body);
+      // Served from the queued write before it reaches the disk, then from the file.
+      for (let round = 0; round < 2; round++) {
+        for (const [from, to] of [[0, 1], [S - 1, S + 1], [S, 2 * S], [len - 1, len], [0, len], [3 * S + 5, 4 * S + 7]] as const) {
+          const part = await cache.getRange(key, len, from, to);
+          assert.ok(part !== undefined, `range ${from}..${to}`);
+          assert.ok(part.start <= from && to <= part.start + part.data.length);
+          assert.deepEqual(part.data.subarray(from - part.start, to - part.start), body.subarray(from, to));
+        }
+        await cache.flush();
+      }
+      assert.equal(cache.stats().corrupt, 0);
+      const file = cache.filePath(key);
+      const good = await readFile(file);
+      const at = 2 + key.length;
+      // A flip in stripe 2: ranges elsewhere still verify; the range over it drops the file.
+      const bad = Buffer.from(good);
+      bad[at + blockHeaderBytes(len) + 2 * S + 10]! ^= 1;
+      await writeFile(file, bad);
+      assert.deepEqual((await cache.getRange(key, len, 10, 20))!.data.subarray(10, 20), body.subarray(10, 20));
+      assert.equal(await cache.getRange(key, len, 2 * S + 10, 2 * S + 11), undefined);
+      assert.equal(cache.stats().corrupt, 1);
+      assert.equal(await exists(file), false);
+      assert.equal(await cache.getRange(key, len, 0, 1), undefined, 'gone');
+      // A flip in the header, and a length other than the key's.
+      for (const [offset, asked] of [[at + 13, len], [at + 30, len], [0, len], [at + 40, len - 1]] as const) {
+        await cache.put(key, body);
+        await cache.flush();
+        const b = Buffer.from(good);
+        if (asked === len) b[offset]! ^= 1;
+        await writeFile(file, b);
+        assert.equal(await cache.getRange(key, asked, 0, 1), undefined, `flip at ${offset}, length ${asked}`);
+        assert.equal(await exists(file), false);
+      }
+      // A file of codec version 1 (written before version 2) is read whole.
+      const v1 = Buffer.alloc(BLOCK_HEADER_BYTES + len);
+      BLOCK_MAGIC.copy(v1, 0);
+      v1.writeUInt8(1, 4);
+      v1.writeUInt32LE(crc32c(body), 8);
+      v1.writeUInt32LE(len, 12);
+      v1.writeUInt32LE(len, 16);
+      v1.writeUInt32LE(crc32c(v1.subarray(0, 20)), 20);
+      body.copy(v1, BLOCK_HEADER_BYTES);
+      await cache.put(key, body);
+      await cache.flush();
+      await writeFile(file, Buffer.concat([good.subarray(0, at), v1]));
+      const whole = await cache.getRange(key, len, S, S + 1);
+      assert.deepEqual(whole, { data: body, start: 0 });
       await cache.close();
     }));
 

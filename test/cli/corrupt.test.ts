@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { CorruptBlockError, FsError, openVolume } from '../../src/index.js';
-import { BLOCK_HEADER_BYTES } from '../../src/chunk/codec.js';
+import { blockHeaderBytes } from '../../src/chunk/codec.js';
 import { ensureBuilt, fails, ferry, ok } from './helpers.js';
 
 const BLOCK = 64 << 10;
@@ -104,7 +104,8 @@ function assertFsckNames(key: string, detail: RegExp): void {
 describe('a flipped byte in a stored block', () => {
   it('in the payload: reads reject, cat fails cleanly, fsck names the block', async () => {
     const [key, file] = blockNamed(2);
-    flipByte(file, BLOCK_HEADER_BYTES + 1000);
+    assert.equal(readFileSync(file)[4], 2, 'new blocks are striped (codec version 2)');
+    flipByte(file, blockHeaderBytes(BLOCK) + 1000);
     await assertReadRejects(2);
 
     const cat = fails(['cat', meta, '/data.bin'], new RegExp(`corrupt block ${key}`), { binary: true });
@@ -132,6 +133,13 @@ describe('a flipped byte in a stored block', () => {
     assertFsckNames(key, /checksum mismatch/);
   });
 
+  it('in the stripe table', async () => {
+    const [key, file] = blockNamed(1);
+    flipByte(file, 24 + 2);
+    await assertReadRejects(1);
+    assertFsckNames(key, /stripe table checksum mismatch/);
+  });
+
   it('a truncated block', async () => {
     const [key, file] = blockNamed(3);
     truncateSync(file, 100);
@@ -152,7 +160,7 @@ describe('a flipped byte in a stored block', () => {
   it('a repaired block makes the volume clean again', async () => {
     const [, file] = blockNamed(1);
     const good = readFileSync(file);
-    flipByte(file, BLOCK_HEADER_BYTES + 5);
+    flipByte(file, blockHeaderBytes(BLOCK) + 5);
     assert.equal(ferry(['fsck', meta]).code, 1);
     writeFileSync(file, good);
     assert.match(ok(['fsck', meta]), /volume is clean/);
