@@ -424,7 +424,17 @@ describe('ferry sync (CLI)', () => {
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     const code = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    await new Promise((r) => setTimeout(r, 1200));
+    // Interrupt once copying is under way (its SIGINT handler is installed by then), however slowly a
+    // loaded machine starts the CLI; at 200K/s the 800 KiB tree takes about 4 s.
+    const landed = (): number => {
+      try {
+        return readdirSync(b, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.parentPath.includes('.tmp')).length;
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + 20_000;
+    while (landed() < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     child.kill('SIGINT');
     assert.equal(await code, 130);
     assert.match(stdout, /interrupted; run again to resume/);
