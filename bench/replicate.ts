@@ -7,18 +7,23 @@
  *   server A: bucket a (region a)      server B: buckets b (region b), c (region c), rclone
  *   1. a writer in region a writes N small files of 64 KiB and M large files of 64 MiB (4 MiB blocks)
  *   2. ferry replicate --once --to b --verify full: every copy read back and compared   (timed)
- *   3. ferry replicate --once --to c --verify put: every put checked by the server (Content-MD5)   (timed)
+ *   3. ferry replicate --once --to c --verify put (the default): every put carries Content-MD5 and the ETag the server answers
+ *      (the MD5 of what it stored) is compared with it: end to end, without reading the copy back   (timed)
  *   4. rclone sync --fast-list A:a B:rclone: the same objects (bucket a holds only the volume's blocks)
  *      (timed; --fast-list because this rclone (1.60) finds nothing to copy in s3rver's nested prefixes
  *      when it lists directory by directory, its default)
  *   5. ferry replicate following the changelog (to b) while a writer commits a 256 KiB file every 50 ms in
  *      a: lag from commit to verified copy, p50 / p99
- *   6. for reference, s3rver's own speed: the same objects with plain get and put, and put alone
+ *   6. for reference, s3rver's own speed: the same objects with plain get and put, and put alone. The put
+ *      alone bounds any client: no copy to server B can be faster than B accepting the objects.
+ *
+ * Every figure is wall time on a machine whose cores the servers, the client and anything else running share:
+ * compare figures of one run only, and read them with the load average printed beside them.
  */
 
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -79,6 +84,8 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadAtStart = load();
 const dir = await mkdtemp(path.join(tmpdir(), 'ferry-bench-replicate-'));
 const serverA = await startS3Server({ buckets: ['a'] });
 const serverB = await startS3Server({ buckets: ['b', 'c', 'rclone'] });
@@ -200,15 +207,19 @@ try {
     `${name.padEnd(24)} ${secs.toFixed(2).padStart(7)} s  ${(mib / secs).toFixed(1).padStart(6)} MiB/s  ${got.objects} objects, ${(got.bytes / 2 ** 20).toFixed(0)} MiB${got.objects === inA.objects ? '' : '  (INCOMPLETE)'}`;
   process.stdout.write(`\n${smallCount + largeCount} files, ${mib.toFixed(0)} MiB, ${inA.objects} block objects, s3rver -> s3rver\n`);
   process.stdout.write(line('ferry replicate --once', ferry.secs, inB) + `  (--parallel ${values.parallel}, --verify full: every copy read back)\n`);
-  process.stdout.write(line('ferry replicate --once', ferryPut.secs, inC) + `  (--parallel ${values.parallel}, --verify put: Content-MD5 checked by the server)\n`);
+  process.stdout.write(line('ferry replicate --once', ferryPut.secs, inC) + `  (--parallel ${values.parallel}, --verify put, the default: the ETag answered = the Content-MD5 sent)\n`);
   process.stdout.write(line('plain get + put', rawCopy, { objects: keys.length, bytes: inA.bytes }) + `  (S3Store calls only, ${values.parallel} at once: s3rver's ceiling)\n`);
-  process.stdout.write(line('plain put alone', rawPut, { objects: keys.length, bytes: inA.bytes }) + '\n');
+  process.stdout.write(line('plain put alone', rawPut, { objects: keys.length, bytes: inA.bytes }) + `  (server B's floor for any client copying these objects)\n`);
   if (rclone !== undefined) {
     process.stdout.write(line('rclone sync --fast-list', rclone.secs, rclone.got) + '\n');
     process.stdout.write(`ferry replicate is ${(rclone.secs / ferry.secs).toFixed(2)}× (verify full) and ${(rclone.secs / ferryPut.secs).toFixed(2)}× (verify put) rclone's speed\n`);
+    process.stdout.write(
+      `3× rclone would be ${(rclone.secs / 3).toFixed(2)} s; s3rver accepting the puts alone took ${rawPut.toFixed(2)} s, so at most ${(rclone.secs / rawPut).toFixed(2)}× is possible against these servers\n`,
+    );
   } else {
     process.stdout.write('rclone sync              skipped: rclone is not installed (apt-get install rclone)\n');
   }
+  process.stdout.write(`load average ${loadAtStart} at the start, ${load()} at the end (1, 5, 15 min; ${cpus().length} cores)\n`);
   lags.sort((x, y) => x - y);
   process.stdout.write(
     `lag while a writer commits a 256 KiB file every 50 ms for ${steadyMs / 1000} s (${commits} commits): ` +

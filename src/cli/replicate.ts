@@ -13,7 +13,7 @@ import type { ObjectStore } from '../object/store.js';
 import type { RetryStore } from '../object/retry.js';
 import { GC_GRACE_DEFAULT } from './gc.js';
 import { openRegionStores } from './region.js';
-import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
+import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_DEFAULT, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
 import { humanBytes, log, openEngine, out, parseCount, parseDuration, parseSize } from './util.js';
 
@@ -77,7 +77,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
   const graceMs = o.keepReleased === true ? undefined : parseDuration(o.grace, '--grace');
   const pollMs = parseDuration(o.poll, '--poll');
   const verify = VERIFY_MODES.find((m) => m === o.verify);
-  if (verify === undefined) throw new UsageError(`invalid --verify '${o.verify}': use full (read every copy back), size (compare its size) or put (trust the store's checked put)`);
+  if (verify === undefined) throw new UsageError(`invalid --verify '${o.verify}': use put (the server's digest of the copy, else read it back), full (read every copy back) or size (compare its size)`);
   const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics);
   const { engine, format } = await openEngine(metaUrl);
   let stores: Map<string, ObjectStore> | undefined;
@@ -185,7 +185,12 @@ export function register(program: Command): void {
     .option('--bwlimit <RATE>', 'cap on bytes copied per second, like 10M (MiB/s)')
     .option('--grace <DURATION>', 'delete released slices in every bucket after this long (not with --from/--to)', GC_GRACE_DEFAULT)
     .option('--keep-released', 'do not delete released slices (leave it to "ferry gc")')
-    .option('--verify <MODE>', "full: read every copy back and compare; size: compare its size; put: trust the store's checked put (S3 Content-MD5)", 'full')
+    .option(
+      '--verify <MODE>',
+      "put: the server's digest of the stored copy (S3: the ETag answered equals the Content-MD5 sent), else read it back; " +
+        'full: read every copy back and compare; size: compare its size',
+      VERIFY_DEFAULT,
+    )
     .option('--poll <DURATION>', 'pause between changelog polls when idle', '500ms')
     .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .addHelpText(

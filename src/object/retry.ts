@@ -12,7 +12,7 @@
  * Every ObjectStore call is idempotent, so every call may be retried.
  */
 
-import { canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+import { canPutChecked, canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 export interface RetryOptions {
   /** Attempts per call, the first included; default 5. */
@@ -89,6 +89,14 @@ export class RetryStore implements ObjectStore {
 
   put(key: string, data: Buffer, options?: CallOptions): Promise<void> {
     return this.call('put', key, options, (signal) => this.inner.put(key, data, { ...options, signal }));
+  }
+
+  /** CheckedPutter, forwarded and retried like put; undefined when the inner store cannot compare digests. */
+  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+    const inner = this.inner;
+    return this.call('put', key, options, (signal) =>
+      canPutChecked(inner) ? inner.putChecked(key, data, { ...options, signal }) : inner.put(key, data, { ...options, signal }).then(() => undefined),
+    );
   }
 
   head(key: string, options?: CallOptions): Promise<ObjectInfo> {

@@ -17,6 +17,15 @@
  *   speak that framing store verbatim (1 MiB streamed to s3rver comes back as 1,048,630 bytes). Integrity comes
  *   from Content-MD5 on every PUT and part (checked by every S3 implementation) and from the block codec's
  *   own CRCs, which are verified after every download.
+ * - Bodies are sent as `UNSIGNED-PAYLOAD` (SigV4 signs the headers, not a SHA-256 of the body): hashing every
+ *   body costs as much CPU as the MD5 that Content-MD5 already takes, and buys nothing here. Integrity against
+ *   damage comes from Content-MD5 (and the ETag compared with it, see putChecked) and the block codec's CRCs;
+ *   over TLS the channel protects the body; over plain http nothing protects the answers to GETs either, so a
+ *   signed request body would not make such a link safe against an active attacker. AWS S3, MinIO and Ceph
+ *   accept it on PUT and UploadPart.
+ * - With an explicit endpoint, whole-object GETs and single-part PUTs skip the SDK's middleware stack
+ *   (s3direct.ts: the SDK's signer over node:http, a third of the client CPU per request); `direct: false`
+ *   sends them through the SDK like every other call.
  * - Our own keep-alive agents with a bounded socket count, so that `close()` can release them.
  * - AWS_CA_BUNDLE is not read (the JavaScript SDK ignores it, unlike the aws CLI): an https endpoint is
  *   checked against Node's CA store; add a private CA with NODE_EXTRA_CA_CERTS.
@@ -40,6 +49,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { assert, UsageError } from '../errors.js';
+import { S3Direct } from './s3direct.js';
 import {
   resolveListLimit,
   validateKey,
@@ -82,6 +92,11 @@ export interface S3StoreOptions {
   partsInFlightMax?: number | undefined;
   /** Send Content-MD5 with every PUT and part, so the server rejects a body damaged on the way; default true. */
   contentMd5?: boolean | undefined;
+  /**
+   * With an explicit endpoint, send whole-object GETs and single-part PUTs without the SDK's middleware stack
+   * (s3direct.ts); default true. Other calls, and every call to AWS's own endpoints, go through the SDK.
+   */
+  direct?: boolean | undefined;
 }
 
 /** Sockets per agent: bounds concurrent requests to one endpoint; more requests queue in the agent. */
@@ -132,6 +147,7 @@ export class S3Store implements ObjectStore {
   private readonly partBytes: number;
   private readonly partsInFlightMax: number;
   private readonly contentMd5: boolean;
+  private readonly direct: S3Direct | undefined;
   /** Strings never to show in a message: the secret and session token when we hold them. */
   private readonly secrets: string[];
   private closed = false;
@@ -161,8 +177,8 @@ export class S3Store implements ObjectStore {
 
     const endpoint = options.endpoint;
     let forcePathStyle = options.forcePathStyle;
+    let parsed: URL | undefined;
     if (endpoint !== undefined) {
-      let parsed: URL;
       try {
         parsed = new URL(endpoint);
       } catch {
@@ -198,6 +214,29 @@ export class S3Store implements ObjectStore {
         socketTimeout: SOCKET_IDLE_TIMEOUT_MS,
       },
     });
+    // Before signing (finalizeRequest): the signer takes a body hash already in the headers as given.
+    this.client.middlewareStack.add(
+      (next) => (args) => {
+        const request = args.request as { headers?: Record<string, string>; body?: unknown };
+        if (request.headers !== undefined && Buffer.isBuffer(request.body) && request.body.length > 0) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        return next(args);
+      },
+      { step: 'build', name: 'ferryUnsignedPayload' },
+    );
+    this.direct =
+      options.direct !== false && parsed !== undefined && region !== undefined && (parsed.pathname === '/' || parsed.pathname === '')
+        ? new S3Direct({
+            endpoint: parsed,
+            bucket: options.bucket,
+            forcePathStyle: forcePathStyle ?? false,
+            region,
+            credentials: this.client.config.credentials,
+            httpAgent: this.httpAgent,
+            httpsAgent: this.httpsAgent,
+            requestTimeoutMs: REQUEST_TIMEOUT_MS,
+            socketIdleTimeoutMs: SOCKET_IDLE_TIMEOUT_MS,
+          })
+        : undefined;
   }
 
   async get(key: string, options?: GetOptions): Promise<Buffer> {
@@ -215,6 +254,14 @@ export class S3Store implements ObjectStore {
     }
     // Range is inclusive; a range past the end is cut to the object by the server.
     const range = offset === 0 && length === undefined ? undefined : `bytes=${offset}-${length === undefined ? '' : offset + length - 1}`;
+    const direct = this.direct;
+    if (range === undefined && direct !== undefined) {
+      return this.call('get', key, signal, async () => {
+        const res = await direct.get(this.prefix + key, signal);
+        const length = res.headers['content-length'];
+        return readBody(key, res.body, length === undefined ? undefined : Number(length), signal);
+      });
+    }
     const answer = await this.call('get', key, signal, async () => {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, ...(range === undefined ? {} : { Range: range }) }),
@@ -246,21 +293,59 @@ export class S3Store implements ObjectStore {
   }
 
   async put(key: string, data: Buffer, options?: CallOptions): Promise<void> {
+    await this.putOnce(key, data, options, false);
+  }
+
+  /**
+   * CheckedPutter: a single-part PUT answers with an ETag that S3 defines as the MD5 of the bytes it received
+   * for plaintext and SSE-S3 objects; compared with the MD5 sent as Content-MD5, it proves the server stored
+   * exactly these bytes even on servers that ignore Content-MD5 (s3rver does). Not a digest, or not comparable:
+   * see CheckedPutter.
+   */
+  async putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+    return this.putOnce(key, data, options, true);
+  }
+
+  private async putOnce(key: string, data: Buffer, options: CallOptions | undefined, check: boolean): Promise<boolean | undefined> {
     this.enter(key, options);
     const signal = options?.signal;
     if (data.length > this.multipartThresholdBytes) {
+      // A multipart ETag is a digest of the parts' digests; each part was sent with its Content-MD5.
       await this.putMultipart(key, data, signal);
-      return;
+      return undefined;
     }
     // Sent from the caller's buffer, no copy (as FileStore): a caller must not change it while the put runs.
     // If one does, the Content-MD5 taken first no longer matches and the server refuses the body.
-    const md5 = this.md5Of(data);
-    await this.call('put', key, signal, () =>
+    const md5 = this.contentMd5 || check ? createHash('md5').update(data).digest() : undefined;
+    const direct = this.direct;
+    if (direct !== undefined) {
+      const res = await this.call('put', key, signal, async () => {
+        const answer = await direct.put(this.prefix + key, data, this.contentMd5 && md5 !== undefined ? md5.toString('base64') : undefined, signal);
+        answer.body.resume();
+        return answer;
+      });
+      if (!check || md5 === undefined) return undefined;
+      const h = res.headers;
+      const header = (name: string): string | undefined => {
+        const v = h[name];
+        return Array.isArray(v) ? v[0] : v;
+      };
+      return etagMatches(header('etag'), header('x-amz-server-side-encryption'), header('x-amz-server-side-encryption-customer-algorithm'), md5);
+    }
+    const out = await this.call('put', key, signal, () =>
       this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: data, ContentLength: data.length, ...md5 }),
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.prefix + key,
+          Body: data,
+          ContentLength: data.length,
+          ...(this.contentMd5 && md5 !== undefined ? { ContentMD5: md5.toString('base64') } : {}),
+        }),
         withSignal(signal),
       ),
     );
+    if (!check || md5 === undefined) return undefined;
+    return etagMatches(out.ETag, out.ServerSideEncryption, out.SSECustomerAlgorithm, md5);
   }
 
   async head(key: string, options?: CallOptions): Promise<ObjectInfo> {
@@ -427,6 +512,17 @@ export class S3Store implements ObjectStore {
     for (const secret of this.secrets) out = out.split(secret).join('****');
     return out;
   }
+}
+
+/**
+ * Whether a single-part PUT's ETag is the MD5 of the bytes sent: undefined when it cannot be (SSE-KMS and SSE-C
+ * ETags are not MD5s of the data, as AWS documents; neither is anything but 32 hex digits).
+ */
+function etagMatches(etag: string | undefined, sse: string | undefined, sseCustomer: string | undefined, md5: Buffer): boolean | undefined {
+  if ((sse !== undefined && sse !== 'AES256') || sseCustomer !== undefined) return undefined;
+  const hex = /^"?([0-9a-f]{32})"?$/i.exec(etag ?? '')?.[1];
+  if (hex === undefined) return undefined;
+  return hex.toLowerCase() === md5.toString('hex');
 }
 
 /** HTTP statuses worth another try: timeouts, throttling, server errors. */

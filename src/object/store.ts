@@ -70,6 +70,24 @@ export function canSweepTemp(store: ObjectStore): store is ObjectStore & TempSwe
   return typeof (store as Partial<TempSweeper>).sweepTemp === 'function';
 }
 
+/**
+ * Optional capability of stores whose server reports a digest of what it stored (S3: the ETag of a single-part
+ * PUT of a plaintext or SSE-S3 object is the MD5 of the bytes received). `putChecked` puts like `put`, then
+ * answers whether that digest equals the digest of `data`:
+ *   true       the server stored exactly these bytes (an end-to-end check that costs no extra call);
+ *   false      the server's digest differs, or only looks like one (MinIO with encryption returns random
+ *              32-hex ETags): the caller decides, e.g. by reading the copy back;
+ *   undefined  the server offered nothing to compare (SSE-KMS, SSE-C, a multipart upload, no ETag).
+ * A mismatch is not an error here, for the reason above. Wrappers forward it.
+ */
+export interface CheckedPutter {
+  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined>;
+}
+
+export function canPutChecked(store: ObjectStore): store is ObjectStore & CheckedPutter {
+  return typeof (store as Partial<CheckedPutter>).putChecked === 'function';
+}
+
 export const LIST_LIMIT_MAX = 1000;
 export const KEY_BYTES_MAX = 1024;
 

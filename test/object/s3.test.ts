@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -143,6 +144,97 @@ void describe('S3Store', () => {
       assert.deepEqual(mid.objects.map((o) => o.key), keys.slice(101, 108));
       assert.equal(mid.more, true);
     });
+  });
+
+  void it("putChecked compares the server's ETag with the MD5 of the bytes sent", async () => {
+    // Through a proxy that can damage the ETag of PUT answers, as a server storing other bytes would report.
+    let damage = false;
+    const target = new URL(server.endpoint);
+    const proxy = http.createServer((req, res) => {
+      const up = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        const headers = { ...answer.headers };
+        if (damage && req.method === 'PUT' && typeof headers.etag === 'string') headers.etag = `"${'0'.repeat(32)}"`;
+        res.writeHead(answer.statusCode ?? 500, headers);
+        answer.pipe(res);
+      });
+      up.on('error', (err) => res.destroy(err));
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as { port: number }).port;
+    const url = freshUrl().replace(encodeURIComponent(server.endpoint), encodeURIComponent(`http://127.0.0.1:${port}`));
+    const store = new S3Store({ ...parseS3Url(url), multipartThresholdBytes: 5 * MiB, partBytes: 5 * MiB });
+    try {
+      assert.equal(await store.putChecked('one', randomBytes(100_000)), true, 'the ETag is the MD5 of the bytes sent');
+      assert.equal(await store.putChecked('big', randomBytes(6 * MiB)), undefined, 'a multipart ETag is no MD5 of the object');
+      damage = true;
+      assert.equal(await store.putChecked('two', randomBytes(1000)), false, 'an ETag that differs is reported, not thrown');
+      assert.equal(await new RetryStore(store).putChecked('three', randomBytes(1000)), false, 'RetryStore forwards it');
+    } finally {
+      await store.close();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  void it('direct GETs and PUTs carry SigV4 signatures that verify, as the SDK path does', async () => {
+    // A server that checks signatures (s3rver does not): it recomputes each request's SigV4 from the secret.
+    const secret = 'SECRET/with+odd=chars';
+    const verdicts: string[] = [];
+    const objects = new Map<string, Buffer>();
+    const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();
+    const checker = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/s3\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/.exec(req.headers.authorization ?? '');
+        const [path, query = ''] = (req.url ?? '').split('?') as [string, string?];
+        let ok = false;
+        if (auth !== null) {
+          const [, , date, region, signed, signature] = auth as unknown as [string, string, string, string, string, string];
+          const canonicalQuery = query === '' ? '' : query.split('&').map((kv) => (kv.includes('=') ? kv : `${kv}=`)).sort().join('&');
+          const names = signed.split(';');
+          const canonicalHeaders = names.map((n) => `${n}:${String(req.headers[n]).trim()}\n`).join('');
+          const canonical = [req.method, path, canonicalQuery, canonicalHeaders, signed, req.headers['x-amz-content-sha256']].join('\n');
+          const scope = `${date}/${region}/s3/aws4_request`;
+          const toSign = ['AWS4-HMAC-SHA256', req.headers['x-amz-date'], scope, createHash('sha256').update(canonical).digest('hex')].join('\n');
+          const key = hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), 's3'), 'aws4_request');
+          ok = hmac(key, toSign).toString('hex') === signature && names.includes('host') && names.includes('x-amz-content-sha256');
+        }
+        verdicts.push(`${req.method} ${ok ? 'ok' : 'BAD'}`);
+        if (!ok) {
+          res.writeHead(403).end('<Error><Code>SignatureDoesNotMatch</Code></Error>');
+        } else if (req.method === 'PUT') {
+          const body = Buffer.concat(chunks);
+          objects.set(path, body);
+          res.writeHead(200, { etag: `"${createHash('md5').update(body).digest('hex')}"` }).end();
+        } else {
+          const body = objects.get(path);
+          if (body === undefined) res.writeHead(404).end('<Error><Code>NoSuchKey</Code></Error>');
+          else res.writeHead(200, { 'content-length': body.length }).end(body);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => checker.listen(0, '127.0.0.1', resolve));
+    const endpoint = `http://127.0.0.1:${(checker.address() as { port: number }).port}`;
+    try {
+      for (const direct of [true, false]) {
+        const store = new S3Store({ bucket: 'bkt', prefix: 'p/', endpoint, region: 'eu-west-3', credentials: { accessKeyId: 'AK', secretAccessKey: secret, sessionToken: 'TOKEN' }, direct });
+        try {
+          for (const key of ['plain', 'dir/a b+c!(x)*\u00e9~\'.x']) {
+            const data = randomBytes(1000);
+            assert.equal(await store.putChecked(key, data), true);
+            assert.ok((await store.get(key)).equals(data), `${key} round-trips (direct ${direct})`);
+          }
+          await assert.rejects(store.get('missing'), ObjectNotFoundError);
+        } finally {
+          await store.close();
+        }
+      }
+      assert.deepEqual(verdicts.filter((v) => !v.endsWith('ok')), [], verdicts.join(', '));
+      assert.equal(verdicts.length, 10);
+    } finally {
+      await new Promise((resolve) => checker.close(resolve));
+    }
   });
 
   void it('a missing key is ObjectNotFoundError; delete of one succeeds', async () => {

@@ -9,11 +9,11 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { FaultStore } from '../../src/object/faults.js';
 import { RetryStore } from '../../src/object/retry.js';
-import type { ObjectStore } from '../../src/object/store.js';
+import type { CallOptions, ObjectStore } from '../../src/object/store.js';
 import { loadCheckpoint, replicationStatus } from '../../src/region/replicate.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { CLI, ensureBuilt } from '../cli/helpers.js';
-import { badBlocks, makeRegionLab, pseudoRandom, type RegionLab } from './helpers.js';
+import { badBlocks, CountingStore, makeRegionLab, pseudoRandom, type RegionLab } from './helpers.js';
 
 const KiB = 1024;
 
@@ -144,6 +144,41 @@ describe('replicator across a faulty link', () => {
       await checkComplete(lab, files);
     } finally {
       await lab.cleanup();
+    }
+  });
+});
+
+/** A store that answers putChecked with a fixed verdict, as an S3 store compares the server's ETag. */
+class VerdictStore extends CountingStore {
+  verdict: boolean | undefined;
+  constructor(inner: ObjectStore, verdict: boolean | undefined) {
+    super(inner);
+    this.verdict = verdict;
+  }
+  async putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+    await this.put(key, data, options);
+    return this.verdict;
+  }
+}
+
+describe('--verify put', () => {
+  it("takes the store's digest when it matches and reads the copy back when it differs or there is none", async () => {
+    for (const [verdict, readsBack] of [[true, false], [undefined, true], [false, true]] as const) {
+      const lab = await makeRegionLab();
+      try {
+        const files = await writeMixed(lab, 5, 12);
+        const blocks = (await lab.liveBlocks()).length;
+        const b = new VerdictStore(lab.store('b'), verdict);
+        const rep = await lab.replicator({ stores: new Map<string, ObjectStore>([['a', lab.store('a')], ['b', b]]), verify: 'put' });
+        const r = await rep.runOnce();
+        assert.equal(r.pending, 0);
+        assert.equal(b.calls.put, blocks);
+        assert.equal(b.calls.get, readsBack ? blocks : 0, `verdict ${String(verdict)}: ${b.calls.get} reads of ${blocks} copies`);
+        assert.equal(rep.stats.verifyFailures, 0);
+        await checkComplete(lab, files);
+      } finally {
+        await lab.cleanup();
+      }
     }
   });
 });
