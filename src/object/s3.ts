@@ -3,7 +3,7 @@
  * through @aws-sdk/client-s3. Loaded only when a URL asks for `s3:` (see registry.ts).
  *
  *   s3://[ACCESS_KEY:SECRET_KEY@]BUCKET[/PREFIX][?endpoint=URL&region=R&path-style=true|false
- *        &access-key=K&secret-key=S&session-token=T]
+ *        &direct=true|false&access-key=K&secret-key=S&session-token=T]
  *
  * Key `k` is stored as `PREFIX/k`. Credentials come from the URL, else the SDK's default chain (the
  * environment's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the AWS profile, instance roles); they never
@@ -24,8 +24,8 @@
  *   signed request body would not make such a link safe against an active attacker. AWS S3, MinIO and Ceph
  *   accept it on PUT and UploadPart.
  * - With an explicit endpoint, whole-object GETs and single-part PUTs skip the SDK's middleware stack
- *   (s3direct.ts: the SDK's signer over node:http, a third of the client CPU per request); `direct: false`
- *   sends them through the SDK like every other call.
+ *   (s3direct.ts: the SDK's signer over node:http, a third of the client CPU per request); `direct=false`
+ *   in the URL (option `direct: false`) sends them through the SDK like every other call.
  * - Our own keep-alive agents with a bounded socket count, so that `close()` can release them.
  * - AWS_CA_BUNDLE is not read (the JavaScript SDK ignores it, unlike the aws CLI): an https endpoint is
  *   checked against Node's CA store; add a private CA with NODE_EXTRA_CA_CERTS.
@@ -626,6 +626,11 @@ export function parseS3Url(url: string): S3StoreOptions {
         if (value !== 'true' && value !== 'false') throw new UsageError(`storage URL ${describeForError(url)}: path-style must be true or false`);
         options.forcePathStyle = value === 'true';
         break;
+      case 'direct':
+        // The lean GET/PUT path for explicit endpoints (s3direct.ts); false sends every call through the SDK.
+        if (value !== 'true' && value !== 'false') throw new UsageError(`storage URL ${describeForError(url)}: direct must be true or false`);
+        options.direct = value === 'true';
+        break;
       case 'access-key':
         accessKey = value;
         break;
@@ -637,7 +642,7 @@ export function parseS3Url(url: string): S3StoreOptions {
         break;
       default:
         throw new UsageError(
-          `storage URL ${describeForError(url)}: unknown parameter ${JSON.stringify(name)} (known: endpoint, region, path-style, access-key, secret-key, session-token)`,
+          `storage URL ${describeForError(url)}: unknown parameter ${JSON.stringify(name)} (known: endpoint, region, path-style, direct, access-key, secret-key, session-token)`,
         );
     }
   }

@@ -364,6 +364,8 @@ void describe('s3 URLs', () => {
       forcePathStyle: false,
       credentials: { accessKeyId: 'AK', secretAccessKey: 'se/cr+et' },
     });
+    assert.equal(parseS3Url('s3://b?endpoint=http%3A%2F%2F127.0.0.1%3A9000&direct=false').direct, false);
+    assert.equal(parseS3Url('s3://b?direct=true').direct, true);
     assert.deepEqual(parseS3Url('s3://b?access-key=AK&secret-key=S%2BK&session-token=T').credentials, {
       accessKeyId: 'AK',
       secretAccessKey: 'S+K',
@@ -376,6 +378,7 @@ void describe('s3 URLs', () => {
       's3://',
       's3:///prefix',
       's3://b?path-style=yes',
+      's3://b?direct=1',
       's3://b?colour=blue',
       's3://b?access-key=AK',
       's3://AK:TOPSECRET@b?access-key=AK&secret-key=TOPSECRET',
