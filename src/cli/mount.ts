@@ -202,7 +202,7 @@ export function register(program: Command): void {
     .option('--read-only', 'mount read-only')
     .option('--allow-other', 'let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)')
     .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
-    .option('--attr-timeout <SECONDS>', 'how long the kernel caches attributes (default 0: a change through one hard link shows at once through the others)')
+    .option('--attr-timeout <SECONDS>', 'how long the kernel caches attributes (default 1; hard links are one inode to the kernel, so they always agree)')
     .option('--entry-timeout <SECONDS>', 'how long the kernel caches names (default 1)')
     .option('--log <FILE>', 'log file in the background (default: in the temporary directory)')
     .option('--debug-fuse', "print libfuse's request trace")

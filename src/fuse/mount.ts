@@ -1,6 +1,8 @@
 /**
- * A mounted volume: checks the mount point, mounts through the FUSE binding (native.ts), watches for an unmount from outside
- * (`ferry umount`, `fusermount -u`), and on close unmounts, flushes every open file and closes the volume.
+ * A mounted volume: checks the mount point, mounts through the FUSE binding (native.ts: Ferry's addon on the
+ * low-level, inode-based API, else fuse-native) serving one FerryOps (ops.ts), watches for an unmount from
+ * outside (`ferry umount`, `fusermount -u`), and on close unmounts, flushes every open file and closes the
+ * volume. The kernel caches entries and attributes for the timeouts given here (1 s by default).
  *
  *   checkMountpoint --> fuse mount --> ready (kernel INIT) --> serving
  *   serving --> close() | unmounted from outside --> unmount (lazy if busy) --> vfs flush, volume close --> done
@@ -26,7 +28,10 @@ export interface MountOptions {
   mountpoint: string;
   readOnly?: boolean;
   allowOther?: boolean;
-  /** Seconds the kernel caches attributes (default 0, so hard links agree at once) and names (default 1). */
+  /**
+   * Seconds the kernel caches attributes and names (default 1 each). Hard links agree at once whatever they
+   * are (one kernel inode); others' changes show once they have run out (plus Meta's lookup cache TTL).
+   */
   attrTimeoutSec?: number;
   entryTimeoutSec?: number;
   log: MountLog;
@@ -137,7 +142,7 @@ export class Mount {
       fsname: `ferry:${vol.info.name}`,
       readOnly: opts.readOnly ?? false,
       allowOther: opts.allowOther ?? false,
-      attrTimeoutSec: opts.attrTimeoutSec ?? 0,
+      attrTimeoutSec: opts.attrTimeoutSec ?? 1,
       entryTimeoutSec: opts.entryTimeoutSec ?? 1,
       negativeTimeoutSec: 0,
       maxWriteBytes: 1 << 20,
@@ -147,7 +152,7 @@ export class Mount {
     };
     const stats = new MountStats();
     const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx });
-    const fuse = createFuse(mnt, ops.handlers(), args, opts.log);
+    const fuse = createFuse(mnt, ops, args, opts.log);
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {
         if (err === null || err === undefined) return resolve();

@@ -1,33 +1,40 @@
 /**
  * The FUSE binding under the mount: Ferry's own addon (native/fuse, package @ferryfs/fuse) when it is built,
- * else fuse-native 2.2.6 with its known gaps. Both run the FUSE 2.9 high-level API (path based); FerryOps
- * writes its handlers once against `FerryHandlers` and the two adapters below translate.
+ * else fuse-native 2.2.6 with its known gaps. Both serve one FerryOps (ops.ts), whose operations take inode
+ * numbers.
  *
- * The addon (native/fuse/src/ferry_fuse.c) passes what fuse-native cannot:
- *   - the caller's uid/gid/pid (fuse_get_context) with every request: new files belong to the caller and
- *     Meta's permission checks see the caller;
- *   - utimens with both times (seconds + nanoseconds, UTIME_NOW / UTIME_OMIT);
- *   - lock (F_GETLK/F_SETLK/F_SETLKW) and flock with the kernel's lock owner, so locks go through the
- *     metadata engine and hold across clients; blocked waits end with EINTR when the caller is interrupted;
- *   - fallocate; create's open flags; keep_cache/direct_io from open and create; st_ino as 64 bits;
- *   - any number of mount options (fuse-native copies them into 1024 bytes).
+ * The addon (native/fuse/src/ferry_fuse.c) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode
+ * numbers (so hard links are one kernel inode, and entries and attributes may be cached for the mount's
+ * timeouts), and no libfuse thread waits while JS works: requests queue to the JS thread and are answered
+ * from it. AddonFuse below turns each request into one FerryOps call and its result into the reply. It also
+ * passes what fuse-native cannot:
+ *   - the caller's uid/gid/pid (fuse_req_ctx) with every request: new files belong to the caller and Meta's
+ *     permission checks see the caller;
+ *   - setattr with both times (seconds + nanoseconds, UTIME_NOW);
+ *   - getlk/setlk and flock with the kernel's lock owner, so locks go through the metadata engine and hold
+ *     across clients; blocked waits end with EINTR when the caller is interrupted;
+ *   - fallocate; create's open flags; keep_cache/direct_io from open and create; 64-bit inode numbers;
+ *   - any number of mount options (fuse-native copies them into 1024 bytes);
+ *   - read and write requests of max_read/max_write (1 MiB): the addon negotiates FUSE_MAX_PAGES, which
+ *     libfuse 2.9 does not know (requests would stay at 128 KiB), and the mount raises the kernel's
+ *     read-ahead to max_readahead (root only).
  *
- * fuse-native (fallback, measured against its C source, fuse-native.c):
+ * fuse-native (fallback: FUSE 2.9 high-level API, path based): fuseNativeOps resolves each path to an inode
+ * (through Meta's lookup cache) and calls the same FerryOps. Its gaps, measured against its C source:
  *   - no per-open flags (keep_cache, direct_io): `auto_cache` is used instead (the high-level library keeps the
  *     kernel's pages at open if size and mtime are unchanged);
  *   - no caller identity: permission checks are the kernel's (default_permissions) and new files belong to
  *     the mount process's user;
  *   - utimens passes atime twice (mtime is lost), in whole milliseconds;
  *   - no lock/flock (the kernel keeps locks local to this machine), no fallocate;
- *   - inode numbers cut to 32 bits; create's flags are not passed (the handle is opened read-write).
+ *   - inode numbers cut to 32 bits; create's flags are not passed (the handle is opened read-write);
+ *   - every path has its own kernel inode: attr_timeout must stay 0 for hard links to agree.
  */
 
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { UsageError } from '../errors.js';
-
-/** The callback of a handler: a result (0, a byte count or -errno) and an optional value. */
-export type FuseCallback = (result: number, value?: unknown) => void;
+import type { FerryOps, SetAttrArgs } from './ops.js';
 
 /** Who makes a request (the addon only). */
 export interface Caller {
@@ -87,46 +94,6 @@ export interface FuseLock {
   pid: number;
 }
 
-type C = Caller | undefined;
-
-/** Ferry's handlers, independent of the binding. `c` is undefined under fuse-native. */
-export interface FerryHandlers {
-  getattr(c: C, path: string, cb: FuseCallback): void;
-  fgetattr(c: C, path: string, fh: number, cb: FuseCallback): void;
-  readdir(c: C, path: string, cb: FuseCallback): void;
-  open(c: C, path: string, flags: number, cb: FuseCallback): void;
-  create(c: C, path: string, mode: number, flags: number, cb: FuseCallback): void;
-  read(c: C, path: string, fh: number, buf: Buffer, len: number, pos: number, cb: FuseCallback): void;
-  write(c: C, path: string, fh: number, buf: Buffer, len: number, pos: number, cb: FuseCallback): void;
-  flush(c: C, path: string, fh: number, owner: string | undefined, cb: FuseCallback): void;
-  fsync(c: C, path: string, datasync: number, fh: number, cb: FuseCallback): void;
-  fsyncdir(c: C, path: string, datasync: number, fh: number, cb: FuseCallback): void;
-  /** flockOwner: the open file's flock to release with it (the last close of a file that flocked). */
-  release(c: C, path: string, fh: number, flockOwner: string | undefined, cb: FuseCallback): void;
-  truncate(c: C, path: string, size: number, cb: FuseCallback): void;
-  ftruncate(c: C, path: string, fh: number, size: number, cb: FuseCallback): void;
-  chmod(c: C, path: string, mode: number, cb: FuseCallback): void;
-  chown(c: C, path: string, uid: number, gid: number, cb: FuseCallback): void;
-  utimens(c: C, path: string, atime: TimeArg, mtime: TimeArg, cb: FuseCallback): void;
-  readlink(c: C, path: string, cb: FuseCallback): void;
-  mknod(c: C, path: string, mode: number, dev: number, cb: FuseCallback): void;
-  mkdir(c: C, path: string, mode: number, cb: FuseCallback): void;
-  unlink(c: C, path: string, cb: FuseCallback): void;
-  rmdir(c: C, path: string, cb: FuseCallback): void;
-  rename(c: C, src: string, dest: string, cb: FuseCallback): void;
-  link(c: C, src: string, dest: string, cb: FuseCallback): void;
-  symlink(c: C, target: string, path: string, cb: FuseCallback): void;
-  statfs(c: C, path: string, cb: FuseCallback): void;
-  setxattr(c: C, path: string, name: string, value: Buffer, flags: number, cb: FuseCallback): void;
-  getxattr(c: C, path: string, name: string, cb: FuseCallback): void;
-  listxattr(c: C, path: string, cb: FuseCallback): void;
-  removexattr(c: C, path: string, name: string, cb: FuseCallback): void;
-  /** cmd: F_GETLK answers the conflicting FuseLock or undefined; F_SETLK(W) answer 0 or -errno. */
-  lock(c: C, path: string, fh: number, cmd: 'get' | 'set' | 'setw', lk: FuseLock, owner: string, cb: FuseCallback): void;
-  flock(c: C, path: string, fh: number, op: 'sh' | 'ex' | 'un', wait: boolean, owner: string, cb: FuseCallback): void;
-  fallocate(c: C, path: string, fh: number, mode: number, offset: number, length: number, cb: FuseCallback): void;
-}
-
 /** What the mount code needs of a binding. */
 export interface FuseInstance {
   /** Which binding serves the mount. */
@@ -149,7 +116,7 @@ export interface MountArgs {
   /** Seconds the kernel may cache attributes and names. */
   attrTimeoutSec: number;
   entryTimeoutSec: number;
-  /** Seconds the kernel may remember that a name does not exist. */
+  /** Seconds the kernel may remember that a name does not exist (high-level library only). */
   negativeTimeoutSec: number;
   /** Largest write and read request, bytes. */
   maxWriteBytes: number;
@@ -157,12 +124,13 @@ export interface MountArgs {
   /** Kernel read-ahead, bytes. */
   readAheadBytes: number;
   debug?: boolean;
-  /** The high-level library's close-to-open page cache (fuse-native, which cannot set keep_cache itself). */
-  autoCache?: boolean;
 }
 
-/** The `-o` options for fuse_mount/fuse_new (FUSE 2.9 option names). */
-export function mountOptions(a: MountArgs): string[] {
+/**
+ * The `-o` options for fuse_mount and the library (FUSE 2.9 option names). The low-level library takes no
+ * timeouts or inode options: the addon passes timeouts with each reply, and inode numbers are Ferry's anyway.
+ */
+export function mountOptions(a: MountArgs, library: 'low-level' | 'high-level'): string[] {
   const fsname = a.fsname.replace(/[,\\\s]/g, '_');
   return [
     `fsname=${fsname}`,
@@ -176,20 +144,17 @@ export function mountOptions(a: MountArgs): string[] {
     'big_writes',
     `max_write=${a.maxWriteBytes}`,
     `max_readahead=${a.readAheadBytes}`,
-    // High-level library: Ferry's inode numbers, cache timeouts.
-    'use_ino',
-    'readdir_ino',
-    `attr_timeout=${a.attrTimeoutSec}`,
-    `entry_timeout=${a.entryTimeoutSec}`,
-    `negative_timeout=${a.negativeTimeoutSec}`,
-    ...(a.autoCache ?? true ? ['auto_cache'] : []),
+    // High-level library: Ferry's inode numbers, cache timeouts, close-to-open page cache.
+    ...(library === 'high-level'
+      ? ['use_ino', 'readdir_ino', `attr_timeout=${a.attrTimeoutSec}`, `entry_timeout=${a.entryTimeoutSec}`, `negative_timeout=${a.negativeTimeoutSec}`, 'auto_cache']
+      : []),
     ...(a.debug ? ['debug'] : []),
   ];
 }
 
 /** The `-o` argument as one string (fuse-native's form). */
 export function mountArgs(a: MountArgs): string {
-  const arg = '-o' + mountOptions(a).join(',');
+  const arg = '-o' + mountOptions(a, 'high-level').join(',');
   // fuse-native copies the argument into a 1024-byte buffer.
   if (Buffer.byteLength(arg) >= 1024) throw new UsageError('mount options are too long');
   return arg;
@@ -262,47 +227,98 @@ const O_RDWR = 2;
 /** fuse-native turns UTIME_NOW/UTIME_OMIT (tv_sec 0, tv_nsec ~2^30) into about 1073 ms. */
 const UTIME_SPECIAL_MS_MAX = 1074;
 
-/** FerryHandlers in fuse-native's handler shapes (no caller, no lock/flock/fallocate). */
-export function fuseNativeOps(h: FerryHandlers): Record<string, (...args: never[]) => void> {
+type Cb = (res: number, ...values: unknown[]) => void;
+
+/**
+ * FerryOps in fuse-native's path-based handler shapes (no caller, no lock/flock/fallocate): each path is
+ * resolved to an inode (or its parent directory and name) first.
+ */
+export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) => void> {
   const u = undefined;
   const floorTimes = (st: FuseStat): FuseStat => ({ ...st, atime: Math.floor(st.atime), mtime: Math.floor(st.mtime), ctime: Math.floor(st.ctime) });
   const t = (ms: number): TimeArg => (ms < UTIME_SPECIAL_MS_MAX ? 'now' : ms);
-  const openCb = (cb: FuseCallback): FuseCallback => (res, v) => (v === undefined ? cb(res) : cb(res, (v as OpenReply).fh));
+  /** Runs op; its value (if any) is the callback's second argument. */
+  const run = <T>(op: string, cb: Cb, fn: () => Promise<T>, out: (v: T) => unknown[] = () => []): void =>
+    ops.run(op, fn, (res, v) => (res < 0 ? cb(res) : cb(0, ...out(v as T))));
+  const ino = (path: string): Promise<number> => ops.inoOf(path);
+  const parent = (path: string): Promise<{ parent: number; name: string }> => ops.parentOf(path);
+  const setattr = (op: string, path: string, set: SetAttrArgs, cb: Cb): void => run(op, cb, async () => ops.setattr(u, await ino(path), set));
   return {
-    init: (cb: FuseCallback) => cb(0),
-    getattr: (path: string, cb: FuseCallback) => h.getattr(u, path, (res, v) => (v === undefined ? cb(res) : cb(res, floorTimes(v as FuseStat)))),
-    readdir: (path: string, cb: (res: number, names?: string[], stats?: unknown[]) => void) =>
-      h.readdir(u, path, (res, v) => {
-        if (v === undefined) return cb(res);
-        const d = v as { names: string[]; stats: unknown[] };
-        return cb(res, d.names, d.stats);
+    init: (cb: Cb) => cb(0),
+    getattr: (path: string, cb: Cb) => run('getattr', cb, async () => ops.getattr(u, await ino(path)), (st) => [floorTimes(st)]),
+    readdir: (path: string, cb: Cb) =>
+      run('readdir', cb, async () => {
+        const dir = await ino(path);
+        const fh = await ops.opendir(u, dir);
+        try {
+          return await ops.readdir(u, dir, fh, 0, Infinity);
+        } finally {
+          await ops.releasedir(u, fh);
+        }
+      }, (d) => [d.names, d.inos.map((i, k) => ({ ino: i, mode: d.modes[k] }))]),
+    open: (path: string, flags: number, cb: Cb) => run('open', cb, async () => ops.open(u, await ino(path), flags), (o) => [o.fh]),
+    create: (path: string, mode: number, cb: Cb) =>
+      run('create', cb, async () => {
+        const p = await parent(path);
+        return ops.create(u, p.parent, p.name, mode, O_RDWR);
+      }, (r) => [r.open.fh]),
+    read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+      ops.run('read', () => ops.read(u, fd, buf, len, pos), (res, n) => cb(res < 0 ? res : n!)),
+    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+      ops.run('write', () => ops.write(u, fd, buf, len, pos), (res, n) => cb(res < 0 ? res : n!)),
+    flush: (path: string, fd: number, cb: Cb) => run('flush', cb, () => ops.flush(u, fd, undefined)),
+    fsync: (path: string, datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => ops.fsync(u, fd)),
+    fsyncdir: (path: string, datasync: number, fd: number, cb: Cb) => run('fsyncdir', cb, () => ops.fsyncdir()),
+    release: (path: string, fd: number, cb: Cb) => run('release', cb, () => ops.release(u, fd, undefined)),
+    truncate: (path: string, size: number, cb: Cb) => setattr('truncate', path, { size }, cb),
+    ftruncate: (path: string, fd: number, size: number, cb: Cb) => run('truncate', cb, async () => ops.setattr(u, ops.inoOfHandle(fd), { size })),
+    chmod: (path: string, mode: number, cb: Cb) => setattr('chmod', path, { mode }, cb),
+    chown: (path: string, uid: number, gid: number, cb: Cb) => setattr('chown', path, { uid, gid }, cb),
+    utimens: (path: string, atime: number, mtime: number, cb: Cb) => setattr('utimens', path, { atime: t(atime), mtime: t(mtime) }, cb),
+    readlink: (path: string, cb: Cb) => run('readlink', cb, async () => ops.readlink(u, await ino(path)), (s) => [s]),
+    mknod: (path: string, mode: number, dev: number, cb: Cb) =>
+      run('mknod', cb, async () => {
+        const p = await parent(path);
+        return ops.mknod(u, p.parent, p.name, mode, dev);
       }),
-    open: (path: string, flags: number, cb: FuseCallback) => h.open(u, path, flags, openCb(cb)),
-    create: (path: string, mode: number, cb: FuseCallback) => h.create(u, path, mode, O_RDWR, openCb(cb)),
-    read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCallback) => h.read(u, path, fd, buf, len, pos, cb),
-    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: FuseCallback) => h.write(u, path, fd, buf, len, pos, cb),
-    flush: (path: string, fd: number, cb: FuseCallback) => h.flush(u, path, fd, undefined, cb),
-    fsync: (path: string, datasync: number, fd: number, cb: FuseCallback) => h.fsync(u, path, datasync, fd, cb),
-    fsyncdir: (path: string, datasync: number, fd: number, cb: FuseCallback) => h.fsyncdir(u, path, datasync, fd, cb),
-    release: (path: string, fd: number, cb: FuseCallback) => h.release(u, path, fd, undefined, cb),
-    truncate: (path: string, size: number, cb: FuseCallback) => h.truncate(u, path, size, cb),
-    ftruncate: (path: string, fd: number, size: number, cb: FuseCallback) => h.ftruncate(u, path, fd, size, cb),
-    chmod: (path: string, mode: number, cb: FuseCallback) => h.chmod(u, path, mode, cb),
-    chown: (path: string, uid: number, gid: number, cb: FuseCallback) => h.chown(u, path, uid, gid, cb),
-    utimens: (path: string, atime: number, mtime: number, cb: FuseCallback) => h.utimens(u, path, t(atime), t(mtime), cb),
-    readlink: (path: string, cb: FuseCallback) => h.readlink(u, path, cb),
-    mknod: (path: string, mode: number, dev: number, cb: FuseCallback) => h.mknod(u, path, mode, dev, cb),
-    mkdir: (path: string, mode: number, cb: FuseCallback) => h.mkdir(u, path, mode, cb),
-    unlink: (path: string, cb: FuseCallback) => h.unlink(u, path, cb),
-    rmdir: (path: string, cb: FuseCallback) => h.rmdir(u, path, cb),
-    rename: (src: string, dest: string, cb: FuseCallback) => h.rename(u, src, dest, cb),
-    link: (src: string, dest: string, cb: FuseCallback) => h.link(u, src, dest, cb),
-    symlink: (target: string, path: string, cb: FuseCallback) => h.symlink(u, target, path, cb),
-    statfs: (path: string, cb: FuseCallback) => h.statfs(u, path, cb),
-    setxattr: (path: string, name: string, value: Buffer, position: number, flags: number, cb: FuseCallback) => h.setxattr(u, path, name, value, flags, cb),
-    getxattr: (path: string, name: string, position: number, cb: FuseCallback) => h.getxattr(u, path, name, cb),
-    listxattr: (path: string, cb: FuseCallback) => h.listxattr(u, path, cb),
-    removexattr: (path: string, name: string, cb: FuseCallback) => h.removexattr(u, path, name, cb),
+    mkdir: (path: string, mode: number, cb: Cb) =>
+      run('mkdir', cb, async () => {
+        const p = await parent(path);
+        return ops.mkdir(u, p.parent, p.name, mode);
+      }),
+    unlink: (path: string, cb: Cb) =>
+      run('unlink', cb, async () => {
+        const p = await parent(path);
+        return ops.unlink(u, p.parent, p.name);
+      }),
+    rmdir: (path: string, cb: Cb) =>
+      run('rmdir', cb, async () => {
+        const p = await parent(path);
+        return ops.rmdir(u, p.parent, p.name);
+      }),
+    rename: (src: string, dest: string, cb: Cb) =>
+      run('rename', cb, async () => {
+        const s = await parent(src);
+        const d = await parent(dest);
+        return ops.rename(u, s.parent, s.name, d.parent, d.name, 0);
+      }),
+    link: (src: string, dest: string, cb: Cb) =>
+      run('link', cb, async () => {
+        const from = await ino(src);
+        const d = await parent(dest);
+        return ops.link(u, from, d.parent, d.name);
+      }),
+    symlink: (target: string, path: string, cb: Cb) =>
+      run('symlink', cb, async () => {
+        const p = await parent(path);
+        return ops.symlink(u, p.parent, p.name, target);
+      }),
+    statfs: (path: string, cb: Cb) => run('statfs', cb, () => ops.statfs(), (s) => [s]),
+    setxattr: (path: string, name: string, value: Buffer, position: number, flags: number, cb: Cb) =>
+      run('setxattr', cb, async () => ops.setxattr(u, await ino(path), name, value, flags)),
+    getxattr: (path: string, name: string, position: number, cb: Cb) => run('getxattr', cb, async () => ops.getxattr(u, await ino(path), name), (v) => [v]),
+    listxattr: (path: string, cb: Cb) => run('listxattr', cb, async () => ops.listxattr(u, await ino(path)), (v) => [v]),
+    removexattr: (path: string, name: string, cb: Cb) => run('removexattr', cb, async () => ops.removexattr(u, await ino(path), name)),
   };
 }
 
@@ -310,14 +326,19 @@ export function fuseNativeOps(h: FerryHandlers): Record<string, (...args: never[
 
 /** native/fuse's exports (see ferry_fuse.c). */
 export interface FerryFuseAddon {
-  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, singleThread: boolean): object;
+  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number): object;
   unmount(handle: object): void;
   exit(handle: object): void;
   close(handle: object): void;
   reply(id: number, result: number, ...values: unknown[]): boolean;
   interrupted(id: number): boolean;
+  invalidate(handle: object, ino: number): number;
   ops: string[];
-  constants: Record<'OPEN_KEEP_CACHE' | 'OPEN_DIRECT_IO' | 'F_GETLK' | 'F_SETLK' | 'F_SETLKW' | 'F_RDLCK' | 'F_WRLCK' | 'F_UNLCK' | 'LOCK_SH' | 'LOCK_EX' | 'LOCK_NB' | 'LOCK_UN' | 'UTIME_NOW' | 'UTIME_OMIT', number>;
+  constants: Record<
+    | 'OPEN_KEEP_CACHE' | 'OPEN_DIRECT_IO' | 'F_RDLCK' | 'F_WRLCK' | 'F_UNLCK' | 'LOCK_SH' | 'LOCK_EX' | 'LOCK_NB' | 'LOCK_UN'
+    | 'SET_ATTR_MODE' | 'SET_ATTR_UID' | 'SET_ATTR_GID' | 'SET_ATTR_SIZE' | 'SET_ATTR_ATIME' | 'SET_ATTR_MTIME' | 'SET_ATTR_ATIME_NOW' | 'SET_ATTR_MTIME_NOW',
+    number
+  >;
 }
 
 let addon: { mod?: FerryFuseAddon; why?: string } | undefined;
@@ -354,13 +375,17 @@ const EIO = 5;
 /** How long unmount waits for the FUSE loop to end before giving up on it, ms. */
 const DONE_WAIT_MS = 5000;
 
+const statArray = (st: FuseStat): number[] => [st.mode, st.uid, st.gid, st.size, st.nlink, st.ino, st.rdev, st.blksize, st.blocks, st.atime, st.mtime, st.ctime];
+
 /** A mount served by the addon: one dispatch function receives every request and replies by id. */
 export class AddonFuse implements FuseInstance {
   readonly backend = 'ferry-fuse' as const;
   private readonly b: FerryFuseAddon;
   private readonly mnt: string;
-  private readonly h: FerryHandlers;
+  private readonly ops: FerryOps;
   private readonly options: string[];
+  private readonly timeouts: { attrSec: number; entrySec: number };
+  private readonly readAheadBytes: number;
   private readonly onError: (msg: string, err?: unknown) => void;
   private handle: object | undefined;
   private mountCb: ((err: Error | null) => void) | undefined;
@@ -370,11 +395,13 @@ export class AddonFuse implements FuseInstance {
   onEnd: (() => void) | undefined;
   private readonly endWaiters: Array<() => void> = [];
 
-  constructor(b: FerryFuseAddon, mnt: string, handlers: FerryHandlers, options: string[], onError: (msg: string, err?: unknown) => void) {
+  constructor(b: FerryFuseAddon, mnt: string, ops: FerryOps, a: MountArgs, onError: (msg: string, err?: unknown) => void) {
     this.b = b;
     this.mnt = mnt;
-    this.h = handlers;
-    this.options = options;
+    this.ops = ops;
+    this.options = mountOptions(a, 'low-level');
+    this.timeouts = { attrSec: a.attrTimeoutSec, entrySec: a.entryTimeoutSec };
+    this.readAheadBytes = a.readAheadBytes;
     this.onError = onError;
   }
 
@@ -382,7 +409,7 @@ export class AddonFuse implements FuseInstance {
   mount(cb: (err: Error | null) => void): void {
     this.mountCb = cb;
     try {
-      this.handle = this.b.mount(this.mnt, ['-o', this.options.join(',')], (...a: unknown[]) => this.dispatch(a), false);
+      this.handle = this.b.mount(this.mnt, ['-o', this.options.join(',')], (...a: unknown[]) => this.dispatch(a), this.timeouts.attrSec, this.timeouts.entrySec);
     } catch (err) {
       this.mountCb = undefined;
       cb(new Error(err instanceof Error && err.message !== 'fuse_mount failed' ? err.message : 'fuse failed'));
@@ -424,8 +451,14 @@ export class AddonFuse implements FuseInstance {
     if (op === 'init') {
       const cb = this.mountCb;
       this.mountCb = undefined;
-      void mountDevice(this.mnt).then((dev) => (this.dev = dev));
-      cb?.(null);
+      void mountDevice(this.mnt)
+        .then(async (dev) => {
+          this.dev = dev;
+          // The kernel caps a FUSE mount's read-ahead at its default (128 KiB), and a read request at the
+          // read-ahead: raising it (root only) lets reads reach max_read. Without it reads are smaller.
+          if (dev !== undefined) await writeFile(`/sys/class/bdi/0:${dev}/read_ahead_kb`, String(Math.floor(this.readAheadBytes / 1024))).catch(() => undefined);
+        })
+        .finally(() => cb?.(null));
       return;
     }
     if (op === 'done') {
@@ -443,7 +476,7 @@ export class AddonFuse implements FuseInstance {
     const r = (res: number, ...values: unknown[]): void => {
       try {
         // A lock wait the kernel gave up on (the caller was interrupted) is answered EINTR already.
-        if (!this.b.reply(id, res, ...values) && op !== 'lock' && op !== 'flock') this.onError(`fuse ${op}: reply to a request no longer pending (dropped)`);
+        if (!this.b.reply(id, res, ...values) && op !== 'setlk' && op !== 'flock') this.onError(`fuse ${op}: reply to a request no longer pending (dropped)`);
       } catch (err) {
         this.onError(`fuse ${op}: reply failed`, err);
         this.b.reply(id, -EIO);
@@ -458,82 +491,88 @@ export class AddonFuse implements FuseInstance {
   }
 
   private call(op: string, c: Caller, a: unknown[], r: (res: number, ...values: unknown[]) => void): void {
-    const h = this.h;
+    const o = this.ops;
     const k = this.b.constants;
     const s = (i: number): string => a[i] as string;
     const n = (i: number): number => a[i] as number;
-    const plain: FuseCallback = (res) => r(res);
-    const stat: FuseCallback = (res, v) => {
-      if (res < 0 || v === undefined) return r(res);
-      const st = v as FuseStat;
-      r(0, [st.mode, st.uid, st.gid, st.size, st.nlink, st.ino, st.rdev, st.blksize, st.blocks, st.atime, st.mtime, st.ctime]);
-    };
-    const opened: FuseCallback = (res, v) => {
-      if (res < 0 || v === undefined) return r(res);
-      const o = v as OpenReply;
-      r(0, o.fh, (o.keepCache ? k.OPEN_KEEP_CACHE : 0) | (o.directIo ? k.OPEN_DIRECT_IO : 0));
-    };
     const owner = (i: number): string => (a[i] as bigint).toString(16);
-    const time = (sec: number, nsec: number): TimeArg => (nsec === k.UTIME_NOW ? 'now' : nsec === k.UTIME_OMIT ? 'omit' : sec * 1000 + nsec / 1e6);
+    /** Runs an operation whose answer carries no values. */
+    const plain = (p: () => Promise<unknown>): void => o.run(op, p, (res) => r(res));
+    /** Runs an operation answered with an entry or attributes. */
+    const attr = (p: () => Promise<FuseStat>): void => o.run(op, p, (res, st) => (res < 0 ? r(res) : r(0, statArray(st!))));
+    const lockOf = (i: number): FuseLock => {
+      const type = n(i) === k.F_RDLCK ? 'r' : n(i) === k.F_WRLCK ? 'w' : 'u';
+      const start = n(i + 1);
+      return { type, start, end: n(i + 2) === 0 ? LOCK_EOF : start + n(i + 2), pid: n(i + 3) };
+    };
+    const openFlags = (v: OpenReply): number => (v.keepCache === true ? k.OPEN_KEEP_CACHE : 0) | (v.directIo === true ? k.OPEN_DIRECT_IO : 0);
     switch (op) {
-      case 'getattr': return h.getattr(c, s(5), stat);
-      case 'fgetattr': return h.fgetattr(c, s(5), n(6), stat);
-      case 'readlink': return h.readlink(c, s(5), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'mknod': return h.mknod(c, s(5), n(6), n(7), plain);
-      case 'mkdir': return h.mkdir(c, s(5), n(6), plain);
-      case 'unlink': return h.unlink(c, s(5), plain);
-      case 'rmdir': return h.rmdir(c, s(5), plain);
-      case 'symlink': return h.symlink(c, s(5), s(6), plain);
-      case 'rename': return h.rename(c, s(5), s(6), plain);
-      case 'link': return h.link(c, s(5), s(6), plain);
-      case 'chmod': return h.chmod(c, s(5), n(6), plain);
-      case 'chown': return h.chown(c, s(5), n(6), n(7), plain);
-      case 'truncate': return h.truncate(c, s(5), n(6), plain);
-      case 'ftruncate': return h.ftruncate(c, s(5), n(6), n(7), plain);
-      case 'utimens': return h.utimens(c, s(5), time(n(6), n(7)), time(n(8), n(9)), plain);
-      case 'open': return h.open(c, s(5), n(6), opened);
-      case 'create': return h.create(c, s(5), n(6), n(7), opened);
-      case 'read': return h.read(c, s(5), n(6), a[7] as Buffer, n(8), n(9), plain);
-      case 'write': return h.write(c, s(5), n(6), a[7] as Buffer, n(8), n(9), plain);
-      case 'statfs':
-        return h.statfs(c, s(5), (res, v) => {
-          if (res < 0 || v === undefined) return r(res);
-          const f = v as FuseStatfs;
-          r(0, [f.bsize, f.frsize, f.blocks, f.bfree, f.bavail, f.files, f.ffree, f.favail, f.fsid, f.flag, f.namemax]);
+      case 'lookup': return attr(() => o.lookup(c, n(5), s(6)));
+      case 'getattr': return attr(() => o.getattr(c, n(5)));
+      case 'setattr': {
+        const set = n(7);
+        const has = (bit: number): boolean => (set & bit) !== 0;
+        const time = (bit: number, nowBit: number, ms: number): TimeArg | undefined => (has(nowBit) ? 'now' : has(bit) ? ms : undefined);
+        const args: SetAttrArgs = {};
+        if (has(k.SET_ATTR_MODE)) args.mode = n(8);
+        if (has(k.SET_ATTR_UID)) args.uid = n(9);
+        if (has(k.SET_ATTR_GID)) args.gid = n(10);
+        if (has(k.SET_ATTR_SIZE)) args.size = n(11);
+        const at = time(k.SET_ATTR_ATIME, k.SET_ATTR_ATIME_NOW, n(12));
+        const mt = time(k.SET_ATTR_MTIME, k.SET_ATTR_MTIME_NOW, n(13));
+        if (at !== undefined) args.atime = at;
+        if (mt !== undefined) args.mtime = mt;
+        return attr(() => o.setattr(c, n(5), args));
+      }
+      case 'readlink': return o.run(op, () => o.readlink(c, n(5)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      case 'mknod': return attr(() => o.mknod(c, n(5), s(6), n(7), n(8)));
+      case 'mkdir': return attr(() => o.mkdir(c, n(5), s(6), n(7)));
+      case 'unlink': return plain(() => o.unlink(c, n(5), s(6)));
+      case 'rmdir': return plain(() => o.rmdir(c, n(5), s(6)));
+      case 'symlink': return attr(() => o.symlink(c, n(5), s(6), s(7)));
+      case 'rename': return plain(() => o.rename(c, n(5), s(6), n(7), s(8), 0));
+      case 'link': return attr(() => o.link(c, n(5), n(6), s(7)));
+      case 'open':
+        return o.run(op, () => o.open(c, n(5), n(6)), (res, v) => {
+          if (res < 0) return r(res);
+          // Pages the kernel may not keep may come with a stale size too: it re-reads the attributes.
+          if (v!.keepCache !== true && this.handle !== undefined) this.b.invalidate(this.handle, n(5));
+          r(0, v!.fh, openFlags(v!));
         });
-      case 'flush': return h.flush(c, s(5), n(6), owner(7), plain);
-      case 'release': return h.release(c, s(5), n(6), n(9) !== 0 ? owner(8) : undefined, plain);
-      case 'releasedir': return r(0);
-      case 'fsync': return h.fsync(c, s(5), n(6), n(7), plain);
-      case 'fsyncdir': return h.fsyncdir(c, s(5), n(6), n(7), plain);
-      case 'setxattr': return h.setxattr(c, s(5), s(6), a[7] as Buffer, n(8), plain);
-      case 'getxattr': return h.getxattr(c, s(5), s(6), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'listxattr': return h.listxattr(c, s(5), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'removexattr': return h.removexattr(c, s(5), s(6), plain);
+      case 'create':
+        return o.run(op, () => o.create(c, n(5), s(6), n(7), n(8)), (res, v) => (res < 0 ? r(res) : r(0, statArray(v!.attr), v!.open.fh, openFlags(v!.open))));
+      case 'read': {
+        const buf = a[7] as Buffer;
+        return o.run(op, () => o.read(c, n(6), buf, n(8), n(9)), (res, v) => (res < 0 ? r(res) : r(v!, buf)));
+      }
+      case 'write': return o.run(op, () => o.write(c, n(6), a[7] as Buffer, n(8), n(9)), (res, v) => r(res < 0 ? res : v!));
+      case 'flush': return plain(() => o.flush(c, n(6), owner(7)));
+      case 'release': return plain(() => o.release(c, n(6), n(9) !== 0 ? owner(8) : undefined));
+      case 'fsync': return plain(() => o.fsync(c, n(7)));
+      case 'opendir': return o.run(op, () => o.opendir(c, n(5)), (res, fh) => (res < 0 ? r(res) : r(0, fh!, 0)));
       case 'readdir':
-        return h.readdir(c, s(5), (res, v) => {
-          if (res < 0 || v === undefined) return r(res);
-          const d = v as { names: string[]; stats: Array<{ ino: number; mode: number }> };
-          r(0, d.names, d.stats.map((x) => x.ino), d.stats.map((x) => x.mode));
-        });
-      case 'lock': {
-        const cmd = n(7) === k.F_GETLK ? 'get' : n(7) === k.F_SETLKW ? 'setw' : 'set';
-        const type = n(8) === k.F_RDLCK ? 'r' : n(8) === k.F_WRLCK ? 'w' : 'u';
-        const start = n(9);
-        const end = n(10) === 0 ? LOCK_EOF : start + n(10);
-        return h.lock(c, s(5), n(6), cmd, { type, start, end, pid: n(11) }, owner(12), (res, v) => {
-          if (res < 0 || cmd !== 'get') return r(res);
-          const l = v as FuseLock | undefined;
+        return o.run(op, () => o.readdir(c, n(5), n(6), n(8), n(7)), (res, d) => (res < 0 ? r(res) : r(0, d!.names, d!.inos, d!.modes)));
+      case 'releasedir': return plain(() => o.releasedir(c, n(6)));
+      case 'fsyncdir': return plain(() => o.fsyncdir());
+      case 'statfs': return o.run(op, () => o.statfs(), (res, f) => (res < 0 ? r(res) : r(0, [f!.bsize, f!.frsize, f!.blocks, f!.bfree, f!.bavail, f!.files, f!.ffree, f!.favail, f!.fsid, f!.flag, f!.namemax])));
+      case 'setxattr': return plain(() => o.setxattr(c, n(5), s(6), a[7] as Buffer, n(8)));
+      case 'getxattr': return o.run(op, () => o.getxattr(c, n(5), s(6)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      case 'listxattr': return o.run(op, () => o.listxattr(c, n(5)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      case 'removexattr': return plain(() => o.removexattr(c, n(5), s(6)));
+      case 'access': return plain(() => o.access(c, n(5), n(6)));
+      case 'getlk':
+        return o.run(op, () => o.getlk(c, n(6), lockOf(8), owner(12)), (res, l) => {
+          if (res < 0) return r(res);
           if (l === undefined) return r(0, [k.F_UNLCK]);
           r(0, [l.type === 'r' ? k.F_RDLCK : k.F_WRLCK, l.start, l.end >= LOCK_EOF ? 0 : l.end - l.start, l.pid]);
         });
-      }
+      case 'setlk': return plain(() => o.setlk(c, n(6), lockOf(8), owner(12), n(7) !== 0));
       case 'flock': {
-        const o = n(7);
-        const kind = (o & k.LOCK_UN) !== 0 ? 'un' : (o & k.LOCK_EX) !== 0 ? 'ex' : 'sh';
-        return h.flock(c, s(5), n(6), kind, (o & k.LOCK_NB) === 0, owner(8), plain);
+        const f = n(7);
+        const kind = (f & k.LOCK_UN) !== 0 ? 'un' : (f & k.LOCK_EX) !== 0 ? 'ex' : 'sh';
+        return plain(() => o.flock(c, n(6), kind, (f & k.LOCK_NB) === 0, owner(8)));
       }
-      case 'fallocate': return h.fallocate(c, s(5), n(9), n(6), n(7), n(8), plain);
+      case 'fallocate': return plain(() => o.fallocate(c, n(6), n(7), n(8), n(9)));
       default:
         this.onError(`fuse: unknown request ${op}`);
         return r(-38);
@@ -546,16 +585,18 @@ let fallbackLogged = false;
 /**
  * The binding for a mount: the addon when built, else fuse-native (one log line says so, once per process).
  */
-export function createFuse(mnt: string, handlers: FerryHandlers, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
+export function createFuse(mnt: string, ops: FerryOps, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
   const { mod, why } = loadAddon();
-  if (mod !== undefined) return new AddonFuse(mod, mnt, handlers, mountOptions({ ...a, autoCache: false }), (m, e) => log.error(m, e));
+  if (mod !== undefined) return new AddonFuse(mod, mnt, ops, a, (m, e) => log.error(m, e));
   if (!fallbackLogged) {
     fallbackLogged = true;
     log.warn(`ferry's FUSE addon is not available (${why ?? 'unknown'}); using fuse-native: mtime from utimens, caller identity, fcntl/flock locks across clients, fallocate and 64-bit inode numbers are not supported`);
   }
-  const Fuse = ferryFuseClass(mountArgs({ ...a, autoCache: true }));
+  // Every path is its own kernel inode under the high-level library: attributes are not cached, so hard
+  // links agree.
+  const Fuse = ferryFuseClass(mountArgs({ ...a, attrTimeoutSec: 0 }));
   // timeout false: Ferry's own layers bound their waits; fuse-native's 15 s default would fail long flushes.
-  const f = new Fuse(mnt, fuseNativeOps(handlers), { timeout: false });
+  const f = new Fuse(mnt, fuseNativeOps(ops), { timeout: false });
   return {
     backend: 'fuse-native',
     mount: (cb) => f.mount(cb),

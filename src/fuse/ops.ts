@@ -1,24 +1,35 @@
 /**
- * FUSE operations (path-based FUSE 2.9 high-level handlers, see native.ts's FerryHandlers) over Vfs and
- * Meta. The kernel resolves symlinks and checks permissions (default_permissions); each handler resolves its
- * path to an inode through Vfs (names and attributes come from Meta's lookup cache: own changes invalidate
- * it, others' show within its TTL) and calls the inode-level operation, so every failure maps 1:1 to an
- * errno with toErrno.
+ * FUSE operations by inode number (FUSE 2.9's low-level API, as Ferry's addon serves it; see native.ts) over
+ * Vfs and Meta. Kernel inode numbers are Ferry's (FUSE_ROOT_ID = ROOT_INO = 1), so a hard link is one inode
+ * to the kernel too and the kernel may cache entries and attributes (the mount's timeouts): what this mount
+ * changes it learns from the replies, others' changes show once the timeouts run out. The kernel resolves
+ * paths and symlinks and checks permissions (default_permissions); every failure maps 1:1 to an errno with
+ * toErrno. Ferry keeps no lookup counts: any inode can be read by number at any time (forget is the addon's).
+ *
+ * The fuse-native fallback (path-based high-level API) runs the same operations: native.ts resolves each
+ * path to an inode with `inoOf`/`parentOf` (through Meta's lookup cache) and calls them.
  *
  * Identity: under Ferry's addon each request carries the caller (uid, gid, pid; supplementary groups are read
  * from /proc/<pid>/status and cached briefly): new files belong to the caller and Meta checks the caller's
- * permissions for what it changes. Paths are resolved as the mount (the kernel already checked the
- * caller's search permission). Under fuse-native there is no caller and the mount's identity is used.
+ * permissions for what it changes. Names are looked up as the mount (the kernel already checked the caller's
+ * search permission). Under fuse-native there is no caller and the mount's identity is used.
  *
  * Locks (addon only): fcntl byte-range locks and flock go through Meta's lock records in the engine, so they
- * hold across processes, mounts and machines; blocking requests retry until granted or interrupted. The
- * high-level library releases POSIX locks on every flush (close) and flocks on the last release.
+ * hold across processes, mounts and machines; blocking requests retry until granted or interrupted. POSIX
+ * locks of an owner go at its flush (every close), flocks at the last release of the open file.
  *
- * Page cache (addon only): open keeps the kernel's cached pages (keep_cache) when the file's size and mtime
- * are what this mount saw at its last open or release of the file (close-to-open); otherwise they go.
+ * Page cache: open keeps the kernel's cached pages (keep_cache) when the file's size and mtime are what this
+ * mount saw at its last open or release of the file (close-to-open); otherwise they go, and the addon drops
+ * the kernel's cached attributes of the file too (a size changed elsewhere shows at once).
  *
- * Every handler replies exactly once: `run` turns the handler's promise (or a synchronous throw) into one
- * callback, maps errors to -errno, and logs errors that are not FsErrors (they become EIO).
+ * Close: flush (every close(2)) waits until the file's buffered writes are uploaded and committed, so another
+ * client that opens the file afterwards sees them and close reports a failed upload or commit. (Answering
+ * first and committing after was tried: the small upload and the commit are synchronous work on the JS
+ * thread, so it gained nothing measurable and would weaken close-to-open.)
+ *
+ * Every request is answered exactly once: `run` turns an operation's promise (or a synchronous throw) into one
+ * callback, maps errors to -errno, counts it in the mount's stats, and logs errors that are not FsErrors
+ * (they become EIO).
  */
 
 import { readFile } from 'node:fs/promises';
@@ -26,17 +37,17 @@ import { FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
 import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, type Attr, type Ctx, type FileType } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, O_RDWR, Vfs, type Handle } from '../vfs/vfs.js';
-import type { Caller, FerryHandlers, FuseCallback, FuseLock, FuseStat, FuseStatfs, OpenReply, TimeArg } from './native.js';
+import type { Caller, FuseLock, FuseStat, FuseStatfs, OpenReply, TimeArg } from './native.js';
 import type { MountStats } from './stats.js';
 
 export type { FuseStat } from './native.js';
 
 /** The virtual counters file at the mount root. */
 export const STATS_NAME = '.stats';
-const STATS_PATH = '/' + STATS_NAME;
 /** Its fixed size: the text is padded, so any snapshot matches the size the kernel cached. */
 export const STATS_FILE_BYTES = 16384;
-const STATS_INO = 0x7fffffff;
+/** Its inode number (not one Ferry hands out: inode counters start low and grow by one). */
+export const STATS_INO = 0x7fffffff;
 /** .stats handles are numbered from here (Vfs numbers its handles from 1). */
 const STATS_FH_BASE = 0x40000000;
 
@@ -44,12 +55,19 @@ const STATS_FH_BASE = 0x40000000;
 const BLKSIZE = 131072;
 /** Entries asked of the engine per readdir page. */
 const READDIR_PAGE = 1000;
+/** The smallest directory entry the kernel's buffer takes (fuse_dirent: 24 bytes + name, 8-aligned). */
+const DIRENT_BYTES_MIN = 32;
 /**
  * POSIX ACLs: the kernel passes their xattrs through (FUSE 2 has no ACL support). Ferry has no ACLs, so
  * setting one fails with ENOTSUP and tools (cp -a, rsync -A) fall back to chmod, as on a file system
  * mounted without ACLs.
  */
 const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+/**
+ * File capabilities: not kept (as on a nosuid mount), so the kernel's check before every write (does the
+ * file carry capabilities to drop?) is answered by the addon without a trip to JS (see ferry_fuse.c).
+ */
+const CAPS_XATTR = 'security.capability';
 /** How long a caller's supplementary groups are reused, ms. */
 const GROUPS_TTL_MS = 2000;
 /** Blocking lock waits retry between these delays, ms. */
@@ -57,6 +75,8 @@ const LOCK_RETRY_MIN_MS = 5;
 const LOCK_RETRY_MAX_MS = 100;
 /** Close-to-open memory: at most this many files' size and mtime. */
 const SEEN_MAX = 100_000;
+/** Open directory listings kept at once (a directory handle holds its listing from opendir to releasedir). */
+const DIR_HANDLES_MAX = 10_000;
 
 export interface MountLog {
   info(msg: string): void;
@@ -92,7 +112,24 @@ export interface FerryOpsOptions {
   ctx: Ctx;
 }
 
-type Reply = number | [number, unknown];
+/** What setattr may change (a field left out stays as it is). */
+export interface SetAttrArgs {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  atime?: TimeArg;
+  mtime?: TimeArg;
+}
+
+/** Directory entries from some offset on: entry i's offset (for the next readdir) is offset + i + 1. */
+export interface DirEntries {
+  names: string[];
+  inos: number[];
+  modes: number[];
+}
+
+type C = Caller | undefined;
 
 export class FerryOps {
   private readonly vfs: Vfs;
@@ -102,6 +139,9 @@ export class FerryOps {
   readonly stats: MountStats;
   private readonly statsHandles = new Map<number, Buffer>();
   private nextStatsFh = STATS_FH_BASE;
+  /** Listings of open directories, by directory handle (taken at the first readdir from offset 0). */
+  private readonly dirs = new Map<number, DirEntries | undefined>();
+  private nextDirFh = 1;
   /** Callers' supplementary groups by pid, with when they were read. */
   private readonly groups = new Map<number, { at: number; gids: Promise<number[]> }>();
   /** Size and mtime of files as this mount last saw them at open or release (close-to-open keep_cache). */
@@ -115,33 +155,33 @@ export class FerryOps {
     this.stats = opts.stats;
   }
 
-  /** Runs one handler: exactly one reply, errors mapped to -errno, unknown errors logged (EIO). */
-  private run(op: string, cb: FuseCallback, fn: () => Promise<Reply>): void {
+  /** Runs one operation: exactly one answer, errors mapped to -errno, unknown errors logged (EIO). */
+  run<T>(op: string, fn: () => Promise<T>, done: (res: number, value?: T) => void): void {
     const t0 = performance.now();
-    let replied = false;
-    const reply = (res: number, value?: unknown): void => {
-      if (replied) {
-        this.log.error(`fuse ${op}: a second reply was dropped`);
+    let answered = false;
+    const answer = (res: number, value?: T): void => {
+      if (answered) {
+        this.log.error(`fuse ${op}: a second answer was dropped`);
         return;
       }
-      replied = true;
+      answered = true;
       this.stats.record(op, res < 0, (performance.now() - t0) / 1000);
       try {
-        if (value === undefined) cb(res);
-        else cb(res, value);
+        if (res < 0) done(res);
+        else done(res, value);
       } catch (err) {
         this.log.error(`fuse ${op}: reply failed`, err);
       }
     };
-    let p: Promise<Reply>;
+    let p: Promise<T>;
     try {
       p = fn();
     } catch (err) {
       p = Promise.reject(err);
     }
     p.then(
-      (r) => (typeof r === 'number' ? reply(r) : reply(r[0], r[1])),
-      (err: unknown) => reply(-this.errno(op, err)),
+      (v) => answer(0, v),
+      (err: unknown) => answer(-this.errno(op, err)),
     );
   }
 
@@ -155,30 +195,33 @@ export class FerryOps {
     if (this.readOnly) throw new FsError('EROFS');
   }
 
-  private resolve(path: string): Promise<Attr> {
-    return this.vfs.resolve(this.ctx, path, false);
+  private handle(fh: number): Handle {
+    return this.vfs.handle(fh);
   }
 
-  private async statsText(): Promise<Buffer> {
-    const s = await this.vfs.meta.statfs().catch(() => undefined);
-    const text = this.stats.render(s === undefined ? {} : { used_bytes: s.usedBytes, inodes: s.inodes });
-    const out = Buffer.alloc(STATS_FILE_BYTES, ' ');
-    const n = out.write(text.length < STATS_FILE_BYTES ? text : text.slice(0, STATS_FILE_BYTES - 1));
-    out.fill(' ', n, STATS_FILE_BYTES - 1);
-    out[STATS_FILE_BYTES - 1] = 0x0a;
-    return out;
+  // ---------------------------------------------------------------- paths (the fuse-native fallback)
+
+  /** The inode a path names (not following a last symlink), for the path-based binding. */
+  async inoOf(path: string): Promise<number> {
+    if (path === '/' + STATS_NAME) return STATS_INO;
+    return (await this.vfs.resolve(this.ctx, path, false)).ino;
   }
 
-  private statsAttr(): FuseStat {
-    const now = Date.now();
-    return {
-      mode: TYPE_BITS.file | 0o444, uid: 0, gid: 0, size: STATS_FILE_BYTES, nlink: 1, ino: STATS_INO, rdev: 0,
-      blksize: BLKSIZE, blocks: STATS_FILE_BYTES / 512, atime: now, mtime: now, ctime: now, dev: 0,
-    };
+  /** The inode an open file handle is on (fuse-native's ftruncate: the name may be gone). */
+  inoOfHandle(fh: number): number {
+    return this.statsHandles.has(fh) ? STATS_INO : this.handle(fh).ino;
   }
+
+  /** The directory that would hold a path's last component, and that name. */
+  async parentOf(path: string): Promise<{ parent: number; name: string }> {
+    const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
+    return { parent: parent.ino, name };
+  }
+
+  // ---------------------------------------------------------------- identity, .stats, page cache
 
   /** The identity of a request: the caller's under the addon, the mount's under fuse-native. */
-  private async who(c: Caller | undefined): Promise<Ctx> {
+  private async who(c: C): Promise<Ctx> {
     if (c === undefined) return this.ctx;
     if (c.uid === 0) return { uid: 0, gid: c.gid, gids: [] };
     return { uid: c.uid, gid: c.gid, gids: await this.groupsOf(c.pid) };
@@ -203,6 +246,24 @@ export class FerryOps {
     return gids;
   }
 
+  private async statsText(): Promise<Buffer> {
+    const s = await this.vfs.meta.statfs().catch(() => undefined);
+    const text = this.stats.render(s === undefined ? {} : { used_bytes: s.usedBytes, inodes: s.inodes });
+    const out = Buffer.alloc(STATS_FILE_BYTES, ' ');
+    const n = out.write(text.length < STATS_FILE_BYTES ? text : text.slice(0, STATS_FILE_BYTES - 1));
+    out.fill(' ', n, STATS_FILE_BYTES - 1);
+    out[STATS_FILE_BYTES - 1] = 0x0a;
+    return out;
+  }
+
+  private statsAttr(): FuseStat {
+    const now = Date.now();
+    return {
+      mode: TYPE_BITS.file | 0o444, uid: 0, gid: 0, size: STATS_FILE_BYTES, nlink: 1, ino: STATS_INO, rdev: 0,
+      blksize: BLKSIZE, blocks: STATS_FILE_BYTES / 512, atime: now, mtime: now, ctime: now, dev: 0,
+    };
+  }
+
   /** Whether the kernel may keep its cached pages of a file (unchanged since this mount last saw it). */
   private keepCache(a: Attr | undefined): boolean {
     if (a === undefined || a.type !== 'file') return false;
@@ -217,11 +278,17 @@ export class FerryOps {
     this.seen.set(a.ino, { length: a.length, mtime: a.mtime });
   }
 
+  /** Attributes as the kernel should see them: with this process's buffered writes. */
+  private async attrOf(ino: number): Promise<FuseStat> {
+    if (ino === STATS_INO) return this.statsAttr();
+    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.getattr(ino)));
+  }
+
   /**
    * Retries fn until it reports success or the caller is interrupted (EINTR). A lock granted just as the
    * kernel gave up on the request would have no one to answer to: `undo` drops it again.
    */
-  private async retryLock(c: Caller | undefined, fn: () => Promise<boolean>, undo: () => Promise<unknown>): Promise<void> {
+  private async retryLock(c: C, fn: () => Promise<boolean>, undo: () => Promise<unknown>): Promise<void> {
     let delay = LOCK_RETRY_MIN_MS;
     for (;;) {
       if (await fn()) {
@@ -237,350 +304,304 @@ export class FerryOps {
     }
   }
 
-  /** The handlers for either binding (see native.ts). */
-  handlers(): FerryHandlers {
-    const vfs = this.vfs;
-    const meta = vfs.meta;
-    const ctx = this.ctx;
-    const handle = (fd: number): Handle => vfs.handle(fd);
-    const getattr = async (path: string): Promise<Reply> => {
-      if (path === STATS_PATH) return [0, this.statsAttr()];
-      return [0, toFuseStat(vfs.withWriterLength(await this.resolve(path)))];
-    };
+  // ---------------------------------------------------------------- names and attributes
 
+  async lookup(c: C, parent: number, name: string): Promise<FuseStat> {
+    if (parent === ROOT_INO && name === STATS_NAME) return this.statsAttr();
+    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.lookup(this.ctx, parent, name)));
+  }
+
+  getattr(c: C, ino: number): Promise<FuseStat> {
+    return this.attrOf(ino);
+  }
+
+  async setattr(c: C, ino: number, set: SetAttrArgs): Promise<FuseStat> {
+    this.writable();
+    if (ino === STATS_INO) throw new FsError('EPERM');
+    const meta = this.vfs.meta;
+    if (set.size !== undefined) await this.vfs.truncate(ino, set.size);
+    const rest: { mode?: number; uid?: number; gid?: number; atime?: number | 'now'; mtime?: number | 'now' } = {};
+    if (set.mode !== undefined) rest.mode = set.mode & 0o7777;
+    // (uid_t)-1 leaves the id as it is.
+    if (set.uid !== undefined && set.uid !== 0xffffffff) rest.uid = set.uid;
+    if (set.gid !== undefined && set.gid !== 0xffffffff) rest.gid = set.gid;
+    if (set.atime !== undefined && set.atime !== 'omit') rest.atime = set.atime;
+    if (set.mtime !== undefined && set.mtime !== 'omit') rest.mtime = set.mtime;
+    if (Object.keys(rest).length > 0) await meta.setattr(await this.who(c), ino, rest);
+    return this.attrOf(ino);
+  }
+
+  async readlink(c: C, ino: number): Promise<string> {
+    return this.vfs.meta.readlink(ino);
+  }
+
+  async mknod(c: C, parent: number, name: string, mode: number, rdev: number): Promise<FuseStat> {
+    this.writable();
+    const type = TYPE_OF_MODE.get(mode & S_IFMT);
+    if (type === undefined || type === 'dir' || type === 'symlink') throw new FsError('EINVAL', 'mknod: bad file type');
+    return toFuseStat(await this.vfs.meta.mknod(await this.who(c), parent, name, type, mode & 0o7777, { rdev }));
+  }
+
+  async mkdir(c: C, parent: number, name: string, mode: number): Promise<FuseStat> {
+    this.writable();
+    return toFuseStat(await this.vfs.meta.mkdir(await this.who(c), parent, name, mode & 0o7777));
+  }
+
+  async unlink(c: C, parent: number, name: string): Promise<void> {
+    this.writable();
+    await this.vfs.meta.unlink(await this.who(c), parent, name);
+  }
+
+  async rmdir(c: C, parent: number, name: string): Promise<void> {
+    this.writable();
+    await this.vfs.meta.rmdir(await this.who(c), parent, name);
+  }
+
+  async symlink(c: C, parent: number, name: string, target: string): Promise<FuseStat> {
+    this.writable();
+    return toFuseStat(await this.vfs.meta.symlink(await this.who(c), parent, name, target));
+  }
+
+  async rename(c: C, parent: number, name: string, newParent: number, newName: string, flags: number): Promise<void> {
+    this.writable();
+    await this.vfs.meta.rename(await this.who(c), parent, name, newParent, newName, flags);
+  }
+
+  async link(c: C, ino: number, newParent: number, newName: string): Promise<FuseStat> {
+    this.writable();
+    if (ino === STATS_INO) throw new FsError('EPERM');
+    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.link(await this.who(c), ino, newParent, newName)));
+  }
+
+  // ---------------------------------------------------------------- files
+
+  async open(c: C, ino: number, flags: number): Promise<OpenReply> {
+    if (ino === STATS_INO) {
+      if ((flags & O_ACCMODE) !== 0) throw new FsError('EACCES');
+      const fh = this.nextStatsFh++;
+      this.statsHandles.set(fh, await this.statsText());
+      this.stats.handlesOpen++;
+      return { fh, directIo: false };
+    }
+    if ((flags & O_ACCMODE) !== 0 || (flags & O_APPEND) !== 0) this.writable();
+    // O_CREAT, O_EXCL and O_TRUNC are the kernel's (lookup, create, setattr before open).
+    const h = await this.vfs.open(await this.who(c), ino, flags & (O_ACCMODE | O_APPEND));
+    this.stats.handlesOpen++;
+    return { fh: h.fh, keepCache: this.keepCache(h.openedAttr) };
+  }
+
+  async create(c: C, parent: number, name: string, mode: number, flags: number): Promise<{ attr: FuseStat; open: OpenReply }> {
+    this.writable();
+    if (parent === ROOT_INO && name === STATS_NAME) throw new FsError('EEXIST');
+    const a = await this.vfs.meta.create(await this.who(c), parent, name, mode & 0o7777);
+    // The creator may open what it created whatever the mode (open(2) with O_CREAT).
+    const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
+    const h = await this.vfs.open({ ...this.ctx, uid: 0 }, a.ino, acc | (flags & O_APPEND));
+    this.remember(a);
+    this.stats.handlesOpen++;
+    return { attr: toFuseStat(a), open: { fh: h.fh } };
+  }
+
+  async read(c: C, fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const text = this.statsHandles.get(fh);
+    if (text !== undefined) {
+      const n = Math.max(0, Math.min(len, text.length - pos));
+      text.copy(buf, 0, pos, pos + n);
+      return n;
+    }
+    const n = await this.vfs.readTo(this.handle(fh), pos, buf.subarray(0, len));
+    this.stats.bytesRead += n;
+    return n;
+  }
+
+  async write(c: C, fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    this.writable();
+    // The writer copies the bytes: buf may be reused once the request is answered.
+    await this.vfs.write(this.handle(fh), buf.subarray(0, len), pos);
+    this.stats.bytesWritten += len;
+    return len;
+  }
+
+  /** close(2) of one file descriptor: the buffered writes are committed and the owner's POSIX locks go. */
+  async flush(c: C, fh: number, owner: string | undefined): Promise<void> {
+    if (this.statsHandles.has(fh)) return;
+    const h = this.handle(fh);
+    try {
+      await this.vfs.flush(h);
+    } finally {
+      if (owner !== undefined && this.vfs.meta.mayHoldLocks(h.ino)) await this.vfs.meta.setlk(h.ino, owner, 'u', 0, LOCK_EOF);
+    }
+  }
+
+  async fsync(c: C, fh: number): Promise<void> {
+    if (this.statsHandles.has(fh)) return;
+    await this.vfs.flush(this.handle(fh));
+  }
+
+  /** The last close of an open file. flockOwner: the open file's flock to release with it. */
+  async release(c: C, fh: number, flockOwner: string | undefined): Promise<void> {
+    this.stats.handlesOpen--;
+    if (this.statsHandles.delete(fh)) return;
+    const h = this.handle(fh);
+    const meta = this.vfs.meta;
+    try {
+      if (flockOwner !== undefined) await meta.flock(h.ino, flockOwner, 'un');
+    } finally {
+      await this.vfs.release(h);
+    }
+    // What this mount wrote is in the kernel's cache: the size and mtime after it stand for "unchanged".
+    if (h.writable) {
+      const a = await meta.getattrCached(h.ino).catch(() => undefined);
+      if (a !== undefined) this.remember(a);
+    }
+  }
+
+  async fallocate(c: C, fh: number, mode: number, offset: number, length: number): Promise<void> {
+    this.writable();
+    if (this.statsHandles.has(fh)) throw new FsError('EBADF');
+    const h = this.handle(fh);
+    if (!h.writable) throw new FsError('EBADF');
+    // Buffered writes first, so the range operation sees (and may punch) them.
+    await this.vfs.flush(h);
+    await this.vfs.meta.fallocate(h.ino, mode, offset, length);
+  }
+
+  // ---------------------------------------------------------------- directories
+
+  async opendir(c: C, ino: number): Promise<number> {
+    const a = await this.vfs.meta.getattr(ino);
+    if (a.type !== 'dir') throw new FsError('ENOTDIR');
+    if (this.dirs.size >= DIR_HANDLES_MAX) this.dirs.delete(this.dirs.keys().next().value!);
+    const fh = this.nextDirFh++;
+    this.dirs.set(fh, undefined);
+    return fh;
+  }
+
+  /** Entries from offset on (at most what bytes can hold); the listing is taken anew at offset 0. */
+  async readdir(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntries> {
+    let d = this.dirs.get(fh);
+    if (d === undefined || offset === 0) {
+      d = await this.list(ino);
+      if (this.dirs.has(fh)) this.dirs.set(fh, d);
+    }
+    const end = Math.min(d.names.length, offset + Math.ceil(bytes / DIRENT_BYTES_MIN));
+    return { names: d.names.slice(offset, end), inos: d.inos.slice(offset, end), modes: d.modes.slice(offset, end) };
+  }
+
+  releasedir(c: C, fh: number): Promise<void> {
+    this.dirs.delete(fh);
+    return Promise.resolve();
+  }
+
+  private async list(ino: number): Promise<DirEntries> {
+    const meta = this.vfs.meta;
+    const d = await meta.getattr(ino);
+    if (d.type !== 'dir') throw new FsError('ENOTDIR');
+    // Each entry's d_ino and d_type; a full stat is not needed.
+    const out: DirEntries = { names: ['.', '..'], inos: [d.ino, d.ino === ROOT_INO ? ROOT_INO : d.parent], modes: [TYPE_BITS.dir, TYPE_BITS.dir] };
+    let after: string | undefined;
+    for (;;) {
+      const page = await meta.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE });
+      for (const e of page) {
+        if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
+        out.names.push(e.name);
+        out.inos.push(e.ino);
+        out.modes.push(TYPE_BITS[e.type]);
+      }
+      if (page.length < READDIR_PAGE) break;
+      after = page[page.length - 1]!.name;
+    }
+    return out;
+  }
+
+  fsyncdir(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  // ---------------------------------------------------------------- the rest
+
+  async statfs(): Promise<FuseStatfs> {
+    const s = await this.vfs.meta.statfs();
+    // fuse-native passes 32-bit fields: grow the fragment size until the block counts fit.
+    let frsize = s.bsize;
+    while (s.blocks * (s.bsize / frsize) >= 2 ** 32) frsize *= 2;
+    const scale = s.bsize / frsize;
+    const files = Math.min(s.files, 2 ** 32 - 1);
     return {
-      getattr: (c, path, cb) => this.run('getattr', cb, () => getattr(path)),
-
-      fgetattr: (c, path, fd, cb) =>
-        this.run('getattr', cb, async () => {
-          if (path === STATS_PATH || this.statsHandles.has(fd)) return [0, this.statsAttr()];
-          const h = vfs.handle(fd);
-          return [0, toFuseStat(vfs.withWriterLength(await meta.getattrCached(h.ino)))];
-        }),
-
-      readdir: (c, path, cb) =>
-        this.run('readdir', cb, async () => {
-          const d = await this.resolve(path);
-          if (d.type !== 'dir') throw new FsError('ENOTDIR');
-          const names = ['.', '..'];
-          const stats: Array<{ ino: number; mode: number }> = [
-            { ino: d.ino, mode: TYPE_BITS.dir },
-            { ino: d.ino === ROOT_INO ? ROOT_INO : d.parent, mode: TYPE_BITS.dir },
-          ];
-          let after: string | undefined;
-          for (;;) {
-            const page = await meta.readdir(ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE });
-            for (const e of page) {
-              if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
-              names.push(e.name);
-              stats.push({ ino: e.ino, mode: TYPE_BITS[e.type] });
-            }
-            if (page.length < READDIR_PAGE) break;
-            after = page[page.length - 1]!.name;
-          }
-          // Each entry's d_ino and d_type; a full stat is not needed.
-          return [0, { names, stats }];
-        }),
-
-      open: (c, path, flags, cb) =>
-        this.run('open', cb, async () => {
-          if (path === STATS_PATH) {
-            if ((flags & O_ACCMODE) !== 0) throw new FsError('EACCES');
-            const fh = this.nextStatsFh++;
-            this.statsHandles.set(fh, await this.statsText());
-            this.stats.handlesOpen++;
-            return [0, { fh, directIo: false } satisfies OpenReply];
-          }
-          if ((flags & O_ACCMODE) !== 0 || (flags & O_APPEND) !== 0) this.writable();
-          const a = await this.resolve(path);
-          // O_CREAT, O_EXCL and O_TRUNC are the kernel's (lookup, create, setattr before open).
-          const h = await vfs.open(await this.who(c), a.ino, flags & (O_ACCMODE | O_APPEND));
-          this.stats.handlesOpen++;
-          return [0, { fh: h.fh, keepCache: this.keepCache(h.openedAttr) } satisfies OpenReply];
-        }),
-
-      create: (c, path, mode, flags, cb) =>
-        this.run('create', cb, async () => {
-          this.writable();
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          const a = await meta.create(await this.who(c), parent.ino, name, mode & 0o7777);
-          // The creator may open what it created whatever the mode (open(2) with O_CREAT).
-          const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
-          const h = await vfs.open({ ...ctx, uid: 0 }, a.ino, acc | (flags & O_APPEND));
-          this.remember(a);
-          this.stats.handlesOpen++;
-          return [0, { fh: h.fh } satisfies OpenReply];
-        }),
-
-      read: (c, path, fd, buf, len, pos, cb) =>
-        this.run('read', cb, async () => {
-          const text = this.statsHandles.get(fd);
-          if (text !== undefined) {
-            const n = Math.max(0, Math.min(len, text.length - pos));
-            text.copy(buf, 0, pos, pos + n);
-            return n;
-          }
-          const n = await vfs.readTo(handle(fd), pos, buf.subarray(0, len));
-          this.stats.bytesRead += n;
-          return n;
-        }),
-
-      write: (c, path, fd, buf, len, pos, cb) =>
-        this.run('write', cb, async () => {
-          this.writable();
-          // The writer copies the bytes: buf is the kernel request's memory, reused after the reply.
-          await vfs.write(handle(fd), buf.subarray(0, len), pos);
-          this.stats.bytesWritten += len;
-          return len;
-        }),
-
-      flush: (c, path, fd, owner, cb) =>
-        this.run('flush', cb, async () => {
-          if (this.statsHandles.has(fd)) return 0;
-          await vfs.flush(handle(fd));
-          return 0;
-        }),
-
-      fsync: (c, path, datasync, fd, cb) =>
-        this.run('fsync', cb, async () => {
-          if (this.statsHandles.has(fd)) return 0;
-          await vfs.flush(handle(fd));
-          return 0;
-        }),
-
-      fsyncdir: (c, path, datasync, fd, cb) => this.run('fsyncdir', cb, () => Promise.resolve(0)),
-
-      release: (c, path, fd, flockOwner, cb) =>
-        this.run('release', cb, async () => {
-          this.stats.handlesOpen--;
-          if (this.statsHandles.delete(fd)) return 0;
-          const h = handle(fd);
-          try {
-            if (flockOwner !== undefined) await meta.flock(h.ino, flockOwner, 'un');
-          } finally {
-            await vfs.release(h);
-          }
-          // What this mount wrote is in the kernel's cache: the size and mtime after it stand for "unchanged".
-          if (h.writable) {
-            const a = await meta.getattrCached(h.ino).catch(() => undefined);
-            if (a !== undefined) this.remember(a);
-          }
-          return 0;
-        }),
-
-      truncate: (c, path, size, cb) =>
-        this.run('truncate', cb, async () => {
-          this.writable();
-          const a = await this.resolve(path);
-          await vfs.truncate(a.ino, size);
-          return 0;
-        }),
-
-      ftruncate: (c, path, fd, size, cb) =>
-        this.run('ftruncate', cb, async () => {
-          this.writable();
-          await vfs.truncate(handle(fd).ino, size);
-          return 0;
-        }),
-
-      chmod: (c, path, mode, cb) =>
-        this.run('chmod', cb, async () => {
-          this.writable();
-          const a = await this.resolve(path);
-          await meta.setattr(await this.who(c), a.ino, { mode: mode & 0o7777 });
-          return 0;
-        }),
-
-      chown: (c, path, uid, gid, cb) =>
-        this.run('chown', cb, async () => {
-          this.writable();
-          const a = await this.resolve(path);
-          // (uid_t)-1 leaves the id as it is.
-          await meta.setattr(await this.who(c), a.ino, { ...(uid !== 0xffffffff ? { uid } : {}), ...(gid !== 0xffffffff ? { gid } : {}) });
-          return 0;
-        }),
-
-      utimens: (c, path, atime, mtime, cb) =>
-        this.run('utimens', cb, async () => {
-          this.writable();
-          const a = await this.resolve(path);
-          const set: { atime?: number | 'now'; mtime?: number | 'now' } = {};
-          const t = (v: TimeArg): number | 'now' | undefined => (v === 'omit' ? undefined : v);
-          const at = t(atime);
-          const mt = t(mtime);
-          if (at !== undefined) set.atime = at;
-          if (mt !== undefined) set.mtime = mt;
-          if (at === undefined && mt === undefined) return 0;
-          await meta.setattr(await this.who(c), a.ino, set);
-          return 0;
-        }),
-
-      readlink: (c, path, cb) =>
-        this.run('readlink', cb, async () => {
-          const a = await this.resolve(path);
-          return [0, await meta.readlink(a.ino)];
-        }),
-
-      mknod: (c, path, mode, dev, cb) =>
-        this.run('mknod', cb, async () => {
-          this.writable();
-          const type = TYPE_OF_MODE.get(mode & S_IFMT);
-          if (type === undefined || type === 'dir' || type === 'symlink') throw new FsError('EINVAL', 'mknod: bad file type');
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          await meta.mknod(await this.who(c), parent.ino, name, type, mode & 0o7777, { rdev: dev });
-          return 0;
-        }),
-
-      mkdir: (c, path, mode, cb) =>
-        this.run('mkdir', cb, async () => {
-          this.writable();
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          await meta.mkdir(await this.who(c), parent.ino, name, mode & 0o7777);
-          return 0;
-        }),
-
-      unlink: (c, path, cb) =>
-        this.run('unlink', cb, async () => {
-          this.writable();
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          await meta.unlink(await this.who(c), parent.ino, name);
-          return 0;
-        }),
-
-      rmdir: (c, path, cb) =>
-        this.run('rmdir', cb, async () => {
-          this.writable();
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          await meta.rmdir(await this.who(c), parent.ino, name);
-          return 0;
-        }),
-
-      rename: (c, src, dest, cb) =>
-        this.run('rename', cb, async () => {
-          this.writable();
-          const s = await vfs.resolveParent(ctx, src);
-          const d = await vfs.resolveParent(ctx, dest);
-          await meta.rename(await this.who(c), s.parent.ino, s.name, d.parent.ino, d.name, 0);
-          return 0;
-        }),
-
-      link: (c, src, dest, cb) =>
-        this.run('link', cb, async () => {
-          this.writable();
-          const a = await this.resolve(src);
-          const d = await vfs.resolveParent(ctx, dest);
-          await meta.link(await this.who(c), a.ino, d.parent.ino, d.name);
-          return 0;
-        }),
-
-      symlink: (c, target, path, cb) =>
-        this.run('symlink', cb, async () => {
-          this.writable();
-          const { parent, name } = await vfs.resolveParent(ctx, path);
-          await meta.symlink(await this.who(c), parent.ino, name, target);
-          return 0;
-        }),
-
-      statfs: (c, path, cb) =>
-        this.run('statfs', cb, async () => {
-          const s = await meta.statfs();
-          // fuse-native passes 32-bit fields: grow the fragment size until the block counts fit.
-          let frsize = s.bsize;
-          while (s.blocks * (s.bsize / frsize) >= 2 ** 32) frsize *= 2;
-          const scale = s.bsize / frsize;
-          const files = Math.min(s.files, 2 ** 32 - 1);
-          const out: FuseStatfs = {
-            bsize: BLKSIZE,
-            frsize,
-            blocks: Math.floor(s.blocks * scale),
-            bfree: Math.floor(s.bfree * scale),
-            bavail: Math.floor(s.bavail * scale),
-            files,
-            ffree: Math.max(0, files - s.inodes),
-            favail: Math.max(0, files - s.inodes),
-            fsid: 0,
-            flag: 0,
-            namemax: 255,
-          };
-          return [0, out];
-        }),
-
-      setxattr: (c, path, name, value, flags, cb) =>
-        this.run('setxattr', cb, async () => {
-          this.writable();
-          if (ACL_XATTRS.has(name)) throw new FsError('ENOTSUP', 'no POSIX ACLs');
-          const a = await this.resolve(path);
-          await meta.setxattr(await this.who(c), a.ino, name, Buffer.from(value), flags);
-          return 0;
-        }),
-
-      getxattr: (c, path, name, cb) =>
-        this.run('getxattr', cb, async () => {
-          if (path === STATS_PATH || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
-          const a = await this.resolve(path);
-          return [0, await meta.getxattr(await this.who(c), a.ino, name)];
-        }),
-
-      listxattr: (c, path, cb) =>
-        this.run('listxattr', cb, async () => {
-          if (path === STATS_PATH) return [0, []];
-          const a = await this.resolve(path);
-          return [0, await meta.listxattr(await this.who(c), a.ino)];
-        }),
-
-      removexattr: (c, path, name, cb) =>
-        this.run('removexattr', cb, async () => {
-          this.writable();
-          if (ACL_XATTRS.has(name)) throw new FsError('ENODATA');
-          const a = await this.resolve(path);
-          await meta.removexattr(await this.who(c), a.ino, name);
-          return 0;
-        }),
-
-      lock: (c, path, fd, cmd, lk, owner, cb) =>
-        this.run('lock', cb, async () => {
-          if (this.statsHandles.has(fd)) return cmd === 'get' ? [0, undefined] : 0;
-          const ino = handle(fd).ino;
-          const start = lk.start;
-          const end = Math.min(lk.end, LOCK_EOF);
-          if (cmd === 'get') {
-            if (lk.type === 'u') return [0, undefined];
-            const conflict = await meta.getlk(ino, owner, lk.type, start, end);
-            return [0, conflict === undefined ? undefined : ({ type: conflict.type, start: conflict.start, end: conflict.end, pid: conflict.pid } satisfies FuseLock)];
-          }
-          const pid = c?.pid ?? lk.pid;
-          if (cmd === 'set' || lk.type === 'u') {
-            if ((await meta.setlk(ino, owner, lk.type, start, end, pid)) !== undefined) throw new FsError('EAGAIN');
-            return 0;
-          }
-          await this.retryLock(c, async () => (await meta.setlk(ino, owner, lk.type, start, end, pid)) === undefined, () => meta.setlk(ino, owner, 'u', start, end));
-          return 0;
-        }),
-
-      flock: (c, path, fd, op, wait, owner, cb) =>
-        this.run('flock', cb, async () => {
-          if (this.statsHandles.has(fd)) return 0;
-          const ino = handle(fd).ino;
-          const pid = c?.pid ?? 0;
-          if (!wait || op === 'un') {
-            if (!(await meta.flock(ino, owner, op, pid))) throw new FsError('EAGAIN');
-            return 0;
-          }
-          await this.retryLock(c, () => meta.flock(ino, owner, op, pid), () => meta.flock(ino, owner, 'un'));
-          return 0;
-        }),
-
-      fallocate: (c, path, fd, mode, offset, length, cb) =>
-        this.run('fallocate', cb, async () => {
-          this.writable();
-          if (this.statsHandles.has(fd)) throw new FsError('EBADF');
-          const h = handle(fd);
-          if (!h.writable) throw new FsError('EBADF');
-          // Buffered writes first, so the range operation sees (and may punch) them.
-          await vfs.flush(h);
-          await meta.fallocate(h.ino, mode, offset, length);
-          return 0;
-        }),
+      bsize: BLKSIZE,
+      frsize,
+      blocks: Math.floor(s.blocks * scale),
+      bfree: Math.floor(s.bfree * scale),
+      bavail: Math.floor(s.bavail * scale),
+      files,
+      ffree: Math.max(0, files - s.inodes),
+      favail: Math.max(0, files - s.inodes),
+      fsid: 0,
+      flag: 0,
+      namemax: 255,
     };
+  }
+
+  async access(c: C, ino: number, mask: number): Promise<void> {
+    if (ino === STATS_INO) return;
+    await this.vfs.meta.access(await this.who(c), ino, mask);
+  }
+
+  async setxattr(c: C, ino: number, name: string, value: Buffer, flags: number): Promise<void> {
+    this.writable();
+    if (ACL_XATTRS.has(name)) throw new FsError('ENOTSUP', 'no POSIX ACLs');
+    if (name === CAPS_XATTR) throw new FsError('ENOTSUP', 'no file capabilities');
+    if (ino === STATS_INO) throw new FsError('EPERM');
+    await this.vfs.meta.setxattr(await this.who(c), ino, name, Buffer.from(value), flags);
+  }
+
+  async getxattr(c: C, ino: number, name: string): Promise<Buffer> {
+    if (ino === STATS_INO || ACL_XATTRS.has(name) || name === CAPS_XATTR) throw new FsError('ENODATA');
+    return this.vfs.meta.getxattr(await this.who(c), ino, name);
+  }
+
+  async listxattr(c: C, ino: number): Promise<string[]> {
+    if (ino === STATS_INO) return [];
+    return this.vfs.meta.listxattr(await this.who(c), ino);
+  }
+
+  async removexattr(c: C, ino: number, name: string): Promise<void> {
+    this.writable();
+    if (ino === STATS_INO || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
+    await this.vfs.meta.removexattr(await this.who(c), ino, name);
+  }
+
+  /** fcntl F_GETLK: the conflicting lock, or undefined. */
+  async getlk(c: C, fh: number, lk: FuseLock, owner: string): Promise<FuseLock | undefined> {
+    if (this.statsHandles.has(fh) || lk.type === 'u') return undefined;
+    const conflict = await this.vfs.meta.getlk(this.handle(fh).ino, owner, lk.type, lk.start, Math.min(lk.end, LOCK_EOF));
+    return conflict === undefined ? undefined : { type: conflict.type, start: conflict.start, end: conflict.end, pid: conflict.pid };
+  }
+
+  /** fcntl F_SETLK (wait false: EAGAIN on a conflict) and F_SETLKW (wait true: until granted or EINTR). */
+  async setlk(c: C, fh: number, lk: FuseLock, owner: string, wait: boolean): Promise<void> {
+    if (this.statsHandles.has(fh)) return;
+    const meta = this.vfs.meta;
+    const ino = this.handle(fh).ino;
+    const { start, type } = lk;
+    const end = Math.min(lk.end, LOCK_EOF);
+    const pid = c?.pid ?? lk.pid;
+    if (!wait || type === 'u') {
+      if ((await meta.setlk(ino, owner, type, start, end, pid)) !== undefined) throw new FsError('EAGAIN');
+      return;
+    }
+    await this.retryLock(c, async () => (await meta.setlk(ino, owner, type, start, end, pid)) === undefined, () => meta.setlk(ino, owner, 'u', start, end));
+  }
+
+  async flock(c: C, fh: number, op: 'sh' | 'ex' | 'un', wait: boolean, owner: string): Promise<void> {
+    if (this.statsHandles.has(fh)) return;
+    const meta = this.vfs.meta;
+    const ino = this.handle(fh).ino;
+    const pid = c?.pid ?? 0;
+    if (!wait || op === 'un') {
+      if (!(await meta.flock(ino, owner, op, pid))) throw new FsError('EAGAIN');
+      return;
+    }
+    await this.retryLock(c, () => meta.flock(ino, owner, op, pid), () => meta.flock(ino, owner, 'un'));
   }
 }

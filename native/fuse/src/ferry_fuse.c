@@ -1,61 +1,75 @@
 /*
- * ferry_fuse: a FUSE 2.9 high-level binding for Node (N-API), written for Ferry.
+ * ferry_fuse: a FUSE 2.9 LOW-LEVEL (inode-based) binding for Node (N-API), written for Ferry.
  *
  * Threads:
- *   - the loop thread runs fuse_loop_mt; libfuse's worker threads call the fs_* operations below;
- *   - each operation fills a request (on the worker's stack), registers it under a fresh id, queues it to
- *     the JS thread through a napi_threadsafe_function and waits on the request's semaphore;
+ *   - the loop thread runs fuse_session_loop: it reads one request at a time from /dev/fuse, and the ll_*
+ *     operations below copy what they need out of the kernel's request (names, write data: the receive
+ *     buffer is reused for the next request), register the request under a fresh id, queue it to the JS
+ *     thread through a napi_threadsafe_function and return at once. No thread ever waits for JS, so one
+ *     receiving thread is enough and requests reach JS in the kernel's order;
  *   - on the JS thread, call_js hands (op, id, uid, gid, pid, args...) to the dispatch function; JS answers
- *     later with reply(id, result, values...), which copies the values into the kernel's buffers and posts
- *     the semaphore.
+ *     later with reply(id, result, values...), which sends the kernel its answer (fuse_reply_*) right there,
+ *     on the JS thread (libfuse's replies are safe from any thread).
  *
- * Exactly one answer per request: a request leaves the pending list exactly once (reply, teardown of the
- * threadsafe function, or an interrupted lock wait), and only the one that took it out writes its result.
- * A reply for an id no longer pending returns false and changes nothing.
+ * Exactly one answer per request: a request is answered by whoever takes it out of the pending list (a
+ * reply, the loop's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
+ * once by the loop thread and only marked; its later reply from JS frees it and returns false. A reply for
+ * an id no longer pending returns false and changes nothing.
  *
- * What it passes beyond a minimal binding: the caller's uid/gid/pid (fuse_get_context) with every request,
- * utimens with both times in seconds and nanoseconds (UTIME_NOW/UTIME_OMIT kept), lock (F_GETLK/F_SETLK/
- * F_SETLKW) and flock with the kernel's lock owner, fallocate, keep_cache/direct_io/nonseekable from
- * open/create, create's open flags, st_ino as 64 bits (with -o use_ino), and all mount options as given.
+ * Teardown happens on the JS thread when the "done" event arrives (the loop has ended): pending requests of
+ * the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and the session
+ * destroyed, so no reply can race the session's end.
+ *
+ * Kernel inodes are Ferry's inode numbers (64 bits; FUSE_ROOT_ID = 1 = Ferry's root). Ferry keeps no lookup
+ * counts: any inode can be read by number from the metadata engine at any time, so forget is answered here
+ * without a trip to JS. Entry and attribute timeouts are per reply (the mount's attrTimeout/entryTimeout).
+ *
+ * The session reads and answers through a channel of ours on libfuse's /dev/fuse descriptor, which adds
+ * FUSE_MAX_PAGES to the INIT answer (see "channel" below): 1 MiB requests instead of 128 KiB.
  */
 
 #define FUSE_USE_VERSION 29
 #define _GNU_SOURCE
 
-#include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <node_api.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <time.h>
 
 enum {
-  OP_INIT, OP_DONE, OP_GETATTR, OP_FGETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR,
-  OP_SYMLINK, OP_RENAME, OP_LINK, OP_CHMOD, OP_CHOWN, OP_TRUNCATE, OP_FTRUNCATE, OP_UTIMENS, OP_OPEN,
-  OP_CREATE, OP_READ, OP_WRITE, OP_STATFS, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_SETXATTR, OP_GETXATTR,
-  OP_LISTXATTR, OP_REMOVEXATTR, OP_READDIR, OP_FSYNCDIR, OP_LOCK, OP_FLOCK, OP_FALLOCATE, OP_RELEASEDIR,
+  OP_INIT, OP_DONE, OP_LOOKUP, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR,
+  OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR,
+  OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR,
+  OP_ACCESS, OP_CREATE, OP_GETLK, OP_SETLK, OP_FLOCK, OP_FALLOCATE,
   OP_COUNT
 };
 
 static const char *OP_NAMES[OP_COUNT] = {
-  "init", "done", "getattr", "fgetattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
-  "symlink", "rename", "link", "chmod", "chown", "truncate", "ftruncate", "utimens", "open",
-  "create", "read", "write", "statfs", "flush", "release", "fsync", "setxattr", "getxattr",
-  "listxattr", "removexattr", "readdir", "fsyncdir", "lock", "flock", "fallocate", "releasedir",
+  "init", "done", "lookup", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
+  "symlink", "rename", "link", "open", "read", "write", "flush", "release", "fsync", "opendir",
+  "readdir", "releasedir", "fsyncdir", "statfs", "setxattr", "getxattr", "listxattr", "removexattr",
+  "access", "create", "getlk", "setlk", "flock", "fallocate",
 };
 
 /* Open reply flags (bit set passed by JS). */
 #define OPEN_KEEP_CACHE 1
 #define OPEN_DIRECT_IO 2
 #define OPEN_NONSEEKABLE 4
+
+/* No setattr field given (fh of a setattr without an open file). */
+#define NO_FH (-1.0)
 
 typedef struct mnt mnt_t;
 
@@ -64,47 +78,48 @@ typedef struct req {
   uint64_t id;
   int op;
   mnt_t *m;
+  fuse_req_t fr;
+  /* An interrupted lock wait answered EINTR already (by the loop thread); JS's reply only frees it. */
+  int answered;
   uid_t uid;
   gid_t gid;
   pid_t pid;
-  /* inputs */
-  const char *path;
-  const char *path2;
-  struct fuse_file_info *fi;
+  /* inputs, copied out of the kernel's request */
+  uint64_t ino;  /* the inode, or the parent directory */
+  uint64_t ino2; /* rename's and link's new parent */
+  char *name;
+  char *name2;
+  int has_fh;
+  uint64_t fh;
+  uint64_t lock_owner;
+  int flags; /* open flags, datasync, setattr's to_set, xattr flags, fallocate mode, access mask */
+  int flock_release;
   mode_t mode;
   dev_t rdev;
-  uid_t a_uid;
-  gid_t a_gid;
+  struct stat st; /* setattr's values */
   off_t off;
   off_t len;
   size_t size;
-  int flags;
-  int cmd;
-  const struct timespec *tv;
-  char *buf; /* read destination, write source, readlink/getxattr/listxattr destination */
-  const char *name;
-  const char *value;
-  struct flock *lk;
-  /* outputs */
-  struct stat *st;
-  struct statvfs *sv;
-  void *dirbuf;
-  fuse_fill_dir_t filler;
+  char *data; /* write data, setxattr value (owned until handed to JS) */
+  struct flock lk;
+  int sleep;
   /* events (init, done) carry these */
   uint32_t ev[6];
-  int res;
-  sem_t sem;
 } req_t;
 
 struct mnt {
   napi_threadsafe_function tsfn;
-  struct fuse *fuse;
-  struct fuse_chan *ch;
+  struct fuse_session *se;
+  struct fuse_chan *kch; /* libfuse's channel on /dev/fuse (owns the descriptor; used to unmount) */
+  struct fuse_chan *ch;  /* ours, on the same descriptor: the one the session reads and answers through */
+  uint64_t init_unique;  /* the kernel's INIT request, until its answer went out */
+  uint32_t kernel_flags; /* what the kernel offered in INIT */
   char *mountpoint;
   pthread_t thread;
-  int single_thread;
-  pthread_mutex_t lock; /* guards fuse against fuse_exit racing the loop thread's fuse_destroy */
+  double attr_timeout;
+  double entry_timeout;
   int loop_ended;
+  int joined;
   int detached; /* unmounted already (lazily, from outside): the loop's end must not unmount again */
   int closed;
 };
@@ -113,6 +128,12 @@ struct mnt {
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
 static req_t pending = { .prev = &pending, .next = &pending };
 static uint64_t next_id = 0;
+
+static void unlink_req(req_t *r) {
+  r->prev->next = r->next;
+  r->next->prev = r->prev;
+  r->next = r->prev = NULL;
+}
 
 static void pending_add(req_t *r) {
   pthread_mutex_lock(&pending_lock);
@@ -124,354 +145,388 @@ static void pending_add(req_t *r) {
   pthread_mutex_unlock(&pending_lock);
 }
 
-/* Takes the request out of the pending list; NULL if it is not there (answered or abandoned). */
+static req_t *pending_find(uint64_t id) {
+  /* Newest first: answers mostly come for recent requests. */
+  for (req_t *r = pending.prev; r != &pending; r = r->prev)
+    if (r->id == id) return r;
+  return NULL;
+}
+
+/* Takes the request out of the pending list; NULL if it is not there. */
 static req_t *pending_take(uint64_t id) {
-  req_t *found = NULL;
   pthread_mutex_lock(&pending_lock);
-  for (req_t *r = pending.next; r != &pending; r = r->next) {
-    if (r->id == id) {
-      r->prev->next = r->next;
-      r->next->prev = r->prev;
-      r->next = r->prev = NULL;
-      found = r;
-      break;
-    }
+  req_t *r = pending_find(id);
+  if (r != NULL) unlink_req(r);
+  pthread_mutex_unlock(&pending_lock);
+  return r;
+}
+
+/* Whether the request still waits for its answer (pending and not answered EINTR). */
+static int pending_open(uint64_t id) {
+  pthread_mutex_lock(&pending_lock);
+  req_t *r = pending_find(id);
+  int open = r != NULL && !r->answered;
+  pthread_mutex_unlock(&pending_lock);
+  return open;
+}
+
+static void free_req(req_t *r) {
+  free(r->name);
+  free(r->name2);
+  free(r->data);
+  free(r);
+}
+
+/* The kernel interrupted a lock wait: answer EINTR now; JS sees interrupted(id) and stops waiting. */
+static void on_interrupt(fuse_req_t fr, void *data) {
+  uint64_t id = (uint64_t) (uintptr_t) data;
+  int answer = 0;
+  pthread_mutex_lock(&pending_lock);
+  req_t *r = pending_find(id);
+  if (r != NULL && !r->answered) {
+    r->answered = 1;
+    answer = 1;
   }
   pthread_mutex_unlock(&pending_lock);
-  return found;
+  if (answer) fuse_reply_err(fr, EINTR);
 }
 
-static int pending_has(uint64_t id) {
-  int found = 0;
-  pthread_mutex_lock(&pending_lock);
-  for (req_t *r = pending.next; r != &pending; r = r->next) {
-    if (r->id == id) {
-      found = 1;
-      break;
-    }
+static req_t *new_req(fuse_req_t fr, int op) {
+  req_t *r = calloc(1, sizeof(req_t));
+  if (r == NULL) {
+    fuse_reply_err(fr, ENOMEM);
+    return NULL;
   }
-  pthread_mutex_unlock(&pending_lock);
-  return found;
-}
-
-static void sem_wait_all(sem_t *s) {
-  while (sem_wait(s) != 0 && errno == EINTR) {
-  }
-}
-
-/* Waits for the answer; lock waits give up (EINTR) when the kernel interrupts the request. */
-static int wait_answer(req_t *r) {
-  if (r->op != OP_LOCK && r->op != OP_FLOCK) {
-    sem_wait_all(&r->sem);
-    return r->res;
-  }
-  for (;;) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
-    if (sem_timedwait(&r->sem, &ts) == 0) return r->res;
-    if (errno != ETIMEDOUT && errno != EINTR) continue;
-    if (fuse_interrupted()) {
-      if (pending_take(r->id) != NULL) return -EINTR;
-      /* A reply is being written: wait for it. */
-      sem_wait_all(&r->sem);
-      return r->res;
-    }
-  }
-}
-
-/* Runs one request through JS and returns its result (0, a count, or -errno). */
-static int call(req_t *r) {
-  struct fuse_context *c = fuse_get_context();
-  mnt_t *m = (mnt_t *) c->private_data;
-  r->m = m;
+  const struct fuse_ctx *c = fuse_req_ctx(fr);
+  r->op = op;
+  r->fr = fr;
+  r->m = (mnt_t *) fuse_req_userdata(fr);
   r->uid = c->uid;
   r->gid = c->gid;
   r->pid = c->pid;
-  r->res = -EIO;
-  sem_init(&r->sem, 0, 0);
+  return r;
+}
+
+static char *dup_or_null(const char *s) {
+  return s == NULL ? NULL : strdup(s);
+}
+
+static void set_fi(req_t *r, struct fuse_file_info *fi) {
+  if (fi == NULL) return;
+  r->has_fh = 1;
+  r->fh = fi->fh;
+  r->lock_owner = fi->lock_owner;
+  r->flock_release = fi->flock_release;
+}
+
+/* Registers the request and queues it to JS; answers EIO if it cannot be queued. */
+static void submit(req_t *r) {
   pending_add(r);
-  napi_status s = napi_call_threadsafe_function(m->tsfn, r, napi_tsfn_blocking);
-  int res;
-  if (s != napi_ok) {
-    if (pending_take(r->id) != NULL) res = -EIO;
-    else res = wait_answer(r);
-  } else {
-    res = wait_answer(r);
+  if (r->op == OP_SETLK || r->op == OP_FLOCK) {
+    int waits = r->op == OP_SETLK ? r->sleep : (r->flags & LOCK_NB) == 0 && (r->flags & LOCK_UN) == 0;
+    if (waits) fuse_req_interrupt_func(r->fr, on_interrupt, (void *) (uintptr_t) r->id);
   }
-  sem_destroy(&r->sem);
-  return res;
+  if (napi_call_threadsafe_function(r->m->tsfn, r, napi_tsfn_blocking) != napi_ok) {
+    req_t *t = pending_take(r->id);
+    if (t != NULL) {
+      if (!t->answered) fuse_reply_err(t->fr, EIO);
+      free_req(t);
+    }
+  }
 }
 
-#define REQ(o) \
-  req_t r; \
-  memset(&r, 0, sizeof r); \
-  r.op = (o)
+#define NEW(o) \
+  req_t *r = new_req(req, (o)); \
+  if (r == NULL) return
 
-static int fs_getattr(const char *path, struct stat *st) {
-  REQ(OP_GETATTR);
-  r.path = path;
-  r.st = st;
-  return call(&r);
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW(OP_LOOKUP);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  submit(r);
 }
 
-static int fs_fgetattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
-  REQ(OP_FGETATTR);
-  r.path = path;
-  r.st = st;
-  r.fi = fi;
-  return call(&r);
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, unsigned long nlookup) {
+  (void) ino;
+  (void) nlookup;
+  fuse_reply_none(req);
 }
 
-static int fs_readlink(const char *path, char *buf, size_t size) {
-  REQ(OP_READLINK);
-  r.path = path;
-  r.buf = buf;
-  r.size = size;
-  int res = call(&r);
-  return res < 0 ? res : 0;
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  (void) count;
+  (void) forgets;
+  fuse_reply_none(req);
 }
 
-static int fs_mknod(const char *path, mode_t mode, dev_t rdev) {
-  REQ(OP_MKNOD);
-  r.path = path;
-  r.mode = mode;
-  r.rdev = rdev;
-  return call(&r);
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_GETATTR);
+  r->ino = ino;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_mkdir(const char *path, mode_t mode) {
-  REQ(OP_MKDIR);
-  r.path = path;
-  r.mode = mode;
-  return call(&r);
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  NEW(OP_SETATTR);
+  r->ino = ino;
+  r->st = *attr;
+  r->flags = to_set;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_unlink(const char *path) {
-  REQ(OP_UNLINK);
-  r.path = path;
-  return call(&r);
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
+  NEW(OP_READLINK);
+  r->ino = ino;
+  submit(r);
 }
 
-static int fs_rmdir(const char *path) {
-  REQ(OP_RMDIR);
-  r.path = path;
-  return call(&r);
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  NEW(OP_MKNOD);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  r->mode = mode;
+  r->rdev = rdev;
+  submit(r);
 }
 
-static int fs_symlink(const char *target, const char *path) {
-  REQ(OP_SYMLINK);
-  r.path = target;
-  r.path2 = path;
-  return call(&r);
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  NEW(OP_MKDIR);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  r->mode = mode;
+  submit(r);
 }
 
-static int fs_rename(const char *from, const char *to) {
-  REQ(OP_RENAME);
-  r.path = from;
-  r.path2 = to;
-  return call(&r);
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW(OP_UNLINK);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  submit(r);
 }
 
-static int fs_link(const char *from, const char *to) {
-  REQ(OP_LINK);
-  r.path = from;
-  r.path2 = to;
-  return call(&r);
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW(OP_RMDIR);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  submit(r);
 }
 
-static int fs_chmod(const char *path, mode_t mode) {
-  REQ(OP_CHMOD);
-  r.path = path;
-  r.mode = mode;
-  return call(&r);
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  NEW(OP_SYMLINK);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  r->name2 = dup_or_null(link);
+  submit(r);
 }
 
-static int fs_chown(const char *path, uid_t uid, gid_t gid) {
-  REQ(OP_CHOWN);
-  r.path = path;
-  r.a_uid = uid;
-  r.a_gid = gid;
-  return call(&r);
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname) {
+  NEW(OP_RENAME);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  r->ino2 = newparent;
+  r->name2 = dup_or_null(newname);
+  submit(r);
 }
 
-static int fs_truncate(const char *path, off_t size) {
-  REQ(OP_TRUNCATE);
-  r.path = path;
-  r.off = size;
-  return call(&r);
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  NEW(OP_LINK);
+  r->ino = ino;
+  r->ino2 = newparent;
+  r->name = dup_or_null(newname);
+  submit(r);
 }
 
-static int fs_ftruncate(const char *path, off_t size, struct fuse_file_info *fi) {
-  REQ(OP_FTRUNCATE);
-  r.path = path;
-  r.off = size;
-  r.fi = fi;
-  return call(&r);
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_OPEN);
+  r->ino = ino;
+  r->flags = fi->flags;
+  submit(r);
 }
 
-static int fs_utimens(const char *path, const struct timespec tv[2]) {
-  REQ(OP_UTIMENS);
-  r.path = path;
-  r.tv = tv;
-  return call(&r);
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_OPENDIR);
+  r->ino = ino;
+  r->flags = fi->flags;
+  submit(r);
 }
 
-static int fs_open(const char *path, struct fuse_file_info *fi) {
-  REQ(OP_OPEN);
-  r.path = path;
-  r.fi = fi;
-  r.flags = fi->flags;
-  return call(&r);
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  NEW(OP_CREATE);
+  r->ino = parent;
+  r->name = dup_or_null(name);
+  r->mode = mode;
+  r->flags = fi->flags;
+  submit(r);
 }
 
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
-  REQ(OP_CREATE);
-  r.path = path;
-  r.mode = mode;
-  r.fi = fi;
-  r.flags = fi->flags;
-  return call(&r);
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  NEW(OP_READ);
+  r->ino = ino;
+  r->size = size;
+  r->off = off;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  REQ(OP_READ);
-  r.path = path;
-  r.buf = buf;
-  r.size = size;
-  r.off = off;
-  r.fi = fi;
-  return call(&r);
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  NEW(OP_WRITE);
+  r->ino = ino;
+  r->size = size;
+  r->off = off;
+  set_fi(r, fi);
+  /* The receive buffer is the next request's: the data moves to memory that JS's Buffer will own. */
+  r->data = malloc(size > 0 ? size : 1);
+  if (r->data == NULL) {
+    fuse_reply_err(req, ENOMEM);
+    free_req(r);
+    return;
+  }
+  memcpy(r->data, buf, size);
+  submit(r);
 }
 
-static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  REQ(OP_WRITE);
-  r.path = path;
-  r.buf = (char *) buf;
-  r.size = size;
-  r.off = off;
-  r.fi = fi;
-  return call(&r);
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_FLUSH);
+  r->ino = ino;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_statfs(const char *path, struct statvfs *sv) {
-  REQ(OP_STATFS);
-  r.path = path;
-  r.sv = sv;
-  return call(&r);
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_RELEASE);
+  r->ino = ino;
+  r->flags = fi->flags;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_flush(const char *path, struct fuse_file_info *fi) {
-  REQ(OP_FLUSH);
-  r.path = path;
-  r.fi = fi;
-  return call(&r);
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  NEW(OP_FSYNC);
+  r->ino = ino;
+  r->flags = datasync;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_release(const char *path, struct fuse_file_info *fi) {
-  REQ(OP_RELEASE);
-  r.path = path;
-  r.fi = fi;
-  r.flags = fi->flags;
-  return call(&r);
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  NEW(OP_READDIR);
+  r->ino = ino;
+  r->size = size;
+  r->off = off;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_releasedir(const char *path, struct fuse_file_info *fi) {
-  REQ(OP_RELEASEDIR);
-  r.path = path;
-  r.fi = fi;
-  return call(&r);
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW(OP_RELEASEDIR);
+  r->ino = ino;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
-  REQ(OP_FSYNC);
-  r.path = path;
-  r.flags = datasync;
-  r.fi = fi;
-  return call(&r);
+static void ll_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  NEW(OP_FSYNCDIR);
+  r->ino = ino;
+  r->flags = datasync;
+  set_fi(r, fi);
+  submit(r);
 }
 
-static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
-  REQ(OP_FSYNCDIR);
-  r.path = path;
-  r.flags = datasync;
-  r.fi = fi;
-  return call(&r);
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  NEW(OP_STATFS);
+  r->ino = ino;
+  submit(r);
 }
 
-static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
-  REQ(OP_SETXATTR);
-  r.path = path;
-  r.name = name;
-  r.value = value;
-  r.size = size;
-  r.flags = flags;
-  return call(&r);
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  NEW(OP_SETXATTR);
+  r->ino = ino;
+  r->name = dup_or_null(name);
+  r->size = size;
+  r->flags = flags;
+  r->data = malloc(size > 0 ? size : 1);
+  if (r->data == NULL) {
+    fuse_reply_err(req, ENOMEM);
+    free_req(r);
+    return;
+  }
+  if (size > 0) memcpy(r->data, value, size);
+  submit(r);
 }
 
-static int fs_getxattr(const char *path, const char *name, char *value, size_t size) {
-  REQ(OP_GETXATTR);
-  r.path = path;
-  r.name = name;
-  r.buf = value;
-  r.size = size;
-  return call(&r);
+/*
+ * The kernel asks for security.capability before every write (to drop file capabilities on a change).
+ * Ferry keeps no file capabilities (FerryOps refuses to set them), so the answer is known here, without a
+ * trip to JS: ENODATA, as FerryOps would answer.
+ */
+#define XATTR_CAPS "security.capability"
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  if (strcmp(name, XATTR_CAPS) == 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  NEW(OP_GETXATTR);
+  r->ino = ino;
+  r->name = dup_or_null(name);
+  r->size = size;
+  submit(r);
 }
 
-static int fs_listxattr(const char *path, char *list, size_t size) {
-  REQ(OP_LISTXATTR);
-  r.path = path;
-  r.buf = list;
-  r.size = size;
-  return call(&r);
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  NEW(OP_LISTXATTR);
+  r->ino = ino;
+  r->size = size;
+  submit(r);
 }
 
-static int fs_removexattr(const char *path, const char *name) {
-  REQ(OP_REMOVEXATTR);
-  r.path = path;
-  r.name = name;
-  return call(&r);
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  NEW(OP_REMOVEXATTR);
+  r->ino = ino;
+  r->name = dup_or_null(name);
+  submit(r);
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi) {
-  (void) off;
-  REQ(OP_READDIR);
-  r.path = path;
-  r.dirbuf = buf;
-  r.filler = filler;
-  r.fi = fi;
-  return call(&r);
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  NEW(OP_ACCESS);
+  r->ino = ino;
+  r->flags = mask;
+  submit(r);
 }
 
-static int fs_lock(const char *path, struct fuse_file_info *fi, int cmd, struct flock *lk) {
-  REQ(OP_LOCK);
-  r.path = path;
-  r.fi = fi;
-  r.cmd = cmd;
-  r.lk = lk;
-  return call(&r);
+static void ll_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock) {
+  NEW(OP_GETLK);
+  r->ino = ino;
+  set_fi(r, fi);
+  r->lk = *lock;
+  submit(r);
 }
 
-static int fs_flock(const char *path, struct fuse_file_info *fi, int op) {
-  REQ(OP_FLOCK);
-  r.path = path;
-  r.fi = fi;
-  r.cmd = op;
-  return call(&r);
+static void ll_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep) {
+  NEW(OP_SETLK);
+  r->ino = ino;
+  set_fi(r, fi);
+  r->lk = *lock;
+  r->sleep = sleep;
+  submit(r);
 }
 
-static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi) {
-  REQ(OP_FALLOCATE);
-  r.path = path;
-  r.flags = mode;
-  r.off = off;
-  r.len = len;
-  r.fi = fi;
-  return call(&r);
+static void ll_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op) {
+  NEW(OP_FLOCK);
+  r->ino = ino;
+  set_fi(r, fi);
+  r->flags = op;
+  submit(r);
+}
+
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  NEW(OP_FALLOCATE);
+  r->ino = ino;
+  r->flags = mode;
+  r->off = offset;
+  r->len = length;
+  set_fi(r, fi);
+  submit(r);
 }
 
 /* Queues an event (no answer awaited); call_js frees it. */
@@ -484,19 +539,118 @@ static void send_event(mnt_t *m, int op, const uint32_t *ev, int n) {
   if (napi_call_threadsafe_function(m->tsfn, r, napi_tsfn_blocking) != napi_ok) free(r);
 }
 
-static void *fs_init(struct fuse_conn_info *conn) {
-  mnt_t *m = (mnt_t *) fuse_get_context()->private_data;
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  mnt_t *m = (mnt_t *) userdata;
   uint32_t ev[5] = { conn->proto_major, conn->proto_minor, conn->capable, conn->want, conn->max_write };
   send_event(m, OP_INIT, ev, 5);
-  return m;
 }
 
-/* ------------------------------------------------------------------------------------------ JS side */
+/* ------------------------------------------------------------------------------------------ channel */
 
-#define NAPI_OK(call) \
-  do { \
-    if ((call) != napi_ok) goto fail; \
-  } while (0)
+/*
+ * libfuse 2.9 predates FUSE_MAX_PAGES (kernel protocol 7.28): without it the kernel cuts every read and write
+ * request to 32 pages (128 KiB) whatever max_read/max_write say. Ferry's own channel on the same descriptor
+ * reads and writes as libfuse's does, and adds max_pages to the INIT answer when the kernel offers it, so
+ * requests reach max_write/max_read (1 MiB). The receive buffer is sized for that.
+ */
+#define FUSE_INIT_OPCODE 26
+#define FUSE_MAX_PAGES_FLAG (1u << 22)
+#define IN_HEADER_BYTES 40
+#define OUT_HEADER_BYTES 16
+/* fuse_init_out as of protocol 7.28+: max_pages is the uint16 at byte 28. */
+#define INIT_OUT_BYTES 64
+#define INIT_OUT_FLAGS_AT 12
+#define INIT_OUT_MAX_PAGES_AT 28
+#define CHAN_MAX_PAGES 256
+#define CHAN_BUFSIZE ((size_t) CHAN_MAX_PAGES * 4096 + 2 * 4096)
+
+static int chan_receive(struct fuse_chan **chp, char *buf, size_t size) {
+  struct fuse_chan *ch = *chp;
+  mnt_t *m = (mnt_t *) fuse_chan_data(ch);
+  struct fuse_session *se = fuse_chan_session(ch);
+  for (;;) {
+    ssize_t res = read(fuse_chan_fd(ch), buf, size);
+    int err = errno;
+    if (se != NULL && fuse_session_exited(se)) return 0;
+    if (res == -1) {
+      if (err == ENOENT) continue; /* the request was interrupted before it was read */
+      if (err == ENODEV) {
+        if (se != NULL) fuse_session_exit(se);
+        return 0;
+      }
+      if (err != EINTR && err != EAGAIN) perror("ferry-fuse: reading /dev/fuse");
+      return -err;
+    }
+    if ((size_t) res < IN_HEADER_BYTES) {
+      fprintf(stderr, "ferry-fuse: short read on /dev/fuse\n");
+      return -EIO;
+    }
+    uint32_t opcode;
+    memcpy(&opcode, buf + 4, 4);
+    if (opcode == FUSE_INIT_OPCODE && (size_t) res >= IN_HEADER_BYTES + 16) {
+      memcpy(&m->init_unique, buf + 8, 8);
+      memcpy(&m->kernel_flags, buf + IN_HEADER_BYTES + 12, 4);
+    }
+    return (int) res;
+  }
+}
+
+static int chan_send(struct fuse_chan *ch, const struct iovec iov[], size_t count) {
+  mnt_t *m = (mnt_t *) fuse_chan_data(ch);
+  if (iov == NULL || count == 0) return 0;
+  struct iovec patched[2];
+  char header[OUT_HEADER_BYTES];
+  char init[INIT_OUT_BYTES];
+  if (m->init_unique != 0 && count == 2 && iov[0].iov_len == OUT_HEADER_BYTES && iov[1].iov_len <= INIT_OUT_BYTES) {
+    uint64_t unique;
+    int32_t error;
+    memcpy(&unique, (const char *) iov[0].iov_base + 8, 8);
+    memcpy(&error, (const char *) iov[0].iov_base + 4, 4);
+    if (unique == m->init_unique) {
+      m->init_unique = 0;
+      if (error == 0 && (m->kernel_flags & FUSE_MAX_PAGES_FLAG) != 0) {
+        memset(init, 0, sizeof init);
+        memcpy(init, iov[1].iov_base, iov[1].iov_len);
+        uint32_t flags;
+        memcpy(&flags, init + INIT_OUT_FLAGS_AT, 4);
+        flags |= FUSE_MAX_PAGES_FLAG;
+        memcpy(init + INIT_OUT_FLAGS_AT, &flags, 4);
+        uint16_t pages = CHAN_MAX_PAGES;
+        memcpy(init + INIT_OUT_MAX_PAGES_AT, &pages, 2);
+        memcpy(header, iov[0].iov_base, OUT_HEADER_BYTES);
+        uint32_t len = OUT_HEADER_BYTES + INIT_OUT_BYTES;
+        memcpy(header, &len, 4);
+        patched[0].iov_base = header;
+        patched[0].iov_len = OUT_HEADER_BYTES;
+        patched[1].iov_base = init;
+        patched[1].iov_len = INIT_OUT_BYTES;
+        iov = patched;
+      }
+    }
+  }
+  ssize_t res = writev(fuse_chan_fd(ch), iov, (int) count);
+  int err = errno;
+  if (res == -1) {
+    struct fuse_session *se = fuse_chan_session(ch);
+    /* ENOENT: the request was interrupted and is gone; not an error of ours. */
+    if (err != ENOENT && (se == NULL || !fuse_session_exited(se))) perror("ferry-fuse: writing /dev/fuse");
+    return -err;
+  }
+  return 0;
+}
+
+/* The descriptor is libfuse's channel's (kch): it closes it. */
+static void chan_destroy(struct fuse_chan *ch) {
+  (void) ch;
+}
+
+static struct fuse_chan_ops CHAN_OPS = {
+  .receive = chan_receive,
+  .send = chan_send,
+  .destroy = chan_destroy,
+};
+
+/* ------------------------------------------------------------------------------------------ JS side */
 
 static napi_value num(napi_env env, double v) {
   napi_value out;
@@ -517,21 +671,68 @@ static napi_value big(napi_env env, uint64_t v) {
   return out;
 }
 
-static napi_value ext_buffer(napi_env env, char *p, size_t len) {
+static void free_external(napi_env env, void *data, void *hint) {
+  int64_t change;
+  napi_adjust_external_memory(env, -(int64_t) (uintptr_t) hint, &change);
+  free(data);
+}
+
+/* A Buffer that takes over malloc'ed memory (freed when the Buffer is collected). */
+static napi_value owned_buffer(napi_env env, char **p, size_t len) {
   napi_value out;
-  if (len == 0 || p == NULL) {
-    void *data;
-    napi_create_buffer(env, 0, &data, &out);
-  } else if (napi_create_external_buffer(env, len, p, NULL, NULL, &out) != napi_ok) {
-    /* Node has external buffers; a runtime without them gets an empty buffer and the request fails. */
-    void *data;
-    napi_create_buffer(env, 0, &data, &out);
+  void *copy;
+  if (*p == NULL || len == 0) {
+    napi_create_buffer(env, 0, &copy, &out);
+    return out;
   }
+  if (napi_create_external_buffer(env, len, *p, free_external, (void *) (uintptr_t) len, &out) == napi_ok) {
+    int64_t change;
+    napi_adjust_external_memory(env, (int64_t) len, &change);
+    *p = NULL;
+    return out;
+  }
+  /* A runtime without external buffers: copy. */
+  napi_create_buffer_copy(env, len, *p, &copy, &out);
   return out;
 }
 
-static double fh_of(struct fuse_file_info *fi) {
-  return fi == NULL ? 0 : (double) fi->fh;
+static double fh_of(req_t *r) {
+  return r->has_fh ? (double) r->fh : NO_FH;
+}
+
+static double ts_ms(const struct timespec *t) {
+  return (double) t->tv_sec * 1000.0 + (double) t->tv_nsec / 1e6;
+}
+
+/* The loop ended: answer what is pending, unmount (unless detached) and destroy the session. */
+static void teardown(mnt_t *m) {
+  if (m->se == NULL) return;
+  if (!m->joined) {
+    pthread_join(m->thread, NULL);
+    m->joined = 1;
+  }
+  for (;;) {
+    req_t *r = NULL;
+    pthread_mutex_lock(&pending_lock);
+    for (req_t *p = pending.next; p != &pending; p = p->next) {
+      if (p->m == m) {
+        r = p;
+        break;
+      }
+    }
+    if (r != NULL) unlink_req(r);
+    pthread_mutex_unlock(&pending_lock);
+    if (r == NULL) break;
+    if (!r->answered) fuse_reply_err(r->fr, EIO);
+    free_req(r);
+  }
+  /* fuse_unmount closes the descriptor and destroys libfuse's channel; the session destroys ours. */
+  if (!m->detached) fuse_unmount(m->mountpoint, m->kch);
+  else fuse_chan_destroy(m->kch);
+  fuse_session_destroy(m->se);
+  m->se = NULL;
+  m->ch = NULL;
+  m->kch = NULL;
 }
 
 static void call_js(napi_env env, napi_value fn, void *context, void *data) {
@@ -542,15 +743,19 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
   if (env == NULL || fn == NULL) {
     /* The threadsafe function is being torn down: answer what is still queued. */
     if (event) free(r);
-    else if (pending_take(r->id) != NULL) {
-      r->res = -EIO;
-      sem_post(&r->sem);
+    else {
+      req_t *t = pending_take(r->id);
+      if (t != NULL) {
+        if (!t->answered) fuse_reply_err(t->fr, EIO);
+        free_req(t);
+      }
     }
     return;
   }
+  if (r->op == OP_DONE) teardown(r->m);
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value argv[14];
+  napi_value argv[18];
   size_t argc = 0;
   argv[argc++] = num(env, r->op);
   argv[argc++] = num(env, (double) r->id);
@@ -564,149 +769,174 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     case OP_DONE:
       argv[argc++] = num(env, r->ev[0]);
       break;
-    case OP_GETATTR:
-    case OP_READLINK:
+    case OP_LOOKUP:
     case OP_UNLINK:
     case OP_RMDIR:
-    case OP_STATFS:
-      argv[argc++] = str(env, r->path);
+    case OP_REMOVEXATTR:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
       break;
-    case OP_FGETATTR:
-    case OP_READDIR:
-    case OP_RELEASEDIR:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
+    case OP_GETATTR:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      break;
+    case OP_SETATTR:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = num(env, r->flags);
+      argv[argc++] = num(env, r->st.st_mode);
+      argv[argc++] = num(env, r->st.st_uid);
+      argv[argc++] = num(env, r->st.st_gid);
+      argv[argc++] = num(env, (double) r->st.st_size);
+      argv[argc++] = num(env, ts_ms(&r->st.st_atim));
+      argv[argc++] = num(env, ts_ms(&r->st.st_mtim));
+      break;
+    case OP_READLINK:
+    case OP_STATFS:
+      argv[argc++] = num(env, (double) r->ino);
       break;
     case OP_MKNOD:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
       argv[argc++] = num(env, r->mode);
       argv[argc++] = num(env, (double) r->rdev);
       break;
     case OP_MKDIR:
-    case OP_CHMOD:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
       argv[argc++] = num(env, r->mode);
       break;
     case OP_SYMLINK:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
+      argv[argc++] = str(env, r->name2);
+      break;
     case OP_RENAME:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
+      argv[argc++] = num(env, (double) r->ino2);
+      argv[argc++] = str(env, r->name2);
+      break;
     case OP_LINK:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = str(env, r->path2);
-      break;
-    case OP_CHOWN:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, r->a_uid);
-      argv[argc++] = num(env, r->a_gid);
-      break;
-    case OP_TRUNCATE:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, (double) r->off);
-      break;
-    case OP_FTRUNCATE:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
-      argv[argc++] = num(env, (double) r->off);
-      break;
-    case OP_UTIMENS:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, (double) r->tv[0].tv_sec);
-      argv[argc++] = num(env, (double) r->tv[0].tv_nsec);
-      argv[argc++] = num(env, (double) r->tv[1].tv_sec);
-      argv[argc++] = num(env, (double) r->tv[1].tv_nsec);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, (double) r->ino2);
+      argv[argc++] = str(env, r->name);
       break;
     case OP_OPEN:
-      argv[argc++] = str(env, r->path);
+    case OP_OPENDIR:
+    case OP_ACCESS:
+      argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = num(env, r->flags);
       break;
     case OP_CREATE:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = str(env, r->name);
       argv[argc++] = num(env, r->mode);
       argv[argc++] = num(env, r->flags);
       break;
-    case OP_READ:
+    case OP_READ: {
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      void *p;
+      napi_value b;
+      napi_create_buffer(env, r->size, &p, &b);
+      argv[argc++] = b;
+      argv[argc++] = num(env, (double) r->size);
+      argv[argc++] = num(env, (double) r->off);
+      break;
+    }
     case OP_WRITE:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
-      argv[argc++] = ext_buffer(env, r->buf, r->size);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = owned_buffer(env, &r->data, r->size);
       argv[argc++] = num(env, (double) r->size);
       argv[argc++] = num(env, (double) r->off);
       break;
     case OP_FLUSH:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
-      argv[argc++] = big(env, r->fi->lock_owner);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = big(env, r->lock_owner);
       break;
     case OP_RELEASE:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
       argv[argc++] = num(env, r->flags);
-      argv[argc++] = big(env, r->fi->lock_owner);
-      argv[argc++] = num(env, r->fi->flock_release);
+      argv[argc++] = big(env, r->lock_owner);
+      argv[argc++] = num(env, r->flock_release);
       break;
     case OP_FSYNC:
     case OP_FSYNCDIR:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = num(env, r->flags);
-      argv[argc++] = num(env, fh_of(r->fi));
+      argv[argc++] = num(env, fh_of(r));
       break;
-    case OP_SETXATTR: {
-      argv[argc++] = str(env, r->path);
+    case OP_READDIR:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = num(env, (double) r->size);
+      argv[argc++] = num(env, (double) r->off);
+      break;
+    case OP_RELEASEDIR:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      break;
+    case OP_SETXATTR:
+      argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = str(env, r->name);
-      void *data;
-      napi_value b;
-      napi_create_buffer_copy(env, r->size, r->size > 0 ? r->value : "", &data, &b);
-      argv[argc++] = b;
+      argv[argc++] = owned_buffer(env, &r->data, r->size);
       argv[argc++] = num(env, r->flags);
       break;
-    }
     case OP_GETXATTR:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = str(env, r->name);
       argv[argc++] = num(env, (double) r->size);
       break;
     case OP_LISTXATTR:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = num(env, (double) r->size);
       break;
-    case OP_REMOVEXATTR:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = str(env, r->name);
-      break;
-    case OP_LOCK:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
-      argv[argc++] = num(env, r->cmd);
-      argv[argc++] = num(env, r->lk->l_type);
-      argv[argc++] = num(env, (double) r->lk->l_start);
-      argv[argc++] = num(env, (double) r->lk->l_len);
-      argv[argc++] = num(env, r->lk->l_pid);
-      argv[argc++] = big(env, r->fi->lock_owner);
+    case OP_GETLK:
+    case OP_SETLK:
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = num(env, r->op == OP_SETLK ? r->sleep : 0);
+      argv[argc++] = num(env, r->lk.l_type);
+      argv[argc++] = num(env, (double) r->lk.l_start);
+      argv[argc++] = num(env, (double) r->lk.l_len);
+      argv[argc++] = num(env, r->lk.l_pid);
+      argv[argc++] = big(env, r->lock_owner);
       break;
     case OP_FLOCK:
-      argv[argc++] = str(env, r->path);
-      argv[argc++] = num(env, fh_of(r->fi));
-      argv[argc++] = num(env, r->cmd);
-      argv[argc++] = big(env, r->fi->lock_owner);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
+      argv[argc++] = num(env, r->flags);
+      argv[argc++] = big(env, r->lock_owner);
       break;
     case OP_FALLOCATE:
-      argv[argc++] = str(env, r->path);
+      argv[argc++] = num(env, (double) r->ino);
+      argv[argc++] = num(env, fh_of(r));
       argv[argc++] = num(env, r->flags);
       argv[argc++] = num(env, (double) r->off);
       argv[argc++] = num(env, (double) r->len);
-      argv[argc++] = num(env, fh_of(r->fi));
       break;
   }
+  /* What JS does not own (it may answer at once, inside the call, and free the request). */
+  uint64_t id = r->id;
+  int op = r->op;
   napi_value undef;
   napi_get_undefined(env, &undef);
   napi_status s = napi_call_function(env, undef, fn, argc, argv, NULL);
   if (s != napi_ok) {
     napi_value exc;
     if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
-      fprintf(stderr, "ferry-fuse: the dispatch function threw on %s; answered EIO\n", OP_NAMES[r->op]);
+      fprintf(stderr, "ferry-fuse: the dispatch function threw on %s; answered EIO\n", OP_NAMES[op]);
     }
-    if (!event && pending_take(r->id) != NULL) {
-      r->res = -EIO;
-      sem_post(&r->sem);
+    if (!event) {
+      req_t *t = pending_take(id);
+      if (t != NULL) {
+        if (!t->answered) fuse_reply_err(t->fr, EIO);
+        free_req(t);
+      }
     }
   }
   if (event) free(r);
@@ -774,56 +1004,117 @@ static int fill_statvfs(napi_env env, napi_value arr, struct statvfs *sv) {
   return 0;
 }
 
-/* Copies value into the kernel's buffer per the xattr size protocol: size 0 asks for the length. */
-static int xattr_out(req_t *r, const char *data, size_t len) {
-  if (r->size == 0) return (int) len;
-  if (len > r->size) return -ERANGE;
-  if (len > 0) memcpy(r->buf, data, len);
-  return (int) len;
+/* Answers an xattr value per the size protocol: size 0 asks for the length. */
+static int reply_xattr_data(req_t *r, const char *data, size_t len) {
+  if (r->size == 0) return fuse_reply_xattr(r->fr, len);
+  if (len > r->size) return fuse_reply_err(r->fr, ERANGE);
+  return fuse_reply_buf(r->fr, data, len);
 }
 
-/* The values of a successful reply, copied into the request's outputs; returns the final result. */
-static int apply_reply(napi_env env, req_t *r, int res, size_t nvals, napi_value *vals) {
+static int entry_of(napi_env env, mnt_t *m, napi_value v, struct fuse_entry_param *e) {
+  memset(e, 0, sizeof *e);
+  if (fill_stat(env, v, &e->attr) != 0) return -1;
+  e->ino = e->attr.st_ino;
+  e->generation = 1;
+  e->attr_timeout = m->attr_timeout;
+  e->entry_timeout = m->entry_timeout;
+  return 0;
+}
+
+static void open_flags(napi_env env, size_t nvals, napi_value *vals, struct fuse_file_info *fi) {
+  double fh = 0, flags = 0;
+  if (nvals >= 1) napi_get_value_double(env, vals[0], &fh);
+  if (nvals >= 2) napi_get_value_double(env, vals[1], &flags);
+  fi->fh = (uint64_t) fh;
+  int f = (int) flags;
+  fi->keep_cache = (f & OPEN_KEEP_CACHE) ? 1 : 0;
+  fi->direct_io = (f & OPEN_DIRECT_IO) ? 1 : 0;
+  fi->nonseekable = (f & OPEN_NONSEEKABLE) ? 1 : 0;
+}
+
+/* Sends a successful answer with JS's values; a malformed value set is answered EIO. */
+static void reply_ok(napi_env env, req_t *r, int res, size_t nvals, napi_value *vals) {
+  fuse_req_t fr = r->fr;
+  mnt_t *m = r->m;
   switch (r->op) {
+    case OP_LOOKUP:
+    case OP_MKNOD:
+    case OP_MKDIR:
+    case OP_SYMLINK:
+    case OP_LINK: {
+      struct fuse_entry_param e;
+      if (nvals < 1 || entry_of(env, m, vals[0], &e) != 0) break;
+      fuse_reply_entry(fr, &e);
+      return;
+    }
+    case OP_CREATE: {
+      struct fuse_entry_param e;
+      struct fuse_file_info fi;
+      memset(&fi, 0, sizeof fi);
+      fi.flags = r->flags;
+      if (nvals < 3 || entry_of(env, m, vals[0], &e) != 0) break;
+      open_flags(env, nvals - 1, vals + 1, &fi);
+      fuse_reply_create(fr, &e, &fi);
+      return;
+    }
     case OP_GETATTR:
-    case OP_FGETATTR:
-      if (nvals < 1 || fill_stat(env, vals[0], r->st) != 0) return -EIO;
-      return 0;
-    case OP_STATFS:
-      if (nvals < 1 || fill_statvfs(env, vals[0], r->sv) != 0) return -EIO;
-      return 0;
+    case OP_SETATTR: {
+      struct stat st;
+      if (nvals < 1 || fill_stat(env, vals[0], &st) != 0) break;
+      fuse_reply_attr(fr, &st, m->attr_timeout);
+      return;
+    }
     case OP_READLINK: {
-      if (nvals < 1 || r->size == 0) return -EIO;
+      if (nvals < 1) break;
       size_t len = 0;
-      if (napi_get_value_string_utf8(env, vals[0], r->buf, r->size, &len) != napi_ok) return -EIO;
-      return 0;
+      if (napi_get_value_string_utf8(env, vals[0], NULL, 0, &len) != napi_ok) break;
+      char *s = malloc(len + 1);
+      if (s == NULL) {
+        fuse_reply_err(fr, ENOMEM);
+        return;
+      }
+      napi_get_value_string_utf8(env, vals[0], s, len + 1, &len);
+      fuse_reply_readlink(fr, s);
+      free(s);
+      return;
     }
     case OP_OPEN:
-    case OP_CREATE: {
-      double fh = 0, flags = 0;
-      if (nvals >= 1) napi_get_value_double(env, vals[0], &fh);
-      if (nvals >= 2) napi_get_value_double(env, vals[1], &flags);
-      r->fi->fh = (uint64_t) fh;
-      int f = (int) flags;
-      r->fi->keep_cache = (f & OPEN_KEEP_CACHE) ? 1 : 0;
-      r->fi->direct_io = (f & OPEN_DIRECT_IO) ? 1 : 0;
-      r->fi->nonseekable = (f & OPEN_NONSEEKABLE) ? 1 : 0;
-      return 0;
+    case OP_OPENDIR: {
+      struct fuse_file_info fi;
+      memset(&fi, 0, sizeof fi);
+      fi.flags = r->flags;
+      open_flags(env, nvals, vals, &fi);
+      fuse_reply_open(fr, &fi);
+      return;
     }
-    case OP_READ:
-      if (res > (int) r->size) return -EIO;
-      return res;
+    case OP_READ: {
+      void *data = NULL;
+      size_t len = 0;
+      if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
+      if ((size_t) res > len || (size_t) res > r->size) break;
+      fuse_reply_buf(fr, (const char *) data, (size_t) res);
+      return;
+    }
+    case OP_WRITE:
+      if ((size_t) res > r->size) break;
+      fuse_reply_write(fr, (size_t) res);
+      return;
+    case OP_STATFS: {
+      struct statvfs sv;
+      if (nvals < 1 || fill_statvfs(env, vals[0], &sv) != 0) break;
+      fuse_reply_statfs(fr, &sv);
+      return;
+    }
     case OP_GETXATTR: {
-      if (nvals < 1) return -EIO;
       void *data;
       size_t len;
-      if (napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) return -EIO;
-      return xattr_out(r, (const char *) data, len);
+      if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
+      reply_xattr_data(r, (const char *) data, len);
+      return;
     }
     case OP_LISTXATTR: {
-      if (nvals < 1) return -EIO;
       uint32_t n;
-      if (napi_get_array_length(env, vals[0], &n) != napi_ok) return -EIO;
+      if (nvals < 1 || napi_get_array_length(env, vals[0], &n) != napi_ok) break;
       size_t total = 0;
       char *tmp = NULL;
       for (uint32_t i = 0; i < n; i++) {
@@ -832,95 +1123,104 @@ static int apply_reply(napi_env env, req_t *r, int res, size_t nvals, napi_value
         napi_get_element(env, vals[0], i, &v);
         if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
           free(tmp);
-          return -EIO;
+          fuse_reply_err(fr, EIO);
+          return;
         }
         char *grown = realloc(tmp, total + len + 1);
         if (grown == NULL) {
           free(tmp);
-          return -ENOMEM;
+          fuse_reply_err(fr, ENOMEM);
+          return;
         }
         tmp = grown;
         napi_get_value_string_utf8(env, v, tmp + total, len + 1, &len);
         total += len + 1;
       }
-      int out = xattr_out(r, tmp, total);
+      reply_xattr_data(r, tmp, total);
       free(tmp);
-      return out;
+      return;
     }
     case OP_READDIR: {
-      /* names, inos, modes */
-      if (nvals < 3) return -EIO;
+      /* names, inos, modes: the entries from offset r->off on; each entry's offset is its index + 1. */
       uint32_t n;
-      if (napi_get_array_length(env, vals[0], &n) != napi_ok) return -EIO;
+      if (nvals < 3 || napi_get_array_length(env, vals[0], &n) != napi_ok) break;
+      char *buf = malloc(r->size > 0 ? r->size : 1);
+      if (buf == NULL) {
+        fuse_reply_err(fr, ENOMEM);
+        return;
+      }
+      size_t used = 0;
       char name[1024];
       for (uint32_t i = 0; i < n; i++) {
         napi_value v;
         size_t len;
         double ino = 0, mode = 0;
         napi_get_element(env, vals[0], i, &v);
-        if (napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) return -EIO;
+        if (napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) continue;
         get_f64(env, vals[1], i, &ino);
         get_f64(env, vals[2], i, &mode);
         struct stat st;
         memset(&st, 0, sizeof st);
         st.st_ino = (ino_t) (uint64_t) ino;
         st.st_mode = (mode_t) mode;
-        if (r->filler(r->dirbuf, name, &st, 0) != 0) break;
+        size_t need = fuse_add_direntry(fr, buf + used, r->size - used, name, &st, r->off + (off_t) i + 1);
+        if (need > r->size - used) break;
+        used += need;
       }
-      return 0;
+      fuse_reply_buf(fr, buf, used);
+      free(buf);
+      return;
     }
-    case OP_LOCK:
-      /* F_GETLK: [type, start, len, pid] of a conflicting lock, or [F_UNLCK]. */
-      if (r->cmd == F_GETLK && nvals >= 1) {
-        double f[4] = { F_UNLCK, 0, 0, 0 };
-        uint32_t n = 0;
-        napi_get_array_length(env, vals[0], &n);
-        for (uint32_t i = 0; i < n && i < 4; i++) get_f64(env, vals[0], i, &f[i]);
-        r->lk->l_type = (short) f[0];
-        if (f[0] != F_UNLCK) {
-          r->lk->l_whence = SEEK_SET;
-          r->lk->l_start = (off_t) f[1];
-          r->lk->l_len = (off_t) f[2];
-          r->lk->l_pid = (pid_t) f[3];
-        }
+    case OP_GETLK: {
+      /* [type, start, len, pid] of a conflicting lock, or [F_UNLCK]. */
+      struct flock lk = r->lk;
+      double f[4] = { F_UNLCK, 0, 0, 0 };
+      uint32_t n = 0;
+      if (nvals >= 1) napi_get_array_length(env, vals[0], &n);
+      for (uint32_t i = 0; i < n && i < 4; i++) get_f64(env, vals[0], i, &f[i]);
+      lk.l_type = (short) f[0];
+      if (f[0] != F_UNLCK) {
+        lk.l_whence = SEEK_SET;
+        lk.l_start = (off_t) f[1];
+        lk.l_len = (off_t) f[2];
+        lk.l_pid = (pid_t) f[3];
       }
-      return 0;
+      fuse_reply_lock(fr, &lk);
+      return;
+    }
     default:
-      return res;
+      fuse_reply_err(fr, 0);
+      return;
   }
+  fuse_reply_err(fr, EIO);
 }
 
-/* reply(id, result, ...values): true if the request was pending (answered now), false otherwise. */
+/* reply(id, result, ...values): true if the request was waiting for this answer (sent now), else false. */
 static napi_value js_reply(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   napi_value out;
   double idd = 0, resd = 0;
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_double(env, argv[0], &idd) != napi_ok || napi_get_value_double(env, argv[1], &resd) != napi_ok) {
     napi_throw_type_error(env, NULL, "reply(id, result, ...values)");
     return NULL;
   }
-  NAPI_OK(napi_get_value_double(env, argv[0], &idd));
-  NAPI_OK(napi_get_value_double(env, argv[1], &resd));
   req_t *r = pending_take((uint64_t) idd);
-  if (r == NULL) {
+  if (r == NULL || r->answered) {
+    if (r != NULL) free_req(r);
     napi_get_boolean(env, false, &out);
     return out;
   }
   int res = (int) resd;
-  if (res > 0 && r->op != OP_READ && r->op != OP_WRITE) res = 0;
-  if (res >= 0) res = apply_reply(env, r, res, argc - 2, argv + 2);
-  r->res = res;
-  sem_post(&r->sem);
+  if (res < 0) fuse_reply_err(r->fr, -res);
+  else reply_ok(env, r, res, argc - 2, argv + 2);
+  free_req(r);
   napi_get_boolean(env, true, &out);
   return out;
-fail:
-  napi_throw_error(env, NULL, "reply: bad arguments");
-  return NULL;
 }
 
-/* interrupted(id): whether a request is no longer pending (answered, or given up by the kernel). */
+/* interrupted(id): whether a request no longer waits for an answer (answered, or given up by the kernel). */
 static napi_value js_interrupted(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -931,66 +1231,55 @@ static napi_value js_interrupted(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "interrupted(id)");
     return NULL;
   }
-  napi_get_boolean(env, !pending_has((uint64_t) idd), &out);
+  napi_get_boolean(env, !pending_open((uint64_t) idd), &out);
   return out;
 }
 
 static void *loop_thread(void *arg) {
   mnt_t *m = (mnt_t *) arg;
-  int res = m->single_thread ? fuse_loop(m->fuse) : fuse_loop_mt(m->fuse);
-  pthread_mutex_lock(&m->lock);
-  struct fuse *f = m->fuse;
-  m->fuse = NULL;
-  pthread_mutex_unlock(&m->lock);
-  pthread_mutex_lock(&m->lock);
-  int detached = m->detached;
-  pthread_mutex_unlock(&m->lock);
-  /* fuse_destroy closes the channel (and so the connection) either way. */
-  if (!detached) fuse_unmount(m->mountpoint, m->ch);
-  fuse_destroy(f);
-  m->ch = NULL;
+  int res = fuse_session_loop(m->se);
   m->loop_ended = 1;
   uint32_t ev[1] = { (uint32_t) (res < 0 ? -res : res) };
   send_event(m, OP_DONE, ev, 1);
   return NULL;
 }
 
-static struct fuse_operations OPS = {
-  .getattr = fs_getattr,
-  .fgetattr = fs_fgetattr,
-  .readlink = fs_readlink,
-  .mknod = fs_mknod,
-  .mkdir = fs_mkdir,
-  .unlink = fs_unlink,
-  .rmdir = fs_rmdir,
-  .symlink = fs_symlink,
-  .rename = fs_rename,
-  .link = fs_link,
-  .chmod = fs_chmod,
-  .chown = fs_chown,
-  .truncate = fs_truncate,
-  .ftruncate = fs_ftruncate,
-  .utimens = fs_utimens,
-  .open = fs_open,
-  .create = fs_create,
-  .read = fs_read,
-  .write = fs_write,
-  .statfs = fs_statfs,
-  .flush = fs_flush,
-  .release = fs_release,
-  .releasedir = fs_releasedir,
-  .fsync = fs_fsync,
-  .fsyncdir = fs_fsyncdir,
-  .setxattr = fs_setxattr,
-  .getxattr = fs_getxattr,
-  .listxattr = fs_listxattr,
-  .removexattr = fs_removexattr,
-  .readdir = fs_readdir,
-  .lock = fs_lock,
-  .flock = fs_flock,
-  .fallocate = fs_fallocate,
-  .init = fs_init,
-  .flag_utime_omit_ok = 1,
+static const struct fuse_lowlevel_ops OPS = {
+  .init = ll_init,
+  .lookup = ll_lookup,
+  .forget = ll_forget,
+  .getattr = ll_getattr,
+  .setattr = ll_setattr,
+  .readlink = ll_readlink,
+  .mknod = ll_mknod,
+  .mkdir = ll_mkdir,
+  .unlink = ll_unlink,
+  .rmdir = ll_rmdir,
+  .symlink = ll_symlink,
+  .rename = ll_rename,
+  .link = ll_link,
+  .open = ll_open,
+  .read = ll_read,
+  .write = ll_write,
+  .flush = ll_flush,
+  .release = ll_release,
+  .fsync = ll_fsync,
+  .opendir = ll_opendir,
+  .readdir = ll_readdir,
+  .releasedir = ll_releasedir,
+  .fsyncdir = ll_fsyncdir,
+  .statfs = ll_statfs,
+  .setxattr = ll_setxattr,
+  .getxattr = ll_getxattr,
+  .listxattr = ll_listxattr,
+  .removexattr = ll_removexattr,
+  .access = ll_access,
+  .create = ll_create,
+  .getlk = ll_getlk,
+  .setlk = ll_setlk,
+  .forget_multi = ll_forget_multi,
+  .flock = ll_flock,
+  .fallocate = ll_fallocate,
 };
 
 static char *dup_string(napi_env env, napi_value v) {
@@ -1014,29 +1303,29 @@ static void free_mnt(napi_env env, void *data, void *hint) {
 }
 
 /*
- * mount(mountpoint, args[], dispatch, singleThread?) -> handle. args are libfuse's command line without
- * the program name (e.g. ["-o", "fsname=x,big_writes,..."]). Throws if the mount fails (libfuse writes the
- * reason to stderr).
+ * mount(mountpoint, args[], dispatch, attrTimeoutSec, entryTimeoutSec) -> handle. args are libfuse's
+ * command line without the program name (e.g. ["-o", "fsname=x,big_writes,..."]): mount options and the
+ * low-level library's. Throws if the mount fails (libfuse writes the reason to stderr).
  */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 3) {
-    napi_throw_type_error(env, NULL, "mount(mountpoint, args, dispatch, singleThread)");
+    napi_throw_type_error(env, NULL, "mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec)");
     return NULL;
   }
   mnt_t *m = calloc(1, sizeof(mnt_t));
-  pthread_mutex_init(&m->lock, NULL);
   m->mountpoint = dup_string(env, argv[0]);
   if (m->mountpoint == NULL) {
     free(m);
     napi_throw_type_error(env, NULL, "mountpoint must be a string");
     return NULL;
   }
-  bool single = false;
-  if (argc >= 4) napi_get_value_bool(env, argv[3], &single);
-  m->single_thread = single;
+  m->attr_timeout = 1.0;
+  m->entry_timeout = 1.0;
+  if (argc >= 4) napi_get_value_double(env, argv[3], &m->attr_timeout);
+  if (argc >= 5) napi_get_value_double(env, argv[4], &m->entry_timeout);
 
   uint32_t nargs = 0;
   napi_get_array_length(env, argv[1], &nargs);
@@ -1050,14 +1339,18 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
   struct fuse_args fa = FUSE_ARGS_INIT((int) nargs + 1, fargv);
   const char *err = NULL;
-  m->ch = fuse_mount(m->mountpoint, &fa);
-  if (m->ch == NULL) err = "fuse_mount failed";
+  m->kch = fuse_mount(m->mountpoint, &fa);
+  if (m->kch == NULL) err = "fuse_mount failed";
   else {
-    m->fuse = fuse_new(m->ch, &fa, &OPS, sizeof OPS, m);
-    if (m->fuse == NULL) {
-      fuse_unmount(m->mountpoint, m->ch);
-      m->ch = NULL;
-      err = "fuse_new failed (bad mount options?)";
+    m->se = fuse_lowlevel_new(&fa, &OPS, sizeof OPS, m);
+    m->ch = m->se == NULL ? NULL : fuse_chan_new(&CHAN_OPS, fuse_chan_fd(m->kch), CHAN_BUFSIZE, m);
+    if (m->ch == NULL) {
+      if (m->se != NULL) fuse_session_destroy(m->se);
+      fuse_unmount(m->mountpoint, m->kch);
+      m->kch = NULL;
+      err = "fuse_lowlevel_new failed (bad mount options?)";
+    } else {
+      fuse_session_add_chan(m->se, m->ch);
     }
   }
   fuse_opt_free_args(&fa);
@@ -1073,15 +1366,15 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "ferry-fuse", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, m, call_js, &m->tsfn) != napi_ok) {
-    fuse_destroy(m->fuse);
-    fuse_unmount(m->mountpoint, m->ch);
+    fuse_unmount(m->mountpoint, m->kch);
+    fuse_session_destroy(m->se);
     free(m->mountpoint);
     free(m);
     napi_throw_error(env, NULL, "cannot create the threadsafe function");
     return NULL;
   }
 
-  /* The loop thread and libfuse's workers take no signals: Node's threads handle them. */
+  /* The loop thread takes no signals: Node's threads handle them. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -1089,8 +1382,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
     napi_release_threadsafe_function(m->tsfn, napi_tsfn_abort);
-    fuse_destroy(m->fuse);
-    fuse_unmount(m->mountpoint, m->ch);
+    fuse_unmount(m->mountpoint, m->kch);
+    fuse_session_destroy(m->se);
     free(m->mountpoint);
     free(m);
     napi_throw_error(env, NULL, "cannot start the FUSE thread");
@@ -1114,17 +1407,17 @@ static mnt_t *get_mnt(napi_env env, napi_callback_info info) {
 }
 
 /*
- * unmount(handle): asks the loop to stop and detaches the mount (lazily). The loop thread ends once the
- * kernel has let go; then the dispatch function gets the "done" event and close(handle) finishes.
+ * unmount(handle): asks the loop to stop and detaches the mount (lazily). The loop ends once the kernel has
+ * let go; then the dispatch function gets the "done" event and close(handle) finishes.
  */
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
   mnt_t *m = get_mnt(env, info);
   if (m == NULL) return NULL;
-  pthread_mutex_lock(&m->lock);
-  int running = m->fuse != NULL;
-  if (running) fuse_exit(m->fuse);
-  pthread_mutex_unlock(&m->lock);
-  if (running) fuse_unmount(m->mountpoint, NULL);
+  /* The session is destroyed on this (the JS) thread only, at "done": it is alive while se is set. */
+  if (m->se != NULL && !m->loop_ended) {
+    fuse_session_exit(m->se);
+    fuse_unmount(m->mountpoint, NULL);
+  }
   return NULL;
 }
 
@@ -1132,14 +1425,33 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 static napi_value js_exit(napi_env env, napi_callback_info info) {
   mnt_t *m = get_mnt(env, info);
   if (m == NULL) return NULL;
-  pthread_mutex_lock(&m->lock);
   m->detached = 1;
-  if (m->fuse != NULL) fuse_exit(m->fuse);
-  pthread_mutex_unlock(&m->lock);
+  if (m->se != NULL) fuse_session_exit(m->se);
   return NULL;
 }
 
-/* close(handle): after "done", joins the loop thread and lets the event loop exit. */
+/*
+ * invalidate(handle, ino): the kernel forgets the inode's cached attributes (a change from elsewhere that
+ * this mount noticed, e.g. at open). Returns 0 or -errno (-ENOENT: the kernel does not know the inode).
+ */
+static napi_value js_invalidate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *data = NULL;
+  double ino = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL ||
+      napi_get_value_double(env, argv[1], &ino) != napi_ok) {
+    napi_throw_type_error(env, NULL, "invalidate(handle, ino)");
+    return NULL;
+  }
+  mnt_t *m = (mnt_t *) data;
+  int res = -ENOTCONN;
+  if (m->se != NULL && !m->loop_ended) res = fuse_lowlevel_notify_inval_inode(m->ch, (fuse_ino_t) ino, -1, 0);
+  return num(env, res);
+}
+
+/* close(handle): after "done", lets the event loop exit. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   mnt_t *m = get_mnt(env, info);
   if (m == NULL || m->closed) return NULL;
@@ -1147,7 +1459,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "close before the FUSE loop ended");
     return NULL;
   }
-  pthread_join(m->thread, NULL);
+  teardown(m);
   napi_release_threadsafe_function(m->tsfn, napi_tsfn_release);
   m->closed = 1;
   return NULL;
@@ -1161,6 +1473,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     { "exit", NULL, js_exit, NULL, NULL, NULL, napi_default, NULL },
     { "reply", NULL, js_reply, NULL, NULL, NULL, napi_default, NULL },
     { "interrupted", NULL, js_interrupted, NULL, NULL, NULL, napi_default, NULL },
+    { "invalidate", NULL, js_invalidate, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value names;
@@ -1169,21 +1482,26 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "ops", names);
   napi_value consts;
   napi_create_object(env, &consts);
-  napi_set_named_property(env, consts, "OPEN_KEEP_CACHE", num(env, OPEN_KEEP_CACHE));
-  napi_set_named_property(env, consts, "OPEN_DIRECT_IO", num(env, OPEN_DIRECT_IO));
-  napi_set_named_property(env, consts, "OPEN_NONSEEKABLE", num(env, OPEN_NONSEEKABLE));
-  napi_set_named_property(env, consts, "F_GETLK", num(env, F_GETLK));
-  napi_set_named_property(env, consts, "F_SETLK", num(env, F_SETLK));
-  napi_set_named_property(env, consts, "F_SETLKW", num(env, F_SETLKW));
-  napi_set_named_property(env, consts, "F_RDLCK", num(env, F_RDLCK));
-  napi_set_named_property(env, consts, "F_WRLCK", num(env, F_WRLCK));
-  napi_set_named_property(env, consts, "F_UNLCK", num(env, F_UNLCK));
-  napi_set_named_property(env, consts, "LOCK_SH", num(env, LOCK_SH));
-  napi_set_named_property(env, consts, "LOCK_EX", num(env, LOCK_EX));
-  napi_set_named_property(env, consts, "LOCK_NB", num(env, LOCK_NB));
-  napi_set_named_property(env, consts, "LOCK_UN", num(env, LOCK_UN));
-  napi_set_named_property(env, consts, "UTIME_NOW", num(env, UTIME_NOW));
-  napi_set_named_property(env, consts, "UTIME_OMIT", num(env, UTIME_OMIT));
+#define K(name, v) napi_set_named_property(env, consts, name, num(env, v))
+  K("OPEN_KEEP_CACHE", OPEN_KEEP_CACHE);
+  K("OPEN_DIRECT_IO", OPEN_DIRECT_IO);
+  K("OPEN_NONSEEKABLE", OPEN_NONSEEKABLE);
+  K("F_RDLCK", F_RDLCK);
+  K("F_WRLCK", F_WRLCK);
+  K("F_UNLCK", F_UNLCK);
+  K("LOCK_SH", LOCK_SH);
+  K("LOCK_EX", LOCK_EX);
+  K("LOCK_NB", LOCK_NB);
+  K("LOCK_UN", LOCK_UN);
+  K("SET_ATTR_MODE", FUSE_SET_ATTR_MODE);
+  K("SET_ATTR_UID", FUSE_SET_ATTR_UID);
+  K("SET_ATTR_GID", FUSE_SET_ATTR_GID);
+  K("SET_ATTR_SIZE", FUSE_SET_ATTR_SIZE);
+  K("SET_ATTR_ATIME", FUSE_SET_ATTR_ATIME);
+  K("SET_ATTR_MTIME", FUSE_SET_ATTR_MTIME);
+  K("SET_ATTR_ATIME_NOW", FUSE_SET_ATTR_ATIME_NOW);
+  K("SET_ATTR_MTIME_NOW", FUSE_SET_ATTR_MTIME_NOW);
+#undef K
   napi_set_named_property(env, exports, "constants", consts);
   return exports;
 }
