@@ -8,6 +8,12 @@
  *   random 4 KiB reads of a 1 GiB file (IOPS, one at a time and 16 at a time) and a sequential read of it, on
  *   fresh clients with a 64 MiB memory cache: whole-block reads (rangeReadBytesMax 0, as before stripes) beside
  *   ranged reads of stripes (the default), each the mean of two runs in the order whole, ranged, ranged, whole
+ *   a training job's epochs with a disk cache (cacheDir) big enough for the 1 GiB file: the first sequential
+ *   read (from the bucket, filling the disk cache), the share of its blocks the disk cache stored, and the
+ *   second read on a fresh client (memory cache cold, so from local disk), beside node:fs; with the disk cache
+ *   as it is (puts wait for room in a byte-bounded queue) and with the queue policy it had before (a 32-block
+ *   queue, 2 writers, a full queue drops; on today's write path, which no longer copies a fetched block), in the
+ *   order now, before, before, now (the mean of two runs each); with the load average
  *
  * Not a test: it asserts nothing, it prints a table. Sizes can be scaled down with BENCH_SCALE=0.25;
  * BENCH_ONLY=reads runs only the read comparison.
@@ -17,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { formatVolume, openMetaEngine, openVolume } from '../src/index.js';
+import { formatVolume, openMetaEngine, openVolume, type OpenVolumeOptions } from '../src/index.js';
 import type { Volume } from '../src/sdk/volume.js';
 
 const MiB = 1 << 20;
@@ -231,6 +237,53 @@ async function readRows(metaUrl: string): Promise<{ whole: Record<string, number
   return { whole, ranged };
 }
 
+type EpochRow = 'first read 1 GiB (MiB/s)' | 'blocks on disk when it returned (%)' | 'blocks on disk after the queue drained (%)' | 'puts dropped' | 'second read, fresh client (MiB/s)' | 'RSS before the first read (MiB)' | 'peak RSS during the first read (MiB)';
+
+/** The disk cache's queue policy before puts could wait: 32 blocks queued at most, 2 writers, a full queue drops. */
+const DROP_WHEN_FULL = { putWaitMsMax: 0, pendingWriteBytesMax: 32 * 4 * MiB, writesInFlightMax: 2 };
+
+/** Two epochs of a sequential read of '/rand' with a fresh disk cache in `cacheDir`. */
+async function epochs(metaUrl: string, cacheDir: string, cacheOptions: OpenVolumeOptions['cacheOptions']): Promise<Record<EpochRow, number>> {
+  await fs.rm(cacheDir, { recursive: true, force: true });
+  const options: OpenVolumeOptions = { uid: 0, gid: 0, memCacheBytes: RANDOM_MEM_CACHE_BYTES, cacheDir, cacheBytes: 2 * BIG, cacheOptions: { freeSpaceFloorRatio: 0, ...cacheOptions } };
+  const blocks = BIG / (4 * MiB);
+  const first = await openVolume(metaUrl, options);
+  const rssBefore = process.memoryUsage().rss;
+  let peak = rssBefore;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 20);
+  const firstSecs = await timed(() => ferry(first).readBig('/rand', Buffer.allocUnsafe(REQ)));
+  clearInterval(timer);
+  const atReturn = first.stats().diskCache!;
+  await first.vfs.drain();
+  await first.close(); // waits for the queued writes
+  const drained = first.stats().diskCache!;
+  const second = await openVolume(metaUrl, options);
+  const secondSecs = await timed(() => ferry(second).readBig('/rand', Buffer.allocUnsafe(REQ)));
+  await second.close();
+  return {
+    'first read 1 GiB (MiB/s)': BIG / MiB / firstSecs,
+    'blocks on disk when it returned (%)': ((atReturn.stored ?? 0) / blocks) * 100,
+    'blocks on disk after the queue drained (%)': (drained.entries / blocks) * 100,
+    'puts dropped': drained.dropped ?? 0,
+    'second read, fresh client (MiB/s)': BIG / MiB / secondSecs,
+    'RSS before the first read (MiB)': rssBefore / MiB,
+    'peak RSS during the first read (MiB)': peak / MiB,
+  };
+}
+
+async function epochRows(metaUrl: string, cacheDir: string): Promise<{ now: Record<string, number>; before: Record<string, number> }> {
+  const n1 = await epochs(metaUrl, cacheDir, {});
+  const b1 = await epochs(metaUrl, cacheDir, DROP_WHEN_FULL);
+  const b2 = await epochs(metaUrl, cacheDir, DROP_WHEN_FULL);
+  const n2 = await epochs(metaUrl, cacheDir, {});
+  const mean = (x: Record<string, number>, y: Record<string, number>): Record<string, number> =>
+    Object.fromEntries(Object.keys(x).map((k) => [k, (x[k]! + y[k]!) / 2]));
+  await fs.rm(cacheDir, { recursive: true, force: true });
+  return { now: mean(n1, n2), before: mean(b1, b2) };
+}
+
 function printTable(head: string[], rows: string[][]): void {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
@@ -277,6 +330,24 @@ async function main(): Promise<void> {
     printTable(
       ['', 'node:fs', 'whole blocks', 'ranged', 'ranged/whole'],
       Object.keys(whole).map((k) => [k, nodeRows[k]!.toFixed(0), whole[k]!.toFixed(0), ranged[k]!.toFixed(0), `${((ranged[k]! / whole[k]!) * 100).toFixed(0)} %`]),
+    );
+
+    const loadBefore = os.loadavg();
+    const { now: waitRows, before: dropRows } = await epochRows(metaUrl, path.join(root, 'cache'));
+    const loadAfter = os.loadavg();
+    const fmt = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
+    console.log(
+      `\nepochs with a disk cache of ${(2 * BIG) / MiB} MiB (${RANDOM_MEM_CACHE_BYTES / MiB} MiB memory cache); load average ` +
+        `${fmt(loadBefore)} before, ${fmt(loadAfter)} after (${os.cpus().length} cores):`,
+    );
+    printTable(
+      ['', 'node:fs', 'drop when full (before)', 'wait for room (now)'],
+      Object.keys(waitRows).map((k) => [
+        k,
+        k.startsWith('first') || k.startsWith('second') ? nodeRows['sequential read 1 GiB (MiB/s)']!.toFixed(0) : '',
+        dropRows[k]!.toFixed(0),
+        waitRows[k]!.toFixed(0),
+      ]),
     );
     await vol.unlink('/rand');
     await fs.unlink(path.join(plain, 'rand'));

@@ -1,6 +1,6 @@
 /** The public API of the ferryfs package. */
-export { openVolume, openBucket, type OpenVolumeOptions } from './sdk/open.js';
-export { Volume, FileHandle, type VolumeInfo } from './sdk/volume.js';
+export { openVolume, openBucket, type OpenVolumeOptions, type DiskCacheTuning } from './sdk/open.js';
+export { Volume, FileHandle, type VolumeInfo, type VolumeStats } from './sdk/volume.js';
 export { Stats, Dirent } from './sdk/stats.js';
 export { FsError, CorruptBlockError, UsageError, toErrno, ERRNO } from './errors.js';
 export { formatVolume, Meta } from './meta/meta.js';

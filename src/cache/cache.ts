@@ -49,3 +49,18 @@ export interface RangedBlockCache {
 export function canGetRange(cache: BlockCache): cache is BlockCache & RangedBlockCache {
   return typeof (cache as Partial<RangedBlockCache>).getRange === 'function';
 }
+
+/**
+ * Optional capability of caches that store blocks in the block codec (the disk cache): `putEncoded` caches the
+ * block `key` given as `encoded`, a whole verified codec object whose last `plainBytes` bytes are its plain
+ * bytes (a block stored without compression), under the same promises as `put` — except that the cache may
+ * keep a reference to `encoded` instead of a copy: the caller must never modify it. It saves the cache a copy
+ * and a checksum pass over a block that was just fetched and verified.
+ */
+export interface EncodedBlockCache {
+  putEncoded(key: string, encoded: Buffer, plainBytes: number): Promise<void>;
+}
+
+export function canPutEncoded(cache: BlockCache): cache is BlockCache & EncodedBlockCache {
+  return typeof (cache as Partial<EncodedBlockCache>).putEncoded === 'function';
+}

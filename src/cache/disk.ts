@@ -7,7 +7,8 @@
  *                      two hex digits
  *
  *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none')  (codec version 2, striped;
- *                files written before version 2 hold version 1 and still read)
+ *                files written before version 2 hold version 1 and still read, as do version 1 objects
+ *                without compression that `putEncoded` was given)
  *
  * `getRange` reads only the key, the block header and the stripes a small read needs, and verifies those.
  * Every file carries its key and the block codec's checksummed header, so a get verifies what it read; a file
@@ -18,10 +19,23 @@
  * and adds the files found, oldest access first; until it finishes, a miss in the index also tries the file
  * itself, so a restarted cache serves hits at once. Sizes are counted in file bytes (data plus framing).
  *
- * Writes: `put` frames a copy of the data and queues the write (at most `pendingWritesMax` queued or in flight,
- * `writesInFlightMax` at once); a full queue declines the put. Queued data is served by `get`. `flush()` and
- * `close()` wait for every queued write. All file changes for one name (write, unlink) run in order, one at a
- * time, so an eviction or delete that races a write always wins.
+ * Writes: `put` frames a copy of the data (`putEncoded` takes a verified block as it is) and queues the write;
+ * `writesInFlightMax` workers write the queue to disk. Queued data is served by `get`. `flush()` and `close()`
+ * wait for every queued write. All file changes for one name (write, unlink) run in order, one at a time, so an
+ * eviction or delete that races a write always wins.
+ *
+ * Back-pressure: the queue (queued plus in-flight writes) is bounded in bytes by `pendingWriteBytesMax` (and,
+ * for bookkeeping of tiny blocks, in entries by `pendingWritesMax`). A put that finds the queue full waits,
+ * in call order and before copying anything, for the workers to make room, at most `putWaitMsMax`; only then
+ * is it dropped (counted in `dropped`). So a reader that fetches faster than the disk writes (a bucket on the
+ * same machine, a page-cached file) is slowed to the disk's write rate instead of losing its blocks, and
+ * memory stays bounded by the queue's bytes plus the callers' own buffers (ChunkStore: the blocks its reads
+ * and read-ahead have in flight). A bucket slower than the disk (a WAN) never fills the queue, so reads do not
+ * wait at all. What gets dropped: a put that waited `putWaitMsMax` without the queue gaining room (a stalled or
+ * failing disk). Once a wait times out, later puts that find the queue full are dropped at once until a write
+ * completes, so a stalled disk costs readers one wait, not one per block. Dropping is acceptable there: the
+ * cache is advisory, the block is still returned to its reader, and the next read fetches it again.
+ * `putWaitMsMax: 0` never waits: a full queue drops (JuiceFS's policy), for a first read that must not slow.
  *
  * A put is declined when the file system's free space is below `freeSpaceFloorRatio` (statfs checked at most
  * every `freeSpaceCheckIntervalMs`). One process owns a cache directory at a time.
@@ -33,7 +47,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHand
 import { join } from 'node:path';
 import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, stripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError } from '../errors.js';
-import type { BlockCache, BlockPart, CacheStats, RangedBlockCache } from './cache.js';
+import type { BlockCache, BlockPart, CacheStats, EncodedBlockCache, RangedBlockCache } from './cache.js';
 import { checkCapacityBytes } from './memory.js';
 
 export interface DiskBlockCacheOptions {
@@ -44,19 +58,31 @@ export interface DiskBlockCacheOptions {
   freeSpaceFloorRatio?: number | undefined;
   /** Default 2000. */
   freeSpaceCheckIntervalMs?: number | undefined;
-  /** Writes queued or in flight; a put beyond this is declined. Default 32 (memory: this many blocks). */
+  /** File bytes of writes queued or in flight (the memory the queue holds); default 128 MiB. */
+  pendingWriteBytesMax?: number | undefined;
+  /** Writes queued or in flight; default 4096 (a bound on bookkeeping for tiny blocks; bytes bind first). */
   pendingWritesMax?: number | undefined;
-  /** Default 2. */
+  /** Concurrent file writes (each takes a libuv thread for its open, write, close and rename); default 4. */
   writesInFlightMax?: number | undefined;
+  /** How long a put waits for room in a full queue before it is dropped, ms; default 1000. 0: never wait. */
+  putWaitMsMax?: number | undefined;
   /** Failures of background work (writes, scan, statfs, unlink); they are also counted in stats. */
   onBackgroundError?: ((err: unknown, what: string) => void) | undefined;
 }
 
 export interface DiskCacheStats extends CacheStats {
-  /** Writes queued or in flight. */
+  /** Writes queued or in flight, and their file bytes. */
   pendingWrites: number;
-  /** Puts declined: too large, queue full, or low free space. */
+  pendingWriteBytes: number;
+  /** Puts waiting for room in the queue now. */
+  putsWaiting: number;
+  /** Block files written to disk, and their file bytes. */
+  stored: number;
+  storedBytes: number;
+  /** Puts declined for any reason: too large, queue full (`dropped`), or low free space (`declinedLowSpace`). */
   declined: number;
+  /** Puts dropped because the write queue stayed full for `putWaitMsMax`. */
+  dropped: number;
   declinedLowSpace: number;
   backgroundErrors: number;
   /** True until the startup scan has indexed the files already on disk. */
@@ -80,11 +106,24 @@ interface Entry {
 
 interface WriteJob {
   entry: Entry;
+  /** File bytes, counted in the queue's bytes until the job is written or leaves the queue unwritten. */
+  fileBytes: number;
   prefix: Buffer;
   block: Buffer;
   /** The plain bytes at the end of `block`. */
   dataBytes: number;
 }
+
+/** A put waiting for room in the write queue. */
+interface Waiter {
+  name: string;
+  bytes: number;
+  /** true: admitted, `bytes` reserved in the queue; false: dropped or cancelled, nothing reserved. */
+  resolve: (admitted: boolean) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const MiB = 1 << 20;
 
 function nameOf(key: string): string {
   return createHash('sha256').update(key).digest('hex').substring(0, 32);
@@ -143,13 +182,15 @@ function decodeFile(file: Buffer, key: string): Buffer {
   return decodeBlock(file.subarray(checkFileKey(file, key)), key);
 }
 
-export class DiskBlockCache implements BlockCache, RangedBlockCache {
+export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBlockCache {
   readonly dir: string;
   readonly capacityBytes: number;
   readonly freeSpaceFloorRatio: number;
   readonly freeSpaceCheckIntervalMs: number;
+  readonly pendingWriteBytesMax: number;
   readonly pendingWritesMax: number;
   readonly writesInFlightMax: number;
+  readonly putWaitMsMax: number;
 
   readonly #root: string;
   readonly #tmp: string;
@@ -162,6 +203,14 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
   /** Writes not started, in order; a dropped entry's job is removed at once (its memory with it). */
   readonly #queue = new Set<WriteJob>();
   #writing = 0;
+  /** File bytes of queued and in-flight writes, plus room reserved for admitted puts not yet queued. */
+  #pendingBytes = 0;
+  /** Reserved entries not yet queued (admitted puts between admission and queueing). */
+  #reserved = 0;
+  /** Puts waiting for room, in call order. */
+  #waiters: Waiter[] = [];
+  /** A wait timed out and no write has completed since: full-queue puts are dropped without waiting. */
+  #stalled = false;
   /** The tail of each name's chain of file changes. */
   readonly #locks = new Map<string, Promise<void>>();
   readonly #madeDirs = new Set<string>();
@@ -184,6 +233,9 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
   #corrupt = 0;
   #evictions = 0;
   #declined = 0;
+  #dropped = 0;
+  #stored = 0;
+  #storedBytes = 0;
   #declinedLowSpace = 0;
   #backgroundErrors = 0;
 
@@ -202,8 +254,10 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
     }
     this.freeSpaceFloorRatio = floor;
     this.freeSpaceCheckIntervalMs = optionInt('freeSpaceCheckIntervalMs', options.freeSpaceCheckIntervalMs, 2000, 0);
-    this.pendingWritesMax = optionInt('pendingWritesMax', options.pendingWritesMax, 32, 1);
-    this.writesInFlightMax = optionInt('writesInFlightMax', options.writesInFlightMax, 2, 1);
+    this.pendingWriteBytesMax = optionInt('pendingWriteBytesMax', options.pendingWriteBytesMax, 128 * MiB, 1);
+    this.pendingWritesMax = optionInt('pendingWritesMax', options.pendingWritesMax, 4096, 1);
+    this.writesInFlightMax = optionInt('writesInFlightMax', options.writesInFlightMax, 4, 1);
+    this.putWaitMsMax = optionInt('putWaitMsMax', options.putWaitMsMax, 1000, 0);
     this.#onBackgroundError = options.onBackgroundError;
     this.#root = join(this.dir, LAYOUT_DIR);
     this.#tmp = join(this.#root, 'tmp');
@@ -333,35 +387,58 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
   }
 
   async put(key: string, data: Buffer): Promise<void> {
+    // Framed (and so copied) once admitted, before put returns: the caller may reuse its buffer after that.
+    // Copying only then keeps a waiting put from holding a second copy of its block.
+    await this.#put(key, data.length, blockHeaderBytes(data.length) + data.length, () => encodeBlock(data, 'none'));
+  }
+
+  /** The EncodedBlockCache capability (cache.ts): `encoded` is written as is and kept, not copied, until then. */
+  async putEncoded(key: string, encoded: Buffer, plainBytes: number): Promise<void> {
+    if (!Number.isSafeInteger(plainBytes) || plainBytes < 0 || plainBytes >= encoded.length) {
+      throw new Error(`assertion failed: ${plainBytes} plain bytes in a ${encoded.length}-byte block`);
+    }
+    await this.#put(key, plainBytes, encoded.length, () => encoded);
+  }
+
+  /** Caches a block of `dataBytes` plain bytes whose framed form of `blockBytes` bytes `frame` returns. */
+  async #put(key: string, dataBytes: number, blockBytes: number, frame: () => Buffer): Promise<void> {
     if (this.#closed) return;
     const name = nameOf(key);
     const keyBytes = Buffer.byteLength(key, 'utf8');
-    const fileBytes = 2 + keyBytes + blockHeaderBytes(data.length) + data.length;
+    const fileBytes = 2 + keyBytes + blockBytes;
     let ok = fileBytes <= this.capacityBytes && keyBytes <= KEY_BYTES_MAX;
-    // Frame (and so copy) before any await: the caller may reuse its buffer once put returns.
-    const block = ok ? encodeBlock(data, 'none') : undefined;
     if (ok && !(await this.#spaceOk())) {
       this.#declinedLowSpace++;
       ok = false;
     }
-    if (this.#closed) return;
+    let admitted = false;
+    if (ok && !this.#closed) {
+      admitted = await this.#admit(name, fileBytes);
+    }
+    if (this.#closed) {
+      if (admitted) this.#unreserve(fileBytes);
+      return;
+    }
     const old = this.#index.get(name);
-    if (!ok || block === undefined || this.#queue.size + this.#writing >= this.pendingWritesMax) {
+    if (!admitted) {
       this.#declined++;
       // A declined put leaves no older copy behind under the key.
       if (old !== undefined) await this.#drop(old, true);
       return;
     }
+    const block = frame();
+    if (block.length !== blockBytes) throw new Error(`assertion failed: framed block of ${block.length} bytes, expected ${blockBytes}`);
     if (old !== undefined) void this.#drop(old, false); // the new file replaces the old one in place
     const prefix = Buffer.allocUnsafe(2 + keyBytes);
     prefix.writeUInt16LE(keyBytes, 0);
     prefix.write(key, 2, 'utf8');
     const entry: Entry = { name, key, bytes: fileBytes };
-    const job: WriteJob = { entry, prefix, block, dataBytes: data.length };
+    const job: WriteJob = { entry, fileBytes, prefix, block, dataBytes };
     this.#index.set(name, entry);
     this.#bytes += fileBytes;
     this.#pending.set(name, job);
     this.#queue.add(job);
+    this.#reserved--; // the reservation is now the queued job (its bytes stay counted)
     this.#evict();
     this.#pump();
   }
@@ -369,6 +446,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
   async delete(key: string): Promise<void> {
     if (this.#closed) return;
     const name = nameOf(key);
+    // A put of the key still waiting for room was made before this delete: it must not land after it.
+    for (const w of this.#waiters.filter((x) => x.name === name)) this.#cancelWaiter(w);
     const entry = this.#index.get(name);
     if (entry !== undefined) await this.#drop(entry, true);
     else if (this.#scanning) {
@@ -386,7 +465,12 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
       entries: this.#index.size,
       bytes: this.#bytes,
       pendingWrites: this.#queue.size + this.#writing,
+      pendingWriteBytes: this.#pendingBytes,
+      putsWaiting: this.#waiters.length,
+      stored: this.#stored,
+      storedBytes: this.#storedBytes,
       declined: this.#declined,
+      dropped: this.#dropped,
       declinedLowSpace: this.#declinedLowSpace,
       backgroundErrors: this.#backgroundErrors,
       scanning: this.#scanning,
@@ -402,6 +486,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      // Waiting puts are given up: a closing cache takes no more writes.
+      for (const w of [...this.#waiters]) this.#cancelWaiter(w);
       await this.#scanDone;
       await this.flush();
     })();
@@ -432,7 +518,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
     const job = this.#pending.get(entry.name);
     if (job?.entry === entry) {
       this.#pending.delete(entry.name);
-      this.#queue.delete(job);
+      // A job not yet started frees its room now; one in flight frees it when its write ends.
+      if (this.#queue.delete(job)) this.#release(job.fileBytes);
     }
     if (this.#scanning) this.#removedDuringScan.add(entry.name);
     return unlink ? this.#unlink(entry.name) : Promise.resolve();
@@ -469,6 +556,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
       this.#writing++;
       void this.#withLock(job.entry.name, 'write', () => this.#write(job)).then(() => {
         this.#writing--;
+        this.#release(job.fileBytes);
         this.#pump();
       });
     }
@@ -492,6 +580,9 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
         await fh.close();
       }
       await rename(tmp, final);
+      this.#stored++;
+      this.#storedBytes += job.fileBytes;
+      this.#stalled = false;
     } catch (err) {
       this.#backgroundError(err, 'write');
       await rm(tmp, { force: true }).catch(() => undefined);
@@ -501,6 +592,78 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache {
     } finally {
       if (this.#pending.get(name) === job) this.#pending.delete(name);
     }
+  }
+
+  /** Whether `bytes` more fit in the write queue now; an empty queue takes any block (even one above the bound). */
+  #roomFor(bytes: number): boolean {
+    const entries = this.#queue.size + this.#writing + this.#reserved;
+    return entries === 0 || (this.#pendingBytes + bytes <= this.pendingWriteBytesMax && entries < this.pendingWritesMax);
+  }
+
+  /**
+   * Reserves room for a write of `bytes` under `name`: at once when there is room and no earlier put is waiting,
+   * else after waiting in call order for at most `putWaitMsMax`. false: dropped (counted) or cancelled by a
+   * delete or close; nothing reserved.
+   */
+  #admit(name: string, bytes: number): Promise<boolean> {
+    if (this.#waiters.length === 0 && this.#roomFor(bytes)) {
+      this.#reserve(bytes);
+      return Promise.resolve(true);
+    }
+    if (this.putWaitMsMax === 0 || this.#stalled) {
+      this.#dropped++;
+      return Promise.resolve(false);
+    }
+    return new Promise<boolean>((resolve) => {
+      const w: Waiter = { name, bytes, resolve, timer: undefined };
+      w.timer = setTimeout(() => {
+        // No room for this long: the disk is not keeping up at all. Later puts stop waiting until a write ends.
+        this.#stalled = true;
+        this.#dropped++;
+        this.#cancelWaiter(w);
+      }, this.putWaitMsMax);
+      this.#waiters.push(w);
+    });
+  }
+
+  #reserve(bytes: number): void {
+    this.#pendingBytes += bytes;
+    this.#reserved++;
+  }
+
+  /** Gives back an admission that did not become a job. */
+  #unreserve(bytes: number): void {
+    this.#reserved--;
+    this.#release(bytes);
+  }
+
+  /** Frees room in the queue and admits the waiting puts that now fit. */
+  #release(bytes: number): void {
+    this.#pendingBytes -= bytes;
+    if (this.#pendingBytes < 0 || this.#reserved < 0) throw new Error(`assertion failed: write queue bytes ${this.#pendingBytes}, reserved ${this.#reserved}`);
+    this.#admitWaiters();
+  }
+
+  /** Admits waiting puts while the first one fits, first come first served. */
+  #admitWaiters(): void {
+    while (this.#waiters.length > 0 && !this.#closed) {
+      const w = this.#waiters[0]!;
+      if (!this.#roomFor(w.bytes)) break;
+      this.#waiters.shift();
+      clearTimeout(w.timer);
+      this.#reserve(w.bytes);
+      w.resolve(true);
+    }
+  }
+
+  #cancelWaiter(w: Waiter): void {
+    const i = this.#waiters.indexOf(w);
+    if (i < 0) return;
+    this.#waiters.splice(i, 1);
+    clearTimeout(w.timer);
+    w.resolve(false);
+    // The puts behind it may fit where it did not.
+    if (i === 0) this.#admitWaiters();
   }
 
   /** Whether free space is above the floor; statfs at most once per interval, the first time awaited. */

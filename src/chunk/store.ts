@@ -35,7 +35,8 @@
  */
 
 import { CorruptBlockError, FsError } from '../errors.js';
-import { canGetRange, type BlockCache } from '../cache/cache.js';
+import { canGetRange, canPutEncoded, type BlockCache, type CacheStats } from '../cache/cache.js';
+import type { DiskCacheStats } from '../cache/disk.js';
 import {
   BLOCK_STRIPE_BYTES,
   blockFrameBytes,
@@ -122,6 +123,13 @@ export interface ChunkStats {
   stripeHits: number;
   /** Whole blocks fetched into the disk cache in the background after ranged reads. */
   cacheFills: number;
+}
+
+/** What the caches of a ChunkStore hold and did; a disk cache adds its own counters (DiskCacheStats). */
+export interface ChunkCacheStats {
+  memory: CacheStats | undefined;
+  /** DiskCacheStats's extra counters (stored, dropped, ...) are there when the disk cache is a DiskBlockCache. */
+  disk: (CacheStats & Partial<DiskCacheStats>) | undefined;
 }
 
 export class ChunkStore {
@@ -223,12 +231,12 @@ export class ChunkStore {
     return this.flights.do(key, async () => {
       const cached = await this.cachedBlock(key, len);
       if (cached !== undefined) return cached;
-      const plain =
+      const got =
         this.source === undefined
-          ? await this.fetch(this.store, key, len, signal)
-          : await this.fetchAny(this.source, id, home, key, signal, (s) => this.fetch(s.store, key, len, signal), () => len);
-      await this.cacheBlock(key, plain);
-      return plain;
+          ? await this.fetchObject(this.store, key, len, signal)
+          : await this.fetchAny(this.source, id, home, key, signal, (s) => this.fetchObject(s.store, key, len, signal), () => len);
+      await this.cacheBlock(key, got.plain, got.object);
+      return got.plain;
     });
   }
 
@@ -255,12 +263,25 @@ export class ChunkStore {
     return undefined;
   }
 
-  /** Counts a whole block fetched from a bucket and fills both caches with it. */
-  private async cacheBlock(key: string, plain: Buffer): Promise<void> {
+  /**
+   * Counts a whole block fetched from a bucket and fills both caches with it. The disk cache's put may wait
+   * for room in its write queue (DiskBlockCache): a read that outruns the local disk is slowed to the disk's
+   * write rate, so that what it fetched stays cached for the next pass.
+   */
+  private async cacheBlock(key: string, plain: Buffer, object?: Buffer): Promise<void> {
     this.stats.blocksRead++;
     this.stats.bytesRead += plain.length;
     await this.mem?.put(key, plain);
-    await this.disk?.put(key, plain);
+    if (this.disk !== undefined) await this.diskPut(this.disk, key, plain, object);
+  }
+
+  /**
+   * Puts a block into the disk cache; when `object` is the verified object it was decoded from and `plain` is
+   * its tail (no compression), the object itself is handed over, saving the cache a copy and a checksum pass.
+   */
+  private async diskPut(disk: BlockCache, key: string, plain: Buffer, object: Buffer | undefined): Promise<void> {
+    if (object !== undefined && canPutEncoded(disk) && isTailOf(plain, object)) await disk.putEncoded(key, object, plain.length);
+    else await disk.put(key, plain);
   }
 
   /**
@@ -330,11 +351,11 @@ export class ChunkStore {
     const disk = this.disk;
     if (disk === undefined || this.fills.has(key) || this.fills.size >= CACHE_FILLS_IN_FLIGHT_MAX) return;
     const p = (async () => {
-      const plain =
+      const got =
         this.source === undefined
-          ? await this.fetch(this.store, key, len, undefined)
-          : await this.fetchAny(this.source, id, home, key, undefined, (s) => this.fetch(s.store, key, len, undefined), () => len);
-      await disk.put(key, plain);
+          ? await this.fetchObject(this.store, key, len, undefined)
+          : await this.fetchAny(this.source, id, home, key, undefined, (s) => this.fetchObject(s.store, key, len, undefined), () => len);
+      await this.diskPut(disk, key, got.plain, got.object);
       this.stats.cacheFills++;
     })()
       // A failed fill costs nothing but the fill: the next read fetches what it needs.
@@ -358,9 +379,14 @@ export class ChunkStore {
 
   /** The verified plain bytes of `key` from one bucket; a missing object is reported as a corrupt block. */
   private async fetch(store: ObjectStore, key: string, len: number, signal: AbortSignal | undefined): Promise<Buffer> {
+    return (await this.fetchObject(store, key, len, signal)).plain;
+  }
+
+  /** As `fetch`, with the object the plain bytes were decoded from (they may be a view of it). */
+  private async fetchObject(store: ObjectStore, key: string, len: number, signal: AbortSignal | undefined): Promise<{ plain: Buffer; object: Buffer }> {
     const object = await getObject(store, key, { signal });
     try {
-      return decodeBlock(object, key, len);
+      return { plain: decodeBlock(object, key, len), object };
     } catch (err) {
       this.stats.corrupt++;
       throw err;
@@ -492,6 +518,28 @@ export class ChunkStore {
     }
   }
 
+  cacheStats(): ChunkCacheStats {
+    return {
+      memory: this.mem?.stats(),
+      disk: this.disk?.stats(),
+    };
+  }
+
+  /**
+   * Every numeric counter of this store and its caches, flat, in Prometheus style (`chunk_blocks_read`,
+   * `disk_cache_stored`, `disk_cache_dropped`, ...), for a mount's `.stats` and `/metrics`.
+   */
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    for (const [k, v] of Object.entries(this.stats)) out[`chunk_${snake(k)}`] = v;
+    const { memory, disk } = this.cacheStats();
+    for (const [prefix, st] of [['mem_cache', memory], ['disk_cache', disk]] as const) {
+      for (const [k, v] of Object.entries(st ?? {})) if (typeof v === 'number') out[`${prefix}_${snake(k)}`] = v;
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     while (this.fills.size > 0) await Promise.all(this.fills.values());
     await this.mem?.close();
@@ -502,6 +550,11 @@ export class ChunkStore {
       await this.source?.close?.();
     }
   }
+}
+
+/** Whether `plain` is a view of the last bytes of `object` (a block stored without compression). */
+function isTailOf(plain: Buffer, object: Buffer): boolean {
+  return plain.buffer === object.buffer && plain.byteOffset + plain.length === object.byteOffset + object.length && plain.length < object.length;
 }
 
 /** The memory cache's key for stripe `i` of block `key` (never a block key: those have no '#'). */

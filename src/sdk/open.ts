@@ -20,10 +20,13 @@ import type { ObjectStore } from '../object/store.js';
 import { ChunkStore } from '../chunk/store.js';
 import { loadCompression } from '../chunk/codec.js';
 import { MemoryBlockCache } from '../cache/memory.js';
+import type { DiskBlockCacheOptions } from '../cache/disk.js';
 import { Vfs, type VfsOptions } from '../vfs/vfs.js';
 import { Volume } from './volume.js';
 import { RegionPlacement } from '../region/placement.js';
 import { clientRegion, volumeRegions } from '../region/regions.js';
+
+export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
 export interface OpenVolumeOptions extends VfsOptions {
   /** Region this client runs in (default: the primary). */
@@ -39,6 +42,8 @@ export interface OpenVolumeOptions extends VfsOptions {
   /** Local disk block cache directory (default: none). */
   cacheDir?: string;
   cacheBytes?: number;
+  /** Tuning of the disk cache's write queue and free-space floor (DiskBlockCache's defaults otherwise). */
+  cacheOptions?: DiskCacheTuning;
   /**
    * Reads of at most this many bytes of an uncached block fetch only the stripes they need (ChunkStore's
    * default: a quarter of the block size); 0 makes every read fetch whole blocks.
@@ -109,7 +114,11 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     let diskCache;
     if (options.cacheDir !== undefined) {
       const { DiskBlockCache } = await import('../cache/disk.js');
-      diskCache = new DiskBlockCache({ dir: path.join(options.cacheDir, format.uuid), capacityBytes: options.cacheBytes ?? 10 * 2 ** 30 });
+      diskCache = new DiskBlockCache({
+        ...options.cacheOptions,
+        dir: path.join(options.cacheDir, format.uuid),
+        capacityBytes: options.cacheBytes ?? 10 * 2 ** 30,
+      });
     }
     const chunks = new ChunkStore({
       store,

@@ -9,6 +9,7 @@ import { FsError, isFsError } from '../errors.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, W_OK, type Attr, type Ctx, type FileType } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
+import type { ChunkCacheStats, ChunkStats } from '../chunk/store.js';
 
 const MESSAGES: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -257,6 +258,12 @@ export interface VolumeInfo {
   trashDays: number;
 }
 
+export interface VolumeStats {
+  chunks: ChunkStats;
+  memCache: ChunkCacheStats['memory'];
+  diskCache: ChunkCacheStats['disk'];
+}
+
 export class Volume {
   readonly vfs: Vfs;
   readonly ctx: Ctx;
@@ -274,6 +281,15 @@ export class Volume {
   get info(): VolumeInfo {
     const f = this.vfs.meta.format;
     return { name: f.name, uuid: f.uuid, storage: f.storage, blockBytes: f.blockBytes, compression: f.compression, trashDays: f.trashDays };
+  }
+
+  /**
+   * This client's block counters: what came from the bucket, from each cache, and what the disk cache stored,
+   * dropped and holds (ChunkStore.cacheStats; `counters()` gives them flat for metrics).
+   */
+  stats(): VolumeStats {
+    const { memory, disk } = this.vfs.chunks.cacheStats();
+    return { chunks: { ...this.vfs.chunks.stats }, memCache: memory, diskCache: disk };
   }
 
   /** The same volume seen as another user (permission checks use ctx). */

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
-import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { access, mkdtemp, open, readdir, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { DiskBlockCache, type DiskBlockCacheOptions } from '../../src/cache/disk.js';
 import { blockCacheConformance } from './conformance.js';
 import { crc32c } from '@node-rs/crc32';
-import { BLOCK_HEADER_BYTES, BLOCK_MAGIC, BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
+import { BLOCK_HEADER_BYTES, BLOCK_MAGIC, BLOCK_STRIPE_BYTES, blockHeaderBytes, encodeBlock } from '../../src/chunk/codec.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ferry-disk-cache-'));
@@ -35,6 +38,11 @@ function data(bytes: number, fill: number): Buffer {
   const b = Buffer.alloc(bytes);
   for (let i = 0; i < bytes; i++) b[i] = (i * 31 + fill) & 0xff;
   return b;
+}
+
+/** Runs pending promise callbacks (no I/O completes meanwhile) until `done` or a bound. */
+async function settle(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !done(); i++) await Promise.resolve();
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -193,12 +201,13 @@ void describe('DiskBlockCache', () => {
       await cache.close();
     }));
 
-  void it('a full write queue declines puts without losing accepted ones', () =>
+  void it('a full write queue that may not wait drops puts, counted, without losing accepted ones', () =>
     withDir(async (dir) => {
-      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0, pendingWritesMax: 2, writesInFlightMax: 1 });
+      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0, pendingWritesMax: 2, writesInFlightMax: 1, putWaitMsMax: 0 });
       await Promise.all(Array.from({ length: 20 }, (_, i) => cache.put(`k${i}`, data(5000, i))));
       const s = cache.stats();
-      assert.ok(s.declined >= 1, `declined ${s.declined}`);
+      assert.ok(s.dropped >= 1, `dropped ${s.dropped}`);
+      assert.equal(s.declined, s.dropped);
       assert.ok(s.pendingWrites <= 2);
       await cache.close();
       const reopened = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
@@ -208,6 +217,111 @@ void describe('DiskBlockCache', () => {
         const got = await reopened.get(`k${i}`);
         if (got !== undefined) assert.deepEqual(got, data(5000, i));
       }
+      await reopened.close();
+    }));
+
+  void it('a full write queue makes puts wait for room, within its byte bound, and stores every one', () =>
+    withDir(async (dir) => {
+      const bound = 3 * 5100;
+      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0, pendingWriteBytesMax: bound, writesInFlightMax: 1 });
+      const puts = Array.from({ length: 20 }, async (_, i) => {
+        await cache.put(`k${i}`, data(5000, i));
+        const bytes = cache.stats().pendingWriteBytes;
+        assert.ok(bytes <= bound, `queue bytes ${bytes} > ${bound}`);
+      });
+      await settle(() => cache.stats().putsWaiting === 17);
+      assert.equal(cache.stats().putsWaiting, 17, 'three fit, the others wait');
+      await Promise.all(puts);
+      await cache.flush();
+      const s = cache.stats();
+      assert.equal(s.dropped, 0);
+      assert.equal(s.declined, 0);
+      assert.equal(s.stored, 20);
+      assert.equal(s.pendingWriteBytes, 0);
+      assert.equal(s.entries, 20);
+      await cache.close();
+      const reopened = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
+      for (let i = 0; i < 20; i++) assert.deepEqual(await reopened.get(`k${i}`), data(5000, i));
+      await reopened.close();
+    }));
+
+  void it('a delete or a close gives up puts still waiting for room', () =>
+    withDir(async (dir) => {
+      // A bound of one byte: a second put waits while the first is queued or being written.
+      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0, pendingWriteBytesMax: 1, writesInFlightMax: 1 });
+      const first = cache.put('k1', data(5000, 1));
+      const second = cache.put('k2', data(5000, 2));
+      const third = cache.put('k3', data(5000, 3));
+      await settle(() => cache.stats().putsWaiting === 2);
+      assert.equal(cache.stats().putsWaiting, 2);
+      await cache.delete('k2');
+      await Promise.all([first, second]);
+      const closing = cache.close();
+      await third;
+      await closing;
+      const s = cache.stats();
+      assert.equal(s.putsWaiting, 0);
+      assert.equal(s.stored, 1);
+      assert.equal(s.dropped, 0, 'given up, not dropped for a full queue');
+      const reopened = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
+      assert.deepEqual(await reopened.get('k1'), data(5000, 1));
+      assert.equal(await reopened.get('k2'), undefined, 'a put made before a delete does not land after it');
+      assert.equal(await reopened.get('k3'), undefined);
+      await reopened.close();
+    }));
+
+  void it('a stalled disk costs one wait: later puts are dropped at once until a write completes', () =>
+    withDir(async (dir) => {
+      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0, pendingWriteBytesMax: 1, writesInFlightMax: 1, putWaitMsMax: 300 });
+      // The first write's temporary file is a FIFO with no reader: opening it blocks, as on a hung disk.
+      const fifo = join(dir, 'v1', 'tmp', `${createHash('sha256').update('k1').digest('hex').substring(0, 32)}.1`);
+      execFileSync('mkfifo', [fifo]);
+      // Opening the reading end unblocks the write; done in `finally` too, so that a failure cannot hang the run.
+      const unblock = (): Promise<FileHandle> => open(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      let reader: FileHandle | undefined;
+      try {
+        await cache.put('k1', data(5000, 1));
+        await cache.put('k2', data(5000, 2)); // waits 300 ms for room, then is dropped
+        assert.equal(cache.stats().dropped, 1);
+        const t0 = performance.now();
+        await cache.put('k3', data(5000, 3));
+        assert.ok(performance.now() - t0 < 250, 'dropped without waiting');
+        assert.deepEqual([cache.stats().dropped, cache.stats().declined, cache.stats().stored], [2, 2, 0]);
+        // The disk comes back: the blocked write completes, and puts wait (and are taken) again.
+        reader = await unblock();
+        await cache.flush();
+      } finally {
+        reader ??= await unblock();
+        await reader.close();
+      }
+      assert.equal(cache.stats().stored, 1);
+      await cache.put('k4', data(5000, 4));
+      await cache.put('k5', data(5000, 5));
+      await cache.flush();
+      assert.deepEqual([cache.stats().dropped, cache.stats().stored], [2, 3]);
+      // (k1's file is the FIFO, renamed into place: not read here.)
+      for (const [k, fill] of [['k4', 4], ['k5', 5]] as const) assert.deepEqual(await cache.get(k), data(5000, fill));
+      assert.equal(await cache.get('k2'), undefined);
+      await cache.close();
+    }));
+
+  void it('putEncoded caches a verified block as given: get, getRange and a restart see its plain bytes', () =>
+    withDir(async (dir) => {
+      const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
+      const plain = data(3 * BLOCK_STRIPE_BYTES + 123, 5);
+      const key = `chunks/0/0/9_0_${plain.length}`;
+      await cache.putEncoded(key, encodeBlock(plain, 'none'), plain.length);
+      assert.deepEqual(await cache.get(key), plain, 'while queued');
+      await cache.flush();
+      assert.deepEqual(await cache.get(key), plain, 'from the file');
+      const part = await cache.getRange(key, plain.length, BLOCK_STRIPE_BYTES + 5, BLOCK_STRIPE_BYTES + 10);
+      assert.ok(part !== undefined);
+      assert.deepEqual(part.data, plain.subarray(part.start, part.start + part.data.length));
+      assert.equal(cache.stats().stored, 1);
+      await cache.close();
+      const reopened = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
+      assert.deepEqual(await reopened.get(key), plain);
+      await assert.rejects(reopened.putEncoded('k', Buffer.alloc(10), 10), /assertion failed/);
       await reopened.close();
     }));
 
@@ -239,5 +353,7 @@ void describe('DiskBlockCache', () => {
     assert.throws(() => new DiskBlockCache({ dir: '/tmp/x', capacityBytes: -1 }), /capacityBytes must be/);
     assert.throws(() => new DiskBlockCache({ dir: '/tmp/x', capacityBytes: 1, freeSpaceFloorRatio: 2 }), /freeSpaceFloorRatio/);
     assert.throws(() => new DiskBlockCache({ dir: '/tmp/x', capacityBytes: 1, pendingWritesMax: 0 }), /pendingWritesMax/);
+    assert.throws(() => new DiskBlockCache({ dir: '/tmp/x', capacityBytes: 1, pendingWriteBytesMax: 0 }), /pendingWriteBytesMax must be/);
+    assert.throws(() => new DiskBlockCache({ dir: '/tmp/x', capacityBytes: 1, putWaitMsMax: -1 }), /putWaitMsMax must be/);
   });
 });
