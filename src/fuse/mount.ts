@@ -151,6 +151,8 @@ export class Mount {
       debug: opts.debug ?? false,
     };
     const stats = new MountStats();
+    // Block store and cache counters (hits, misses, stored, dropped, ...) beside the FUSE ones.
+    stats.addSource(() => vol.vfs.chunks.counters());
     const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx });
     const fuse = createFuse(mnt, ops, args, opts.log);
     await new Promise<void>((resolve, reject) => {

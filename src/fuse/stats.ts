@@ -16,6 +16,12 @@ export class MountStats {
   bytesWritten = 0;
   /** Handles open now (files and .stats). */
   handlesOpen = 0;
+  /** Other layers' counters (block store, caches), read at every render. */
+  private readonly sources: Array<() => Record<string, number>> = [];
+
+  addSource(source: () => Record<string, number>): void {
+    this.sources.push(source);
+  }
 
   record(op: string, failed: boolean, seconds: number): void {
     let c = this.ops.get(op);
@@ -42,6 +48,7 @@ export class MountStats {
     lines.push('# TYPE ferry_fuse_written_bytes_total counter', `ferry_fuse_written_bytes_total ${this.bytesWritten}`);
     lines.push('# TYPE ferry_fuse_handles gauge', `ferry_fuse_handles ${this.handlesOpen}`);
     lines.push('# TYPE ferry_fuse_uptime_seconds gauge', `ferry_fuse_uptime_seconds ${((Date.now() - this.started) / 1000).toFixed(1)}`);
+    for (const source of this.sources) extra = { ...extra, ...source() };
     for (const [k, v] of Object.entries(extra)) lines.push(`# TYPE ferry_${k} gauge`, `ferry_${k} ${v}`);
     return lines.join('\n') + '\n';
   }

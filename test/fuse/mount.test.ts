@@ -136,6 +136,9 @@ describe('ferry mount', { skip }, () => {
     const text = await sh(`cat .stats`, vol.mnt);
     assert.match(text, /ferry_fuse_ops_total\{op="write"\} \d+/);
     assert.match(text, /ferry_fuse_written_bytes_total [1-9]\d*/);
+    // the block store's and caches' counters too
+    assert.match(text, /ferry_chunk_\w+ \d+/);
+    assert.match(text, /ferry_mem_cache_\w+ \d+/);
     // not listed, so copies of the mount root do not pick it up
     assert.doesNotMatch(await sh(`ls -a`, vol.mnt), /\.stats/);
   });
