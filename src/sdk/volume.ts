@@ -5,7 +5,8 @@
  */
 
 import { Readable, Writable } from 'node:stream';
-import { FsError, isFsError } from '../errors.js';
+import { CorruptBlockError, FsError, isFsError } from '../errors.js';
+import { ObjectNotFoundError, TransientError } from '../object/store.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, W_OK, type Attr, type Ctx, type FileType } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
@@ -32,6 +33,11 @@ const MESSAGES: Record<string, string> = {
 
 /** Rethrows err as an FsError naming the syscall and path, like Node's fs errors. */
 function wrap(err: unknown, syscall: string, path?: string, dest?: string): never {
+  // A bucket that failed, lost a block or holds a bad copy is an I/O error to the caller, as a disk's would be
+  // (the FUSE mount answers EIO for the same); the store's words stay in the message and the cause.
+  if (err instanceof TransientError || err instanceof ObjectNotFoundError || err instanceof CorruptBlockError) {
+    wrap(new FsError('EIO', err.message, { cause: err }), syscall, path, dest);
+  }
   if (isFsError(err)) {
     const where = path === undefined ? '' : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
     // An I/O error keeps what went wrong (which block, what each bucket said): the code alone tells a user nothing.

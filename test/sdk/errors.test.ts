@@ -1,0 +1,79 @@
+/**
+ * What the SDK throws when the bucket fails: an FsError with code EIO (as a disk's I/O error, and as the
+ * mount answers), keeping the store's own words in the message and the original error as the cause. Never
+ * the store's error class, and never wrong bytes.
+ */
+
+import assert from 'node:assert/strict';
+import { readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { FsError, openVolume } from '../../src/index.js';
+import { FaultStore } from '../../src/object/faults.js';
+import { FileStore } from '../../src/object/file.js';
+import { RetryStore } from '../../src/object/retry.js';
+import { makeVolume } from '../helpers/volume.js';
+
+const data = Buffer.alloc(100_000, 7);
+
+function isEio(pattern: RegExp): (err: unknown) => boolean {
+  return (err) => {
+    assert.ok(err instanceof FsError, `an FsError, got ${String(err)}`);
+    assert.equal(err.code, 'EIO');
+    assert.match(err.message, pattern);
+    assert.ok(err.cause !== undefined, 'the store error is kept as the cause');
+    return true;
+  };
+}
+
+void describe('SDK errors from the bucket', () => {
+  void it('a bucket that fails every call is EIO on read, naming the failure', async () => {
+    const t = await makeVolume();
+    try {
+      await t.vol.writeFile('/f', data);
+      const faults = new FaultStore(new FileStore(join(t.dir, 'bucket')), { seed: 1 });
+      faults.setDown(true);
+      const vol = await openVolume(t.metaUrl, {
+        uid: 0,
+        gid: 0,
+        heartbeatMs: 0,
+        store: new RetryStore(faults, { backoffMsMin: 1, backoffMsMax: 2, attemptsMax: 2 }),
+      });
+      try {
+        await assert.rejects(vol.readFile('/f'), isEio(/EIO: i\/o error \(.+\), (read|open) '\/f'/));
+        faults.setDown(false);
+        assert.ok((await vol.readFile('/f')).equals(data), 'reads again once the bucket is back');
+      } finally {
+        await vol.close();
+      }
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  void it('a damaged or missing block is EIO, never wrong bytes', async () => {
+    const t = await makeVolume();
+    try {
+      await t.vol.writeFile('/f', data);
+      const blocks: string[] = [];
+      for (const e of await readdir(join(t.dir, 'bucket'), { recursive: true, withFileTypes: true })) {
+        if (e.isFile() && !e.parentPath.includes('.tmp')) blocks.push(join(e.parentPath, e.name));
+      }
+      assert.equal(blocks.length, 2, 'two 64 KiB blocks');
+      const fresh = async (): Promise<Buffer> => {
+        const vol = await openVolume(t.metaUrl, { uid: 0, gid: 0, heartbeatMs: 0, memCacheBytes: 0 });
+        try {
+          return await vol.readFile('/f');
+        } finally {
+          await vol.close();
+        }
+      };
+      await writeFile(blocks[0]!, 'garbage');
+      await assert.rejects(fresh(), isEio(/corrupt|block/i));
+      await rm(blocks[0]!);
+      await assert.rejects(fresh(), isEio(/not found|missing|no such/i));
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
