@@ -71,7 +71,7 @@ async function assertReadRejects(damaged: number): Promise<void> {
   const vol = await openVolume(meta, { heartbeatMs: 0, memCacheBytes: 0 });
   try {
     await assert.rejects(vol.readFile('/data.bin'), (err: unknown) => {
-      assert.ok(err instanceof CorruptBlockError || (err instanceof FsError && err.code === 'EIO'), `unexpected error ${String(err)}`);
+      assert.ok(err instanceof FsError && err.code === 'EIO', `unexpected error ${String(err)}`);
       return true;
     });
     // Other blocks still read; the damaged range never yields bytes.
@@ -129,7 +129,15 @@ describe('a flipped byte in a stored block', () => {
       } finally {
         await vol.close();
       }
-    }, CorruptBlockError);
+    }, (err: unknown) => {
+      assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+      assert.ok(err.message.includes(`corrupt block ${key}`), err.message);
+      // The store's error stays in the cause chain.
+      let cause: unknown = err;
+      while (cause instanceof Error && !(cause instanceof CorruptBlockError)) cause = cause.cause;
+      assert.ok(cause instanceof CorruptBlockError, 'a CorruptBlockError is the cause');
+      return true;
+    });
     assertFsckNames(key, /checksum mismatch/);
   });
 
