@@ -3,7 +3,6 @@ import { describe, it } from 'node:test';
 import { crc32c } from '@node-rs/crc32';
 import {
   BLOCK_HEADER_BYTES,
-  BLOCK_MAGIC,
   BLOCK_STRIPE_BYTES,
   COMPRESSIONS,
   type Compression,
@@ -22,6 +21,7 @@ import {
 import { blockKey, parseBlockKey } from '../../src/chunk/keys.js';
 import { CorruptBlockError, UsageError } from '../../src/errors.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
+import { encodeV1None } from '../helpers/blocks.js';
 
 const SEED = process.env['FERRY_SEED'] === undefined ? randomSeed() : Number(process.env['FERRY_SEED']);
 console.log(`codec test seed ${SEED} (replay with FERRY_SEED=${SEED})`);
@@ -155,18 +155,6 @@ void describe('block codec', () => {
 
 const S = BLOCK_STRIPE_BYTES;
 
-/** A version 1 uncompressed block exactly as code before version 2 wrote it (pins the old layout). */
-function encodeV1None(plain: Buffer): Buffer {
-  const out = Buffer.alloc(BLOCK_HEADER_BYTES + plain.length);
-  BLOCK_MAGIC.copy(out, 0);
-  out.writeUInt8(1, 4);
-  out.writeUInt32LE(crc32c(plain), 8);
-  out.writeUInt32LE(plain.length, 12);
-  out.writeUInt32LE(plain.length, 16);
-  out.writeUInt32LE(crc32c(out.subarray(0, 20)), 20);
-  plain.copy(out, BLOCK_HEADER_BYTES);
-  return out;
-}
 
 /** Plain bytes [from, to) of `object` (version 2, `plainBytes` long) by the ranged-read protocol. */
 function readRange(object: Buffer, plainBytes: number, from: number, to: number): Buffer {

@@ -9,8 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { crc32c } from '@node-rs/crc32';
-import { BLOCK_HEADER_BYTES, BLOCK_MAGIC, BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
+import { BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
 import { blockKey } from '../../src/chunk/keys.js';
 import { ChunkStore, type BlockSource, type ChunkStoreOptions, type SourceStore } from '../../src/chunk/store.js';
 import { MemoryBlockCache } from '../../src/cache/memory.js';
@@ -19,6 +18,7 @@ import { CorruptBlockError, FsError } from '../../src/errors.js';
 import { MemStore } from '../../src/object/mem.js';
 import type { CallOptions, GetOptions, ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/object/store.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
+import { encodeV1None } from '../helpers/blocks.js';
 
 const SEED = process.env['FERRY_SEED'] === undefined ? randomSeed() : Number(process.env['FERRY_SEED']);
 console.log(`chunk store test seed ${SEED} (replay with FERRY_SEED=${SEED})`);
@@ -80,18 +80,6 @@ class RecordingStore implements ObjectStore {
   }
 }
 
-/** A version 1 uncompressed block as code before version 2 wrote it. */
-function encodeV1None(plain: Buffer): Buffer {
-  const out = Buffer.alloc(BLOCK_HEADER_BYTES + plain.length);
-  BLOCK_MAGIC.copy(out, 0);
-  out.writeUInt8(1, 4);
-  out.writeUInt32LE(crc32c(plain), 8);
-  out.writeUInt32LE(plain.length, 12);
-  out.writeUInt32LE(plain.length, 16);
-  out.writeUInt32LE(crc32c(out.subarray(0, 20)), 20);
-  plain.copy(out, BLOCK_HEADER_BYTES);
-  return out;
-}
 
 const content = randomBytes(SEED, SIZE);
 const blockLen = (i: number): number => Math.min(B, SIZE - i * B);
