@@ -41,7 +41,6 @@ import {
   BLOCK_STRIPE_BYTES,
   blockFrameBytes,
   blockHeaderBytes,
-  blockStripes,
   decodeBlock,
   decodeBlockHeader,
   decodeStripes,
@@ -185,13 +184,6 @@ export class ChunkStore {
   /** Length of block `index` of a slice of `size` bytes. */
   blockLength(size: number, index: number): number {
     return Math.min(this.blockBytes, size - index * this.blockBytes);
-  }
-
-  /** Every block key of a slice. */
-  sliceKeys(id: number, size: number): string[] {
-    const keys: string[] = [];
-    for (let i = 0; i * this.blockBytes < size; i++) keys.push(blockKey(id, i, this.blockLength(size, i)));
-    return keys;
   }
 
   /** Encodes and stores one block (any block but a slice's last must be exactly blockBytes long). */
@@ -504,17 +496,6 @@ export class ChunkStore {
     const B = this.blockBytes;
     for (let index = Math.floor(off / B); index * B < Math.min(size, off + len); index++) {
       this.readBlock(id, size, index, undefined, home).catch(() => undefined);
-    }
-  }
-
-  /** Deletes every block object of a slice from this client's bucket (idempotent) and drops them from the caches. */
-  async deleteSlice(id: number, size: number, signal?: AbortSignal): Promise<void> {
-    for (const [index, key] of this.sliceKeys(id, size).entries()) {
-      await this.store.delete(key, { signal });
-      await this.mem?.delete(key);
-      await this.disk?.delete(key);
-      // Stripe tables of deleted blocks age out of `tables`: block keys are never reused.
-      for (let i = 0; i < blockStripes(this.blockLength(size, index)); i++) await this.mem?.delete(stripeKey(key, i));
     }
   }
 

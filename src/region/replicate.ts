@@ -46,7 +46,7 @@ import type { FormatRec, RegionRec, SliceRefRec } from '../meta/types.js';
 import { sleep } from '../object/retry.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
-import { deleteReleasedSlices } from './deletion.js';
+import { deleteReleasedSlices, sliceBlockKeys } from './deletion.js';
 import { reloadFormat, sliceHome, volumeRegions, type VolumeRegions } from './regions.js';
 
 export const PARALLEL_DEFAULT = 16;
@@ -566,9 +566,9 @@ export class Replicator {
 
   /** Deletes the copies this replicator made of a slice that is gone everywhere else. */
   private async deleteCopies(job: SliceJob): Promise<void> {
-    const B = this.format.blockBytes;
+    const keys = sliceBlockKeys(job.id, job.size, this.format.blockBytes);
     for (const region of job.need) {
-      for (let i = 0; i * B < job.size; i++) await this.store(region).delete(blockKey(job.id, i, Math.min(B, job.size - i * B)));
+      for (const key of keys) await this.store(region).delete(key);
     }
   }
 
@@ -670,8 +670,7 @@ export class Replicator {
         if (region === home) continue;
         const list = listings.get(region)!;
         let ok = true;
-        for (let i = 0; i * B < s.size; i++) {
-          const key = blockKey(id, i, Math.min(B, s.size - i * B));
+        for (const key of sliceBlockKeys(id, s.size, B)) {
           const size = list.get(key);
           if (size === undefined || size !== homeList.get(key)) ok = false;
         }
