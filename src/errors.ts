@@ -38,6 +38,8 @@ export const ERRNO = {
 
 export type ErrnoCode = keyof typeof ERRNO;
 
+const KEEP_STACKS = process.env['FERRY_DEBUG'] === '1';
+
 export class FsError extends Error {
   readonly code: ErrnoCode;
   readonly errno: number;
@@ -45,7 +47,12 @@ export class FsError extends Error {
   path: string | undefined;
 
   constructor(code: ErrnoCode, message?: string, options?: { cause?: unknown; syscall?: string; path?: string }) {
+    // ENOENT, EEXIST and the like are answers, not faults, and a negative lookup makes one per call: their stack
+    // would cost more than the lookup. EIO (an unexpected failure) keeps its stack, and FERRY_DEBUG=1 keeps all.
+    const limit = Error.stackTraceLimit;
+    if (code !== 'EIO' && !KEEP_STACKS) Error.stackTraceLimit = 0;
     super(message ?? code, options?.cause === undefined ? undefined : { cause: options.cause });
+    Error.stackTraceLimit = limit;
     this.name = 'FsError';
     this.code = code;
     this.errno = ERRNO[code];

@@ -396,7 +396,7 @@ export class FerryOps {
     const a = await this.vfs.meta.create(await this.who(c), parent, name, mode & 0o7777);
     // The creator may open what it created whatever the mode (open(2) with O_CREAT).
     const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
-    const h = await this.vfs.open({ ...this.ctx, uid: 0 }, a.ino, acc | (flags & O_APPEND));
+    const h = await this.vfs.open({ ...this.ctx, uid: 0 }, a.ino, acc | (flags & O_APPEND), a);
     this.remember(a);
     this.stats.handlesOpen++;
     return { attr: toFuseStat(a), open: { fh: h.fh } };

@@ -988,9 +988,12 @@ export class Meta {
 
   // ---------------------------------------------------------------- open files
 
-  /** Checks access for open(2) flags' access mode and tracks the open for unlink-while-open. */
-  async open(ctx: Ctx, ino: number, mask: number): Promise<Attr> {
-    const a = await this.getattr(ino);
+  /**
+   * Checks access for open(2) flags' access mode and tracks the open for unlink-while-open. `created`: the
+   * attributes create just returned for ino (open(2) with O_CREAT), which spare reading them back.
+   */
+  async open(ctx: Ctx, ino: number, mask: number, created?: Attr): Promise<Attr> {
+    const a = created?.ino === ino ? created : await this.getattr(ino);
     if (mask !== 0) Meta.check(ctx, a, mask);
     if (a.type === 'dir' && (mask & W_OK) !== 0) throw err('EISDIR');
     this.openFiles.set(ino, (this.openFiles.get(ino) ?? 0) + 1);
@@ -1046,7 +1049,8 @@ export class Meta {
     appendAt?: number,
   ): Promise<{ attr: Attr; longest: number; shift: number; indexes: number[] }> {
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    const gen = this.cache.generation;
+    const r = await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
@@ -1081,6 +1085,10 @@ export class Meta {
       tx.put('inode', '', enc(ino), a);
       return { attr: { ...a, ino }, longest, shift, indexes: [...chunks.keys()] };
     }));
+    // The committed attributes are the freshest there are, unless another of this client's mutations was
+    // invalidated meanwhile (forget above bumped the generation once: ours).
+    if (this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), [r.attr]);
+    return r;
   }
 
   /** Appends zero references over [from, to) of a file, chunk by chunk (callers hold the transaction). */

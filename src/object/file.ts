@@ -50,6 +50,9 @@ export class FileStore implements ObjectStore {
   private readonly tmpDir: string;
   private readonly fsync: boolean;
   private closed = false;
+  /** Temp names: a random prefix per store and a counter (fresh random bytes per put cost more than the write). */
+  private readonly tmpPrefix = randomBytes(8).toString('hex');
+  private tmpCount = 0;
 
   /** `root` is made absolute against the current directory; it and `.tmp/` are created by the first put. */
   constructor(root: string, options: FileStoreOptions = {}) {
@@ -90,7 +93,7 @@ export class FileStore implements ObjectStore {
   async put(key: string, data: Buffer, options?: CallOptions): Promise<void> {
     const file = this.enter(key, options);
     const signal = options?.signal;
-    const tmp = path.join(this.tmpDir, randomBytes(12).toString('hex'));
+    const tmp = path.join(this.tmpDir, `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
     try {
       await this.writeTemp(tmp, data);
       signal?.throwIfAborted();

@@ -345,7 +345,7 @@ export class Volume {
       const acc = f & O_ACCMODE;
       if (attr.type === 'dir' && acc !== O_RDONLY) throw new FsError('EISDIR');
       // A file we just created may be opened for writing whatever its mode (open(2) semantics).
-      const h = await this.vfs.open(created ? { ...this.ctx, uid: 0 } : this.ctx, attr.ino, f);
+      const h = created ? await this.vfs.open({ ...this.ctx, uid: 0 }, attr.ino, f, attr) : await this.vfs.open(this.ctx, attr.ino, f);
       if ((f & O_TRUNC) !== 0 && acc !== O_RDONLY && attr.type === 'file' && !created) {
         try {
           await this.vfs.truncate(attr.ino, 0);

@@ -174,12 +174,13 @@ export class Vfs {
   // ---------------------------------------------------------------- handles
 
   /** Opens an existing inode with open(2) flags (creation and O_TRUNC are the caller's). */
-  async open(ctx: Ctx, ino: number, flags: number): Promise<Handle> {
+  /** `created`: the attributes Meta.create returned for ino, when the caller just created it (see Meta.open). */
+  async open(ctx: Ctx, ino: number, flags: number, created?: Attr): Promise<Handle> {
     const acc = flags & O_ACCMODE;
     const readable = acc === O_RDONLY || acc === O_RDWR;
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const mask = (readable ? R_OK : 0) | (writable ? W_OK : 0);
-    const a = await this.meta.open(ctx, ino, mask);
+    const a = await this.meta.open(ctx, ino, mask, created);
     if ((flags & O_DIRECTORY) !== 0 && a.type !== 'dir') {
       await this.meta.release(ino);
       throw new FsError('ENOTDIR');
