@@ -1,24 +1,36 @@
 /*
  * ferry_fuse: a FUSE 2.9 LOW-LEVEL (inode-based) binding for Node (N-API), written for Ferry.
  *
- * Threads:
- *   - the loop thread runs fuse_session_loop: it reads one request at a time from /dev/fuse, and the ll_*
- *     operations below copy what they need out of the kernel's request (names, write data: the receive
- *     buffer is reused for the next request), register the request under a fresh id, queue it to the JS
- *     thread through a napi_threadsafe_function and return at once. No thread ever waits for JS, so one
- *     receiving thread is enough and requests reach JS in the kernel's order;
- *   - on the JS thread, call_js hands (op, id, uid, gid, pid, args...) to the dispatch function; JS answers
- *     later with reply(id, result, values...), which sends the kernel its answer (fuse_reply_*) right there,
- *     on the JS thread (libfuse's replies are safe from any thread).
+ * Threads: none of our own. The JS thread serves /dev/fuse itself:
+ *   - the descriptor is non-blocking and watched by a poll handle (uv_poll_t) on Node's event loop. When it
+ *     is readable, on_readable reads requests through the session (fuse_session_receive_buf, our channel)
+ *     until none is waiting (EAGAIN) or BATCH_MAX of them, and has libfuse process each one
+ *     (fuse_session_process_buf), as fuse_session_loop would;
+ *   - the ll_* operations below copy what they need out of the kernel's request (names, write data: the
+ *     receive buffer is reused for the next request), register the request under a fresh id and call the
+ *     dispatch function with (op, id, uid, gid, pid, args...) right away (dispatch_js). Each request is
+ *     processed in its own callback scope (napi_open_callback_scope), whose close runs JS's nextTicks and
+ *     promise jobs, so answers given there go out before the next read;
+ *   - JS answers with reply(id, result, values...), at once or later, which sends the kernel its answer
+ *     (fuse_reply_*; writes to /dev/fuse never return EAGAIN, non-blocking or not).
+ * Requests that arrive while JS is busy wait in the kernel's queue, and reach JS in the kernel's order.
+ *
+ * FERRY_FUSE_THREAD=1 in the environment at mount time selects the former design instead: a loop thread runs
+ * fuse_session_loop on a blocking descriptor and queues each request to the JS thread through a
+ * napi_threadsafe_function (call_js); answers are sent on the JS thread the same way. It costs a thread
+ * hand-off (two wake-ups) per request.
  *
  * Exactly one answer per request: a request is answered by whoever takes it out of the pending list (a
- * reply, the loop's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
- * once by the loop thread and only marked; its later reply from JS frees it and returns false. A reply for
- * an id no longer pending returns false and changes nothing.
+ * reply, the session's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
+ * once when the kernel's INTERRUPT is processed (on_interrupt) and only marked; its later reply from JS frees
+ * it and returns false. A reply for an id no longer pending returns false and changes nothing.
  *
- * Teardown happens on the JS thread when the "done" event arrives (the loop has ended): pending requests of
- * the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and the session
- * destroyed, so no reply can race the session's end.
+ * The session ends when a read says the kernel let go (ENODEV: unmounted, or the connection aborted; libuv
+ * may report the descriptor in error instead), on a read error, or when unmount/exit asked it to (noticed at
+ * the next wake-up, as fuse_session_loop notices it at its next request). Teardown happens on the JS thread
+ * right then (or, in the thread design, when the "done" event arrives): the poll handle is stopped, pending
+ * requests of the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and
+ * the session destroyed, so no reply can race the session's end; then JS gets the "done" event.
  *
  * Kernel inodes are Ferry's inode numbers (64 bits; FUSE_ROOT_ID = 1 = Ferry's root). Ferry keeps no lookup
  * counts: any inode can be read by number from the metadata engine at any time, so forget is answered here
@@ -33,6 +45,7 @@
 
 #include <fuse_lowlevel.h>
 #include <node_api.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -73,13 +86,26 @@ static const char *OP_NAMES[OP_COUNT] = {
 
 typedef struct mnt mnt_t;
 
+/*
+ * Serving /dev/fuse on the JS thread: a poll handle on Node's event loop, and what calling into JS from it
+ * needs. Allocated apart from the mount: the handle's close callback frees it, whenever that comes.
+ */
+typedef struct jsloop {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref fn;       /* the dispatch function */
+  napi_ref resource; /* the async resource of the callback scopes */
+  napi_async_context ctx;
+  napi_value cur_fn; /* the dispatch function while a batch is served (valid in its handle scope) */
+} jsloop_t;
+
 typedef struct req {
   struct req *prev, *next;
   uint64_t id;
   int op;
   mnt_t *m;
   fuse_req_t fr;
-  /* An interrupted lock wait answered EINTR already (by the loop thread); JS's reply only frees it. */
+  /* An interrupted lock wait answered EINTR already (by on_interrupt); JS's reply only frees it. */
   int answered;
   uid_t uid;
   gid_t gid;
@@ -108,7 +134,10 @@ typedef struct req {
 } req_t;
 
 struct mnt {
-  napi_threadsafe_function tsfn;
+  napi_threadsafe_function tsfn; /* the loop thread's way to JS (FERRY_FUSE_THREAD=1), else NULL */
+  jsloop_t *js;                  /* serving on the JS thread (the default), until the session ended */
+  char *buf;                     /* the JS thread's receive buffer */
+  size_t bufsize;
   struct fuse_session *se;
   struct fuse_chan *kch; /* libfuse's channel on /dev/fuse (owns the descriptor; used to unmount) */
   struct fuse_chan *ch;  /* ours, on the same descriptor: the one the session reads and answers through */
@@ -120,7 +149,7 @@ struct mnt {
   double entry_timeout;
   int loop_ended;
   int joined;
-  int detached; /* unmounted already (lazily, from outside): the loop's end must not unmount again */
+  int detached; /* unmounted already (lazily, from outside): the session's end must not unmount again */
   int closed;
 };
 
@@ -219,12 +248,21 @@ static void set_fi(req_t *r, struct fuse_file_info *fi) {
   r->flock_release = fi->flock_release;
 }
 
-/* Registers the request and queues it to JS; answers EIO if it cannot be queued. */
+static void dispatch_js(napi_env env, napi_value fn, req_t *r);
+
+/*
+ * Registers the request and hands it to JS: at once when serving on the JS thread, else queued through the
+ * threadsafe function. Answers EIO if it cannot be queued.
+ */
 static void submit(req_t *r) {
   pending_add(r);
   if (r->op == OP_SETLK || r->op == OP_FLOCK) {
     int waits = r->op == OP_SETLK ? r->sleep : (r->flags & LOCK_NB) == 0 && (r->flags & LOCK_UN) == 0;
     if (waits) fuse_req_interrupt_func(r->fr, on_interrupt, (void *) (uintptr_t) r->id);
+  }
+  if (r->m->js != NULL) {
+    dispatch_js(r->m->js->env, r->m->js->cur_fn, r);
+    return;
   }
   if (napi_call_threadsafe_function(r->m->tsfn, r, napi_tsfn_blocking) != napi_ok) {
     req_t *t = pending_take(r->id);
@@ -529,13 +567,17 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   submit(r);
 }
 
-/* Queues an event (no answer awaited); call_js frees it. */
+/* Hands JS an event (no answer awaited), at once or queued; dispatch_js frees it. */
 static void send_event(mnt_t *m, int op, const uint32_t *ev, int n) {
   req_t *r = calloc(1, sizeof(req_t));
   if (r == NULL) return;
   r->op = op;
   r->m = m;
   for (int i = 0; i < n && i < 6; i++) r->ev[i] = ev[i];
+  if (m->js != NULL) {
+    dispatch_js(m->js->env, m->js->cur_fn, r);
+    return;
+  }
   if (napi_call_threadsafe_function(m->tsfn, r, napi_tsfn_blocking) != napi_ok) free(r);
 }
 
@@ -704,7 +746,7 @@ static double ts_ms(const struct timespec *t) {
   return (double) t->tv_sec * 1000.0 + (double) t->tv_nsec / 1e6;
 }
 
-/* The loop ended: answer what is pending, unmount (unless detached) and destroy the session. */
+/* The session ended: answer what is pending, unmount (unless detached) and destroy the session. */
 static void teardown(mnt_t *m) {
   if (m->se == NULL) return;
   if (!m->joined) {
@@ -735,13 +777,13 @@ static void teardown(mnt_t *m) {
   m->kch = NULL;
 }
 
-static void call_js(napi_env env, napi_value fn, void *context, void *data) {
-  (void) context;
-  req_t *r = (req_t *) data;
-  if (r == NULL) return;
+/*
+ * Calls the dispatch function with (op, id, uid, gid, pid, args...), on the JS thread. A request JS cannot
+ * take (no JS, or a throw) is answered EIO; an event is freed here.
+ */
+static void dispatch_js(napi_env env, napi_value fn, req_t *r) {
   int event = r->op == OP_INIT || r->op == OP_DONE;
   if (env == NULL || fn == NULL) {
-    /* The threadsafe function is being torn down: answer what is still queued. */
     if (event) free(r);
     else {
       req_t *t = pending_take(r->id);
@@ -752,7 +794,6 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     }
     return;
   }
-  if (r->op == OP_DONE) teardown(r->m);
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   napi_value argv[18];
@@ -941,6 +982,15 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
   }
   if (event) free(r);
   napi_close_handle_scope(env, scope);
+}
+
+/* The threadsafe function's call (loop thread mode); env is NULL when it is torn down. */
+static void call_js(napi_env env, napi_value fn, void *context, void *data) {
+  (void) context;
+  req_t *r = (req_t *) data;
+  if (r == NULL) return;
+  if (env != NULL && fn != NULL && r->op == OP_DONE) teardown(r->m);
+  dispatch_js(env, fn, r);
 }
 
 static int get_f64(napi_env env, napi_value arr, uint32_t i, double *out) {
@@ -1244,6 +1294,162 @@ static void *loop_thread(void *arg) {
   return NULL;
 }
 
+/* ------------------------------------------------------------------------------------ JS thread loop */
+
+/* At most this many requests per wake-up of the poll handle, so other I/O of the event loop gets its turn. */
+#define BATCH_MAX 64
+
+static void on_poll_closed(uv_handle_t *h) {
+  jsloop_t *j = (jsloop_t *) h;
+  napi_handle_scope scope;
+  int scoped = napi_open_handle_scope(j->env, &scope) == napi_ok;
+  if (j->fn != NULL) napi_delete_reference(j->env, j->fn);
+  if (j->resource != NULL) napi_delete_reference(j->env, j->resource);
+  if (j->ctx != NULL) napi_async_destroy(j->env, j->ctx);
+  if (scoped) napi_close_handle_scope(j->env, scope);
+  free(j);
+}
+
+/*
+ * The session ended (JS thread mode), inside a batch: stop watching the descriptor before teardown closes
+ * it, tear down (pending requests answered EIO, unmount, session destroyed) and tell JS "done" (as the loop
+ * thread's end does). res is what the last receive returned: < 0 is an error (done's code 1), as
+ * fuse_session_loop's result.
+ */
+static void end_session(mnt_t *m, int res) {
+  jsloop_t *j = m->js;
+  uv_poll_stop(&j->poll);
+  uv_close((uv_handle_t *) &j->poll, on_poll_closed);
+  m->loop_ended = 1;
+  free(m->buf);
+  m->buf = NULL;
+  teardown(m);
+  uint32_t ev[1] = { res < 0 ? 1 : 0 };
+  send_event(m, OP_DONE, ev, 1);
+  m->js = NULL;
+}
+
+/*
+ * Opens what a call into JS from a libuv callback needs: a handle scope, then a callback scope, whose close
+ * runs JS's nextTicks and promise jobs (a plain call from a libuv callback would not run them, and answers
+ * given in promise jobs would never go out). 0 on success.
+ */
+static int enter_js(jsloop_t *j, napi_handle_scope *hs, napi_callback_scope *cs) {
+  napi_value resource = NULL, fn = NULL;
+  if (napi_open_handle_scope(j->env, hs) != napi_ok) return -1;
+  if (napi_get_reference_value(j->env, j->resource, &resource) != napi_ok ||
+      napi_get_reference_value(j->env, j->fn, &fn) != napi_ok ||
+      napi_open_callback_scope(j->env, resource, j->ctx, cs) != napi_ok) {
+    napi_close_handle_scope(j->env, *hs);
+    return -1;
+  }
+  j->cur_fn = fn;
+  return 0;
+}
+
+static void leave_js(jsloop_t *j, napi_handle_scope hs, napi_callback_scope cs) {
+  napi_env env = j->env; /* j may be closed (not freed: its close callback comes later) */
+  j->cur_fn = NULL;
+  napi_close_callback_scope(env, cs);
+  napi_close_handle_scope(env, hs);
+}
+
+/*
+ * /dev/fuse is readable (or in error: the connection is gone): read and process requests until none is
+ * waiting (EAGAIN: the descriptor is non-blocking) or BATCH_MAX, as fuse_session_loop does one at a time.
+ * The ll_* operations call the dispatch function directly, each request in its own callback scope: JS's
+ * promise jobs run (and answers go out) before the next read.
+ */
+static void on_readable(uv_poll_t *h, int status, int events) {
+  (void) events;
+  mnt_t *m = (mnt_t *) h->data;
+  jsloop_t *j = m->js;
+  if (j == NULL || m->se == NULL) return;
+  napi_handle_scope hs;
+  napi_callback_scope cs;
+  int res = 0, ended = 0;
+  for (int i = 0; i < BATCH_MAX; i++) {
+    if (fuse_session_exited(m->se)) {
+      ended = 1;
+      res = 0;
+      break;
+    }
+    struct fuse_chan *ch = m->ch;
+    struct fuse_buf fbuf = { .mem = m->buf, .size = m->bufsize };
+    res = fuse_session_receive_buf(m->se, &fbuf, &ch);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) {
+      res = 0;
+      break;
+    }
+    if (res <= 0) { /* 0: the session exited (ENODEV: unmounted); < 0: an error ends it as it ends the loop */
+      ended = 1;
+      break;
+    }
+    if (enter_js(j, &hs, &cs) != 0) {
+      /* No way into JS: the ll_* operations answer EIO (dispatch_js without a function). */
+      fuse_session_process_buf(m->se, &fbuf, ch);
+      continue;
+    }
+    fuse_session_process_buf(m->se, &fbuf, ch);
+    leave_js(j, hs, cs);
+  }
+  if (!ended && (status < 0 || fuse_session_exited(m->se))) {
+    /* libuv stopped watching a descriptor in error without our read telling why: the session is over. */
+    ended = 1;
+    if (status < 0 && !fuse_session_exited(m->se)) {
+      fprintf(stderr, "ferry-fuse: polling /dev/fuse: %s\n", uv_strerror(status));
+      res = -EIO;
+    }
+  }
+  if (ended) {
+    int in_js = enter_js(j, &hs, &cs) == 0;
+    end_session(m, res); /* "done" is lost without JS; the teardown happens all the same */
+    if (in_js) leave_js(j, hs, cs);
+  }
+}
+
+/* Serves the session's descriptor on the JS thread's event loop (JS thread mode); an error message or NULL. */
+static const char *start_js_loop(napi_env env, mnt_t *m, napi_value fn) {
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) return "no event loop";
+  int fd = fuse_chan_fd(m->ch);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) return "cannot make /dev/fuse non-blocking";
+  m->bufsize = fuse_chan_bufsize(m->ch);
+  m->buf = malloc(m->bufsize);
+  jsloop_t *j = calloc(1, sizeof *j);
+  if (m->buf == NULL || j == NULL) {
+    free(m->buf);
+    m->buf = NULL;
+    free(j);
+    return "out of memory";
+  }
+  j->env = env;
+  napi_value resource, name;
+  int ok = napi_create_object(env, &resource) == napi_ok &&
+           napi_create_string_utf8(env, "ferry-fuse", NAPI_AUTO_LENGTH, &name) == napi_ok &&
+           napi_create_reference(env, fn, 1, &j->fn) == napi_ok &&
+           napi_create_reference(env, resource, 1, &j->resource) == napi_ok &&
+           napi_async_init(env, resource, name, &j->ctx) == napi_ok;
+  if (!ok || uv_poll_init(loop, &j->poll, fd) != 0) {
+    on_poll_closed((uv_handle_t *) &j->poll);
+    free(m->buf);
+    m->buf = NULL;
+    return "cannot set up the JS thread's FUSE loop";
+  }
+  j->poll.data = m;
+  if (uv_poll_start(&j->poll, UV_READABLE, on_readable) != 0) {
+    uv_close((uv_handle_t *) &j->poll, on_poll_closed);
+    free(m->buf);
+    m->buf = NULL;
+    return "cannot poll /dev/fuse";
+  }
+  m->js = j;
+  m->joined = 1; /* no thread to join */
+  return NULL;
+}
+
 static const struct fuse_lowlevel_ops OPS = {
   .init = ll_init,
   .lookup = ll_lookup,
@@ -1295,7 +1501,7 @@ static void free_mnt(napi_env env, void *data, void *hint) {
   (void) env;
   (void) hint;
   mnt_t *m = (mnt_t *) data;
-  /* Freed only once closed (the loop thread no longer uses it); a mount never closed is leaked. */
+  /* Freed only once closed (the session is over, the loop thread if any ended); a mount never closed is leaked. */
   if (m->closed) {
     free(m->mountpoint);
     free(m);
@@ -1363,6 +1569,23 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  /* FERRY_FUSE_THREAD=1: the former design, a loop thread handing requests over by threadsafe function. */
+  const char *thread_env = getenv("FERRY_FUSE_THREAD");
+  if (thread_env == NULL || strcmp(thread_env, "1") != 0) {
+    const char *jerr = start_js_loop(env, m, argv[2]);
+    if (jerr != NULL) {
+      fuse_unmount(m->mountpoint, m->kch);
+      fuse_session_destroy(m->se);
+      free(m->mountpoint);
+      free(m);
+      napi_throw_error(env, NULL, jerr);
+      return NULL;
+    }
+    napi_value handle;
+    napi_create_external(env, m, free_mnt, NULL, &handle);
+    return handle;
+  }
+
   napi_value name;
   napi_create_string_utf8(env, "ferry-fuse", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, m, call_js, &m->tsfn) != napi_ok) {
@@ -1407,7 +1630,7 @@ static mnt_t *get_mnt(napi_env env, napi_callback_info info) {
 }
 
 /*
- * unmount(handle): asks the loop to stop and detaches the mount (lazily). The loop ends once the kernel has
+ * unmount(handle): asks the session to end and detaches the mount (lazily). It ends once the kernel has
  * let go; then the dispatch function gets the "done" event and close(handle) finishes.
  */
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
@@ -1421,7 +1644,7 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* exit(handle): for a mount already detached (lazily): asks the loop to stop at its next request. */
+/* exit(handle): for a mount already detached (lazily): asks the session to end at its next request. */
 static napi_value js_exit(napi_env env, napi_callback_info info) {
   mnt_t *m = get_mnt(env, info);
   if (m == NULL) return NULL;
@@ -1460,7 +1683,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
     return NULL;
   }
   teardown(m);
-  napi_release_threadsafe_function(m->tsfn, napi_tsfn_release);
+  if (m->tsfn != NULL) napi_release_threadsafe_function(m->tsfn, napi_tsfn_release);
   m->closed = 1;
   return NULL;
 }
