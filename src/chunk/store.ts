@@ -491,6 +491,20 @@ export class ChunkStore {
     await Promise.all(jobs);
   }
 
+  /**
+   * The plain bytes [off, off + len) of a slice without a copy, when one block holds them all (undefined when
+   * they span blocks). The view may be shared with the caches: callers must not modify it nor keep it.
+   */
+  async sliceView(id: number, size: number, off: number, len: number, signal?: AbortSignal, home?: string): Promise<Buffer | undefined> {
+    if (off < 0 || len <= 0 || off + len > size) throw new Error(`assertion failed: range ${off}+${len} of a ${size}-byte slice`);
+    const B = this.blockBytes;
+    const index = Math.floor(off / B);
+    const inBlock = off - index * B;
+    if (inBlock + len > B) return undefined;
+    const part = await this.readPart(id, size, index, inBlock, len, signal, home);
+    return part.data.subarray(inBlock - part.start, inBlock - part.start + len);
+  }
+
   /** Starts fetching blocks into the caches without waiting; failures are left for the real read. */
   prefetch(id: number, size: number, off: number, len: number, home?: string): void {
     const B = this.blockBytes;

@@ -263,7 +263,7 @@ export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) 
         return ops.create(u, p.parent, p.name, mode, O_RDWR);
       }, (r) => [r.open.fh]),
     read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
-      ops.run('read', () => ops.read(u, fd, buf, len, pos), (res, n) => cb(res < 0 ? res : n!)),
+      ops.run('read', () => ops.read(u, fd, len, pos), (res, data) => cb(res < 0 ? res : data!.copy(buf))),
     write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
       ops.run('write', () => ops.write(u, fd, buf, len, pos), (res, n) => cb(res < 0 ? res : n!)),
     flush: (path: string, fd: number, cb: Cb) => run('flush', cb, () => ops.flush(u, fd, undefined)),
@@ -541,10 +541,8 @@ export class AddonFuse implements FuseInstance {
         });
       case 'create':
         return o.run(op, () => o.create(c, n(5), s(6), n(7), n(8)), (res, v) => (res < 0 ? r(res) : r(0, statArray(v!.attr), v!.open.fh, openFlags(v!.open))));
-      case 'read': {
-        const buf = a[7] as Buffer;
-        return o.run(op, () => o.read(c, n(6), buf, n(8), n(9)), (res, v) => (res < 0 ? r(res) : r(v!, buf)));
-      }
+      // The reply may be a view of a cached block (no copy); it is sent before anything else runs.
+      case 'read': return o.run(op, () => o.read(c, n(6), n(8), n(9)), (res, data) => (res < 0 ? r(res) : r(data!.length, data)));
       case 'write': return o.run(op, () => o.write(c, n(6), a[7] as Buffer, n(8), n(9)), (res, v) => r(res < 0 ? res : v!));
       case 'flush': return plain(() => o.flush(c, n(6), owner(7)));
       case 'release': return plain(() => o.release(c, n(6), n(9) !== 0 ? owner(8) : undefined));

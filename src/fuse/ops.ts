@@ -402,16 +402,13 @@ export class FerryOps {
     return { attr: toFuseStat(a), open: { fh: h.fh } };
   }
 
-  async read(c: C, fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  /** Up to len bytes at pos; the buffer may be a view of a cached block: read it before the next await. */
+  async read(c: C, fh: number, len: number, pos: number): Promise<Buffer> {
     const text = this.statsHandles.get(fh);
-    if (text !== undefined) {
-      const n = Math.max(0, Math.min(len, text.length - pos));
-      text.copy(buf, 0, pos, pos + n);
-      return n;
-    }
-    const n = await this.vfs.readTo(this.handle(fh), pos, buf.subarray(0, len));
-    this.stats.bytesRead += n;
-    return n;
+    if (text !== undefined) return text.subarray(Math.min(pos, text.length), Math.min(pos + len, text.length));
+    const data = await this.vfs.readView(this.handle(fh), pos, len);
+    this.stats.bytesRead += data.length;
+    return data;
   }
 
   async write(c: C, fh: number, buf: Buffer, len: number, pos: number): Promise<number> {

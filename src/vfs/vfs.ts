@@ -274,6 +274,41 @@ export class Vfs {
     return n;
   }
 
+  /**
+   * Up to `len` bytes from pos (fewer at the end of the file, none past it), for a caller that only reads
+   * them before its next await (the FUSE mount's read reply): a view of a cached block when one block of one
+   * slice holds them all, which spares a copy per request; else a new buffer.
+   */
+  async readView(h: Handle, pos: number, len: number): Promise<Buffer> {
+    if (h.closed) throw new FsError('EBADF');
+    if (!h.readable) throw new FsError('EBADF', 'not open for reading');
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
+    await this.flushIno(h.ino);
+    const a = await this.meta.getattr(h.ino);
+    if (a.type === 'dir') throw new FsError('EISDIR');
+    const n = Math.max(0, Math.min(len, a.length - pos));
+    if (n === 0) return Buffer.alloc(0);
+    let out = await this.viewOf(h.ino, pos, n);
+    if (out === undefined) {
+      out = Buffer.allocUnsafe(n);
+      await this.readInto(h.ino, pos, out);
+    }
+    this.readAhead(h, pos, n, a.length);
+    return out;
+  }
+
+  /** [pos, pos + n) of a file as a block view (see readView), when one block of one slice holds it. */
+  private async viewOf(ino: number, pos: number, n: number): Promise<Buffer | undefined> {
+    const C = this.meta.chunkBytes;
+    const index = Math.floor(pos / C);
+    const from = pos - index * C;
+    if (from + n > C) return undefined;
+    const segments = cutSegments(visibleSegments(await this.meta.readChunk(ino, index)), from, from + n);
+    const s = segments[0];
+    if (segments.length !== 1 || s === undefined || s.id === 0 || s.pos !== from || s.len !== n) return undefined;
+    return this.chunks.sliceView(s.id, s.size, s.off, s.len, undefined, s.home);
+  }
+
   /** Fills dest with the file's bytes from pos (dest must not extend past the file's length). */
   private async readInto(ino: number, pos: number, dest: Buffer): Promise<void> {
     const C = this.meta.chunkBytes;

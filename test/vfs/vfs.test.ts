@@ -220,4 +220,34 @@ void describe('vfs', () => {
       await rm(bucketDir, { recursive: true, force: true });
     }
   });
+  void it('readView (the mount\'s read) returns what readTo reads: block views, overwrites, holes, ends', async () => {
+    const seed = seeded('readView');
+    const rand = mulberry32(seed);
+    const t = await makeVolume(); // 64 KiB blocks
+    try {
+      const vfs = t.vol.vfs;
+      const fh = await t.vol.open('/f', 'w+');
+      await fh.write(bytes(rand, 300 * KiB), 0, 300 * KiB, 0);
+      await fh.write(bytes(rand, 10 * KiB), 0, 10 * KiB, 100 * KiB); // a second slice over the first
+      await fh.write(bytes(rand, 5 * KiB), 0, 5 * KiB, 400 * KiB); // a hole from 300 to 400 KiB
+      await fh.close();
+      const attr = await t.vol.vfs.resolve(t.vol.ctx, '/f');
+      const h = await vfs.open(t.vol.ctx, attr.ino, 0);
+      try {
+        const cases: Array<[number, number]> = [[0, 4 * KiB], [60 * KiB, 8 * KiB], [98 * KiB, 8 * KiB], [290 * KiB, 20 * KiB], [402 * KiB, 64 * KiB], [405 * KiB, 1], [0, 500 * KiB]];
+        for (let i = 0; i < 40; i++) cases.push([Math.floor(rand() * 410 * KiB), 1 + Math.floor(rand() * 130 * KiB)]);
+        for (const [pos, len] of cases) {
+          const want = Buffer.alloc(len);
+          const n = await vfs.readTo(h, pos, want);
+          const got = await vfs.readView(h, pos, len);
+          assert.equal(got.length, n, `length at ${pos}+${len}`);
+          assert.ok(got.equals(want.subarray(0, n)), `bytes at ${pos}+${len}`);
+        }
+      } finally {
+        await vfs.release(h);
+      }
+    } finally {
+      await t.cleanup();
+    }
+  });
 });
