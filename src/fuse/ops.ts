@@ -278,10 +278,14 @@ export class FerryOps {
     this.seen.set(a.ino, { length: a.length, mtime: a.mtime });
   }
 
-  /** Attributes as the kernel should see them: with this process's buffered writes. */
+  /**
+   * Attributes as the kernel should see them: with this process's buffered writes. Through Meta's lookup
+   * cache: this client's own changes refresh or drop it, others' show within its TTL (as with lookup), and
+   * the kernel asks again for a directory's attributes after every create or unlink in it.
+   */
   private async attrOf(ino: number): Promise<FuseStat> {
     if (ino === STATS_INO) return this.statsAttr();
-    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.getattr(ino)));
+    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.getattrCached(ino)));
   }
 
   /**

@@ -383,21 +383,21 @@ export class Meta {
 
   // ---------------------------------------------------------------- attributes and permissions
 
+  /** The attributes as the engine has them now; they also refresh the lookup cache. */
   async getattr(ino: number): Promise<Attr> {
+    const gen = this.cache.generation;
     const rec = await this.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
     if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
-    return { ...rec, ino };
+    const a = { ...rec, ino };
+    this.cache.store(gen, this.now(), [a]);
+    return a;
   }
 
   /** getattr through the lookup cache: for path walks, where lookup's freshness is enough. */
   async getattrCached(ino: number): Promise<Attr> {
-    const now = this.now();
-    const gen = this.cache.generation;
-    const hit = this.cache.attr(ino, now);
+    const hit = this.cache.attr(ino, this.now());
     if (hit !== undefined) return hit;
-    const a = await this.getattr(ino);
-    this.cache.store(gen, now, [a]);
-    return a;
+    return this.getattr(ino);
   }
 
   private async inode(tx: Txn, ino: number): Promise<InodeRec> {
@@ -621,7 +621,9 @@ export class Meta {
     }
     const ino = await this.inos.take();
     const now = this.now();
-    return this.mutated(() => this.cache.forget(parent), this.txn(async (tx) => {
+    const gen = this.cache.generation;
+    let parentAttr: Attr | undefined;
+    const created = await this.mutated(() => this.cache.forget(parent), this.txn(async (tx) => {
       const [p, existing] = await this.dirEntry(tx, parent, name);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -652,8 +654,14 @@ export class Meta {
       if (type === 'dir') np.nlink++;
       tx.put('inode', '', enc(parent), np);
       await this.addUsage(tx, 0, 1);
+      parentAttr = { ...np, ino: parent };
       return { ...rec, ino };
     }));
+    // What was just committed is the freshest view of both, unless another mutation of this client was
+    // invalidated meanwhile (forget above bumped the generation once: ours). The kernel asks for the parent's
+    // attributes right after a create (it dropped them): this answers without a read.
+    if (parentAttr !== undefined && this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), [created, parentAttr]);
+    return created;
   }
 
   mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
