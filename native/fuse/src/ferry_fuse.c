@@ -12,13 +12,19 @@
  *     processed in its own callback scope (napi_open_callback_scope), whose close runs JS's nextTicks and
  *     promise jobs, so answers given there go out before the next read;
  *   - JS answers with reply(id, result, values...), at once or later, which sends the kernel its answer
- *     (fuse_reply_*; writes to /dev/fuse never return EAGAIN, non-blocking or not).
+ *     (fuse_reply_*; writes to /dev/fuse never return EAGAIN, non-blocking or not) on the JS thread, except
+ *     read answers of at least ASYNC_READ_MIN (64 KiB) bytes: the write of those (where the kernel copies the
+ *     data into the reader's pages, most of their cost) is queued to libuv's thread pool (uv_queue_work,
+ *     reply_read_async), JS's Buffer held by a reference until the after-work callback (JS thread) drops it,
+ *     so several go out in parallel while JS goes on. libfuse's replies are thread-safe. Such a request is
+ *     out of the pending list before its work is queued: the work answers it, nothing else does.
+ *     FERRY_FUSE_SYNC_REPLY=1 at mount time sends every answer on the JS thread (for comparisons).
  * Requests that arrive while JS is busy wait in the kernel's queue, and reach JS in the kernel's order.
  *
  * FERRY_FUSE_THREAD=1 in the environment at mount time selects the former design instead: a loop thread runs
  * fuse_session_loop on a blocking descriptor and queues each request to the JS thread through a
- * napi_threadsafe_function (call_js); answers are sent on the JS thread the same way. It costs a thread
- * hand-off (two wake-ups) per request.
+ * napi_threadsafe_function (call_js); answers are sent from the JS thread the same way (long read answers
+ * from the thread pool, as above). It costs a thread hand-off (two wake-ups) per request.
  *
  * Exactly one answer per request: a request is answered by whoever takes it out of the pending list (a
  * reply, the session's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
@@ -30,7 +36,12 @@
  * the next wake-up, as fuse_session_loop notices it at its next request). Teardown happens on the JS thread
  * right then (or, in the thread design, when the "done" event arrives): the poll handle is stopped, pending
  * requests of the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and
- * the session destroyed, so no reply can race the session's end; then JS gets the "done" event.
+ * the session destroyed, so no reply can race the session's end; then JS gets the "done" event. Read answers
+ * still queued or being written by the thread pool are waited for (works_sending, a condition variable: each
+ * is one write to /dev/fuse, which does not wait for anything) before the descriptor is closed and the
+ * session destroyed; the mount's memory is freed only after the last of their after-work callbacks ran.
+ * (Thread-pool threads blocked in a file system call into this very mount, from this process, would delay
+ * those answers; Ferry does not use its own mount from the serving process.)
  *
  * Kernel inodes are Ferry's inode numbers (64 bits; FUSE_ROOT_ID = 1 = Ferry's root). Ferry keeps no lookup
  * counts: any inode can be read by number from the metadata engine at any time, so forget is answered here
@@ -151,6 +162,19 @@ struct mnt {
   int joined;
   int detached; /* unmounted already (lazily, from outside): the session's end must not unmount again */
   int closed;
+  int sync_reply; /* FERRY_FUSE_SYNC_REPLY=1 at mount time: every answer is sent on the JS thread (for A/B) */
+  /*
+   * Read answers being sent from libuv's thread pool (reply_read_async). works_sending counts those whose
+   * write may not have happened yet (queued or running; decremented by the pool thread once fuse_reply_buf
+   * returned, under works_lock, signalling works_done): teardown waits for 0 before it closes the descriptor
+   * and destroys the session. works_queued counts those whose after-work callback has not run yet (JS thread
+   * only): the mount is freed only once it is 0 (free_mnt, or the last after-work callback if finalized).
+   */
+  pthread_mutex_t works_lock;
+  pthread_cond_t works_done;
+  int works_sending;
+  int works_queued;
+  int finalized; /* its handle was collected while works_queued > 0: the last after-work callback frees it */
 };
 
 /* Pending requests of every mount of the process: a list with a sentinel, and the id counter. */
@@ -249,6 +273,7 @@ static void set_fi(req_t *r, struct fuse_file_info *fi) {
 }
 
 static void dispatch_js(napi_env env, napi_value fn, req_t *r);
+static void wait_read_replies(mnt_t *m);
 
 /*
  * Registers the request and hands it to JS: at once when serving on the JS thread, else queued through the
@@ -768,6 +793,8 @@ static void teardown(mnt_t *m) {
     if (!r->answered) fuse_reply_err(r->fr, EIO);
     free_req(r);
   }
+  /* Read answers still being written from the thread pool need the descriptor and the session. */
+  wait_read_replies(m);
   /* fuse_unmount closes the descriptor and destroys libfuse's channel; the session destroys ours. */
   if (!m->detached) fuse_unmount(m->mountpoint, m->kch);
   else fuse_chan_destroy(m->kch);
@@ -878,10 +905,10 @@ static void dispatch_js(napi_env env, napi_value fn, req_t *r) {
     case OP_READ: {
       argv[argc++] = num(env, (double) r->ino);
       argv[argc++] = num(env, fh_of(r));
-      void *p;
-      napi_value b;
-      napi_create_buffer(env, r->size, &p, &b);
-      argv[argc++] = b;
+      /* No buffer: JS answers with its own (at least result bytes long). */
+      napi_value undef;
+      napi_get_undefined(env, &undef);
+      argv[argc++] = undef;
       argv[argc++] = num(env, (double) r->size);
       argv[argc++] = num(env, (double) r->off);
       break;
@@ -1082,6 +1109,100 @@ static void open_flags(napi_env env, size_t nvals, napi_value *vals, struct fuse
   fi->nonseekable = (f & OPEN_NONSEEKABLE) ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------------ read answers off the JS thread */
+
+/* Read answers at least this long are sent from libuv's thread pool (the kernel's copy into the reader's
+ * pages, during the write to /dev/fuse, is the bulk of their cost); shorter ones at once. */
+#define ASYNC_READ_MIN (64 * 1024)
+
+typedef struct rwork {
+  uv_work_t w;
+  napi_env env;
+  mnt_t *m;
+  fuse_req_t fr;
+  napi_ref ref; /* keeps JS's Buffer (data) alive until the answer went out */
+  const char *data;
+  size_t len;
+  int sent;
+} rwork_t;
+
+static void free_mnt_now(mnt_t *m) {
+  pthread_mutex_destroy(&m->works_lock);
+  pthread_cond_destroy(&m->works_done);
+  free(m->mountpoint);
+  free(m);
+}
+
+/* Sends a read answer, then lets teardown go on if it waits for this one (pool thread, or JS thread). */
+static void read_reply_send(rwork_t *w) {
+  fuse_reply_buf(w->fr, w->data, w->len);
+  w->sent = 1;
+  mnt_t *m = w->m;
+  pthread_mutex_lock(&m->works_lock);
+  if (--m->works_sending == 0) pthread_cond_broadcast(&m->works_done);
+  pthread_mutex_unlock(&m->works_lock);
+}
+
+static void read_reply_work(uv_work_t *req) {
+  read_reply_send((rwork_t *) req->data);
+}
+
+/* JS thread: the answer went out (or the work was cancelled: sent now); drop the Buffer. */
+static void read_reply_after(uv_work_t *req, int status) {
+  (void) status;
+  rwork_t *w = (rwork_t *) req->data;
+  if (!w->sent) read_reply_send(w); /* cancelled (nobody cancels these): it must be answered all the same */
+  napi_handle_scope scope;
+  int scoped = napi_open_handle_scope(w->env, &scope) == napi_ok;
+  napi_delete_reference(w->env, w->ref);
+  if (scoped) napi_close_handle_scope(w->env, scope);
+  mnt_t *m = w->m;
+  free(w);
+  if (--m->works_queued == 0 && m->finalized) free_mnt_now(m);
+}
+
+/*
+ * Queues a read answer (data: len bytes of JS's Buffer buf) to libuv's thread pool. 0 if queued (the work
+ * answers the request: the caller took it out of the pending list already), else -1 (answer it yourself).
+ */
+static int reply_read_async(napi_env env, mnt_t *m, fuse_req_t fr, napi_value buf, const char *data, size_t len) {
+  uv_loop_t *loop;
+  if (m->sync_reply || napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) return -1;
+  rwork_t *w = calloc(1, sizeof *w);
+  if (w == NULL) return -1;
+  if (napi_create_reference(env, buf, 1, &w->ref) != napi_ok) {
+    free(w);
+    return -1;
+  }
+  w->w.data = w;
+  w->env = env;
+  w->m = m;
+  w->fr = fr;
+  w->data = data;
+  w->len = len;
+  pthread_mutex_lock(&m->works_lock);
+  m->works_sending++;
+  pthread_mutex_unlock(&m->works_lock);
+  m->works_queued++;
+  if (uv_queue_work(loop, &w->w, read_reply_work, read_reply_after) != 0) {
+    pthread_mutex_lock(&m->works_lock);
+    m->works_sending--;
+    pthread_mutex_unlock(&m->works_lock);
+    m->works_queued--;
+    napi_delete_reference(env, w->ref);
+    free(w);
+    return -1;
+  }
+  return 0;
+}
+
+/* Teardown: waits until no read answer is being written (they are quick: one write to /dev/fuse each). */
+static void wait_read_replies(mnt_t *m) {
+  pthread_mutex_lock(&m->works_lock);
+  while (m->works_sending > 0) pthread_cond_wait(&m->works_done, &m->works_lock);
+  pthread_mutex_unlock(&m->works_lock);
+}
+
 /* Sends a successful answer with JS's values; a malformed value set is answered EIO. */
 static void reply_ok(napi_env env, req_t *r, int res, size_t nvals, napi_value *vals) {
   fuse_req_t fr = r->fr;
@@ -1142,6 +1263,9 @@ static void reply_ok(napi_env env, req_t *r, int res, size_t nvals, napi_value *
       size_t len = 0;
       if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
       if ((size_t) res > len || (size_t) res > r->size) break;
+      /* A long answer goes out from the thread pool (the request is out of the pending list already). */
+      if ((size_t) res >= ASYNC_READ_MIN && reply_read_async(env, m, fr, vals[0], (const char *) data, (size_t) res) == 0)
+        return;
       fuse_reply_buf(fr, (const char *) data, (size_t) res);
       return;
     }
@@ -1503,8 +1627,8 @@ static void free_mnt(napi_env env, void *data, void *hint) {
   mnt_t *m = (mnt_t *) data;
   /* Freed only once closed (the session is over, the loop thread if any ended); a mount never closed is leaked. */
   if (m->closed) {
-    free(m->mountpoint);
-    free(m);
+    if (m->works_queued > 0) m->finalized = 1; /* the last after-work callback frees it */
+    else free_mnt_now(m);
   }
 }
 
@@ -1522,12 +1646,20 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
   mnt_t *m = calloc(1, sizeof(mnt_t));
+  if (m == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
   m->mountpoint = dup_string(env, argv[0]);
   if (m->mountpoint == NULL) {
     free(m);
     napi_throw_type_error(env, NULL, "mountpoint must be a string");
     return NULL;
   }
+  pthread_mutex_init(&m->works_lock, NULL);
+  pthread_cond_init(&m->works_done, NULL);
+  const char *sync_env = getenv("FERRY_FUSE_SYNC_REPLY");
+  m->sync_reply = sync_env != NULL && strcmp(sync_env, "1") == 0;
   m->attr_timeout = 1.0;
   m->entry_timeout = 1.0;
   if (argc >= 4) napi_get_value_double(env, argv[3], &m->attr_timeout);
@@ -1563,8 +1695,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i <= nargs; i++) free(fargv[i]);
   free(fargv);
   if (err != NULL) {
-    free(m->mountpoint);
-    free(m);
+    free_mnt_now(m);
     napi_throw_error(env, "EFUSEMOUNT", err);
     return NULL;
   }
@@ -1576,8 +1707,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     if (jerr != NULL) {
       fuse_unmount(m->mountpoint, m->kch);
       fuse_session_destroy(m->se);
-      free(m->mountpoint);
-      free(m);
+      free_mnt_now(m);
       napi_throw_error(env, NULL, jerr);
       return NULL;
     }
@@ -1591,8 +1721,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, m, call_js, &m->tsfn) != napi_ok) {
     fuse_unmount(m->mountpoint, m->kch);
     fuse_session_destroy(m->se);
-    free(m->mountpoint);
-    free(m);
+    free_mnt_now(m);
     napi_throw_error(env, NULL, "cannot create the threadsafe function");
     return NULL;
   }
@@ -1607,8 +1736,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(m->tsfn, napi_tsfn_abort);
     fuse_unmount(m->mountpoint, m->kch);
     fuse_session_destroy(m->se);
-    free(m->mountpoint);
-    free(m);
+    free_mnt_now(m);
     napi_throw_error(env, NULL, "cannot start the FUSE thread");
     return NULL;
   }
