@@ -21,8 +21,13 @@ import type { SliceRef } from '../meta/slices.js';
 import type { ChunkStore } from '../chunk/store.js';
 import type { Limiter } from '../util/limiter.js';
 
-/** The buffer of a block being filled starts at this many bytes (at most a block) and grows to a block once. */
-const BLOCK_START_BYTES = 64 << 10;
+/**
+ * The buffer of a block being filled takes the first of these sizes that holds what it must (capped at the
+ * block size), else a whole block: a small file's buffer stays small (allocating, and collecting, 64 KiB per
+ * 1 KiB file was ~7 % of a small-file create), one that grows is copied at most twice (under 68 KiB in all),
+ * and a big first write takes the whole block at once.
+ */
+const BLOCK_BUFFER_TIERS = [4 << 10, 64 << 10];
 /** Open slices one writer may hold before it flushes itself (random small writes). */
 const OPEN_SLICES_MAX = 256;
 
@@ -145,10 +150,9 @@ export class FileWriter {
       const F = this.env.chunks.frameBytes;
       const need = F + s.partBytes + take;
       if (s.block === undefined || s.block.length < need) {
-        // A small file's block takes BLOCK_START_BYTES, not a whole block of memory (a 4 MiB allocation per
-        // small file costs more than its upload); a block that outgrows it grows once, to the block size.
-        const start = Math.min(B, BLOCK_START_BYTES);
-        const grown = Buffer.allocUnsafe(need <= F + start ? F + start : F + B);
+        // Not a whole block of memory per small file (see BLOCK_BUFFER_TIERS).
+        const tier = BLOCK_BUFFER_TIERS.find((t) => t < B && need <= F + t);
+        const grown = Buffer.allocUnsafe(F + (tier ?? B));
         s.block?.copy(grown, 0, 0, F + s.partBytes);
         s.block = grown;
       }
