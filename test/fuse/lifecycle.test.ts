@@ -104,6 +104,35 @@ describe('ferry mount lifecycle', { skip }, () => {
     await unmountQuietly(v.mnt);
   });
 
+  it('reads right under parallel streaming readers, and stops cleanly (SIGTERM) while their answers are in flight', async () => {
+    // Long read answers leave from libuv's thread pool, often as views of cached blocks: parallel readers must
+    // each get the right bytes, and teardown must wait for answers still being written.
+    const v = await fresh();
+    const m = await startMount(v);
+    await sh('head -c 48M /dev/urandom > ../big.src && cp ../big.src big && sha256sum < ../big.src > ../big.sum', v.mnt);
+    const sums = await sh('for i in 1 2 3; do sha256sum < big & done; wait', v.mnt);
+    const want = await sh('cat ../big.sum', v.mnt);
+    assert.deepEqual(sums.trim().split('\n'), [want.trim(), want.trim(), want.trim()]);
+    const readers = spawn('bash', ['-c', 'for i in 1 2 3; do (while cat big > /dev/null 2>&1; do :; done) & done; echo go; wait'], {
+      cwd: v.mnt,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      detached: true,
+    });
+    try {
+      await new Promise((r) => readers.stdout.once('data', r));
+      await new Promise((r) => setTimeout(r, 500));
+      m.child.kill('SIGTERM');
+      assert.equal(await m.exited, 0, m.log());
+    } finally {
+      try {
+        process.kill(-readers.pid!, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    await unmountQuietly(v.mnt);
+  });
+
   it('mounts read-only', async () => {
     const v = await fresh();
     let m = await startMount(v);
