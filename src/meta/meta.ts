@@ -228,6 +228,8 @@ export class Meta {
   private pendingBytes = 0;
   private pendingInodes = 0;
   private usageTimer: NodeJS.Timeout | undefined;
+  /** The usage flush in flight, if any (see flushUsage). */
+  private usageFlush: Promise<void> | undefined;
   /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
   private readonly maybeSustained = new Set<number>();
   /** Lock record keys this session holds, by inode (a superset: unlocks of nothing skip the engine). */
@@ -587,21 +589,30 @@ export class Meta {
    * leaves the counters off by what it had pending: `ferry fsck` reports that and `--repair` recounts.
    */
   async flushUsage(): Promise<void> {
+    // One flush at a time: a caller (close above all) waits for a flush in flight (the timer's), then writes
+    // what is left, including what that flush put back if it failed. Without the wait, close found nothing
+    // pending, closed the engine under the timer's transaction, and the counts were lost.
+    while (this.usageFlush !== undefined) await this.usageFlush.catch(() => undefined);
     const bytes = this.pendingBytes;
     const inodes = this.pendingInodes;
     if (bytes === 0 && inodes === 0) return;
     this.pendingBytes -= bytes;
     this.pendingInodes -= inodes;
-    try {
-      await this.engine.txn(async (tx) => {
+    const flush = this.engine
+      .txn(async (tx) => {
         if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
         if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
+      })
+      .catch((e: unknown) => {
+        this.pendingBytes += bytes;
+        this.pendingInodes += inodes;
+        throw e;
+      })
+      .finally(() => {
+        if (this.usageFlush === flush) this.usageFlush = undefined;
       });
-    } catch (e) {
-      this.pendingBytes += bytes;
-      this.pendingInodes += inodes;
-      throw e;
-    }
+    this.usageFlush = flush;
+    await flush;
   }
 
   /** Creates a node of any type; the mode is applied as given (callers apply the umask). */

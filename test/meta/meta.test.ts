@@ -999,4 +999,35 @@ describe('Meta: data', () => {
     assert.equal(s.inodes, 0);
     assert.equal(s.usedBytes, 0);
   });
+  it("close waits for the timer's usage flush in flight: no counts lost when the engine closes next", async () => {
+    const { engine, meta } = await volume();
+    // The same engine, where the next writing transaction once armed is 50 ms late, and which refuses work
+    // once "closed".
+    let closed = false;
+    let slowNext = false;
+    const slow = new Proxy(engine, {
+      get(target, key) {
+        if (key === 'txn') {
+          return async (fn: Parameters<SqliteEngine['txn']>[0], o?: { readonly?: boolean }) => {
+            if (o?.readonly !== true && slowNext) {
+              slowNext = false;
+              await new Promise((r) => setTimeout(r, 50));
+            }
+            if (closed) throw new Error('engine closed');
+            return target.txn(fn, o);
+          };
+        }
+        const v: unknown = Reflect.get(target, key, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const m = await Meta.open(slow, { heartbeatMs: 0, usageFlushMs: 5 });
+    await m.create(root, ROOT_INO, 'f', 0o644);
+    slowNext = true;
+    await new Promise((r) => setTimeout(r, 20)); // the timer fired: its flush waits in the slow engine
+    await m.close();
+    closed = true; // as a client closes its engine right after Meta
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await meta.statfs()).inodes, 1);
+  });
 });
