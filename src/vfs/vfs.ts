@@ -261,17 +261,22 @@ export class Vfs {
    * holes are zeroed here, so dest may hold garbage on entry.
    */
   async readTo(h: Handle, pos: number, dest: Buffer): Promise<number> {
+    const { n, fileLength } = await this.readSpan(h, pos, dest.length);
+    if (n === 0) return 0;
+    await this.readInto(h.ino, pos, dest.subarray(0, n));
+    this.readAhead(h, pos, n, fileLength);
+    return n;
+  }
+
+  /** Checks a read of up to len bytes at pos, commits this client's buffered writes, and clamps it to the file. */
+  private async readSpan(h: Handle, pos: number, len: number): Promise<{ n: number; fileLength: number }> {
     if (h.closed) throw new FsError('EBADF');
     if (!h.readable) throw new FsError('EBADF', 'not open for reading');
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     await this.flushIno(h.ino);
     const a = await this.meta.getattr(h.ino);
     if (a.type === 'dir') throw new FsError('EISDIR');
-    const n = Math.max(0, Math.min(dest.length, a.length - pos));
-    if (n === 0) return 0;
-    await this.readInto(h.ino, pos, dest.subarray(0, n));
-    this.readAhead(h, pos, n, a.length);
-    return n;
+    return { n: Math.max(0, Math.min(len, a.length - pos)), fileLength: a.length };
   }
 
   /**
@@ -280,20 +285,14 @@ export class Vfs {
    * slice holds them all, which spares a copy per request; else a new buffer.
    */
   async readView(h: Handle, pos: number, len: number): Promise<Buffer> {
-    if (h.closed) throw new FsError('EBADF');
-    if (!h.readable) throw new FsError('EBADF', 'not open for reading');
-    if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
-    await this.flushIno(h.ino);
-    const a = await this.meta.getattr(h.ino);
-    if (a.type === 'dir') throw new FsError('EISDIR');
-    const n = Math.max(0, Math.min(len, a.length - pos));
+    const { n, fileLength } = await this.readSpan(h, pos, len);
     if (n === 0) return Buffer.alloc(0);
     let out = await this.viewOf(h.ino, pos, n);
     if (out === undefined) {
       out = Buffer.allocUnsafe(n);
       await this.readInto(h.ino, pos, out);
     }
-    this.readAhead(h, pos, n, a.length);
+    this.readAhead(h, pos, n, fileLength);
     return out;
   }
 
