@@ -368,6 +368,15 @@ export class Meta {
     await this.flushUsage();
   }
 
+  /**
+   * After a mutation that began at cache generation `gen` and invalidated once (its `mutated` forget): what it
+   * committed is the freshest view there is, unless another of this client's mutations was invalidated
+   * meanwhile (the generation moved more than once), in which case the cache is left without it.
+   */
+  private storeCommitted(gen: number, attrs: Attr[]): void {
+    if (this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), attrs);
+  }
+
   /** Awaits a mutation's transaction, then invalidates what it changed in the lookup cache (also on failure). */
   private async mutated<R>(invalidate: () => void, txn: Promise<R>): Promise<R> {
     try {
@@ -668,10 +677,9 @@ export class Meta {
       parentAttr = { ...np, ino: parent };
       return { ...rec, ino };
     }));
-    // What was just committed is the freshest view of both, unless another mutation of this client was
-    // invalidated meanwhile (forget above bumped the generation once: ours). The kernel asks for the parent's
-    // attributes right after a create (it dropped them): this answers without a read.
-    if (parentAttr !== undefined && this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), [created, parentAttr]);
+    // The kernel asks for the parent's attributes right after a create (it dropped them): this answers
+    // without a read.
+    if (parentAttr !== undefined) this.storeCommitted(gen, [created, parentAttr]);
     return created;
   }
 
@@ -1104,9 +1112,7 @@ export class Meta {
       tx.put('inode', '', enc(ino), a);
       return { attr: { ...a, ino }, longest, shift, indexes: [...chunks.keys()] };
     }));
-    // The committed attributes are the freshest there are, unless another of this client's mutations was
-    // invalidated meanwhile (forget above bumped the generation once: ours).
-    if (this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), [r.attr]);
+    this.storeCommitted(gen, [r.attr]);
     return r;
   }
 

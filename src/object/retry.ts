@@ -40,14 +40,6 @@ export interface RetryEvent {
   timedOut: boolean;
 }
 
-/** A call in flight: when its deadline passes, `deadline` is aborted and the call's promise rejected. */
-interface InFlight {
-  at: number;
-  deadline: AbortController;
-  what: string;
-  reject: (err: unknown) => void;
-}
-
 export interface RetryStats {
   /** Attempts repeated after a retryable failure. */
   retries: number;
@@ -67,9 +59,6 @@ export class RetryStore implements ObjectStore {
   private readonly random: () => number;
   private readonly onRetry: ((event: RetryEvent) => void) | undefined;
   private readonly counters: RetryStats = { retries: 0, timeouts: 0, failures: 0 };
-  private readonly inflight = new Set<InFlight>();
-  private readonly sweepTickMs: number;
-  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(inner: ObjectStore, options: RetryOptions = {}) {
     this.inner = inner;
@@ -88,7 +77,6 @@ export class RetryStore implements ObjectStore {
       throw new RangeError(`backoffMsMax must be >= backoffMsMin (${this.backoffMsMin}), got ${this.backoffMsMax}`);
     }
     if (!(this.callTimeoutMs > 0)) throw new RangeError(`callTimeoutMs must be > 0, got ${this.callTimeoutMs}`);
-    this.sweepTickMs = Math.max(1, Math.min(1000, Math.floor(this.callTimeoutMs / 4)));
   }
 
   stats(): RetryStats {
@@ -136,15 +124,18 @@ export class RetryStore implements ObjectStore {
     const callerSignal = options?.signal;
     for (let n = 1; ; n++) {
       callerSignal?.throwIfAborted();
+      // A cleared timer rather than AbortSignal.timeout: at high call rates, thousands of pending 60 s timers
+      // would otherwise outlive the calls they guard.
       const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(new TransientError(`${op} ${key}: no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
       const signal = callerSignal === undefined ? deadline.signal : AbortSignal.any([callerSignal, deadline.signal]);
       let error: unknown;
       try {
-        // The caller's abort is watched through the combined signal: one listener per call on the caller's
-        // own signal would pile up when many calls share it (MaxListenersExceededWarning).
-        return await this.guard(attempt(signal), deadline, `${op} ${key}`, callerSignal === undefined ? undefined : signal);
+        return await untilAborted(attempt(signal), signal);
       } catch (err) {
         error = err;
+      } finally {
+        clearTimeout(timer);
       }
       if (callerSignal?.aborted) throw callerSignal.reason;
       const timedOut = deadline.signal.aborted;
@@ -163,57 +154,6 @@ export class RetryStore implements ObjectStore {
       this.onRetry?.({ op, key, attempt: n, delayMs, error, timedOut });
       await sleep(delayMs, callerSignal);
     }
-  }
-
-  /**
-   * Settles like the attempt, or rejects once its deadline passes (aborting `deadline`) or the caller aborts.
-   * Deadlines are kept in one set swept by one timer: a timer and an abort listener per call cost more than a
-   * small put to a local store. A deadline fires up to a sweep tick (a quarter of callTimeoutMs, at most 1 s) late.
-   */
-  private guard<T>(promise: Promise<T>, deadline: AbortController, what: string, abortSignal: AbortSignal | undefined): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const entry: InFlight = { at: Date.now() + this.callTimeoutMs, deadline, what, reject };
-      const onAbort = (): void => reject(abortSignal?.reason);
-      const done = (): void => {
-        this.inflight.delete(entry);
-        // An idle sweeper must not keep the process alive; one with calls in flight must (as their timers did).
-        if (this.inflight.size === 0) this.sweeper?.unref();
-        abortSignal?.removeEventListener('abort', onAbort);
-      };
-      if (this.inflight.size === 0) (this.sweeper ??= setInterval(() => this.sweep(), this.sweepTickMs)).ref();
-      this.inflight.add(entry);
-      if (abortSignal !== undefined) {
-        if (abortSignal.aborted) onAbort();
-        else abortSignal.addEventListener('abort', onAbort, { once: true });
-      }
-      promise.then(
-        (value) => {
-          done();
-          resolve(value);
-        },
-        (err: unknown) => {
-          done();
-          reject(err);
-        },
-      );
-    });
-  }
-
-  private sweep(): void {
-    if (this.inflight.size === 0) {
-      clearInterval(this.sweeper);
-      this.sweeper = undefined;
-      return;
-    }
-    const now = Date.now();
-    for (const e of this.inflight) {
-      if (e.at > now) continue;
-      this.inflight.delete(e);
-      const reason = new TransientError(`${e.what}: no answer within ${this.callTimeoutMs} ms`);
-      e.deadline.abort(reason);
-      e.reject(reason);
-    }
-    if (this.inflight.size === 0) this.sweeper?.unref();
   }
 
   /** The wait after failed attempt n (from 1): full jitter under a capped exponential ceiling. */
@@ -242,3 +182,21 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Settles like `promise`, or rejects with the signal's reason once it aborts, whichever comes first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
