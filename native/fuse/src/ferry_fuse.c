@@ -18,7 +18,11 @@
  *     reply_read_async), JS's Buffer held by a reference until the after-work callback (JS thread) drops it,
  *     so several go out in parallel while JS goes on. libfuse's replies are thread-safe. Such a request is
  *     out of the pending list before its work is queued: the work answers it, nothing else does.
- *     FERRY_FUSE_SYNC_REPLY=1 at mount time sends every answer on the JS thread (for comparisons).
+ *     FERRY_FUSE_SYNC_REPLY=1 at mount time sends every answer on the JS thread (for comparisons);
+ *   - once every request is answered, the event loop polls without sleeping for a short while
+ *     (SPIN_US_DEFAULT, 50 us; FERRY_FUSE_SPIN_US at mount time, 0 turns it off): a caller working one
+ *     request at a time sends the next one within microseconds, and a sleep and wake-up per request cost
+ *     more than that (see spin_arm; it backs off when requests are sparse).
  * Requests that arrive while JS is busy wait in the kernel's queue, and reach JS in the kernel's order.
  *
  * FERRY_FUSE_THREAD=1 in the environment at mount time selects the former design instead: a loop thread runs
@@ -103,6 +107,9 @@ typedef struct mnt mnt_t;
  */
 typedef struct jsloop {
   uv_poll_t poll;
+  uv_idle_t spin;    /* started while the loop spins (see spin_arm); unreferenced */
+  int handles;       /* of poll and spin, not yet closed: the last close callback frees this */
+  long spin_until;   /* when the current spin ends (CLOCK_MONOTONIC ns) */
   napi_env env;
   napi_ref fn;       /* the dispatch function */
   napi_ref resource; /* the async resource of the callback scopes */
@@ -163,6 +170,9 @@ struct mnt {
   int detached; /* unmounted already (lazily, from outside): the session's end must not unmount again */
   int closed;
   int sync_reply; /* FERRY_FUSE_SYNC_REPLY=1 at mount time: every answer is sent on the JS thread (for A/B) */
+  long spin_ns;   /* how long to keep reading for the next request once all are answered (0: never) */
+  int spin_off;   /* the last spin timed out: no spinning until requests come back to back again */
+  long idle_at;   /* when the JS thread last went back to epoll with every request answered */
   /*
    * Read answers being sent from libuv's thread pool (reply_read_async). works_sending counts those whose
    * write may not have happened yet (queued or running; decremented by the pool thread once fuse_reply_buf
@@ -1369,6 +1379,8 @@ static void reply_ok(napi_env env, req_t *r, int res, size_t nvals, napi_value *
   fuse_reply_err(fr, EIO);
 }
 
+static void spin_arm(mnt_t *m);
+
 /* reply(id, result, ...values): true if the request was waiting for this answer (sent now), else false. */
 static napi_value js_reply(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -1387,9 +1399,12 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     return out;
   }
   int res = (int) resd;
+  mnt_t *m = r->m;
   if (res < 0) fuse_reply_err(r->fr, -res);
   else reply_ok(env, r, res, argc - 2, argv + 2);
   free_req(r);
+  /* An answer given outside on_readable (after I/O): spin for the caller's next request from here. */
+  if (m->js != NULL) spin_arm(m);
   napi_get_boolean(env, true, &out);
   return out;
 }
@@ -1422,9 +1437,13 @@ static void *loop_thread(void *arg) {
 
 /* At most this many requests per wake-up of the poll handle, so other I/O of the event loop gets its turn. */
 #define BATCH_MAX 64
+/* How long the loop spins for the next request (spin_arm); FERRY_FUSE_SPIN_US (microseconds, 0: off) at mount time. */
+#define SPIN_US_DEFAULT 50
 
+/* Close callback of the poll and spin handles: the last one frees the loop's state. */
 static void on_poll_closed(uv_handle_t *h) {
-  jsloop_t *j = (jsloop_t *) h;
+  jsloop_t *j = (jsloop_t *) h->data;
+  if (--j->handles > 0) return;
   napi_handle_scope scope;
   int scoped = napi_open_handle_scope(j->env, &scope) == napi_ok;
   if (j->fn != NULL) napi_delete_reference(j->env, j->fn);
@@ -1443,7 +1462,11 @@ static void on_poll_closed(uv_handle_t *h) {
 static void end_session(mnt_t *m, int res) {
   jsloop_t *j = m->js;
   uv_poll_stop(&j->poll);
+  uv_idle_stop(&j->spin);
+  j->poll.data = j;
+  j->spin.data = j;
   uv_close((uv_handle_t *) &j->poll, on_poll_closed);
+  uv_close((uv_handle_t *) &j->spin, on_poll_closed);
   m->loop_ended = 1;
   free(m->buf);
   m->buf = NULL;
@@ -1484,6 +1507,57 @@ static void leave_js(jsloop_t *j, napi_handle_scope hs, napi_callback_scope cs) 
  * The ll_* operations call the dispatch function directly, each request in its own callback scope: JS's
  * promise jobs run (and answers go out) before the next read.
  */
+/* Whether every request of every mount has been answered. */
+static int no_pending(void) {
+  pthread_mutex_lock(&pending_lock);
+  int empty = pending.next == &pending;
+  pthread_mutex_unlock(&pending_lock);
+  return empty;
+}
+
+static long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* A request this soon after the loop went idle means the caller works back to back again: spinning resumes. */
+#define SPIN_RESUME_FACTOR 4
+
+static void on_spin(uv_idle_t *h);
+
+/*
+ * Spinning: once every request is answered, the event loop keeps polling (an idle handle makes libuv's
+ * epoll_wait return at once) for up to spin_ns instead of sleeping. A caller that works one request at a time
+ * (open, write, close, stat...) sends its next request a few microseconds after our answer; a sleep and a
+ * wake-up of the JS thread per request cost more than that on a virtual machine (tens of microseconds). The
+ * loop goes on serving timers and I/O meanwhile. Armed after each answer that leaves nothing pending; a spin
+ * that ends without a request turns spinning off until a request arrives within SPIN_RESUME_FACTOR * spin_ns
+ * of the loop going idle, so sparse requests cost no CPU.
+ */
+static void spin_arm(mnt_t *m) {
+  jsloop_t *j = m->js;
+  if (j == NULL || m->spin_ns <= 0 || !no_pending()) return;
+  long now = now_ns();
+  if (m->spin_off) {
+    m->idle_at = now; /* the next request's delay from here decides whether spinning resumes */
+    return;
+  }
+  j->spin_until = now + m->spin_ns;
+  if (!uv_is_active((uv_handle_t *) &j->spin)) uv_idle_start(&j->spin, on_spin);
+}
+
+static void on_spin(uv_idle_t *h) {
+  mnt_t *m = (mnt_t *) h->data;
+  jsloop_t *j = m->js;
+  if (j == NULL) return;
+  long now = now_ns();
+  if (now < j->spin_until) return;
+  uv_idle_stop(h);
+  m->spin_off = 1;
+  m->idle_at = now;
+}
+
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void) events;
   mnt_t *m = (mnt_t *) h->data;
@@ -1506,6 +1580,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
       res = 0;
       break;
     }
+    if (i == 0 && m->spin_off && res > 0 && now_ns() - m->idle_at < SPIN_RESUME_FACTOR * m->spin_ns) m->spin_off = 0;
     if (res <= 0) { /* 0: the session exited (ENODEV: unmounted); < 0: an error ends it as it ends the loop */
       ended = 1;
       break;
@@ -1530,7 +1605,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     int in_js = enter_js(j, &hs, &cs) == 0;
     end_session(m, res); /* "done" is lost without JS; the teardown happens all the same */
     if (in_js) leave_js(j, hs, cs);
+    return;
   }
+  spin_arm(m);
 }
 
 /* Serves the session's descriptor on the JS thread's event loop (JS thread mode); an error message or NULL. */
@@ -1557,14 +1634,23 @@ static const char *start_js_loop(napi_env env, mnt_t *m, napi_value fn) {
            napi_create_reference(env, resource, 1, &j->resource) == napi_ok &&
            napi_async_init(env, resource, name, &j->ctx) == napi_ok;
   if (!ok || uv_poll_init(loop, &j->poll, fd) != 0) {
+    j->handles = 1;
+    j->poll.data = j;
     on_poll_closed((uv_handle_t *) &j->poll);
     free(m->buf);
     m->buf = NULL;
     return "cannot set up the JS thread's FUSE loop";
   }
+  j->handles = 2;
+  uv_idle_init(loop, &j->spin);
+  uv_unref((uv_handle_t *) &j->spin); /* a spin never keeps the process alive by itself */
+  j->spin.data = m;
   j->poll.data = m;
   if (uv_poll_start(&j->poll, UV_READABLE, on_readable) != 0) {
+    j->poll.data = j;
+    j->spin.data = j;
     uv_close((uv_handle_t *) &j->poll, on_poll_closed);
+    uv_close((uv_handle_t *) &j->spin, on_poll_closed);
     free(m->buf);
     m->buf = NULL;
     return "cannot poll /dev/fuse";
@@ -1660,6 +1746,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   pthread_cond_init(&m->works_done, NULL);
   const char *sync_env = getenv("FERRY_FUSE_SYNC_REPLY");
   m->sync_reply = sync_env != NULL && strcmp(sync_env, "1") == 0;
+  const char *spin_env = getenv("FERRY_FUSE_SPIN_US");
+  m->spin_ns = (spin_env == NULL || *spin_env == '\0' ? SPIN_US_DEFAULT : atol(spin_env)) * 1000L;
+  if (m->spin_ns < 0) m->spin_ns = 0;
   m->attr_timeout = 1.0;
   m->entry_timeout = 1.0;
   if (argc >= 4) napi_get_value_double(env, argv[3], &m->attr_timeout);
