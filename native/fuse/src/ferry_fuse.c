@@ -14,9 +14,9 @@
  *   - JS answers with reply(id, result, values...), at once or later, which sends the kernel its answer
  *     (fuse_reply_*; writes to /dev/fuse never return EAGAIN, non-blocking or not) on the JS thread, except
  *     read answers of at least ASYNC_READ_MIN (64 KiB) bytes: the write of those (where the kernel copies the
- *     data into the reader's pages, most of their cost) is queued to libuv's thread pool (uv_queue_work,
- *     reply_read_async), JS's Buffer held by a reference until the after-work callback (JS thread) drops it,
- *     so several go out in parallel while JS goes on. libfuse's replies are thread-safe. Such a request is
+ *     data into the reader's pages, most of their cost) is queued to Ferry's reply threads (reply_read_async),
+ *     JS's Buffer held by a reference until the after-work callback (JS thread) drops it, so several go out
+ *     in parallel while JS goes on. libfuse's replies are thread-safe. Such a request is
  *     out of the pending list before its work is queued: the work answers it, nothing else does.
  *     FERRY_FUSE_SYNC_REPLY=1 at mount time sends every answer on the JS thread (for comparisons);
  *   - once every request is answered, the event loop polls without sleeping for a short while
@@ -28,7 +28,7 @@
  * FERRY_FUSE_THREAD=1 in the environment at mount time selects the former design instead: a loop thread runs
  * fuse_session_loop on a blocking descriptor and queues each request to the JS thread through a
  * napi_threadsafe_function (call_js); answers are sent from the JS thread the same way (long read answers
- * from the thread pool, as above). It costs a thread hand-off (two wake-ups) per request.
+ * from the reply threads, as above). It costs a thread hand-off (two wake-ups) per request.
  *
  * Exactly one answer per request: a request is answered by whoever takes it out of the pending list (a
  * reply, the session's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
@@ -41,11 +41,9 @@
  * right then (or, in the thread design, when the "done" event arrives): the poll handle is stopped, pending
  * requests of the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and
  * the session destroyed, so no reply can race the session's end; then JS gets the "done" event. Read answers
- * still queued or being written by the thread pool are waited for (works_sending, a condition variable: each
- * is one write to /dev/fuse, which does not wait for anything) before the descriptor is closed and the
+ * still queued or being written by the reply threads are waited for (works_sending, a condition variable:
+ * each is one write to /dev/fuse, which does not wait for anything) before the descriptor is closed and the
  * session destroyed; the mount's memory is freed only after the last of their after-work callbacks ran.
- * (Thread-pool threads blocked in a file system call into this very mount, from this process, would delay
- * those answers; Ferry does not use its own mount from the serving process.)
  *
  * Kernel inodes are Ferry's inode numbers (64 bits; FUSE_ROOT_ID = 1 = Ferry's root). Ferry keeps no lookup
  * counts: any inode can be read by number from the metadata engine at any time, so forget is answered here
@@ -174,8 +172,8 @@ struct mnt {
   int spin_off;   /* the last spin timed out: no spinning until requests come back to back again */
   long idle_at;   /* when the JS thread last went back to epoll with every request answered */
   /*
-   * Read answers being sent from libuv's thread pool (reply_read_async). works_sending counts those whose
-   * write may not have happened yet (queued or running; decremented by the pool thread once fuse_reply_buf
+   * Read answers being sent from the reply threads (reply_read_async). works_sending counts those whose
+   * write may not have happened yet (queued or running; decremented by the reply thread once fuse_reply_buf
    * returned, under works_lock, signalling works_done): teardown waits for 0 before it closes the descriptor
    * and destroys the session. works_queued counts those whose after-work callback has not run yet (JS thread
    * only): the mount is freed only once it is 0 (free_mnt, or the last after-work callback if finalized).
@@ -803,7 +801,7 @@ static void teardown(mnt_t *m) {
     if (!r->answered) fuse_reply_err(r->fr, EIO);
     free_req(r);
   }
-  /* Read answers still being written from the thread pool need the descriptor and the session. */
+  /* Read answers still being written by the reply threads need the descriptor and the session. */
   wait_read_replies(m);
   /* fuse_unmount closes the descriptor and destroys libfuse's channel; the session destroys ours. */
   if (!m->detached) fuse_unmount(m->mountpoint, m->kch);
@@ -1121,12 +1119,12 @@ static void open_flags(napi_env env, size_t nvals, napi_value *vals, struct fuse
 
 /* ------------------------------------------------------------------------ read answers off the JS thread */
 
-/* Read answers at least this long are sent from libuv's thread pool (the kernel's copy into the reader's
+/* Read answers at least this long are sent from the reply threads (the kernel's copy into the reader's
  * pages, during the write to /dev/fuse, is the bulk of their cost); shorter ones at once. */
 #define ASYNC_READ_MIN (64 * 1024)
 
 typedef struct rwork {
-  uv_work_t w;
+  struct rwork *next; /* in the reply queue */
   napi_env env;
   mnt_t *m;
   fuse_req_t fr;
@@ -1143,7 +1141,7 @@ static void free_mnt_now(mnt_t *m) {
   free(m);
 }
 
-/* Sends a read answer, then lets teardown go on if it waits for this one (pool thread, or JS thread). */
+/* Sends a read answer, then lets teardown go on if it waits for this one (reply thread, or JS thread). */
 static void read_reply_send(rwork_t *w) {
   fuse_reply_buf(w->fr, w->data, w->len);
   w->sent = 1;
@@ -1153,15 +1151,9 @@ static void read_reply_send(rwork_t *w) {
   pthread_mutex_unlock(&m->works_lock);
 }
 
-static void read_reply_work(uv_work_t *req) {
-  read_reply_send((rwork_t *) req->data);
-}
-
-/* JS thread: the answer went out (or the work was cancelled: sent now); drop the Buffer. */
-static void read_reply_after(uv_work_t *req, int status) {
-  (void) status;
-  rwork_t *w = (rwork_t *) req->data;
-  if (!w->sent) read_reply_send(w); /* cancelled (nobody cancels these): it must be answered all the same */
+/* JS thread: the answer went out; drop the Buffer. */
+static void read_reply_after(rwork_t *w) {
+  if (!w->sent) read_reply_send(w); /* never happens: every queued answer is written before it comes here */
   napi_handle_scope scope;
   int scoped = napi_open_handle_scope(w->env, &scope) == napi_ok;
   napi_delete_reference(w->env, w->ref);
@@ -1172,19 +1164,83 @@ static void read_reply_after(uv_work_t *req, int status) {
 }
 
 /*
- * Queues a read answer (data: len bytes of JS's Buffer buf) to libuv's thread pool. 0 if queued (the work
+ * The reply threads: REPLY_THREADS threads of the process write long read answers, in the order queued. Not
+ * libuv's thread pool: there an answer waited behind the block reads that read-ahead queued (FIFO, four
+ * threads), and the reader with it. Each answer written goes back to the JS thread of its env through
+ * reply_done (a thread-safe function of that env, unreferenced: it keeps nothing alive), which drops the
+ * Buffer. Created at the first long answer; they live as long as the process. Only one env uses them (the
+ * first one's); answers of mounts in other envs (worker threads) are written on their JS thread.
+ */
+#define REPLY_THREADS 2
+static pthread_mutex_t replyq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t replyq_ready = PTHREAD_COND_INITIALIZER;
+static rwork_t *replyq_head, *replyq_tail;
+static napi_env reply_env;
+static napi_threadsafe_function reply_done;
+
+static void reply_done_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void) env;
+  (void) js_cb;
+  (void) context;
+  read_reply_after((rwork_t *) data);
+}
+
+static void *reply_thread(void *arg) {
+  (void) arg;
+  for (;;) {
+    pthread_mutex_lock(&replyq_lock);
+    while (replyq_head == NULL) pthread_cond_wait(&replyq_ready, &replyq_lock);
+    rwork_t *w = replyq_head;
+    replyq_head = w->next;
+    if (replyq_head == NULL) replyq_tail = NULL;
+    pthread_mutex_unlock(&replyq_lock);
+    read_reply_send(w);
+    /* Fails only while the env shuts down: the Buffer then goes with it. */
+    napi_call_threadsafe_function(reply_done, w, napi_tsfn_blocking);
+  }
+  return NULL;
+}
+
+/* The reply threads for env, started at the first call; 0 if this env may use them. JS thread. */
+static int reply_threads_for(napi_env env) {
+  if (reply_done != NULL) return reply_env == env ? 0 : -1;
+  napi_value name;
+  if (napi_create_string_utf8(env, "ferry-fuse-reply", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, reply_done_js, &reply_done) != napi_ok) {
+    reply_done = NULL;
+    return -1;
+  }
+  napi_unref_threadsafe_function(env, reply_done);
+  reply_env = env;
+  int started = 0;
+  for (int i = 0; i < REPLY_THREADS; i++) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, reply_thread, NULL) == 0) started++;
+    pthread_attr_destroy(&attr);
+  }
+  if (started == 0) {
+    /* Nothing would ever write what is queued: answer on the JS thread for good. */
+    reply_env = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * Queues a read answer (data: len bytes of JS's Buffer buf) to the reply threads. 0 if queued (the work
  * answers the request: the caller took it out of the pending list already), else -1 (answer it yourself).
  */
 static int reply_read_async(napi_env env, mnt_t *m, fuse_req_t fr, napi_value buf, const char *data, size_t len) {
-  uv_loop_t *loop;
-  if (m->sync_reply || napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) return -1;
+  if (m->sync_reply || reply_threads_for(env) != 0) return -1;
   rwork_t *w = calloc(1, sizeof *w);
   if (w == NULL) return -1;
   if (napi_create_reference(env, buf, 1, &w->ref) != napi_ok) {
     free(w);
     return -1;
   }
-  w->w.data = w;
   w->env = env;
   w->m = m;
   w->fr = fr;
@@ -1194,15 +1250,12 @@ static int reply_read_async(napi_env env, mnt_t *m, fuse_req_t fr, napi_value bu
   m->works_sending++;
   pthread_mutex_unlock(&m->works_lock);
   m->works_queued++;
-  if (uv_queue_work(loop, &w->w, read_reply_work, read_reply_after) != 0) {
-    pthread_mutex_lock(&m->works_lock);
-    m->works_sending--;
-    pthread_mutex_unlock(&m->works_lock);
-    m->works_queued--;
-    napi_delete_reference(env, w->ref);
-    free(w);
-    return -1;
-  }
+  pthread_mutex_lock(&replyq_lock);
+  if (replyq_tail == NULL) replyq_head = w;
+  else replyq_tail->next = w;
+  replyq_tail = w;
+  pthread_cond_signal(&replyq_ready);
+  pthread_mutex_unlock(&replyq_lock);
   return 0;
 }
 
@@ -1273,7 +1326,7 @@ static void reply_ok(napi_env env, req_t *r, int res, size_t nvals, napi_value *
       size_t len = 0;
       if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
       if ((size_t) res > len || (size_t) res > r->size) break;
-      /* A long answer goes out from the thread pool (the request is out of the pending list already). */
+      /* A long answer goes out from a reply thread (the request is out of the pending list already). */
       if ((size_t) res >= ASYNC_READ_MIN && reply_read_async(env, m, fr, vals[0], (const char *) data, (size_t) res) == 0)
         return;
       fuse_reply_buf(fr, (const char *) data, (size_t) res);
