@@ -8,12 +8,13 @@
  *     waits, F_GETLK, release on close, no lock left behind by a waiter killed while it waited;
  *   - fallocate (allocate, keep size, punch hole);
  *   - 64-bit inode numbers;
- *   - close-to-open: a change made through the other mount shows after reopen (keep_cache only if unchanged).
+ *   - close-to-open: a change made through the other mount shows after reopen (keep_cache only if unchanged);
+ *   - spinning for the next request stops when requests stop (an idle mount uses no CPU).
  */
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { addonUnavailable, exec, makeVolume, removeVolume, sh, startMount, type RunningMount, type Volume } from './helpers.js';
@@ -246,6 +247,22 @@ describe("ferry mount on Ferry's FUSE addon", { skip }, () => {
     await a.release();
     await sleep(300);
     assert.equal(await py(mnt2, 'try-lockf', 'kill1', '0', '0'), 'ok');
+  });
+
+  it('stops spinning when requests stop: an idle mount uses no CPU after a burst of small files', async () => {
+    // After an answer the addon keeps the event loop polling for the next request (50 us); a spin that ends
+    // without one must turn it off, or an idle mount would burn a core.
+    await sh('mkdir spin && for i in $(seq 1 300); do echo x > spin/f$i; done && ls -l spin > /dev/null', mnt1);
+    await sleep(200);
+    const ticks = async (): Promise<number> => {
+      // utime and stime: fields 14 and 15 of /proc/PID/stat, counted after the command name's ')'.
+      const f = (await readFile(`/proc/${m1.child.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+      return Number(f[11]) + Number(f[12]);
+    };
+    const first = await ticks();
+    await sleep(2000);
+    const used = (await ticks()) - first;
+    assert.ok(used <= 20, `the idle mount used ${used} clock ticks of CPU in 2 s (100 per second would be a core)`);
   });
 
   it('shows a change made through the other mount after reopening (close-to-open)', async () => {

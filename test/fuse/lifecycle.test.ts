@@ -105,8 +105,8 @@ describe('ferry mount lifecycle', { skip }, () => {
   });
 
   it('reads right under parallel streaming readers, and stops cleanly (SIGTERM) while their answers are in flight', async () => {
-    // Long read answers leave from libuv's thread pool, often as views of cached blocks: parallel readers must
-    // each get the right bytes, and teardown must wait for answers still being written.
+    // Long read answers leave from the addon's reply threads, often as views of cached blocks: parallel readers
+    // must each get the right bytes, and teardown must wait for answers still being written.
     const v = await fresh();
     const m = await startMount(v);
     await sh('head -c 48M /dev/urandom > ../big.src && cp ../big.src big && sha256sum < ../big.src > ../big.sum', v.mnt);
