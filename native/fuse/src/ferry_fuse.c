@@ -1554,12 +1554,6 @@ static void leave_js(jsloop_t *j, napi_handle_scope hs, napi_callback_scope cs) 
   napi_close_handle_scope(env, hs);
 }
 
-/*
- * /dev/fuse is readable (or in error: the connection is gone): read and process requests until none is
- * waiting (EAGAIN: the descriptor is non-blocking) or BATCH_MAX, as fuse_session_loop does one at a time.
- * The ll_* operations call the dispatch function directly, each request in its own callback scope: JS's
- * promise jobs run (and answers go out) before the next read.
- */
 /* Whether every request of every mount has been answered. */
 static int no_pending(void) {
   pthread_mutex_lock(&pending_lock);
@@ -1611,6 +1605,12 @@ static void on_spin(uv_idle_t *h) {
   m->idle_at = now;
 }
 
+/*
+ * /dev/fuse is readable (or in error: the connection is gone): read and process requests until none is
+ * waiting (EAGAIN: the descriptor is non-blocking) or BATCH_MAX, as fuse_session_loop does one at a time.
+ * The ll_* operations call the dispatch function directly, each request in its own callback scope: JS's
+ * promise jobs run (and answers go out) before the next read.
+ */
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void) events;
   mnt_t *m = (mnt_t *) h->data;
