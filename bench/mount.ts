@@ -7,7 +7,7 @@
  *   create (1 KiB each) / stat / unlink of 10,000 small files, one at a time (ops/s)
  *
  * Every side's create runs before any side's unlink, after a wait on ext4 without a journal (as on our VMs):
- * such an ext4 skips, at every new inode, each free inode of the group freed in the last minute (five more
+ * such an ext4 skips, at every new inode, each free inode of the group freed in the last minute (six minutes
  * while its inode table block is dirty: the recently_deleted() check, a scan per create). Creating right after
  * 10,000 deletions (the other side's unlink, or the last run's cleanup) measured that scan, not the file system
  * under test: perf showed it as 45 % of the mount's CPU. So on such a disk the bench syncs and waits out the

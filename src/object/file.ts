@@ -39,11 +39,6 @@ export interface FileStoreOptions {
 }
 
 const TMP_DIR = '.tmp';
-/** One pread in the thread pool: the bytes read. */
-function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => read(fd, buf, offset, length, position, (err, n) => (err === null ? resolve(n) : reject(err))));
-}
-
 /** A put's rename races a delete that prunes the now-empty parent directory; it recreates it this many times. */
 const RENAME_ATTEMPTS_MAX = 8;
 /** Temp files up to this size are written with synchronous calls (see writeTemp). */
@@ -277,6 +272,11 @@ export class FileStore implements ObjectStore {
       }
     }
   }
+}
+
+/** One pread in the thread pool: the bytes read. */
+function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, offset, length, position, (err, n) => (err === null ? resolve(n) : reject(err))));
 }
 
 /** Renames `tmp` to `file`, creating missing parent directories, including ones a concurrent delete pruned. */

@@ -173,8 +173,10 @@ export class Vfs {
 
   // ---------------------------------------------------------------- handles
 
-  /** Opens an existing inode with open(2) flags (creation and O_TRUNC are the caller's). */
-  /** `created`: the attributes Meta.create returned for ino, when the caller just created it (see Meta.open). */
+  /**
+   * Opens an existing inode with open(2) flags (creation and O_TRUNC are the caller's). `created`: the
+   * attributes Meta.create returned for ino, when the caller just created it (see Meta.open).
+   */
   async open(ctx: Ctx, ino: number, flags: number, created?: Attr): Promise<Handle> {
     const acc = flags & O_ACCMODE;
     const readable = acc === O_RDONLY || acc === O_RDWR;

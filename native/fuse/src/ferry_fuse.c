@@ -1131,7 +1131,6 @@ typedef struct rwork {
   napi_ref ref; /* keeps JS's Buffer (data) alive until the answer went out */
   const char *data;
   size_t len;
-  int sent;
 } rwork_t;
 
 static void free_mnt_now(mnt_t *m) {
@@ -1144,7 +1143,6 @@ static void free_mnt_now(mnt_t *m) {
 /* Sends a read answer, then lets teardown go on if it waits for this one (reply thread, or JS thread). */
 static void read_reply_send(rwork_t *w) {
   fuse_reply_buf(w->fr, w->data, w->len);
-  w->sent = 1;
   mnt_t *m = w->m;
   pthread_mutex_lock(&m->works_lock);
   if (--m->works_sending == 0) pthread_cond_broadcast(&m->works_done);
@@ -1153,7 +1151,6 @@ static void read_reply_send(rwork_t *w) {
 
 /* JS thread: the answer went out; drop the Buffer. */
 static void read_reply_after(rwork_t *w) {
-  if (!w->sent) read_reply_send(w); /* never happens: every queued answer is written before it comes here */
   napi_handle_scope scope;
   int scoped = napi_open_handle_scope(w->env, &scope) == napi_ok;
   napi_delete_reference(w->env, w->ref);
