@@ -13,9 +13,9 @@
  *   chunks    belong to an existing regular file; every reference lies inside its chunk and its slice,
  *             names a live slice of the same size (not one released for deletion)
  *   slices    refs = references from chunks (> 0); not also released
- *   counters  nextInode > every inode, nextSlice > every slice id; usage (usedBytes = sum of file lengths,
- *             inodes = inode records - 2) is only a warning: clients batch usage changes for a second, and
- *             a client killed before its flush leaves them off; `--repair` recounts them
+ *   counters  nextInode > every inode, nextSlice > every slice id; usage: usedBytes = the data bytes files
+ *             hold (holes free), inodes = inode records - 2, each plus the usage records clients have not
+ *             merged yet; a file's `used` = its data bytes. Usage is only a warning (`--repair` recounts)
  *   blocks    every block of every live slice exists and decodes (header, checksums, length)
  *
  * Memory grows with the namespace (a few dozen bytes per inode and entry), which suits the embedded engine.
@@ -26,7 +26,7 @@ import { CorruptBlockError } from '../errors.js';
 import { ChunkStore } from '../chunk/store.js';
 import { blockKey } from '../chunk/keys.js';
 import type { MetaEngine } from '../meta/engine.js';
-import type { SliceRef } from '../meta/slices.js';
+import { dataBytes, type SliceRef } from '../meta/slices.js';
 import { ROOT_INO, TRASH_INO, type DelSliceRec, type EntryRec, type FileType, type FormatRec, type InodeRec, type SliceRefRec } from '../meta/types.js';
 import type { ObjectStore } from '../object/store.js';
 import { ObjectNotFoundError } from '../object/store.js';
@@ -56,8 +56,8 @@ export interface FsckResult {
   problems: string[];
   /** Not errors: usage counters that differ from a recount (see the header comment). */
   warnings: string[];
-  /** The usage counters as recounted from the snapshot. */
-  recount: { usedBytes: number; inodes: number };
+  /** The usage counters as recounted from the snapshot, and the files whose `used` is off (with the right value). */
+  recount: { usedBytes: number; inodes: number; files: Array<[ino: number, used: number]> };
   inodes: number;
   entries: number;
   slices: number;
@@ -71,6 +71,7 @@ interface Inode {
   nlink: number;
   parent: number;
   length: number;
+  used: number | undefined;
 }
 
 interface Entry {
@@ -105,12 +106,13 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   const slices = new Map<number, SliceRefRec>();
   const delslices = new Map<number, DelSliceRec>();
   const counters = new Map<string, number>();
+  const pendingUsage = { bytes: 0, inodes: 0 };
   const xattrInos = new Set<number>();
   const { seq } = await engine.snapshot(([kind, part, key, value]) => {
     switch (kind) {
       case 'inode': {
         const v = value as unknown as InodeRec;
-        inodes.set(num(key), { type: v.type, nlink: v.nlink, parent: v.parent, length: v.length });
+        inodes.set(num(key), { type: v.type, nlink: v.nlink, parent: v.parent, length: v.length, used: v.used });
         break;
       }
       case 'entry': {
@@ -130,6 +132,12 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
       case 'counter':
         counters.set(key, value as number);
         break;
+      case 'usage': {
+        const [b, i] = value as [number, number];
+        pendingUsage.bytes += b;
+        pendingUsage.inodes += i;
+        break;
+      }
       case 'xattr':
         xattrInos.add(num(part));
         break;
@@ -233,12 +241,23 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   const nextSlice = counters.get('nextSlice');
   if (nextInode === undefined || !(nextInode > maxIno)) problem(`counter nextInode is ${String(nextInode)}, but inode ${maxIno} exists`);
   if (nextSlice === undefined || !(nextSlice > maxSlice)) problem(`counter nextSlice is ${String(nextSlice)}, but slice ${maxSlice} exists`);
+  const dataOf = new Map<number, number>();
+  for (const c of chunks) if (Array.isArray(c.refs)) dataOf.set(c.ino, (dataOf.get(c.ino) ?? 0) + dataBytes(c.refs));
   let fileBytes = 0;
-  for (const a of inodes.values()) if (a.type === 'file') fileBytes += a.length;
   const warnings: string[] = [];
-  const usedBytes = counters.get('usedBytes') ?? 0;
-  if (usedBytes !== fileBytes) warnings.push(`usage counter usedBytes is ${usedBytes}, but files hold ${fileBytes} bytes`);
-  const inodeCount = counters.get('inodes') ?? 0;
+  const usedWrong: Array<[number, number]> = [];
+  for (const [ino, a] of inodes) {
+    if (a.type !== 'file') continue;
+    const data = dataOf.get(ino) ?? 0;
+    fileBytes += data;
+    if (a.used !== undefined && a.used !== data) {
+      warnings.push(`inode ${ino}: used is ${a.used}, but its chunks hold ${data} bytes of data`);
+      usedWrong.push([ino, data]);
+    }
+  }
+  const usedBytes = (counters.get('usedBytes') ?? 0) + pendingUsage.bytes;
+  if (usedBytes !== fileBytes) warnings.push(`usage counter usedBytes is ${usedBytes}, but files hold ${fileBytes} bytes of data`);
+  const inodeCount = (counters.get('inodes') ?? 0) + pendingUsage.inodes;
   if (inodeCount !== inodes.size - 2) warnings.push(`usage counter inodes is ${inodeCount}, but ${inodes.size - 2} inodes exist besides root and .trash`);
 
   // ---- blocks
@@ -291,7 +310,7 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   return {
     problems,
     warnings,
-    recount: { usedBytes: fileBytes, inodes: inodes.size - 2 },
+    recount: { usedBytes: fileBytes, inodes: inodes.size - 2, files: usedWrong },
     inodes: inodes.size,
     entries: entries.length,
     slices: slices.size,
@@ -319,17 +338,22 @@ export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?:
       progress: true,
       onProblem: (line) => process.stdout.write(`${line}\n`),
     });
-    for (const w of result.warnings) process.stdout.write(`warning: ${w}${opts.repair === true ? '' : ' (clients batch usage changes; a killed client leaves them off: --repair recounts)'}\n`);
+    for (const w of result.warnings) process.stdout.write(`warning: ${w}${opts.repair === true ? '' : ' (--repair recounts)'}\n`);
     if (opts.repair === true && result.warnings.length > 0) {
+      // Dead sessions go first: their cleanup merges their usage records, so none is left beside the recount.
+      await tools.meta.cleanStaleSessions();
       const live = await tools.engine.txn((tx) => tx.scan('session', ''), { readonly: true });
       if (live.length > 0) {
         process.stdout.write(`not repaired: ${live.length} client session(s) are live and may hold unflushed usage changes\n`);
       } else {
-        const { usedBytes, inodes } = result.recount;
+        const { usedBytes, inodes, files } = result.recount;
         await tools.engine.txn(async (tx) => {
           tx.put('counter', '', 'usedBytes', usedBytes);
           tx.put('counter', '', 'inodes', inodes);
-          await Promise.resolve();
+          for (const [ino, used] of files) {
+            const a = await tx.get<InodeRec>('inode', '', String(ino));
+            if (a !== undefined) tx.put('inode', '', String(ino), { ...a, used });
+          }
         });
         process.stdout.write(`repaired: usage counters set to ${usedBytes} bytes, ${inodes} inodes\n`);
       }

@@ -44,6 +44,8 @@ export interface GcOptions {
 }
 
 export interface GcResult {
+  /** Sessions of dead clients removed (with what they held open). */
+  sessionsCleaned: number;
   trashReleased: number;
   slicesDeleted: number;
   sliceBytesDeleted: number;
@@ -63,6 +65,7 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
   const inFlight = options.deletesInFlight ?? GC_DELETES_IN_FLIGHT_DEFAULT;
   const chunks = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
   const r: GcResult = {
+    sessionsCleaned: 0,
     trashReleased: 0,
     slicesDeleted: 0,
     sliceBytesDeleted: 0,
@@ -75,6 +78,8 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
     tempSwept: 0,
   };
 
+  // Dead clients first: their open-but-unlinked files become garbage now, their usage records are merged.
+  r.sessionsCleaned = await meta.cleanStaleSessions();
   r.trashReleased = await meta.cleanTrash(now);
 
   const stores = [store, ...(options.otherStores?.values() ?? [])];
@@ -125,7 +130,7 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
 
 export function gcSummary(r: GcResult, deleting: boolean): string {
   const parts = [
-    `trash: ${r.trashReleased} file(s) released`,
+    `sessions: ${r.sessionsCleaned} dead client session(s) cleaned; trash: ${r.trashReleased} file(s) released`,
     `released slices: ${r.slicesDeleted} deleted (${humanBytes(r.sliceBytesDeleted)}), ${r.slicesWaiting} in their grace period`,
     `leaked objects: ${r.leaked} (${humanBytes(r.leakedBytes)})${r.leaked === 0 ? '' : deleting ? `, ${r.leakedDeleted} deleted` : ', run with --delete to remove them'}`,
   ];

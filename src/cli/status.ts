@@ -6,19 +6,18 @@
 import type { Command } from 'commander';
 import { humanAge, humanBytes, openMetaTools, out, printJson } from './util.js';
 import { publicFormat } from './info.js';
+import { sessionIsStale } from '../meta/meta.js';
 import { replicationStatus } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
 import { copiedSummary } from './replicate.js';
-
-/** A session whose heartbeat is older than this is shown as stale (Meta's default session timeout). */
-const SESSION_STALE_MS = 300_000;
 
 export async function runStatus(metaUrl: string, opts: { json?: boolean }): Promise<void> {
   const tools = await openMetaTools(metaUrl);
   try {
     const now = Date.now();
-    const statfs = await tools.meta.statfs();
-    const sessions = (await tools.meta.listSessions()).map((s) => ({ ...s, ageMs: now - s.heartbeat, stale: now - s.heartbeat > SESSION_STALE_MS }));
+    const usage = await tools.meta.usage();
+    const trash = await tools.meta.trashUsage();
+    const sessions = (await tools.meta.listSessions()).map((s) => ({ ...s, ageMs: now - s.heartbeat, stale: sessionIsStale(s, now) }));
     const pending = await tools.meta.listDelSlices(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
     const lastSeq = await tools.engine.lastSeq();
     const floor = await tools.engine.logFloor();
@@ -26,7 +25,8 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const replication = regions.named ? await replicationStatus(tools.meta, now) : [];
     const status = {
       volume: publicFormat(tools.format),
-      usage: { usedBytes: statfs.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: statfs.inodes },
+      usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
+      trash: { files: trash.files, bytes: trash.bytes, partial: trash.partial, days: tools.format.trashDays },
       pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
       sessions,
       changelog: { lastSeq, floor },
@@ -36,7 +36,8 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const lines = [
       `volume:    ${tools.format.name} (${tools.format.uuid})`,
       `storage:   ${status.volume.storage}`,
-      `usage:     ${humanBytes(statfs.usedBytes)} of ${humanBytes(tools.format.capacityBytes)}, ${statfs.inodes} inodes`,
+      `usage:     ${humanBytes(usage.usedBytes)} of ${humanBytes(tools.format.capacityBytes)} (data, holes not counted), ${usage.inodes} inodes`,
+      `trash:     ${trash.partial ? 'at least ' : ''}${trash.files} file(s), ${humanBytes(trash.bytes)}${tools.format.trashDays > 0 ? `, kept ${tools.format.trashDays} day(s)` : ' (trash disabled)'}`,
       `pending:   ${status.pendingDeletion.slices} released slices (${humanBytes(status.pendingDeletion.bytes)}) awaiting gc`,
       `changelog: last seq ${lastSeq}${floor > 0 ? `, kept after ${floor}` : ''}`,
     ];
@@ -56,7 +57,7 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     lines.push(`sessions:  ${sessions.length}`);
     for (const s of sessions) {
       lines.push(
-        `  sid ${s.sid}  ${s.host} pid ${s.pid}${s.region === '' ? '' : ` region ${s.region}`}  heartbeat ${humanAge(s.ageMs)} ago${s.stale ? ' (stale)' : ''}`,
+        `  sid ${s.sid}  ${s.host} pid ${s.pid}${s.region === '' ? '' : ` region ${s.region}`}  heartbeat ${humanAge(s.ageMs)} ago${s.stale ? ' (dead: cleaned by the next client or gc)' : ''}`,
       );
     }
     await out(lines.join('\n') + '\n');

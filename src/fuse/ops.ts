@@ -35,7 +35,7 @@
 import { readFile } from 'node:fs/promises';
 import { FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
-import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, type Attr, type Ctx, type FileType } from '../meta/types.js';
+import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCount, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, O_RDWR, Vfs, type Handle } from '../vfs/vfs.js';
 import type { Caller, FuseLock, FuseStat, FuseStatfs, OpenReply, TimeArg } from './native.js';
 import type { MountStats } from './stats.js';
@@ -90,11 +90,11 @@ export function toFuseStat(a: Attr): FuseStat {
     uid: a.uid,
     gid: a.gid,
     size: a.length,
-    nlink: a.nlink,
+    nlink: linkCount(a),
     ino: a.ino,
     rdev: a.rdev,
     blksize: BLKSIZE,
-    blocks: Math.ceil(a.length / 512),
+    blocks: blockCount(a),
     atime: a.atime,
     mtime: a.mtime,
     ctime: a.ctime,
@@ -285,7 +285,7 @@ export class FerryOps {
    */
   private async attrOf(ino: number): Promise<FuseStat> {
     if (ino === STATS_INO) return this.statsAttr();
-    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.getattrCached(ino)));
+    return toFuseStat(await this.vfs.attr(ino));
   }
 
   /**
@@ -312,7 +312,7 @@ export class FerryOps {
 
   async lookup(c: C, parent: number, name: string): Promise<FuseStat> {
     if (parent === ROOT_INO && name === STATS_NAME) return this.statsAttr();
-    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.lookup(this.ctx, parent, name)));
+    return toFuseStat(await this.vfs.lookup(this.ctx, parent, name));
   }
 
   getattr(c: C, ino: number): Promise<FuseStat> {
@@ -322,17 +322,15 @@ export class FerryOps {
   async setattr(c: C, ino: number, set: SetAttrArgs): Promise<FuseStat> {
     this.writable();
     if (ino === STATS_INO) throw new FsError('EPERM');
-    const meta = this.vfs.meta;
-    if (set.size !== undefined) await this.vfs.truncate(ino, set.size);
-    const rest: { mode?: number; uid?: number; gid?: number; atime?: number | 'now'; mtime?: number | 'now' } = {};
+    const rest: SetAttr & { size?: number } = {};
+    if (set.size !== undefined) rest.size = set.size;
     if (set.mode !== undefined) rest.mode = set.mode & 0o7777;
     // (uid_t)-1 leaves the id as it is.
     if (set.uid !== undefined && set.uid !== 0xffffffff) rest.uid = set.uid;
     if (set.gid !== undefined && set.gid !== 0xffffffff) rest.gid = set.gid;
     if (set.atime !== undefined && set.atime !== 'omit') rest.atime = set.atime;
     if (set.mtime !== undefined && set.mtime !== 'omit') rest.mtime = set.mtime;
-    if (Object.keys(rest).length > 0) await meta.setattr(await this.who(c), ino, rest);
-    return this.attrOf(ino);
+    return toFuseStat(await this.vfs.setattr(await this.who(c), ino, rest));
   }
 
   async readlink(c: C, ino: number): Promise<string> {
@@ -374,7 +372,8 @@ export class FerryOps {
   async link(c: C, ino: number, newParent: number, newName: string): Promise<FuseStat> {
     this.writable();
     if (ino === STATS_INO) throw new FsError('EPERM');
-    return toFuseStat(this.vfs.withWriterLength(await this.vfs.meta.link(await this.who(c), ino, newParent, newName)));
+    const ctx = await this.who(c);
+    return toFuseStat(await this.vfs.link(ctx, ino, newParent, newName));
   }
 
   // ---------------------------------------------------------------- files
@@ -397,10 +396,11 @@ export class FerryOps {
   async create(c: C, parent: number, name: string, mode: number, flags: number): Promise<{ attr: FuseStat; open: OpenReply }> {
     this.writable();
     if (parent === ROOT_INO && name === STATS_NAME) throw new FsError('EEXIST');
-    const a = await this.vfs.meta.create(await this.who(c), parent, name, mode & 0o7777);
-    // The creator may open what it created whatever the mode (open(2) with O_CREAT).
+    const ctx = await this.who(c);
+    const a = await this.vfs.meta.create(ctx, parent, name, mode & 0o7777);
+    // The creator may open what it created whatever the mode (open(2) with O_CREAT): Vfs.open with `a`.
     const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
-    const h = await this.vfs.open({ ...this.ctx, uid: 0 }, a.ino, acc | (flags & O_APPEND), a);
+    const h = await this.vfs.open(ctx, a.ino, acc | (flags & O_APPEND), a);
     this.remember(a);
     this.stats.handlesOpen++;
     return { attr: toFuseStat(a), open: { fh: h.fh } };

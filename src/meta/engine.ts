@@ -17,6 +17,9 @@
  *   xattr      ino          name         base64 value
  *   slice      ''           slice id     SliceRefRec (size and reference count)
  *   delslice   ''           slice id     DelSliceRec (released; objects deleted after the grace period)
+ *   usage      sid          seq          [bytes, inodes]: a usage change of one of that session's transactions,
+ *                                        not yet added to the counters (merged in the background; logged, so a
+ *                                        snapshot holds counters and pending changes together)
  *   session    ''           sid          SessionRec            (not logged)
  *   sustained  sid          ino          1: open-but-unlinked  (not logged)
  *   lock       ino          owner        lock records          (not logged)
@@ -39,6 +42,7 @@ export const KINDS = [
   'xattr',
   'slice',
   'delslice',
+  'usage',
   'session',
   'sustained',
   'lock',

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn, TxnOptions } from './engine.js';
-import { cutSegments, visibleSegments, type SliceRef } from './slices.js';
+import { cutSegments, dataBytes, visibleSegments, type SliceRef } from './slices.js';
 import { shiftWrites } from './append.js';
 import { LookupCache } from './lookupcache.js';
 import {
@@ -68,6 +68,14 @@ const SLICE_BATCH = 1000;
 const SCAN_PAGE = 1000;
 /** The `session` part that holds the session id counter (sessions themselves are in part ''). */
 const SESSION_COUNTER_PART = 'counter';
+/** A session that missed this many heartbeats in a row is dead (its client crashed or lost the engine). */
+const SESSION_STALE_BEATS = 5;
+const HEARTBEAT_MS_DEFAULT = 12_000;
+const SESSION_STALE_MS_DEFAULT = SESSION_STALE_BEATS * HEARTBEAT_MS_DEFAULT;
+/** Sessions recorded before they declared their own timeout are dead after this long without a heartbeat. */
+const SESSION_STALE_MS_LEGACY = 300_000;
+/** Usage change records merged into the counters per transaction. */
+const USAGE_MERGE_BATCH = 500;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_ISVTX = 0o1000;
@@ -75,13 +83,17 @@ const S_ISVTX = 0o1000;
 export interface MetaOptions {
   /** This client's region (recorded in its session). */
   region?: string;
-  /** Heartbeat period, ms; 0 disables the timer (tests call heartbeat()). */
+  /** Heartbeat period, ms (default 12 s); 0 disables the timer (tests call heartbeat()). */
   heartbeatMs?: number;
   /** Usage counter changes are batched for this long, ms; 0 writes them after every transaction. */
   usageFlushMs?: number;
   /** How long names and attributes resolved by lookup may be reused, ms; 0 disables (default 1000). */
   lookupCacheMs?: number;
-  /** A session whose heartbeat is older than this is dead, ms. */
+  /**
+   * How long after its last heartbeat this client's session counts as dead, ms: recorded in the session, so
+   * every client and tool judges it alike. Default SESSION_STALE_BEATS heartbeats (60 s at the default
+   * period), or SESSION_STALE_MS_DEFAULT without a timer.
+   */
   sessionStaleMs?: number;
   /** Open a session (clients that hold files open); tools like fsck and dump do not need one. */
   session?: boolean;
@@ -113,6 +125,12 @@ interface TxnEffects {
   inos: number[];
 }
 
+/** Adds to the volume's usage counters (read-modify-write: callers batch, see Meta.txn). */
+async function addCounters(tx: Txn, bytes: number, inodes: number): Promise<void> {
+  if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
+  if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
+}
+
 function err(code: ConstructorParameters<typeof FsError>[0], message?: string): FsError {
   return new FsError(code, message);
 }
@@ -129,6 +147,11 @@ function cutUtf8(s: string, maxBytes: number): string {
   let end = maxBytes;
   while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
   return b.subarray(0, end).toString();
+}
+
+/** Whether a session stopped beating longer ago than it said it may (see MetaOptions.sessionStaleMs). */
+export function sessionIsStale(s: SessionRec, now: number): boolean {
+  return now - s.heartbeat > (s.staleMs ?? SESSION_STALE_MS_LEGACY);
 }
 
 /** Reads the format record; undefined on an engine that holds no volume. */
@@ -230,6 +253,8 @@ export class Meta {
   private usageTimer: NodeJS.Timeout | undefined;
   /** The usage flush in flight, if any (see flushUsage). */
   private usageFlush: Promise<void> | undefined;
+  /** Keys of this session's usage records (see txn). */
+  private usageSeq = 0;
   /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
   private readonly maybeSustained = new Set<number>();
   /** Lock record keys this session holds, by inode (a superset: unlocks of nothing skip the engine). */
@@ -243,8 +268,9 @@ export class Meta {
     this.sliceIds = new IdPool(engine, 'nextSlice', SLICE_BATCH);
     this.options = {
       region: options.region ?? '',
-      heartbeatMs: options.heartbeatMs ?? 20_000,
-      sessionStaleMs: options.sessionStaleMs ?? 300_000,
+      heartbeatMs: options.heartbeatMs ?? HEARTBEAT_MS_DEFAULT,
+      sessionStaleMs:
+        options.sessionStaleMs ?? (options.heartbeatMs === 0 ? SESSION_STALE_MS_DEFAULT : SESSION_STALE_BEATS * (options.heartbeatMs ?? HEARTBEAT_MS_DEFAULT)),
       session: options.session ?? true,
       now: options.now ?? Date.now,
       lookupCacheMs: options.lookupCacheMs ?? 1000,
@@ -261,7 +287,11 @@ export class Meta {
       throw new FsError('EINVAL', `volume format version ${format.version} is newer than this ferry supports (${FORMAT_VERSION})`);
     }
     const meta = new Meta(engine, format, options);
-    if (meta.options.session) await meta.openSession();
+    if (meta.options.session) {
+      await meta.openSession();
+      // A client that starts is the first to notice clients that died while none was running.
+      await meta.cleanStaleSessions().catch((e: unknown) => process.emitWarning(`ferry: cleaning dead sessions failed: ${String(e)}`));
+    }
     return meta;
   }
 
@@ -278,8 +308,7 @@ export class Meta {
       // read-only tool) must not add entries for mirrors to ship.
       const sid = (await tx.get<number>('session', SESSION_COUNTER_PART, 'next')) ?? 1;
       tx.put('session', SESSION_COUNTER_PART, 'next', sid + 1);
-      const rec: SessionRec = { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region };
-      tx.put('session', '', enc(sid), rec);
+      tx.put('session', '', enc(sid), this.sessionRecord(now));
       return sid;
     });
     if (this.options.heartbeatMs > 0) {
@@ -292,14 +321,25 @@ export class Meta {
     }
   }
 
+  private sessionRecord(now: number): SessionRec {
+    return { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region, staleMs: this.options.sessionStaleMs };
+  }
+
   /** Refreshes this session's heartbeat and cleans up sessions that stopped beating. */
   async heartbeat(): Promise<void> {
     if (this.sid === 0) return;
     const now = this.now();
-    await this.txn(async (tx) => {
+    const lost = await this.txn(async (tx) => {
       const rec = await tx.get<SessionRec>('session', '', enc(this.sid));
       if (rec !== undefined) tx.put('session', '', enc(this.sid), { ...rec, heartbeat: now });
+      else tx.put('session', '', enc(this.sid), this.sessionRecord(now));
+      return rec === undefined;
     });
+    if (lost) {
+      // Another client judged this one dead (it stopped beating for too long: a pause, a lost engine) and
+      // cleaned its session: its locks and open-but-unlinked files are gone. It goes on under the same id.
+      process.emitWarning(`ferry: session ${this.sid} had been cleaned up as dead; its locks and open unlinked files were released`);
+    }
     await this.cleanStaleSessions();
   }
 
@@ -308,12 +348,15 @@ export class Meta {
     return rows.map(([k, v]) => ({ ...v, sid: Number(k) }));
   }
 
-  /** Removes dead sessions and what they held: open-but-unlinked files, locks. Returns how many. */
+  /**
+   * Removes dead sessions and what they held: open-but-unlinked files, locks; their pending usage changes go
+   * to the counters. Returns how many.
+   */
   async cleanStaleSessions(): Promise<number> {
-    const deadline = this.now() - this.options.sessionStaleMs;
+    const now = this.now();
     let cleaned = 0;
     for (const s of await this.listSessions()) {
-      if (s.sid === this.sid || s.heartbeat >= deadline) continue;
+      if (s.sid === this.sid || !sessionIsStale(s, now)) continue;
       await this.cleanSession(s.sid);
       cleaned++;
     }
@@ -322,6 +365,7 @@ export class Meta {
 
   private async cleanSession(sid: number): Promise<void> {
     this.cache.clear();
+    await this.mergeUsage(sid);
     await this.dropSessionLocks(sid);
     for (;;) {
       const batch = await this.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
@@ -360,7 +404,13 @@ export class Meta {
         this.openFiles.set(ino, 1);
         await this.release(ino);
       }
+      if (this.usageTimer !== undefined) clearTimeout(this.usageTimer);
+      this.usageTimer = undefined;
+      // Waits for a merge in flight; the session's cleanup then merges whatever is left, once.
+      await this.flushUsage().catch(() => undefined);
       await this.cleanSession(this.sid);
+      this.pendingBytes = 0;
+      this.pendingInodes = 0;
       this.sid = 0;
     }
     if (this.usageTimer !== undefined) clearTimeout(this.usageTimer);
@@ -468,8 +518,11 @@ export class Meta {
       const a = { ...(await this.inode(tx, ino)) };
       const owner = ctx.uid === 0 || ctx.uid === a.uid;
       if (set.mode !== undefined) {
-        if (!owner) throw err('EPERM', 'only the owner may change the mode');
         let mode = set.mode & 0o7777;
+        // A write by anyone who may write clears the set-id bits (POSIX; the kernel asks for it as a mode
+        // change in the writer's name): dropping only those bits needs write permission, not ownership.
+        const dropsSetIdOnly = mode !== a.mode && (mode & ~a.mode) === 0 && ((a.mode & ~mode) & ~(S_ISUID | S_ISGID)) === 0;
+        if (!owner && !(dropsSetIdOnly && a.type === 'file' && Meta.allowed(ctx, a, W_OK))) throw err('EPERM', 'only the owner may change the mode');
         if (ctx.uid !== 0 && a.type !== 'dir' && !Meta.inGroup(ctx, a.gid)) mode &= ~S_ISGID;
         a.mode = mode;
       }
@@ -572,13 +625,23 @@ export class Meta {
     d.inos.push(...inos);
   }
 
-  /** engine.txn, plus the usage deltas of writing transactions, applied to the pending totals on commit. */
+  /**
+   * engine.txn, plus the usage changes of writing transactions: with a session, each is recorded in the same
+   * transaction as a `usage` record of this session (durable: a client killed before the merge loses
+   * nothing; the cleanup of its session merges them), and merged into the counters in the background (see
+   * flushUsage). Without a session (tools) they go to the counters after the commit.
+   */
   private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
     if (options?.readonly) return this.engine.txn(fn, options);
     const [r, d] = await this.engine.txn(async (tx) => {
       const d: TxnEffects = { bytes: 0, inodes: 0, entries: [], inos: [] };
       this.effectsOf.set(tx, d);
-      return [await fn(tx), d] as const;
+      const r = await fn(tx);
+      if (this.sid !== 0 && (d.bytes !== 0 || d.inodes !== 0)) {
+        // Blind writes under keys of their own: a client's concurrent transactions never conflict on them.
+        tx.put('usage', enc(this.sid), (++this.usageSeq).toString(36).padStart(8, '0'), [d.bytes, d.inodes]);
+      }
+      return [r, d] as const;
     });
     if (d.entries.length > 0 || d.inos.length > 0) this.cache.forgetNames(d.entries, d.inos);
     if (d.bytes !== 0 || d.inodes !== 0) {
@@ -594,8 +657,9 @@ export class Meta {
   }
 
   /**
-   * Adds this client's pending usage changes to the volume's counters. A client killed before it flushes
-   * leaves the counters off by what it had pending: `ferry fsck` reports that and `--repair` recounts.
+   * Adds this client's pending usage changes to the volume's counters: with a session, by merging its usage
+   * records (whatever a failed merge left is merged by the next one, or by the session's cleanup); without,
+   * from memory.
    */
   async flushUsage(): Promise<void> {
     // One flush at a time: a caller (close above all) waits for a flush in flight (the timer's), then writes
@@ -607,11 +671,8 @@ export class Meta {
     if (bytes === 0 && inodes === 0) return;
     this.pendingBytes -= bytes;
     this.pendingInodes -= inodes;
-    const flush = this.engine
-      .txn(async (tx) => {
-        if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
-        if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
-      })
+    const sid = this.sid;
+    const flush = (sid !== 0 ? this.mergeUsage(sid) : this.engine.txn(async (tx) => addCounters(tx, bytes, inodes)))
       .catch((e: unknown) => {
         this.pendingBytes += bytes;
         this.pendingInodes += inodes;
@@ -622,6 +683,28 @@ export class Meta {
       });
     this.usageFlush = flush;
     await flush;
+  }
+
+  /**
+   * Moves a session's usage records into the counters, a batch per transaction (each batch's records are
+   * deleted in the transaction that adds them, so a record is counted exactly once).
+   */
+  private async mergeUsage(sid: number): Promise<void> {
+    for (;;) {
+      const n = await this.engine.txn(async (tx) => {
+        const rows = await tx.scan<[number, number]>('usage', enc(sid), { limit: USAGE_MERGE_BATCH });
+        let bytes = 0;
+        let inodes = 0;
+        for (const [k, [b, i]] of rows) {
+          bytes += b;
+          inodes += i;
+          tx.del('usage', enc(sid), k);
+        }
+        await addCounters(tx, bytes, inodes);
+        return rows.length;
+      });
+      if (n < USAGE_MERGE_BATCH) return;
+    }
   }
 
   /** Creates a node of any type; the mode is applied as given (callers apply the umask). */
@@ -666,6 +749,7 @@ export class Meta {
         length: type === 'dir' ? DIR_BYTES : type === 'symlink' ? Buffer.byteLength(opts.target ?? '') : 0,
         rdev: opts.rdev ?? 0,
         parent: type === 'dir' ? parent : 0,
+        ...(type === 'file' ? { used: 0 } : {}),
       };
       if (type === 'symlink') rec.target = opts.target ?? '';
       tx.put('inode', '', enc(ino), rec);
@@ -759,7 +843,8 @@ export class Meta {
       const tname = `${parent}-${ino}-${name}`;
       const trimmed = cutUtf8(tname, NAME_BYTES_MAX);
       tx.put('entry', enc(hour), trimmed, { ino, type: a.type });
-      tx.put('inode', '', enc(ino), { ...a, ctime: now });
+      // Its trash entry keeps it (and counts in nlink, as every entry does), but to stat it has no name left.
+      tx.put('inode', '', enc(ino), { ...a, ctime: now, trashed: true });
       return;
     }
     await this.dropLastLink(tx, ino, a, now);
@@ -792,20 +877,42 @@ export class Meta {
     tx.del('inode', '', enc(ino));
     for (const [k] of await tx.scan('xattr', enc(ino))) tx.del('xattr', enc(ino), k);
     if (a.type === 'file') {
-      await this.releaseChunks(tx, ino, 0);
-      await this.addUsage(tx, -a.length, -1);
+      await this.addUsage(tx, -(await this.releaseChunks(tx, ino, 0)), -1);
     } else {
       await this.addUsage(tx, 0, -1);
     }
   }
 
-  /** Deletes chunk records with index >= fromIdx and drops one reference of each slice they named. */
-  private async releaseChunks(tx: Txn, ino: number, fromIdx: number): Promise<void> {
+  /**
+   * Deletes chunk records with index >= fromIdx and drops one reference of each slice they named. Returns the
+   * bytes of data they held (see dataBytes).
+   */
+  private async releaseChunks(tx: Txn, ino: number, fromIdx: number): Promise<number> {
+    let bytes = 0;
     for (const [k, refs] of await tx.scan<SliceRef[]>('chunk', enc(ino))) {
       if (Number(k) < fromIdx) continue;
       tx.del('chunk', enc(ino), k);
+      bytes += dataBytes(refs);
       for (const r of refs) await this.unrefSlice(tx, r.id);
     }
+    return bytes;
+  }
+
+  /**
+   * The data bytes a file holds before this transaction changes it: its record's `used`, or, for a record
+   * written before `used` existed, counted from its chunks once.
+   */
+  private async usedOf(tx: Txn, ino: number, a: InodeRec): Promise<number> {
+    if (a.used !== undefined) return a.used;
+    let bytes = 0;
+    for (const [, refs] of await tx.scan<SliceRef[]>('chunk', enc(ino))) bytes += dataBytes(refs);
+    return bytes;
+  }
+
+  /** The file's data changed by `delta` bytes from `used`: sets a.used (the caller puts a) and the volume's usage. */
+  private async chargeData(tx: Txn, a: InodeRec, used: number, delta: number): Promise<void> {
+    a.used = Math.max(0, used + delta);
+    if (delta !== 0) await this.addUsage(tx, delta, 0);
   }
 
   private async unrefSlice(tx: Txn, id: number): Promise<void> {
@@ -950,7 +1057,10 @@ export class Meta {
           sP.nlink--;
           dP.nlink++;
         }
-        tx.put('inode', '', enc(se.ino), { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 });
+        const moved: InodeRec = { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 };
+        // A file restored from the trash has a name again.
+        if (sa.trashed === true && !(await this.isInTrash(tx, dstParent))) delete moved.trashed;
+        tx.put('inode', '', enc(se.ino), moved);
         for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
         if (de !== undefined && da !== undefined && da.type !== 'dir') await this.dropLink(tx, de.ino, da, dstParent, dstName, now, spare);
         return;
@@ -996,6 +1106,59 @@ export class Meta {
       },
       { readonly: true },
     );
+  }
+
+  /**
+   * The volume's usage exactly as committed: the counters plus every session's usage records not merged yet
+   * (status; statfs adds only this client's own, which it knows without a scan).
+   */
+  async usage(): Promise<{ usedBytes: number; inodes: number }> {
+    return this.txn(async (tx) => {
+      let usedBytes = (await tx.get<number>('counter', '', 'usedBytes')) ?? 0;
+      let inodes = (await tx.get<number>('counter', '', 'inodes')) ?? 0;
+      for (const [sid] of await tx.scan('session', '')) {
+        let after: string | undefined;
+        for (;;) {
+          const rows = await tx.scan<[number, number]>('usage', sid, { after, limit: SCAN_PAGE });
+          for (const [, [b, i]] of rows) {
+            usedBytes += b;
+            inodes += i;
+          }
+          if (rows.length < SCAN_PAGE) break;
+          after = rows[rows.length - 1]![0];
+        }
+      }
+      return { usedBytes, inodes };
+    }, { readonly: true });
+  }
+
+  /**
+   * What the trash holds: files and their data bytes (counted in `usage` until the trash lets them go), at
+   * most `filesMax` files looked at (`partial` then).
+   */
+  async trashUsage(filesMax = 100_000): Promise<{ files: number; bytes: number; partial: boolean }> {
+    let files = 0;
+    let bytes = 0;
+    const hours = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
+    for (const [, h] of hours) {
+      let after: string | undefined;
+      for (;;) {
+        const page = await this.txn(async (tx) => {
+          const rows = await tx.scan<EntryRec>('entry', enc(h.ino), { after, limit: SCAN_PAGE });
+          const recs = await Promise.all(rows.map(([, e]) => tx.get<InodeRec>('inode', '', enc(e.ino))));
+          return { rows, recs };
+        }, { readonly: true });
+        for (const a of page.recs) {
+          if (a === undefined || a.type !== 'file') continue;
+          files++;
+          bytes += a.used ?? a.length;
+        }
+        if (files >= filesMax) return { files, bytes, partial: true };
+        if (page.rows.length < SCAN_PAGE) break;
+        after = page.rows[page.rows.length - 1]![0];
+      }
+    }
+    return { files, bytes, partial: false };
   }
 
   async statfs(): Promise<StatFs> {
@@ -1082,6 +1245,8 @@ export class Meta {
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
       const chunks = new Map<number, SliceRef[]>();
+      const before = new Map<number, number>();
+      const used = await this.usedOf(tx, ino, a);
       const shift = appendAt === undefined ? 0 : a.length - appendAt;
       for (const { index, ref } of shift === 0 ? writes : shiftWrites(writes, shift, this.chunkBytes)) {
         if (!Number.isSafeInteger(ref.id) || ref.id <= 0 || ref.pos < 0 || ref.len <= 0 || ref.pos + ref.len > this.chunkBytes) {
@@ -1091,6 +1256,7 @@ export class Meta {
         if (list === undefined) {
           list = [...((await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [])];
           chunks.set(index, list);
+          before.set(index, dataBytes(list));
         }
         list.push(ref);
         const s = await tx.get<SliceRefRec>('slice', '', enc(ref.id));
@@ -1098,15 +1264,15 @@ export class Meta {
         const rec: SliceRefRec = s === undefined ? { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } : { ...s, size: ref.size, refs: s.refs + 1 };
         tx.put('slice', '', enc(ref.id), rec);
         const end = index * this.chunkBytes + ref.pos + ref.len;
-        if (end > a.length) {
-          await this.addUsage(tx, end - a.length, 0);
-          a.length = end;
-        }
+        if (end > a.length) a.length = end;
       }
+      let delta = 0;
       for (const [index, list] of chunks) {
         tx.put('chunk', enc(ino), enc(index), list);
         longest = Math.max(longest, list.length);
+        delta += dataBytes(list) - before.get(index)!;
       }
+      await this.chargeData(tx, a, used, delta);
       a.mtime = mtime ?? now;
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
@@ -1116,8 +1282,12 @@ export class Meta {
     return r;
   }
 
-  /** Appends zero references over [from, to) of a file, chunk by chunk (callers hold the transaction). */
-  private async zeroRange(tx: Txn, ino: number, from: number, to: number, lists: Map<number, SliceRef[]>): Promise<void> {
+  /**
+   * Appends zero references over [from, to) of a file, chunk by chunk (callers hold the transaction), and
+   * returns how many data bytes that removed.
+   */
+  private async zeroRange(tx: Txn, ino: number, from: number, to: number, lists: Map<number, SliceRef[]>): Promise<number> {
+    let removed = 0;
     for (let off = from; off < to; ) {
         const index = Math.floor(off / this.chunkBytes);
         const pos = off - index * this.chunkBytes;
@@ -1128,9 +1298,14 @@ export class Meta {
           lists.set(index, list);
         }
         // A zero reference over a chunk nothing was written to is pointless: gaps read as zeros already.
-        if (list.length > 0) list.push({ pos, id: 0, size: 0, off: 0, len });
+        if (list.length > 0) {
+          const was = dataBytes(list);
+          list.push({ pos, id: 0, size: 0, off: 0, len });
+          removed += was - dataBytes(list);
+        }
         off += len;
     }
+    return removed;
   }
 
   /** truncate(2). Permission checks are the caller's (path truncate needs W_OK; ftruncate the handle's). */
@@ -1141,14 +1316,16 @@ export class Meta {
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('EINVAL');
+      // Growing adds a hole: no data, no usage.
       if (length < a.length) {
+        const used = await this.usedOf(tx, ino, a);
         const keep = Math.ceil(length / this.chunkBytes);
-        await this.releaseChunks(tx, ino, keep);
+        let removed = await this.releaseChunks(tx, ino, keep);
         const lists = new Map<number, SliceRef[]>();
-        if (length % this.chunkBytes !== 0) await this.zeroRange(tx, ino, length, Math.min(a.length, keep * this.chunkBytes), lists);
+        if (length % this.chunkBytes !== 0) removed += await this.zeroRange(tx, ino, length, Math.min(a.length, keep * this.chunkBytes), lists);
         for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+        await this.chargeData(tx, a, used, -removed);
       }
-      await this.addUsage(tx, length - a.length, 0);
       if (length !== a.length) a.mtime = now;
       a.length = length;
       a.ctime = now;
@@ -1170,15 +1347,15 @@ export class Meta {
       if (a.type !== 'file') throw err('ENODEV');
       const end = offset + length;
       if ((mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) {
+        const used = await this.usedOf(tx, ino, a);
         const lists = new Map<number, SliceRef[]>();
-        await this.zeroRange(tx, ino, offset, Math.min(end, a.length), lists);
+        const removed = await this.zeroRange(tx, ino, offset, Math.min(end, a.length), lists);
         for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+        await this.chargeData(tx, a, used, -removed);
         a.mtime = now;
       }
-      if ((mode & FALLOC_KEEP_SIZE) === 0 && end > a.length) {
-        await this.addUsage(tx, end - a.length, 0);
-        a.length = end;
-      }
+      // Blocks are not reserved ahead (objects are written whole, when data comes): the range stays a hole.
+      if ((mode & FALLOC_KEEP_SIZE) === 0 && end > a.length) a.length = end;
       a.ctime = now;
       tx.put('inode', '', enc(ino), a);
       return { ...a, ino };
@@ -1201,12 +1378,15 @@ export class Meta {
       if (n === 0) return 0;
       if (inIno === outIno && inOff < outOff + n && outOff < inOff + n) throw err('EINVAL', 'overlapping ranges in one file');
       const C = this.chunkBytes;
+      const used = await this.usedOf(tx, outIno, dst);
       const lists = new Map<number, SliceRef[]>();
+      const before = new Map<number, number>();
       const list = async (index: number): Promise<SliceRef[]> => {
         let l = lists.get(index);
         if (l === undefined) {
           l = [...((await tx.get<SliceRef[]>('chunk', enc(outIno), enc(index))) ?? [])];
           lists.set(index, l);
+          before.set(index, dataBytes(l));
         }
         return l;
       };
@@ -1244,12 +1424,14 @@ export class Meta {
         }
         off = sIdx * C + sEnd;
       }
-      for (const [index, l] of lists) if (l.length > 0) tx.put('chunk', enc(outIno), enc(index), l);
-      const end = outOff + n;
-      if (end > dst.length) {
-        await this.addUsage(tx, end - dst.length, 0);
-        dst.length = end;
+      let delta = 0;
+      for (const [index, l] of lists) {
+        if (l.length > 0) tx.put('chunk', enc(outIno), enc(index), l);
+        delta += dataBytes(l) - before.get(index)!;
       }
+      await this.chargeData(tx, dst, used, delta);
+      const end = outOff + n;
+      if (end > dst.length) dst.length = end;
       dst.mtime = now;
       dst.ctime = now;
       tx.put('inode', '', enc(outIno), dst);
@@ -1270,8 +1452,20 @@ export class Meta {
         const b = old[i]!;
         if (a.id !== b.id || a.pos !== b.pos || a.off !== b.off || a.len !== b.len) return false;
       }
+      const next = [ref, ...cur.slice(old.length)];
+      // The new slice stores the zeros of holes between the data it merged: they occupy space now.
+      const delta = dataBytes(next) - dataBytes(cur);
+      if (delta !== 0) {
+        const a = await tx.get<InodeRec>('inode', '', enc(ino));
+        if (a !== undefined) {
+          const na = { ...a };
+          await this.chargeData(tx, na, await this.usedOf(tx, ino, a), delta);
+          tx.put('inode', '', enc(ino), na);
+          this.touch(tx, [], ino);
+        }
+      }
       tx.put('slice', '', enc(ref.id), { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } satisfies SliceRefRec);
-      tx.put('chunk', enc(ino), enc(index), [ref, ...cur.slice(old.length)]);
+      tx.put('chunk', enc(ino), enc(index), next);
       for (const r of old) await this.unrefSlice(tx, r.id);
       return true;
     });
@@ -1377,7 +1571,12 @@ export class Meta {
             tx.del('entry', enc(e.ino), fname);
             const a = await tx.get<InodeRec>('inode', '', enc(fe.ino));
             if (a === undefined) return;
-            if (a.nlink > 1) tx.put('inode', '', enc(fe.ino), { ...a, nlink: a.nlink - 1 });
+            if (a.nlink > 1) {
+              // Its trash entry goes: it is a plain file with its other names again.
+              const rest: InodeRec = { ...a, nlink: a.nlink - 1 };
+              delete rest.trashed;
+              tx.put('inode', '', enc(fe.ino), rest);
+            }
             else await this.dropLastLink(tx, fe.ino, a, a.ctime);
           });
           released++;

@@ -71,3 +71,10 @@ export function cutSegments(view: readonly SliceRef[], from: number, to: number)
   }
   return out;
 }
+
+/** Bytes of data a chunk's references make visible: holes and zero references (punched, trimmed) are free. */
+export function dataBytes(refs: readonly SliceRef[]): number {
+  let n = 0;
+  for (const s of visibleSegments(refs)) if (s.id !== 0) n += s.len;
+  return n;
+}

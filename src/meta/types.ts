@@ -47,6 +47,27 @@ export interface InodeRec {
   parent: number;
   /** Symlinks only. */
   target?: string;
+  /**
+   * Set when the file's last name moved to the trash: that entry still counts in `nlink` (fsck's invariant),
+   * but stat reports one link less (an unlinked file has nlink 0). Cleared when it leaves the trash.
+   */
+  trashed?: boolean;
+  /**
+   * Files: bytes of data they hold, holes not counted (what `usedBytes` sums and st_blocks reports). Absent in
+   * records written before it existed: st_blocks then falls back to the length.
+   */
+  used?: number;
+}
+
+/** st_nlink as POSIX sees it: a trashed file's trash entry is not a name (see InodeRec.trashed). */
+export function linkCount(a: InodeRec): number {
+  return a.trashed === true ? Math.max(0, a.nlink - 1) : a.nlink;
+}
+
+/** st_blocks, in 512-byte units: the data a file holds (holes are free), else its length. */
+export function blockCount(a: InodeRec): number {
+  if (a.type === 'file') return Math.ceil((a.used ?? a.length) / 512);
+  return Math.ceil(a.length / 512);
 }
 
 export interface Attr extends InodeRec {
@@ -88,6 +109,8 @@ export interface SessionRec {
   heartbeat: number;
   version: string;
   region: string;
+  /** How long after `heartbeat` the session counts as dead, ms (absent in older records: 5 minutes). */
+  staleMs?: number;
 }
 
 /** One region of a volume (DESIGN §2): for now, its bucket. */

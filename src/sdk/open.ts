@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { openMetaEngine } from '../meta/registry.js';
+import type { MetaEngine } from '../meta/engine.js';
 import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
 import type { Ctx } from '../meta/types.js';
 import { openObjectStore } from '../object/registry.js';
@@ -56,6 +57,11 @@ export interface OpenVolumeOptions extends VfsOptions {
    * named are opened from the record. The volume closes them.
    */
   stores?: Readonly<Record<string, ObjectStore>>;
+  /**
+   * Wraps the metadata engine opened from the URL (tests: a FaultEngine between the client and its engine).
+   * The volume closes what it returns.
+   */
+  wrapEngine?: (engine: MetaEngine) => MetaEngine;
   /** Session heartbeat period, ms. */
   heartbeatMs?: number;
   /** Another client's session whose heartbeat is older than this is dead and cleaned up, ms (Meta's default 5 min). */
@@ -77,7 +83,8 @@ export async function openBucket(url: string): Promise<ObjectStore> {
 }
 
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
-  const engine = await openMetaEngine(metaUrl);
+  const opened = await openMetaEngine(metaUrl);
+  const engine = options.wrapEngine?.(opened) ?? opened;
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();

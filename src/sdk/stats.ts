@@ -1,6 +1,6 @@
 /** fs.Stats- and fs.Dirent-shaped views of Ferry attributes. */
 
-import { TYPE_BITS, type Attr, type FileType } from '../meta/types.js';
+import { TYPE_BITS, blockCount, linkCount, type Attr, type FileType } from '../meta/types.js';
 
 /** The type predicates fs.Stats and fs.Dirent share. */
 class Typed {
@@ -59,12 +59,12 @@ export class Stats extends Typed {
     this.dev = dev;
     this.ino = a.ino;
     this.mode = TYPE_BITS[a.type] | a.mode;
-    this.nlink = a.nlink;
+    this.nlink = linkCount(a);
     this.uid = a.uid;
     this.gid = a.gid;
     this.rdev = a.rdev;
     this.size = a.length;
-    this.blocks = Math.ceil(a.length / 512);
+    this.blocks = blockCount(a);
     this.atimeMs = a.atime;
     this.mtimeMs = a.mtime;
     this.ctimeMs = a.ctime;

@@ -220,7 +220,7 @@ export class FileHandle {
 
   async chmod(mode: number): Promise<void> {
     try {
-      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { mode });
+      await this.#vol.vfs.setattr(this.#vol.ctx, this.#h.ino, { mode });
     } catch (err) {
       wrap(err, 'fchmod', this.#path);
     }
@@ -228,7 +228,7 @@ export class FileHandle {
 
   async chown(uid: number, gid: number): Promise<void> {
     try {
-      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { uid, gid });
+      await this.#vol.vfs.setattr(this.#vol.ctx, this.#h.ino, { uid, gid });
     } catch (err) {
       wrap(err, 'fchown', this.#path);
     }
@@ -236,7 +236,7 @@ export class FileHandle {
 
   async utimes(atime: TimeLike, mtime: TimeLike): Promise<void> {
     try {
-      await this.#vol.vfs.meta.setattr(this.#vol.ctx, this.#h.ino, { atime: toMs(atime), mtime: toMs(mtime) });
+      await this.#vol.vfs.setattr(this.#vol.ctx, this.#h.ino, { atime: toMs(atime), mtime: toMs(mtime) });
     } catch (err) {
       wrap(err, 'futime', this.#path);
     }
@@ -345,7 +345,7 @@ export class Volume {
       const acc = f & O_ACCMODE;
       if (attr.type === 'dir' && acc !== O_RDONLY) throw new FsError('EISDIR');
       // A file we just created may be opened for writing whatever its mode (open(2) semantics).
-      const h = created ? await this.vfs.open({ ...this.ctx, uid: 0 }, attr.ino, f, attr) : await this.vfs.open(this.ctx, attr.ino, f);
+      const h = await this.vfs.open(this.ctx, attr.ino, f, created ? attr : undefined);
       if ((f & O_TRUNC) !== 0 && acc !== O_RDONLY && attr.type === 'file' && !created) {
         try {
           await this.vfs.truncate(attr.ino, 0);
@@ -515,7 +515,7 @@ export class Volume {
 
   async stat(path: string): Promise<Stats> {
     try {
-      return new Stats(this.vfs.withWriterLength(await this.vfs.resolve(this.ctx, path, true)));
+      return new Stats(await this.vfs.stat(this.ctx, path, true));
     } catch (err) {
       wrap(err, 'stat', path);
     }
@@ -523,7 +523,7 @@ export class Volume {
 
   async lstat(path: string): Promise<Stats> {
     try {
-      return new Stats(this.vfs.withWriterLength(await this.vfs.resolve(this.ctx, path, false)));
+      return new Stats(await this.vfs.stat(this.ctx, path, false));
     } catch (err) {
       wrap(err, 'lstat', path);
     }
@@ -551,7 +551,7 @@ export class Volume {
   async chmod(path: string, mode: number): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      await this.vfs.meta.setattr(this.ctx, a.ino, { mode });
+      await this.vfs.setattr(this.ctx, a.ino, { mode });
     } catch (err) {
       wrap(err, 'chmod', path);
     }
@@ -560,7 +560,7 @@ export class Volume {
   async chown(path: string, uid: number, gid: number): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      await this.vfs.meta.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
+      await this.vfs.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
     } catch (err) {
       wrap(err, 'chown', path);
     }
@@ -569,7 +569,7 @@ export class Volume {
   async lchown(path: string, uid: number, gid: number): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, false);
-      await this.vfs.meta.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
+      await this.vfs.setattr(this.ctx, a.ino, { ...(uid >= 0 ? { uid } : {}), ...(gid >= 0 ? { gid } : {}) });
     } catch (err) {
       wrap(err, 'lchown', path);
     }
@@ -578,7 +578,7 @@ export class Volume {
   async utimes(path: string, atime: TimeLike, mtime: TimeLike): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      await this.vfs.meta.setattr(this.ctx, a.ino, { atime: toMs(atime), mtime: toMs(mtime) });
+      await this.vfs.setattr(this.ctx, a.ino, { atime: toMs(atime), mtime: toMs(mtime) });
     } catch (err) {
       wrap(err, 'utime', path);
     }

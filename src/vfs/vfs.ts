@@ -9,7 +9,7 @@
 import { FsError } from '../errors.js';
 import type { Meta } from '../meta/meta.js';
 import { cutSegments, visibleSegments, type SliceRef } from '../meta/slices.js';
-import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx } from '../meta/types.js';
+import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx, type SetAttr } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
 import { Limiter } from '../util/limiter.js';
 import { FileWriter } from './writer.js';
@@ -17,6 +17,8 @@ import { FileWriter } from './writer.js';
 export const SYMLINK_FOLLOW_MAX = 40;
 /** Compactions of one chunk in a row before it waits for the next commit to ask again. */
 const COMPACT_ROUNDS_MAX = 16;
+/** Attribute reads repeated while flushes keep overlapping them (see withWrites); the last one is used. */
+const REREAD_MAX = 8;
 
 export interface VfsOptions {
   /** Bytes that write buffers may hold before writers wait for uploads. */
@@ -56,6 +58,22 @@ export interface Handle {
   closed: boolean;
   /** The inode's attributes as read from the engine at open (close-to-open checks, e.g. FUSE keep_cache). */
   readonly openedAttr?: Attr;
+  /** Who opened it: writes by anyone but root clear the file's set-id bits. */
+  readonly ctx: Ctx;
+  /** The file had set-id bits at open and this handle has not written yet (see Vfs.write). */
+  setIdCheck: boolean;
+}
+
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+
+/** The set-id bits a write by anyone but root clears (set-gid only with group execute). */
+function setIdBits(mode: number): number {
+  return (mode & S_ISUID) | ((mode & (S_ISGID | 0o010)) === (S_ISGID | 0o010) ? S_ISGID : 0);
+}
+
+function hasSetId(mode: number): boolean {
+  return setIdBits(mode) !== 0;
 }
 
 export class Vfs {
@@ -70,6 +88,8 @@ export class Vfs {
   private readonly opts: Required<VfsOptions>;
   private readonly compacting = new Set<string>();
   private background = new Set<Promise<void>>();
+  /** Bumped after every flush of a writer: its pending length may have dropped (see withWrites). */
+  private flushEpoch = 0;
 
   constructor(meta: Meta, chunks: ChunkStore, options: VfsOptions = {}) {
     this.meta = meta;
@@ -153,14 +173,49 @@ export class Vfs {
 
   // ---------------------------------------------------------------- attributes
 
-  /** Attributes including the length of writes still buffered in this process. */
-  async getattr(ino: number): Promise<Attr> {
-    const a = await this.meta.getattr(ino);
-    const w = this.writers.get(ino);
-    if (w !== undefined && w.length > a.length) return { ...a, length: w.length };
-    return a;
+  /**
+   * Attributes read by `read`, with the length of this process's writes not yet committed. A flush may commit
+   * a write and drop it from its writer between the engine read and the look at the writer: the attributes
+   * would then miss a write already acknowledged (a stat shorter than what was just written, and a kernel that
+   * believes it). Any flush meanwhile (the epoch moved) makes it read the attributes again, which then see the
+   * commit.
+   */
+  private async withWrites(read: () => Promise<Attr>): Promise<Attr> {
+    let epoch = this.flushEpoch;
+    let a = await read();
+    for (let i = 0; this.flushEpoch !== epoch && a.type === 'file' && i < REREAD_MAX; i++) {
+      epoch = this.flushEpoch;
+      a = await this.meta.getattr(a.ino);
+    }
+    return this.withWriterLength(a);
   }
 
+  /** Attributes as the engine has them now, with this process's buffered writes. */
+  getattr(ino: number): Promise<Attr> {
+    return this.withWrites(() => this.meta.getattr(ino));
+  }
+
+  /** Attributes through the lookup cache (the mount's getattr), with this process's buffered writes. */
+  attr(ino: number): Promise<Attr> {
+    return this.withWrites(() => this.meta.getattrCached(ino));
+  }
+
+  /** One name in a directory, with this process's buffered writes. */
+  lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
+    return this.withWrites(() => this.meta.lookup(ctx, parent, name));
+  }
+
+  /** link(2): a new name for ino; its attributes with this process's buffered writes. */
+  link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
+    return this.withWrites(() => this.meta.link(ctx, ino, parent, name));
+  }
+
+  /** A path's attributes (stat, lstat), with this process's buffered writes. */
+  stat(ctx: Ctx, path: string, follow: boolean): Promise<Attr> {
+    return this.withWrites(() => this.resolve(ctx, path, follow));
+  }
+
+  /** The length of buffered writes, when longer than the engine's. Callers read `a` after any flush (see withWrites). */
   withWriterLength(a: Attr): Attr {
     const w = this.writers.get(a.ino);
     return w !== undefined && w.length > a.length ? { ...a, length: w.length } : a;
@@ -175,13 +230,14 @@ export class Vfs {
 
   /**
    * Opens an existing inode with open(2) flags (creation and O_TRUNC are the caller's). `created`: the
-   * attributes Meta.create returned for ino, when the caller just created it (see Meta.open).
+   * attributes Meta.create returned for ino, when the caller just created it: as open(2) with O_CREAT, the
+   * creator may open it whatever its mode says.
    */
   async open(ctx: Ctx, ino: number, flags: number, created?: Attr): Promise<Handle> {
     const acc = flags & O_ACCMODE;
     const readable = acc === O_RDONLY || acc === O_RDWR;
     const writable = acc === O_WRONLY || acc === O_RDWR;
-    const mask = (readable ? R_OK : 0) | (writable ? W_OK : 0);
+    const mask = created !== undefined ? 0 : (readable ? R_OK : 0) | (writable ? W_OK : 0);
     const a = await this.meta.open(ctx, ino, mask, created);
     if ((flags & O_DIRECTORY) !== 0 && a.type !== 'dir') {
       await this.meta.release(ino);
@@ -199,6 +255,8 @@ export class Vfs {
       prefetchedTo: 0,
       closed: false,
       openedAttr: a,
+      ctx,
+      setIdCheck: writable && ctx.uid !== 0 && a.type === 'file' && hasSetId(a.mode),
     };
     this.handles.set(h.fh, h);
     return h;
@@ -244,11 +302,39 @@ export class Vfs {
   async write(h: Handle, data: Buffer, pos: number): Promise<number> {
     if (h.closed) throw new FsError('EBADF');
     if (!h.writable) throw new FsError('EBADF', 'not open for writing');
+    if (h.setIdCheck) {
+      h.setIdCheck = false;
+      await this.dropSetId(h);
+    }
     if (h.append) pos = (await this.getattr(h.ino)).length;
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     if (data.length === 0) return pos;
     // An append may land after the process's own buffered appends, and moves to the real end at commit.
     return this.writer(h.ino).write(pos, data, h.append);
+  }
+
+  /**
+   * A write by anyone but root clears the file's set-uid bit, and its set-gid bit when group-executable
+   * (POSIX; Linux's should_remove_suid). The FUSE mount's kernel asks for it itself before the write; the
+   * SDK's writes come here.
+   */
+  private async dropSetId(h: Handle): Promise<void> {
+    const a = await this.meta.getattr(h.ino);
+    if (!hasSetId(a.mode)) return;
+    await this.meta.setattr(h.ctx, h.ino, { mode: a.mode & ~setIdBits(a.mode) });
+  }
+
+  /**
+   * chmod, chown and utimens of an inode, and truncate when `size` is given (the caller checked the right to
+   * truncate). Explicit times win over the mtime that a later commit of buffered writes would stamp: those
+   * writes are committed first (tar and cp -p write, set the times on the open file, then close it).
+   */
+  async setattr(ctx: Ctx, ino: number, set: SetAttr & { size?: number }): Promise<Attr> {
+    const { size, ...rest } = set;
+    if (size !== undefined) await this.truncate(ino, size);
+    if (rest.atime !== undefined || rest.mtime !== undefined) await this.flushIno(ino);
+    if (Object.values(rest).every((v) => v === undefined)) return this.attr(ino);
+    return this.withWrites(() => this.meta.setattr(ctx, ino, rest));
   }
 
   /** Reads up to length bytes at pos into a new buffer (shorter at the end of the file). */
@@ -371,6 +457,7 @@ export class Vfs {
     try {
       await w.flush();
     } finally {
+      this.flushEpoch++;
       if (!w.dirty && this.writers.get(ino) === w) this.writers.delete(ino);
     }
   }

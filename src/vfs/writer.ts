@@ -70,8 +70,14 @@ export class FileWriter {
   private slices: OpenSlice[] = [];
   private committing: Promise<void> = Promise.resolve();
   private failure: unknown;
-  /** The file length implied by buffered writes (0 when none). */
+  /**
+   * The file length implied by writes not yet committed (0 when none). It drops to 0 only after a flush that no
+   * write overlapped: a write that lands while a flush waits for its commit stays buffered, and so must its
+   * length, or a stat answered meanwhile would report the file without it (see `writes`).
+   */
   length = 0;
+  /** Writes completed so far: a flush compares it before and after its wait (see `length`). */
+  private writes = 0;
   /** Where the buffered append run starts, as this client saw the file's end; undefined when not appending. */
   private appendAt: number | undefined;
   /** Where the buffered append run ends (the next append goes there). */
@@ -127,6 +133,7 @@ export class FileWriter {
       done += n;
     }
     this.length = Math.max(this.length, offset + data.length);
+    this.writes++;
     // A long append run is committed whole at the end of the call that filled a chunk.
     if (append && this.slices.some((x) => x.frozen)) this.commitAll();
     return offset;
@@ -231,9 +238,10 @@ export class FileWriter {
 
   /** Uploads and commits everything written so far; throws the first failure since the last flush. */
   async flush(): Promise<void> {
+    const writes = this.writes;
     this.commitAll();
     await this.committing;
-    this.length = 0;
+    if (this.writes === writes) this.length = 0;
     this.check();
   }
 }

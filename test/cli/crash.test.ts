@@ -200,6 +200,8 @@ describe('a writer killed with SIGKILL', () => {
       const fsck = ferry(['fsck', meta]);
       assert.equal(fsck.code, 0, `fsck after the crash:\n${fsck.stdout}${fsck.stderr}`);
       assert.match(fsck.stdout, /volume is clean/);
+      // Usage changes are recorded with each commit, not batched in memory: a killed client loses none.
+      assert.doesNotMatch(fsck.stdout, /warning/, 'usage counters drifted');
       await verify(meta, o);
 
       // The dead writer's uploads that never committed are leaks: gc removes them and nothing that is live.
@@ -210,4 +212,57 @@ describe('a writer killed with SIGKILL', () => {
       await verify(meta, o);
     });
   }
+});
+
+const HOLDER = `
+import { openVolume } from ${JSON.stringify(pathToFileURL(LIB).href)};
+const vol = await openVolume(process.env.HOLD_META, { uid: 0, gid: 0, heartbeatMs: 100 });
+await vol.writeFile('/a', Buffer.alloc(1000, 1));
+await vol.writeFile('/held', Buffer.alloc(5000, 2));
+const fh = await vol.open('/held', 'r');
+await vol.unlink('/held');
+// Written last: its usage change is still unmerged when the process dies.
+await vol.writeFile('/b', Buffer.alloc(300, 3));
+process.stdout.write('ready\\n');
+setInterval(() => fh, 1000);
+`;
+
+describe('a client killed with SIGKILL while it holds an unlinked file open', () => {
+  it('is shown dead once it missed 5 heartbeats, cleaned by the next client, and leaves exact usage counters', async () => {
+    const dir = mkdtempSync(path.join(root, 'h-'));
+    const meta = `sqlite://${dir}/vol.db`;
+    ok(['format', meta, 'hold', '--storage', `file://${dir}/bucket`, '--trash-days', '0']);
+    const child = spawn(process.execPath, ['--input-type=module', '-e', HOLDER], { env: { ...process.env, HOLD_META: meta }, stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => (d.toString().includes('ready') ? resolve() : undefined));
+      child.on('exit', (code) => reject(new Error(`holder exited (${code})`)));
+    });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('close', r));
+
+    assert.doesNotMatch(ok(['status', meta]), /dead/, 'not dead before it missed its heartbeats');
+    const fsck = ok(['fsck', meta]);
+    assert.match(fsck, /volume is clean/, 'the held inode is kept for the session that holds it');
+    assert.doesNotMatch(fsck, /warning/, 'usage: counters plus the dead client\'s unmerged changes are exact');
+
+    await new Promise((r) => setTimeout(r, 700)); // 5 heartbeats of 100 ms, and some
+    const status = ok(['status', meta]);
+    assert.match(status, /sessions: +1\n.*\(dead/);
+    assert.match(status, /usage: +6\.15 KiB/, 'a, b and the held file, still held by its (dead) client');
+
+    // The next client to start cleans the dead one up: the held file goes, usage comes out exact.
+    const vol = await openVolume(meta, { heartbeatMs: 0 });
+    try {
+      assert.equal((await vol.vfs.meta.listSessions()).length, 1);
+    } finally {
+      await vol.close();
+    }
+    const after = ok(['status', meta]);
+    assert.match(after, /sessions: +0/);
+    assert.match(after, /usage: +1\.27 KiB/);
+    const fsck2 = ok(['fsck', meta]);
+    assert.match(fsck2, /volume is clean/);
+    assert.doesNotMatch(fsck2, /warning/);
+    assert.match(ok(['gc', meta]), /sessions: 0 dead/);
+  });
 });

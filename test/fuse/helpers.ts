@@ -48,16 +48,18 @@ export function addonUnavailable(): string | undefined {
 
 /**
  * A formatted volume and an empty mount point in a fresh directory (world-traversable for non-root steps).
- * nextInode: the first inode number new files get (to test numbers past 32 bits).
+ * nextInode: the first inode number new files get (to test numbers past 32 bits). metaUrl: format there
+ * (a Redis or PostgreSQL location) instead of a SQLite file in the directory.
  */
-export async function makeVolume(opts: { trashDays?: number; blockBytes?: number; nextInode?: number } = {}): Promise<Volume> {
+export async function makeVolume(opts: { trashDays?: number; blockBytes?: number; nextInode?: number; metaUrl?: string } = {}): Promise<Volume> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-fuse-'));
   await chmod(dir, 0o755);
   const bucket = join(dir, 'bucket');
   await mkdir(bucket);
   const mnt = join(dir, 'mnt');
   await mkdir(mnt);
-  const metaUrl = 'sqlite://' + join(dir, 'meta.db');
+  // SQLite beside the bucket, unless a shared engine's (empty) location is given.
+  const metaUrl = opts.metaUrl ?? 'sqlite://' + join(dir, 'meta.db');
   const eng = await openMetaEngine(metaUrl, { create: true });
   try {
     await formatVolume(eng, { name: 'fusetest', storage: 'file://' + bucket, blockBytes: opts.blockBytes ?? 1 << 20, compression: 'none', trashDays: opts.trashDays ?? 0 });

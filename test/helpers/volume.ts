@@ -6,12 +6,17 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { FileStore } from '../../src/object/file.js';
+import { RetryStore } from '../../src/object/retry.js';
+import type { ObjectStore } from '../../src/object/store.js';
 import { formatVolume, openMetaEngine, openVolume, type OpenVolumeOptions, type Volume } from '../../src/index.js';
 
 export interface MakeVolumeOptions extends OpenVolumeOptions {
   /** Block size of the volume (default 64 KiB, so tests cross block edges cheaply). */
   blockBytes?: number;
   trashDays?: number;
+  /** Wraps the volume's bucket (tests: a FaultStore between the client and its bucket). */
+  wrapStore?: (store: ObjectStore) => ObjectStore;
 }
 
 export interface TestVolume {
@@ -23,7 +28,7 @@ export interface TestVolume {
 }
 
 export async function makeVolume(opts: MakeVolumeOptions = {}): Promise<TestVolume> {
-  const { blockBytes = 64 << 10, trashDays = 0, ...open } = opts;
+  const { blockBytes = 64 << 10, trashDays = 0, wrapStore, ...open } = opts;
   const dir = await mkdtemp(join(tmpdir(), 'ferry-vol-'));
   const bucket = join(dir, 'bucket');
   await mkdir(bucket);
@@ -34,6 +39,7 @@ export async function makeVolume(opts: MakeVolumeOptions = {}): Promise<TestVolu
   } finally {
     await eng.close();
   }
+  if (wrapStore !== undefined) open.store = wrapStore(new RetryStore(new FileStore(bucket)));
   const vol = await openVolume(metaUrl, { uid: 0, gid: 0, gids: [], heartbeatMs: 0, ...open });
   let done = false;
   return {

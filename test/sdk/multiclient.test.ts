@@ -34,8 +34,8 @@ const PROCESSES = 3;
 /** The clients' lookup cache TTL: attributes changed elsewhere are seen after at most this long. */
 const LOOKUP_CACHE_MS = 150;
 const HEARTBEAT_MS = 200;
-/** This process's view of when another client is dead: several missed heartbeats. */
-const SESSION_STALE_MS = 1000;
+/** When a client is dead: it missed five heartbeats (each session declares it; Meta's default is 5 beats). */
+const SESSION_STALE_MS = 5 * HEARTBEAT_MS;
 /** A request that takes longer fails the test (and the client is killed). */
 const requestTimeoutMs = 20_000;
 
@@ -155,7 +155,8 @@ function multiclient(engine: SharedEngine): void {
       } finally {
         await e.close();
       }
-      vol = await openVolume(url, { lookupCacheMs: LOOKUP_CACHE_MS, heartbeatMs: 0, sessionStaleMs: SESSION_STALE_MS, memCacheBytes: 8 << 20 });
+      // It beats like the others: a session judges itself how long it may go without a heartbeat.
+      vol = await openVolume(url, { lookupCacheMs: LOOKUP_CACHE_MS, heartbeatMs: HEARTBEAT_MS, memCacheBytes: 8 << 20 });
       clients = Array.from({ length: PROCESSES }, (_, i) => new Client(`c${i}`, url));
       doomed = new Client('doomed', url);
       await Promise.all([...clients, doomed].map((c) => c.ready()));
@@ -311,10 +312,8 @@ function multiclient(engine: SharedEngine): void {
       const meta = vol.vfs.meta;
       const bytes = 3 * (64 << 10) + 123;
       await vol.writeFile('/held', Buffer.alloc(bytes, 1));
-      // Usage counters are batched per client: settle everyone's before taking the baseline.
-      await Promise.all(clients.map((c) => c.call('flushUsage')));
-      await meta.flushUsage();
-      const usedBefore = (await meta.statfs()).usedBytes;
+      // Exact usage: the counters plus every session's changes not merged yet.
+      const usedBefore = (await meta.usage()).usedBytes;
       const ino = await doomed.call<number>('hold', '/held');
       assert.equal(await vol.exists('/held'), false, 'the name is gone');
       assert.equal((await meta.getattr(ino)).nlink, 0, 'the inode lives on while the dead-to-be client holds it open');
@@ -327,15 +326,21 @@ function multiclient(engine: SharedEngine): void {
 
       doomed.child.kill('SIGKILL');
       assert.equal(await doomed.exited, 'SIGKILL');
-      await sleep(SESSION_STALE_MS + 200);
-      assert.ok((await meta.cleanStaleSessions()) >= 1);
+      // Dead once it missed its declared number of heartbeats: whichever live client notices first cleans it
+      // (the others beat every 200 ms; this one asks too).
+      const killed = Date.now();
+      while ((await meta.listSessions()).some((s) => s.sid === doomed.sid)) {
+        assert.ok(Date.now() - killed < 10 * SESSION_STALE_MS, 'the dead session was not cleaned');
+        await sleep(100);
+        await meta.cleanStaleSessions();
+      }
+      assert.ok(Date.now() - killed >= SESSION_STALE_MS - HEARTBEAT_MS - 50, 'cleaned before it could have missed its heartbeats');
       const left = await meta.listSessions();
       assert.ok(!left.some((s) => s.sid === doomed.sid), "the dead client's session is gone");
       for (const c of clients) assert.ok(left.some((s) => s.sid === c.sid), `live client ${c.name} keeps its session`);
       await assert.rejects(meta.getattr(ino), (e: unknown) => isFsError(e, 'ENOENT'), 'the open-but-unlinked inode is destroyed');
       assert.ok((await meta.listDelSlices(Number.MAX_SAFE_INTEGER, 1000)).length > 0, 'its slices wait for gc');
-      await meta.flushUsage();
-      assert.equal((await meta.statfs()).usedBytes, usedBefore - bytes, 'its bytes no longer count as used');
+      assert.equal((await meta.usage()).usedBytes, usedBefore - bytes, 'its bytes no longer count as used');
     });
 
     it('clients that close end their sessions', async () => {
