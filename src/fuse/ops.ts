@@ -36,7 +36,7 @@ import { readFile } from 'node:fs/promises';
 import { FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
 import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCount, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
-import { O_ACCMODE, O_APPEND, O_RDWR, Vfs, type Handle } from '../vfs/vfs.js';
+import { O_ACCMODE, O_APPEND, Vfs, type Handle } from '../vfs/vfs.js';
 import type { Caller, FuseLock, FuseStat, FuseStatfs, OpenReply, TimeArg } from './native.js';
 import type { MountStats } from './stats.js';
 
@@ -247,7 +247,7 @@ export class FerryOps {
   }
 
   private async statsText(): Promise<Buffer> {
-    const s = await this.vfs.meta.statfs().catch(() => undefined);
+    const s = await this.vfs.statfs().catch(() => undefined);
     const text = this.stats.render(s === undefined ? {} : { used_bytes: s.usedBytes, inodes: s.inodes });
     const out = Buffer.alloc(STATS_FILE_BYTES, ' ');
     const n = out.write(text.length < STATS_FILE_BYTES ? text : text.slice(0, STATS_FILE_BYTES - 1));
@@ -334,39 +334,39 @@ export class FerryOps {
   }
 
   async readlink(c: C, ino: number): Promise<string> {
-    return this.vfs.meta.readlink(ino);
+    return this.vfs.readlink(ino);
   }
 
   async mknod(c: C, parent: number, name: string, mode: number, rdev: number): Promise<FuseStat> {
     this.writable();
     const type = TYPE_OF_MODE.get(mode & S_IFMT);
     if (type === undefined || type === 'dir' || type === 'symlink') throw new FsError('EINVAL', 'mknod: bad file type');
-    return toFuseStat(await this.vfs.meta.mknod(await this.who(c), parent, name, type, mode & 0o7777, { rdev }));
+    return toFuseStat(await this.vfs.mknod(await this.who(c), parent, name, type, mode & 0o7777, rdev));
   }
 
   async mkdir(c: C, parent: number, name: string, mode: number): Promise<FuseStat> {
     this.writable();
-    return toFuseStat(await this.vfs.meta.mkdir(await this.who(c), parent, name, mode & 0o7777));
+    return toFuseStat(await this.vfs.mkdir(await this.who(c), parent, name, mode & 0o7777));
   }
 
   async unlink(c: C, parent: number, name: string): Promise<void> {
     this.writable();
-    await this.vfs.meta.unlink(await this.who(c), parent, name);
+    await this.vfs.unlink(await this.who(c), parent, name);
   }
 
   async rmdir(c: C, parent: number, name: string): Promise<void> {
     this.writable();
-    await this.vfs.meta.rmdir(await this.who(c), parent, name);
+    await this.vfs.rmdir(await this.who(c), parent, name);
   }
 
   async symlink(c: C, parent: number, name: string, target: string): Promise<FuseStat> {
     this.writable();
-    return toFuseStat(await this.vfs.meta.symlink(await this.who(c), parent, name, target));
+    return toFuseStat(await this.vfs.symlink(await this.who(c), parent, name, target));
   }
 
   async rename(c: C, parent: number, name: string, newParent: number, newName: string, flags: number): Promise<void> {
     this.writable();
-    await this.vfs.meta.rename(await this.who(c), parent, name, newParent, newName, flags);
+    await this.vfs.rename(await this.who(c), parent, name, newParent, newName, flags);
   }
 
   async link(c: C, ino: number, newParent: number, newName: string): Promise<FuseStat> {
@@ -396,11 +396,7 @@ export class FerryOps {
   async create(c: C, parent: number, name: string, mode: number, flags: number): Promise<{ attr: FuseStat; open: OpenReply }> {
     this.writable();
     if (parent === ROOT_INO && name === STATS_NAME) throw new FsError('EEXIST');
-    const ctx = await this.who(c);
-    const a = await this.vfs.meta.create(ctx, parent, name, mode & 0o7777);
-    // The creator may open what it created whatever the mode (open(2) with O_CREAT): Vfs.open with `a`.
-    const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
-    const h = await this.vfs.open(ctx, a.ino, acc | (flags & O_APPEND), a);
+    const { attr: a, handle: h } = await this.vfs.create(await this.who(c), parent, name, mode, flags);
     this.remember(a);
     this.stats.handlesOpen++;
     return { attr: toFuseStat(a), open: { fh: h.fh } };
@@ -430,7 +426,7 @@ export class FerryOps {
     try {
       await this.vfs.flush(h);
     } finally {
-      if (owner !== undefined && this.vfs.meta.mayHoldLocks(h.ino)) await this.vfs.meta.setlk(h.ino, owner, 'u', 0, LOCK_EOF);
+      if (owner !== undefined && this.vfs.mayHoldLocks(h.ino)) await this.vfs.setlk(h, owner, 'u', 0, LOCK_EOF);
     }
   }
 
@@ -444,15 +440,14 @@ export class FerryOps {
     this.stats.handlesOpen--;
     if (this.statsHandles.delete(fh)) return;
     const h = this.handle(fh);
-    const meta = this.vfs.meta;
     try {
-      if (flockOwner !== undefined) await meta.flock(h.ino, flockOwner, 'un');
+      if (flockOwner !== undefined) await this.vfs.flock(h, flockOwner, 'un');
     } finally {
       await this.vfs.release(h);
     }
     // What this mount wrote is in the kernel's cache: the size and mtime after it stand for "unchanged".
     if (h.writable) {
-      const a = await meta.getattrCached(h.ino).catch(() => undefined);
+      const a = await this.vfs.attr(h.ino).catch(() => undefined);
       if (a !== undefined) this.remember(a);
     }
   }
@@ -460,17 +455,13 @@ export class FerryOps {
   async fallocate(c: C, fh: number, mode: number, offset: number, length: number): Promise<void> {
     this.writable();
     if (this.statsHandles.has(fh)) throw new FsError('EBADF');
-    const h = this.handle(fh);
-    if (!h.writable) throw new FsError('EBADF');
-    // Buffered writes first, so the range operation sees (and may punch) them.
-    await this.vfs.flush(h);
-    await this.vfs.meta.fallocate(h.ino, mode, offset, length);
+    await this.vfs.fallocate(this.handle(fh), mode, offset, length);
   }
 
   // ---------------------------------------------------------------- directories
 
   async opendir(c: C, ino: number): Promise<number> {
-    const a = await this.vfs.meta.getattr(ino);
+    const a = await this.vfs.getattr(ino);
     if (a.type !== 'dir') throw new FsError('ENOTDIR');
     if (this.dirs.size >= DIR_HANDLES_MAX) this.dirs.delete(this.dirs.keys().next().value!);
     const fh = this.nextDirFh++;
@@ -495,14 +486,13 @@ export class FerryOps {
   }
 
   private async list(ino: number): Promise<DirEntries> {
-    const meta = this.vfs.meta;
-    const d = await meta.getattr(ino);
+    const d = await this.vfs.getattr(ino);
     if (d.type !== 'dir') throw new FsError('ENOTDIR');
     // Each entry's d_ino and d_type; a full stat is not needed.
     const out: DirEntries = { names: ['.', '..'], inos: [d.ino, d.ino === ROOT_INO ? ROOT_INO : d.parent], modes: [TYPE_BITS.dir, TYPE_BITS.dir] };
     let after: string | undefined;
     for (;;) {
-      const page = await meta.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE });
+      const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE });
       for (const e of page) {
         if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
         out.names.push(e.name);
@@ -522,7 +512,7 @@ export class FerryOps {
   // ---------------------------------------------------------------- the rest
 
   async statfs(): Promise<FuseStatfs> {
-    const s = await this.vfs.meta.statfs();
+    const s = await this.vfs.statfs();
     // fuse-native passes 32-bit fields: grow the fragment size until the block counts fit.
     let frsize = s.bsize;
     while (s.blocks * (s.bsize / frsize) >= 2 ** 32) frsize *= 2;
@@ -545,7 +535,7 @@ export class FerryOps {
 
   async access(c: C, ino: number, mask: number): Promise<void> {
     if (ino === STATS_INO) return;
-    await this.vfs.meta.access(await this.who(c), ino, mask);
+    await this.vfs.access(await this.who(c), ino, mask);
   }
 
   async setxattr(c: C, ino: number, name: string, value: Buffer, flags: number): Promise<void> {
@@ -553,56 +543,56 @@ export class FerryOps {
     if (ACL_XATTRS.has(name)) throw new FsError('ENOTSUP', 'no POSIX ACLs');
     if (name === CAPS_XATTR) throw new FsError('ENOTSUP', 'no file capabilities');
     if (ino === STATS_INO) throw new FsError('EPERM');
-    await this.vfs.meta.setxattr(await this.who(c), ino, name, Buffer.from(value), flags);
+    await this.vfs.setxattr(await this.who(c), ino, name, Buffer.from(value), flags);
   }
 
   async getxattr(c: C, ino: number, name: string): Promise<Buffer> {
     if (ino === STATS_INO || ACL_XATTRS.has(name) || name === CAPS_XATTR) throw new FsError('ENODATA');
-    return this.vfs.meta.getxattr(await this.who(c), ino, name);
+    return this.vfs.getxattr(await this.who(c), ino, name);
   }
 
   async listxattr(c: C, ino: number): Promise<string[]> {
     if (ino === STATS_INO) return [];
-    return this.vfs.meta.listxattr(await this.who(c), ino);
+    return this.vfs.listxattr(await this.who(c), ino);
   }
 
   async removexattr(c: C, ino: number, name: string): Promise<void> {
     this.writable();
     if (ino === STATS_INO || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
-    await this.vfs.meta.removexattr(await this.who(c), ino, name);
+    await this.vfs.removexattr(await this.who(c), ino, name);
   }
 
   /** fcntl F_GETLK: the conflicting lock, or undefined. */
   async getlk(c: C, fh: number, lk: FuseLock, owner: string): Promise<FuseLock | undefined> {
     if (this.statsHandles.has(fh) || lk.type === 'u') return undefined;
-    const conflict = await this.vfs.meta.getlk(this.handle(fh).ino, owner, lk.type, lk.start, Math.min(lk.end, LOCK_EOF));
+    const conflict = await this.vfs.getlk(this.handle(fh), owner, lk.type, lk.start, Math.min(lk.end, LOCK_EOF));
     return conflict === undefined ? undefined : { type: conflict.type, start: conflict.start, end: conflict.end, pid: conflict.pid };
   }
 
   /** fcntl F_SETLK (wait false: EAGAIN on a conflict) and F_SETLKW (wait true: until granted or EINTR). */
   async setlk(c: C, fh: number, lk: FuseLock, owner: string, wait: boolean): Promise<void> {
     if (this.statsHandles.has(fh)) return;
-    const meta = this.vfs.meta;
-    const ino = this.handle(fh).ino;
+    const vfs = this.vfs;
+    const h = this.handle(fh);
     const { start, type } = lk;
     const end = Math.min(lk.end, LOCK_EOF);
     const pid = c?.pid ?? lk.pid;
     if (!wait || type === 'u') {
-      if ((await meta.setlk(ino, owner, type, start, end, pid)) !== undefined) throw new FsError('EAGAIN');
+      if ((await vfs.setlk(h, owner, type, start, end, pid)) !== undefined) throw new FsError('EAGAIN');
       return;
     }
-    await this.retryLock(c, async () => (await meta.setlk(ino, owner, type, start, end, pid)) === undefined, () => meta.setlk(ino, owner, 'u', start, end));
+    await this.retryLock(c, async () => (await vfs.setlk(h, owner, type, start, end, pid)) === undefined, () => vfs.setlk(h, owner, 'u', start, end));
   }
 
   async flock(c: C, fh: number, op: 'sh' | 'ex' | 'un', wait: boolean, owner: string): Promise<void> {
     if (this.statsHandles.has(fh)) return;
-    const meta = this.vfs.meta;
-    const ino = this.handle(fh).ino;
+    const vfs = this.vfs;
+    const h = this.handle(fh);
     const pid = c?.pid ?? 0;
     if (!wait || op === 'un') {
-      if (!(await meta.flock(ino, owner, op, pid))) throw new FsError('EAGAIN');
+      if (!(await vfs.flock(h, owner, op, pid))) throw new FsError('EAGAIN');
       return;
     }
-    await this.retryLock(c, () => meta.flock(ino, owner, op, pid), () => meta.flock(ino, owner, 'un'));
+    await this.retryLock(c, () => vfs.flock(h, owner, op, pid), () => vfs.flock(h, owner, 'un'));
   }
 }

@@ -7,8 +7,8 @@
 import { Readable, Writable } from 'node:stream';
 import { CorruptBlockError, FsError, isFsError } from '../errors.js';
 import { ObjectNotFoundError, TransientError } from '../object/store.js';
-import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, W_OK, type Attr, type Ctx, type FileType } from '../meta/types.js';
-import { O_ACCMODE, O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, type Attr, type Ctx, type FileType } from '../meta/types.js';
+import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
 import type { ChunkCacheStats, ChunkStats } from '../chunk/store.js';
 
@@ -121,6 +121,11 @@ export class FileHandle {
     return this.#h.ino;
   }
 
+  /** The Vfs handle behind it (the volume's own calls that take two handles, such as copyFile). */
+  get vfsHandle(): Handle {
+    return this.#h;
+  }
+
   async read(buffer?: Buffer, offset = 0, length?: number, position?: number | null): Promise<ReadResult> {
     const buf = buffer ?? Buffer.alloc(16384);
     const len = length ?? buf.length - offset;
@@ -190,9 +195,8 @@ export class FileHandle {
   }
 
   async truncate(len = 0): Promise<void> {
-    if (!this.#h.writable) wrap(new FsError('EINVAL'), 'ftruncate', this.#path);
     try {
-      await this.#vol.vfs.truncate(this.#h.ino, len);
+      await this.#vol.vfs.ftruncate(this.#h, len);
     } catch (err) {
       wrap(err, 'ftruncate', this.#path);
     }
@@ -285,7 +289,7 @@ export class Volume {
   }
 
   get info(): VolumeInfo {
-    const f = this.vfs.meta.format;
+    const f = this.vfs.format;
     return { name: f.name, uuid: f.uuid, storage: f.storage, blockBytes: f.blockBytes, compression: f.compression, trashDays: f.trashDays };
   }
 
@@ -309,7 +313,7 @@ export class Volume {
     const f = parseFlags(flags);
     try {
       let attr: Attr | undefined;
-      let created = false;
+      let h: Handle | undefined;
       if ((f & O_CREAT) !== 0 && Vfs.split(path).length > 0) {
         // O_CREAT follows a symlink in the last component (unless O_EXCL) and creates a missing target.
         let p = path;
@@ -321,14 +325,13 @@ export class Volume {
           const { parent, name } = await this.vfs.resolveParent(this.ctx, p);
           let found: Attr | undefined;
           try {
-            found = await this.vfs.meta.lookup(this.ctx, parent.ino, name);
+            found = await this.vfs.lookup(this.ctx, parent.ino, name);
           } catch (err) {
             if (!isFsError(err, 'ENOENT')) throw err;
           }
           if (found === undefined) {
             if (p.endsWith('/')) throw new FsError('EISDIR');
-            attr = await this.vfs.meta.create(this.ctx, parent.ino, name, mode & ~this.umask);
-            created = true;
+            ({ attr, handle: h } = await this.vfs.create(this.ctx, parent.ino, name, mode & ~this.umask, f));
           } else if ((f & O_EXCL) !== 0) {
             throw new FsError('EEXIST');
           } else if (found.type !== 'symlink') {
@@ -342,18 +345,8 @@ export class Volume {
       } else {
         attr = await this.vfs.resolve(this.ctx, path, true);
       }
-      const acc = f & O_ACCMODE;
-      if (attr.type === 'dir' && acc !== O_RDONLY) throw new FsError('EISDIR');
-      // A file we just created may be opened for writing whatever its mode (open(2) semantics).
-      const h = await this.vfs.open(this.ctx, attr.ino, f, created ? attr : undefined);
-      if ((f & O_TRUNC) !== 0 && acc !== O_RDONLY && attr.type === 'file' && !created) {
-        try {
-          await this.vfs.truncate(attr.ino, 0);
-        } catch (err) {
-          await this.vfs.release(h);
-          throw err;
-        }
-      }
+      // Access checks, O_TRUNC and the creator's rights are Vfs's.
+      h ??= await this.vfs.open(this.ctx, attr.ino, f);
       return new FileHandle(this, h, path);
     } catch (err) {
       wrap(err, 'open', path);
@@ -413,9 +406,8 @@ export class Volume {
       }
       const d = await this.open(dest, (mode & COPYFILE_EXCL) !== 0 ? 'wx' : 'w', st.mode & 0o7777);
       try {
-        await this.vfs.meta.setattr(this.ctx, d.ino, { mode: st.mode & 0o7777 });
-        await this.vfs.flushIno(s.ino);
-        await this.vfs.meta.copyFileRange(s.ino, 0, d.ino, 0, st.size);
+        await this.vfs.setattr(this.ctx, d.ino, { mode: st.mode & 0o7777 });
+        await this.vfs.copyFileRange(s.vfsHandle, 0, d.vfsHandle, 0, st.size);
       } finally {
         await d.close();
       }
@@ -542,7 +534,7 @@ export class Volume {
   async access(path: string, mode = 0): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      if (mode !== 0) await this.vfs.meta.access(this.ctx, a.ino, mode);
+      if (mode !== 0) await this.vfs.access(this.ctx, a.ino, mode);
     } catch (err) {
       wrap(err, 'access', path);
     }
@@ -586,10 +578,7 @@ export class Volume {
 
   async truncate(path: string, len = 0): Promise<void> {
     try {
-      const a = await this.vfs.resolve(this.ctx, path, true);
-      if (a.type === 'dir') throw new FsError('EISDIR');
-      await this.vfs.meta.access(this.ctx, a.ino, W_OK);
-      await this.vfs.truncate(a.ino, len);
+      await this.vfs.truncatePath(this.ctx, path, len);
     } catch (err) {
       wrap(err, 'truncate', path);
     }
@@ -606,7 +595,7 @@ export class Volume {
       const entries: Array<{ name: string; type: FileType }> = [];
       let after: string | undefined;
       for (;;) {
-        const page = await this.vfs.meta.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: 1000 });
+        const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: 1000 });
         for (const e of page) if (!(d.ino === ROOT_INO && e.ino === TRASH_INO)) entries.push(e);
         if (page.length < 1000) break;
         after = page[page.length - 1]!.name;
@@ -627,11 +616,11 @@ export class Volume {
     try {
       if (!o.recursive) {
         const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-        await this.vfs.meta.mkdir(this.ctx, parent.ino, name, mode);
+        await this.vfs.mkdir(this.ctx, parent.ino, name, mode);
         return undefined;
       }
       const names = Vfs.split(path);
-      let cur = await this.vfs.meta.getattr(ROOT_INO);
+      let cur = await this.vfs.getattr(ROOT_INO);
       let first: string | undefined;
       for (let i = 0; i < names.length; i++) {
         const name = names[i]!;
@@ -641,7 +630,7 @@ export class Volume {
         } catch (err) {
           if (!isFsError(err, 'ENOENT')) throw err;
           try {
-            cur = await this.vfs.meta.mkdir(this.ctx, cur.ino, name, mode);
+            cur = await this.vfs.mkdir(this.ctx, cur.ino, name, mode);
           } catch (e2) {
             if (!isFsError(e2, 'EEXIST')) throw e2;
             // The name exists yet did not resolve: a dangling symlink or a racing creator. As Node's
@@ -668,7 +657,7 @@ export class Volume {
   async rmdir(path: string): Promise<void> {
     try {
       const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-      await this.vfs.meta.rmdir(this.ctx, parent.ino, name);
+      await this.vfs.rmdir(this.ctx, parent.ino, name);
     } catch (err) {
       wrap(err, 'rmdir', path);
     }
@@ -677,7 +666,7 @@ export class Volume {
   async unlink(path: string): Promise<void> {
     try {
       const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-      await this.vfs.meta.unlink(this.ctx, parent.ino, name);
+      await this.vfs.unlink(this.ctx, parent.ino, name);
     } catch (err) {
       wrap(err, 'unlink', path);
     }
@@ -709,10 +698,10 @@ export class Volume {
       const src = await this.vfs.resolveParent(this.ctx, oldPath);
       const dst = await this.vfs.resolveParent(this.ctx, newPath);
       if (oldPath.endsWith('/') || newPath.endsWith('/')) {
-        const s = await this.vfs.meta.lookup(this.ctx, src.parent.ino, src.name);
+        const s = await this.vfs.lookup(this.ctx, src.parent.ino, src.name);
         if (s.type !== 'dir') throw new FsError('ENOTDIR');
       }
-      await this.vfs.meta.rename(this.ctx, src.parent.ino, src.name, dst.parent.ino, dst.name, f);
+      await this.vfs.rename(this.ctx, src.parent.ino, src.name, dst.parent.ino, dst.name, f);
     } catch (err) {
       wrap(err, 'rename', oldPath, newPath);
     }
@@ -721,7 +710,7 @@ export class Volume {
   async symlink(target: string, path: string): Promise<void> {
     try {
       const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-      await this.vfs.meta.symlink(this.ctx, parent.ino, name, target);
+      await this.vfs.symlink(this.ctx, parent.ino, name, target);
     } catch (err) {
       wrap(err, 'symlink', target, path);
     }
@@ -730,7 +719,7 @@ export class Volume {
   async readlink(path: string): Promise<string> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, false);
-      return await this.vfs.meta.readlink(a.ino);
+      return await this.vfs.readlink(a.ino);
     } catch (err) {
       wrap(err, 'readlink', path);
     }
@@ -740,7 +729,7 @@ export class Volume {
     try {
       const a = await this.vfs.resolve(this.ctx, existingPath, false);
       const { parent, name } = await this.vfs.resolveParent(this.ctx, newPath);
-      await this.vfs.meta.link(this.ctx, a.ino, parent.ino, name);
+      await this.vfs.link(this.ctx, a.ino, parent.ino, name);
     } catch (err) {
       wrap(err, 'link', existingPath, newPath);
     }
@@ -749,9 +738,8 @@ export class Volume {
   /** mkfifo / mknod for FIFOs and sockets (devices need root). */
   async mknod(path: string, type: 'fifo' | 'socket' | 'chr' | 'blk', mode = 0o666, rdev = 0): Promise<void> {
     try {
-      if ((type === 'chr' || type === 'blk') && this.ctx.uid !== 0) throw new FsError('EPERM');
       const { parent, name } = await this.vfs.resolveParent(this.ctx, path);
-      await this.vfs.meta.mknod(this.ctx, parent.ino, name, type, mode & ~this.umask, { rdev });
+      await this.vfs.mknod(this.ctx, parent.ino, name, type, mode & ~this.umask, rdev);
     } catch (err) {
       wrap(err, 'mknod', path);
     }
@@ -771,12 +759,12 @@ export class Volume {
         ino = parent.ino;
         a = parent;
         // The parent itself may have been reached through symlinks: continue from it.
-        a = await this.vfs.meta.getattr(ino);
+        a = await this.vfs.getattr(ino);
       }
       while (ino !== ROOT_INO) {
         names.unshift(await this.findName(a.parent, ino));
         ino = a.parent;
-        a = await this.vfs.meta.getattr(ino);
+        a = await this.vfs.getattr(ino);
       }
       return '/' + names.join('/');
     } catch (err) {
@@ -787,7 +775,7 @@ export class Volume {
   private async findName(dir: number, ino: number): Promise<string> {
     let after: string | undefined;
     for (;;) {
-      const page = await this.vfs.meta.readdir(this.ctx, dir, { ...(after === undefined ? {} : { after }), limit: 1000 });
+      const page = await this.vfs.readdir(this.ctx, dir, { ...(after === undefined ? {} : { after }), limit: 1000 });
       const hit = page.find((e) => e.ino === ino);
       if (hit !== undefined) return hit.name;
       if (page.length < 1000) throw new FsError('ENOENT');
@@ -800,7 +788,7 @@ export class Volume {
   async getxattr(path: string, name: string): Promise<Buffer> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      return await this.vfs.meta.getxattr(this.ctx, a.ino, name);
+      return await this.vfs.getxattr(this.ctx, a.ino, name);
     } catch (err) {
       wrap(err, 'getxattr', path);
     }
@@ -809,7 +797,7 @@ export class Volume {
   async setxattr(path: string, name: string, value: Data, flags = 0): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      await this.vfs.meta.setxattr(this.ctx, a.ino, name, toBuffer(value), flags);
+      await this.vfs.setxattr(this.ctx, a.ino, name, toBuffer(value), flags);
     } catch (err) {
       wrap(err, 'setxattr', path);
     }
@@ -818,7 +806,7 @@ export class Volume {
   async listxattr(path: string): Promise<string[]> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      return await this.vfs.meta.listxattr(this.ctx, a.ino);
+      return await this.vfs.listxattr(this.ctx, a.ino);
     } catch (err) {
       wrap(err, 'listxattr', path);
     }
@@ -827,7 +815,7 @@ export class Volume {
   async removexattr(path: string, name: string): Promise<void> {
     try {
       const a = await this.vfs.resolve(this.ctx, path, true);
-      await this.vfs.meta.removexattr(this.ctx, a.ino, name);
+      await this.vfs.removexattr(this.ctx, a.ino, name);
     } catch (err) {
       wrap(err, 'removexattr', path);
     }
@@ -836,7 +824,7 @@ export class Volume {
   async statfs(path = '/'): Promise<{ type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number }> {
     try {
       await this.vfs.resolve(this.ctx, path, true);
-      const s = await this.vfs.meta.statfs();
+      const s = await this.vfs.statfs();
       return { type: 0x46525259, bsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree };
     } catch (err) {
       wrap(err, 'statfs', path);

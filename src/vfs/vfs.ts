@@ -1,17 +1,25 @@
 /**
- * POSIX semantics between the front ends (SDK, FUSE, CLI) and the layers below: path resolution with
- * symlinks, file handles, buffered writes, reads with read-ahead, and background compaction.
+ * The one POSIX boundary: every front end (the FUSE mount, the SDK, later the S3 gateway) goes through Vfs
+ * and only translates arguments and errors. Vfs owns what POSIX means above the metadata layer's records:
+ * permission checks of opens and truncates, the creator's right to open what it created, set-id bits
+ * cleared by writes, flush ordering (a read, truncate, fallocate, copy_file_range or explicit time sees the
+ * inode's buffered writes first), path resolution with symlinks, file handles, write buffers, reads with
+ * read-ahead, and background compaction.
  *
  * Consistency within one Vfs: a read, stat or truncate of an inode first sees that inode's buffered writes
- * (reads and truncates flush them; stat reports the buffered length). Across clients: close-to-open.
+ * (reads and truncates flush them; stat reports the buffered length). Across clients: close-to-open — an
+ * open file's attributes and slice lists are kept while it is open (openfile.ts), refreshed by this
+ * client's own commits, and re-read at the next open.
  */
 
 import { FsError } from '../errors.js';
+import type { LockConflict, LockType } from '../meta/locks.js';
 import type { Meta } from '../meta/meta.js';
 import { cutSegments, visibleSegments, type SliceRef } from '../meta/slices.js';
-import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx, type SetAttr } from '../meta/types.js';
+import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type StatFs } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
 import { Limiter } from '../util/limiter.js';
+import { OpenFiles, type OpenFile } from './openfile.js';
 import { FileWriter } from './writer.js';
 
 export const SYMLINK_FOLLOW_MAX = 40;
@@ -81,6 +89,7 @@ export class Vfs {
   readonly chunks: ChunkStore;
   private readonly writers = new Map<number, FileWriter>();
   private readonly handles = new Map<number, Handle>();
+  private readonly files = new OpenFiles();
   private nextFh = 1;
   private buffered = 0;
   private roomWaiters: Array<() => void> = [];
@@ -88,7 +97,7 @@ export class Vfs {
   private readonly opts: Required<VfsOptions>;
   private readonly compacting = new Set<string>();
   private background = new Set<Promise<void>>();
-  /** Bumped after every flush of a writer: its pending length may have dropped (see withWrites). */
+  /** Bumped whenever a writer's pending length drops, before it does (see withWrites). */
   private flushEpoch = 0;
 
   constructor(meta: Meta, chunks: ChunkStore, options: VfsOptions = {}) {
@@ -106,6 +115,11 @@ export class Vfs {
         }),
     };
     this.uploads = new Limiter(this.opts.uploadsInFlightMax);
+  }
+
+  /** The volume's format record (name, block size, ...). */
+  get format(): FormatRec {
+    return this.meta.format;
   }
 
   /** Runs background work that is caught, reported and awaited by close(). */
@@ -221,9 +235,30 @@ export class Vfs {
     return w !== undefined && w.length > a.length ? { ...a, length: w.length } : a;
   }
 
+  /**
+   * truncate(2) of an inode the caller may truncate (the kernel checked it for the mount; truncatePath and
+   * ftruncate check it here). Buffered writes are committed first.
+   */
   async truncate(ino: number, length: number): Promise<Attr> {
     await this.flushIno(ino);
-    return this.meta.truncate(ino, length);
+    const a = await this.meta.truncate(ino, length);
+    this.files.changed(ino, a);
+    return a;
+  }
+
+  /** truncate(2) by path: needs write permission on the file. */
+  async truncatePath(ctx: Ctx, path: string, length: number): Promise<void> {
+    const a = await this.resolve(ctx, path, true);
+    if (a.type === 'dir') throw new FsError('EISDIR');
+    await this.meta.access(ctx, a.ino, W_OK);
+    await this.truncate(a.ino, length);
+  }
+
+  /** ftruncate(2): the handle must be open for writing. */
+  async ftruncate(h: Handle, length: number): Promise<void> {
+    if (h.closed) throw new FsError('EBADF');
+    if (!h.writable) throw new FsError('EINVAL', 'not open for writing');
+    await this.truncate(h.ino, length);
   }
 
   // ---------------------------------------------------------------- handles
@@ -243,6 +278,11 @@ export class Vfs {
       await this.meta.release(ino);
       throw new FsError('ENOTDIR');
     }
+    if (a.type === 'dir' && writable) {
+      await this.meta.release(ino);
+      throw new FsError('EISDIR');
+    }
+    this.files.opened(a);
     const h: Handle = {
       fh: this.nextFh++,
       ino,
@@ -259,7 +299,27 @@ export class Vfs {
       setIdCheck: writable && ctx.uid !== 0 && a.type === 'file' && hasSetId(a.mode),
     };
     this.handles.set(h.fh, h);
+    // An empty file needs no truncate transaction, unless this client has writes to it buffered.
+    if ((flags & O_TRUNC) !== 0 && writable && a.type === 'file' && created === undefined && this.withWriterLength(a).length > 0) {
+      try {
+        await this.truncate(ino, 0);
+      } catch (err) {
+        await this.release(h);
+        throw err;
+      }
+    }
     return h;
+  }
+
+  /**
+   * Creates a regular file and opens it (open(2) with O_CREAT on a missing name): the creator may open it
+   * whatever its mode says. `mode` is applied as given (the caller applies its umask).
+   */
+  async create(ctx: Ctx, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; handle: Handle }> {
+    const attr = await this.meta.create(ctx, parent, name, mode & 0o7777);
+    const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
+    const handle = await this.open(ctx, attr.ino, acc | (flags & O_APPEND), attr);
+    return { attr, handle };
   }
 
   handle(fh: number): Handle {
@@ -277,7 +337,13 @@ export class Vfs {
         uploads: this.uploads,
         account: (delta) => this.account(delta),
         waitForRoom: () => this.waitForRoom(),
-        onCommitted: (i, index, refs) => this.maybeCompact(i, index, refs),
+        onLengthDropped: () => {
+          this.flushEpoch++;
+        },
+        onCommitted: (i, attr, indexes, longest) => {
+          this.files.changed(i, attr, indexes);
+          for (const index of indexes) this.maybeCompact(i, index, longest);
+        },
       });
       this.writers.set(ino, w);
     }
@@ -306,7 +372,8 @@ export class Vfs {
       h.setIdCheck = false;
       await this.dropSetId(h);
     }
-    if (h.append) pos = (await this.getattr(h.ino)).length;
+    // The commit moves an append to the file's real end (appendAt): this end only orders this client's runs.
+    if (h.append) pos = this.withWriterLength(this.openFile(h).attr).length;
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     if (data.length === 0) return pos;
     // An append may land after the process's own buffered appends, and moves to the real end at commit.
@@ -334,7 +401,9 @@ export class Vfs {
     if (size !== undefined) await this.truncate(ino, size);
     if (rest.atime !== undefined || rest.mtime !== undefined) await this.flushIno(ino);
     if (Object.values(rest).every((v) => v === undefined)) return this.attr(ino);
-    return this.withWrites(() => this.meta.setattr(ctx, ino, rest));
+    const a = await this.withWrites(() => this.meta.setattr(ctx, ino, rest));
+    this.files.changed(ino, a, []);
+    return a;
   }
 
   /** Reads up to length bytes at pos into a new buffer (shorter at the end of the file). */
@@ -362,9 +431,22 @@ export class Vfs {
     if (!h.readable) throw new FsError('EBADF', 'not open for reading');
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     await this.flushIno(h.ino);
-    const a = await this.meta.getattr(h.ino);
+    const a = this.openFile(h).attr;
     if (a.type === 'dir') throw new FsError('EISDIR');
     return { n: Math.max(0, Math.min(len, a.length - pos)), fileLength: a.length };
+  }
+
+  /** The open inode behind a live handle. */
+  private openFile(h: Handle): OpenFile {
+    const f = this.files.get(h.ino);
+    if (f === undefined) throw new Error(`assertion failed: handle ${h.fh} of inode ${h.ino} without an open file`);
+    return f;
+  }
+
+  /** A chunk's slice references: from the open file's view when the inode is open here, else the engine. */
+  private refs(ino: number, index: number): Promise<SliceRef[]> {
+    const f = this.files.get(ino);
+    return f === undefined ? this.meta.readChunk(ino, index) : f.refs(index, (i) => this.meta.readChunk(ino, i));
   }
 
   /**
@@ -390,7 +472,7 @@ export class Vfs {
     const index = Math.floor(pos / C);
     const from = pos - index * C;
     if (from + n > C) return undefined;
-    const segments = cutSegments(visibleSegments(await this.meta.readChunk(ino, index)), from, from + n);
+    const segments = cutSegments(visibleSegments(await this.refs(ino, index)), from, from + n);
     const s = segments[0];
     if (segments.length !== 1 || s === undefined || s.id === 0 || s.pos !== from || s.len !== n) return undefined;
     return this.chunks.sliceView(s.id, s.size, s.off, s.len, undefined, s.home);
@@ -406,7 +488,7 @@ export class Vfs {
       const to = Math.min(C, from + (pos + dest.length - off));
       const base = off - pos;
       jobs.push(
-        this.meta.readChunk(ino, index).then(async (refs) => {
+        this.refs(ino, index).then(async (refs) => {
           const parts: Array<Promise<void>> = [];
           let cur = from;
           for (const s of cutSegments(visibleSegments(refs), from, to)) {
@@ -443,7 +525,7 @@ export class Vfs {
       const index = Math.floor(off / C);
       const a = off - index * C;
       const b = Math.min(C, a + (to - off));
-      for (const s of cutSegments(visibleSegments(await this.meta.readChunk(ino, index)), a, b)) {
+      for (const s of cutSegments(visibleSegments(await this.refs(ino, index)), a, b)) {
         if (s.id !== 0) this.chunks.prefetch(s.id, s.size, s.off, s.len, s.home);
       }
       off = index * C + b;
@@ -457,7 +539,6 @@ export class Vfs {
     try {
       await w.flush();
     } finally {
-      this.flushEpoch++;
       if (!w.dirty && this.writers.get(ino) === w) this.writers.delete(ino);
     }
   }
@@ -475,8 +556,123 @@ export class Vfs {
     try {
       if (h.writable) await this.flushIno(h.ino);
     } finally {
+      this.files.closed(h.ino);
       await this.meta.release(h.ino);
     }
+  }
+
+  /**
+   * fallocate(2) on an open file: its buffered writes first, so the range operation sees (and may punch)
+   * them. The handle must be open for writing.
+   */
+  async fallocate(h: Handle, mode: number, offset: number, length: number): Promise<void> {
+    if (h.closed) throw new FsError('EBADF');
+    if (!h.writable) throw new FsError('EBADF', 'not open for writing');
+    await this.flushIno(h.ino);
+    const a = await this.meta.fallocate(h.ino, mode, offset, length);
+    this.files.changed(h.ino, a);
+  }
+
+  /**
+   * copy_file_range(2) by reference (the destination shares the source's blocks): both files' buffered writes
+   * first. Returns the bytes copied (fewer at the source's end).
+   */
+  async copyFileRange(src: Handle, srcOff: number, dst: Handle, dstOff: number, length: number): Promise<number> {
+    if (src.closed || dst.closed) throw new FsError('EBADF');
+    if (!src.readable) throw new FsError('EBADF', 'source not open for reading');
+    if (!dst.writable || dst.append) throw new FsError('EBADF', 'destination not open for writing');
+    await this.flushIno(src.ino);
+    await this.flushIno(dst.ino);
+    const n = await this.meta.copyFileRange(src.ino, srcOff, dst.ino, dstOff, length);
+    if (n > 0) this.files.changed(dst.ino, await this.meta.getattr(dst.ino));
+    return n;
+  }
+
+  // ---------------------------------------------------------------- names
+
+  /** mknod(2) of any type but a directory or a symlink (devices need root); `mode` as given (umask applied). */
+  mknod(ctx: Ctx, parent: number, name: string, type: Exclude<FileType, 'dir' | 'symlink'>, mode: number, rdev = 0): Promise<Attr> {
+    if ((type === 'chr' || type === 'blk') && ctx.uid !== 0) return Promise.reject(new FsError('EPERM', 'only root may create devices'));
+    return this.meta.mknod(ctx, parent, name, type, mode & 0o7777, { rdev });
+  }
+
+  mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
+    return this.meta.mkdir(ctx, parent, name, mode & 0o7777);
+  }
+
+  symlink(ctx: Ctx, parent: number, name: string, target: string): Promise<Attr> {
+    return this.meta.symlink(ctx, parent, name, target);
+  }
+
+  readlink(ino: number): Promise<string> {
+    return this.meta.readlink(ino);
+  }
+
+  async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
+    await this.meta.unlink(ctx, parent, name);
+  }
+
+  async rmdir(ctx: Ctx, parent: number, name: string): Promise<void> {
+    await this.meta.rmdir(ctx, parent, name);
+  }
+
+  /** rename(2) / renameat2(2) flags (RENAME_NOREPLACE, RENAME_EXCHANGE). */
+  async rename(ctx: Ctx, parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    await this.meta.rename(ctx, parent, name, newParent, newName, flags);
+  }
+
+  /** One page of a directory (`after`: the last name of the previous page). */
+  readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
+    return this.meta.readdir(ctx, ino, opts);
+  }
+
+  /** access(2): mask of R_OK, W_OK, X_OK (0: existence). */
+  async access(ctx: Ctx, ino: number, mask: number): Promise<void> {
+    await this.meta.access(ctx, ino, mask);
+  }
+
+  statfs(): Promise<StatFs> {
+    return this.meta.statfs();
+  }
+
+  // ---------------------------------------------------------------- extended attributes
+
+  async setxattr(ctx: Ctx, ino: number, name: string, value: Buffer, flags = 0): Promise<void> {
+    await this.meta.setxattr(ctx, ino, name, value, flags);
+  }
+
+  getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
+    return this.meta.getxattr(ctx, ino, name);
+  }
+
+  listxattr(ctx: Ctx, ino: number): Promise<string[]> {
+    return this.meta.listxattr(ctx, ino);
+  }
+
+  async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
+    await this.meta.removexattr(ctx, ino, name);
+  }
+
+  // ---------------------------------------------------------------- locks (held in the engine, across clients)
+
+  /** fcntl F_GETLK: the lock of another owner that stands in the way, if any. */
+  getlk(h: Handle, owner: string, type: LockType, start: number, end: number): Promise<LockConflict | undefined> {
+    return this.meta.getlk(h.ino, owner, type, start, end);
+  }
+
+  /** fcntl F_SETLK: sets or ('u') clears the owner's range; the conflicting lock if another stands in the way. */
+  setlk(h: Handle, owner: string, type: LockType | 'u', start: number, end: number, pid = 0): Promise<LockConflict | undefined> {
+    return this.meta.setlk(h.ino, owner, type, start, end, pid);
+  }
+
+  /** flock(2) for an open file (owner); false when another's flock stands in the way. */
+  flock(h: Handle, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
+    return this.meta.flock(h.ino, owner, type, pid);
+  }
+
+  /** Whether this client may hold locks on the inode (no engine call): closes skip unlocks of nothing. */
+  mayHoldLocks(ino: number): boolean {
+    return this.meta.mayHoldLocks(ino);
   }
 
   // ---------------------------------------------------------------- compaction
@@ -534,6 +730,7 @@ export class Vfs {
     // Zero references only mask older data; with all older references replaced, gaps read as zeros anyway.
     const swapped = await this.meta.replaceSlices(ino, index, refs, ref);
     if (!swapped) await this.meta.abandonSlice(id, buf.length);
+    else this.files.changed(ino, undefined, [index]);
     return swapped;
   }
 

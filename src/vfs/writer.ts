@@ -18,6 +18,7 @@
 import { FsError } from '../errors.js';
 import type { Meta } from '../meta/meta.js';
 import type { SliceRef } from '../meta/slices.js';
+import type { Attr } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
 import type { Limiter } from '../util/limiter.js';
 
@@ -60,8 +61,13 @@ export interface WriterEnv {
   account(delta: number): void;
   /** Resolves when buffered bytes are below the limit. */
   waitForRoom(): Promise<void>;
-  /** A chunk now has this many slice references (compaction hint). */
-  onCommitted(ino: number, index: number, refs: number): void;
+  /**
+   * Called just before `length` drops to 0 (everything it covered is committed): readers that took
+   * attributes from the engine before that commit must read them again (see Vfs.withWrites).
+   */
+  onLengthDropped(): void;
+  /** A commit changed the file: its attributes now, the chunks it wrote, and their longest reference list. */
+  onCommitted(ino: number, attr: Attr, indexes: readonly number[], longest: number): void;
 }
 
 export class FileWriter {
@@ -78,6 +84,8 @@ export class FileWriter {
   length = 0;
   /** Writes completed so far: a flush compares it before and after its wait (see `length`). */
   private writes = 0;
+  /** Writes under way (see `dirty`). */
+  private active = 0;
   /** Where the buffered append run starts, as this client saw the file's end; undefined when not appending. */
   private appendAt: number | undefined;
   /** Where the buffered append run ends (the next append goes there). */
@@ -88,8 +96,13 @@ export class FileWriter {
     this.env = env;
   }
 
+  /**
+   * Whether the writer holds anything to commit, or a write is under way (its bytes may not be in a slice
+   * yet: a write waits for a slice id before it buffers). Vfs drops a writer only when it is not dirty: one
+   * dropped under a write in progress would take that write's bytes with it, acknowledged but never committed.
+   */
   get dirty(): boolean {
-    return this.slices.length > 0;
+    return this.slices.length > 0 || this.active > 0;
   }
 
   private check(): void {
@@ -102,6 +115,15 @@ export class FileWriter {
 
   /** Buffers data at offset, or for an append after the buffered run; returns the offset used. */
   async write(offset: number, data: Buffer, append = false): Promise<number> {
+    this.active++;
+    try {
+      return await this.buffer(offset, data, append);
+    } finally {
+      this.active--;
+    }
+  }
+
+  private async buffer(offset: number, data: Buffer, append: boolean): Promise<number> {
     this.check();
     // A run holds only appends or only positioned writes.
     if (this.slices.length > 0 && (this.appendAt !== undefined) !== append) await this.flush();
@@ -232,8 +254,8 @@ export class FileWriter {
       index: s.index,
       ref: { pos: s.pos, id: s.id, size: s.len, off: 0, len: s.len, ...(home === undefined ? {} : { home }) } satisfies SliceRef,
     }));
-    const { longest, indexes } = await this.env.meta.write(this.ino, writes, undefined, appendAt);
-    if (longest > 0) for (const index of indexes) this.env.onCommitted(this.ino, index, longest);
+    const { attr, longest, indexes } = await this.env.meta.write(this.ino, writes, undefined, appendAt);
+    this.env.onCommitted(this.ino, attr, indexes, longest);
   }
 
   /** Uploads and commits everything written so far; throws the first failure since the last flush. */
@@ -241,7 +263,10 @@ export class FileWriter {
     const writes = this.writes;
     this.commitAll();
     await this.committing;
-    if (this.writes === writes) this.length = 0;
+    if (this.writes === writes && this.length !== 0) {
+      this.env.onLengthDropped();
+      this.length = 0;
+    }
     this.check();
   }
 }

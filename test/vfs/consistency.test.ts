@@ -39,6 +39,27 @@ void describe('a client sees its own writes', () => {
     }
   });
 
+  void it('a flush that runs while a write waits for its slice id does not drop the write', async () => {
+    // The FUSE addon hands JS a WRITE and then a READ of the same file in one turn: the READ's flush found
+    // the writer the WRITE had just created, still empty, and dropped it; the WRITE then buffered into the
+    // dropped writer: acknowledged, never committed.
+    const t = await makeVolume();
+    try {
+      const fh = await t.vol.open('/f', 'w+');
+      const data = Buffer.alloc(50_000, 7);
+      const writing = t.vol.vfs.write(fh.vfsHandle, data, 0);
+      const flushing = t.vol.vfs.flushIno(fh.ino);
+      await Promise.all([writing, flushing]);
+      assert.equal((await fh.stat()).size, data.length, 'stat after the write');
+      const back = await fh.read(Buffer.alloc(data.length), 0, data.length, 0);
+      assert.equal(back.bytesRead, data.length);
+      await fh.close();
+      assert.deepEqual(await t.vol.readFile('/f'), data, 'committed at close');
+    } finally {
+      await t.cleanup();
+    }
+  });
+
   void it('a stat whose engine read overlaps a flush still reports the write', async () => {
     let engine: FaultEngine | undefined;
     const t = await makeVolume({
