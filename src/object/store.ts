@@ -91,8 +91,12 @@ export function canPutChecked(store: ObjectStore): store is ObjectStore & Checke
 export const LIST_LIMIT_MAX = 1000;
 export const KEY_BYTES_MAX = 1024;
 
+/**
+ * The store has no object under the key. Its code is not POSIX ENOENT: a missing block is an I/O error to a
+ * reader (EIO), never "no such file".
+ */
 export class ObjectNotFoundError extends Error {
-  readonly code = 'ENOENT';
+  readonly code = 'ENOOBJECT';
   readonly key: string;
   constructor(key: string) {
     super(`object not found: ${key}`);
@@ -102,7 +106,7 @@ export class ObjectNotFoundError extends Error {
 }
 
 export class InvalidKeyError extends Error {
-  readonly code = 'EINVAL';
+  readonly code = 'EBADKEY';
   readonly key: string;
   constructor(key: string, reason: string) {
     super(`invalid object key ${JSON.stringify(key)}: ${reason}`);

@@ -5,8 +5,7 @@
  */
 
 import { Readable, Writable } from 'node:stream';
-import { CorruptBlockError, FsError, isFsError } from '../errors.js';
-import { ObjectNotFoundError, TransientError } from '../object/store.js';
+import { FsError, isFsError } from '../errors.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, type Attr, type Ctx, type FileType } from '../meta/types.js';
 import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
@@ -31,22 +30,20 @@ const MESSAGES: Record<string, string> = {
   EIO: 'i/o error',
 };
 
-/** Rethrows err as an FsError naming the syscall and path, like Node's fs errors. */
+/**
+ * Rethrows err as an FsError naming the syscall and path, like Node's fs errors: the SDK rejects with nothing
+ * else. An error that is not a file-system answer (a bucket that failed, lost a block or holds a bad copy; an
+ * engine that failed or is unreachable; a bug) is an I/O error to the caller, as a disk's would be (the FUSE
+ * mount answers EIO for the same): EIO, with the original as `cause` and its words in the message.
+ */
 function wrap(err: unknown, syscall: string, path?: string, dest?: string): never {
-  // A bucket that failed, lost a block or holds a bad copy is an I/O error to the caller, as a disk's would be
-  // (the FUSE mount answers EIO for the same); the store's words stay in the message and the cause.
-  if (err instanceof TransientError || err instanceof ObjectNotFoundError || err instanceof CorruptBlockError) {
-    wrap(new FsError('EIO', err.message, { cause: err }), syscall, path, dest);
-  }
-  if (isFsError(err)) {
-    const where = path === undefined ? '' : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
-    // An I/O error keeps what went wrong (which block, what each bucket said): the code alone tells a user nothing.
-    const detail = err.code === 'EIO' && err.message !== 'EIO' && !err.message.startsWith('EIO: ') ? ` (${err.message})` : '';
-    const e = new FsError(err.code, `${err.code}: ${MESSAGES[err.code] ?? err.message}${detail}, ${syscall}${where}`, { cause: err, syscall });
-    e.path = path;
-    throw e;
-  }
-  throw err;
+  const fsErr = isFsError(err) ? err : new FsError('EIO', err instanceof Error ? err.message : String(err), { cause: err });
+  const where = path === undefined ? '' : dest === undefined ? ` '${path}'` : ` '${path}' -> '${dest}'`;
+  // An I/O error keeps what went wrong (which block, what each bucket said): the code alone tells a user nothing.
+  const detail = fsErr.code === 'EIO' && fsErr.message !== 'EIO' && !fsErr.message.startsWith('EIO: ') ? ` (${fsErr.message})` : '';
+  const e = new FsError(fsErr.code, `${fsErr.code}: ${MESSAGES[fsErr.code] ?? fsErr.message}${detail}, ${syscall}${where}`, { cause: fsErr, syscall });
+  e.path = path;
+  throw e;
 }
 
 export type OpenFlags = string | number;

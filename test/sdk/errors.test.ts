@@ -77,3 +77,37 @@ void describe('SDK errors from the bucket', () => {
     }
   });
 });
+
+void describe('SDK errors from the metadata engine', () => {
+  void it('an engine that fails is EIO with the engine error as the cause, on every kind of call', async () => {
+    const { FaultEngine, EngineUnavailableError } = await import('../../src/meta/faults.js');
+    let engine: InstanceType<typeof FaultEngine> | undefined;
+    const t = await makeVolume({ wrapEngine: (e) => (engine = new FaultEngine(e, { seed: 3 })), lookupCacheMs: 0 });
+    try {
+      await t.vol.writeFile('/f', data);
+      engine!.setDown(true);
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['stat', () => t.vol.stat('/f')],
+        ['readFile', () => t.vol.readFile('/f')],
+        ['writeFile', () => t.vol.writeFile('/g', 'x')],
+        ['readdir', () => t.vol.readdir('/')],
+        ['mkdir', () => t.vol.mkdir('/d')],
+        ['rename', () => t.vol.rename('/f', '/h')],
+      ];
+      for (const [name, call] of calls) {
+        await assert.rejects(call(), (err: unknown) => {
+          assert.ok(err instanceof FsError, `${name}: an FsError, got ${String(err)}`);
+          assert.equal(err.code, 'EIO', name);
+          let c: unknown = err;
+          while (c instanceof Error && !(c instanceof EngineUnavailableError)) c = c.cause;
+          assert.ok(c instanceof EngineUnavailableError, `${name}: the engine's error is in the cause chain`);
+          return true;
+        });
+      }
+      engine!.setDown(false);
+      assert.deepEqual(await t.vol.readFile('/f'), data, 'back up: nothing was lost');
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
