@@ -9,6 +9,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { pino, type Logger } from 'pino';
 import { CorruptBlockError, FsError, UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { loadFormat, Meta } from '../meta/meta.js';
 import { openMetaEngine } from '../meta/registry.js';
@@ -100,7 +101,7 @@ export function sqliteFile(url: string): string | undefined {
   try {
     return path.resolve(decodeURIComponent(file));
   } catch {
-    throw new UsageError(`metadata URL ${JSON.stringify(url)} has a malformed %-escape`);
+    throw new UsageError(`metadata URL ${JSON.stringify(maskUrl(url))} has a malformed %-escape`);
   }
 }
 
@@ -119,7 +120,7 @@ export function checkMetaExists(url: string): void {
     st = statSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new UsageError(`no volume at ${url}: ${file} does not exist (run "ferry format" first)`);
+    if (code === 'ENOENT') throw new UsageError(`no volume at ${maskUrl(url)}: ${file} does not exist (run "ferry format" first)`);
     throw new UsageError(`cannot read ${file}: ${code ?? String(err)}`);
   }
   if (!st.isFile()) throw new UsageError(`${file} is not a file (META must name a SQLite database file)`);

@@ -36,6 +36,7 @@
 import pg from 'pg';
 import type { ClientBase, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import { Mutex } from '../util/mutex.js';
 import {
   LogTrimmedError,
@@ -95,7 +96,7 @@ export function parsePostgresUrl(url: string): ParsedUrl {
   try {
     u = new URL(url);
   } catch {
-    throw new UsageError(`metadata URL ${JSON.stringify(url)} is not a URL (try postgres://user@host:5432/db)`);
+    throw new UsageError(`metadata URL ${JSON.stringify(maskUrl(url))} is not a URL (try postgres://user@host:5432/db)`);
   }
   if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new UsageError(`not a PostgreSQL URL: ${u.protocol}`);
   const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
@@ -139,9 +140,7 @@ export function parsePostgresUrl(url: string): ParsedUrl {
   };
   if (user !== '') config.user = user;
   if (u.password !== '') config.password = decodeURIComponent(u.password);
-  const auth = user === '' ? '' : `${user}${u.password === '' ? '' : ':****'}@`;
-  const query = u.search === '' ? '' : `?${[...u.searchParams].map(([k, v]) => `${k}=${v}`).join('&')}`;
-  return { config, schema, description: `${u.protocol}//${auth}${u.host}/${database}${query}` };
+  return { config, schema, description: maskUrl(url) };
 }
 
 /** A 64-bit integer column (pg returns bigint as a string) as a number, asserted to be exact. */

@@ -51,6 +51,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import {
   compareKeys,
   KINDS,
@@ -131,7 +132,7 @@ const URL_FORMS =
  * it must be percent-encoded. Default ports: 6379, sentinels 26379. Cluster has only database 0.
  */
 export function parseRedisUrl(url: string): RedisTarget {
-  const bad = (why: string): UsageError => new UsageError(`bad redis URL ${JSON.stringify(mask(url))}: ${why} (forms: ${URL_FORMS})`);
+  const bad = (why: string): UsageError => new UsageError(`bad redis URL ${JSON.stringify(maskUrl(url))}: ${why} (forms: ${URL_FORMS})`);
   const m = /^(redis|rediss)(\+sentinel|\+cluster)?:\/\/(.*)$/i.exec(url);
   if (m === null) throw bad('unknown scheme');
   const tls = m[1]!.toLowerCase() === 'rediss';
@@ -216,17 +217,7 @@ export function parseRedisUrl(url: string): RedisTarget {
       throw bad(`unknown option ${JSON.stringify(k)}`);
     }
   }
-  return { mode, tls, hosts, username, password, masterName, sentinelPassword, db, prefix, connectionsMax, description: mask(url) };
-}
-
-/** The URL with the password of its userinfo and any sentinel-password replaced by ***. */
-function mask(url: string): string {
-  return url
-    .replace(/^([^:]+:\/\/)([^@/?]*)@/, (_all, scheme: string, info: string) => {
-      const colon = info.indexOf(':');
-      return `${scheme}${colon >= 0 ? info.slice(0, colon + 1) : ''}***@`;
-    })
-    .replace(/([?&]sentinel-password=)[^&]*/, '$1***');
+  return { mode, tls, hosts, username, password, masterName, sentinelPassword, db, prefix, connectionsMax, description: maskUrl(url) };
 }
 
 /** A new client for the target (connecting at once unless extra.lazyConnect). */

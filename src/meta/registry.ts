@@ -10,6 +10,7 @@
 
 import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import type { MetaEngine } from './engine.js';
 
 export interface OpenMetaOptions {
@@ -21,14 +22,14 @@ const SUPPORTED = 'sqlite, postgres, redis';
 
 export async function openMetaEngine(url: string, options: OpenMetaOptions = {}): Promise<MetaEngine> {
   const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(url);
-  if (m === null) throw new UsageError(`metadata URL ${JSON.stringify(url)} is not a URL (try sqlite:///path/to/volume.db)`);
+  if (m === null) throw new UsageError(`metadata URL ${JSON.stringify(maskUrl(url))} is not a URL (try sqlite:///path/to/volume.db)`);
   const scheme = m[1]!.toLowerCase();
   const rest = m[2]!;
   switch (scheme) {
     case 'sqlite':
     case 'sqlite3': {
       const file = rest.split('?')[0]!;
-      if (file === '' || file === '/') throw new UsageError(`metadata URL ${JSON.stringify(url)} names no file`);
+      if (file === '' || file === '/') throw new UsageError(`metadata URL ${JSON.stringify(maskUrl(url))} names no file`);
       const abs = path.resolve(decodeURIComponent(file));
       const { SqliteEngine } = await import('./sqlite.js');
       try {
@@ -37,7 +38,7 @@ export async function openMetaEngine(url: string, options: OpenMetaOptions = {})
         const code = (err as { code?: string }).code;
         if (code === 'SQLITE_CANTOPEN' || (err instanceof TypeError && /does not exist/.test(err.message))) {
           throw new UsageError(
-            options.create ? `cannot create ${abs}: does its directory exist and is it writable?` : `no volume at ${url}: ${abs} does not exist (run "ferry format" first)`,
+            options.create ? `cannot create ${abs}: does its directory exist and is it writable?` : `no volume at ${maskUrl(url)}: ${abs} does not exist (run "ferry format" first)`,
           );
         }
         if (code === 'SQLITE_NOTADB') throw new UsageError(`${abs} is not a SQLite database`);

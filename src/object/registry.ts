@@ -12,6 +12,7 @@
 
 import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import type { ObjectStore } from './store.js';
 
 export interface OpenStoreOptions {
@@ -30,7 +31,7 @@ export async function openObjectStore(url: string, options: OpenStoreOptions = {
       return new FileStore(filePath(url, rest), { fsync: options.fsync });
     }
     case 'mem': {
-      if (!rest.startsWith('//')) throw new UsageError(`storage URL ${JSON.stringify(url)} must look like mem://NAME or mem://`);
+      if (!rest.startsWith('//')) throw new UsageError(`storage URL ${JSON.stringify(maskUrl(url))} must look like mem://NAME or mem://`);
       const { MemStore } = await import('./mem.js');
       return new MemStore(rest.substring(2));
     }
@@ -47,43 +48,26 @@ export async function openObjectStore(url: string, options: OpenStoreOptions = {
   }
 }
 
-/**
- * The URL for logs and `ferry info`: a password in user:pass@ and secret-like query parameters masked, the rest
- * as written. Textual rather than through the URL parser, which rejects the unescaped '/' and '+' that cloud
- * secret keys often hold — a URL we cannot parse must be masked all the same.
- */
+/** The URL for logs and `ferry info`, secrets masked (see util/url.ts). */
 export function describeStoreUrl(url: string): string {
-  let out = url;
-  // user:pass@host: everything up to the last '@' before any query is the userinfo.
-  const userinfo = /^([a-z][a-z0-9+.-]*:\/\/)([^?#]*)@/i.exec(out);
-  if (userinfo !== null) {
-    const info = userinfo[2]!;
-    const colon = info.indexOf(':');
-    if (colon >= 0) out = `${userinfo[1]!}${info.substring(0, colon)}:****@${out.substring(userinfo[0].length)}`;
-  }
-  return out.replace(/([?&])([^=&#]*)=([^&#]*)/g, (param, sep: string, name: string) =>
-    SECRET_PARAM.test(name) ? `${sep}${name}=****` : param,
-  );
+  return maskUrl(url);
 }
-
-/** Query parameter names whose values are credentials: secret, secretKey, access_key, token, password, ... */
-const SECRET_PARAM = /secret|key|token|passw|credential|signature|auth/i;
 
 function schemeOf(url: string): string {
   const match = /^([a-z][a-z0-9+.-]*):/i.exec(url);
-  if (match === null) throw new UsageError(`storage URL ${JSON.stringify(url)} has no scheme; try file:///path/to/dir or mem://name`);
+  if (match === null) throw new UsageError(`storage URL ${JSON.stringify(maskUrl(url))} has no scheme; try file:///path/to/dir or mem://name`);
   return match[1]!.toLowerCase();
 }
 
 function filePath(url: string, rest: string): string {
   if (!rest.startsWith('//') || rest.length === 2) {
-    throw new UsageError(`storage URL ${JSON.stringify(url)} must look like file:///absolute/dir or file://relative/dir`);
+    throw new UsageError(`storage URL ${JSON.stringify(maskUrl(url))} must look like file:///absolute/dir or file://relative/dir`);
   }
   let p: string;
   try {
     p = decodeURIComponent(rest.substring(2));
   } catch {
-    throw new UsageError(`storage URL ${JSON.stringify(url)} has a malformed %-escape`);
+    throw new UsageError(`storage URL ${JSON.stringify(maskUrl(url))} has a malformed %-escape`);
   }
   return path.resolve(p);
 }

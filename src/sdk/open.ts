@@ -11,6 +11,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { maskUrl } from '../util/url.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
@@ -77,7 +78,7 @@ export async function openBucket(url: string): Promise<ObjectStore> {
     await inner.list('', { limit: 1 });
   } catch (err) {
     await inner.close();
-    throw new UsageError(`cannot reach the bucket ${url}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new UsageError(`cannot reach the bucket ${maskUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
   }
   return new RetryStore(inner);
 }

@@ -216,7 +216,7 @@ describe('a writer killed with SIGKILL', () => {
 
 const HOLDER = `
 import { openVolume } from ${JSON.stringify(pathToFileURL(LIB).href)};
-const vol = await openVolume(process.env.HOLD_META, { uid: 0, gid: 0, heartbeatMs: 100 });
+const vol = await openVolume(process.env.HOLD_META, { uid: 0, gid: 0, heartbeatMs: 1000 });
 await vol.writeFile('/a', Buffer.alloc(1000, 1));
 await vol.writeFile('/held', Buffer.alloc(5000, 2));
 const fh = await vol.open('/held', 'r');
@@ -238,6 +238,7 @@ describe('a client killed with SIGKILL while it holds an unlinked file open', ()
       child.on('exit', (code) => reject(new Error(`holder exited (${code})`)));
     });
     child.kill('SIGKILL');
+    const killed = Date.now();
     await new Promise((r) => child.once('close', r));
 
     assert.doesNotMatch(ok(['status', meta]), /dead/, 'not dead before it missed its heartbeats');
@@ -245,7 +246,7 @@ describe('a client killed with SIGKILL while it holds an unlinked file open', ()
     assert.match(fsck, /volume is clean/, 'the held inode is kept for the session that holds it');
     assert.doesNotMatch(fsck, /warning/, 'usage: counters plus the dead client\'s unmerged changes are exact');
 
-    await new Promise((r) => setTimeout(r, 700)); // 5 heartbeats of 100 ms, and some
+    await new Promise((r) => setTimeout(r, Math.max(0, killed + 5500 - Date.now()))); // 5 heartbeats of 1 s, and some
     const status = ok(['status', meta]);
     assert.match(status, /sessions: +1\n.*\(dead/);
     assert.match(status, /usage: +6\.15 KiB/, 'a, b and the held file, still held by its (dead) client');

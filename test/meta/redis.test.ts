@@ -99,7 +99,7 @@ function suites(): void {
         [auth.tls, auth.username, auth.password, auth.hosts, auth.db, auth.prefix, auth.connectionsMax],
         [true, 'alice', 'p@ss:w', [{ host: 'redis.example.com', port: 6380 }], 2, 'vol1', 3],
       );
-      assert.equal(auth.description, 'rediss://alice:***@redis.example.com:6380/2?prefix=vol1&pool=3', 'the password is masked');
+      assert.equal(auth.description, 'rediss://alice:****@redis.example.com:6380/2?prefix=vol1&pool=3', 'the password is masked');
       assert.deepEqual([parseRedisUrl('redis://:secret@h/1').username, parseRedisUrl('redis://:secret@h/1').password], [undefined, 'secret']);
       assert.deepEqual([parseRedisUrl('redis://secret@h').username, parseRedisUrl('redis://secret@h').password], [undefined, 'secret']);
       assert.deepEqual(parseRedisUrl('redis://[::1]:7000').hosts, [{ host: '::1', port: 7000 }]);
@@ -109,7 +109,7 @@ function suites(): void {
         [sen.mode, sen.password, sen.hosts, sen.masterName, sen.db, sen.sentinelPassword],
         ['sentinel', 'pw', [{ host: 's1', port: 26380 }, { host: 's2', port: 26379 }, { host: 'fe80::1', port: 5000 }], 'mymaster', 3, 'sp'],
       );
-      assert.equal(sen.description, 'redis+sentinel://***@s1:26380,s2,[fe80::1]:5000/mymaster/3?sentinel-password=***');
+      assert.equal(sen.description, 'redis+sentinel://****@s1:26380,s2,[fe80::1]:5000/mymaster/3?sentinel-password=****');
       assert.equal(parseRedisUrl('redis+sentinel://s1/m').db, 0);
 
       const cl = parseRedisUrl('rediss+cluster://u:p@n1:7000,n2:7001?prefix=big');
