@@ -1,0 +1,33 @@
+/**
+ * The README's first command: `npm start` runs the two-region lab (src/demo/main.ts) on the embedded defaults.
+ * It must finish, and every verdict it prints must be the good one.
+ */
+
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { ensureBuilt, ROOT } from './helpers.js';
+
+void describe('npm start (the two-region lab)', () => {
+  void it('runs to the end with every read verified, replication caught up, fsck clean', async () => {
+    ensureBuilt();
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'demo', 'main.js')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    const [code, stdout, stderr] = [r.status, r.stdout, r.stderr];
+    const dir = /Remove it with: rm -rf (\S+)/.exec(stdout)?.[1];
+    try {
+      assert.equal(code, 0, `the lab failed:\n${stdout}\n${stderr}`);
+      assert.match(stdout, /read in b +7 files .* before replication: all match/);
+      assert.match(stdout, /replicate .* 0 pending/);
+      assert.match(stdout, /read in b +again after replication: all match; \d+ blocks from b, 0 from a/);
+      assert.match(stdout, /backlog at the end 0 blocks/);
+      assert.match(stdout, /a down .* b still reads all 7 files: all match/);
+      assert.match(stdout, /fsck +volume is clean/);
+      assert.match(stdout, /verified +every read by sha256: all match/);
+      assert.doesNotMatch(stdout + stderr, /mismatch|differ|FAIL/i);
+    } finally {
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
