@@ -27,7 +27,7 @@ import { ChunkStore } from '../chunk/store.js';
 import { blockKey } from '../chunk/keys.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { dataBytes, type SliceRef } from '../meta/slices.js';
-import { ROOT_INO, TRASH_INO, type DelSliceRec, type EntryRec, type FileType, type FormatRec, type InodeRec, type SliceRefRec } from '../meta/types.js';
+import { ROOT_INO, TRASH_INO, nameProblem, type DelSliceRec, type EntryRec, type FileType, type FormatRec, type InodeRec, type SliceRefRec } from '../meta/types.js';
 import type { ObjectStore } from '../object/store.js';
 import { ObjectNotFoundError } from '../object/store.js';
 import { forEachLimit, humanBytes, openTools, out, parseCount, progressBar } from './util.js';
@@ -151,7 +151,9 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   const subdirs = new Map<number, number>(); // dir ino -> directory entries in it
   const dirParent = new Map<number, number>(); // dir ino -> the directory whose entry names it
   for (const e of entries) {
-    const where = `entry '${e.name}' in directory ${e.parent}`;
+    const where = `entry ${JSON.stringify(e.name)} in directory ${e.parent}`;
+    const bad = nameProblem(e.name);
+    if (bad !== undefined) problem(`${where}: invalid name (${bad}); clients refuse to list the directory`);
     const p = inodes.get(e.parent);
     if (p === undefined) problem(`${where}: the directory (inode ${e.parent}) does not exist`);
     else if (p.type !== 'dir') problem(`${where}: inode ${e.parent} is a ${p.type}, not a directory`);

@@ -15,7 +15,7 @@ import { UsageError } from '../errors.js';
 import { KINDS, UNLOGGED_KINDS, type Json, type Kind, type LogOp, type MetaEngine } from '../meta/engine.js';
 import { loadFormat } from '../meta/meta.js';
 import { openMetaEngine } from '../meta/registry.js';
-import type { FormatRec } from '../meta/types.js';
+import { nameProblem, type FormatRec } from '../meta/types.js';
 import { DUMP_VERSION, type DumpHeader, type DumpTrailer } from './dump.js';
 import { checkMetaExists, out, sqliteFile } from './util.js';
 
@@ -65,6 +65,16 @@ function checkRecord(file: string, n: number, v: unknown): LogOp {
   if (typeof kind !== 'string' || !LOGGED.has(kind)) throw bad(`unknown record kind ${JSON.stringify(kind)}`);
   if (typeof part !== 'string' || typeof key !== 'string') throw bad('part and key must be strings');
   if (value === null || value === undefined) throw bad('a record needs a value');
+  if (part.includes('\0') || key.includes('\0')) throw bad('part and key may not hold NUL');
+  // Records keyed by numbers (inodes, directories, chunks, slices) must be keyed by decimal numbers.
+  const numeric = (s: string): boolean => /^(0|[1-9][0-9]{0,15})$/.test(s);
+  if ((kind === 'inode' || kind === 'slice' || kind === 'delslice') && !numeric(key)) throw bad(`${kind} key ${JSON.stringify(key)} is not a number`);
+  if ((kind === 'entry' || kind === 'chunk' || kind === 'xattr') && !numeric(part)) throw bad(`${kind} part ${JSON.stringify(part)} is not an inode number`);
+  if (kind === 'chunk' && !numeric(key)) throw bad(`chunk key ${JSON.stringify(key)} is not a chunk index`);
+  if (kind === 'entry') {
+    const why = nameProblem(key);
+    if (why !== undefined) throw bad(`entry in directory ${part}: ${why}`);
+  }
   return [kind as Kind, part, key, value as Json];
 }
 

@@ -47,6 +47,7 @@ import {
   XATTR_REPLACE,
   XATTR_VALUE_BYTES_MAX,
   X_OK,
+  nameProblem,
   type Attr,
   type Ctx,
   type DelSliceRec,
@@ -1094,6 +1095,10 @@ export class Meta {
         const rows = await tx.scan<EntryRec>('entry', enc(ino), { after: opts.after, limit: opts.limit ?? SCAN_PAGE });
         const out: DirEntry[] = [];
         for (const [name, e] of rows) {
+          // Another client (or a hand-edited engine) may have stored anything: never hand out a name that could
+          // escape a directory or confuse the kernel.
+          const bad = nameProblem(name);
+          if (bad !== undefined) throw err('EIO', `directory ${ino} holds an invalid entry (${bad}); run ferry fsck`);
           const entry: DirEntry = { name, ino: e.ino, type: e.type };
           if (opts.plus) {
             const a = await tx.get<InodeRec>('inode', '', enc(e.ino));

@@ -59,6 +59,20 @@ export interface InodeRec {
   used?: number;
 }
 
+/**
+ * Why a directory entry name is not one a file system may hand out, or undefined when it is fine: names come
+ * from clients, engines and dumps, and a name such as '../x' must never become a local path (cp -r) or reach
+ * the kernel (readdir).
+ */
+export function nameProblem(name: string): string | undefined {
+  if (name === '') return 'empty name';
+  if (name === '.' || name === '..') return `reserved name ${JSON.stringify(name)}`;
+  if (name.includes('/')) return `name ${JSON.stringify(name)} holds '/'`;
+  if (name.includes('\0')) return `name ${JSON.stringify(name)} holds NUL`;
+  if (Buffer.byteLength(name) > NAME_BYTES_MAX) return `name longer than ${NAME_BYTES_MAX} bytes`;
+  return undefined;
+}
+
 /** st_nlink as POSIX sees it: a trashed file's trash entry is not a name (see InodeRec.trashed). */
 export function linkCount(a: InodeRec): number {
   return a.trashed === true ? Math.max(0, a.nlink - 1) : a.nlink;

@@ -423,7 +423,7 @@ describe('fsck and gc', () => {
     await engine.close();
     const r = ferry(['fsck', meta]);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /^entry 'ghost' in directory 1: points to inode 9999, which does not exist$/m);
+    assert.match(r.stdout, /^entry "ghost" in directory 1: points to inode 9999, which does not exist$/m);
     assert.match(r.stdout, /^directory 1: nlink is 7, expected 3/m);
     assert.match(r.stdout, /^counter nextInode is \d+, but inode 9999 exists$/m);
     assert.match(r.stdout, /^fsck: 3 problem\(s\) found/m);
