@@ -132,7 +132,11 @@ const URL_FORMS =
  * it must be percent-encoded. Default ports: 6379, sentinels 26379. Cluster has only database 0.
  */
 export function parseRedisUrl(url: string): RedisTarget {
-  const bad = (why: string): UsageError => new UsageError(`bad redis URL ${JSON.stringify(maskUrl(url))}: ${why} (forms: ${URL_FORMS})`);
+  const masked = maskUrl(url);
+  const bad = (why: string): UsageError => new UsageError(`bad redis URL ${JSON.stringify(masked)}: ${why} (forms: ${URL_FORMS})`);
+  // A piece of a mis-parsed URL (a password with a raw '/' or '?') may be part of a secret: it is quoted only
+  // when the masked URL shows it anyway.
+  const quote = (piece: string): string => (masked.includes(piece) ? ` ${JSON.stringify(piece)}` : '');
   const m = /^(redis|rediss)(\+sentinel|\+cluster)?:\/\/(.*)$/i.exec(url);
   if (m === null) throw bad('unknown scheme');
   const tls = m[1]!.toLowerCase() === 'rediss';
@@ -174,7 +178,7 @@ export function parseRedisUrl(url: string): RedisTarget {
   const hosts: RedisHost[] = [];
   for (const h of hostList.split(',')) {
     const hm = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(h);
-    if (hm === null) throw bad(`host ${JSON.stringify(h)} is not host[:port]`);
+    if (hm === null) throw bad(`host${quote(h)} is not host[:port]`);
     const port = hm[3] === undefined ? defaultPort : Number(hm[3]);
     if (port < 1 || port > 65535) throw bad(`port ${port} out of range`);
     hosts.push({ host: hm[1] ?? hm[2]!, port });
@@ -185,7 +189,7 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (segs.length > 0 && segs[segs.length - 1] === '') segs.pop();
   const parseDb = (s: string | undefined): number => {
     if (s === undefined) return 0;
-    if (!/^\d{1,5}$/.test(s)) throw bad(`database ${JSON.stringify(s)} is not a number`);
+    if (!/^\d{1,5}$/.test(s)) throw bad(`database${quote(s)} is not a number`);
     return Number(s);
   };
   let db: number;
@@ -214,7 +218,7 @@ export function parseRedisUrl(url: string): RedisTarget {
     } else if (k === 'sentinel-password' && mode === 'sentinel') {
       sentinelPassword = v;
     } else {
-      throw bad(`unknown option ${JSON.stringify(k)}`);
+      throw bad(`unknown option${quote(k)}`);
     }
   }
   return { mode, tls, hosts, username, password, masterName, sentinelPassword, db, prefix, connectionsMax, description: maskUrl(url) };
@@ -344,8 +348,10 @@ class ConnectionPool {
 }
 
 async function quit(c: Client): Promise<void> {
-  if (c.status === 'wait' || c.status === 'end') {
-    c.disconnect(); // never connected (lazy) or already gone: nothing to drain
+  if (c.status !== 'ready') {
+    // Never connected (lazy), still (re)connecting, or gone: nothing to drain, and QUIT would wait for a
+    // connection that may never come.
+    c.disconnect();
     return;
   }
   try {
@@ -366,11 +372,18 @@ export interface OpenRedisOptions {
 export async function openRedisEngine(url: string, options: OpenRedisOptions = {}): Promise<RedisEngine> {
   const engine = new RedisEngine(parseRedisUrl(url), { lazy: options.lazy ?? false });
   if (!options.lazy) {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await engine.ping();
+      // A client retries connecting by itself (Sentinel for half a minute): opening waits a bounded time.
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+      });
+      await Promise.race([engine.ping(), late]);
     } catch (err) {
       await engine.close();
       throw new UsageError(`cannot reach Redis at ${engine.description}: ${(err as Error).message} (is redis-server running there?)`);
+    } finally {
+      clearTimeout(timer);
     }
   }
   return engine;
