@@ -1,7 +1,7 @@
 /**
  * The FUSE binding under the mount: Ferry's own addon (native/fuse, package @ferryfs/fuse) when it is built,
- * else fuse-native 2.2.6 with its known gaps. Both serve one FerryOps (ops.ts), whose operations take inode
- * numbers.
+ * else fuse-native 2.2.6 with its known gaps. Both serve one FuseOps (boundary.ts; FerryOps of ops.ts), whose
+ * operations take inode numbers.
  *
  * The addon (native/fuse/src/ferry_fuse.c) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode
  * numbers (so hard links are one kernel inode, and entries and attributes may be cached for the mount's
@@ -34,65 +34,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { UsageError } from '../errors.js';
-import type { FerryOps, SetAttrArgs } from './ops.js';
-
-/** Who makes a request (the addon only). */
-export interface Caller {
-  uid: number;
-  gid: number;
-  pid: number;
-  /** Whether the kernel gave up on the request (an interrupted blocking lock wait). */
-  interrupted(): boolean;
-}
-
-/** A time for utimens: ms since the epoch, or the special values. */
-export type TimeArg = number | 'now' | 'omit';
-
-/** What open and create answer. */
-export interface OpenReply {
-  fh: number;
-  keepCache?: boolean;
-  directIo?: boolean;
-}
-
-/** The stat object handlers answer (times in ms, possibly fractional). */
-export interface FuseStat {
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  ino: number;
-  rdev: number;
-  blksize: number;
-  blocks: number;
-  atime: number;
-  mtime: number;
-  ctime: number;
-  dev: number;
-}
-
-export interface FuseStatfs {
-  bsize: number;
-  frsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  favail: number;
-  fsid: number;
-  flag: number;
-  namemax: number;
-}
-
-/** A POSIX lock as handlers see it: [start, end) (end Number.MAX_SAFE_INTEGER: to the end of the file). */
-export interface FuseLock {
-  type: 'r' | 'w' | 'u';
-  start: number;
-  end: number;
-  pid: number;
-}
+import type { Caller, FerryFuseAddon, FuseLock, FuseOps, FuseStat, OpenReply, SetAttrArgs, TimeArg } from './boundary.js';
 
 /** What the mount code needs of a binding. */
 export interface FuseInstance {
@@ -230,10 +172,10 @@ const UTIME_SPECIAL_MS_MAX = 1074;
 type Cb = (res: number, ...values: unknown[]) => void;
 
 /**
- * FerryOps in fuse-native's path-based handler shapes (no caller, no lock/flock/fallocate): each path is
+ * FuseOps in fuse-native's path-based handler shapes (no caller, no lock/flock/fallocate): each path is
  * resolved to an inode (or its parent directory and name) first.
  */
-export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) => void> {
+export function fuseNativeOps(ops: FuseOps): Record<string, (...args: never[]) => void> {
   const u = undefined;
   const floorTimes = (st: FuseStat): FuseStat => ({ ...st, atime: Math.floor(st.atime), mtime: Math.floor(st.mtime), ctime: Math.floor(st.ctime) });
   const t = (ms: number): TimeArg => (ms < UTIME_SPECIAL_MS_MAX ? 'now' : ms);
@@ -324,23 +266,6 @@ export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) 
 
 // ------------------------------------------------------------------------------------------ the addon
 
-/** native/fuse's exports (see ferry_fuse.c). */
-export interface FerryFuseAddon {
-  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number): object;
-  unmount(handle: object): void;
-  exit(handle: object): void;
-  close(handle: object): void;
-  reply(id: number, result: number, ...values: unknown[]): boolean;
-  interrupted(id: number): boolean;
-  invalidate(handle: object, ino: number): number;
-  ops: string[];
-  constants: Record<
-    | 'OPEN_KEEP_CACHE' | 'OPEN_DIRECT_IO' | 'F_RDLCK' | 'F_WRLCK' | 'F_UNLCK' | 'LOCK_SH' | 'LOCK_EX' | 'LOCK_NB' | 'LOCK_UN'
-    | 'SET_ATTR_MODE' | 'SET_ATTR_UID' | 'SET_ATTR_GID' | 'SET_ATTR_SIZE' | 'SET_ATTR_ATIME' | 'SET_ATTR_MTIME' | 'SET_ATTR_ATIME_NOW' | 'SET_ATTR_MTIME_NOW',
-    number
-  >;
-}
-
 let addon: { mod?: FerryFuseAddon; why?: string } | undefined;
 
 /** The addon, or why it cannot be used (not built, forced off by FERRY_FUSE=fuse-native). */
@@ -382,7 +307,7 @@ export class AddonFuse implements FuseInstance {
   readonly backend = 'ferry-fuse' as const;
   private readonly b: FerryFuseAddon;
   private readonly mnt: string;
-  private readonly ops: FerryOps;
+  private readonly ops: FuseOps;
   private readonly options: string[];
   private readonly timeouts: { attrSec: number; entrySec: number };
   private readonly readAheadBytes: number;
@@ -395,7 +320,7 @@ export class AddonFuse implements FuseInstance {
   onEnd: (() => void) | undefined;
   private readonly endWaiters: Array<() => void> = [];
 
-  constructor(b: FerryFuseAddon, mnt: string, ops: FerryOps, a: MountArgs, onError: (msg: string, err?: unknown) => void) {
+  constructor(b: FerryFuseAddon, mnt: string, ops: FuseOps, a: MountArgs, onError: (msg: string, err?: unknown) => void) {
     this.b = b;
     this.mnt = mnt;
     this.ops = ops;
@@ -583,7 +508,7 @@ let fallbackLogged = false;
 /**
  * The binding for a mount: the addon when built, else fuse-native (one log line says so, once per process).
  */
-export function createFuse(mnt: string, ops: FerryOps, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
+export function createFuse(mnt: string, ops: FuseOps, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
   const { mod, why } = loadAddon();
   if (mod !== undefined) return new AddonFuse(mod, mnt, ops, a, (m, e) => log.error(m, e));
   if (!fallbackLogged) {
