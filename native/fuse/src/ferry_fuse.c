@@ -17,18 +17,11 @@
  *     data into the reader's pages, most of their cost) is queued to Ferry's reply threads (reply_read_async),
  *     JS's Buffer held by a reference until the after-work callback (JS thread) drops it, so several go out
  *     in parallel while JS goes on. libfuse's replies are thread-safe. Such a request is
- *     out of the pending list before its work is queued: the work answers it, nothing else does.
- *     FERRY_FUSE_SYNC_REPLY=1 at mount time sends every answer on the JS thread (for comparisons);
- *   - once every request is answered, the event loop polls without sleeping for a short while
- *     (SPIN_US_DEFAULT, 50 us; FERRY_FUSE_SPIN_US at mount time, 0 turns it off): a caller working one
- *     request at a time sends the next one within microseconds, and a sleep and wake-up per request cost
- *     more than that (see spin_arm; it backs off when requests are sparse).
+ *     out of the pending list before its work is queued: the work answers it, nothing else does;
+ *   - once every request is answered, the event loop polls without sleeping for a short while (SPIN_US,
+ *     50 us): a caller working one request at a time sends the next one within microseconds, and a sleep and
+ *     wake-up per request cost more than that (see spin_arm; it backs off when requests are sparse).
  * Requests that arrive while JS is busy wait in the kernel's queue, and reach JS in the kernel's order.
- *
- * FERRY_FUSE_THREAD=1 in the environment at mount time selects the former design instead: a loop thread runs
- * fuse_session_loop on a blocking descriptor and queues each request to the JS thread through a
- * napi_threadsafe_function (call_js); answers are sent from the JS thread the same way (long read answers
- * from the reply threads, as above). It costs a thread hand-off (two wake-ups) per request.
  *
  * Exactly one answer per request: a request is answered by whoever takes it out of the pending list (a
  * reply, the session's end, or a thrown dispatch), except that an interrupted lock wait is answered EINTR at
@@ -38,7 +31,7 @@
  * The session ends when a read says the kernel let go (ENODEV: unmounted, or the connection aborted; libuv
  * may report the descriptor in error instead), on a read error, or when unmount/exit asked it to (noticed at
  * the next wake-up, as fuse_session_loop notices it at its next request). Teardown happens on the JS thread
- * right then (or, in the thread design, when the "done" event arrives): the poll handle is stopped, pending
+ * right then: the poll handle is stopped, pending
  * requests of the mount are answered EIO, the mount is unmounted (unless it was detached from outside) and
  * the session destroyed, so no reply can race the session's end; then JS gets the "done" event. Read answers
  * still queued or being written by the reply threads are waited for (works_sending, a condition variable:
@@ -63,7 +56,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,9 +142,8 @@ typedef struct req {
 } req_t;
 
 struct mnt {
-  napi_threadsafe_function tsfn; /* the loop thread's way to JS (FERRY_FUSE_THREAD=1), else NULL */
-  jsloop_t *js;                  /* serving on the JS thread (the default), until the session ended */
-  char *buf;                     /* the JS thread's receive buffer */
+  jsloop_t *js; /* serving on the JS thread, until the session ended */
+  char *buf;    /* the JS thread's receive buffer */
   size_t bufsize;
   struct fuse_session *se;
   struct fuse_chan *kch; /* libfuse's channel on /dev/fuse (owns the descriptor; used to unmount) */
@@ -160,17 +151,13 @@ struct mnt {
   uint64_t init_unique;  /* the kernel's INIT request, until its answer went out */
   uint32_t kernel_flags; /* what the kernel offered in INIT */
   char *mountpoint;
-  pthread_t thread;
   double attr_timeout;
   double entry_timeout;
   int loop_ended;
-  int joined;
   int detached; /* unmounted already (lazily, from outside): the session's end must not unmount again */
   int closed;
-  int sync_reply; /* FERRY_FUSE_SYNC_REPLY=1 at mount time: every answer is sent on the JS thread (for A/B) */
-  long spin_ns;   /* how long to keep reading for the next request once all are answered (0: never) */
-  int spin_off;   /* the last spin timed out: no spinning until requests come back to back again */
-  long idle_at;   /* when the JS thread last went back to epoll with every request answered */
+  int spin_off; /* the last spin timed out: no spinning until requests come back to back again */
+  long idle_at; /* when the JS thread last went back to epoll with every request answered */
   /*
    * Read answers being sent from the reply threads (reply_read_async). works_sending counts those whose
    * write may not have happened yet (queued or running; decremented by the reply thread once fuse_reply_buf
@@ -283,27 +270,15 @@ static void set_fi(req_t *r, struct fuse_file_info *fi) {
 static void dispatch_js(napi_env env, napi_value fn, req_t *r);
 static void wait_read_replies(mnt_t *m);
 
-/*
- * Registers the request and hands it to JS: at once when serving on the JS thread, else queued through the
- * threadsafe function. Answers EIO if it cannot be queued.
- */
+/* Registers the request and hands it to JS at once (it may be answered before this returns). */
 static void submit(req_t *r) {
   pending_add(r);
   if (r->op == OP_SETLK || r->op == OP_FLOCK) {
     int waits = r->op == OP_SETLK ? r->sleep : (r->flags & LOCK_NB) == 0 && (r->flags & LOCK_UN) == 0;
     if (waits) fuse_req_interrupt_func(r->fr, on_interrupt, (void *) (uintptr_t) r->id);
   }
-  if (r->m->js != NULL) {
-    dispatch_js(r->m->js->env, r->m->js->cur_fn, r);
-    return;
-  }
-  if (napi_call_threadsafe_function(r->m->tsfn, r, napi_tsfn_blocking) != napi_ok) {
-    req_t *t = pending_take(r->id);
-    if (t != NULL) {
-      if (!t->answered) fuse_reply_err(t->fr, EIO);
-      free_req(t);
-    }
-  }
+  jsloop_t *j = r->m->js;
+  dispatch_js(j == NULL ? NULL : j->env, j == NULL ? NULL : j->cur_fn, r);
 }
 
 #define NEW(o) \
@@ -600,18 +575,15 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   submit(r);
 }
 
-/* Hands JS an event (no answer awaited), at once or queued; dispatch_js frees it. */
+/* Hands JS an event (no answer awaited) at once; dispatch_js frees it. */
 static void send_event(mnt_t *m, int op, const uint32_t *ev, int n) {
   req_t *r = calloc(1, sizeof(req_t));
   if (r == NULL) return;
   r->op = op;
   r->m = m;
   for (int i = 0; i < n && i < 6; i++) r->ev[i] = ev[i];
-  if (m->js != NULL) {
-    dispatch_js(m->js->env, m->js->cur_fn, r);
-    return;
-  }
-  if (napi_call_threadsafe_function(m->tsfn, r, napi_tsfn_blocking) != napi_ok) free(r);
+  jsloop_t *j = m->js;
+  dispatch_js(j == NULL ? NULL : j->env, j == NULL ? NULL : j->cur_fn, r);
 }
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn) {
@@ -782,10 +754,6 @@ static double ts_ms(const struct timespec *t) {
 /* The session ended: answer what is pending, unmount (unless detached) and destroy the session. */
 static void teardown(mnt_t *m) {
   if (m->se == NULL) return;
-  if (!m->joined) {
-    pthread_join(m->thread, NULL);
-    m->joined = 1;
-  }
   for (;;) {
     req_t *r = NULL;
     pthread_mutex_lock(&pending_lock);
@@ -1019,15 +987,6 @@ static void dispatch_js(napi_env env, napi_value fn, req_t *r) {
   napi_close_handle_scope(env, scope);
 }
 
-/* The threadsafe function's call (loop thread mode); env is NULL when it is torn down. */
-static void call_js(napi_env env, napi_value fn, void *context, void *data) {
-  (void) context;
-  req_t *r = (req_t *) data;
-  if (r == NULL) return;
-  if (env != NULL && fn != NULL && r->op == OP_DONE) teardown(r->m);
-  dispatch_js(env, fn, r);
-}
-
 static int get_f64(napi_env env, napi_value arr, uint32_t i, double *out) {
   napi_value v;
   if (napi_get_element(env, arr, i, &v) != napi_ok) return -1;
@@ -1140,7 +1099,7 @@ static void free_mnt_now(mnt_t *m) {
   free(m);
 }
 
-/* Sends a read answer, then lets teardown go on if it waits for this one (reply thread, or JS thread). */
+/* Reply thread: sends a read answer, then lets teardown go on if it waits for this one. */
 static void read_reply_send(rwork_t *w) {
   fuse_reply_buf(w->fr, w->data, w->len);
   mnt_t *m = w->m;
@@ -1231,7 +1190,7 @@ static int reply_threads_for(napi_env env) {
  * answers the request: the caller took it out of the pending list already), else -1 (answer it yourself).
  */
 static int reply_read_async(napi_env env, mnt_t *m, fuse_req_t fr, napi_value buf, const char *data, size_t len) {
-  if (m->sync_reply || reply_threads_for(env) != 0) return -1;
+  if (reply_threads_for(env) != 0) return -1;
   rwork_t *w = calloc(1, sizeof *w);
   if (w == NULL) return -1;
   if (napi_create_reference(env, buf, 1, &w->ref) != napi_ok) {
@@ -1474,21 +1433,13 @@ static napi_value js_interrupted(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static void *loop_thread(void *arg) {
-  mnt_t *m = (mnt_t *) arg;
-  int res = fuse_session_loop(m->se);
-  m->loop_ended = 1;
-  uint32_t ev[1] = { (uint32_t) (res < 0 ? -res : res) };
-  send_event(m, OP_DONE, ev, 1);
-  return NULL;
-}
-
 /* ------------------------------------------------------------------------------------ JS thread loop */
 
 /* At most this many requests per wake-up of the poll handle, so other I/O of the event loop gets its turn. */
 #define BATCH_MAX 64
-/* How long the loop spins for the next request (spin_arm); FERRY_FUSE_SPIN_US (microseconds, 0: off) at mount time. */
-#define SPIN_US_DEFAULT 50
+/* How long the loop spins for the next request once every request is answered (spin_arm). */
+#define SPIN_US 50
+#define SPIN_NS ((long) SPIN_US * 1000L)
 
 /* Close callback of the poll and spin handles: the last one frees the loop's state. */
 static void on_poll_closed(uv_handle_t *h) {
@@ -1504,10 +1455,9 @@ static void on_poll_closed(uv_handle_t *h) {
 }
 
 /*
- * The session ended (JS thread mode), inside a batch: stop watching the descriptor before teardown closes
- * it, tear down (pending requests answered EIO, unmount, session destroyed) and tell JS "done" (as the loop
- * thread's end does). res is what the last receive returned: < 0 is an error (done's code 1), as
- * fuse_session_loop's result.
+ * The session ended, inside a batch: stop watching the descriptor before teardown closes it, tear down
+ * (pending requests answered EIO, unmount, session destroyed) and tell JS "done". res is what the last
+ * receive returned: < 0 is an error (done's code 1), as fuse_session_loop's result.
  */
 static void end_session(mnt_t *m, int res) {
   jsloop_t *j = m->js;
@@ -1565,29 +1515,29 @@ static long now_ns(void) {
   return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* A request this soon after the loop went idle means the caller works back to back again: spinning resumes. */
+/* A request this soon (in spins) after the loop went idle means the caller works back to back again. */
 #define SPIN_RESUME_FACTOR 4
 
 static void on_spin(uv_idle_t *h);
 
 /*
  * Spinning: once every request is answered, the event loop keeps polling (an idle handle makes libuv's
- * epoll_wait return at once) for up to spin_ns instead of sleeping. A caller that works one request at a time
+ * epoll_wait return at once) for up to SPIN_US instead of sleeping. A caller that works one request at a time
  * (open, write, close, stat...) sends its next request a few microseconds after our answer; a sleep and a
  * wake-up of the JS thread per request cost more than that on a virtual machine (tens of microseconds). The
  * loop goes on serving timers and I/O meanwhile. Armed after each answer that leaves nothing pending; a spin
- * that ends without a request turns spinning off until a request arrives within SPIN_RESUME_FACTOR * spin_ns
- * of the loop going idle, so sparse requests cost no CPU.
+ * that ends without a request turns spinning off until a request arrives within SPIN_RESUME_FACTOR spins
+ * of the loop going idle, so sparse requests cost no CPU (test/fuse/addon.test.ts checks an idle mount).
  */
 static void spin_arm(mnt_t *m) {
   jsloop_t *j = m->js;
-  if (j == NULL || m->spin_ns <= 0 || !no_pending()) return;
+  if (j == NULL || !no_pending()) return;
   long now = now_ns();
   if (m->spin_off) {
     m->idle_at = now; /* the next request's delay from here decides whether spinning resumes */
     return;
   }
-  j->spin_until = now + m->spin_ns;
+  j->spin_until = now + SPIN_NS;
   if (!uv_is_active((uv_handle_t *) &j->spin)) uv_idle_start(&j->spin, on_spin);
 }
 
@@ -1630,7 +1580,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
       res = 0;
       break;
     }
-    if (i == 0 && m->spin_off && res > 0 && now_ns() - m->idle_at < SPIN_RESUME_FACTOR * m->spin_ns) m->spin_off = 0;
+    if (i == 0 && m->spin_off && res > 0 && now_ns() - m->idle_at < SPIN_RESUME_FACTOR * SPIN_NS) m->spin_off = 0;
     if (res <= 0) { /* 0: the session exited (ENODEV: unmounted); < 0: an error ends it as it ends the loop */
       ended = 1;
       break;
@@ -1660,7 +1610,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   spin_arm(m);
 }
 
-/* Serves the session's descriptor on the JS thread's event loop (JS thread mode); an error message or NULL. */
+/* Serves the session's descriptor on the JS thread's event loop; an error message or NULL. */
 static const char *start_js_loop(napi_env env, mnt_t *m, napi_value fn) {
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) return "no event loop";
@@ -1706,7 +1656,6 @@ static const char *start_js_loop(napi_env env, mnt_t *m, napi_value fn) {
     return "cannot poll /dev/fuse";
   }
   m->js = j;
-  m->joined = 1; /* no thread to join */
   return NULL;
 }
 
@@ -1761,7 +1710,7 @@ static void free_mnt(napi_env env, void *data, void *hint) {
   (void) env;
   (void) hint;
   mnt_t *m = (mnt_t *) data;
-  /* Freed only once closed (the session is over, the loop thread if any ended); a mount never closed is leaked. */
+  /* Freed only once closed (the session is over); a mount never closed is leaked. */
   if (m->closed) {
     if (m->works_queued > 0) m->finalized = 1; /* the last after-work callback frees it */
     else free_mnt_now(m);
@@ -1794,11 +1743,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_init(&m->works_lock, NULL);
   pthread_cond_init(&m->works_done, NULL);
-  const char *sync_env = getenv("FERRY_FUSE_SYNC_REPLY");
-  m->sync_reply = sync_env != NULL && strcmp(sync_env, "1") == 0;
-  const char *spin_env = getenv("FERRY_FUSE_SPIN_US");
-  m->spin_ns = (spin_env == NULL || *spin_env == '\0' ? SPIN_US_DEFAULT : atol(spin_env)) * 1000L;
-  if (m->spin_ns < 0) m->spin_ns = 0;
   m->attr_timeout = 1.0;
   m->entry_timeout = 1.0;
   if (argc >= 4) napi_get_value_double(env, argv[3], &m->attr_timeout);
@@ -1839,44 +1783,12 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  /* FERRY_FUSE_THREAD=1: the former design, a loop thread handing requests over by threadsafe function. */
-  const char *thread_env = getenv("FERRY_FUSE_THREAD");
-  if (thread_env == NULL || strcmp(thread_env, "1") != 0) {
-    const char *jerr = start_js_loop(env, m, argv[2]);
-    if (jerr != NULL) {
-      fuse_unmount(m->mountpoint, m->kch);
-      fuse_session_destroy(m->se);
-      free_mnt_now(m);
-      napi_throw_error(env, NULL, jerr);
-      return NULL;
-    }
-    napi_value handle;
-    napi_create_external(env, m, free_mnt, NULL, &handle);
-    return handle;
-  }
-
-  napi_value name;
-  napi_create_string_utf8(env, "ferry-fuse", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, m, call_js, &m->tsfn) != napi_ok) {
+  const char *jerr = start_js_loop(env, m, argv[2]);
+  if (jerr != NULL) {
     fuse_unmount(m->mountpoint, m->kch);
     fuse_session_destroy(m->se);
     free_mnt_now(m);
-    napi_throw_error(env, NULL, "cannot create the threadsafe function");
-    return NULL;
-  }
-
-  /* The loop thread takes no signals: Node's threads handle them. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  int rc = pthread_create(&m->thread, NULL, loop_thread, m);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) {
-    napi_release_threadsafe_function(m->tsfn, napi_tsfn_abort);
-    fuse_unmount(m->mountpoint, m->kch);
-    fuse_session_destroy(m->se);
-    free_mnt_now(m);
-    napi_throw_error(env, NULL, "cannot start the FUSE thread");
+    napi_throw_error(env, NULL, jerr);
     return NULL;
   }
   napi_value handle;
@@ -1941,7 +1853,7 @@ static napi_value js_invalidate(napi_env env, napi_callback_info info) {
   return num(env, res);
 }
 
-/* close(handle): after "done", lets the event loop exit. */
+/* close(handle): after "done"; the handle's memory then goes with it. */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   mnt_t *m = get_mnt(env, info);
   if (m == NULL || m->closed) return NULL;
@@ -1950,7 +1862,6 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
     return NULL;
   }
   teardown(m);
-  if (m->tsfn != NULL) napi_release_threadsafe_function(m->tsfn, napi_tsfn_release);
   m->closed = 1;
   return NULL;
 }
