@@ -134,12 +134,12 @@ export interface FuseOps {
 
 // ------------------------------------------------------------------------------------------ the addon
 
-/** The addon's constants (native/fuse/src/ferry_fuse.c). */
+/** The addon's constants (native/fuse/src/module.c). */
 export type AddonConstant =
   | 'OPEN_KEEP_CACHE' | 'OPEN_DIRECT_IO' | 'OPEN_NONSEEKABLE' | 'F_RDLCK' | 'F_WRLCK' | 'F_UNLCK' | 'LOCK_SH' | 'LOCK_EX' | 'LOCK_NB' | 'LOCK_UN'
   | 'SET_ATTR_MODE' | 'SET_ATTR_UID' | 'SET_ATTR_GID' | 'SET_ATTR_SIZE' | 'SET_ATTR_ATIME' | 'SET_ATTR_MTIME' | 'SET_ATTR_ATIME_NOW' | 'SET_ATTR_MTIME_NOW';
 
-/** native/fuse's exports (native/fuse/src/ferry_fuse.c). */
+/** native/fuse's exports (native/fuse/src/module.c). */
 export interface FerryFuseAddon {
   mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number): object;
   unmount(handle: object): void;

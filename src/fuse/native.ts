@@ -3,7 +3,7 @@
  * else fuse-native 2.2.6 with its known gaps. Both serve one FuseOps (boundary.ts; FerryOps of ops.ts), whose
  * operations take inode numbers.
  *
- * The addon (native/fuse/src/ferry_fuse.c) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode
+ * The addon (native/fuse/src) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode
  * numbers (so hard links are one kernel inode, and entries and attributes may be cached for the mount's
  * timeouts), and no libfuse thread waits while JS works: requests queue to the JS thread and are answered
  * from it. AddonFuse below turns each request into one FerryOps call and its result into the reply. It also
