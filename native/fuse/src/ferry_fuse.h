@@ -2,7 +2,9 @@
  * ferry_fuse: a FUSE 2.9 LOW-LEVEL (inode-based) binding for Node (N-API), written for Ferry. This header is
  * the addon's internal contract between its files; nothing here is seen by JS except through module.c.
  *
- *   layout.c            the boundary: the op codes, and how a request becomes the dispatch function's call
+ *   layout.h, layout.c  the boundary table: each operation's arguments to the JS dispatch function and the
+ *                       values of its reply, by name, in order, with their JS types (src/fuse/boundary.ts
+ *                       declares the same table; test/fuse/boundary.test.ts checks one against the other)
  *   registry.c          requests in flight: ids, the pending list, interrupted lock waits
  *   ll_ops.c            libfuse's low-level callbacks: copy the kernel's request and hand it to JS
  *   reply.c             reply(id, result, values...) and interrupted(id): JS's values to fuse_reply_*
@@ -17,7 +19,7 @@
  *     is full, and has libfuse process each one, as fuse_session_loop would (session.c);
  *   - the ll_* callbacks copy what they need out of the kernel's request (names, write data: the receive
  *     buffer is reused for the next request), register the request under a fresh id and call the dispatch
- *     function right away with its arguments (ll_ops.c, layout.c). Each
+ *     function right away with the arguments layout.c lists for the operation (ll_ops.c, layout.c). Each
  *     request is processed in its own callback scope, whose close runs JS's nextTicks and promise jobs, so
  *     answers given there go out before the next read;
  *   - JS answers with reply(id, result, values...), at once or later, which sends the kernel its answer
@@ -56,16 +58,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-enum {
-  OP_INIT, OP_DONE, OP_LOOKUP, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR,
-  OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR,
-  OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR,
-  OP_ACCESS, OP_CREATE, OP_GETLK, OP_SETLK, OP_FLOCK, OP_FALLOCATE,
-  OP_COUNT
-};
-
-/* The op names, by op code (layout.c). */
-extern const char *const ff_op_names[OP_COUNT];
+#include "layout.h"
 
 /* Open reply flags (a bit set that JS passes as the reply value openFlags). */
 #define FF_OPEN_KEEP_CACHE 1
@@ -105,8 +98,8 @@ typedef struct ff_req {
   /* inputs, copied out of the kernel's request */
   uint64_t ino;  /* the inode, or the parent directory */
   uint64_t ino2; /* rename's and link's new parent */
-  char *name;    /* the entry's name (link: the new name) */
-  char *name2;   /* rename's new name, symlink's target */
+  char *name;    /* the entry's name */
+  char *name2;   /* rename's and link's new name, symlink's target */
   int has_fh;
   uint64_t fh;
   uint64_t lock_owner;
@@ -178,18 +171,19 @@ void ff_pending_fail(uint64_t id, int err);
 
 extern const struct fuse_lowlevel_ops ff_ll_ops;
 
-/* ---- layout.c */
+/* ---- layout.c: the boundary table, both directions */
 
 /*
- * Calls the dispatch function with (op, id, uid, gid, pid, args...), on the JS thread. A request JS cannot
- * take (fn NULL: no way into JS; or a throw) is answered EIO; an event is freed here.
+ * Calls the dispatch function with the request's header and arguments (layout.c's table), on the JS thread.
+ * A request JS cannot take (fn NULL: no way into JS; or a throw) is answered EIO; an event is freed here.
  */
 void ff_dispatch(napi_env env, napi_value fn, ff_req_t *r);
+/* JS's reply value v (a V_* of layout.h) for op, or NULL if JS gave fewer values than the table lists. */
+napi_value ff_reply_value(int op, int v, size_t nvals, napi_value *vals);
+/* The table as JS sees it: { header, args: {op: [[name, type]...]}, reply: {...}, records: {...} }. */
+napi_value ff_layout_export(napi_env env);
 
 /* ---- reply.c */
-
-/* The most values a reply carries after the result. */
-#define FF_VALUES_MAX 4
 
 napi_value ff_js_reply(napi_env env, napi_callback_info info);
 napi_value ff_js_interrupted(napi_env env, napi_callback_info info);

@@ -1,9 +1,9 @@
 /*
  * libfuse's low-level callbacks. Each copies what JS needs out of the kernel's request into an ff_req_t
  * (libfuse reuses its receive buffer for the next request), registers it and hands it to JS at once
- * (submit; layout.c makes the JS call). They run on the JS thread, inside a batch of session.c's
- * on_readable. Answered here, without a trip to JS: forget (Ferry keeps no lookup counts) and the kernel's
- * security.capability query before every write.
+ * (submit; layout.c's table says which of the copied fields JS gets, in which order). They run on the JS
+ * thread, inside a batch of session.c's on_readable. Answered here, without a trip to JS: forget (Ferry
+ * keeps no lookup counts) and the kernel's security.capability query before every write.
  */
 
 #include "ferry_fuse.h"
@@ -128,7 +128,7 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
   NEW(OP_LINK);
   r->ino = ino;
   r->ino2 = newparent;
-  r->name = dup_or_null(newname);
+  r->name2 = dup_or_null(newname);
   submit(r);
 }
 

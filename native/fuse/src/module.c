@@ -4,7 +4,7 @@
  *   mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec) -> handle
  *   unmount(handle), exit(handle), close(handle), invalidate(handle, ino) -> 0 | -errno
  *   reply(id, result, ...values) -> bool, interrupted(id) -> bool            (reply.c)
- *   ops: op names by op code (layout.c); constants: flag bits JS needs
+ *   ops: op names by op code; layout: the boundary table (layout.c); constants: flag bits JS needs
  *
  * A mount's life: mount (the session serves on the JS thread) -> "init" event once the kernel's INIT is
  * answered -> requests -> the session ends (unmounted, or unmount/exit asked) -> "done" event -> close ->
@@ -209,6 +209,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_create_array_with_length(env, OP_COUNT, &names);
   for (uint32_t i = 0; i < OP_COUNT; i++) napi_set_element(env, names, i, ff_str(env, ff_op_names[i]));
   napi_set_named_property(env, exports, "ops", names);
+  napi_set_named_property(env, exports, "layout", ff_layout_export(env));
   napi_value consts;
   napi_create_object(env, &consts);
 #define K(name, v) napi_set_named_property(env, consts, name, ff_num(env, v))

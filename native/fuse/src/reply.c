@@ -1,6 +1,7 @@
 /*
  * Answers: reply(id, result, values...) from JS becomes the request's fuse_reply_*. result < 0 is -errno;
- * otherwise the values depend on the operation (see reply_ok). A value set JS got wrong (missing, or of the
+ * otherwise the values are read by name, as layout.c's OP_REPLY lists them for the operation, and records
+ * (stat, statfs, lock) field by field in layout.h's order. A value set JS got wrong (missing, or of the
  * wrong type) is answered EIO: the request is answered either way.
  */
 
@@ -17,6 +18,13 @@ static int get_f64(napi_env env, napi_value arr, uint32_t i, double *out) {
   return napi_get_value_double(env, v, out) == napi_ok ? 0 : -1;
 }
 
+/* Reads a record of n numbers; -1 unless every one is there. */
+static int get_record(napi_env env, napi_value arr, double *f, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    if (get_f64(env, arr, i, &f[i]) != 0) return -1;
+  return 0;
+}
+
 static void ms_to_timespec(double ms, struct timespec *ts) {
   double sec = ms / 1000;
   int64_t s = (int64_t) sec;
@@ -31,44 +39,40 @@ static void ms_to_timespec(double ms, struct timespec *ts) {
   ts->tv_nsec = ns;
 }
 
-/* [mode, uid, gid, size, nlink, ino, rdev, blksize, blocks, atimeMs, mtimeMs, ctimeMs] */
 static int fill_stat(napi_env env, napi_value arr, struct stat *st) {
-  double f[12];
-  for (uint32_t i = 0; i < 12; i++)
-    if (get_f64(env, arr, i, &f[i]) != 0) return -1;
+  double f[ST_COUNT];
+  if (arr == NULL || get_record(env, arr, f, ST_COUNT) != 0) return -1;
   memset(st, 0, sizeof *st);
-  st->st_mode = (mode_t) f[0];
-  st->st_uid = (uid_t) f[1];
-  st->st_gid = (gid_t) f[2];
-  st->st_size = (off_t) f[3];
-  st->st_nlink = (nlink_t) f[4];
-  st->st_ino = (ino_t) (uint64_t) f[5];
-  st->st_rdev = (dev_t) f[6];
-  st->st_blksize = (blksize_t) f[7];
-  st->st_blocks = (blkcnt_t) f[8];
-  ms_to_timespec(f[9], &st->st_atim);
-  ms_to_timespec(f[10], &st->st_mtim);
-  ms_to_timespec(f[11], &st->st_ctim);
+  st->st_mode = (mode_t) f[ST_MODE];
+  st->st_uid = (uid_t) f[ST_UID];
+  st->st_gid = (gid_t) f[ST_GID];
+  st->st_size = (off_t) f[ST_SIZE];
+  st->st_nlink = (nlink_t) f[ST_NLINK];
+  st->st_ino = (ino_t) (uint64_t) f[ST_INO];
+  st->st_rdev = (dev_t) f[ST_RDEV];
+  st->st_blksize = (blksize_t) f[ST_BLKSIZE];
+  st->st_blocks = (blkcnt_t) f[ST_BLOCKS];
+  ms_to_timespec(f[ST_ATIME], &st->st_atim);
+  ms_to_timespec(f[ST_MTIME], &st->st_mtim);
+  ms_to_timespec(f[ST_CTIME], &st->st_ctim);
   return 0;
 }
 
-/* [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax] */
 static int fill_statvfs(napi_env env, napi_value arr, struct statvfs *sv) {
-  double f[11];
-  for (uint32_t i = 0; i < 11; i++)
-    if (get_f64(env, arr, i, &f[i]) != 0) return -1;
+  double f[SF_COUNT];
+  if (arr == NULL || get_record(env, arr, f, SF_COUNT) != 0) return -1;
   memset(sv, 0, sizeof *sv);
-  sv->f_bsize = (unsigned long) f[0];
-  sv->f_frsize = (unsigned long) f[1];
-  sv->f_blocks = (fsblkcnt_t) f[2];
-  sv->f_bfree = (fsblkcnt_t) f[3];
-  sv->f_bavail = (fsblkcnt_t) f[4];
-  sv->f_files = (fsfilcnt_t) f[5];
-  sv->f_ffree = (fsfilcnt_t) f[6];
-  sv->f_favail = (fsfilcnt_t) f[7];
-  sv->f_fsid = (unsigned long) f[8];
-  sv->f_flag = (unsigned long) f[9];
-  sv->f_namemax = (unsigned long) f[10];
+  sv->f_bsize = (unsigned long) f[SF_BSIZE];
+  sv->f_frsize = (unsigned long) f[SF_FRSIZE];
+  sv->f_blocks = (fsblkcnt_t) f[SF_BLOCKS];
+  sv->f_bfree = (fsblkcnt_t) f[SF_BFREE];
+  sv->f_bavail = (fsblkcnt_t) f[SF_BAVAIL];
+  sv->f_files = (fsfilcnt_t) f[SF_FILES];
+  sv->f_ffree = (fsfilcnt_t) f[SF_FFREE];
+  sv->f_favail = (fsfilcnt_t) f[SF_FAVAIL];
+  sv->f_fsid = (unsigned long) f[SF_FSID];
+  sv->f_flag = (unsigned long) f[SF_FLAG];
+  sv->f_namemax = (unsigned long) f[SF_NAMEMAX];
   return 0;
 }
 
@@ -79,9 +83,9 @@ static int reply_xattr_data(ff_req_t *r, const char *data, size_t len) {
   return fuse_reply_buf(r->fr, data, len);
 }
 
-static int entry_of(napi_env env, ff_mnt_t *m, napi_value v, struct fuse_entry_param *e) {
+static int entry_of(napi_env env, ff_mnt_t *m, napi_value attr, struct fuse_entry_param *e) {
   memset(e, 0, sizeof *e);
-  if (fill_stat(env, v, &e->attr) != 0) return -1;
+  if (fill_stat(env, attr, &e->attr) != 0) return -1;
   e->ino = e->attr.st_ino;
   e->generation = 1;
   e->attr_timeout = m->attr_timeout;
@@ -89,10 +93,11 @@ static int entry_of(napi_env env, ff_mnt_t *m, napi_value v, struct fuse_entry_p
   return 0;
 }
 
-static void open_flags(napi_env env, size_t nvals, napi_value *vals, struct fuse_file_info *fi) {
+/* The handle and FF_OPEN_* flags of an open or create answer (0 where JS gave none). */
+static void open_reply(napi_env env, napi_value fh_v, napi_value flags_v, struct fuse_file_info *fi) {
   double fh = 0, flags = 0;
-  if (nvals >= 1) napi_get_value_double(env, vals[0], &fh);
-  if (nvals >= 2) napi_get_value_double(env, vals[1], &flags);
+  if (fh_v != NULL) napi_get_value_double(env, fh_v, &fh);
+  if (flags_v != NULL) napi_get_value_double(env, flags_v, &flags);
   fi->fh = (uint64_t) fh;
   int f = (int) flags;
   fi->keep_cache = (f & FF_OPEN_KEEP_CACHE) ? 1 : 0;
@@ -104,6 +109,7 @@ static void open_flags(napi_env env, size_t nvals, napi_value *vals, struct fuse
 static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_value *vals) {
   fuse_req_t fr = r->fr;
   ff_mnt_t *m = r->m;
+#define VAL(v) ff_reply_value(r->op, (v), nvals, vals)
   switch (r->op) {
     case OP_LOOKUP:
     case OP_MKNOD:
@@ -111,7 +117,7 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
     case OP_SYMLINK:
     case OP_LINK: {
       struct fuse_entry_param e;
-      if (nvals < 1 || entry_of(env, m, vals[0], &e) != 0) break;
+      if (entry_of(env, m, VAL(V_ATTR), &e) != 0) break;
       fuse_reply_entry(fr, &e);
       return;
     }
@@ -120,28 +126,29 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       struct fuse_file_info fi;
       memset(&fi, 0, sizeof fi);
       fi.flags = r->flags;
-      if (nvals < 3 || entry_of(env, m, vals[0], &e) != 0) break;
-      open_flags(env, nvals - 1, vals + 1, &fi);
+      napi_value fh = VAL(V_FH), flags = VAL(V_OPEN_FLAGS);
+      if (fh == NULL || flags == NULL || entry_of(env, m, VAL(V_ATTR), &e) != 0) break;
+      open_reply(env, fh, flags, &fi);
       fuse_reply_create(fr, &e, &fi);
       return;
     }
     case OP_GETATTR:
     case OP_SETATTR: {
       struct stat st;
-      if (nvals < 1 || fill_stat(env, vals[0], &st) != 0) break;
+      if (fill_stat(env, VAL(V_ATTR), &st) != 0) break;
       fuse_reply_attr(fr, &st, m->attr_timeout);
       return;
     }
     case OP_READLINK: {
-      if (nvals < 1) break;
+      napi_value target = VAL(V_TARGET);
       size_t len = 0;
-      if (napi_get_value_string_utf8(env, vals[0], NULL, 0, &len) != napi_ok) break;
+      if (target == NULL || napi_get_value_string_utf8(env, target, NULL, 0, &len) != napi_ok) break;
       char *s = malloc(len + 1);
       if (s == NULL) {
         fuse_reply_err(fr, ENOMEM);
         return;
       }
-      napi_get_value_string_utf8(env, vals[0], s, len + 1, &len);
+      napi_get_value_string_utf8(env, target, s, len + 1, &len);
       fuse_reply_readlink(fr, s);
       free(s);
       return;
@@ -151,17 +158,18 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       struct fuse_file_info fi;
       memset(&fi, 0, sizeof fi);
       fi.flags = r->flags;
-      open_flags(env, nvals, vals, &fi);
+      open_reply(env, VAL(V_FH), VAL(V_OPEN_FLAGS), &fi);
       fuse_reply_open(fr, &fi);
       return;
     }
     case OP_READ: {
+      napi_value buf = VAL(V_DATA);
       void *data = NULL;
       size_t len = 0;
-      if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
+      if (buf == NULL || napi_get_buffer_info(env, buf, &data, &len) != napi_ok) break;
       if ((size_t) res > len || (size_t) res > r->size) break;
       /* A long answer goes out from a reply thread (the request is out of the pending list already). */
-      if ((size_t) res >= FF_ASYNC_READ_MIN && ff_reply_read_async(env, m, fr, vals[0], (const char *) data, (size_t) res) == 0)
+      if ((size_t) res >= FF_ASYNC_READ_MIN && ff_reply_read_async(env, m, fr, buf, (const char *) data, (size_t) res) == 0)
         return;
       fuse_reply_buf(fr, (const char *) data, (size_t) res);
       return;
@@ -172,26 +180,28 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       return;
     case OP_STATFS: {
       struct statvfs sv;
-      if (nvals < 1 || fill_statvfs(env, vals[0], &sv) != 0) break;
+      if (fill_statvfs(env, VAL(V_STATFS), &sv) != 0) break;
       fuse_reply_statfs(fr, &sv);
       return;
     }
     case OP_GETXATTR: {
+      napi_value value = VAL(V_VALUE);
       void *data;
       size_t len;
-      if (nvals < 1 || napi_get_buffer_info(env, vals[0], &data, &len) != napi_ok) break;
+      if (value == NULL || napi_get_buffer_info(env, value, &data, &len) != napi_ok) break;
       reply_xattr_data(r, (const char *) data, len);
       return;
     }
     case OP_LISTXATTR: {
+      napi_value names = VAL(V_NAMES);
       uint32_t n;
-      if (nvals < 1 || napi_get_array_length(env, vals[0], &n) != napi_ok) break;
+      if (names == NULL || napi_get_array_length(env, names, &n) != napi_ok) break;
       size_t total = 0;
       char *tmp = NULL;
       for (uint32_t i = 0; i < n; i++) {
         napi_value v;
         size_t len;
-        napi_get_element(env, vals[0], i, &v);
+        napi_get_element(env, names, i, &v);
         if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
           free(tmp);
           fuse_reply_err(fr, EIO);
@@ -212,9 +222,10 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       return;
     }
     case OP_READDIR: {
-      /* names, inos, modes: the entries from offset r->off on; each entry's offset is its index + 1. */
+      /* The entries from offset r->off on; each entry's offset is its index + 1. */
+      napi_value names = VAL(V_NAMES), inos = VAL(V_INOS), modes = VAL(V_MODES);
       uint32_t n;
-      if (nvals < 3 || napi_get_array_length(env, vals[0], &n) != napi_ok) break;
+      if (names == NULL || inos == NULL || modes == NULL || napi_get_array_length(env, names, &n) != napi_ok) break;
       char *buf = malloc(r->size > 0 ? r->size : 1);
       if (buf == NULL) {
         fuse_reply_err(fr, ENOMEM);
@@ -226,10 +237,10 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
         napi_value v;
         size_t len;
         double ino = 0, mode = 0;
-        napi_get_element(env, vals[0], i, &v);
+        napi_get_element(env, names, i, &v);
         if (napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) continue;
-        get_f64(env, vals[1], i, &ino);
-        get_f64(env, vals[2], i, &mode);
+        get_f64(env, inos, i, &ino);
+        get_f64(env, modes, i, &mode);
         struct stat st;
         memset(&st, 0, sizeof st);
         st.st_ino = (ino_t) (uint64_t) ino;
@@ -243,18 +254,19 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       return;
     }
     case OP_GETLK: {
-      /* [type, start, len, pid] of a conflicting lock, or [F_UNLCK]. */
+      /* The conflicting lock, or [F_UNLCK] (also when JS gave none). */
+      napi_value lock = VAL(V_LOCK);
       struct flock lk = r->lk;
-      double f[4] = { F_UNLCK, 0, 0, 0 };
+      double f[LK_COUNT] = { [LK_TYPE] = F_UNLCK };
       uint32_t n = 0;
-      if (nvals >= 1) napi_get_array_length(env, vals[0], &n);
-      for (uint32_t i = 0; i < n && i < 4; i++) get_f64(env, vals[0], i, &f[i]);
-      lk.l_type = (short) f[0];
-      if (f[0] != F_UNLCK) {
+      if (lock != NULL) napi_get_array_length(env, lock, &n);
+      for (uint32_t i = 0; i < n && i < LK_COUNT; i++) get_f64(env, lock, i, &f[i]);
+      lk.l_type = (short) f[LK_TYPE];
+      if (f[LK_TYPE] != F_UNLCK) {
         lk.l_whence = SEEK_SET;
-        lk.l_start = (off_t) f[1];
-        lk.l_len = (off_t) f[2];
-        lk.l_pid = (pid_t) f[3];
+        lk.l_start = (off_t) f[LK_START];
+        lk.l_len = (off_t) f[LK_LENGTH];
+        lk.l_pid = (pid_t) f[LK_PID];
       }
       fuse_reply_lock(fr, &lk);
       return;
@@ -263,6 +275,7 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       fuse_reply_err(fr, 0);
       return;
   }
+#undef VAL
   fuse_reply_err(fr, EIO);
 }
 
