@@ -2,9 +2,18 @@
   "targets": [
     {
       "target_name": "ferry_fuse",
-      "sources": ["src/ferry_fuse.c"],
+      "sources": [
+        "src/layout.c",
+        "src/registry.c",
+        "src/ll_ops.c",
+        "src/reply.c",
+        "src/reply_threads.c",
+        "src/channel.c",
+        "src/session.c",
+        "src/module.c"
+      ],
       "defines": ["NAPI_VERSION=8"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse)"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden", "<!@(pkg-config --cflags fuse)"],
       "libraries": ["<!@(pkg-config --libs fuse)"]
     }
   ]

@@ -1,13 +1,13 @@
 /**
  * The FUSE binding under the mount: Ferry's own addon (native/fuse, package @ferryfs/fuse) when it is built,
- * else fuse-native 2.2.6 with its known gaps. Both serve one FerryOps (ops.ts), whose operations take inode
- * numbers.
+ * else fuse-native 2.2.6 with its known gaps. Both serve one FuseOps (boundary.ts; FerryOps of ops.ts), whose
+ * operations take inode numbers.
  *
- * The addon (native/fuse/src/ferry_fuse.c) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode
- * numbers (so hard links are one kernel inode, and entries and attributes may be cached for the mount's
- * timeouts), and no libfuse thread waits while JS works: requests queue to the JS thread and are answered
- * from it. AddonFuse below turns each request into one FerryOps call and its result into the reply. It also
- * passes what fuse-native cannot:
+ * The addon (native/fuse/src) runs FUSE 2.9's LOW-LEVEL API: the kernel speaks in Ferry's inode numbers (so
+ * hard links are one kernel inode, and entries and attributes may be cached for the mount's timeouts), and
+ * nothing waits while JS works: the JS thread reads requests from /dev/fuse on its event loop and answers each
+ * by id, at once or later. AddonFuse below turns each request into one FuseOps call, reading its arguments by
+ * name from boundary.ts's table, and its result into the reply. It also passes what fuse-native cannot:
  *   - the caller's uid/gid/pid (fuse_req_ctx) with every request: new files belong to the caller and Meta's
  *     permission checks see the caller;
  *   - setattr with both times (seconds + nanoseconds, UTIME_NOW);
@@ -34,65 +34,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { UsageError } from '../errors.js';
-import type { FerryOps, SetAttrArgs } from './ops.js';
-
-/** Who makes a request (the addon only). */
-export interface Caller {
-  uid: number;
-  gid: number;
-  pid: number;
-  /** Whether the kernel gave up on the request (an interrupted blocking lock wait). */
-  interrupted(): boolean;
-}
-
-/** A time for utimens: ms since the epoch, or the special values. */
-export type TimeArg = number | 'now' | 'omit';
-
-/** What open and create answer. */
-export interface OpenReply {
-  fh: number;
-  keepCache?: boolean;
-  directIo?: boolean;
-}
-
-/** The stat object handlers answer (times in ms, possibly fractional). */
-export interface FuseStat {
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  ino: number;
-  rdev: number;
-  blksize: number;
-  blocks: number;
-  atime: number;
-  mtime: number;
-  ctime: number;
-  dev: number;
-}
-
-export interface FuseStatfs {
-  bsize: number;
-  frsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  favail: number;
-  fsid: number;
-  flag: number;
-  namemax: number;
-}
-
-/** A POSIX lock as handlers see it: [start, end) (end Number.MAX_SAFE_INTEGER: to the end of the file). */
-export interface FuseLock {
-  type: 'r' | 'w' | 'u';
-  start: number;
-  end: number;
-  pid: number;
-}
+import { ARG, HEAD, arg, type Caller, type FerryFuseAddon, type FuseLock, type FuseOps, type FuseStat, type FuseStatfs, type OpenReply, type SetAttrArgs, type Slot, type TimeArg } from './boundary.js';
 
 /** What the mount code needs of a binding. */
 export interface FuseInstance {
@@ -230,10 +172,10 @@ const UTIME_SPECIAL_MS_MAX = 1074;
 type Cb = (res: number, ...values: unknown[]) => void;
 
 /**
- * FerryOps in fuse-native's path-based handler shapes (no caller, no lock/flock/fallocate): each path is
+ * FuseOps in fuse-native's path-based handler shapes (no caller, no lock/flock/fallocate): each path is
  * resolved to an inode (or its parent directory and name) first.
  */
-export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) => void> {
+export function fuseNativeOps(ops: FuseOps): Record<string, (...args: never[]) => void> {
   const u = undefined;
   const floorTimes = (st: FuseStat): FuseStat => ({ ...st, atime: Math.floor(st.atime), mtime: Math.floor(st.mtime), ctime: Math.floor(st.ctime) });
   const t = (ms: number): TimeArg => (ms < UTIME_SPECIAL_MS_MAX ? 'now' : ms);
@@ -324,23 +266,6 @@ export function fuseNativeOps(ops: FerryOps): Record<string, (...args: never[]) 
 
 // ------------------------------------------------------------------------------------------ the addon
 
-/** native/fuse's exports (see ferry_fuse.c). */
-export interface FerryFuseAddon {
-  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number): object;
-  unmount(handle: object): void;
-  exit(handle: object): void;
-  close(handle: object): void;
-  reply(id: number, result: number, ...values: unknown[]): boolean;
-  interrupted(id: number): boolean;
-  invalidate(handle: object, ino: number): number;
-  ops: string[];
-  constants: Record<
-    | 'OPEN_KEEP_CACHE' | 'OPEN_DIRECT_IO' | 'F_RDLCK' | 'F_WRLCK' | 'F_UNLCK' | 'LOCK_SH' | 'LOCK_EX' | 'LOCK_NB' | 'LOCK_UN'
-    | 'SET_ATTR_MODE' | 'SET_ATTR_UID' | 'SET_ATTR_GID' | 'SET_ATTR_SIZE' | 'SET_ATTR_ATIME' | 'SET_ATTR_MTIME' | 'SET_ATTR_ATIME_NOW' | 'SET_ATTR_MTIME_NOW',
-    number
-  >;
-}
-
 let addon: { mod?: FerryFuseAddon; why?: string } | undefined;
 
 /** The addon, or why it cannot be used (not built, forced off by FERRY_FUSE=fuse-native). */
@@ -375,14 +300,21 @@ const EIO = 5;
 /** How long unmount waits for the FUSE loop to end before giving up on it, ms. */
 const DONE_WAIT_MS = 5000;
 
+type Reply = (res: number, ...values: unknown[]) => void;
+
+// Records in the order of boundary.ts's RECORDS (test/fuse/boundary.test.ts checks them).
 const statArray = (st: FuseStat): number[] => [st.mode, st.uid, st.gid, st.size, st.nlink, st.ino, st.rdev, st.blksize, st.blocks, st.atime, st.mtime, st.ctime];
+const statfsArray = (f: FuseStatfs): number[] => [f.bsize, f.frsize, f.blocks, f.bfree, f.bavail, f.files, f.ffree, f.favail, f.fsid, f.flag, f.namemax];
+
+/** The kernel's lock owner, as Meta's lock records name it. */
+const ownerOf = (a: readonly unknown[], i: Slot<bigint>): string => arg(a, i).toString(16);
 
 /** A mount served by the addon: one dispatch function receives every request and replies by id. */
 export class AddonFuse implements FuseInstance {
   readonly backend = 'ferry-fuse' as const;
   private readonly b: FerryFuseAddon;
   private readonly mnt: string;
-  private readonly ops: FerryOps;
+  private readonly ops: FuseOps;
   private readonly options: string[];
   private readonly timeouts: { attrSec: number; entrySec: number };
   private readonly readAheadBytes: number;
@@ -395,7 +327,7 @@ export class AddonFuse implements FuseInstance {
   onEnd: (() => void) | undefined;
   private readonly endWaiters: Array<() => void> = [];
 
-  constructor(b: FerryFuseAddon, mnt: string, ops: FerryOps, a: MountArgs, onError: (msg: string, err?: unknown) => void) {
+  constructor(b: FerryFuseAddon, mnt: string, ops: FuseOps, a: MountArgs, onError: (msg: string, err?: unknown) => void) {
     this.b = b;
     this.mnt = mnt;
     this.ops = ops;
@@ -445,9 +377,10 @@ export class AddonFuse implements FuseInstance {
     }, 200).unref();
   }
 
+  /** Every request and event of the addon: a is (...HEADER, ...OPS[op].args) of boundary.ts. */
   private dispatch(a: unknown[]): void {
-    const op = this.b.ops[a[0] as number];
-    const id = a[1] as number;
+    const op = this.b.ops[arg(a, HEAD.op)];
+    const id = arg(a, HEAD.id);
     if (op === 'init') {
       const cb = this.mountCb;
       this.mountCb = undefined;
@@ -472,8 +405,8 @@ export class AddonFuse implements FuseInstance {
       if (waiters.length === 0 && cb === undefined) this.onEnd?.();
       return;
     }
-    const c: Caller = { uid: a[2] as number, gid: a[3] as number, pid: a[4] as number, interrupted: () => this.b.interrupted(id) };
-    const r = (res: number, ...values: unknown[]): void => {
+    const c: Caller = { uid: arg(a, HEAD.uid), gid: arg(a, HEAD.gid), pid: arg(a, HEAD.pid), interrupted: () => this.b.interrupted(id) };
+    const r: Reply = (res, ...values) => {
       try {
         // A lock wait the kernel gave up on (the caller was interrupted) is answered EINTR already.
         if (!this.b.reply(id, res, ...values) && op !== 'setlk' && op !== 'flock') this.onError(`fuse ${op}: reply to a request no longer pending (dropped)`);
@@ -490,87 +423,165 @@ export class AddonFuse implements FuseInstance {
     }
   }
 
-  private call(op: string, c: Caller, a: unknown[], r: (res: number, ...values: unknown[]) => void): void {
+  /** Runs an operation whose answer carries no values. */
+  private plain(op: string, r: Reply, p: () => Promise<unknown>): void {
+    this.ops.run(op, p, (res) => r(res));
+  }
+
+  /** Runs an operation answered with an entry or attributes. */
+  private attr(op: string, r: Reply, p: () => Promise<FuseStat>): void {
+    this.ops.run(op, p, (res, st) => (res < 0 ? r(res) : r(0, statArray(st!))));
+  }
+
+  /** The lock a getlk or setlk request describes. */
+  private lockOf(a: readonly unknown[], p: typeof ARG.getlk | typeof ARG.setlk): FuseLock {
+    const k = this.b.constants;
+    const t = arg(a, p.lockType);
+    const start = arg(a, p.lockStart);
+    const len = arg(a, p.lockLength);
+    return { type: t === k.F_RDLCK ? 'r' : t === k.F_WRLCK ? 'w' : 'u', start, end: len === 0 ? LOCK_EOF : start + len, pid: arg(a, p.lockPid) };
+  }
+
+  private openFlags(v: OpenReply): number {
+    const k = this.b.constants;
+    return (v.keepCache === true ? k.OPEN_KEEP_CACHE : 0) | (v.directIo === true ? k.OPEN_DIRECT_IO : 0);
+  }
+
+  /** One request: its arguments read by name (ARG), one FuseOps call, its reply values in OPS[op].reply's order. */
+  private call(op: string, c: Caller, a: unknown[], r: Reply): void {
     const o = this.ops;
     const k = this.b.constants;
-    const s = (i: number): string => a[i] as string;
-    const n = (i: number): number => a[i] as number;
-    const owner = (i: number): string => (a[i] as bigint).toString(16);
-    /** Runs an operation whose answer carries no values. */
-    const plain = (p: () => Promise<unknown>): void => o.run(op, p, (res) => r(res));
-    /** Runs an operation answered with an entry or attributes. */
-    const attr = (p: () => Promise<FuseStat>): void => o.run(op, p, (res, st) => (res < 0 ? r(res) : r(0, statArray(st!))));
-    const lockOf = (i: number): FuseLock => {
-      const type = n(i) === k.F_RDLCK ? 'r' : n(i) === k.F_WRLCK ? 'w' : 'u';
-      const start = n(i + 1);
-      return { type, start, end: n(i + 2) === 0 ? LOCK_EOF : start + n(i + 2), pid: n(i + 3) };
-    };
-    const openFlags = (v: OpenReply): number => (v.keepCache === true ? k.OPEN_KEEP_CACHE : 0) | (v.directIo === true ? k.OPEN_DIRECT_IO : 0);
     switch (op) {
-      case 'lookup': return attr(() => o.lookup(c, n(5), s(6)));
-      case 'getattr': return attr(() => o.getattr(c, n(5)));
+      case 'lookup': {
+        const p = ARG.lookup;
+        return this.attr(op, r, () => o.lookup(c, arg(a, p.parent), arg(a, p.name)));
+      }
+      case 'getattr': return this.attr(op, r, () => o.getattr(c, arg(a, ARG.getattr.ino)));
       case 'setattr': {
-        const set = n(7);
+        const p = ARG.setattr;
+        const set = arg(a, p.toSet);
         const has = (bit: number): boolean => (set & bit) !== 0;
         const time = (bit: number, nowBit: number, ms: number): TimeArg | undefined => (has(nowBit) ? 'now' : has(bit) ? ms : undefined);
         const args: SetAttrArgs = {};
-        if (has(k.SET_ATTR_MODE)) args.mode = n(8);
-        if (has(k.SET_ATTR_UID)) args.uid = n(9);
-        if (has(k.SET_ATTR_GID)) args.gid = n(10);
-        if (has(k.SET_ATTR_SIZE)) args.size = n(11);
-        const at = time(k.SET_ATTR_ATIME, k.SET_ATTR_ATIME_NOW, n(12));
-        const mt = time(k.SET_ATTR_MTIME, k.SET_ATTR_MTIME_NOW, n(13));
+        if (has(k.SET_ATTR_MODE)) args.mode = arg(a, p.setMode);
+        if (has(k.SET_ATTR_UID)) args.uid = arg(a, p.setUid);
+        if (has(k.SET_ATTR_GID)) args.gid = arg(a, p.setGid);
+        if (has(k.SET_ATTR_SIZE)) args.size = arg(a, p.setSize);
+        const at = time(k.SET_ATTR_ATIME, k.SET_ATTR_ATIME_NOW, arg(a, p.setAtimeMs));
+        const mt = time(k.SET_ATTR_MTIME, k.SET_ATTR_MTIME_NOW, arg(a, p.setMtimeMs));
         if (at !== undefined) args.atime = at;
         if (mt !== undefined) args.mtime = mt;
-        return attr(() => o.setattr(c, n(5), args));
+        return this.attr(op, r, () => o.setattr(c, arg(a, p.ino), args));
       }
-      case 'readlink': return o.run(op, () => o.readlink(c, n(5)), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'mknod': return attr(() => o.mknod(c, n(5), s(6), n(7), n(8)));
-      case 'mkdir': return attr(() => o.mkdir(c, n(5), s(6), n(7)));
-      case 'unlink': return plain(() => o.unlink(c, n(5), s(6)));
-      case 'rmdir': return plain(() => o.rmdir(c, n(5), s(6)));
-      case 'symlink': return attr(() => o.symlink(c, n(5), s(6), s(7)));
-      case 'rename': return plain(() => o.rename(c, n(5), s(6), n(7), s(8), 0));
-      case 'link': return attr(() => o.link(c, n(5), n(6), s(7)));
-      case 'open':
-        return o.run(op, () => o.open(c, n(5), n(6)), (res, v) => {
+      case 'readlink': return o.run(op, () => o.readlink(c, arg(a, ARG.readlink.ino)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      case 'mknod': {
+        const p = ARG.mknod;
+        return this.attr(op, r, () => o.mknod(c, arg(a, p.parent), arg(a, p.name), arg(a, p.mode), arg(a, p.rdev)));
+      }
+      case 'mkdir': {
+        const p = ARG.mkdir;
+        return this.attr(op, r, () => o.mkdir(c, arg(a, p.parent), arg(a, p.name), arg(a, p.mode)));
+      }
+      case 'unlink': {
+        const p = ARG.unlink;
+        return this.plain(op, r, () => o.unlink(c, arg(a, p.parent), arg(a, p.name)));
+      }
+      case 'rmdir': {
+        const p = ARG.rmdir;
+        return this.plain(op, r, () => o.rmdir(c, arg(a, p.parent), arg(a, p.name)));
+      }
+      case 'symlink': {
+        const p = ARG.symlink;
+        return this.attr(op, r, () => o.symlink(c, arg(a, p.parent), arg(a, p.name), arg(a, p.target)));
+      }
+      case 'rename': {
+        const p = ARG.rename;
+        return this.plain(op, r, () => o.rename(c, arg(a, p.parent), arg(a, p.name), arg(a, p.newParent), arg(a, p.newName), 0));
+      }
+      case 'link': {
+        const p = ARG.link;
+        return this.attr(op, r, () => o.link(c, arg(a, p.ino), arg(a, p.newParent), arg(a, p.newName)));
+      }
+      case 'open': {
+        const ino = arg(a, ARG.open.ino);
+        return o.run(op, () => o.open(c, ino, arg(a, ARG.open.flags)), (res, v) => {
           if (res < 0) return r(res);
           // Pages the kernel may not keep may come with a stale size too: it re-reads the attributes.
-          if (v!.keepCache !== true && this.handle !== undefined) this.b.invalidate(this.handle, n(5));
-          r(0, v!.fh, openFlags(v!));
+          if (v!.keepCache !== true && this.handle !== undefined) this.b.invalidate(this.handle, ino);
+          r(0, v!.fh, this.openFlags(v!));
         });
-      case 'create':
-        return o.run(op, () => o.create(c, n(5), s(6), n(7), n(8)), (res, v) => (res < 0 ? r(res) : r(0, statArray(v!.attr), v!.open.fh, openFlags(v!.open))));
+      }
+      case 'create': {
+        const p = ARG.create;
+        return o.run(op, () => o.create(c, arg(a, p.parent), arg(a, p.name), arg(a, p.mode), arg(a, p.flags)), (res, v) =>
+          res < 0 ? r(res) : r(0, statArray(v!.attr), v!.open.fh, this.openFlags(v!.open)));
+      }
       // The reply may be a view of a cached block (no copy); it is sent before anything else runs.
-      case 'read': return o.run(op, () => o.read(c, n(6), n(8), n(9)), (res, data) => (res < 0 ? r(res) : r(data!.length, data)));
-      case 'write': return o.run(op, () => o.write(c, n(6), a[7] as Buffer, n(8), n(9)), (res, v) => r(res < 0 ? res : v!));
-      case 'flush': return plain(() => o.flush(c, n(6), owner(7)));
-      case 'release': return plain(() => o.release(c, n(6), n(9) !== 0 ? owner(8) : undefined));
-      case 'fsync': return plain(() => o.fsync(c, n(7)));
-      case 'opendir': return o.run(op, () => o.opendir(c, n(5)), (res, fh) => (res < 0 ? r(res) : r(0, fh!, 0)));
-      case 'readdir':
-        return o.run(op, () => o.readdir(c, n(5), n(6), n(8), n(7)), (res, d) => (res < 0 ? r(res) : r(0, d!.names, d!.inos, d!.modes)));
-      case 'releasedir': return plain(() => o.releasedir(c, n(6)));
-      case 'fsyncdir': return plain(() => o.fsyncdir());
-      case 'statfs': return o.run(op, () => o.statfs(), (res, f) => (res < 0 ? r(res) : r(0, [f!.bsize, f!.frsize, f!.blocks, f!.bfree, f!.bavail, f!.files, f!.ffree, f!.favail, f!.fsid, f!.flag, f!.namemax])));
-      case 'setxattr': return plain(() => o.setxattr(c, n(5), s(6), a[7] as Buffer, n(8)));
-      case 'getxattr': return o.run(op, () => o.getxattr(c, n(5), s(6)), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'listxattr': return o.run(op, () => o.listxattr(c, n(5)), (res, v) => (res < 0 ? r(res) : r(0, v)));
-      case 'removexattr': return plain(() => o.removexattr(c, n(5), s(6)));
-      case 'access': return plain(() => o.access(c, n(5), n(6)));
-      case 'getlk':
-        return o.run(op, () => o.getlk(c, n(6), lockOf(8), owner(12)), (res, l) => {
+      case 'read': {
+        const p = ARG.read;
+        return o.run(op, () => o.read(c, arg(a, p.fh), arg(a, p.size), arg(a, p.offset)), (res, data) => (res < 0 ? r(res) : r(data!.length, data)));
+      }
+      case 'write': {
+        const p = ARG.write;
+        return o.run(op, () => o.write(c, arg(a, p.fh), arg(a, p.data), arg(a, p.size), arg(a, p.offset)), (res, v) => r(res < 0 ? res : v!));
+      }
+      case 'flush': {
+        const p = ARG.flush;
+        return this.plain(op, r, () => o.flush(c, arg(a, p.fh), ownerOf(a, p.lockOwner)));
+      }
+      case 'release': {
+        const p = ARG.release;
+        return this.plain(op, r, () => o.release(c, arg(a, p.fh), arg(a, p.flockRelease) !== 0 ? ownerOf(a, p.lockOwner) : undefined));
+      }
+      case 'fsync': return this.plain(op, r, () => o.fsync(c, arg(a, ARG.fsync.fh)));
+      case 'opendir': return o.run(op, () => o.opendir(c, arg(a, ARG.opendir.ino)), (res, fh) => (res < 0 ? r(res) : r(0, fh!, 0)));
+      case 'readdir': {
+        const p = ARG.readdir;
+        return o.run(op, () => o.readdir(c, arg(a, p.ino), arg(a, p.fh), arg(a, p.offset), arg(a, p.size)), (res, d) =>
+          res < 0 ? r(res) : r(0, d!.names, d!.inos, d!.modes));
+      }
+      case 'releasedir': return this.plain(op, r, () => o.releasedir(c, arg(a, ARG.releasedir.fh)));
+      case 'fsyncdir': return this.plain(op, r, () => o.fsyncdir());
+      case 'statfs': return o.run(op, () => o.statfs(), (res, f) => (res < 0 ? r(res) : r(0, statfsArray(f!))));
+      case 'setxattr': {
+        const p = ARG.setxattr;
+        return this.plain(op, r, () => o.setxattr(c, arg(a, p.ino), arg(a, p.name), arg(a, p.data), arg(a, p.flags)));
+      }
+      case 'getxattr': {
+        const p = ARG.getxattr;
+        return o.run(op, () => o.getxattr(c, arg(a, p.ino), arg(a, p.name)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      }
+      case 'listxattr': return o.run(op, () => o.listxattr(c, arg(a, ARG.listxattr.ino)), (res, v) => (res < 0 ? r(res) : r(0, v)));
+      case 'removexattr': {
+        const p = ARG.removexattr;
+        return this.plain(op, r, () => o.removexattr(c, arg(a, p.ino), arg(a, p.name)));
+      }
+      case 'access': {
+        const p = ARG.access;
+        return this.plain(op, r, () => o.access(c, arg(a, p.ino), arg(a, p.mask)));
+      }
+      case 'getlk': {
+        const p = ARG.getlk;
+        return o.run(op, () => o.getlk(c, arg(a, p.fh), this.lockOf(a, p), ownerOf(a, p.lockOwner)), (res, l) => {
           if (res < 0) return r(res);
           if (l === undefined) return r(0, [k.F_UNLCK]);
           r(0, [l.type === 'r' ? k.F_RDLCK : k.F_WRLCK, l.start, l.end >= LOCK_EOF ? 0 : l.end - l.start, l.pid]);
         });
-      case 'setlk': return plain(() => o.setlk(c, n(6), lockOf(8), owner(12), n(7) !== 0));
-      case 'flock': {
-        const f = n(7);
-        const kind = (f & k.LOCK_UN) !== 0 ? 'un' : (f & k.LOCK_EX) !== 0 ? 'ex' : 'sh';
-        return plain(() => o.flock(c, n(6), kind, (f & k.LOCK_NB) === 0, owner(8)));
       }
-      case 'fallocate': return plain(() => o.fallocate(c, n(6), n(7), n(8), n(9)));
+      case 'setlk': {
+        const p = ARG.setlk;
+        return this.plain(op, r, () => o.setlk(c, arg(a, p.fh), this.lockOf(a, p), ownerOf(a, p.lockOwner), arg(a, p.sleep) !== 0));
+      }
+      case 'flock': {
+        const p = ARG.flock;
+        const f = arg(a, p.flockOp);
+        const kind = (f & k.LOCK_UN) !== 0 ? 'un' : (f & k.LOCK_EX) !== 0 ? 'ex' : 'sh';
+        return this.plain(op, r, () => o.flock(c, arg(a, p.fh), kind, (f & k.LOCK_NB) === 0, ownerOf(a, p.lockOwner)));
+      }
+      case 'fallocate': {
+        const p = ARG.fallocate;
+        return this.plain(op, r, () => o.fallocate(c, arg(a, p.fh), arg(a, p.fallocateMode), arg(a, p.offset), arg(a, p.length)));
+      }
       default:
         this.onError(`fuse: unknown request ${op}`);
         return r(-38);
@@ -583,7 +594,7 @@ let fallbackLogged = false;
 /**
  * The binding for a mount: the addon when built, else fuse-native (one log line says so, once per process).
  */
-export function createFuse(mnt: string, ops: FerryOps, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
+export function createFuse(mnt: string, ops: FuseOps, a: MountArgs, log: { warn(m: string): void; error(m: string, e?: unknown): void }): FuseInstance {
   const { mod, why } = loadAddon();
   if (mod !== undefined) return new AddonFuse(mod, mnt, ops, a, (m, e) => log.error(m, e));
   if (!fallbackLogged) {

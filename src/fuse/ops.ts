@@ -37,10 +37,10 @@ import { FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
 import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCount, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, Vfs, type Handle } from '../vfs/vfs.js';
-import type { Caller, FuseLock, FuseStat, FuseStatfs, OpenReply, TimeArg } from './native.js';
+import type { Caller, DirEntries, FuseLock, FuseStat, FuseStatfs, OpenReply, SetAttrArgs } from './boundary.js';
 import type { MountStats } from './stats.js';
 
-export type { FuseStat } from './native.js';
+export type { DirEntries, FuseStat, SetAttrArgs } from './boundary.js';
 
 /** The virtual counters file at the mount root. */
 export const STATS_NAME = '.stats';
@@ -65,7 +65,7 @@ const DIRENT_BYTES_MIN = 32;
 const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 /**
  * File capabilities: not kept (as on a nosuid mount), so the kernel's check before every write (does the
- * file carry capabilities to drop?) is answered by the addon without a trip to JS (see ferry_fuse.c).
+ * file carry capabilities to drop?) is answered by the addon without a trip to JS (see native/fuse/src/ll_ops.c).
  */
 const CAPS_XATTR = 'security.capability';
 /** How long a caller's supplementary groups are reused, ms. */
@@ -110,23 +110,6 @@ export interface FerryOpsOptions {
   stats: MountStats;
   /** Identity that owns new files (fuse-native does not pass the caller's). */
   ctx: Ctx;
-}
-
-/** What setattr may change (a field left out stays as it is). */
-export interface SetAttrArgs {
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  size?: number;
-  atime?: TimeArg;
-  mtime?: TimeArg;
-}
-
-/** Directory entries from some offset on: entry i's offset (for the next readdir) is offset + i + 1. */
-export interface DirEntries {
-  names: string[];
-  inos: number[];
-  modes: number[];
 }
 
 type C = Caller | undefined;
