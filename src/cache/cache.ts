@@ -10,6 +10,8 @@
  * - Caches are advisory: any call may lose entries; none may return wrong bytes.
  */
 
+import type { BlockPart } from '../chunk/store.js';
+
 export interface CacheStats {
   hits: number;
   misses: number;
@@ -30,11 +32,8 @@ export interface BlockCache {
   close(): Promise<void>;
 }
 
-/** Plain bytes [start, start + data.length) of a block. */
-export interface BlockPart {
-  data: Buffer;
-  start: number;
-}
+/** Plain bytes [start, start + data.length) of a block (declared by chunk/, which hands them to readers). */
+export type { BlockPart };
 
 /**
  * Optional capability of caches that can read part of a block (the disk cache: its files use the block codec,

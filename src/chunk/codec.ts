@@ -36,7 +36,7 @@
  *
  * H is a function of P alone, and P is in the block's key (chunk/keys.ts): a reader knows where every stripe
  * lives before it fetches anything, so it sends both GETs at once (one round trip, two requests) and skips the
- * first one when it still holds the verified table (chunk/store.ts caches tables). A single GET of [0, end of
+ * first one when it still holds the verified table (cache/reader.ts remembers tables). A single GET of [0, end of
  * the range) would average half a block for random reads; stripe checksums interleaved with the data would
  * need one GET, but cost a copy of every block on write and on whole reads, and a reader could not tell a
  * version 1 block from a version 2 one without its header. Compressed blocks cannot be cut at plain offsets, so
@@ -293,6 +293,14 @@ export function decodeBlock(object: Buffer, key: string, expectedPlainBytes?: nu
     return plain;
   }
   return decodeWhole(object, key, expectedPlainBytes);
+}
+
+/**
+ * The format version byte of an object (or its first bytes) that starts with the block magic, else undefined.
+ * Unverified: it may route a read (a version 1 block is fetched whole), never vouch for any byte.
+ */
+export function peekBlockVersion(head: Buffer): number | undefined {
+  return head.length > 4 && head.subarray(0, 4).equals(BLOCK_MAGIC) ? head.readUInt8(4) : undefined;
 }
 
 /** The format version of an object that starts like a block, or CorruptBlockError. */

@@ -23,7 +23,8 @@
 
 import type { Command } from 'commander';
 import { CorruptBlockError } from '../errors.js';
-import { ChunkStore } from '../chunk/store.js';
+import { createChunkStore } from '../cache/blocks.js';
+import type { ChunkStore } from '../chunk/store.js';
 import { blockKey } from '../chunk/keys.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { dataBytes, type SliceRef } from '../meta/slices.js';
@@ -263,11 +264,11 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   if (inodeCount !== inodes.size - 2) warnings.push(`usage counter inodes is ${inodeCount}, but ${inodes.size - 2} inodes exist besides root and .trash`);
 
   // ---- blocks
-  const chunkStore = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
+  const chunkStore = createChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
   const regions = volumeRegions(format);
   const homeStores = new Map<string, { store: ObjectStore; chunkStore: ChunkStore }>([[regions.primary, { store, chunkStore }]]);
   for (const [name, s] of options.otherStores ?? []) {
-    homeStores.set(name, { store: s, chunkStore: new ChunkStore({ store: s, blockBytes: format.blockBytes, compression: format.compression }) });
+    homeStores.set(name, { store: s, chunkStore: createChunkStore({ store: s, blockBytes: format.blockBytes, compression: format.compression }) });
   }
   const blocks: Array<{ id: number; size: number; index: number }> = [];
   let blockBytes = 0;

@@ -14,7 +14,7 @@
  */
 
 import type { Command } from 'commander';
-import { ChunkStore } from '../chunk/store.js';
+import { createChunkStore } from '../cache/blocks.js';
 import { CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { canSweepTemp, listAll, type ObjectStore } from '../object/store.js';
 import { deleteReleasedSlices } from '../region/deletion.js';
@@ -63,7 +63,7 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
   const { meta, store, format } = tools;
   const now = options.now ?? Date.now();
   const inFlight = options.deletesInFlight ?? GC_DELETES_IN_FLIGHT_DEFAULT;
-  const chunks = new ChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
+  const chunks = createChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
   const r: GcResult = {
     sessionsCleaned: 0,
     trashReleased: 0,

@@ -26,6 +26,7 @@ import { FaultStore } from '../object/faults.js';
 import { FileStore } from '../object/file.js';
 import { RetryStore } from '../object/retry.js';
 import type { RegionPlacement } from '../region/placement.js';
+import type { BlockReader } from '../cache/reader.js';
 import { replicationStatus, Replicator } from '../region/replicate.js';
 
 const BINARY_BYTES = 3 << 20;
@@ -59,9 +60,9 @@ async function countFiles(dir: string): Promise<number> {
   return n;
 }
 
-/** The read-order counters of a client (its ChunkStore's block source). */
+/** The read-order counters of a client (the block source of its ChunkStore's reader). */
 function placementOf(vol: Volume): RegionPlacement {
-  return (vol.vfs.chunks as unknown as { source: RegionPlacement }).source;
+  return (vol.vfs.chunks.reads as BlockReader).source as RegionPlacement;
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -5,7 +5,8 @@
  * `home` — in the slice record and in every chunk reference to it, so a reader knows the home without a
  * lookup (chunk/store.ts ChunkStore `home`; meta/meta.ts Meta.write).
  *
- * Read order for slice S with home H, seen from region R (after the memory and disk caches):
+ * Read order for slice S with home H, seen from region R: the buckets the block reader (cache/reader.ts) asks
+ * after its tiers in front (memory, disk, ...), in this order:
  *
  *   H = R                          R, then every other bucket
  *   S known copied to R            R, H, then the others
@@ -19,7 +20,7 @@
  * Concurrent lookups of one slice are made once.
  */
 
-import type { BlockSource, SourceStore } from '../chunk/store.js';
+import type { BlockSource, SourceStore } from '../cache/reader.js';
 import type { SliceRefRec } from '../meta/types.js';
 import type { ObjectStore } from '../object/store.js';
 import { SingleFlight } from '../util/singleflight.js';
@@ -40,7 +41,7 @@ export interface PlacementOptions {
   lookup(id: number): Promise<SliceRefRec | undefined>;
   /** How long "not copied here yet" is believed, ms (default 500). */
   negativeMs?: number;
-  /** Closes the stores other than the client's own (the ChunkStore closes that one). Default true. */
+  /** Closes the stores other than the client's own (the ChunkStore closes that one) with the reader. Default true. */
   closeOthers?: boolean;
   now?: () => number;
 }

@@ -1,6 +1,6 @@
 /**
- * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore with caches ->
- * Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
+ * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore (writes) over a
+ * BlockReader (reads: memory -> disk -> buckets, cache/blocks.ts) -> Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
  *
  * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
  * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
@@ -19,8 +19,8 @@ import type { Ctx } from '../meta/types.js';
 import { openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
 import type { ObjectStore } from '../object/store.js';
-import { ChunkStore } from '../chunk/store.js';
 import { loadCompression } from '../chunk/codec.js';
+import { createChunkStore } from '../cache/blocks.js';
 import { MemoryBlockCache } from '../cache/memory.js';
 import type { DiskBlockCacheOptions } from '../cache/disk.js';
 import { Vfs, type VfsOptions } from '../vfs/vfs.js';
@@ -47,7 +47,7 @@ export interface OpenVolumeOptions extends VfsOptions {
   /** Tuning of the disk cache's write queue and free-space floor (DiskBlockCache's defaults otherwise). */
   cacheOptions?: DiskCacheTuning;
   /**
-   * Reads of at most this many bytes of an uncached block fetch only the stripes they need (ChunkStore's
+   * Reads of at most this many bytes of an uncached block fetch only the stripes they need (BlockReader's
    * default: a quarter of the block size); 0 makes every read fetch whole blocks.
    */
   rangeReadBytesMax?: number;
@@ -128,7 +128,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
         capacityBytes: options.cacheBytes ?? 10 * 2 ** 30,
       });
     }
-    const chunks = new ChunkStore({
+    const chunks = createChunkStore({
       store,
       home: regions.named ? here : undefined,
       source: placement,

@@ -9,7 +9,8 @@ import { FsError, isFsError } from '../errors.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, TRASH_INO, type Attr, type Ctx, type FileType } from '../meta/types.js';
 import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK_FOLLOW_MAX, Vfs, type Handle } from '../vfs/vfs.js';
 import { Dirent, Stats } from './stats.js';
-import type { ChunkCacheStats, ChunkStats } from '../chunk/store.js';
+import type { ChunkStats } from '../chunk/store.js';
+import type { ChunkCacheStats } from '../cache/reader.js';
 
 const MESSAGES: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -295,7 +296,9 @@ export class Volume {
    * dropped and holds (ChunkStore.cacheStats; `counters()` gives them flat for metrics).
    */
   stats(): VolumeStats {
-    const { memory, disk } = this.vfs.chunks.cacheStats();
+    // chunk/ knows the caches' counters only as records; the reader that open.ts builds (cache/reader.ts) reports
+    // them as ChunkCacheStats.
+    const { memory, disk } = this.vfs.chunks.cacheStats() as ChunkCacheStats;
     return { chunks: { ...this.vfs.chunks.stats }, memCache: memory, diskCache: disk };
   }
 

@@ -11,7 +11,9 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
 import { blockKey } from '../../src/chunk/keys.js';
-import { ChunkStore, type BlockSource, type ChunkStoreOptions, type SourceStore } from '../../src/chunk/store.js';
+import type { ChunkStore } from '../../src/chunk/store.js';
+import { createChunkStore, type ChunkStoreOptions } from '../../src/cache/blocks.js';
+import type { BlockSource, SourceStore } from '../../src/cache/reader.js';
 import { MemoryBlockCache } from '../../src/cache/memory.js';
 import { DiskBlockCache } from '../../src/cache/disk.js';
 import { CorruptBlockError, FsError } from '../../src/errors.js';
@@ -86,7 +88,7 @@ const blockLen = (i: number): number => Math.min(B, SIZE - i * B);
 const keyOf = (i: number): string => blockKey(ID, i, blockLen(i));
 
 function chunkStore(store: ObjectStore, options: Partial<ChunkStoreOptions> = {}): ChunkStore {
-  return new ChunkStore({ store, blockBytes: B, compression: 'none', ...options });
+  return createChunkStore({ store, blockBytes: B, compression: 'none', ...options });
 }
 
 async function writeSlice(chunks: ChunkStore, data: Buffer = content): Promise<void> {
