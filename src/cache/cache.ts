@@ -1,6 +1,7 @@
 /**
  * The block cache contract, implemented by the memory cache and the local disk cache (and checked by
- * test/cache/conformance.ts). A cache holds *plain* block bytes (decoded, verified) by block key.
+ * test/cache/conformance.ts). A cache holds *plain* block bytes (decoded, verified) by block key. The block
+ * reader uses a cache as one of its tiers through tier-cache.ts (which also keeps stripes under `key#i`).
  *
  * Promises:
  * - `get` returns exactly the bytes that were `put` under the key, or undefined. A copy that fails its own

@@ -1,43 +1,47 @@
 /**
  * The block reader: one read path over an ordered list of tiers (tier.ts), fastest first,
  *
- *   tiers[0] -> tiers[1] -> ... -> buckets: source.order(slice)[0] -> [1] -> ...     (or the one `store`)
- *   memory      local disk   (cache group)   region/placement.ts decides per slice
+ *   tiers:  memory -> local disk -> (cache group) -> buckets: source.order(slice)[0] -> [1] -> ...
+ *           plain     plain          encoded         encoded   (region/placement.ts decides; without a
+ *           (this machine's tiers come first)                   source, the one `store`)
  *
  * asking each in turn what it holds of a block; the first good answer is returned and fills the fillable
  * tiers before it on its way back. Concurrent misses of one block are fetched once (single flight). What a
  * tier answers is checked before use: encoded answers (buckets, later the cache group) are verified with the
  * codec (CRC32C of the header, the stripe table and every stripe, or of the whole block), plain answers must
- * cover what was asked. A copy that fails is treated as missing: counted (`corrupt`), dropped from the tier
- * when it is fillable, reported (`onBadCopy`, or the source's for a bucket), and the next tier is asked. A read
- * fails only when no bucket gave a good copy, with an error naming what each bucket said (CorruptBlockError
- * when every bucket answered and none had it intact, else FsError EIO); with one bucket and no source, that
- * bucket's own error.
+ * cover what was asked. A copy that fails is treated as missing: counted (`corrupt`, for encoded copies),
+ * dropped from the tier when it is fillable, reported (`onBadCopy`, or the source's for a bucket), and the
+ * next tier is asked. A read fails only when no bucket gave a good copy, with an error naming what each bucket
+ * said (CorruptBlockError when every bucket answered and none had it intact, else FsError EIO); with one
+ * bucket and no source, that bucket's own error. The tiers in front never decide the error: a cache group
+ * that is down or serves garbage costs a fall-through, nothing else.
  *
  * Whole block (readBlock; reads larger than rangeReadBytesMax, compressed volumes, read-ahead):
  *
- *   flight(key): tiers[0..] whole -> buckets GET whole, decode -> fill every fillable tier before it
+ *   flight(key): plain tiers whole -> encoded tiers whole -> buckets GET whole, decode
+ *                -> fill every fillable tier before the one that answered (awaited)
  *
- * Small read (readRange, at most rangeReadBytesMax of an uncompressed block that no one is fetching whole):
+ * Small read (readRange: at most rangeReadBytesMax bytes of an uncompressed block that no one is fetching
+ * whole; else it joins or starts the whole-block flight):
  *
- *   plain tiers in front, no flight: memory (whole block, then its stripes) -> disk (header + needed stripes)
- *   -> flight(key#stripes): the remaining tiers, then buckets GET the stripes (at least rangeFetchBytesMin
- *      of them, forward from the read), plus the header unless its verified stripe table is remembered (at
- *      most STRIPE_TABLES_MAX tables, per tier) -> verify each stripe -> fill 'stripes' tiers (memory)
- *   -> 'whole' tiers (disk) are then filled in the background with the whole block, fetched from the tiers
- *      after them, at most CACHE_FILLS_IN_FLIGHT_MAX blocks at once (else not at all): a working set read at
- *      random still ends up on local disk, without the reads waiting for whole blocks.
+ *   plain tiers, no flight: memory (the whole block, else its stripes) -> disk (header + the needed stripes)
+ *   -> flight(key#stripes): encoded tiers, then buckets: GET the stripes (at least rangeFetchBytesMin of
+ *      them, forward from the read) and, at the same time, the header unless its verified stripe table is
+ *      remembered (at most STRIPE_TABLES_MAX tables, per tier and block, least recently used dropped)
+ *      -> verify each stripe -> fill the 'stripes' tiers before it (memory), awaited
+ *   -> the 'whole' tiers (disk) are filled in the background with the whole block, fetched from the encoded
+ *      tiers and buckets, at most CACHE_FILLS_IN_FLIGHT_MAX blocks at once (else not at all): a working set
+ *      read at random still ends up on local disk, without the reads waiting for whole blocks.
  *
  * A span of stripes that would be the whole block anyway is read whole (one GET rather than two); a block
  * whose header says version 1 (compressed, or written before stripes) is read whole and remembered as such.
- * Fills are awaited (the disk cache's put may wait for room in its write queue: a read that outruns the local
- * disk is slowed to its write rate, so that what it fetched stays cached for the next pass); the background
- * fills are not.
+ * Fills are awaited because the disk cache's put may wait for room in its write queue: a read that outruns
+ * the local disk is slowed to its write rate, so that what it fetched stays cached for the next pass.
  *
  * Counters (`stats`, named as ChunkStats in chunk/store.ts): hits of the tiers named 'memory' (whole blocks:
  * memHits; stripes: stripeHits) and 'disk' (diskHits); from the buckets, whole blocks (blocksRead, bytesRead)
  * and ranged fetches (rangesRead, rangeBytesRead, headers included); bad copies (corrupt); background fills
- * (cacheFills). `tierStats(name)` gives any front tier's hits and failures.
+ * (cacheFills). `tierStats(name)` gives any front tier's hits and failures (the cache group's, later).
  */
 
 import type { BlockPart, BlockReads, ReadStats } from '../chunk/store.js';

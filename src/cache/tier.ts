@@ -1,6 +1,7 @@
 /**
- * The tier contract: one place a block may be found. The block reader (reader.ts) walks an ordered list of
- * tiers, fastest first, and checked by test/cache/tier-conformance.ts:
+ * The tier contract: one place a block may be found, checked by test/cache/tier-conformance.ts. The block
+ * reader (reader.ts) walks an ordered list of tiers, fastest first, the plain ones (this machine's) before
+ * the encoded ones:
  *
  *   memory -> local disk -> (the region's cache group) -> buckets, in the order region/ decides per slice
  *   plain     plain          encoded                      encoded
