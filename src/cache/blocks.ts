@@ -26,7 +26,7 @@ export interface ChunkStoreOptions {
   compression: Compression;
   memCache?: BlockCache | undefined;
   diskCache?: BlockCache | undefined;
-  /** Tiers asked after the local caches and before the buckets (the cache group's place); closed with the store. */
+  /** Tiers asked after the local caches, before the buckets (the cache group's place); closed with the store. */
   extraTiers?: readonly BlockTier[] | undefined;
   /** Also put written blocks into the disk cache (a reader soon after a writer on this client). */
   cacheWrites?: boolean | undefined;

@@ -30,11 +30,12 @@
  * is it dropped (counted in `dropped`). So a reader that fetches faster than the disk writes (a bucket on the
  * same machine, a page-cached file) is slowed to the disk's write rate instead of losing its blocks, and
  * memory stays bounded by the queue's bytes plus the callers' own buffers (the block reader, cache/reader.ts:
- * the blocks its reads and read-ahead have in flight). A bucket slower than the disk (a WAN) never fills the queue, so reads do not
- * wait at all. What gets dropped: a put that waited `putWaitMsMax` without the queue gaining room (a stalled or
- * failing disk). Once a wait times out, later puts that find the queue full are dropped at once until a write
- * completes, so a stalled disk costs readers one wait, not one per block. Dropping is acceptable there: the
- * cache is advisory, the block is still returned to its reader, and the next read fetches it again.
+ * the blocks its reads and read-ahead have in flight). A bucket slower than the disk (a WAN) never fills the
+ * queue, so reads do not wait at all. What gets dropped: a put that waited `putWaitMsMax` without the queue
+ * gaining room (a stalled or failing disk). Once a wait times out, later puts that find the queue full are
+ * dropped at once until a write completes, so a stalled disk costs readers one wait, not one per block.
+ * Dropping is acceptable there: the cache is advisory, the block is still returned to its reader, and the next
+ * read fetches it again.
  * `putWaitMsMax: 0` never waits: a full queue drops (JuiceFS's policy), for a first read that must not slow.
  *
  * A put is declined when the file system's free space is below `freeSpaceFloorRatio` (statfs checked at most

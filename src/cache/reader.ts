@@ -90,7 +90,7 @@ export interface BlockReaderOptions {
   rangeReadBytesMax?: number | undefined;
   /** A ranged fetch covers at least this many bytes (whole stripes, forward from the read); default one stripe. */
   rangeFetchBytesMin?: number | undefined;
-  /** A tier in `tiers` could not answer, or answered a bad copy (then dropped from it); the next tier was asked. */
+  /** A tier in `tiers` could not answer or answered a bad copy (dropped from it); the next tier was asked. */
   onBadCopy?: ((tier: string, key: string, err: unknown) => void) | undefined;
 }
 

@@ -1,6 +1,7 @@
 /**
  * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore (writes) over a
- * BlockReader (reads: memory -> disk -> buckets, cache/blocks.ts) -> Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
+ * BlockReader (reads: memory -> disk -> buckets, cache/blocks.ts) -> Vfs -> Volume. `openVolume` is what
+ * `import { openVolume } from 'ferryfs'` gives.
  *
  * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
  * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
