@@ -15,7 +15,7 @@ import { BlockReader, DISK_TIER, MEMORY_TIER, type BlockReaderOptions, type Bloc
 import { CacheTier } from './tier-cache.js';
 import type { BlockTier } from './tier.js';
 
-export interface ChunkStoreOptions {
+export interface CreateChunkStoreOptions {
   /** This client's bucket: new blocks go here; with no `source`, every read comes from here too. */
   store: ObjectStore;
   /** The region recorded as home of the slices this client writes (multi-region volumes only). */
@@ -44,7 +44,7 @@ export function cacheTiers(memCache: BlockCache | undefined, diskCache: BlockCac
   return tiers;
 }
 
-export function createChunkStore(options: ChunkStoreOptions): ChunkStore {
+export function createChunkStore(options: CreateChunkStoreOptions): ChunkStore {
   const reads = new BlockReader({
     tiers: [...cacheTiers(options.memCache, options.diskCache), ...(options.extraTiers ?? [])],
     store: options.store,

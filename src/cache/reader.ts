@@ -251,7 +251,9 @@ export class BlockReader implements BlockReads {
     const part = await this.rangeFlights.do(`${key}#${span.first}-${span.end}`, async () => {
       const found = await this.walk(key, plainBytes, range, span, slice, home, signal);
       this.countBucketWhole(found, plainBytes);
-      await this.fillBefore(found.at, key, plainBytes, found.part, found.encoded);
+      // A whole block here is mostly a version 1 one: the disk gets it re-encoded (striped) rather than as it
+      // came, so that small reads of it are ranged there too.
+      await this.fillBefore(found.at, key, plainBytes, found.part, undefined);
       return found.part;
     });
     if (!isWhole(part, plainBytes)) this.fillInBackground(key, plainBytes, slice, home);

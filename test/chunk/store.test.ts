@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import { BLOCK_STRIPE_BYTES, blockHeaderBytes } from '../../src/chunk/codec.js';
 import { blockKey } from '../../src/chunk/keys.js';
 import type { ChunkStore } from '../../src/chunk/store.js';
-import { createChunkStore, type ChunkStoreOptions } from '../../src/cache/blocks.js';
+import { createChunkStore, type CreateChunkStoreOptions } from '../../src/cache/blocks.js';
 import type { BlockSource, SourceStore } from '../../src/cache/reader.js';
 import { MemoryBlockCache } from '../../src/cache/memory.js';
 import { DiskBlockCache } from '../../src/cache/disk.js';
@@ -87,7 +87,7 @@ const content = randomBytes(SEED, SIZE);
 const blockLen = (i: number): number => Math.min(B, SIZE - i * B);
 const keyOf = (i: number): string => blockKey(ID, i, blockLen(i));
 
-function chunkStore(store: ObjectStore, options: Partial<ChunkStoreOptions> = {}): ChunkStore {
+function chunkStore(store: ObjectStore, options: Partial<CreateChunkStoreOptions> = {}): ChunkStore {
   return createChunkStore({ store, blockBytes: B, compression: 'none', ...options });
 }
 
