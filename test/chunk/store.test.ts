@@ -1,6 +1,6 @@
 /**
- * ChunkStore reads: small reads of uncached blocks fetch and verify only the stripes they need (codec version
- * 2), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
+ * ChunkStore reads (through its BlockReader, src/cache/reader.ts): small reads of uncached blocks fetch and
+ * verify only the stripes they need (codec version 2), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
  * fall-through over a source's buckets as whole blocks.
  */
 
