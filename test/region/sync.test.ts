@@ -294,6 +294,30 @@ describe('sync engine (in-process)', () => {
   });
 });
 
+describe('the run signal', () => {
+  it('many tasks waiting on one abort signal raise no MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(`${w.name}: ${w.message}`);
+    };
+    process.on('warning', onWarning);
+    try {
+      const src = new MemStore('');
+      for (let i = 0; i < 100; i++) await src.put(`k${String(i).padStart(3, '0')}`, content(`k${i}`, 1000));
+      const abort = new AbortController();
+      // 32 copies at once, each waiting for bandwidth with the run's signal: more than Node's 10 listeners.
+      const syncer = new Syncer(src, new MemStore(''), { parallel: 32, bytesPerSecond: 20_000, signal: abort.signal });
+      setTimeout(() => abort.abort(new Error('stop')), 200);
+      await assert.rejects(syncer.run(), /stop/);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.deepEqual(warnings, []);
+      assert.equal(abort.signal.aborted, true);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
+
 describe('ferry sync (CLI)', () => {
   before(() => {
     assert.ok(existsSync(CLI), `build first (npm run build): ${CLI} is missing`);
@@ -442,6 +466,30 @@ describe('ferry sync (CLI)', () => {
     const s = sync([a, b]);
     assert.ok(s.copied > 0 && s.skipped > 0, JSON.stringify(s));
     assert.deepEqual(await snapshotDir(b), await snapshotDir(a));
+  });
+
+  it('SIGINT with many copies in flight prints no MaxListenersExceededWarning', async () => {
+    const a = freshDir();
+    const b = freshDir();
+    writeTree(a, sampleFiles(100, () => 8192));
+    // The default --parallel (16): every copy waits for bandwidth on the run's one abort signal.
+    const child = spawn(process.execPath, [CLI, 'sync', a, b, '--bwlimit', '100K'], { env: { ...process.env, FERRY_NO_PROGRESS: '1' } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const code = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const landed = (): number => {
+      try {
+        return readdirSync(b, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.parentPath.includes('.tmp')).length;
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + 20_000;
+    while (landed() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGINT');
+    assert.equal(await code, 130);
+    assert.doesNotMatch(stderr, /MaxListenersExceededWarning|memory leak/);
+    assert.equal(stderr, '');
   });
 
   describe('with S3', () => {
