@@ -13,7 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import nodePath from 'node:path';
 import type { Command } from 'commander';
-import { FsError, isFsError, UsageError } from '../errors.js';
+import { BadUsageError, FsError, isFsError, UsageError } from '../errors.js';
 import type { Volume } from '../sdk/volume.js';
 import { isVolumeArg, openCliVolume, progressBar, volumePath, type Progress } from './util.js';
 
@@ -329,12 +329,12 @@ async function execute(plan: Plan, opts: CpOptions, progress: Progress): Promise
 }
 
 export async function runCp(metaUrl: string, args: string[], opts: CpOptions): Promise<void> {
-  if (args.length < 2) throw new UsageError('cp needs a SOURCE and a DEST (write volume paths as :/dir/file)');
+  if (args.length < 2) throw new BadUsageError('cp needs a SOURCE and a DEST (write volume paths as :/dir/file)');
   const srcArgs = args.slice(0, -1);
   const dstArg = args[args.length - 1]!;
   const fromVolume = srcArgs.map(isVolumeArg);
-  if (fromVolume.some((v) => v !== fromVolume[0])) throw new UsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
-  if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new UsageError('nothing inside the volume: write volume paths as :/dir/file');
+  if (fromVolume.some((v) => v !== fromVolume[0])) throw new BadUsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
+  if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new BadUsageError('nothing inside the volume: write volume paths as :/dir/file');
 
   const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
   try {

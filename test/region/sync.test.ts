@@ -55,10 +55,11 @@ function sync(args: string[]): Summary {
   return summaryOf(r.stdout);
 }
 
-/** Asserts a clean failure: non-zero exit, one `ferry: ...` line on stderr, no stack. */
-function failsCleanly(args: string[], pattern: RegExp): void {
+/** Asserts a clean failure: non-zero exit (`code` when given), one `ferry: ...` line on stderr, no stack. */
+function failsCleanly(args: string[], pattern: RegExp, code?: number): void {
   const r = ferry(['sync', ...args]);
   assert.notEqual(r.code, 0);
+  if (code !== undefined) assert.equal(r.code, code, `exit code of ferry sync ${args.join(' ')}: ${r.stderr}`);
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0]!, /^ferry: /);
@@ -399,10 +400,11 @@ describe('ferry sync (CLI)', () => {
     failsCleanly([a, 'gopher://host/x'], /destination: unknown storage scheme/);
     failsCleanly([path.join(tmp, 'no-such-dir'), b], /does not exist/);
     failsCleanly([path.join(a, 'f'), b], /not a directory/);
-    failsCleanly([a, path.join(a, 'inner')], /overlap/);
-    failsCleanly([a, b, '--parallel', '0'], /--parallel/);
-    failsCleanly([a, b, '--bwlimit', 'fast'], /--bwlimit/);
-    failsCleanly([a, b, '--include', 'a{b'], /bad filter/);
+    // Bad usage (exit 2): known from the command line alone.
+    failsCleanly([a, path.join(a, 'inner')], /overlap/, 2);
+    failsCleanly([a, b, '--parallel', '0'], /invalid --parallel '0': use a whole number from 1 to 1024/, 2);
+    failsCleanly([a, b, '--bwlimit', 'fast'], /invalid --bwlimit 'fast'/, 2);
+    failsCleanly([a, b, '--include', 'a{b'], /invalid --include 'a\{b': .*unclosed \{/, 2);
     assert.ok(!existsSync(b), 'the destination was not created');
   });
 
