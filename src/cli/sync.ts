@@ -12,6 +12,9 @@
  * Output: a progress bar on stderr when it is a terminal (objects, bytes, rate, ETA; totals grow while the
  * listing runs), and a summary line on stdout at the end. `--dry-run` prints each decision on stdout instead
  * of acting on it.
+ *
+ * A run killed with SIGKILL leaves the temporary files of its puts in a file:// destination's `.tmp/`; each
+ * run first removes those older than STALE_TEMP_AGE_MS (as `ferry gc` does in a volume's buckets).
  */
 
 import { promises as fsp, statSync } from 'node:fs';
@@ -22,7 +25,7 @@ import type { Command } from 'commander';
 import { BadUsageError, UsageError } from '../errors.js';
 import { openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
-import type { ObjectStore } from '../object/store.js';
+import { canSweepTemp, type ObjectStore } from '../object/store.js';
 import { compileFilter, globToRegExp, PARALLEL_DEFAULT, SyncListError, Syncer, type FilterRule, type SyncEvent, type SyncResult, type SyncStats } from '../region/sync.js';
 import { count, EXIT_INTERRUPTED, humanBytes, oneLine, parseRate, valueOption } from './util.js';
 
@@ -30,6 +33,11 @@ import { count, EXIT_INTERRUPTED, humanBytes, oneLine, parseRate, valueOption } 
 const PROGRESS_INTERVAL_MS = 250;
 /** Largest --parallel accepted. */
 const PARALLEL_MAX = 1024;
+/**
+ * A temporary file in a file:// destination's `.tmp/` untouched this long is from a put that will never finish
+ * (a killed run): a put writes its temporary in one go, so one in progress is always younger.
+ */
+export const STALE_TEMP_AGE_MS = 3_600_000;
 
 /** The options of `ferry sync`, parsed (see register). */
 export interface SyncCliOptions {
@@ -142,7 +150,9 @@ export async function runSync(srcArg: string, dstArg: string, rules: FilterRule[
   });
   const bar = progress(() => syncer.stats());
   let result: SyncResult | undefined;
+  let tempSwept = 0;
   try {
+    if (opts.dryRun !== true) tempSwept = await sweepStaleTemps(dstStore);
     result = await syncer.run();
   } catch (err) {
     if (err instanceof SyncListError) throw new UsageError(err.message);
@@ -161,12 +171,26 @@ export async function runSync(srcArg: string, dstArg: string, rules: FilterRule[
     process.exitCode = EXIT_INTERRUPTED;
     return;
   }
-  process.stdout.write(summary(result, result.dryRun) + '\n');
+  process.stdout.write(`${summary(result, result.dryRun)}${tempSwept > 0 ? `; removed ${tempSwept} stale temporary file(s) of an earlier run` : ''}\n`);
   if (result.deletesSkipped !== 0) {
     const n = result.deletesSkipped < 0 ? 'the' : String(result.deletesSkipped);
     process.stderr.write(`ferry: sync: not deleting ${n} extra objects in the destination because copies failed\n`);
   }
   if (result.failed > 0) process.exitCode = 1;
+}
+
+/**
+ * Removes what killed runs left in the destination's temporary directory (a file:// store's `.tmp/`), older than
+ * STALE_TEMP_AGE_MS. Best effort: a failure is a warning, since the copies do not depend on it.
+ */
+async function sweepStaleTemps(store: ObjectStore): Promise<number> {
+  if (!canSweepTemp(store)) return 0;
+  try {
+    return await store.sweepTemp(STALE_TEMP_AGE_MS);
+  } catch (err) {
+    process.stderr.write(`ferry: sync: warning: cannot remove stale temporary files in ${store.description}: ${oneLine(err instanceof Error ? err.message : String(err))}\n`);
+    return 0;
+  }
 }
 
 /** `copied 12, skipped 988, deleted 0, failed 0, bytes 3145728 (3.00 MiB), 1.23 s, 2.44 MiB/s` */
@@ -238,7 +262,8 @@ export function register(program: Command): void {
         'verifying every copy. SRC and DST are store URLs (file:///dir, s3://bucket/prefix?endpoint=...) or local ' +
         'directories. Interrupted runs resume: run the same command again. Filters are tried in the order given, ' +
         'the first match wins (* within a path segment, ** across, a leading / anchors at the root); with any ' +
-        '--include, keys that match nothing are excluded. Objects up to 1 GiB, each held in memory while copied.',
+        '--include, keys that match nothing are excluded. Objects up to 1 GiB, each held in memory while copied. ' +
+        "Temporary files a killed run left in a file:// DST's .tmp/ are removed once an hour old.",
     )
     .argument('<SRC>', 'source: a directory or a store URL')
     .argument('<DST>', 'destination: a directory or a store URL')

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -492,6 +492,31 @@ describe('ferry sync (CLI)', () => {
     assert.equal(await code, 130);
     assert.doesNotMatch(stderr, /MaxListenersExceededWarning|memory leak/);
     assert.equal(stderr, '');
+  });
+
+  it('a later run removes the stale temporary files a killed run left in .tmp/, and keeps young ones', () => {
+    const a = freshDir();
+    const b = freshDir();
+    writeTree(a, { x: Buffer.from('data') });
+    // What a SIGKILLed run leaves: its puts' temporaries, named as the file store names them.
+    const tmpDir = path.join(b, '.tmp');
+    mkdirSync(tmpDir, { recursive: true });
+    writeFileSync(path.join(tmpDir, '0123456789abcdef-0'), 'half an object');
+    writeFileSync(path.join(tmpDir, '0123456789abcdef-1'), 'another half');
+    const twoHoursAgo = (Date.now() - 2 * 3_600_000) / 1000;
+    for (const n of ['0123456789abcdef-0', '0123456789abcdef-1']) utimesSync(path.join(tmpDir, n), twoHoursAgo, twoHoursAgo);
+    writeFileSync(path.join(tmpDir, 'fedcba9876543210-0'), 'a put of another run, in flight');
+
+    const dry = ferry(['sync', a, b, '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(readdirSync(tmpDir).length, 3, 'a dry run changes nothing');
+
+    const r = ferry(['sync', a, b]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /copied 1, .*; removed 2 stale temporary file\(s\) of an earlier run$/m);
+    assert.deepEqual(readdirSync(tmpDir), ['fedcba9876543210-0'], 'only the young temporary is left');
+    assert.equal(sync([a, b]).copied, 0);
   });
 
   describe('with S3', () => {
