@@ -1,16 +1,16 @@
 /**
  * Interrupted commands leave no partial result: `cp` stopped by SIGINT or SIGTERM in the middle of a file
  * removes its temporary (on the local disk or in the volume), leaves the destination as it was, and exits 130
- * with one line.
+ * with one line; so do `dump FILE` (no FILE, no temporary) and `load` (no database file it created).
  */
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openVolume } from '../../src/index.js';
+import { openMetaEngine, openVolume } from '../../src/index.js';
 import { CLI, ensureBuilt, ok, type Run } from './helpers.js';
 
 /** Large enough that a copy takes a while (4 MiB moves between checks for a signal), small enough to be quick. */
@@ -96,5 +96,49 @@ describe('an interrupted cp leaves no partial file', () => {
     assert.equal(ok(['ls', meta, '/', '-a']), 'big.bin\nkept.bin\n', 'no temporary in the volume');
     assert.equal(ok(['cat', meta, '/kept.bin']), 'the old content');
     assert.match(ok(['fsck', meta]), /volume is clean/);
+  });
+});
+
+describe('an interrupted dump or load leaves nothing', () => {
+  /** Enough records that a dump or load takes most of a second. */
+  const RECORDS = 500_000;
+  let bigMeta: string;
+  let dumpFile: string;
+
+  before(async () => {
+    bigMeta = `sqlite://${root}/big.db`;
+    ok(['format', bigMeta, 'big', '--storage', `file://${root}/big-bucket`]);
+    const engine = await openMetaEngine(bigMeta);
+    try {
+      await engine.txn(async (tx) => {
+        for (let i = 0; i < RECORDS; i++) tx.put('xattr', '1', `user.k${i}`, 'v'.repeat(20));
+        await Promise.resolve();
+      });
+    } finally {
+      await engine.close();
+    }
+    dumpFile = path.join(root, 'whole.jsonl');
+    ok(['dump', bigMeta, dumpFile]);
+  });
+
+  it('dump FILE (SIGINT): neither FILE nor its temporary is left, exit 130', async () => {
+    const out = path.join(root, 'dumps');
+    mkdirSync(out);
+    const target = path.join(out, 'vol.jsonl');
+    const started = (): boolean => readdirSync(out).some((n) => (statSync(path.join(out, n), { throwIfNoEntry: false })?.size ?? 0) > 0);
+    const r = await runUntil(['dump', bigMeta, target], started, 'SIGINT');
+    assert.ok(r.interruptedInTime, `the dump finished before it could be interrupted: ${r.stdout}${r.stderr}`);
+    assert.equal(r.code, 130, r.stderr);
+    assert.equal(r.stderr, 'ferry: interrupted (SIGINT)\n');
+    assert.deepEqual(readdirSync(out), []);
+  });
+
+  it('load (SIGTERM): the database file it created is removed, exit 130', async () => {
+    const db = path.join(root, 'restored.db');
+    const r = await runUntil(['load', `sqlite://${db}`, dumpFile], () => existsSync(db), 'SIGTERM');
+    assert.ok(r.interruptedInTime, `the load finished before it could be interrupted: ${r.stdout}${r.stderr}`);
+    assert.equal(r.code, 130, r.stderr);
+    assert.equal(r.stderr, 'ferry: interrupted (SIGTERM)\n');
+    assert.ok(!existsSync(db) && !existsSync(`${db}-wal`), 'no database file left');
   });
 });
