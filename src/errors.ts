@@ -93,6 +93,17 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * The command line itself is wrong: a bad option value, an unknown region name, options that do not go
+ * together. Known before anything is changed; the CLI exits 2 for it (bad usage), as for an unknown option.
+ */
+export class BadUsageError extends UsageError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadUsageError';
+  }
+}
+
 /** Programmer errors: a failed assertion is a bug, not a condition to handle. */
 export function assert(cond: unknown, message = 'assertion failed'): asserts cond {
   if (!cond) throw new Error(`assertion failed: ${message}`);

@@ -8,17 +8,23 @@
  * source or a type clash (a directory over a file, ...) fails with nothing changed. Modes are preserved;
  * `-p` also keeps access and modification times. Inside the volume files are copied by reference (the copy
  * shares the source's blocks).
+ *
+ * No partial file: each file is written to `.NAME.ferry-XXXXXXXX` beside its destination and renamed over it
+ * when complete (see copyFile); a failure or an interruption (SIGINT/SIGTERM, exit 130) removes the temporary.
  */
 
-import { promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp, rmSync } from 'node:fs';
 import nodePath from 'node:path';
 import type { Command } from 'commander';
-import { FsError, isFsError, UsageError } from '../errors.js';
+import { BadUsageError, FsError, isFsError, UsageError } from '../errors.js';
 import type { Volume } from '../sdk/volume.js';
-import { isVolumeArg, openCliVolume, progressBar, volumePath, type Progress } from './util.js';
+import { interruptible, isVolumeArg, openCliVolume, progressBar, readFailure, volumePath, type Progress } from './util.js';
 
-/** Bytes moved per read/write call. */
+/** Bytes moved per read/write call (and between checks for an interruption). */
 const COPY_BUFFER_BYTES = 4 << 20;
+/** copyFile's flag: fail if the destination exists (fs.constants.COPYFILE_EXCL). */
+const COPYFILE_EXCL = 1;
 
 type Kind = 'file' | 'dir' | 'symlink' | 'other';
 
@@ -56,7 +62,10 @@ interface Side {
   mkdir(p: string): Promise<void>;
   symlink(target: string, p: string): Promise<void>;
   unlink(p: string): Promise<void>;
+  /** Replaces `to` (a file, or nothing) with `from`, atomically. */
+  rename(from: string, to: string): Promise<void>;
   openRead(p: string): Promise<Reader>;
+  /** Creates a new file (fails if `p` exists) with permission bits `mode`, for writing. */
   openWrite(p: string, mode: number): Promise<Writer>;
   chmod(p: string, mode: number): Promise<void>;
   utimes(p: string, atimeMs: number, mtimeMs: number): Promise<void>;
@@ -104,6 +113,9 @@ class LocalSide implements Side {
   unlink(p: string): Promise<void> {
     return fsp.unlink(p);
   }
+  rename(from: string, to: string): Promise<void> {
+    return fsp.rename(from, to);
+  }
   async openRead(p: string): Promise<Reader> {
     const fh = await fsp.open(p, 'r');
     return {
@@ -112,7 +124,7 @@ class LocalSide implements Side {
     };
   }
   async openWrite(p: string, mode: number): Promise<Writer> {
-    const fh = await fsp.open(p, 'w', mode);
+    const fh = await fsp.open(p, 'wx', mode);
     return {
       write: async (buf, pos) => {
         let done = 0;
@@ -171,6 +183,9 @@ class VolumeSide implements Side {
   unlink(p: string): Promise<void> {
     return this.vol.unlink(p);
   }
+  rename(from: string, to: string): Promise<void> {
+    return this.vol.rename(from, to);
+  }
   async openRead(p: string): Promise<Reader> {
     const fh = await this.vol.open(p, 'r');
     return {
@@ -179,7 +194,7 @@ class VolumeSide implements Side {
     };
   }
   async openWrite(p: string, mode: number): Promise<Writer> {
-    const fh = await this.vol.open(p, 'w', mode);
+    const fh = await this.vol.open(p, 'wx', mode);
     return {
       write: async (buf, pos) => {
         await fh.write(buf, 0, buf.length, pos);
@@ -268,39 +283,99 @@ async function planTree(plan: Plan, src: string, dst: string, info: Info, parent
   }
 }
 
-async function copyData(plan: Plan, step: Step, mode: number, progress: Progress): Promise<void> {
-  const { from, to } = plan;
-  if (from.isVolume && to.isVolume) {
-    // By reference: the copy shares the source's blocks.
-    await (from as VolumeSide).vol.copyFile(step.src, step.dst);
-    progress.add(step.info.size);
-    return;
+/** Longest part of a file name kept in its temporary name, in bytes (names are at most 255 bytes). */
+const TEMP_NAME_PART_BYTES_MAX = 200;
+/** Symlinks followed at the destination before giving up (as the kernel's ELOOP). */
+const SYMLINKS_FOLLOWED_MAX = 40;
+
+/** `.NAME.ferry-XXXXXXXX`: hidden, recognisable as cp's, unique, and short enough for any NAME. */
+function tempName(name: string): string {
+  let part = name;
+  while (Buffer.byteLength(part) > TEMP_NAME_PART_BYTES_MAX) part = [...part].slice(0, -1).join('');
+  return `.${part}.ferry-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Where a file copied to `dst` lands: `dst` itself, or, when `dst` is a symlink, the file it leads to (cp(1)
+ * writes through a symlink at the destination, creating a missing target).
+ */
+async function landingPath(to: Side, dst: string, existing: Info | undefined): Promise<string> {
+  let p = dst;
+  let info = existing;
+  for (let links = 0; info?.kind === 'symlink'; links++) {
+    if (links >= SYMLINKS_FOLLOWED_MAX) throw new FsError('ELOOP', `cannot write '${to.show(dst)}': too many levels of symbolic links`);
+    const target = await to.readlink(p);
+    p = to.isVolume ? nodePath.posix.resolve(to.dirname(p), target) : nodePath.resolve(to.dirname(p), target);
+    info = await to.stat(p, false);
   }
-  const r = await from.openRead(step.src);
+  return p;
+}
+
+/**
+ * Copies one file so that no partial copy is ever seen under its name: the data goes to a temporary name in the
+ * destination directory, which takes the mode (and with -p the times) and is renamed over the destination only
+ * when complete. Any failure (a source block missing or corrupt in every bucket, a full disk, an interruption)
+ * removes the temporary and leaves the destination as it was.
+ */
+async function copyFile(plan: Plan, step: Step, opts: CpOptions, progress: Progress, temps: Set<string>, signal: AbortSignal): Promise<void> {
+  const { from, to } = plan;
+  const mode = opts.preserve === true ? step.info.mode : step.info.mode & 0o777;
+  const final = await landingPath(to, step.dst, step.existing);
+  const tmp = to.join(to.dirname(final), tempName(to.basename(final)));
+  // Local temporaries are removed even on a forced exit (a second signal); see runCp.
+  if (!to.isVolume) temps.add(tmp);
+  let created = false;
   try {
-    const w = await to.openWrite(step.dst, mode);
-    try {
-      for (let pos = 0; ; ) {
-        const buf = Buffer.allocUnsafe(COPY_BUFFER_BYTES);
-        const n = await r.read(buf, pos);
-        if (n === 0) break;
-        await w.write(buf.subarray(0, n), pos);
-        pos += n;
-        progress.add(n);
+    if (from.isVolume && to.isVolume) {
+      // By reference: the copy shares the source's blocks.
+      await (from as VolumeSide).vol.copyFile(step.src, tmp, COPYFILE_EXCL);
+      created = true;
+      progress.add(step.info.size);
+    } else {
+      const r = await from.openRead(step.src);
+      try {
+        // Owner-only until complete; the mode is applied below.
+        const w = await to.openWrite(tmp, 0o600);
+        created = true;
+        try {
+          for (let pos = 0; ; ) {
+            signal.throwIfAborted();
+            const buf = Buffer.allocUnsafe(COPY_BUFFER_BYTES);
+            let n: number;
+            try {
+              n = await r.read(buf, pos);
+            } catch (err) {
+              throw readFailure(`'${from.show(step.src)}'`, err);
+            }
+            if (n === 0) break;
+            await w.write(buf.subarray(0, n), pos);
+            pos += n;
+            progress.add(n);
+          }
+        } finally {
+          await w.close();
+        }
+      } finally {
+        await r.close();
       }
-    } finally {
-      await w.close();
     }
+    signal.throwIfAborted();
+    await to.chmod(tmp, mode);
+    if (opts.preserve === true) await to.utimes(tmp, step.info.atimeMs, step.info.mtimeMs);
+    await to.rename(tmp, final);
+    created = false;
   } finally {
-    await r.close();
+    if (created) await to.unlink(tmp).catch(() => undefined);
+    temps.delete(tmp);
   }
 }
 
-async function execute(plan: Plan, opts: CpOptions, progress: Progress): Promise<void> {
+async function execute(plan: Plan, opts: CpOptions, progress: Progress, temps: Set<string>, signal: AbortSignal): Promise<void> {
   const { from, to } = plan;
   const modeOf = (i: Info): number => (opts.preserve === true ? i.mode : i.mode & 0o777);
   const dirs: Step[] = [];
   for (const step of plan.steps) {
+    signal.throwIfAborted();
     switch (step.info.kind) {
       case 'dir':
         // Created owner-writable; the source's mode is applied once the contents are in.
@@ -312,9 +387,7 @@ async function execute(plan: Plan, opts: CpOptions, progress: Progress): Promise
         await to.symlink(await from.readlink(step.src), step.dst);
         break;
       case 'file':
-        await copyData(plan, step, modeOf(step.info), progress);
-        await to.chmod(step.dst, modeOf(step.info));
-        if (opts.preserve === true) await to.utimes(step.dst, step.info.atimeMs, step.info.mtimeMs);
+        await copyFile(plan, step, opts, progress, temps, signal);
         progress.add(0, 1);
         break;
       case 'other':
@@ -329,12 +402,12 @@ async function execute(plan: Plan, opts: CpOptions, progress: Progress): Promise
 }
 
 export async function runCp(metaUrl: string, args: string[], opts: CpOptions): Promise<void> {
-  if (args.length < 2) throw new UsageError('cp needs a SOURCE and a DEST (write volume paths as :/dir/file)');
+  if (args.length < 2) throw new BadUsageError('cp needs a SOURCE and a DEST (write volume paths as :/dir/file)');
   const srcArgs = args.slice(0, -1);
   const dstArg = args[args.length - 1]!;
   const fromVolume = srcArgs.map(isVolumeArg);
-  if (fromVolume.some((v) => v !== fromVolume[0])) throw new UsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
-  if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new UsageError('nothing inside the volume: write volume paths as :/dir/file');
+  if (fromVolume.some((v) => v !== fromVolume[0])) throw new BadUsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
+  if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new BadUsageError('nothing inside the volume: write volume paths as :/dir/file');
 
   const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
   try {
@@ -355,8 +428,15 @@ export async function runCp(metaUrl: string, args: string[], opts: CpOptions): P
       await planSource(plan, src, dstIsDir ? to.join(dst, from.basename(src)) : dst, opts);
     }
     const progress = progressBar(plan.bytes, plan.files);
+    // Temporary files being written on the local disk, removed even if a second signal forces an exit.
+    const temps = new Set<string>();
     try {
-      await execute(plan, opts, progress);
+      await interruptible(
+        (signal) => execute(plan, opts, progress, temps, signal),
+        () => {
+          for (const t of temps) rmSync(t, { force: true });
+        },
+      );
     } finally {
       progress.stop();
     }
@@ -371,7 +451,9 @@ export function register(program: Command): void {
     .summary('copy files into, out of, or inside the volume')
     .description(
       'Copy files like cp(1). A path written :/dir/file is inside the volume; any other path is local. ' +
-        'Into an existing directory or to a new name; -r for directories. Modes are kept; -p also keeps times.',
+        'Into an existing directory or to a new name; -r for directories. Modes are kept; -p also keeps times. ' +
+        'Each file is written under a temporary name (.NAME.ferry-XXXXXXXX) and renamed into place when complete, so a ' +
+        'failed read or an interruption never leaves a partial file.',
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .argument('<SRC_AND_DST...>', 'one or more sources, then the destination')

@@ -23,7 +23,7 @@ import { UsageError } from '../errors.js';
 import type { LogOp } from '../meta/engine.js';
 import type { FormatRec } from '../meta/types.js';
 import { publicFormat } from './info.js';
-import { openEngine } from './util.js';
+import { interruptible, openEngine } from './util.js';
 
 export const DUMP_VERSION = 1;
 
@@ -45,19 +45,31 @@ export interface DumpTrailer {
   records: number;
 }
 
-function writeLine(stream: Writable, line: string): Promise<void> | undefined {
+/** Writes a line; waits for a full stream to drain. An abort of `signal` ends the dump with its reason. */
+function writeLine(stream: Writable, line: string, signal: AbortSignal): Promise<void> | undefined {
+  signal.throwIfAborted();
   if (stream.write(line + '\n')) return undefined;
   return new Promise((resolve, reject) => {
-    const onDrain = (): void => {
+    const done = (): void => {
+      stream.off('drain', onDrain);
       stream.off('error', onError);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onDrain = (): void => {
+      done();
       resolve();
     };
     const onError = (err: Error): void => {
-      stream.off('drain', onDrain);
+      done();
       reject(err);
+    };
+    const onAbort = (): void => {
+      done();
+      reject(signal.reason);
     };
     stream.once('drain', onDrain);
     stream.once('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -72,56 +84,62 @@ export async function runDump(metaUrl: string, file: string | undefined, opts: {
   const target = file === undefined ? undefined : path.resolve(file);
   if (target !== undefined && existsSync(target)) throw new UsageError(`${target} already exists; dump writes a new file`);
   const { engine, format } = await openEngine(metaUrl);
-  // A file is written under a temporary name and renamed when complete: a failed dump leaves nothing.
+  // A file is written under a temporary name and renamed when complete: a failed or interrupted dump leaves nothing.
   const tmp = target === undefined ? undefined : `${target}.tmp-${process.pid}`;
   let stream: Writable = process.stdout;
   let fileStream: WriteStream | undefined;
   let done = false;
+  const removeTemp = (): void => {
+    if (!done && tmp !== undefined) rmSync(tmp, { force: true });
+  };
   try {
-    if (tmp !== undefined) {
-      const fsx = createWriteStream(tmp, { flags: 'wx' });
-      fileStream = fsx;
-      await new Promise<void>((resolve, reject) => {
-        fsx.once('open', () => resolve());
-        fsx.once('error', reject);
-      });
-      stream = fsx;
-    }
-    const keep = opts.keepSecrets === true;
-    const header: DumpHeader = {
-      ferry: 'dump',
-      version: DUMP_VERSION,
-      volume: format.name,
-      uuid: format.uuid,
-      secrets: keep ? 'kept' : 'masked',
-      time: new Date().toISOString(),
-      format: publicFormat(format),
-    };
-    await writeLine(stream, JSON.stringify(header));
-    let records = 0;
-    const { seq } = await engine.snapshot((op: LogOp) => {
-      let rec = op;
-      if (!keep && op[0] === 'setting' && op[2] === 'format' && op[3] !== null && typeof op[3] === 'object' && !Array.isArray(op[3])) {
-        const f = op[3] as unknown as FormatRec;
-        rec = [op[0], op[1], op[2], publicFormat(f) as unknown as LogOp[3]];
+    // SIGINT/SIGTERM stop the dump at its next line (exit 130); a second signal exits at once. Either way the
+    // temporary file goes.
+    await interruptible(async (signal) => {
+      if (tmp !== undefined) {
+        const fsx = createWriteStream(tmp, { flags: 'wx' });
+        fileStream = fsx;
+        await new Promise<void>((resolve, reject) => {
+          fsx.once('open', () => resolve());
+          fsx.once('error', reject);
+        });
+        stream = fsx;
       }
-      records++;
-      return writeLine(stream, JSON.stringify(rec));
-    });
-    const trailer: DumpTrailer = { end: true, seq, records };
-    await writeLine(stream, JSON.stringify(trailer));
-    if (fileStream !== undefined) {
-      await finish(fileStream);
-      renameSync(tmp!, target!);
-      process.stdout.write(`dumped ${records} records of volume '${format.name}' at changelog seq ${seq} to ${target!}\n`);
-    }
-    done = true;
+      const keep = opts.keepSecrets === true;
+      const header: DumpHeader = {
+        ferry: 'dump',
+        version: DUMP_VERSION,
+        volume: format.name,
+        uuid: format.uuid,
+        secrets: keep ? 'kept' : 'masked',
+        time: new Date().toISOString(),
+        format: publicFormat(format),
+      };
+      await writeLine(stream, JSON.stringify(header), signal);
+      let records = 0;
+      const { seq } = await engine.snapshot((op: LogOp) => {
+        let rec = op;
+        if (!keep && op[0] === 'setting' && op[2] === 'format' && op[3] !== null && typeof op[3] === 'object' && !Array.isArray(op[3])) {
+          const f = op[3] as unknown as FormatRec;
+          rec = [op[0], op[1], op[2], publicFormat(f) as unknown as LogOp[3]];
+        }
+        records++;
+        return writeLine(stream, JSON.stringify(rec), signal);
+      });
+      const trailer: DumpTrailer = { end: true, seq, records };
+      await writeLine(stream, JSON.stringify(trailer), signal);
+      if (fileStream !== undefined) {
+        await finish(fileStream);
+        renameSync(tmp!, target!);
+        done = true;
+        process.stdout.write(`dumped ${records} records of volume '${format.name}' at changelog seq ${seq} to ${target!}\n`);
+      }
+      done = true;
+    }, removeTemp);
   } finally {
     await engine.close();
-    if (!done && fileStream !== undefined) {
-      fileStream.destroy();
-      rmSync(tmp!, { force: true });
-    }
+    if (!done) fileStream?.destroy();
+    removeTemp();
   }
 }
 

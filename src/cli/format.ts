@@ -6,18 +6,18 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { parseRegionArg } from '../region/regions.js';
 import type { RegionRec } from '../meta/types.js';
-import { UsageError } from '../errors.js';
-import { parseCompression } from '../chunk/codec.js';
+import { BadUsageError, UsageError } from '../errors.js';
+import { COMPRESSIONS, parseCompression, type Compression } from '../chunk/codec.js';
 import { CHUNKS_PREFIX } from '../chunk/keys.js';
 import { formatVolume, loadFormat } from '../meta/meta.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { describeStoreUrl, openObjectStore } from '../object/registry.js';
 import type { ObjectStore } from '../object/store.js';
-import { checkMetaExists, fileBucketDir, out, parseCount, parseSize, sqliteFile } from './util.js';
+import { asBadUsage, checkMetaExists, count, fileBucketDir, out, parseSize, sqliteFile, valueOption } from './util.js';
 
 export const BLOCK_BYTES_MIN = 64 << 10;
 export const BLOCK_BYTES_MAX = 16 << 20;
@@ -26,30 +26,59 @@ export const TRASH_DAYS_MAX = 3650;
 /** Volume names as in JuiceFS: 3 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'. */
 const NAME_RE = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 
+/** The options of `ferry format`, parsed (see register). */
 export interface FormatArgs {
   /** One-region volumes; exactly one of storage and region is given. */
   storage?: string;
-  /** NAME=URL, repeated: a volume with named regions. */
-  region?: string[];
+  /** --region NAME=URL, repeated: a volume with named regions. */
+  region?: Array<{ name: string; storage: string }>;
   /** The primary region (default the first --region). */
   primary?: string;
-  blockSize: string;
-  compress: string;
-  trashDays: string;
-  capacity?: string;
+  /** --block-size, bytes. */
+  blockSize: number;
+  compress: Compression;
+  trashDays: number;
+  /** --capacity, bytes. */
+  capacity?: number;
   force?: boolean;
 }
 
 export function checkVolumeName(name: string): void {
   if (!NAME_RE.test(name)) {
-    throw new UsageError(`invalid volume name '${name}': use 3 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit`);
+    throw new BadUsageError(`invalid volume name '${name}': use 3 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit`);
   }
 }
 
-export function checkBlockBytes(n: number): void {
+/** --block-size: a size that is a power of two from 64K to 16M. */
+function parseBlockSize(s: string, what: string): number {
+  const n = parseSize(s, what);
   if (n < BLOCK_BYTES_MIN || n > BLOCK_BYTES_MAX || (n & (n - 1)) !== 0) {
-    throw new UsageError(`invalid block size ${n}: must be a power of two from 64K to 16M`);
+    throw new BadUsageError(`invalid ${what} '${s}': use a power of two from 64K to 16M, like 1M or 4M`);
   }
+  return n;
+}
+
+/** --compress: one of the codec's algorithms (any case). */
+function parseCompress(s: string, what: string): Compression {
+  try {
+    return parseCompression(s);
+  } catch {
+    throw new BadUsageError(`invalid ${what} '${s}': use ${COMPRESSIONS.join(', ')}`);
+  }
+}
+
+/** --capacity: a size above 0. */
+function parseCapacity(s: string, what: string): number {
+  const n = parseSize(s, what);
+  if (n <= 0) throw new BadUsageError(`invalid ${what} '${s}': the capacity must be more than 0`);
+  return n;
+}
+
+/** --region NAME=URL, repeatable: collects the regions in the order given. */
+function collectRegion(arg: string, previous: FormatArgs['region']): NonNullable<FormatArgs['region']> {
+  const r = asBadUsage(() => parseRegionArg(arg), arg.includes('=') ? `invalid --region '${arg}': ` : '');
+  if (previous?.some((p) => p.name === r.name) === true) throw new BadUsageError(`invalid --region '${arg}': region '${r.name}' is given twice`);
+  return [...(previous ?? []), r];
 }
 
 /**
@@ -99,30 +128,21 @@ export async function prepareBucket(url: string, force: boolean): Promise<string
 }
 
 export async function runFormat(metaUrl: string, name: string, args: FormatArgs): Promise<void> {
-  // Validate everything that needs no I/O first.
+  // Validate everything that needs no I/O first (option values were checked by the parser, see register).
   checkVolumeName(name);
-  const blockBytes = parseSize(args.blockSize, 'block size');
-  checkBlockBytes(blockBytes);
-  const compression = parseCompression(args.compress);
-  const trashDays = parseCount(args.trashDays, 'trash days', 0, TRASH_DAYS_MAX);
-  const capacityBytes = args.capacity === undefined ? undefined : parseSize(args.capacity, 'capacity');
-  if (capacityBytes !== undefined && capacityBytes <= 0) throw new UsageError('capacity must be more than 0');
+  const { blockSize: blockBytes, compress: compression, trashDays, capacity: capacityBytes } = args;
   const force = args.force === true;
-  // Regions: `--region a=URL --region b=URL [--primary a]`; `--storage URL` is the one-region form.
+  // Regions: `--region a=URL --region b=URL [--primary a]`; `--storage URL` is the one-region form (the parser
+  // refuses both together).
   let regions: Record<string, RegionRec> | undefined;
   if (args.region !== undefined && args.region.length > 0) {
-    if (args.storage !== undefined) throw new UsageError('give either --storage (one bucket) or --region NAME=URL (one per region), not both');
     regions = {};
-    for (const arg of args.region) {
-      const r = parseRegionArg(arg);
-      if (regions[r.name] !== undefined) throw new UsageError(`region '${r.name}' is given twice`);
-      regions[r.name] = { storage: r.storage };
-    }
+    for (const r of args.region) regions[r.name] = { storage: r.storage };
     if (args.primary !== undefined && regions[args.primary] === undefined) {
-      throw new UsageError(`--primary ${args.primary} is not one of the regions given (${Object.keys(regions).join(', ')})`);
+      throw new BadUsageError(`invalid --primary '${args.primary}': --primary ${args.primary} is not one of the regions given (${Object.keys(regions).join(', ')})`);
     }
   } else if (args.primary !== undefined) {
-    throw new UsageError('--primary needs --region NAME=URL options');
+    throw new BadUsageError('--primary needs --region NAME=URL options');
   }
   const primary = regions === undefined ? undefined : (args.primary ?? Object.keys(regions)[0]!);
   const storage = regions === undefined ? args.storage : regions[primary!]!.storage;
@@ -187,13 +207,13 @@ export function register(program: Command): void {
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .argument('<NAME>', 'volume name: 3-63 characters of a-z, 0-9, -')
-    .option('--storage <URL>', 'bucket URL, e.g. file:///data/bucket (a one-region volume)')
-    .option('--region <NAME=URL>', 'a region and its bucket, e.g. a=file:///data/bucket-a; repeat for each region', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .addOption(new Option('--storage <URL>', 'bucket URL, e.g. file:///data/bucket (a one-region volume)').conflicts(['region', 'primary']))
+    .addOption(new Option('--region <NAME=URL>', 'a region and its bucket, e.g. a=file:///data/bucket-a; repeat for each region').argParser(collectRegion))
     .option('--primary <NAME>', 'the primary region (default: the first --region)')
-    .option('--block-size <SIZE>', 'block size, a power of two from 64K to 16M', '4M')
-    .option('--compress <ALGO>', 'block compression: none, lz4 or zstd', 'none')
-    .option('--trash-days <N>', 'days deleted files stay in .trash (0 disables the trash)', '1')
-    .option('--capacity <SIZE>', 'capacity reported by statfs, e.g. 10T')
+    .addOption(valueOption('--block-size <SIZE>', 'block size, a power of two from 64K to 16M', parseBlockSize, '4M'))
+    .addOption(valueOption('--compress <ALGO>', `block compression: ${COMPRESSIONS.join(', ')}`, parseCompress, 'none'))
+    .addOption(valueOption('--trash-days <N>', `days deleted files stay in .trash, 0 to ${TRASH_DAYS_MAX} (0 disables the trash)`, count(0, TRASH_DAYS_MAX), '1'))
+    .addOption(valueOption('--capacity <SIZE>', 'capacity reported by statfs, e.g. 10T', parseCapacity))
     .option('--force', 'format an existing volume again (erases its metadata) or reuse a non-empty bucket')
     .addHelpText(
       'after',

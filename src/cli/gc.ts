@@ -19,12 +19,13 @@ import { CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { canSweepTemp, listAll, type ObjectStore } from '../object/store.js';
 import { deleteReleasedSlices } from '../region/deletion.js';
 import { openOtherRegionStores } from './region.js';
-import { forEachLimit, humanBytes, log, openTools, out, parseCount, parseDuration, type Tools } from './util.js';
+import { count, forEachLimit, humanBytes, log, openTools, out, parseDuration, valueOption, type Tools } from './util.js';
 
 export const GC_GRACE_DEFAULT = '1h';
 export const GC_LEAK_AGE_DEFAULT = '1h';
 /** Slices deleted at once. */
 export const GC_DELETES_IN_FLIGHT_DEFAULT = 16;
+const GC_DELETES_IN_FLIGHT_MAX = 256;
 
 export interface GcOptions {
   /** Delete leaked objects (otherwise they are only listed). */
@@ -140,10 +141,20 @@ export function gcSummary(r: GcResult, deleting: boolean): string {
   return `gc: ${parts.join('; ')}`;
 }
 
-export async function runGc(metaUrl: string, opts: { delete?: boolean; grace: string; leakAge: string; threads?: string }): Promise<void> {
-  const graceMs = parseDuration(opts.grace, 'grace period');
-  const leakAgeMs = parseDuration(opts.leakAge, 'leak age');
-  const deletesInFlight = opts.threads === undefined ? GC_DELETES_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
+/** The options of `ferry gc`, parsed (see register). */
+export interface GcCliOptions {
+  delete?: boolean;
+  /** --grace, ms. */
+  grace: number;
+  /** --leak-age, ms. */
+  leakAge: number;
+  threads?: number;
+}
+
+export async function runGc(metaUrl: string, opts: GcCliOptions): Promise<void> {
+  const graceMs = opts.grace;
+  const leakAgeMs = opts.leakAge;
+  const deletesInFlight = opts.threads ?? GC_DELETES_IN_FLIGHT_DEFAULT;
   const tools = await openTools(metaUrl);
   let otherStores: Map<string, ObjectStore> | undefined;
   try {
@@ -174,9 +185,9 @@ export function register(program: Command): void {
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--delete', 'also delete leaked objects (otherwise they are only listed)')
-    .option('--grace <DURATION>', 'keep objects of slices released less than this long ago (e.g. 0, 30m, 1h, 2d)', GC_GRACE_DEFAULT)
-    .option('--leak-age <DURATION>', 'ignore unreferenced objects younger than this (writes in flight)', GC_LEAK_AGE_DEFAULT)
-    .option('--threads <N>', `deletions at once (default ${GC_DELETES_IN_FLIGHT_DEFAULT})`)
+    .addOption(valueOption('--grace <DURATION>', 'keep objects of slices released less than this long ago (e.g. 0, 30m, 1h, 2d)', parseDuration, GC_GRACE_DEFAULT))
+    .addOption(valueOption('--leak-age <DURATION>', 'ignore unreferenced objects younger than this (writes in flight)', parseDuration, GC_LEAK_AGE_DEFAULT))
+    .addOption(valueOption('--threads <N>', `deletions at once, 1 to ${GC_DELETES_IN_FLIGHT_MAX} (default ${GC_DELETES_IN_FLIGHT_DEFAULT})`, count(1, GC_DELETES_IN_FLIGHT_MAX)))
     .addHelpText('after', '\nExamples:\n  $ ferry gc sqlite:///data/vol.db\n  $ ferry gc sqlite:///data/vol.db --delete --grace 0')
-    .action((meta: string, opts: { delete?: boolean; grace: string; leakAge: string; threads?: string }) => runGc(meta, opts));
+    .action((meta: string, opts: GcCliOptions) => runGc(meta, opts));
 }

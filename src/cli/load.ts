@@ -4,7 +4,8 @@
  * The file is read twice, line by line, so memory stays flat whatever its size: the first pass validates every
  * line (header and version, record shapes, the trailer that marks a complete dump) before the engine is
  * touched; the second streams the records into `engine.restore`, which replaces the engine's content in one
- * transaction. A malformed file therefore changes nothing, and a database file this run created is removed.
+ * transaction. A malformed file therefore changes nothing, and a database file this run created is removed;
+ * so does SIGINT or SIGTERM (exit 130).
  */
 
 import { createReadStream, existsSync, rmSync, statSync } from 'node:fs';
@@ -17,7 +18,7 @@ import { loadFormat } from '../meta/meta.js';
 import { openMetaEngine } from '../meta/registry.js';
 import { nameProblem, type FormatRec } from '../meta/types.js';
 import { DUMP_VERSION, type DumpHeader, type DumpTrailer } from './dump.js';
-import { checkMetaExists, out, sqliteFile } from './util.js';
+import { checkMetaExists, interruptible, out, sqliteFile } from './util.js';
 
 const LOGGED = new Set<string>(KINDS.filter((k) => !UNLOGGED_KINDS.has(k)));
 
@@ -121,11 +122,15 @@ async function scan(file: string): Promise<Scan> {
   return { header, trailer, format };
 }
 
-/** Second pass: the records again, checked again (the file could change between the passes). */
-async function* records(file: string, expected: number): AsyncGenerator<LogOp> {
+/**
+ * Second pass: the records again, checked again (the file could change between the passes). An abort of
+ * `signal` ends it with the signal's reason, which rolls the restore back.
+ */
+async function* records(file: string, expected: number, signal: AbortSignal): AsyncGenerator<LogOp> {
   let count = 0;
   let first = true;
   for await (const [n, line] of lines(file)) {
+    signal.throwIfAborted();
     const v = parseLine(file, n, line);
     if (first) {
       first = false;
@@ -151,21 +156,27 @@ export async function runLoad(metaUrl: string, fileArg: string, opts: { force?: 
   let engine: MetaEngine | undefined;
   let where = metaUrl;
   let done = false;
+  const removeCreated = (): void => {
+    if (!done && dbFile !== undefined && !dbExisted) for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true });
+  };
   try {
-    engine = await openMetaEngine(metaUrl, { create: true });
-    // Messages name the engine's description, which masks a password in the URL.
-    where = engine.description;
-    const existing = await loadFormat(engine);
-    if ((existing !== undefined || (await engine.lastSeq()) > 0) && opts.force !== true) {
-      throw new UsageError(
-        `${where} is not empty${existing === undefined ? '' : ` (it holds volume '${existing.name}')`}; use --force to replace its content`,
-      );
-    }
-    await engine.restore(records(file, trailer.records), trailer.seq);
-    done = true;
+    // SIGINT/SIGTERM roll the restore back (exit 130); a second signal exits at once, removing a created file.
+    await interruptible(async (signal) => {
+      engine = await openMetaEngine(metaUrl, { create: true });
+      // Messages name the engine's description, which masks a password in the URL.
+      where = engine.description;
+      const existing = await loadFormat(engine);
+      if ((existing !== undefined || (await engine.lastSeq()) > 0) && opts.force !== true) {
+        throw new UsageError(
+          `${where} is not empty${existing === undefined ? '' : ` (it holds volume '${existing.name}')`}; use --force to replace its content`,
+        );
+      }
+      await engine.restore(records(file, trailer.records, signal), trailer.seq);
+      done = true;
+    }, removeCreated);
   } finally {
     await engine?.close();
-    if (!done && dbFile !== undefined && !dbExisted) for (const f of [dbFile, `${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true });
+    removeCreated();
   }
   await out(`loaded ${trailer.records} records of volume '${format.name}' at changelog seq ${trailer.seq} into ${where}\n`);
   if (format.storage.includes('****')) {

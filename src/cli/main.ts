@@ -1,8 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `ferry` command. Each command lives in its own module with a `register(program)`; this file wires them
- * up and owns the one error boundary: every failure becomes `ferry: <one line>` on stderr and a non-zero exit
- * (1 for errors, 2 for bad usage caught by the parser). A stack trace is printed only with FERRY_DEBUG=1.
+ * up and owns the one error boundary: every failure becomes `ferry: <one line>` on stderr and a non-zero exit.
+ * A stack trace is printed only with FERRY_DEBUG=1.
+ *
+ *   0    success
+ *   1    the command failed (a missing file, an unreadable block, a volume that fails fsck, ...)
+ *   2    bad usage: an unknown command or option, a missing argument, a bad option value, options that do
+ *        not go together (commander's errors and BadUsageError; see the option parsers in util.ts)
+ *   130  interrupted by SIGINT or SIGTERM, after cleaning up (InterruptedError)
  */
 
 import { Command, CommanderError } from 'commander';
@@ -21,11 +27,12 @@ import { register as registerReplicate } from './replicate.js';
 import { register as registerStatus } from './status.js';
 import { register as registerSync } from './sync.js';
 import { register as registerUmount } from './umount.js';
-import { oneLine, reportError } from './util.js';
+import { BadUsageError } from '../errors.js';
+import { EXIT_INTERRUPTED, InterruptedError, oneLine, reportError } from './util.js';
 
 export const VERSION = '0.1.0';
 
-/** Exit code for bad usage (unknown option, missing argument), as in most Unix tools. */
+/** Exit code for bad usage (unknown option, missing argument, bad option value), as in most Unix tools. */
 const EXIT_USAGE = 2;
 
 export function buildProgram(): Command {
@@ -74,8 +81,14 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return err.exitCode === 0 ? 0 : EXIT_USAGE;
     }
+    if (err instanceof BadUsageError) {
+      // Worded like the parser's own errors, which it is in all but where it was caught.
+      process.stderr.write(`ferry: ${oneLine(err.message)} (see --help)\n`);
+      if (process.env['FERRY_DEBUG'] === '1' && err.stack !== undefined) process.stderr.write(err.stack + '\n');
+      return EXIT_USAGE;
+    }
     reportError(err);
-    return 1;
+    return err instanceof InterruptedError ? EXIT_INTERRUPTED : 1;
   }
 }
 

@@ -16,19 +16,24 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { Mount, checkMountpoint } from '../fuse/mount.js';
 import type { MountLog } from '../fuse/ops.js';
-import { oneLine, openCliVolume, parseSize } from './util.js';
+import { checkClientRegion, oneLine, openCliVolume, openEngine, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
 
+/** The options of `ferry mount`, parsed (see register). */
 export interface MountCliOptions {
   background?: boolean;
   region?: string;
   cacheDir?: string;
-  cacheSize?: string;
-  bufferSize?: string;
+  /** --cache-size, bytes. */
+  cacheSize?: number;
+  /** --buffer-size, bytes. */
+  bufferSize?: number;
   readOnly?: boolean;
   allowOther?: boolean;
-  metrics?: string;
-  attrTimeout?: string;
-  entryTimeout?: string;
+  metrics?: { host: string; port: number };
+  /** --attr-timeout, seconds. */
+  attrTimeout?: number;
+  /** --entry-timeout, seconds. */
+  entryTimeout?: number;
   log?: string;
   debugFuse?: boolean;
 }
@@ -57,20 +62,6 @@ export function lineLog(stream: NodeJS.WritableStream = process.stderr): MountLo
   };
 }
 
-function parseSeconds(s: string | undefined, what: string): number | undefined {
-  if (s === undefined) return undefined;
-  const n = Number(s);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`invalid ${what} '${s}': expected seconds, like 1 or 0.5`);
-  return n;
-}
-
-function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^(?:(.*):)?(\d+)$/.exec(s);
-  const port = Number(m?.[2]);
-  if (m === null || !Number.isInteger(port) || port > 65535) throw new UsageError(`invalid --metrics '${s}': use HOST:PORT, like 127.0.0.1:9567`);
-  return { host: m[1] === undefined || m[1] === '' ? '127.0.0.1' : m[1].replace(/^\[(.*)\]$/, '$1'), port };
-}
-
 /** Starts this command again, detached, and waits for it to report the mount ready or failed. */
 async function runInBackground(argv: string[], mountpoint: string, logFile: string): Promise<void> {
   const args = argv.slice(1).filter((a) => a !== '-d' && a !== '--background');
@@ -93,20 +84,24 @@ async function runInBackground(argv: string[], mountpoint: string, logFile: stri
 }
 
 export async function runMount(metaUrl: string, mountpoint: string, o: MountCliOptions): Promise<void> {
-  const attrTimeoutSec = parseSeconds(o.attrTimeout, '--attr-timeout');
-  const entryTimeoutSec = parseSeconds(o.entryTimeout, '--entry-timeout');
-  const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics);
+  const attrTimeoutSec = o.attrTimeout;
+  const entryTimeoutSec = o.entryTimeout;
+  const metrics = o.metrics;
+  const metricsAt = metrics === undefined ? '' : `${metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host}:${metrics.port}`;
   const volOptions = {
     ...(o.region === undefined ? {} : { region: o.region }),
     ...(o.cacheDir === undefined ? {} : { cacheDir: path.resolve(o.cacheDir) }),
-    ...(o.cacheSize === undefined ? {} : { cacheBytes: parseSize(o.cacheSize, '--cache-size') }),
-    ...(o.bufferSize === undefined ? {} : { bufferBytesMax: parseSize(o.bufferSize, '--buffer-size') }),
+    ...(o.cacheSize === undefined ? {} : { cacheBytes: o.cacheSize }),
+    ...(o.bufferSize === undefined ? {} : { bufferBytesMax: o.bufferSize }),
   };
   const abs = path.resolve(mountpoint);
 
   if (o.background === true && process.env[CHILD_ENV] !== '1') {
     // Fail here, in the caller's terminal, for what can be seen before starting anything.
     await checkMountpoint(abs);
+    const { engine, format } = await openEngine(metaUrl);
+    await engine.close();
+    checkClientRegion(format, o.region);
     const logFile = path.resolve(o.log ?? path.join(os.tmpdir(), `ferry-mount-${abs.replace(/[^A-Za-z0-9]+/g, '_')}.log`));
     return runInBackground(process.argv, abs, logFile);
   }
@@ -149,7 +144,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(m.stats.render());
       });
       await new Promise<void>((resolve, reject) => {
-        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${o.metrics!}: ${e.message}`)));
+        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${metricsAt}: ${e.message}`)));
         server!.listen(metrics.port, metrics.host, () => resolve());
       }).catch(async (err: unknown) => {
         await m.close();
@@ -160,7 +155,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
-  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${o.metrics!}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${metricsAt}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
 
@@ -197,13 +192,15 @@ export function register(program: Command): void {
     .option('-d, --background', 'run in the background; return once the mount is ready')
     .option('--region <NAME>', 'the region this client runs in (default: the primary)')
     .option('--cache-dir <DIR>', 'local disk block cache directory')
-    .option('--cache-size <SIZE>', 'disk cache capacity, e.g. 10G')
-    .option('--buffer-size <SIZE>', 'memory for write buffers, e.g. 256M (default 64M)')
+    .addOption(valueOption('--cache-size <SIZE>', 'disk cache capacity, e.g. 10G', parseSize))
+    .addOption(valueOption('--buffer-size <SIZE>', 'memory for write buffers, e.g. 256M (default 64M)', parseSize))
     .option('--read-only', 'mount read-only')
     .option('--allow-other', 'let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)')
-    .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
-    .option('--attr-timeout <SECONDS>', 'how long the kernel caches attributes (default 1; hard links are one inode to the kernel, so they always agree)')
-    .option('--entry-timeout <SECONDS>', 'how long the kernel caches names (default 1)')
+    .addOption(valueOption('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics', parseHostPort))
+    .addOption(
+      valueOption('--attr-timeout <SECONDS>', 'how long the kernel caches attributes (default 1; hard links are one inode to the kernel, so they always agree)', parseSeconds),
+    )
+    .addOption(valueOption('--entry-timeout <SECONDS>', 'how long the kernel caches names (default 1)', parseSeconds))
     .option('--log <FILE>', 'log file in the background (default: in the temporary directory)')
     .option('--debug-fuse', "print libfuse's request trace")
     .addHelpText('after', '\nExamples:\n  $ ferry mount sqlite:///data/vol.db /mnt/vol\n  $ ferry mount -d sqlite:///data/vol.db /mnt/vol --cache-dir /var/cache/ferry\n  $ ferry umount /mnt/vol')

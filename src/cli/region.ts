@@ -12,7 +12,7 @@ import { RetryStore } from '../object/retry.js';
 import type { ObjectStore } from '../object/store.js';
 import { addRegion, checkRegionName, removeRegion, sliceHome, volumeRegions } from '../region/regions.js';
 import { prepareBucket } from './format.js';
-import { checkBucket, openEngine, openMetaTools, out, printJson } from './util.js';
+import { asBadUsage, checkBucket, openEngine, openMetaTools, out, printJson } from './util.js';
 
 /** The buckets of every region but the primary (whose bucket `openTools` opens), wrapped in retries. */
 export async function openOtherRegionStores(format: FormatRec): Promise<Map<string, ObjectStore>> {
@@ -61,7 +61,7 @@ export async function runRegionList(metaUrl: string, opts: { json?: boolean }): 
 }
 
 export async function runRegionAdd(metaUrl: string, name: string, url: string, opts: { force?: boolean }): Promise<void> {
-  checkRegionName(name);
+  asBadUsage(() => checkRegionName(name));
   const { engine, format } = await openEngine(metaUrl);
   try {
     if (volumeRegions(format).regions.has(name)) throw new UsageError(`volume '${format.name}' already has a region '${name}'`);

@@ -6,11 +6,15 @@
  *
  *   0    everything copied, checked or deleted as asked
  *   1    some object failed (listed on stderr, one line each; the summary counts them), or a fatal error
+ *   2    bad usage: a bad option value or filter, overlapping trees (nothing is opened)
  *   130  interrupted (SIGINT/SIGTERM): in-flight copies were cancelled; a rerun resumes where this one stopped
  *
  * Output: a progress bar on stderr when it is a terminal (objects, bytes, rate, ETA; totals grow while the
  * listing runs), and a summary line on stdout at the end. `--dry-run` prints each decision on stdout instead
  * of acting on it.
+ *
+ * A run killed with SIGKILL leaves the temporary files of its puts in a file:// destination's `.tmp/`; each
+ * run first removes those older than STALE_TEMP_AGE_MS (as `ferry gc` does in a volume's buckets).
  */
 
 import { promises as fsp, statSync } from 'node:fs';
@@ -18,25 +22,31 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { BadUsageError, UsageError } from '../errors.js';
 import { openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
-import type { ObjectStore } from '../object/store.js';
-import { compileFilter, PARALLEL_DEFAULT, SyncListError, Syncer, type FilterRule, type SyncEvent, type SyncResult, type SyncStats } from '../region/sync.js';
-import { humanBytes, oneLine, parseCount, parseSize } from './util.js';
+import { canSweepTemp, type ObjectStore } from '../object/store.js';
+import { compileFilter, globToRegExp, PARALLEL_DEFAULT, SyncListError, Syncer, type FilterRule, type SyncEvent, type SyncResult, type SyncStats } from '../region/sync.js';
+import { count, EXIT_INTERRUPTED, humanBytes, oneLine, parseRate, valueOption } from './util.js';
 
 /** Progress bar refresh. */
 const PROGRESS_INTERVAL_MS = 250;
 /** Largest --parallel accepted. */
 const PARALLEL_MAX = 1024;
-const EXIT_INTERRUPTED = 130;
+/**
+ * A temporary file in a file:// destination's `.tmp/` untouched this long is from a put that will never finish
+ * (a killed run): a put writes its temporary in one go, so one in progress is always younger.
+ */
+export const STALE_TEMP_AGE_MS = 3_600_000;
 
+/** The options of `ferry sync`, parsed (see register). */
 export interface SyncCliOptions {
   delete?: boolean;
   check?: boolean;
-  parallel?: string;
+  parallel?: number;
   dryRun?: boolean;
-  bwlimit?: string;
+  /** --bwlimit, bytes per second. */
+  bwlimit?: number;
 }
 
 /** One side of the sync: the URL to open and, for a local tree, its directory. */
@@ -49,7 +59,7 @@ interface Endpoint {
 const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 function endpointOf(arg: string): Endpoint {
-  if (arg === '') throw new UsageError('an empty SRC or DST; give a directory or a store URL like s3://bucket/prefix');
+  if (arg === '') throw new BadUsageError('an empty SRC or DST; give a directory or a store URL like s3://bucket/prefix');
   if (URL_LIKE.test(arg)) {
     const m = /^file:\/\/(.+)$/i.exec(arg);
     let dir: string | undefined;
@@ -94,19 +104,15 @@ async function open(endpoint: Endpoint, role: 'source' | 'destination'): Promise
 export async function runSync(srcArg: string, dstArg: string, rules: FilterRule[], opts: SyncCliOptions): Promise<void> {
   const src = endpointOf(srcArg);
   const dst = endpointOf(dstArg);
-  // Every check before anything is opened, so that bad input writes nothing.
-  const parallel = opts.parallel === undefined ? PARALLEL_DEFAULT : parseCount(opts.parallel, '--parallel', 1, PARALLEL_MAX);
-  const bytesPerSecond = opts.bwlimit === undefined ? 0 : parseSize(opts.bwlimit.replace(/\/s$/i, ''), '--bwlimit');
-  let filter;
-  try {
-    filter = compileFilter(rules);
-  } catch (err) {
-    throw new UsageError(`bad filter: ${(err as Error).message}`);
-  }
+  // Every check before anything is opened, so that bad input writes nothing (option values are checked by the
+  // parser, see register).
+  const parallel = opts.parallel ?? PARALLEL_DEFAULT;
+  const bytesPerSecond = opts.bwlimit ?? 0;
+  const filter = compileFilter(rules);
   if (src.dir !== undefined) checkSourceDir(src.dir, srcArg);
   if (dst.dir !== undefined) checkDestDir(dst.dir, dstArg);
   if (src.dir !== undefined && dst.dir !== undefined && (inside(src.dir, dst.dir) || inside(dst.dir, src.dir))) {
-    throw new UsageError(`source ${src.dir} and destination ${dst.dir} overlap; sync between separate trees`);
+    throw new BadUsageError(`source ${src.dir} and destination ${dst.dir} overlap; sync between separate trees`);
   }
 
   const srcStore = await open(src, 'source');
@@ -144,7 +150,9 @@ export async function runSync(srcArg: string, dstArg: string, rules: FilterRule[
   });
   const bar = progress(() => syncer.stats());
   let result: SyncResult | undefined;
+  let tempSwept = 0;
   try {
+    if (opts.dryRun !== true) tempSwept = await sweepStaleTemps(dstStore);
     result = await syncer.run();
   } catch (err) {
     if (err instanceof SyncListError) throw new UsageError(err.message);
@@ -163,12 +171,26 @@ export async function runSync(srcArg: string, dstArg: string, rules: FilterRule[
     process.exitCode = EXIT_INTERRUPTED;
     return;
   }
-  process.stdout.write(summary(result, result.dryRun) + '\n');
+  process.stdout.write(`${summary(result, result.dryRun)}${tempSwept > 0 ? `; removed ${tempSwept} stale temporary file(s) of an earlier run` : ''}\n`);
   if (result.deletesSkipped !== 0) {
     const n = result.deletesSkipped < 0 ? 'the' : String(result.deletesSkipped);
     process.stderr.write(`ferry: sync: not deleting ${n} extra objects in the destination because copies failed\n`);
   }
   if (result.failed > 0) process.exitCode = 1;
+}
+
+/**
+ * Removes what killed runs left in the destination's temporary directory (a file:// store's `.tmp/`), older than
+ * STALE_TEMP_AGE_MS. Best effort: a failure is a warning, since the copies do not depend on it.
+ */
+async function sweepStaleTemps(store: ObjectStore): Promise<number> {
+  if (!canSweepTemp(store)) return 0;
+  try {
+    return await store.sweepTemp(STALE_TEMP_AGE_MS);
+  } catch (err) {
+    process.stderr.write(`ferry: sync: warning: cannot remove stale temporary files in ${store.description}: ${oneLine(err instanceof Error ? err.message : String(err))}\n`);
+    return 0;
+  }
 }
 
 /** `copied 12, skipped 988, deleted 0, failed 0, bytes 3145728 (3.00 MiB), 1.23 s, 2.44 MiB/s` */
@@ -222,7 +244,13 @@ function progress(stats: () => SyncStats): { stop(): void } {
 export function register(program: Command): void {
   // --include and --exclude share one list, so that their order on the command line is kept.
   const rules: FilterRule[] = [];
+  // Each pattern is checked as it is read, so that a bad one is a bad option value (exit 2).
   const rule = (kind: FilterRule['kind']) => (pattern: string): FilterRule[] => {
+    try {
+      globToRegExp(pattern);
+    } catch (err) {
+      throw new BadUsageError(`invalid --${kind} '${pattern}': ${(err as Error).message}`);
+    }
     rules.push({ kind, pattern });
     return rules;
   };
@@ -234,7 +262,8 @@ export function register(program: Command): void {
         'verifying every copy. SRC and DST are store URLs (file:///dir, s3://bucket/prefix?endpoint=...) or local ' +
         'directories. Interrupted runs resume: run the same command again. Filters are tried in the order given, ' +
         'the first match wins (* within a path segment, ** across, a leading / anchors at the root); with any ' +
-        '--include, keys that match nothing are excluded. Objects up to 1 GiB, each held in memory while copied.',
+        '--include, keys that match nothing are excluded. Objects up to 1 GiB, each held in memory while copied. ' +
+        "Temporary files a killed run left in a file:// DST's .tmp/ are removed once an hour old.",
     )
     .argument('<SRC>', 'source: a directory or a store URL')
     .argument('<DST>', 'destination: a directory or a store URL')
@@ -242,9 +271,9 @@ export function register(program: Command): void {
     .option('--check', 'compare the bytes of same-size objects, and read every copy back')
     .option('--include <GLOB>', 'copy only matching keys (repeatable)', rule('include'))
     .option('--exclude <GLOB>', 'leave matching keys alone (repeatable)', rule('exclude'))
-    .option('--parallel <N>', `copies at once (default ${PARALLEL_DEFAULT})`)
+    .addOption(valueOption('--parallel <N>', `copies at once, 1 to ${PARALLEL_MAX} (default ${PARALLEL_DEFAULT})`, count(1, PARALLEL_MAX)))
     .option('--dry-run', 'print what would be copied and deleted; change nothing')
-    .option('--bwlimit <RATE>', 'cap on bytes written per second, like 10M (MiB/s) or 512K')
+    .addOption(valueOption('--bwlimit <RATE>', 'cap on bytes written per second, like 10M (MiB/s) or 512K', parseRate))
     .addHelpText(
       'after',
       '\nExamples:\n  $ ferry sync ./photos "s3://backup/photos?endpoint=http://127.0.0.1:9000"\n' +

@@ -8,7 +8,8 @@ import { openSync, readSync, closeSync, statSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { pino, type Logger } from 'pino';
-import { CorruptBlockError, FsError, UsageError } from '../errors.js';
+import { Option } from 'commander';
+import { BadUsageError, CorruptBlockError, FsError, UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { loadFormat, Meta } from '../meta/meta.js';
@@ -38,15 +39,60 @@ export function log(): Logger {
 
 // ---------------------------------------------------------------- parsing
 
+/*
+ * Option values are parsed in one place. Each parser takes the value and what to call it in a message (the
+ * option's name, `--parallel`) and throws BadUsageError, which main.ts turns into one line and exit 2:
+ *
+ *   invalid --parallel '0': use a whole number from 1 to 1024
+ *
+ * `valueOption` attaches a parser to a commander option, so a bad value is refused while the command line is
+ * read, before the command opens anything; a command that parses a value itself later gets the same message
+ * and exit code by calling the same parser. Options that do not go together use commander's `.conflicts()`
+ * (also exit 2, see main.ts).
+ */
+
+/** Parses an option value; throws BadUsageError naming `what` and what is accepted. */
+export type ValueParser<T> = (value: string, what: string) => T;
+
+/**
+ * A commander option whose value is parsed (and so checked) when the command line is read. `defaultValue` is
+ * written as a user would write it: it goes through the same parser and is shown as written in --help.
+ */
+export function valueOption<T>(flags: string, description: string, parse: ValueParser<T>, defaultValue?: string): Option {
+  const option = new Option(flags, description);
+  const what = option.long ?? option.short ?? flags;
+  option.argParser((value: string) => parse(value, what));
+  if (defaultValue !== undefined) option.default(parse(defaultValue, what), defaultValue);
+  return option;
+}
+
+/**
+ * Runs a check from elsewhere (a codec, a region name) whose UsageError is, here, about the command line: it
+ * becomes a BadUsageError, its message after `prefix` (which names the option).
+ */
+export function asBadUsage<T>(check: () => T, prefix = ''): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof UsageError && !(err instanceof BadUsageError)) throw new BadUsageError(prefix + err.message);
+    throw err;
+  }
+}
+
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
 
 /** Bytes from `4M`, `4MiB`, `4MB`, `512k`, `1G`, `4096` (units are binary: K = 1024). */
 export function parseSize(s: string, what = 'size'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$/i.exec(s);
-  if (m === null) throw new UsageError(`invalid ${what} '${s}': use a number with an optional unit, like 4M, 512K, 1G`);
+  if (m === null) throw new BadUsageError(`invalid ${what} '${s}': use a number with an optional unit, like 4M, 512K, 1G`);
   const n = Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!;
-  if (!Number.isSafeInteger(n)) throw new UsageError(`invalid ${what} '${s}': not a whole number of bytes`);
+  if (!Number.isSafeInteger(n)) throw new BadUsageError(`invalid ${what} '${s}': not a whole number of bytes`);
   return n;
+}
+
+/** Bytes per second from `10M`, `512K/s`, `1G` (0: no limit). */
+export function parseRate(s: string, what = 'rate'): number {
+  return parseSize(s.replace(/\/s\s*$/i, ''), what);
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -54,7 +100,7 @@ const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3
 /** Milliseconds from `0`, `30s`, `10m`, `1h`, `7d`, `250ms` (a bare number is seconds). */
 export function parseDuration(s: string, what = 'duration'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(s);
-  if (m === null) throw new UsageError(`invalid ${what} '${s}': use a number with a unit, like 0, 30s, 10m, 1h, 7d`);
+  if (m === null) throw new BadUsageError(`invalid ${what} '${s}': use a number with a unit, like 0, 30s, 10m, 1h, 7d`);
   return Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 's').toLowerCase()]!);
 }
 
@@ -62,9 +108,38 @@ export function parseDuration(s: string, what = 'duration'): number {
 export function parseCount(s: string, what: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(s);
   if (!/^\s*\d+\s*$/.test(s) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new UsageError(`invalid ${what} '${s}': expected a whole number from ${min} to ${max}`);
+    throw new BadUsageError(`invalid ${what} '${s}': use a whole number from ${min} to ${max}`);
   }
   return n;
+}
+
+/** parseCount with its bounds, as a ValueParser. */
+export function count(min: number, max: number): ValueParser<number> {
+  return (s, what) => parseCount(s, what, min, max);
+}
+
+/** Seconds, possibly fractional (`1`, `0.5`). */
+export function parseSeconds(s: string, what: string): number {
+  const n = Number(s);
+  if (s.trim() === '' || !Number.isFinite(n) || n < 0) throw new BadUsageError(`invalid ${what} '${s}': use seconds, like 1 or 0.5`);
+  return n;
+}
+
+/** `HOST:PORT`, `:PORT` or `PORT` (host 127.0.0.1), `[::1]:PORT`. */
+export function parseHostPort(s: string, what: string): { host: string; port: number } {
+  const m = /^(?:(.*):)?(\d+)$/.exec(s);
+  const port = Number(m?.[2]);
+  if (m === null || !Number.isInteger(port) || port > 65535) throw new BadUsageError(`invalid ${what} '${s}': use HOST:PORT, like 127.0.0.1:9567`);
+  return { host: m[1] === undefined || m[1] === '' ? '127.0.0.1' : m[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+/** One of a fixed set of words; `explain` says what each means (default: lists them). */
+export function choice<T extends string>(values: readonly T[], explain?: string): ValueParser<T> {
+  return (s, what) => {
+    const v = values.find((x) => x === s);
+    if (v === undefined) throw new BadUsageError(`invalid ${what} '${s}': use ${explain ?? values.join(', ')}`);
+    return v;
+  };
 }
 
 /**
@@ -183,6 +258,11 @@ export async function openEngine(url: string): Promise<{ engine: MetaEngine; for
   }
 }
 
+/** The region a client of this volume runs in, given `--region` (undefined: the primary); unknown is bad usage. */
+export function checkClientRegion(format: FormatRec, region: string | undefined): string {
+  return asBadUsage(() => clientRegion(format, region), `invalid --region '${region ?? ''}': `);
+}
+
 /**
  * An existing volume through the SDK, after the checks that give one-line errors (META file, format record,
  * bucket directory). Background failures (read-ahead, compaction) go to the log, not to stdout.
@@ -192,7 +272,7 @@ export async function openCliVolume(url: string, options: OpenVolumeOptions = {}
   await engine.close();
   // The bucket of the region the client runs in (the primary's by default); an unknown region fails here.
   const regions = volumeRegions(format);
-  checkBucket((regions.regions.get(clientRegion(format, options.region)) ?? regions.regions.get(regions.primary)!).storage);
+  checkBucket((regions.regions.get(checkClientRegion(format, options.region)) ?? regions.regions.get(regions.primary)!).storage);
   return openVolume(url, {
     onBackgroundError: (what, err) => log().warn({ err }, `${what} failed`),
     ...options,
@@ -355,6 +435,52 @@ export async function forEachLimit<T>(items: Iterable<T>, max: number, fn: (item
   if (failure !== undefined) throw failure.err;
 }
 
+// ---------------------------------------------------------------- interruption
+
+/** Exit code of a command stopped by SIGINT or SIGTERM: what a shell reports for one killed by SIGINT (128 + 2). */
+export const EXIT_INTERRUPTED = 130;
+
+/** The command was stopped by SIGINT or SIGTERM after cleaning up; main.ts exits 130. */
+export class InterruptedError extends UsageError {
+  constructor(signal: string) {
+    super(`interrupted (${signal})`);
+    this.name = 'InterruptedError';
+  }
+}
+
+/**
+ * Runs a command body that a signal may stop. The first SIGINT or SIGTERM aborts `signal`: the body stops at its
+ * next check and its finally blocks clean up (temporary files), then the run rejects with InterruptedError. A
+ * second signal does not wait for that: `onForcedExit` (synchronous, e.g. removing local temporary files) runs
+ * and the process exits 130 at once.
+ */
+export async function interruptible<T>(body: (signal: AbortSignal) => Promise<T>, onForcedExit: () => void = () => undefined): Promise<T> {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!controller.signal.aborted) {
+      controller.abort(new InterruptedError(sig));
+      return;
+    }
+    try {
+      onForcedExit();
+    } finally {
+      process.exit(EXIT_INTERRUPTED);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await body(controller.signal);
+  } catch (err) {
+    // Whatever the body failed with once stopped (an aborted read, a closed handle), the cause is the signal.
+    if (controller.signal.aborted) throw controller.signal.reason;
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
 // ---------------------------------------------------------------- errors
 
 /** Errors whose message is meant for the user as is. */
@@ -364,6 +490,18 @@ export function isKnownError(err: unknown): err is Error {
   // Node's own file-system errors (local paths in cp, dump, load): "ENOENT: no such file or directory, open 'x'".
   const e = err as NodeJS.ErrnoException | undefined;
   return err instanceof Error && typeof e?.code === 'string' && typeof e.syscall === 'string';
+}
+
+/**
+ * A failed read of `what` (a file named as the user wrote it), as `cannot read <what>: <why>`. The SDK's I/O
+ * error carries what went wrong (which block; missing, corrupt or unreachable in which bucket) as its cause's
+ * message, which is used without the errno boilerplate around it; other errors keep their message.
+ */
+export function readFailure(what: string, err: unknown): Error {
+  if (err instanceof InterruptedError) return err;
+  let why = err instanceof Error ? err.message : String(err);
+  if (err instanceof FsError && err.code === 'EIO' && err.cause instanceof Error && err.cause.message !== 'EIO') why = err.cause.message;
+  return new FsError(err instanceof FsError ? err.code : 'EIO', `cannot read ${what}: ${why}`, { cause: err });
 }
 
 /** One line, whatever the message holds. */

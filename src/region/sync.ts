@@ -35,6 +35,7 @@
  * object larger than the budget runs alone).
  */
 
+import { defaultMaxListeners, setMaxListeners } from 'node:events';
 import { assert } from '../errors.js';
 import { compareKeys, ObjectNotFoundError, type ObjectInfo, type ObjectStore } from '../object/store.js';
 import { Limiter } from '../util/limiter.js';
@@ -53,6 +54,13 @@ const VERIFY_KEYS_HELD_MAX = 100_000;
 const LIST_PAGE_KEYS = 1000;
 /** Keys to delete held in memory; past this, the delete phase lists both stores again instead. */
 const DELETE_KEYS_HELD_MAX = 100_000;
+/**
+ * Abort listeners one running task holds on the run's signal at most: a bandwidth wait, or a store call on each
+ * side (--check reads both at once). Tasks queued behind the limiter hold none.
+ */
+const SIGNAL_LISTENERS_PER_TASK_MAX = 2;
+/** Abort listeners the two listings hold: a page requested and the next one prefetched, on each side. */
+const SIGNAL_LISTENERS_LISTING_MAX = 4;
 /** Failures whose details are kept for the report (all are counted). */
 const ERRORS_KEPT_MAX = 100;
 /** Tasks queued behind the running ones, per unit of parallelism: keeps listing ahead without holding a bucket. */
@@ -223,7 +231,15 @@ export class Syncer {
   private readonly parallel: number;
   private readonly dryRun: boolean;
   private readonly objectBytesMax: number;
-  private readonly signal: AbortSignal | undefined;
+  /** The caller's signal, forwarded to `signal` while the run lasts. */
+  private readonly callerSignal: AbortSignal | undefined;
+  /**
+   * The run's own signal, which every wait and store call listens to: up to `parallel` tasks share it, more
+   * than the 10 listeners past which Node warns of a leak, so it declares its real bound instead (and the
+   * caller's signal, which may have other users, gets one listener).
+   */
+  private readonly aborter = new AbortController();
+  private readonly signal: AbortSignal = this.aborter.signal;
   private readonly onEvent: (event: SyncEvent) => void;
   private readonly limiter: Limiter;
   private readonly budget: ByteBudget;
@@ -261,7 +277,8 @@ export class Syncer {
     if (!Number.isSafeInteger(this.parallel) || this.parallel < 1) throw new RangeError(`parallel must be an integer >= 1, got ${this.parallel}`);
     this.dryRun = options.dryRun ?? false;
     this.objectBytesMax = options.objectBytesMax ?? OBJECT_BYTES_MAX_DEFAULT;
-    this.signal = options.signal;
+    this.callerSignal = options.signal;
+    setMaxListeners(Math.max(defaultMaxListeners, this.parallel * SIGNAL_LISTENERS_PER_TASK_MAX + SIGNAL_LISTENERS_LISTING_MAX), this.signal);
     this.onEvent = options.onEvent ?? (() => undefined);
     this.limiter = new Limiter(this.parallel);
     this.budget = new ByteBudget(options.bytesInFlightMax ?? BYTES_IN_FLIGHT_MAX_DEFAULT);
@@ -281,6 +298,19 @@ export class Syncer {
     assert(!this.ran, 'a Syncer runs once');
     this.ran = true;
     this.started = performance.now();
+    const caller = this.callerSignal;
+    const forward = (): void => this.aborter.abort(caller?.reason);
+    if (caller?.aborted === true) forward();
+    else caller?.addEventListener('abort', forward, { once: true });
+    try {
+      return await this.phases();
+    } finally {
+      caller?.removeEventListener('abort', forward);
+    }
+  }
+
+  /** The copy phase, the read-back rounds and the delete phase (see the header). */
+  private async phases(): Promise<SyncResult> {
     const tasks = new TaskPool(this.limiter, this.parallel * QUEUED_TASKS_PER_SLOT);
     const deletes: string[] = [];
     let deletesOverflow = false;
@@ -306,10 +336,10 @@ export class Syncer {
     } finally {
       await tasks.drain();
     }
-    this.signal?.throwIfAborted();
+    this.signal.throwIfAborted();
     for (let round = 1; this.written.size > 0 || this.writtenOverflow; round++) {
       await this.verifyWritten(tasks, round === VERIFY_ROUNDS_MAX);
-      this.signal?.throwIfAborted();
+      this.signal.throwIfAborted();
     }
 
     if (this.deleteExtra) {
@@ -331,7 +361,7 @@ export class Syncer {
           await tasks.drain();
         }
       }
-      this.signal?.throwIfAborted();
+      this.signal.throwIfAborted();
     }
     return { ...this.stats(), failures: [...this.failures], dryRun: this.dryRun };
   }
@@ -344,7 +374,7 @@ export class Syncer {
       let s = await srcList.next();
       let d = await dstList.next();
       while (s.done !== true || d.done !== true) {
-        this.signal?.throwIfAborted();
+        this.signal.throwIfAborted();
         const c = s.done === true ? 1 : d.done === true ? -1 : compareKeys(s.value.key, d.value.key);
         if (c < 0) {
           await visit(s.value as ObjectInfo, undefined);
@@ -507,7 +537,7 @@ export class Syncer {
 
   private fail(key: string, op: 'copy' | 'check' | 'delete', err: unknown): void {
     // An abort is not a failure of this key: run() rethrows it once the tasks have settled.
-    if (this.signal?.aborted === true) return;
+    if (this.signal.aborted) return;
     this.counters.failed++;
     if (this.failures.length < ERRORS_KEPT_MAX) this.failures.push({ key, op, message: err instanceof Error ? err.message : String(err) });
     this.onEvent({ type: 'fail', key, op, error: err });

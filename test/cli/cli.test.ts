@@ -128,11 +128,11 @@ describe('format refuses bad input and leaves nothing behind', () => {
   const cases: Array<[string, (dir: string) => string[], RegExp]> = [
     ['an invalid name', (d) => ['format', `sqlite://${d}/v.db`, 'Bad_Name', '--storage', `file://${d}/b`], /invalid volume name/],
     ['a name too short', (d) => ['format', `sqlite://${d}/v.db`, 'ab', '--storage', `file://${d}/b`], /invalid volume name/],
-    ['a block size that is not a power of two', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', '3M'], /block size/],
-    ['a block size too large', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', '32M'], /block size/],
-    ['a malformed size', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', 'big'], /invalid block size/],
-    ['an unknown compression', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--compress', 'gzip'], /compression/],
-    ['bad trash days', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--trash-days', '-1'], /trash days/],
+    ['a block size that is not a power of two', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', '3M'], /invalid --block-size '3M'/],
+    ['a block size too large', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', '32M'], /invalid --block-size '32M'/],
+    ['a malformed size', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--block-size', 'big'], /invalid --block-size 'big'/],
+    ['an unknown compression', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--compress', 'gzip'], /invalid --compress 'gzip': use none, lz4, zstd/],
+    ['bad trash days', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/b`, '--trash-days', '-1'], /invalid --trash-days '-1'/],
     ['a mem:// bucket, which dies with the process', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', 'mem://x'], /mem:\/\/ bucket/],
     ['an unknown storage scheme', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', 'gopher://x'], /unknown storage scheme/],
     ['a bucket whose parent is missing', (d) => ['format', `sqlite://${d}/v.db`, 'vol', '--storage', `file://${d}/no/such/b`], /does not exist/],
@@ -402,9 +402,9 @@ describe('fsck and gc', () => {
     assert.match(ok(['gc', meta, '--delete', '--leak-age', '0']), /leaked objects: 1 \(5 B\), 1 deleted/);
     assert.equal(ok(['cat', meta, '/keep']).length, 70_000);
     assert.match(ok(['fsck', meta]), /volume is clean/);
-    await failsCleanly(dir, ['gc', meta, '--grace', 'soon'], /invalid grace period/);
-    await failsCleanly(dir, ['gc', meta, '--leak-age', '-1h'], /invalid leak age/);
-    await failsCleanly(dir, ['fsck', meta, '--threads', '0'], /invalid threads/);
+    await failsCleanly(dir, ['gc', meta, '--grace', 'soon'], /invalid --grace 'soon'/, { code: 2 });
+    await failsCleanly(dir, ['gc', meta, '--leak-age', '-1h'], /invalid --leak-age '-1h'/, { code: 2 });
+    await failsCleanly(dir, ['fsck', meta, '--threads', '0'], /invalid threads/, { code: 2 });
   });
 
   it('fsck reports metadata damage and exits 1', async () => {

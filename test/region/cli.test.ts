@@ -81,7 +81,7 @@ describe('ferry region commands', () => {
 
   it('errors are one line', () => {
     fails(['cat', meta, '--region', 'x', '/data.bin'], /has no region 'x' \(its regions: b, a\)/);
-    fails(['format', `sqlite://${dir}/v2.db`, 'vol2', '--storage', `file://${dir}/s`, '--region', `a=file://${dir}/x`], /either --storage/);
+    fails(['format', `sqlite://${dir}/v2.db`, 'vol2', '--storage', `file://${dir}/s`, '--region', `a=file://${dir}/x`], /option '--storage <URL>' cannot be used with option '--region <NAME=URL>'/, { code: 2 });
     fails(['format', `sqlite://${dir}/v2.db`, 'vol2', '--region', 'bad name=file:///x'], /invalid region name/);
     fails(['format', `sqlite://${dir}/v2.db`, 'vol2', '--region', `a=file://${dir}/x`, '--primary', 'z'], /--primary z is not one of/);
     fails(['region', 'remove', meta, 'b'], /primary and cannot be removed/);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -55,10 +55,11 @@ function sync(args: string[]): Summary {
   return summaryOf(r.stdout);
 }
 
-/** Asserts a clean failure: non-zero exit, one `ferry: ...` line on stderr, no stack. */
-function failsCleanly(args: string[], pattern: RegExp): void {
+/** Asserts a clean failure: non-zero exit (`code` when given), one `ferry: ...` line on stderr, no stack. */
+function failsCleanly(args: string[], pattern: RegExp, code?: number): void {
   const r = ferry(['sync', ...args]);
   assert.notEqual(r.code, 0);
+  if (code !== undefined) assert.equal(r.code, code, `exit code of ferry sync ${args.join(' ')}: ${r.stderr}`);
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0]!, /^ferry: /);
@@ -294,6 +295,30 @@ describe('sync engine (in-process)', () => {
   });
 });
 
+describe('the run signal', () => {
+  it('many tasks waiting on one abort signal raise no MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(`${w.name}: ${w.message}`);
+    };
+    process.on('warning', onWarning);
+    try {
+      const src = new MemStore('');
+      for (let i = 0; i < 100; i++) await src.put(`k${String(i).padStart(3, '0')}`, content(`k${i}`, 1000));
+      const abort = new AbortController();
+      // 32 copies at once, each waiting for bandwidth with the run's signal: more than Node's 10 listeners.
+      const syncer = new Syncer(src, new MemStore(''), { parallel: 32, bytesPerSecond: 20_000, signal: abort.signal });
+      setTimeout(() => abort.abort(new Error('stop')), 200);
+      await assert.rejects(syncer.run(), /stop/);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.deepEqual(warnings, []);
+      assert.equal(abort.signal.aborted, true);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
+
 describe('ferry sync (CLI)', () => {
   before(() => {
     assert.ok(existsSync(CLI), `build first (npm run build): ${CLI} is missing`);
@@ -375,10 +400,11 @@ describe('ferry sync (CLI)', () => {
     failsCleanly([a, 'gopher://host/x'], /destination: unknown storage scheme/);
     failsCleanly([path.join(tmp, 'no-such-dir'), b], /does not exist/);
     failsCleanly([path.join(a, 'f'), b], /not a directory/);
-    failsCleanly([a, path.join(a, 'inner')], /overlap/);
-    failsCleanly([a, b, '--parallel', '0'], /--parallel/);
-    failsCleanly([a, b, '--bwlimit', 'fast'], /--bwlimit/);
-    failsCleanly([a, b, '--include', 'a{b'], /bad filter/);
+    // Bad usage (exit 2): known from the command line alone.
+    failsCleanly([a, path.join(a, 'inner')], /overlap/, 2);
+    failsCleanly([a, b, '--parallel', '0'], /invalid --parallel '0': use a whole number from 1 to 1024/, 2);
+    failsCleanly([a, b, '--bwlimit', 'fast'], /invalid --bwlimit 'fast'/, 2);
+    failsCleanly([a, b, '--include', 'a{b'], /invalid --include 'a\{b': .*unclosed \{/, 2);
     assert.ok(!existsSync(b), 'the destination was not created');
   });
 
@@ -442,6 +468,55 @@ describe('ferry sync (CLI)', () => {
     const s = sync([a, b]);
     assert.ok(s.copied > 0 && s.skipped > 0, JSON.stringify(s));
     assert.deepEqual(await snapshotDir(b), await snapshotDir(a));
+  });
+
+  it('SIGINT with many copies in flight prints no MaxListenersExceededWarning', async () => {
+    const a = freshDir();
+    const b = freshDir();
+    writeTree(a, sampleFiles(100, () => 8192));
+    // The default --parallel (16): every copy waits for bandwidth on the run's one abort signal.
+    const child = spawn(process.execPath, [CLI, 'sync', a, b, '--bwlimit', '100K'], { env: { ...process.env, FERRY_NO_PROGRESS: '1' } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const code = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    const landed = (): number => {
+      try {
+        return readdirSync(b, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.parentPath.includes('.tmp')).length;
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + 20_000;
+    while (landed() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGINT');
+    assert.equal(await code, 130);
+    assert.doesNotMatch(stderr, /MaxListenersExceededWarning|memory leak/);
+    assert.equal(stderr, '');
+  });
+
+  it('a later run removes the stale temporary files a killed run left in .tmp/, and keeps young ones', () => {
+    const a = freshDir();
+    const b = freshDir();
+    writeTree(a, { x: Buffer.from('data') });
+    // What a SIGKILLed run leaves: its puts' temporaries, named as the file store names them.
+    const tmpDir = path.join(b, '.tmp');
+    mkdirSync(tmpDir, { recursive: true });
+    writeFileSync(path.join(tmpDir, '0123456789abcdef-0'), 'half an object');
+    writeFileSync(path.join(tmpDir, '0123456789abcdef-1'), 'another half');
+    const twoHoursAgo = (Date.now() - 2 * 3_600_000) / 1000;
+    for (const n of ['0123456789abcdef-0', '0123456789abcdef-1']) utimesSync(path.join(tmpDir, n), twoHoursAgo, twoHoursAgo);
+    writeFileSync(path.join(tmpDir, 'fedcba9876543210-0'), 'a put of another run, in flight');
+
+    const dry = ferry(['sync', a, b, '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(readdirSync(tmpDir).length, 3, 'a dry run changes nothing');
+
+    const r = ferry(['sync', a, b]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /copied 1, .*; removed 2 stale temporary file\(s\) of an earlier run$/m);
+    assert.deepEqual(readdirSync(tmpDir), ['fedcba9876543210-0'], 'only the young temporary is left');
+    assert.equal(sync([a, b]).copied, 0);
   });
 
   describe('with S3', () => {
