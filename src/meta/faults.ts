@@ -17,7 +17,7 @@
  */
 
 import { mulberry32 } from '../util/random.js';
-import { sleep } from '../object/retry.js';
+import { sleep } from '../util/sleep.js';
 import type { LogEntry, LogOp, MetaEngine, Txn, TxnOptions } from './engine.js';
 
 export interface EngineFaultOptions {

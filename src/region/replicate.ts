@@ -43,7 +43,7 @@ import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
 import type { Meta } from '../meta/meta.js';
 import type { FormatRec, RegionRec, SliceRefRec } from '../meta/types.js';
-import { sleep } from '../object/retry.js';
+import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
 import { deleteReleasedSlices, sliceBlockKeys } from './deletion.js';
