@@ -240,6 +240,11 @@ export class Meta {
   readonly format: FormatRec;
   readonly chunkBytes: number;
   sid = 0;
+  /**
+   * The changelog seq of the newest entry this client's transactions (through txn below) appended, 0 before
+   * any: what a client of a mirror region waits for its replica to have applied (read-your-writes).
+   */
+  committedSeq = 0;
   private readonly inos: IdPool;
   private readonly sliceIds: IdPool;
   private readonly openFiles = new Map<number, number>();
@@ -626,14 +631,18 @@ export class Meta {
   }
 
   /**
-   * engine.txn, plus the usage changes of writing transactions: with a session, each is recorded in the same
+   * engine.commit, recording the seq of what it logged (committedSeq), plus the usage changes of writing
+   * transactions: with a session, each is recorded in the same
    * transaction as a `usage` record of this session (durable: a client killed before the merge loses
    * nothing; the cleanup of its session merges them), and merged into the counters in the background (see
    * flushUsage). Without a session (tools) they go to the counters after the commit.
    */
   private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
     if (options?.readonly) return this.engine.txn(fn, options);
-    const [r, d] = await this.engine.txn(async (tx) => {
+    const {
+      value: [r, d],
+      seq,
+    } = await this.engine.commit(async (tx) => {
       const d: TxnEffects = { bytes: 0, inodes: 0, entries: [], inos: [] };
       this.effectsOf.set(tx, d);
       const r = await fn(tx);
@@ -643,6 +652,7 @@ export class Meta {
       }
       return [r, d] as const;
     });
+    if (seq !== undefined && seq > this.committedSeq) this.committedSeq = seq;
     if (d.entries.length > 0 || d.inos.length > 0) this.cache.forgetNames(d.entries, d.inos);
     if (d.bytes !== 0 || d.inodes !== 0) {
       this.pendingBytes += d.bytes;
