@@ -1,6 +1,6 @@
 /**
- * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore with caches ->
- * Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
+ * The composition root for clients: URL -> engine (in RetryEngine) -> Meta; format -> bucket -> ChunkStore
+ * with caches -> Vfs -> Volume. `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
  *
  * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
  * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
@@ -13,6 +13,7 @@ import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { MetaEngine } from '../meta/engine.js';
+import { RetryEngine, type EngineRetryOptions } from '../meta/retry.js';
 import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
 import type { Ctx } from '../meta/types.js';
 import { openObjectStore } from '../object/registry.js';
@@ -59,9 +60,11 @@ export interface OpenVolumeOptions extends VfsOptions {
   stores?: Readonly<Record<string, ObjectStore>>;
   /**
    * Wraps the metadata engine opened from the URL (tests: a FaultEngine between the client and its engine).
-   * The volume closes what it returns.
+   * The RetryEngine sits above what it returns. The volume closes it.
    */
   wrapEngine?: (engine: MetaEngine) => MetaEngine;
+  /** How calls that failed because the engine was unreachable are retried (RetryEngine's defaults otherwise). */
+  engineRetry?: EngineRetryOptions;
   /** Session heartbeat period, ms. */
   heartbeatMs?: number;
   /** Another client's session whose heartbeat is older than this is dead and cleaned up, ms (Meta's default 5 min). */
@@ -84,7 +87,7 @@ export async function openBucket(url: string): Promise<ObjectStore> {
 
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const opened = await openMetaEngine(metaUrl);
-  const engine = options.wrapEngine?.(opened) ?? opened;
+  const engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
