@@ -330,7 +330,7 @@ export class Meta {
     return { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region, staleMs: this.options.sessionStaleMs };
   }
 
-  /** Refreshes this session's heartbeat and cleans up sessions that stopped beating. */
+  /** Refreshes this session's heartbeat, cleans up sessions that stopped beating, and trims the changelog. */
   async heartbeat(): Promise<void> {
     if (this.sid === 0) return;
     const now = this.now();
@@ -346,6 +346,9 @@ export class Meta {
       process.emitWarning(`ferry: session ${this.sid} had been cleaned up as dead; its locks and open unlinked files were released`);
     }
     await this.cleanStaleSessions();
+    // Every client trims the changelog now and then (bounded work), so that an idle volume's log shrinks
+    // too once its consumers caught up.
+    await this.engine.pruneLog().catch((e: unknown) => process.emitWarning(`ferry: trimming the changelog failed: ${String(e)}`));
   }
 
   async listSessions(): Promise<Array<SessionRec & { sid: number }>> {
