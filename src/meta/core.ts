@@ -438,8 +438,9 @@ export abstract class EngineCore extends MetaEngineBase {
     const every = this.pruneEveryEntries;
     if (every === 0 || this.pruning !== undefined || this.closed) return;
     if (Math.floor(last / every) === Math.floor((first - 1) / every)) return;
-    // After the caller's transaction returned, never inside it.
-    this.pruning = new Promise<void>((resolve) => setImmediate(resolve))
+    // After the caller's transaction returned, never inside it. A microtask rather than setImmediate: a
+    // client committing back to back on SQLite never yields to the event loop's later phases.
+    this.pruning = Promise.resolve()
       .then(async () => {
         if (this.closed) return;
         const r = await this.pruneLog();
