@@ -1,6 +1,7 @@
 /**
- * The MetaEngine contract: a small transactional record store. Every engine (SQLite, Redis, PostgreSQL)
- * implements only this; all POSIX rules live once above it in meta/meta.ts, so engines cannot drift apart.
+ * The MetaEngine contract: a small transactional record store with a changelog. Every engine (SQLite, Redis,
+ * PostgreSQL) implements only this, through the shared core (meta/core.ts); all POSIX rules live once above
+ * it in meta/meta.ts, so engines cannot drift apart. Wrappers (retry.ts, faults.ts) implement it too.
  *
  * Records are addressed by (kind, part, key): `kind` is one of the fixed record kinds below, `part` groups
  * records that are scanned together (a directory's entries, an inode's chunks), `key` names one record in its
@@ -59,7 +60,7 @@ export const KINDS = [
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
-/** Kinds that describe one client's live state: kept out of the changelog and dumps. */
+/** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
 export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -84,7 +85,7 @@ export interface ScanOptions {
 
 /**
  * A transaction. Reads see the committed state plus this transaction's own writes. Writes are applied
- * atomically when the function passed to `txn` returns; nothing is visible to others before.
+ * atomically when the function passed to `commit` returns; nothing is visible to others before.
  */
 export interface Txn {
   /** T is the caller's view of the stored JSON value (not checked at run time). */
@@ -212,7 +213,11 @@ export interface MetaEngine {
   // with trimming, register first (at any position not after the snapshot's, e.g. 0), then take the
   // snapshot, then advance to its seq.
 
-  /** Registers a consumer (or re-registers one, e.g. after a re-bootstrap) at `position`. Idempotent. */
+  /**
+   * Registers a consumer (or re-registers one, e.g. after a re-bootstrap) at `position`. Idempotent. Names are
+   * 1-200 characters without NUL, positions integers >= 0 (RangeError otherwise); a consumer's records are
+   * not logged (they describe this engine's own log).
+   */
   registerConsumer(name: string, position: number): Promise<void>;
   /**
    * Sets a registered consumer's position (normally forward; a position before the floor simply means it is
