@@ -8,7 +8,10 @@
  *              commit never happened: a crashed writer) and are older than --leak-age, so a write in
  *              flight is never counted; listed, and deleted only with --delete
  *
- * Steps 1 and 2 are the normal life of a volume and always run; step 3 deletes only when asked because it
+ *   4. log     the changelog is trimmed behind its registered consumers and the retention bound
+ *              (engine.pruneLog, a bounded batch per call, up to GC_PRUNE_CALLS_MAX calls)
+ *
+ * Steps 1, 2 and 4 are the normal life of a volume and always run; step 3 deletes only when asked because it
  * judges objects by their absence from the metadata. Every step is idempotent: an interrupted gc is simply
  * run again.
  */
@@ -26,6 +29,8 @@ export const GC_LEAK_AGE_DEFAULT = '1h';
 /** Slices deleted at once. */
 export const GC_DELETES_IN_FLIGHT_DEFAULT = 16;
 const GC_DELETES_IN_FLIGHT_MAX = 256;
+/** pruneLog calls of one gc (each drops at most LOG_PRUNE_ENTRIES_MAX entries): a bound on its work. */
+export const GC_PRUNE_CALLS_MAX = 1000;
 
 export interface GcOptions {
   /** Delete leaked objects (otherwise they are only listed). */
@@ -58,6 +63,8 @@ export interface GcResult {
   foreign: number;
   /** Temporary files of puts that never finished (killed writers), removed from the buckets. */
   tempSwept: number;
+  /** Changelog entries trimmed (behind every consumer, or past the retention bound). */
+  logTrimmed: number;
 }
 
 export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResult> {
@@ -77,6 +84,7 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
     young: 0,
     foreign: 0,
     tempSwept: 0,
+    logTrimmed: 0,
   };
 
   // Dead clients first: their open-but-unlinked files become garbage now, their usage records are merged.
@@ -126,6 +134,11 @@ export async function gcVolume(tools: Tools, options: GcOptions): Promise<GcResu
   });
   // Half-written temporary files are never objects, so no reader can need them: swept without --delete.
   for (const bucket of stores) if (canSweepTemp(bucket)) r.tempSwept += await bucket.sweepTemp(options.leakAgeMs);
+  for (let calls = 0; calls < GC_PRUNE_CALLS_MAX; calls++) {
+    const p = await tools.engine.pruneLog();
+    r.logTrimmed += p.trimmed;
+    if (!p.more) break;
+  }
   return r;
 }
 
@@ -137,6 +150,7 @@ export function gcSummary(r: GcResult, deleting: boolean): string {
   ];
   if (r.young > 0) parts.push(`${r.young} unreferenced object(s) younger than the leak age skipped`);
   if (r.tempSwept > 0) parts.push(`${r.tempSwept} temporary file(s) of unfinished puts removed`);
+  if (r.logTrimmed > 0) parts.push(`${r.logTrimmed} changelog entries trimmed`);
   if (r.foreign > 0) parts.push(`${r.foreign} object(s) under chunks/ that are not Ferry blocks left alone`);
   return `gc: ${parts.join('; ')}`;
 }
@@ -181,7 +195,8 @@ export function register(program: Command): void {
     .summary('delete released data and find leaked objects')
     .description(
       'Empty expired trash, delete the objects of released slices older than --grace, and list leaked block objects ' +
-        '(no slice refers to them) older than --leak-age; --delete removes the leaked objects too.',
+        '(no slice refers to them) older than --leak-age; --delete removes the leaked objects too. Also trims the ' +
+        'changelog behind its consumers (see "ferry config").',
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--delete', 'also delete leaked objects (otherwise they are only listed)')

@@ -13,6 +13,7 @@
 
 import { Command, CommanderError } from 'commander';
 import { register as registerCat } from './cat.js';
+import { register as registerConfig } from './config.js';
 import { register as registerCp } from './cp.js';
 import { register as registerDump } from './dump.js';
 import { register as registerFormat } from './format.js';
@@ -49,7 +50,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

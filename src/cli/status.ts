@@ -1,6 +1,7 @@
 /**
- * `ferry status META`: the volume, its usage, client sessions and the changelog position at a glance; with
- * regions, each region's bucket and each bucket replicator's position, lag, backlog and counters.
+ * `ferry status META`: the volume, its usage, client sessions and the changelog (its bounds, retention and
+ * registered consumers) at a glance; with regions, each region's bucket and each bucket replicator's
+ * position, lag, backlog and counters.
  */
 
 import type { Command } from 'commander';
@@ -10,6 +11,8 @@ import { sessionIsStale } from '../meta/meta.js';
 import { replicationStatus } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
 import { copiedSummary } from './replicate.js';
+import { getLogRetention } from '../meta/retention.js';
+import { retentionSummary } from './config.js';
 
 export async function runStatus(metaUrl: string, opts: { json?: boolean }): Promise<void> {
   const tools = await openMetaTools(metaUrl);
@@ -19,8 +22,14 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const trash = await tools.meta.trashUsage();
     const sessions = (await tools.meta.listSessions()).map((s) => ({ ...s, ageMs: now - s.heartbeat, stale: sessionIsStale(s, now) }));
     const pending = await tools.meta.listDelSlices(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-    const lastSeq = await tools.engine.lastSeq();
-    const floor = await tools.engine.logFloor();
+    const { last: lastSeq, floor } = await tools.engine.logBounds();
+    const retention = await getLogRetention(tools.engine);
+    const consumers = (await tools.engine.listConsumers()).map((c) => ({
+      ...c,
+      behind: Math.max(0, lastSeq - c.position),
+      // Entries it has not read are gone: it re-bootstraps when it next reads.
+      trimmedPast: c.position < floor,
+    }));
     const regions = volumeRegions(tools.format);
     const replication = regions.named ? await replicationStatus(tools.meta, now) : [];
     const status = {
@@ -29,7 +38,7 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       trash: { files: trash.files, bytes: trash.bytes, partial: trash.partial, days: tools.format.trashDays },
       pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
       sessions,
-      changelog: { lastSeq, floor },
+      changelog: { lastSeq, floor, length: lastSeq - floor, retention, consumers },
       ...(regions.named ? { regions: { primary: regions.primary, names: [...regions.regions.keys()] }, replication } : {}),
     };
     if (opts.json === true) return await printJson(status);
@@ -39,7 +48,13 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       `usage:     ${humanBytes(usage.usedBytes)} of ${humanBytes(tools.format.capacityBytes)} (data, holes not counted), ${usage.inodes} inodes`,
       `trash:     ${trash.partial ? 'at least ' : ''}${trash.files} file(s), ${humanBytes(trash.bytes)}${tools.format.trashDays > 0 ? `, kept ${tools.format.trashDays} day(s)` : ' (trash disabled)'}`,
       `pending:   ${status.pendingDeletion.slices} released slices (${humanBytes(status.pendingDeletion.bytes)}) awaiting gc`,
-      `changelog: last seq ${lastSeq}${floor > 0 ? `, kept after ${floor}` : ''}`,
+      `changelog: last seq ${lastSeq}${floor > 0 ? `, kept after ${floor}` : ''} (${lastSeq - floor} entries); retention ${retentionSummary(retention)}`,
+      ...consumers.map(
+        (c) =>
+          `  consumer ${c.name} at seq ${c.position}, ` +
+          (c.trimmedPast ? 'behind the trimmed log (it re-bootstraps)' : `${c.behind} behind`) +
+          `, updated ${humanAge(now - c.updated)} ago`,
+      ),
     ];
     if (regions.named) {
       lines.push(`regions:   ${[...regions.regions.keys()].map((r) => (r === regions.primary ? `${r} (primary)` : r)).join(', ')}`);
@@ -69,8 +84,11 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
 export function register(program: Command): void {
   program
     .command('status')
-    .summary('show usage, sessions and changelog position')
-    .description('Show the volume, its usage, client sessions (host, pid, region, last heartbeat) and the changelog position.')
+    .summary('show usage, sessions and the changelog')
+    .description(
+      'Show the volume, its usage, client sessions (host, pid, region, last heartbeat), the changelog (bounds, retention, ' +
+        'registered consumers and their positions) and, with regions, each replicator.',
+    )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExamples:\n  $ ferry status sqlite:///data/vol.db\n  $ ferry status sqlite:///data/vol.db --json')

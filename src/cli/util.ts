@@ -14,6 +14,7 @@ import { maskUrl } from '../util/url.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { loadFormat, Meta } from '../meta/meta.js';
 import { openMetaEngine } from '../meta/registry.js';
+import { RetryEngine } from '../meta/retry.js';
 import type { FormatRec } from '../meta/types.js';
 import { ObjectNotFoundError, InvalidKeyError } from '../object/store.js';
 import type { ObjectStore } from '../object/store.js';
@@ -243,10 +244,10 @@ export async function openVolumeBucket(format: FormatRec): Promise<ObjectStore> 
   return openBucket(format.storage);
 }
 
-/** The metadata engine of an existing volume, and its format record. */
+/** The metadata engine of an existing volume (calls that found it unreachable are retried), and its format record. */
 export async function openEngine(url: string): Promise<{ engine: MetaEngine; format: FormatRec }> {
   checkMetaExists(url);
-  const engine = await openMetaEngine(url);
+  const engine = new RetryEngine(await openMetaEngine(url));
   try {
     const format = await loadFormat(engine);
     // The engine's description, not the URL: it masks a password.

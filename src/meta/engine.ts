@@ -1,6 +1,7 @@
 /**
- * The MetaEngine contract: a small transactional record store. Every engine (SQLite, Redis, PostgreSQL)
- * implements only this; all POSIX rules live once above it in meta/meta.ts, so engines cannot drift apart.
+ * The MetaEngine contract: a small transactional record store with a changelog. Every engine (SQLite, Redis,
+ * PostgreSQL) implements only this, through the shared core (meta/core.ts); all POSIX rules live once above
+ * it in meta/meta.ts, so engines cannot drift apart. Wrappers (retry.ts, faults.ts) implement it too.
  *
  * Records are addressed by (kind, part, key): `kind` is one of the fixed record kinds below, `part` groups
  * records that are scanned together (a directory's entries, an inode's chunks), `key` names one record in its
@@ -25,12 +26,20 @@
  *   lock       ino          owner        lock records          (not logged)
  *   replica    ''           name         a bucket replicator's checkpoint (not logged: it is this primary's
  *                                        progress; per-slice results are logged in `slice` records instead)
+ *   consumer   ''           name         ConsumerRec: a changelog consumer's position (not logged: it is about
+ *                                        this engine's own log; see registerConsumer)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
- * states (value or null for deleted) — under the next sequence number, in the same transaction. Sequence
- * numbers are gapless and start at 1. Replaying entries in order onto an engine that holds the state as of
- * the first entry's predecessor gives the same logged records; replay is idempotent because each op is a
- * full resulting state, never a delta.
+ * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
+ * answers that number. Sequence numbers are gapless and start at 1. Replaying entries in order onto an engine
+ * that holds the state as of the first entry's predecessor gives the same logged records; replay is
+ * idempotent because each op is a full resulting state, never a delta. The log is trimmed behind its
+ * registered consumers and past the volume's retention bound (see the consumer members below).
+ *
+ * Engines implement only primitives (point read, scan, commit of writes plus an optional entry, and their
+ * own log, snapshot and restore storage); meta/core.ts holds everything else once: transactions over an
+ * OverlayTxn, the readonly assertion, entry filtering and encoding, applyLog's gap checks, the retry loop,
+ * consumers and trimming.
  */
 
 export const KINDS = [
@@ -47,11 +56,12 @@ export const KINDS = [
   'sustained',
   'lock',
   'replica',
+  'consumer',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
-/** Kinds that describe one client's live state: kept out of the changelog and dumps. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica']);
+/** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
@@ -75,7 +85,7 @@ export interface ScanOptions {
 
 /**
  * A transaction. Reads see the committed state plus this transaction's own writes. Writes are applied
- * atomically when the function passed to `txn` returns; nothing is visible to others before.
+ * atomically when the function passed to `commit` returns; nothing is visible to others before.
  */
 export interface Txn {
   /** T is the caller's view of the stored JSON value (not checked at run time). */
@@ -100,27 +110,83 @@ export interface TxnOptions {
   readonly?: boolean;
 }
 
+/** What `commit` answers: fn's value and the changelog sequence number of this transaction's entry. */
+export interface Commit<R> {
+  value: R;
+  /**
+   * The seq under which this transaction's entry was appended (readLog returns it under this number);
+   * undefined when it appended none: a readonly transaction, one that wrote nothing, or one that wrote only
+   * unlogged kinds. A client of a mirror region waits until its replica has applied this seq.
+   */
+  seq: number | undefined;
+}
+
+/** A registered changelog consumer (a bucket replicator, a metadata mirror). */
+export interface ConsumerInfo {
+  name: string;
+  /** The last sequence number it applied: entries after it are kept for it (within the retention bound). */
+  position: number;
+  /** When it was registered and when its position last moved, ms since the epoch. */
+  registered: number;
+  updated: number;
+}
+
+/** The changelog's bounds: entries floor+1 .. last are readable. */
+export interface LogBounds {
+  floor: number;
+  last: number;
+}
+
+export interface PruneOptions {
+  /** Clock for the age bound, ms (tests). Default Date.now(). */
+  now?: number | undefined;
+  /** At most this many entries are dropped by this call. Default LOG_PRUNE_ENTRIES_MAX. */
+  entriesMax?: number | undefined;
+}
+
+export interface PruneResult {
+  /** The floor and newest seq after this call. */
+  floor: number;
+  last: number;
+  /** Entries this call dropped (0: nothing to do, or another client trimmed first). */
+  trimmed: number;
+  /** True when the call stopped at entriesMax with more to drop: call again. */
+  more: boolean;
+}
+
+/**
+ * The engine contract. Every member may fail with EngineUnavailableError when the engine cannot be reached;
+ * its `outcome` tells whether anything may have changed (see there). Other errors are the caller's or bugs.
+ */
 export interface MetaEngine {
   /** Scheme and location, secrets masked. */
   readonly description: string;
   /**
-   * Runs fn in one transaction and commits its writes together with one changelog entry. Engines with
-   * optimistic concurrency may run fn more than once: fn must have no effects outside `tx` and must not
-   * keep state across attempts. An exception from fn aborts (nothing written) and is rethrown.
+   * Runs fn in one transaction and commits its writes together with at most one changelog entry (the writes
+   * of logged kinds; none when there are none). Engines with optimistic concurrency may run fn more than
+   * once: fn must have no effects outside `tx` and must not keep state across attempts. An exception from
+   * fn aborts (nothing written) and is rethrown. A readonly fn that writes fails an assertion.
    */
+  commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>>;
+  /** commit(fn, options).value: for callers that do not need the seq. */
   txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R>;
   /** The newest committed sequence number (0 before any). */
   lastSeq(): Promise<number>;
   /** Entries with seq > after, ascending, at most limit. Throws LogTrimmedError if after+1 was trimmed. */
   readLog(after: number, limit: number): Promise<LogEntry[]>;
-  /** Drops entries with seq <= upTo. */
+  /**
+   * Drops entries with seq <= min(upTo, lastSeq()), whatever consumers need (an administrator's tool and
+   * `pruneLog`'s primitive); never lowers the floor. Idempotent. Unbounded: pruneLog is the bounded policy.
+   */
   trimLog(upTo: number): Promise<void>;
   /** The oldest sequence still readable minus one (entries after it are all present). */
   logFloor(): Promise<number>;
+  /** logFloor() and lastSeq() read together, in one round trip. */
+  logBounds(): Promise<LogBounds>;
   /**
    * Applies entries produced by another engine, in order, in one transaction, and appends them to this
    * engine's changelog under their own sequence numbers. Requires entries[0].seq === lastSeq() + 1 (or an
-   * engine seeded by `restore` at that sequence); throws otherwise.
+   * engine seeded by `restore` at that sequence) and consecutive seqs; throws otherwise, applying nothing.
    */
   applyLog(entries: LogEntry[]): Promise<void>;
   /**
@@ -131,13 +197,106 @@ export interface MetaEngine {
   /**
    * Replaces all content with records from a snapshot and sets the changelog to start after seq. `records`
    * is read once (engines do not retry it). Atomic on SQLite and PostgreSQL; on Redis a failure part-way leaves
-   * a partial volume (restore into an idle volume, then check).
+   * a partial volume (restore into an idle volume, then check). Consumers are removed with the rest.
    */
   restore(records: AsyncIterable<LogOp>, seq: number): Promise<void>;
   /** Removes every record and the changelog (format --force). */
   reset(): Promise<void>;
-  /** Idempotent. */
+
+  // --- changelog consumers and trimming
+  //
+  // A consumer (bucket replicator, metadata mirror) registers under a name with the last seq it applied and
+  // advances as it goes. The log is trimmed (pruneLog) behind the slowest consumer, and past the volume's
+  // retention bound (retention.ts: entries older than N days or more than M behind the newest) whatever
+  // consumers need: a consumer left behind gets LogTrimmedError from readLog and re-bootstraps (snapshot at
+  // S, then the log after S). With no consumer registered, every entry may go. To bootstrap without a race
+  // with trimming, register first (at any position not after the snapshot's, e.g. 0), then take the
+  // snapshot, then advance to its seq.
+
+  /**
+   * Registers a consumer (or re-registers one, e.g. after a re-bootstrap) at `position`. Idempotent. Names are
+   * 1-200 characters without NUL, positions integers >= 0 (RangeError otherwise); a consumer's records are
+   * not logged (they describe this engine's own log).
+   */
+  registerConsumer(name: string, position: number): Promise<void>;
+  /**
+   * Sets a registered consumer's position (normally forward; a position before the floor simply means it is
+   * behind). Throws ConsumerNotFoundError when no consumer has that name (it was removed).
+   */
+  advanceConsumer(name: string, position: number): Promise<void>;
+  /** Every registered consumer, by name. */
+  listConsumers(): Promise<ConsumerInfo[]>;
+  /** Unregisters a consumer; false when there was none of that name. */
+  removeConsumer(name: string): Promise<boolean>;
+  /**
+   * Drops what no registered consumer needs and what the retention bound drops, at most entriesMax entries
+   * per call (bounded work: called after commits, by heartbeats, the replicator and gc, never inside a
+   * transaction). Safe to run from many clients at once.
+   */
+  pruneLog(options?: PruneOptions): Promise<PruneResult>;
+
+  /** Waits for the engine's own background work (a prune in flight), then closes. Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * `txn` in terms of `commit`, once for every engine and wrapper (engines extend EngineCore, wrappers this).
+ */
+export abstract class MetaEngineBase implements MetaEngine {
+  abstract readonly description: string;
+  abstract commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>>;
+  async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
+    return (await this.commit(fn, options)).value;
+  }
+  abstract lastSeq(): Promise<number>;
+  abstract readLog(after: number, limit: number): Promise<LogEntry[]>;
+  abstract trimLog(upTo: number): Promise<void>;
+  abstract logFloor(): Promise<number>;
+  abstract logBounds(): Promise<LogBounds>;
+  abstract applyLog(entries: LogEntry[]): Promise<void>;
+  abstract snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }>;
+  abstract restore(records: AsyncIterable<LogOp>, seq: number): Promise<void>;
+  abstract reset(): Promise<void>;
+  abstract registerConsumer(name: string, position: number): Promise<void>;
+  abstract advanceConsumer(name: string, position: number): Promise<void>;
+  abstract listConsumers(): Promise<ConsumerInfo[]>;
+  abstract removeConsumer(name: string): Promise<boolean>;
+  abstract pruneLog(options?: PruneOptions): Promise<PruneResult>;
+  abstract close(): Promise<void>;
+}
+
+/**
+ * The engine could not be reached, or stopped answering. `outcome` is what the caller may assume:
+ *   'none'     nothing of the call took effect (the connection failed before a commit was sent, the server
+ *              refused it): safe to retry, RetryEngine does;
+ *   'unknown'  a commit may have landed (the answer was lost after it was sent): never retried blindly.
+ */
+export class EngineUnavailableError extends Error {
+  readonly code = 'EENGINE';
+  readonly outcome: 'none' | 'unknown';
+  constructor(message: string, outcome: 'none' | 'unknown', options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'EngineUnavailableError';
+    this.outcome = outcome;
+  }
+}
+
+/** An optimistic transaction kept conflicting until its attempts ran out (nothing was committed). */
+export class TxnConflictError extends Error {
+  readonly code = 'ECONFLICT';
+  constructor(attempts: number) {
+    super(`transaction still conflicting after ${attempts} attempts (too much contention on the same records)`);
+    this.name = 'TxnConflictError';
+  }
+}
+
+/** advanceConsumer of a name that is not registered (never was, or was removed). */
+export class ConsumerNotFoundError extends Error {
+  readonly code = 'ENOCONSUMER';
+  constructor(name: string) {
+    super(`no changelog consumer named ${JSON.stringify(name)} is registered (it was removed, or never registered)`);
+    this.name = 'ConsumerNotFoundError';
+  }
 }
 
 export class LogTrimmedError extends Error {

@@ -7,23 +7,43 @@
  *
  *   down (setDown / blackout)  → EngineUnavailableError, nothing done
  *   latencyMs [min, max]       → waits before the transaction starts (the request's way there)
- *   errorRate                  → EngineUnavailableError, half the time *before* the transaction (nothing done)
- *                                and half the time *after* its commit (it landed, the caller sees an error:
- *                                the answer was lost on the way back)
+ *   errorRate                  → EngineUnavailableError: a share errorAfterRatio (default half) of them
+ *                                *after* its commit (it landed, the caller sees an error: the answer was lost
+ *                                on the way back; outcome 'unknown'), the others *before* the transaction
+ *                                (nothing done; outcome 'none')
  *   replyLatencyMs [min, max]  → waits after the transaction ran, before its result is handed back (the
  *                                answer's way back: what it read may be stale by the time it arrives)
  *
- * Log, snapshot and admin calls (lastSeq, readLog, ...) see `down` and the latencies, not the error rate.
+ * Log, snapshot, consumer and admin calls (lastSeq, readLog, pruneLog, ...) see `down` (outcome 'none') and
+ * the latencies, not the error rate.
  */
 
 import { mulberry32 } from '../util/random.js';
-import { sleep } from '../object/retry.js';
-import type { LogEntry, LogOp, MetaEngine, Txn, TxnOptions } from './engine.js';
+import { sleep } from '../util/sleep.js';
+import {
+  EngineUnavailableError,
+  MetaEngineBase,
+  type Commit,
+  type ConsumerInfo,
+  type LogBounds,
+  type LogEntry,
+  type LogOp,
+  type MetaEngine,
+  type PruneOptions,
+  type PruneResult,
+  type Txn,
+  type TxnOptions,
+} from './engine.js';
+
+/** Kept here for callers that import it with the fault wrapper; it is every engine's (engine.ts). */
+export { EngineUnavailableError } from './engine.js';
 
 export interface EngineFaultOptions {
   seed: number;
   /** Probability in [0, 1] that a transaction fails with EngineUnavailableError (before or after its commit). */
   errorRate?: number | undefined;
+  /** Of those failures, the share that happens after the commit (outcome unknown); default 0.5. */
+  errorAfterRatio?: number | undefined;
   /** Added latency before each call, uniform in [min, max] ms. */
   latencyMs?: readonly [min: number, max: number] | undefined;
   /** Added latency after each call, before its result is returned, uniform in [min, max] ms. */
@@ -39,15 +59,6 @@ export interface EngineFaultStats {
   errorsAfter: number;
 }
 
-/** The metadata engine could not be reached or did not answer; whether the transaction committed is unknown. */
-export class EngineUnavailableError extends Error {
-  readonly code = 'EENGINE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'EngineUnavailableError';
-  }
-}
-
 interface Plan {
   error: number;
   errorAfter: number;
@@ -55,12 +66,13 @@ interface Plan {
   reply: number;
 }
 
-export class FaultEngine implements MetaEngine {
+export class FaultEngine extends MetaEngineBase {
   readonly description: string;
   readonly seed: number;
   private readonly inner: MetaEngine;
   private readonly random: () => number;
   private readonly errorRate: number;
+  private readonly errorAfterRatio: number;
   private latencyMs: readonly [number, number] | undefined;
   private replyLatencyMs: readonly [number, number] | undefined;
   private readonly replyReadsOnly: boolean;
@@ -69,12 +81,16 @@ export class FaultEngine implements MetaEngine {
   private readonly counters: EngineFaultStats = { txns: 0, refused: 0, errorsBefore: 0, errorsAfter: 0 };
 
   constructor(inner: MetaEngine, options: EngineFaultOptions) {
+    super();
     this.inner = inner;
     this.seed = options.seed;
     this.random = mulberry32(options.seed);
     const r = options.errorRate ?? 0;
     if (!(r >= 0 && r <= 1)) throw new RangeError(`errorRate must be in [0, 1], got ${r}`);
     this.errorRate = r;
+    const after = options.errorAfterRatio ?? 0.5;
+    if (!(after >= 0 && after <= 1)) throw new RangeError(`errorAfterRatio must be in [0, 1], got ${after}`);
+    this.errorAfterRatio = after;
     this.latencyMs = checkRange('latencyMs', options.latencyMs);
     this.replyLatencyMs = checkRange('replyLatencyMs', options.replyLatencyMs);
     this.replyReadsOnly = options.replyLatencyReadsOnly ?? false;
@@ -102,21 +118,21 @@ export class FaultEngine implements MetaEngine {
     return { ...this.counters };
   }
 
-  async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
+  async commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
     this.counters.txns++;
     const plan: Plan = { error: this.random(), errorAfter: this.random(), latency: this.random(), reply: this.random() };
     // The reply's latency is the one in force when the call began (a later setLatency does not change it).
     const replyLatency = this.replyLatencyMs;
     await this.before('txn', plan.latency);
     const fail = plan.error < this.errorRate;
-    if (fail && plan.errorAfter < 0.5) {
+    if (fail && plan.errorAfter < 1 - this.errorAfterRatio) {
       this.counters.errorsBefore++;
-      throw new EngineUnavailableError('injected fault: transaction failed before reaching the engine');
+      throw new EngineUnavailableError('injected fault: transaction failed before reaching the engine', 'none');
     }
-    const r = await this.inner.txn(fn, options);
+    const r = await this.inner.commit(fn, options);
     if (fail) {
       this.counters.errorsAfter++;
-      throw new EngineUnavailableError('injected fault: the engine committed, but its answer was lost');
+      throw new EngineUnavailableError('injected fault: the engine committed, but its answer was lost', 'unknown');
     }
     if (!this.replyReadsOnly || options?.readonly === true) await this.wait(replyLatency, plan.reply);
     return r;
@@ -138,6 +154,10 @@ export class FaultEngine implements MetaEngine {
     return this.call('logFloor', () => this.inner.logFloor());
   }
 
+  async logBounds(): Promise<LogBounds> {
+    return this.call('logBounds', () => this.inner.logBounds());
+  }
+
   async applyLog(entries: LogEntry[]): Promise<void> {
     return this.call('applyLog', () => this.inner.applyLog(entries));
   }
@@ -152,6 +172,26 @@ export class FaultEngine implements MetaEngine {
 
   async reset(): Promise<void> {
     return this.call('reset', () => this.inner.reset());
+  }
+
+  async registerConsumer(name: string, position: number): Promise<void> {
+    return this.call('registerConsumer', () => this.inner.registerConsumer(name, position));
+  }
+
+  async advanceConsumer(name: string, position: number): Promise<void> {
+    return this.call('advanceConsumer', () => this.inner.advanceConsumer(name, position));
+  }
+
+  async listConsumers(): Promise<ConsumerInfo[]> {
+    return this.call('listConsumers', () => this.inner.listConsumers());
+  }
+
+  async removeConsumer(name: string): Promise<boolean> {
+    return this.call('removeConsumer', () => this.inner.removeConsumer(name));
+  }
+
+  async pruneLog(options?: PruneOptions): Promise<PruneResult> {
+    return this.call('pruneLog', () => this.inner.pruneLog(options));
   }
 
   close(): Promise<void> {
@@ -171,7 +211,7 @@ export class FaultEngine implements MetaEngine {
   private async before(what: string, draw: number): Promise<void> {
     if (this.down || Date.now() < this.downUntil) {
       this.counters.refused++;
-      throw new EngineUnavailableError(`injected fault: engine down (${what})`);
+      throw new EngineUnavailableError(`injected fault: engine down (${what})`, 'none');
     }
     await this.wait(this.latencyMs, draw);
   }

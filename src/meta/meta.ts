@@ -241,6 +241,11 @@ export class Meta {
   readonly format: FormatRec;
   readonly chunkBytes: number;
   sid = 0;
+  /**
+   * The changelog seq of the newest entry this client's transactions (through txn below) appended, 0 before
+   * any: what a client of a mirror region waits for its replica to have applied (read-your-writes).
+   */
+  committedSeq = 0;
   private readonly inos: IdPool;
   private readonly sliceIds: IdPool;
   private readonly openFiles = new Map<number, number>();
@@ -326,7 +331,7 @@ export class Meta {
     return { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region, staleMs: this.options.sessionStaleMs };
   }
 
-  /** Refreshes this session's heartbeat and cleans up sessions that stopped beating. */
+  /** Refreshes this session's heartbeat, cleans up sessions that stopped beating, and trims the changelog. */
   async heartbeat(): Promise<void> {
     if (this.sid === 0) return;
     const now = this.now();
@@ -342,6 +347,9 @@ export class Meta {
       process.emitWarning(`ferry: session ${this.sid} had been cleaned up as dead; its locks and open unlinked files were released`);
     }
     await this.cleanStaleSessions();
+    // Every client trims the changelog now and then (bounded work), so that an idle volume's log shrinks
+    // too once its consumers caught up.
+    await this.engine.pruneLog().catch((e: unknown) => process.emitWarning(`ferry: trimming the changelog failed: ${String(e)}`));
   }
 
   async listSessions(): Promise<Array<SessionRec & { sid: number }>> {
@@ -627,14 +635,18 @@ export class Meta {
   }
 
   /**
-   * engine.txn, plus the usage changes of writing transactions: with a session, each is recorded in the same
+   * engine.commit, recording the seq of what it logged (committedSeq), plus the usage changes of writing
+   * transactions: with a session, each is recorded in the same
    * transaction as a `usage` record of this session (durable: a client killed before the merge loses
    * nothing; the cleanup of its session merges them), and merged into the counters in the background (see
    * flushUsage). Without a session (tools) they go to the counters after the commit.
    */
   private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
     if (options?.readonly) return this.engine.txn(fn, options);
-    const [r, d] = await this.engine.txn(async (tx) => {
+    const {
+      value: [r, d],
+      seq,
+    } = await this.engine.commit(async (tx) => {
       const d: TxnEffects = { bytes: 0, inodes: 0, entries: [], inos: [] };
       this.effectsOf.set(tx, d);
       const r = await fn(tx);
@@ -644,6 +656,7 @@ export class Meta {
       }
       return [r, d] as const;
     });
+    if (seq !== undefined && seq > this.committedSeq) this.committedSeq = seq;
     if (d.entries.length > 0 || d.inos.length > 0) this.cache.forgetNames(d.entries, d.inos);
     if (d.bytes !== 0 || d.inodes !== 0) {
       this.pendingBytes += d.bytes;

@@ -1,13 +1,16 @@
 /**
  * A transaction over any committed-state reader: buffers writes in memory, serves reads from the buffer
- * first, and merges buffered writes into scans. Engines hand `writes` to their own commit.
+ * first, and merges buffered writes into scans. The engine core hands `writes` to the engine's commit.
  */
 
 import { compareKeys, type Json, type Kind, type LogOp, type ScanOptions, type Txn } from './engine.js';
 
-type Reader = (kind: Kind, part: string, key: string) => Promise<Json | undefined>;
-/** `extra`: how many more rows than options.limit to fetch, so buffered deletes cannot shorten a page. */
-type Scanner = (kind: Kind, part: string, options: ScanOptions | undefined, extra: number) => Promise<Array<[string, Json]>>;
+/** An engine's read primitives over its committed state (as seen by one transaction attempt). */
+export interface Reader {
+  get(kind: Kind, part: string, key: string): Promise<Json | undefined>;
+  /** `extra`: how many more rows than options.limit to fetch, so buffered deletes cannot shorten a page. */
+  scan(kind: Kind, part: string, options: ScanOptions | undefined, extra: number): Promise<Array<[string, Json]>>;
+}
 
 const sep = '\u0000';
 
@@ -15,18 +18,16 @@ export class OverlayTxn implements Txn {
   /** Buffered writes in order of first touch; value null = delete. */
   readonly writes = new Map<string, LogOp>();
 
-  private readonly read: Reader;
-  private readonly scanRead: Scanner;
+  private readonly reader: Reader;
 
-  constructor(read: Reader, scanRead: Scanner) {
-    this.read = read;
-    this.scanRead = scanRead;
+  constructor(reader: Reader) {
+    this.reader = reader;
   }
 
   async get<T = Json>(kind: Kind, part: string, key: string): Promise<T | undefined> {
     const w = this.writes.get(kind + sep + part + sep + key);
     if (w !== undefined) return w[3] === null ? undefined : (w[3] as T);
-    return (await this.read(kind, part, key)) as T | undefined;
+    return (await this.reader.get(kind, part, key)) as T | undefined;
   }
 
   put(kind: Kind, part: string, key: string, value: object | string | number | boolean): void {
@@ -47,7 +48,7 @@ export class OverlayTxn implements Txn {
     for (const w of this.writes.values()) {
       if (w[0] === kind && w[1] === part && (options?.after === undefined || compareKeys(w[2], options.after) > 0)) mine.push(w);
     }
-    const base = await this.scanRead(kind, part, options, mine.length);
+    const base = await this.reader.scan(kind, part, options, mine.length);
     if (mine.length === 0) return base as Array<[string, T]>;
     const merged = new Map<string, Json>(base);
     for (const [, , key, value] of mine) {

@@ -15,6 +15,7 @@
  *   BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE logstate IN EXCLUSIVE MODE   -- one round trip
  *   fn: reads through this connection, writes buffered in an OverlayTxn
  *   one statement: upsert + delete (unnest arrays) + UPDATE logstate SET last = last + 1 + INSERT INTO log
+ *                  RETURNING seq (the commit's seq, answered by `commit`)
  *   COMMIT
  *
  * LOCK TABLE takes no snapshot, so the transaction's snapshot is taken after the lock is granted and sees
@@ -25,9 +26,9 @@
  * serial execution plus aborted work, and retry storms that exhaust any bounded retry count under load (and
  * Meta updates the global usage counters in nearly every mutation anyway). Why REPEATABLE READ and not READ
  * COMMITTED, when the lock makes them equivalent: a writer that bypasses the lock (hand-written SQL) then
- * fails with 40001 instead of silently losing an update; 40001 and 40P01 are retried with jittered backoff.
- * Within one process a mutex queues writers before they take a pooled connection, so waiting writers
- * never starve readers of connections.
+ * fails with 40001 instead of silently losing an update; 40001 and 40P01 are Conflicts, run again by the
+ * core (meta/core.ts) with jittered backoff. Within one process the core's writer gate ('always') queues
+ * writers before they take a pooled connection, so waiting writers never starve readers of connections.
  *
  * Readonly transactions run each read as its own statement on any pooled connection, without a snapshot
  * across reads — the same as the SQLite engine.
@@ -38,26 +39,15 @@ import type { ClientBase, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import { Mutex } from '../util/mutex.js';
-import {
-  LogTrimmedError,
-  UNLOGGED_KINDS,
-  type Json,
-  type Kind,
-  type LogEntry,
-  type LogOp,
-  type MetaEngine,
-  type ScanOptions,
-  type Txn,
-  type TxnOptions,
-} from './engine.js';
-import { OverlayTxn } from './overlay.js';
+import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
+import { checkNextSeq, Conflict, EngineCore, errorCode, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 
 /** Pooled connections per engine (one is a writer at a time; the others serve reads and snapshots). */
 export const POOL_CONNECTIONS_MAX = 8;
 /** Attempts of one transaction when PostgreSQL reports a serialization failure or a deadlock. */
 export const TXN_ATTEMPTS_MAX = 8;
-/** Backoff before retry n is uniform in [0, min(cap, base * 2^n)) ms. */
-export const RETRY_BACKOFF_BASE_MS = 5;
+/** Backoff before retry n is uniform in [0, min(cap, base * 2^(n-1))) ms (util/sleep.ts). */
+export const RETRY_BACKOFF_BASE_MS = 10;
 export const RETRY_BACKOFF_CAP_MS = 500;
 /** How long a writer waits for the volume's write lock before failing (server-side lock_timeout). */
 export const WRITE_LOCK_WAIT_MS_MAX = 60_000;
@@ -76,7 +66,7 @@ const RETRYABLE = new Set([SQLSTATE_SERIALIZATION_FAILURE, SQLSTATE_DEADLOCK]);
 /** For `kind <> ALL($n)`: snapshots leave out the kinds that describe live clients. */
 const UNLOGGED_KIND_LIST = [...UNLOGGED_KINDS];
 
-export interface PostgresOptions {
+export interface PostgresOptions extends CoreOptions {
   /** Create the schema's tables when missing (format). Opening otherwise never creates them. */
   create?: boolean;
 }
@@ -154,13 +144,17 @@ function quoteIdent(name: string): string {
   return '"' + name.replace(/"/g, '""') + '"';
 }
 
-function retryable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && RETRYABLE.has(code);
-}
+const retryable = (err: unknown): boolean => RETRYABLE.has(errorCode(err) ?? '');
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * The server is not there or went away: socket errors, SQLSTATE class 08 (connection exception), 57P01-57P03
+ * (shutting down, crashed, not accepting connections yet), and node-postgres's own messages for a connection
+ * that ended or could not be made in time.
+ */
+function connectionLost(err: unknown): boolean {
+  const code = errorCode(err) ?? '';
+  if (isSocketError(err) || code.startsWith('08') || /^57P0[123]$/.test(code)) return true;
+  return err instanceof Error && /Connection terminated|timeout expired|Client has encountered a connection error|Connection ended/i.test(err.message);
 }
 
 /** PostgreSQL cannot store U+0000 in text: fail with the record's address rather than a bare encoding error. */
@@ -168,14 +162,12 @@ function checkText(op: LogOp): void {
   if (op[1].includes('\0') || op[2].includes('\0')) throw new Error(`assertion failed: NUL in part or key of ${op[0]} record ${JSON.stringify(op.slice(1, 3))}`);
 }
 
-export class PostgresEngine implements MetaEngine {
+export class PostgresEngine extends EngineCore {
   readonly description: string;
   readonly schema: string;
   private readonly pool: pg.Pool;
-  /** Queues this process's writers before they take a connection (the volume-wide lock is LOCK TABLE). */
-  private readonly writers = new Mutex();
-  private closed = false;
-  private closing: Promise<void> | undefined;
+  /** Reads of readonly transactions: each its own statement on any pooled connection. */
+  private readonly reader: Reader;
   /** Fully qualified table names. */
   private readonly t: { rec: string; log: string; logstate: string };
   private readonly sql: {
@@ -187,7 +179,13 @@ export class PostgresEngine implements MetaEngine {
     readLog: string;
   };
 
-  private constructor(parsed: ParsedUrl) {
+  private constructor(parsed: ParsedUrl, options: CoreOptions) {
+    // 'always': this process's writers queue on a mutex before they take a connection (the volume-wide lock
+    // is LOCK TABLE), so waiting writers never starve readers of connections.
+    super(
+      { attemptsMax: TXN_ATTEMPTS_MAX, backoff: { baseMs: RETRY_BACKOFF_BASE_MS, capMs: RETRY_BACKOFF_CAP_MS }, serialize: 'always', lock: new Mutex() },
+      options,
+    );
     this.description = parsed.description;
     this.schema = parsed.schema;
     this.pool = new pg.Pool(parsed.config);
@@ -215,11 +213,15 @@ export class PostgresEngine implements MetaEngine {
         `SELECT s.floor, l.seq, l.time, l.ops FROM ${logstate} s LEFT JOIN LATERAL ` +
         `(SELECT seq, time, ops FROM ${log} WHERE seq > $1 AND $1 >= s.floor ORDER BY seq LIMIT $2) l ON true WHERE s.id = 0 ORDER BY l.seq`,
     };
+    this.reader = {
+      get: (kind, part, key) => this.readGet(this.pool, kind, part, key),
+      scan: (kind, part, opts, extra) => this.readScan(this.pool, kind, part, opts, extra),
+    };
   }
 
   /** Connects, checks or creates the schema. Connection problems become UsageErrors saying what to do. */
   static async open(url: string, options: PostgresOptions = {}): Promise<PostgresEngine> {
-    const engine = new PostgresEngine(parsePostgresUrl(url));
+    const engine = new PostgresEngine(parsePostgresUrl(url), options);
     try {
       await engine.setup(options.create ?? false);
     } catch (err) {
@@ -345,71 +347,85 @@ export class PostgresEngine implements MetaEngine {
 
   // ---------------------------------------------------------------- transactions
 
-  async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
-    this.checkOpen();
-    if (options?.readonly) {
-      const tx = new OverlayTxn(
-        (kind, part, key) => this.readGet(this.pool, kind, part, key),
-        (kind, part, opts, extra) => this.readScan(this.pool, kind, part, opts, extra),
-      );
-      const r = await fn(tx);
-      if (tx.writes.size > 0) throw new Error('assertion failed: readonly transaction wrote');
-      return r;
-    }
-    return this.writeTxn(async (client) => {
-      const tx = new OverlayTxn(
-        this.batchedGet(client),
-        (kind, part, opts, extra) => this.readScan(client, kind, part, opts, extra),
-      );
-      const r = await fn(tx);
-      const ops = [...tx.writes.values()];
-      if (ops.length > 0) {
-        const logged = ops.filter((op) => !UNLOGGED_KINDS.has(op[0]));
-        await this.write(client, ops, logged.length > 0 ? { time: Date.now(), ops: logged } : undefined);
+  protected readReader(): Reader {
+    return this.reader;
+  }
+
+  protected override isConflict(err: unknown): boolean {
+    return retryable(err);
+  }
+
+  protected override isConnectionError(err: unknown): boolean {
+    return connectionLost(err);
+  }
+
+  /** A pooled connection in `BEGIN ...; LOCK TABLE` (one round trip): the volume's write lock, then the snapshot. */
+  protected async beginWrite(): Promise<WriteAttempt> {
+    const { client, rollback } = await this.locked();
+    let committed = false;
+    return {
+      reader: {
+        get: this.batchedGet(client),
+        scan: (kind, part, opts, extra) => this.readScan(client, kind, part, opts, extra),
+      },
+      failed: () => Promise.resolve(undefined),
+      commit: async (writes, entry) => {
+        const seq = writes.length > 0 ? await this.write(client, writes, entry) : undefined;
+        await client.query('COMMIT');
+        committed = true;
+        return seq;
+      },
+      end: () => (committed ? client.release() : rollback()),
+    };
+  }
+
+  /**
+   * A connection inside the volume's write lock, and how to give it back without committing (ROLLBACK; a
+   * connection that cannot even do that is dropped from the pool). A COMMIT that fails leaves the outcome
+   * unknown: the core never runs such a transaction again on its own.
+   */
+  private async locked(): Promise<{ client: PoolClient; rollback: () => Promise<void> }> {
+    const client = await this.pool.connect();
+    const rollback = async (): Promise<void> => {
+      let broken: Error | undefined;
+      try {
+        await client.query('ROLLBACK');
+      } catch (err) {
+        broken = err as Error;
       }
-      return r;
+      client.release(broken);
+    };
+    try {
+      await client.query(this.sql.begin);
+    } catch (err) {
+      await rollback();
+      throw err;
+    }
+    return { client, rollback };
+  }
+
+  /** body in one locked transaction, committed; retried like a transaction on serialization failures. */
+  private exclusive(body: (client: PoolClient) => Promise<void>): Promise<void> {
+    return this.retrying(async () => {
+      const { client, rollback } = await this.locked();
+      try {
+        await body(client);
+        await client.query('COMMIT');
+      } catch (err) {
+        await rollback();
+        if (retryable(err)) return new Conflict(err);
+        throw err;
+      }
+      client.release();
+      return undefined;
     });
   }
 
   /**
-   * Runs body inside the volume's write lock on one connection and commits; retries the whole body on
-   * serialization failures and deadlocks. An error from body rolls back and is rethrown. A connection lost
-   * during COMMIT is rethrown as is: the outcome is unknown, so it is never retried blindly.
+   * Applies final record states and, when `entry` is given, appends it to the changelog under the next
+   * sequence number, in one statement; returns that number.
    */
-  private async writeTxn<R>(body: (client: PoolClient) => Promise<R>): Promise<R> {
-    const release = await this.writers.acquire();
-    try {
-      for (let attempt = 1; ; attempt++) {
-        this.checkOpen();
-        const client = await this.pool.connect();
-        let broken: Error | undefined;
-        try {
-          await client.query(this.sql.begin);
-          const r = await body(client);
-          await client.query('COMMIT');
-          return r;
-        } catch (err) {
-          try {
-            await client.query('ROLLBACK');
-          } catch (rollbackErr) {
-            broken = rollbackErr as Error; // the connection is unusable: drop it from the pool
-          }
-          if (!retryable(err) || attempt >= TXN_ATTEMPTS_MAX) throw err;
-        } finally {
-          client.release(broken);
-        }
-        await sleep(Math.random() * Math.min(RETRY_BACKOFF_CAP_MS, RETRY_BACKOFF_BASE_MS * 2 ** attempt));
-      }
-    } finally {
-      release();
-    }
-  }
-
-  /**
-   * Applies final record states and, when `entry` is given, appends it to the changelog — as the next
-   * sequence number, or under `entry.seq` when it has one (replay) — in one statement.
-   */
-  private async write(client: ClientBase, ops: LogOp[], entry: { time: number; ops: LogOp[] } | undefined): Promise<void> {
+  private async write(client: ClientBase, ops: readonly LogOp[], entry: NewEntry | undefined): Promise<number | undefined> {
     const params: unknown[] = [];
     const p = (v: unknown): string => {
       params.push(v);
@@ -438,50 +454,43 @@ export class PostgresEngine implements MetaEngine {
     if (entry !== undefined) {
       // The row lock on logstate (already held through LOCK TABLE) makes the sequence gapless.
       ctes.push(`s AS (UPDATE ${logstate} SET last = last + 1 WHERE id = 0 RETURNING last)`);
-      tail = `INSERT INTO ${log} (seq, time, ops) SELECT last, ${p(entry.time)}, ${p(JSON.stringify(entry.ops))} FROM s RETURNING seq`;
+      tail = `INSERT INTO ${log} (seq, time, ops) SELECT last, ${p(entry.time)}, ${p(entry.opsJson)} FROM s RETURNING seq`;
     }
-    if (ctes.length === 0) return;
+    if (ctes.length === 0) return undefined;
     const r = await client.query<{ seq: string | null }>(`WITH ${ctes.join(', ')} ${tail}`, params);
-    if (entry !== undefined && r.rowCount !== 1) throw new Error('assertion failed: logstate row missing');
+    if (entry === undefined) return undefined;
+    if (r.rowCount !== 1) throw new Error('assertion failed: logstate row missing');
+    return int(r.rows[0]!.seq, 'log.seq');
   }
 
   // ---------------------------------------------------------------- changelog
 
-  async lastSeq(): Promise<number> {
-    return (await this.logState()).last;
+  protected doLogBounds(): Promise<LogBounds> {
+    return this.logState();
   }
 
-  async logFloor(): Promise<number> {
-    return (await this.logState()).floor;
-  }
-
-  private async logState(db: ClientBase | pg.Pool = this.pool): Promise<{ last: number; floor: number }> {
-    this.checkOpen();
+  private async logState(db: ClientBase | pg.Pool = this.pool): Promise<LogBounds> {
     const r = await db.query<{ last: string; floor: string }>(`SELECT last, floor FROM ${this.t.logstate} WHERE id = 0`);
     const row = r.rows[0];
     if (row === undefined) throw new Error('assertion failed: logstate row missing');
     return { last: int(row.last, 'logstate.last'), floor: int(row.floor, 'logstate.floor') };
   }
 
-  async readLog(after: number, limit: number): Promise<LogEntry[]> {
-    this.checkOpen();
-    if (!Number.isSafeInteger(after) || !Number.isSafeInteger(limit) || limit < 0) throw new Error(`assertion failed: readLog(${after}, ${limit})`);
+  protected async doReadLog(after: number, limit: number): Promise<{ floor: number; entries: LogEntry[] }> {
     const r = await this.pool.query<{ floor: string; seq: string | null; time: string | null; ops: string | null }>(this.sql.readLog, [after, limit]);
     const first = r.rows[0];
     if (first === undefined) throw new Error('assertion failed: logstate row missing');
     const floor = int(first.floor, 'logstate.floor');
-    if (after < floor) throw new LogTrimmedError(after, floor);
-    const out: LogEntry[] = [];
+    const entries: LogEntry[] = [];
     for (const row of r.rows) {
       if (row.seq === null) continue;
-      out.push({ seq: int(row.seq, 'log.seq'), time: int(row.time, 'log.time'), ops: JSON.parse(row.ops!) as LogOp[] });
+      entries.push({ seq: int(row.seq, 'log.seq'), time: int(row.time, 'log.time'), ops: JSON.parse(row.ops!) as LogOp[] });
     }
-    return out;
+    return { floor, entries };
   }
 
-  async trimLog(upTo: number): Promise<void> {
-    this.checkOpen();
-    await this.writeTxn(async (client) => {
+  protected doTrimLog(upTo: number): Promise<void> {
+    return this.exclusive(async (client) => {
       const state = await this.logState(client);
       const to = Math.min(upTo, state.last);
       if (to <= state.floor) return;
@@ -490,17 +499,9 @@ export class PostgresEngine implements MetaEngine {
     });
   }
 
-  async applyLog(entries: LogEntry[]): Promise<void> {
-    this.checkOpen();
-    if (entries.length === 0) return;
-    await this.writeTxn(async (client) => {
-      const { last } = await this.logState(client);
-      entries.forEach((e, i) => {
-        if (!Number.isSafeInteger(e.seq) || !Number.isSafeInteger(e.time)) throw new Error(`assertion failed: log entry seq ${e.seq} time ${e.time}`);
-        if (e.seq !== last + 1 + i) {
-          throw new Error(`changelog gap: replica is at ${last + i}, next entry is ${e.seq}`);
-        }
-      });
+  protected doApplyLog(entries: ReplayEntry[]): Promise<void> {
+    return this.exclusive(async (client) => {
+      checkNextSeq((await this.logState(client)).last, entries[0]!.seq);
       // Entries are resulting states: applying only each record's last state equals applying them in order.
       const final = new Map<string, LogOp>();
       for (const e of entries) {
@@ -514,7 +515,7 @@ export class PostgresEngine implements MetaEngine {
       await client.query(`INSERT INTO ${this.t.log} (seq, time, ops) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])`, [
         entries.map((e) => e.seq),
         entries.map((e) => e.time),
-        entries.map((e) => JSON.stringify(e.ops)),
+        entries.map((e) => e.opsJson),
       ]);
       await client.query(`UPDATE ${this.t.logstate} SET last = $1 WHERE id = 0`, [entries[entries.length - 1]!.seq]);
     });
@@ -522,8 +523,7 @@ export class PostgresEngine implements MetaEngine {
 
   // ---------------------------------------------------------------- snapshots
 
-  async snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
-    this.checkOpen();
+  protected async doSnapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
@@ -565,12 +565,10 @@ export class PostgresEngine implements MetaEngine {
     }
   }
 
-  async restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    this.checkOpen();
-    if (!Number.isSafeInteger(seq) || seq < 0) throw new Error(`assertion failed: restore at seq ${seq}`);
+  protected doRestore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
     // `records` is consumed once: a retry could not replay it, so this transaction is not retried.
     let consumed = false;
-    await this.writeTxn(async (client) => {
+    return this.exclusive(async (client) => {
       if (consumed) throw new Error('restore failed after reading its records; run it again');
       consumed = true;
       await client.query(`DELETE FROM ${this.t.rec}`);
@@ -590,9 +588,8 @@ export class PostgresEngine implements MetaEngine {
     });
   }
 
-  async reset(): Promise<void> {
-    this.checkOpen();
-    await this.writeTxn(async (client) => {
+  protected doReset(): Promise<void> {
+    return this.exclusive(async (client) => {
       await client.query(`DELETE FROM ${this.t.rec}`);
       await client.query(`DELETE FROM ${this.t.log}`);
       await client.query(`UPDATE ${this.t.logstate} SET last = 0, floor = 0 WHERE id = 0`);
@@ -601,14 +598,8 @@ export class PostgresEngine implements MetaEngine {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Waits for the transactions in flight, then closes every connection. Idempotent. */
-  close(): Promise<void> {
-    this.closed = true;
-    this.closing ??= this.pool.end();
-    return this.closing;
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new Error('metadata engine is closed');
+  /** Waits for the queries in flight, then closes every connection. */
+  protected doClose(): Promise<void> {
+    return this.pool.end();
   }
 }

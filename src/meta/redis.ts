@@ -20,15 +20,17 @@
  * Transactions are optimistic. A writing txn takes a pooled connection of its own (WATCH is per connection);
  * get = WATCH record + GET; scan = WATCH zset + ZRANGEBYLEX, then WATCH the returned records + MGET, so both
  * a new key in a scanned part and a changed value of a scanned record abort the commit. Writes are buffered
- * in OverlayTxn; commit = MULTI, the writes, one Lua EVAL that INCRs {p}:seq and RPUSHes the entry, EXEC.
- * EXEC answers null when a watched key changed: the attempt is retried (txnAttemptsMax) after a jittered
- * backoff. When fn throws, an empty MULTI/EXEC first checks the watches: an error raised from reads of
- * different commits reruns fn, one raised from consistent reads is final.
+ * in OverlayTxn; commit = MULTI, the writes, one Lua EVAL that INCRs {p}:seq and RPUSHes the entry, EXEC,
+ * whose reply carries the entry's seq. EXEC answers null when a watched key changed: the attempt is a
+ * Conflict, run again by the core (meta/core.ts) up to txnAttemptsMax times after a jittered backoff. When fn
+ * throws, an empty MULTI/EXEC first checks the watches: an error raised from reads of different commits
+ * reruns fn, one raised from consistent reads is final.
  *
- * After a first conflict a txn retries holding the engine's contention gate, and while anyone holds or
- * waits for it, new writing txns of this process queue there too: under contention a process degrades to
- * one writer at a time instead of letting its own transactions starve each other. Readonly txns use the
- * shared connection without WATCH (read committed per call, as in the SQLite engine).
+ * The core's writer gate runs in 'contention' mode: after a first conflict a txn retries holding the
+ * engine's mutex, and while anyone holds or waits for it, new writing txns of this process queue there too:
+ * under contention a process degrades to one writer at a time instead of letting its own transactions
+ * starve each other. Readonly txns use the shared connection without WATCH (read committed per call, as in
+ * the SQLite engine).
  *
  * The log append is a script inside MULTI, so it runs atomically with the writes: seq and list length move
  * together and stay gapless. EVAL (not EVALSHA) because a NOSCRIPT error inside MULTI would not undo the
@@ -38,7 +40,8 @@
  * copy, buffered in memory), reads seq s1, then overlays the changelog entries s0+1..s1. A record unchanged
  * during the copy was read correctly; one changed during it appears in those entries, whose ops are the
  * resulting states, so the last one wins. The result is exactly the state at s1, without blocking writers
- * and without retries unless a reset/restore (epoch) or a trim of those entries interferes. Limit: the
+ * and without retries unless a reset/restore (epoch) or a trim of those entries interferes (the snapshot
+ * registers a consumer of its own for its duration, so only the retention bound can trim them). Limit: the
  * copy is held in client memory (about the JSON size of the volume's logged records) and costs two round
  * trips per part; dumping a volume of many millions of records wants a replica or an RDB instead.
  *
@@ -52,26 +55,13 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
-import {
-  compareKeys,
-  KINDS,
-  LogTrimmedError,
-  UNLOGGED_KINDS,
-  type Json,
-  type Kind,
-  type LogEntry,
-  type LogOp,
-  type MetaEngine,
-  type ScanOptions,
-  type Txn,
-  type TxnOptions,
-} from './engine.js';
+import { compareKeys, KINDS, LogTrimmedError, UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
+import { checkNextSeq, Conflict, EngineCore, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
-import { OverlayTxn } from './overlay.js';
 
 /** Attempts of one optimistic transaction before it fails with TxnConflictError. */
 export const txnAttemptsMax = 50;
-/** Upper bound of the jittered pause between attempts; the bound grows with the attempt (attempt² ms). */
+/** The jittered pause between attempts: its ceiling starts at 1 ms and doubles up to this (util/sleep.ts). */
 export const txnBackoffMsMax = 100;
 /** Pooled connections for writing transactions (each holds its WATCH state); the URL's `pool` overrides it. */
 export const connectionsMaxDefault = 8;
@@ -89,13 +79,8 @@ type Client = Redis | Cluster;
 /** ioredis 6 declares `replyMapping` optional-with-undefined in RedisOptions but not in its constructors. */
 type ClientOptions = Omit<RedisOptions, 'replyMapping'>;
 
-export class TxnConflictError extends Error {
-  readonly code = 'ECONFLICT';
-  constructor(attempts: number) {
-    super(`transaction still conflicting after ${attempts} attempts (too much contention on the same records)`);
-    this.name = 'TxnConflictError';
-  }
-}
+/** Kept here for callers that import it from the Redis engine; it is every engine's (engine.ts). */
+export { TxnConflictError } from './engine.js';
 
 // ------------------------------------------------------------------------------------------------ URLs
 
@@ -392,27 +377,28 @@ export async function openRedisEngine(url: string, options: OpenRedisOptions = {
 /** A map key for one record; JSON keeps any part and key apart. */
 const recId = (op: LogOp): string => JSON.stringify([op[0], op[1], op[2]]);
 
-export class RedisEngine implements MetaEngine {
+export interface RedisEngineOptions extends CoreOptions {
+  /** Connect on first use instead of at construction. */
+  lazy?: boolean;
+}
+
+export class RedisEngine extends EngineCore {
   readonly description: string;
   readonly target: RedisTarget;
   /** The shared connection: readonly txns, log reads, snapshots, maintenance. Never holds WATCH state. */
   private readonly main: Client;
   private readonly pool: ConnectionPool;
-  /** Entered by transactions that conflicted (see the file comment). */
-  private readonly gate = new Mutex();
-  private gateUsers = 0;
-  private closed = false;
   /** The shared connection's latest error (e.g. ECONNREFUSED), for messages about failed commands. */
   private lastError: Error | undefined;
-  /** Counters for metrics and tests: committed transactions and attempts lost to a conflict. */
-  readonly stats = { commits: 0, conflicts: 0 };
   private readonly base: string;
   private readonly seqKey: string;
   private readonly floorKey: string;
   private readonly logKey: string;
   private readonly epochKey: string;
+  private readonly reader: Reader;
 
-  constructor(target: RedisTarget, options: { lazy?: boolean } = {}) {
+  constructor(target: RedisTarget, options: RedisEngineOptions = {}) {
+    super({ attemptsMax: txnAttemptsMax, backoff: { baseMs: 1, capMs: txnBackoffMsMax }, serialize: 'contention', lock: new Mutex() }, options);
     this.target = target;
     this.description = target.description;
     this.base = `{${target.prefix}}:`;
@@ -428,6 +414,10 @@ export class RedisEngine implements MetaEngine {
     });
     // Pool connections never resend a command after a reconnect: a resent EXEC would run without its WATCH.
     this.pool = new ConnectionPool(() => makeClient(target, { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 3, lazyConnect }), target.connectionsMax);
+    this.reader = {
+      get: (kind, part, key) => this.getOn(this.main, kind, part, key, false),
+      scan: (kind, part, opts, extra) => this.scanOn(this.main, kind, part, opts, extra, false),
+    };
   }
 
   /** Round trip to the server (open uses it to fail early); a failure names the connection's own error. */
@@ -449,64 +439,28 @@ export class RedisEngine implements MetaEngine {
 
   // --- transactions
 
-  async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
-    this.checkOpen();
-    if (options?.readonly) {
-      const tx = new OverlayTxn(
-        (kind, part, key) => this.getOn(this.main, kind, part, key, false),
-        (kind, part, opts, extra) => this.scanOn(this.main, kind, part, opts, extra, false),
-      );
-      const r = await fn(tx);
-      if (tx.writes.size > 0) throw new Error('assertion failed: readonly transaction wrote');
-      return r;
-    }
-    let release: (() => void) | undefined;
-    if (this.gateUsers > 0) release = await this.enterGate();
-    try {
-      for (let attempt = 1; ; attempt++) {
-        const outcome = await this.attempt(fn);
-        if (outcome.done) {
-          this.stats.commits++;
-          return outcome.value;
-        }
-        this.stats.conflicts++;
-        if (attempt >= txnAttemptsMax) throw new TxnConflictError(attempt);
-        release ??= await this.enterGate();
-        await sleep(Math.random() * Math.min(attempt * attempt, txnBackoffMsMax));
-      }
-    } finally {
-      if (release !== undefined) {
-        this.gateUsers--;
-        release();
-      }
-    }
+  protected readReader(): Reader {
+    return this.reader;
   }
 
-  private async enterGate(): Promise<() => void> {
-    this.gateUsers++;
-    try {
-      return await this.gate.acquire();
-    } catch (err) {
-      this.gateUsers--;
-      throw err;
-    }
+  /** ioredis's ways of saying the server is not there: socket errors, a closed connection, retries exhausted, a timeout. */
+  protected override isConnectionError(err: unknown): boolean {
+    if (isSocketError(err) || (err as { name?: unknown } | null)?.name === 'MaxRetriesPerRequestError') return true;
+    return err instanceof Error && /^(Connection is closed|Command timed out|Stream isn't writeable)/.test(err.message);
   }
 
-  /** One optimistic attempt: done false when a watched key changed (or the connection was lost) before EXEC. */
-  private async attempt<R>(fn: (tx: Txn) => Promise<R>): Promise<{ done: true; value: R } | { done: false }> {
+  /** One optimistic attempt on a pooled connection of its own (WATCH state is per connection). */
+  protected async beginWrite(): Promise<WriteAttempt> {
     const conn = await this.pool.acquire();
     const closes = conn.closes;
+    const c = conn.client;
     let healthy = false;
-    try {
-      const c = conn.client;
-      const tx = new OverlayTxn(
-        (kind, part, key) => this.getOn(c, kind, part, key, true),
-        (kind, part, opts, extra) => this.scanOn(c, kind, part, opts, extra, true),
-      );
-      let value: R;
-      try {
-        value = await fn(tx);
-      } catch (err) {
+    return {
+      reader: {
+        get: (kind, part, key) => this.getOn(c, kind, part, key, true),
+        scan: (kind, part, opts, extra) => this.scanOn(c, kind, part, opts, extra, true),
+      },
+      failed: async () => {
         // fn may have failed only because its reads came from different commits (an entry naming an inode
         // that another client deleted since): an empty MULTI/EXEC checks the watches, and a conflict reruns
         // fn instead of reporting an error that a serial execution would not have raised.
@@ -518,32 +472,26 @@ export class RedisEngine implements MetaEngine {
             () => 'broken' as const,
           );
         healthy = check !== 'broken';
-        if (check === 'conflict' || (check === 'consistent' && conn.closes !== closes)) return { done: false };
-        throw err;
-      }
-      if (conn.closes !== closes) {
-        // The connection was lost since the attempt began: its watches are gone and EXEC would not check
-        // them. (Had it been lost after this check, the MULTI would fail: pool connections do not resend.)
+        return check === 'conflict' || (check === 'consistent' && conn.closes !== closes) ? new Conflict() : undefined;
+      },
+      commit: async (writes, entry) => {
+        if (conn.closes !== closes) {
+          // The connection was lost since the attempt began: its watches are gone and EXEC would not check
+          // them. (Had it been lost after this check, the MULTI would fail: pool connections do not resend.)
+          healthy = true;
+          return new Conflict();
+        }
+        const multi = c.multi();
+        for (const op of writes) this.queueWrite(multi, op);
+        if (entry !== undefined) multi.eval(APPEND_LOG, 2, this.seqKey, this.logKey, encodeEntry(entry));
+        const res = await multi.exec();
         healthy = true;
-        return { done: false };
-      }
-      const multi = c.multi();
-      const logged: LogOp[] = [];
-      for (const op of tx.writes.values()) {
-        this.queueWrite(multi, op);
-        if (!UNLOGGED_KINDS.has(op[0])) logged.push(op);
-      }
-      if (logged.length > 0) {
-        multi.eval(APPEND_LOG, 2, this.seqKey, this.logKey, JSON.stringify({ time: Date.now(), ops: logged }));
-      }
-      const res = await multi.exec();
-      healthy = true;
-      if (res === null) return { done: false };
-      checkExec(res);
-      return { done: true, value };
-    } finally {
-      this.pool.release(conn, healthy);
-    }
+        if (res === null) return new Conflict();
+        checkExec(res);
+        return entry === undefined ? undefined : toSafeInt(res[res.length - 1]![1], 'seq');
+      },
+      end: () => this.pool.release(conn, healthy),
+    };
   }
 
   private queueWrite(multi: ReturnType<Client['multi']>, [kind, part, key, value]: LogOp): void {
@@ -618,51 +566,32 @@ export class RedisEngine implements MetaEngine {
 
   // --- changelog
 
-  async lastSeq(): Promise<number> {
-    this.checkOpen();
-    return toSafeInt(await this.main.get(this.seqKey), 'seq');
+  protected async doLogBounds(): Promise<LogBounds> {
+    const [last, floor] = await this.main.mget(this.seqKey, this.floorKey);
+    return { last: toSafeInt(last, 'seq'), floor: toSafeInt(floor, 'floor') };
   }
 
-  async logFloor(): Promise<number> {
-    this.checkOpen();
-    return toSafeInt(await this.main.get(this.floorKey), 'floor');
-  }
-
-  async readLog(after: number, limit: number): Promise<LogEntry[]> {
-    this.checkOpen();
-    assertSafeInt(after, 'after');
-    assertSafeInt(limit, 'limit');
+  protected async doReadLog(after: number, limit: number): Promise<{ floor: number; entries: LogEntry[] }> {
     const res = (await this.main.eval(READ_LOG, 3, this.seqKey, this.floorKey, this.logKey, after, limit)) as [number, number, ...string[]];
     const floor = toSafeInt(res[0], 'floor');
     const last = toSafeInt(res[1], 'seq');
-    if (after < floor) throw new LogTrimmedError(after, floor);
-    const out: LogEntry[] = [];
+    const entries: LogEntry[] = [];
     for (let i = 2; i < res.length; i++) {
       const e = JSON.parse(res[i] as string) as { time: number; ops: LogOp[] };
-      out.push({ seq: after + i - 1, time: e.time, ops: e.ops });
+      entries.push({ seq: after + i - 1, time: e.time, ops: e.ops });
     }
-    if (out.length > 0 && out[out.length - 1]!.seq > last) throw new Error(`assertion failed: changelog list longer than seq ${last}`);
-    return out;
+    if (entries.length > 0 && entries[entries.length - 1]!.seq > last) throw new Error(`assertion failed: changelog list longer than seq ${last}`);
+    return { floor, entries };
   }
 
-  async trimLog(upTo: number): Promise<void> {
-    this.checkOpen();
-    assertSafeInt(upTo, 'upTo');
+  protected async doTrimLog(upTo: number): Promise<void> {
     await this.main.eval(TRIM_LOG, 3, this.seqKey, this.floorKey, this.logKey, upTo);
   }
 
-  async applyLog(entries: LogEntry[]): Promise<void> {
-    this.checkOpen();
-    if (entries.length === 0) return;
-    for (let i = 0; i < entries.length; i++) {
-      assertSafeInt(entries[i]!.seq, 'entry seq');
-      if (i > 0 && entries[i]!.seq !== entries[i - 1]!.seq + 1) {
-        throw new Error(`changelog gap: entry ${entries[i - 1]!.seq} is followed by ${entries[i]!.seq}`);
-      }
-    }
-    const first = entries[0]!.seq;
+  /** WATCH seq, check it, then the writes, the entries and the new seq in one MULTI/EXEC; a conflict runs it again. */
+  protected async doApplyLog(entries: ReplayEntry[]): Promise<void> {
     const last = entries[entries.length - 1]!.seq;
-    for (let attempt = 1; ; attempt++) {
+    await this.retrying(async () => {
       const conn = await this.pool.acquire();
       const closes = conn.closes;
       let healthy = false;
@@ -670,38 +599,48 @@ export class RedisEngine implements MetaEngine {
         const c = conn.client;
         const res = await c.pipeline().watch(this.seqKey).get(this.seqKey).exec();
         const current = toSafeInt(pipelineResult(res, 1), 'seq');
-        if (first !== current + 1) {
+        try {
+          checkNextSeq(current, entries[0]!.seq);
+        } catch (err) {
           healthy = await unwatch(c);
-          throw new Error(`changelog gap: this engine is at ${current}, the next entry given is ${first}`);
+          throw err;
         }
         if (conn.closes !== closes) {
           healthy = true; // lost its WATCH with the old socket: try again
-        } else {
-          const multi = c.multi();
-          for (const e of entries) {
-            for (const op of e.ops) this.queueWrite(multi, op);
-            multi.rpush(this.logKey, JSON.stringify({ time: e.time, ops: e.ops }));
-          }
-          multi.set(this.seqKey, last);
-          const done = await multi.exec();
-          healthy = true;
-          if (done !== null) {
-            checkExec(done);
-            return;
-          }
+          return new Conflict();
         }
+        const multi = c.multi();
+        for (const e of entries) {
+          for (const op of e.ops) this.queueWrite(multi, op);
+          multi.rpush(this.logKey, encodeEntry(e));
+        }
+        multi.set(this.seqKey, last);
+        const done = await multi.exec();
+        healthy = true;
+        if (done === null) return new Conflict();
+        checkExec(done);
+        return undefined;
       } finally {
         this.pool.release(conn, healthy);
       }
-      if (attempt >= txnAttemptsMax) throw new TxnConflictError(attempt);
-      await sleep(Math.random() * Math.min(attempt * attempt, txnBackoffMsMax));
-    }
+    });
   }
 
   // --- snapshot, restore, reset
 
-  async snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
-    this.checkOpen();
+  protected async doSnapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
+    // The overlay needs the entries committed during the copy: a consumer of its own keeps them from being
+    // trimmed behind it (position 0: nothing after the floor goes; the retention bound still applies).
+    const pin = `snapshot:${randomBytes(6).toString('hex')}`;
+    await this.registerConsumer(pin, 0);
+    try {
+      return await this.fuzzySnapshot(onRecord);
+    } finally {
+      await this.removeConsumer(pin).catch(() => undefined);
+    }
+  }
+
+  private async fuzzySnapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
     for (let attempt = 1; ; attempt++) {
       const [s0, e0] = await this.main.mget(this.seqKey, this.epochKey);
       const seq0 = toSafeInt(s0, 'seq');
@@ -770,10 +709,8 @@ export class RedisEngine implements MetaEngine {
    * Not atomic: the old content is deleted first and the records are written in pipelined batches, so a
    * restore that fails midway leaves a partial volume (run it again). Meant for `load` into an idle volume.
    */
-  async restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    this.checkOpen();
-    assertSafeInt(seq, 'seq');
-    await this.reset();
+  protected async doRestore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
+    await this.doReset();
     let batch = this.main.pipeline();
     let n = 0;
     for await (const op of records) {
@@ -790,8 +727,7 @@ export class RedisEngine implements MetaEngine {
   }
 
   /** Deletes this volume's keys only (SCAN by prefix, never FLUSHDB). */
-  async reset(): Promise<void> {
-    this.checkOpen();
+  protected async doReset(): Promise<void> {
     const keys = await this.scanKeys(this.base);
     for (let i = 0; i < keys.length; i += pageRecordsMax) await this.main.unlink(...keys.slice(i, i + pageRecordsMax));
     await this.main.set(this.epochKey, randomBytes(8).toString('hex'));
@@ -813,15 +749,14 @@ export class RedisEngine implements MetaEngine {
     return [...keys];
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected async doClose(): Promise<void> {
     await Promise.all([this.pool.close(), quit(this.main)]);
   }
+}
 
-  private checkOpen(): void {
-    if (this.closed) throw new Error('metadata engine is closed');
-  }
+/** A log list element: the entry's time and ops, as JSON {time, ops} (the ops' JSON encoded once by the core). */
+function encodeEntry(e: NewEntry): string {
+  return `{"time":${e.time},"ops":${e.opsJson}}`;
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
@@ -860,6 +795,3 @@ function assertSafeInt(n: number, what: string): void {
   if (!Number.isSafeInteger(n)) throw new Error(`assertion failed: ${what} ${n} is not a safe integer`);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

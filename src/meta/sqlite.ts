@@ -15,21 +15,10 @@
 import { realpathSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
-import {
-  LogTrimmedError,
-  UNLOGGED_KINDS,
-  type Json,
-  type Kind,
-  type LogEntry,
-  type LogOp,
-  type MetaEngine,
-  type ScanOptions,
-  type Txn,
-  type TxnOptions,
-} from './engine.js';
+import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
+import { checkNextSeq, EngineCore, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
 import { UsageError } from '../errors.js';
-import { OverlayTxn } from './overlay.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rec (
@@ -48,16 +37,17 @@ INSERT OR IGNORE INTO logstate (id, last, floor) VALUES (0, 0, 0);
  */
 const fileMutexes = new Map<string, Mutex>();
 
-export interface SqliteOptions {
+export interface SqliteOptions extends CoreOptions {
   /** Create the database file if it does not exist (format). Otherwise a missing file is an error. */
   create?: boolean;
 }
 
-export class SqliteEngine implements MetaEngine {
+/** better-sqlite3 never conflicts (the write lock is taken up front), so one attempt; no backoff is used. */
+const ATTEMPTS_MAX = 1;
+
+export class SqliteEngine extends EngineCore {
   readonly description: string;
   private readonly db: Db;
-  private readonly mutex: Mutex;
-  private closed = false;
   private readonly st: {
     get: Statement<[string, string, string], { value: string }>;
     put: Statement<[string, string, string, string]>;
@@ -73,29 +63,32 @@ export class SqliteEngine implements MetaEngine {
     commit: Statement<[]>;
     rollback: Statement<[]>;
   };
+  /** Reads of the connection: committed state, or inside BEGIN IMMEDIATE the writer's own (no writes are applied before commit). */
+  private readonly reader: Reader;
 
   readonly path: string;
 
   constructor(path: string, options: SqliteOptions = {}) {
-    this.path = path;
-    this.description = `sqlite://${path}`;
-    this.db = new Database(path, { fileMustExist: !options.create });
-    if (!options.create && this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rec'").get() === undefined) {
+    const db = new Database(path, { fileMustExist: !options.create });
+    if (!options.create && db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rec'").get() === undefined) {
       // Someone else's database (or an empty file): change nothing in it, not even the journal mode.
-      this.db.close();
+      db.close();
       throw new UsageError(`${path} is not a Ferry metadata database (run "ferry format" to create a volume)`);
     }
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 10000');
-    this.db.exec(SCHEMA);
     const file = path === ':memory:' || path === '' ? undefined : realpathSync(path);
     let mutex = file === undefined ? undefined : fileMutexes.get(file);
     if (mutex === undefined) {
       mutex = new Mutex();
       if (file !== undefined) fileMutexes.set(file, mutex);
     }
-    this.mutex = mutex;
+    super({ attemptsMax: ATTEMPTS_MAX, backoff: { baseMs: 0, capMs: 0 }, serialize: 'always', lock: mutex }, options);
+    this.path = path;
+    this.description = `sqlite://${path}`;
+    this.db = db;
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 10000');
+    this.db.exec(SCHEMA);
     this.st = {
       get: this.db.prepare('SELECT value FROM rec WHERE kind = ? AND part = ? AND key = ?'),
       put: this.db.prepare('INSERT OR REPLACE INTO rec (kind, part, key, value) VALUES (?, ?, ?, ?)'),
@@ -111,6 +104,10 @@ export class SqliteEngine implements MetaEngine {
       commit: this.db.prepare('COMMIT'),
       rollback: this.db.prepare('ROLLBACK'),
     };
+    this.reader = {
+      get: (kind, part, key) => Promise.resolve(this.readGet(kind, part, key)),
+      scan: (kind, part, opts, extra) => Promise.resolve(this.readScan(kind, part, opts, extra)),
+    };
   }
 
   private readGet(kind: Kind, part: string, key: string): Json | undefined {
@@ -124,102 +121,104 @@ export class SqliteEngine implements MetaEngine {
     return rows.map((r) => [r.key, JSON.parse(r.value) as Json]);
   }
 
-  async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
-    this.checkOpen();
-    const tx = new OverlayTxn(
-      (kind, part, key) => Promise.resolve(this.readGet(kind, part, key)),
-      (kind, part, opts, extra) => Promise.resolve(this.readScan(kind, part, opts, extra)),
-    );
-    if (options?.readonly) {
-      const r = await fn(tx);
-      if (tx.writes.size > 0) throw new Error('assertion failed: readonly transaction wrote');
-      return r;
-    }
-    const release = await this.mutex.acquire();
-    try {
-      this.st.begin.run();
-      try {
-        const r = await fn(tx);
-        this.applyOps([...tx.writes.values()], undefined);
-        this.st.commit.run();
-        return r;
-      } catch (err) {
-        if (this.db.inTransaction) this.st.rollback.run();
-        throw err;
-      }
-    } finally {
-      release();
-    }
+  // ---------------------------------------------------------------- transactions
+
+  protected readReader(): Reader {
+    return this.reader;
   }
 
-  /** Writes ops and appends them to the log (as entry `entry` when replaying, else under the next seq). */
-  private applyOps(ops: LogOp[], entry: LogEntry | undefined): void {
+  /** Under the file's mutex (policy 'always'): BEGIN IMMEDIATE, reads, and at commit the writes applied synchronously. */
+  protected beginWrite(): Promise<WriteAttempt> {
+    this.st.begin.run();
+    return Promise.resolve({
+      reader: this.reader,
+      failed: () => Promise.resolve(undefined),
+      commit: (writes, entry) => {
+        const seq = this.applyWrites(writes, entry);
+        this.st.commit.run();
+        return Promise.resolve(seq);
+      },
+      end: () => {
+        if (this.db.inTransaction) this.st.rollback.run();
+      },
+    });
+  }
+
+  /** Writes ops and appends `entry` under the next seq (none: no entry); returns that seq. */
+  private applyWrites(ops: readonly LogOp[], entry: NewEntry | undefined): number | undefined {
     for (const [kind, part, key, value] of ops) {
       if (value === null) this.st.del.run(kind, part, key);
       else this.st.put.run(kind, part, key, JSON.stringify(value));
     }
-    const logged = entry?.ops ?? ops.filter((op) => !UNLOGGED_KINDS.has(op[0]));
-    if (logged.length === 0 && entry === undefined) return;
+    if (entry === undefined) return undefined;
+    const seq = this.state().last + 1;
+    this.st.logInsert.run(seq, entry.time, entry.opsJson);
+    this.st.logSetLast.run(seq);
+    return seq;
+  }
+
+  private state(): LogBounds {
     const state = this.st.logState.get();
     if (state === undefined) throw new Error('assertion failed: logstate row');
-    const seq = state.last + 1;
-    if (entry !== undefined && entry.seq !== seq) {
-      throw new Error(`changelog gap: replica is at ${state.last}, next entry is ${entry.seq}`);
-    }
-    this.st.logInsert.run(seq, entry?.time ?? Date.now(), JSON.stringify(logged));
-    this.st.logSetLast.run(seq);
+    return state;
   }
 
-  lastSeq(): Promise<number> {
-    this.checkOpen();
-    return Promise.resolve(this.st.logState.get()?.last ?? 0);
+  /**
+   * The database stayed locked by another process past busy_timeout: nothing was done (BEGIN IMMEDIATE
+   * failed) and a later attempt may succeed, like a server that did not answer.
+   */
+  protected override isConnectionError(err: unknown): boolean {
+    return (err as { code?: unknown } | null)?.code === 'SQLITE_BUSY';
   }
 
-  logFloor(): Promise<number> {
-    this.checkOpen();
-    return Promise.resolve(this.st.logState.get()?.floor ?? 0);
+  // ---------------------------------------------------------------- changelog
+
+  protected doLogBounds(): Promise<LogBounds> {
+    return Promise.resolve(this.state());
   }
 
-  readLog(after: number, limit: number): Promise<LogEntry[]> {
-    this.checkOpen();
-    const floor = this.st.logState.get()?.floor ?? 0;
-    if (after < floor) return Promise.reject(new LogTrimmedError(after, floor));
-    return Promise.resolve(
-      this.st.logRead.all(after, limit).map((r) => ({ seq: r.seq, time: r.time, ops: JSON.parse(r.ops) as LogOp[] })),
-    );
+  protected doReadLog(after: number, limit: number): Promise<{ floor: number; entries: LogEntry[] }> {
+    const { floor } = this.state();
+    if (after < floor) return Promise.resolve({ floor, entries: [] });
+    const entries = this.st.logRead.all(after, limit).map((r) => ({ seq: r.seq, time: r.time, ops: JSON.parse(r.ops) as LogOp[] }));
+    return Promise.resolve({ floor, entries });
   }
 
-  async trimLog(upTo: number): Promise<void> {
-    this.checkOpen();
-    const release = await this.mutex.acquire();
-    try {
-      this.db.transaction(() => {
-        const state = this.st.logState.get();
-        if (state === undefined) return;
-        const to = Math.min(upTo, state.last);
-        if (to <= state.floor) return;
-        this.db.prepare('DELETE FROM log WHERE seq <= ?').run(to);
-        this.db.prepare('UPDATE logstate SET floor = ? WHERE id = 0').run(to);
-      }).immediate();
-    } finally {
-      release();
-    }
+  protected doTrimLog(upTo: number): Promise<void> {
+    return this.exclusive(() => {
+      const state = this.state();
+      const to = Math.min(upTo, state.last);
+      if (to <= state.floor) return;
+      this.db.prepare('DELETE FROM log WHERE seq <= ?').run(to);
+      this.db.prepare('UPDATE logstate SET floor = ? WHERE id = 0').run(to);
+    });
   }
 
-  async applyLog(entries: LogEntry[]): Promise<void> {
-    this.checkOpen();
-    const release = await this.mutex.acquire();
-    try {
-      this.db.transaction(() => {
-        for (const e of entries) this.applyOps(e.ops, e);
-      }).immediate();
-    } finally {
-      release();
-    }
+  protected doApplyLog(entries: ReplayEntry[]): Promise<void> {
+    return this.exclusive(() => {
+      checkNextSeq(this.state().last, entries[0]!.seq);
+      for (const e of entries) {
+        for (const [kind, part, key, value] of e.ops) {
+          if (value === null) this.st.del.run(kind, part, key);
+          else this.st.put.run(kind, part, key, JSON.stringify(value));
+        }
+        this.st.logInsert.run(e.seq, e.time, e.opsJson);
+      }
+      this.st.logSetLast.run(entries[entries.length - 1]!.seq);
+    });
   }
 
-  async snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
-    this.checkOpen();
+  /** body in one IMMEDIATE transaction, under the file's writer gate. */
+  private exclusive(body: () => void): Promise<void> {
+    return this.retrying(() => {
+      this.db.transaction(body).immediate();
+      return Promise.resolve();
+    });
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  protected async doSnapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
     // A second connection gives a stable WAL snapshot while this one keeps committing.
     const ro = new Database(this.path, { readonly: true, fileMustExist: true });
     try {
@@ -243,10 +242,9 @@ export class SqliteEngine implements MetaEngine {
     }
   }
 
-  async restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    this.checkOpen();
-    const release = await this.mutex.acquire();
-    try {
+  protected doRestore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
+    // Not `exclusive`: the records arrive asynchronously, inside the transaction.
+    return this.retrying(async () => {
       this.db.exec('BEGIN IMMEDIATE');
       try {
         this.db.exec('DELETE FROM rec; DELETE FROM log;');
@@ -259,32 +257,17 @@ export class SqliteEngine implements MetaEngine {
         if (this.db.inTransaction) this.db.exec('ROLLBACK');
         throw err;
       }
-    } finally {
-      release();
-    }
+    });
   }
 
-  async reset(): Promise<void> {
-    this.checkOpen();
-    const release = await this.mutex.acquire();
-    try {
-      this.db.transaction(() => {
-        this.db.exec('DELETE FROM rec; DELETE FROM log; UPDATE logstate SET last = 0, floor = 0 WHERE id = 0;');
-      }).immediate();
-    } finally {
-      release();
-    }
+  protected doReset(): Promise<void> {
+    return this.exclusive(() => {
+      this.db.exec('DELETE FROM rec; DELETE FROM log; UPDATE logstate SET last = 0, floor = 0 WHERE id = 0;');
+    });
   }
 
-  close(): Promise<void> {
-    if (!this.closed) {
-      this.closed = true;
-      this.db.close();
-    }
+  protected doClose(): Promise<void> {
+    this.db.close();
     return Promise.resolve();
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new Error('metadata engine is closed');
   }
 }

@@ -29,6 +29,7 @@
 
 import net from 'node:net';
 import { mulberry32 } from '../util/random.js';
+import { sleep } from '../util/sleep.js';
 import { TokenBucket } from '../util/tokenbucket.js';
 
 export interface ProxyFaults {
@@ -472,7 +473,7 @@ class Pump {
           continue;
         }
         const wait = item.at - performance.now();
-        if (wait > 0) await delay(wait);
+        if (wait > 0) await sleep(wait);
         await this.conn.owner.untilFlowing();
         await this.deliver(item.chunk);
         this.queuedBytes -= item.chunk.length;
@@ -497,10 +498,6 @@ class Pump {
       if (!this.dest.write(piece)) await waitDrain(this.dest);
     }
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function waitDrain(socket: net.Socket): Promise<void> {

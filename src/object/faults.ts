@@ -15,7 +15,7 @@
  */
 
 import { mulberry32 } from '../util/random.js';
-import { sleep } from './retry.js';
+import { sleep } from '../util/sleep.js';
 import { TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 export interface FaultOptions {

@@ -12,7 +12,11 @@
  * Every ObjectStore call is idempotent, so every call may be retried.
  */
 
+import { backoffMs, sleep } from '../util/sleep.js';
 import { canPutChecked, canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+
+/** Re-exported for callers that import it from here; the helper lives in util/sleep.ts. */
+export { sleep } from '../util/sleep.js';
 
 export interface RetryOptions {
   /** Attempts per call, the first included; default 5. */
@@ -158,28 +162,8 @@ export class RetryStore implements ObjectStore {
 
   /** The wait after failed attempt n (from 1): full jitter under a capped exponential ceiling. */
   private backoff(n: number): number {
-    const ceiling = Math.min(this.backoffMsMax, this.backoffMsMin * 2 ** (n - 1));
-    return Math.floor(this.random() * ceiling);
+    return backoffMs(n, { baseMs: this.backoffMsMin, capMs: this.backoffMsMax }, this.random);
   }
-}
-
-/** Waits ms; an abort of `signal` rejects at once with the signal's reason. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Settles like `promise`, or rejects with the signal's reason once it aborts, whichever comes first. */

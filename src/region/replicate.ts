@@ -18,6 +18,10 @@
  *        │                                ▼
  *        └──── save checkpoint ◀──── addSliceCopies (batched, logged)   failures → checkpoint.pending
  *
+ * Changelog consumer: the replicator is registered in the engine as `replicate:<name>`, and its position is
+ * the checkpoint's seq, written in the checkpoint's own transaction: the log is kept behind it (within the
+ * volume's retention bound), and trimmed as it advances (a prune after each pass that moved it).
+ *
  * Durability: the checkpoint (kind `replica`, unlogged: it is this primary's progress, not volume state)
  * advances only past pages whose slices are all marked copied or listed in `pending`, which the next pass
  * retries first. Marks are written in batches as slices complete, so a replicator killed at any point
@@ -26,9 +30,10 @@
  * first reads each block of those (and of the pending ones) in the destination, keeping a copy that verifies
  * instead of transferring the block again. Other slices cost no such check.
  *
- * Bootstrap: with no checkpoint, after the log was trimmed past it, or when a region appears that the
- * checkpoint did not cover, every live slice record is scanned (metadata only) before following the log from
- * the sequence read before the scan. `scanBuckets` (`--scan`) lists and diffs the buckets instead, for repair:
+ * Bootstrap: with no checkpoint, after the log was trimmed past it (LogTrimmedError: it fell behind the
+ * retention bound), or when a region appears that the checkpoint did not cover, every live slice record is
+ * scanned (metadata only) and what it lacks copied, before following the log from the sequence read before
+ * the scan. The consumer is registered before that sequence is read, so the entries after it stay. `scanBuckets` (`--scan`) lists and diffs the buckets instead, for repair:
  * it finds copies that records claim but buckets lack (or hold with the wrong size).
  *
  * Deletions: with `graceMs`, released slices older than the grace period are deleted in every bucket
@@ -41,9 +46,10 @@ import { CorruptBlockError, UsageError } from '../errors.js';
 import { decodeBlock } from '../chunk/codec.js';
 import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
+import { putConsumerPosition } from '../meta/core.js';
 import type { Meta } from '../meta/meta.js';
 import type { FormatRec, RegionRec, SliceRefRec } from '../meta/types.js';
-import { sleep } from '../object/retry.js';
+import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
 import { deleteReleasedSlices, sliceBlockKeys } from './deletion.js';
@@ -168,6 +174,11 @@ interface SliceJob {
   failed: boolean;
 }
 
+/** The changelog consumer a replicator registers as, for its checkpoint name. */
+export function consumerName(checkpoint: string): string {
+  return `replicate:${checkpoint}`;
+}
+
 /** The checkpoint name for a from/to filter: '*>*' replicates everything. */
 export function checkpointName(from?: readonly string[], to?: readonly string[]): string {
   const part = (l?: readonly string[]): string => (l === undefined || l.length === 0 ? '*' : [...l].sort().join(','));
@@ -283,7 +294,8 @@ export class Replicator {
     if (claimed !== undefined && claimed.length > 0) rec.claimed = [...claimed];
     await this.engine.txn(async (tx) => {
       tx.put('replica', '', this.name, rec);
-      await Promise.resolve();
+      // The consumer's position moves with the checkpoint, atomically (registered again if it was removed).
+      await putConsumerPosition(tx, consumerName(this.name), rec.seq, true);
     });
   }
 
@@ -310,6 +322,7 @@ export class Replicator {
     const result: PassResult = { seq: 0, slicesCopied: 0, blocksCopied: 0, pending: 0 };
     // Read first: the first call loads the counters persisted by earlier runs.
     let cp = await this.checkpoint();
+    const startSeq = cp?.seq ?? 0;
     const blocksBefore = this.counters.copiedBlocks;
     const slicesBefore = this.counters.slicesCopied;
     const dests = this.destinations();
@@ -371,6 +384,10 @@ export class Replicator {
     }
     this.resumeIds.clear();
     if (this.graceMs !== undefined) await this.deleteReleased();
+    if (cp.seq > startSeq) {
+      // The position moved: what no consumer needs any more can go (bounded work; more after the next pass).
+      await this.engine.pruneLog().catch((err: unknown) => this.onEvent({ type: 'error', error: err }));
+    }
     result.seq = cp.seq;
     result.pending = cp.pending.length;
     result.blocksCopied = this.counters.copiedBlocks - blocksBefore;
@@ -380,6 +397,9 @@ export class Replicator {
 
   /** Scans every live slice record and copies what is missing; returns the checkpoint to follow the log from. */
   private async bootstrap(dests: string[], cp: ReplicaCheckpoint | undefined): Promise<ReplicaCheckpoint> {
+    // Registered (or moved back to the position it has) before reading the sequence to follow from, so no
+    // prune can trim the entries after that sequence while the scan runs.
+    await this.engine.registerConsumer(consumerName(this.name), cp?.seq ?? 0);
     const seq = await this.engine.lastSeq();
     const slices = await this.meta.listSlices();
     const todo: Array<{ id: number; size: number }> = [];

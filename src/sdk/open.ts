@@ -1,7 +1,7 @@
 /**
- * The composition root for clients: URL -> engine -> Meta; format -> bucket -> ChunkStore (writes) over a
- * BlockReader (reads: memory -> disk -> buckets, cache/blocks.ts) -> Vfs -> Volume. `openVolume` is what
- * `import { openVolume } from 'ferryfs'` gives.
+ * The composition root for clients: URL -> engine (in RetryEngine) -> Meta; format -> bucket -> ChunkStore
+ * (writes) over a BlockReader (reads: memory -> disk -> buckets, cache/blocks.ts) -> Vfs -> Volume.
+ * `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
  *
  * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
  * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
@@ -15,6 +15,7 @@ import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { MetaEngine } from '../meta/engine.js';
+import { RetryEngine, type EngineRetryOptions } from '../meta/retry.js';
 import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
 import type { Ctx } from '../meta/types.js';
 import { openObjectStore } from '../object/registry.js';
@@ -61,12 +62,14 @@ export interface OpenVolumeOptions extends VfsOptions {
   stores?: Readonly<Record<string, ObjectStore>>;
   /**
    * Wraps the metadata engine opened from the URL (tests: a FaultEngine between the client and its engine).
-   * The volume closes what it returns.
+   * The RetryEngine sits above what it returns. The volume closes it.
    */
   wrapEngine?: (engine: MetaEngine) => MetaEngine;
+  /** How calls that failed because the engine was unreachable are retried (RetryEngine's defaults otherwise). */
+  engineRetry?: EngineRetryOptions;
   /** Session heartbeat period, ms. */
   heartbeatMs?: number;
-  /** Another client's session whose heartbeat is older than this is dead and cleaned up, ms (Meta's default 5 min). */
+  /** How long after its last heartbeat this client counts as dead, ms (Meta's default: 5 heartbeats). */
   sessionStaleMs?: number;
   /** How long names and attributes seen by lookups are reused, ms; 0 disables (Meta's default 1 s). */
   lookupCacheMs?: number;
@@ -86,7 +89,7 @@ export async function openBucket(url: string): Promise<ObjectStore> {
 
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const opened = await openMetaEngine(metaUrl);
-  const engine = options.wrapEngine?.(opened) ?? opened;
+  const engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();

@@ -8,7 +8,7 @@
  * pieces of at most `burstBytes`.
  */
 
-import { sleep } from '../object/retry.js';
+import { sleep } from './sleep.js';
 
 export class TokenBucket {
   private rate: number;

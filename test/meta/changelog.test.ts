@@ -82,6 +82,8 @@ async function runWorkload(seed: number, trashDays: number): Promise<Workload> {
   const engine = await freshEngine();
   const clock = { now: T0 };
   await formatVolume(engine, { name: 'replay', storage: 'mem://replay', blockBytes: 4 << 20, compression: 'none', trashDays }, T0);
+  // B and C read A's whole log afterwards: as a registered consumer, so that no entry is trimmed before.
+  await engine.registerConsumer('replay', 0);
   const meta = await Meta.open(engine, { heartbeatMs: 0, now: () => clock.now });
   const user: Ctx = { uid: 1000, gid: 1000, gids: [50] };
   const ctx = (): Ctx => (int(5) === 0 ? user : ROOT_CTX);

@@ -8,7 +8,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compareKeys, LogTrimmedError, type Json, type Kind, type LogEntry, type LogOp, type MetaEngine } from '../../src/meta/engine.js';
+import { compareKeys, ConsumerNotFoundError, LogTrimmedError, type Json, type Kind, type LogEntry, type LogOp, type MetaEngine } from '../../src/meta/engine.js';
+import { LOG_PRUNE_EVERY_ENTRIES } from '../../src/meta/core.js';
+import { getLogRetention, LOG_RETENTION_AGE_MS_DEFAULT, setLogRetention } from '../../src/meta/retention.js';
 
 export interface EngineUnderTest {
   engine: MetaEngine;
@@ -584,6 +586,192 @@ export function metaEngineConformance(name: string, open: () => Promise<EngineUn
         (await engine.readLog(9, 100)).map((e) => e.seq),
         [10, 11],
       );
+    });
+
+    // --- commit and its seq ---
+
+    clause('commit answers the seq of its entry, under which readLog returns it', async (engine) => {
+      const a = await engine.commit(async (tx) => {
+        tx.put('inode', '', '1', { a: 1 });
+        await Promise.resolve();
+        return 'first';
+      });
+      const b = await engine.commit(async (tx) => {
+        tx.put('inode', '', '2', { b: 2 });
+        tx.put('session', '', '9', { unlogged: 'but alongside a logged write' });
+        await Promise.resolve();
+        return 'second';
+      });
+      assert.deepEqual([a, b], [
+        { value: 'first', seq: 1 },
+        { value: 'second', seq: 2 },
+      ]);
+      const log = await engine.readLog(0, 10);
+      assert.deepEqual(
+        log.map((e) => [e.seq, e.ops]),
+        [
+          [1, [['inode', '', '1', { a: 1 }]]],
+          [2, [['inode', '', '2', { b: 2 }]]],
+        ],
+      );
+      assert.equal(await engine.txn(() => Promise.resolve('txn is commit’s value')), 'txn is commit’s value');
+    });
+
+    clause('commit answers seq undefined when it logged nothing: readonly, no writes, only unlogged kinds', async (engine) => {
+      await put(engine, 'inode', '', '1', { a: 1 });
+      const readonly = await engine.commit((tx) => tx.get('inode', '', '1'), { readonly: true });
+      assert.deepEqual(readonly, { value: { a: 1 }, seq: undefined });
+      const noWrites = await engine.commit(async (tx) => (await tx.scan('inode', '')).length);
+      assert.deepEqual(noWrites, { value: 1, seq: undefined });
+      const unlogged = await engine.commit(async (tx) => {
+        tx.put('session', '', '1', { host: 'h' });
+        tx.put('lock', '1', 'o', { t: 1 });
+        tx.put('consumer', '', 'x', { position: 0, registered: 0, updated: 0 });
+        await Promise.resolve();
+        return 'unlogged';
+      });
+      assert.deepEqual(unlogged, { value: 'unlogged', seq: undefined });
+      assert.equal(await engine.lastSeq(), 1, 'none of them appended an entry');
+      const next = await engine.commit(async (tx) => {
+        tx.put('inode', '', '2', { a: 2 });
+        await Promise.resolve();
+      });
+      assert.equal(next.seq, 2, 'numbering went on without a gap');
+    });
+
+    clause('concurrent commits answer distinct seqs, each naming its own entry', async (engine) => {
+      const n = 30;
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          engine.commit(async (tx) => {
+            const c = (await tx.get<number>('counter', '', 'c')) ?? 0;
+            await sleep(0);
+            tx.put('counter', '', 'c', c + 1);
+            tx.put('inode', '', `w${i}`, { writer: i });
+            return i;
+          }),
+        ),
+      );
+      const seqs = results.map((r) => r.seq);
+      assert.deepEqual([...seqs].sort((x, y) => x! - y!), range(1, n));
+      const log = new Map((await engine.readLog(0, 100)).map((e) => [e.seq, e]));
+      for (const { value, seq } of results) {
+        assert.ok(log.get(seq!)!.ops.some((op) => op[0] === 'inode' && op[2] === `w${value}`), `entry ${seq} is not writer ${value}'s`);
+      }
+    });
+
+    clause('logBounds reads the floor and the newest seq together', async (engine) => {
+      assert.deepEqual(await engine.logBounds(), { floor: 0, last: 0 });
+      for (let i = 1; i <= 5; i++) await put(engine, 'counter', '', 'n', i);
+      await engine.trimLog(2);
+      assert.deepEqual(await engine.logBounds(), { floor: 2, last: 5 });
+      assert.equal(await engine.lastSeq(), 5);
+      assert.equal(await engine.logFloor(), 2);
+    });
+
+    // --- consumers and trimming ---
+
+    clause('consumers: register, advance, list and remove', async (engine) => {
+      assert.deepEqual(await engine.listConsumers(), []);
+      const t0 = Date.now();
+      await engine.registerConsumer('mirror:eu', 0);
+      await engine.registerConsumer('replicate:*>*', 5);
+      await engine.advanceConsumer('mirror:eu', 3);
+      await engine.advanceConsumer('mirror:eu', 7);
+      const listed = await engine.listConsumers();
+      assert.deepEqual(
+        listed.map((c) => [c.name, c.position]),
+        [
+          ['mirror:eu', 7],
+          ['replicate:*>*', 5],
+        ],
+      );
+      for (const c of listed) assert.ok(c.registered >= t0 - 1000 && c.updated >= c.registered, JSON.stringify(c));
+      // Registering again starts over at the position given (a consumer that re-bootstrapped).
+      await engine.registerConsumer('replicate:*>*', 2);
+      assert.equal((await engine.listConsumers()).find((c) => c.name === 'replicate:*>*')?.position, 2);
+      assert.equal(await engine.removeConsumer('mirror:eu'), true);
+      assert.equal(await engine.removeConsumer('mirror:eu'), false, 'removing twice');
+      assert.deepEqual((await engine.listConsumers()).map((c) => c.name), ['replicate:*>*']);
+      await assert.rejects(engine.advanceConsumer('mirror:eu', 9), (e: unknown) => e instanceof ConsumerNotFoundError && e.code === 'ENOCONSUMER');
+      await assert.rejects(engine.registerConsumer('', 0), RangeError);
+      await assert.rejects(engine.registerConsumer('x', -1), RangeError);
+      // Consumers belong to this engine's log: no entry, no record in snapshots.
+      assert.equal(await engine.lastSeq(), 0);
+      assert.deepEqual((await collect(engine)).records, []);
+    });
+
+    clause('pruneLog trims behind the slowest consumer, and everything without one', async (engine) => {
+      for (let i = 1; i <= 20; i++) await put(engine, 'counter', '', 'n', i);
+      await engine.registerConsumer('slow', 5);
+      await engine.registerConsumer('fast', 15);
+      assert.deepEqual(await engine.pruneLog(), { floor: 5, last: 20, trimmed: 5, more: false });
+      assert.deepEqual((await engine.readLog(5, 100)).map((e) => e.seq), range(6, 20), 'the slow consumer reads on');
+      assert.deepEqual(await engine.pruneLog(), { floor: 5, last: 20, trimmed: 0, more: false }, 'nothing more to do');
+      await engine.advanceConsumer('slow', 12);
+      assert.equal((await engine.pruneLog()).floor, 12);
+      await engine.removeConsumer('slow');
+      assert.equal((await engine.pruneLog()).floor, 15, 'behind the one left');
+      await engine.removeConsumer('fast');
+      assert.deepEqual(await engine.pruneLog(), { floor: 20, last: 20, trimmed: 5, more: false }, 'no consumer: every entry may go');
+      assert.deepEqual(await engine.readLog(20, 10), []);
+      await put(engine, 'counter', '', 'n', 21);
+      assert.deepEqual((await engine.readLog(20, 10)).map((e) => e.seq), [21], 'numbering goes on');
+    });
+
+    clause('pruneLog drops at most entriesMax entries per call', async (engine) => {
+      for (let i = 1; i <= 12; i++) await put(engine, 'counter', '', 'n', i);
+      assert.deepEqual(await engine.pruneLog({ entriesMax: 5 }), { floor: 5, last: 12, trimmed: 5, more: true });
+      assert.deepEqual(await engine.pruneLog({ entriesMax: 5 }), { floor: 10, last: 12, trimmed: 5, more: true });
+      assert.deepEqual(await engine.pruneLog({ entriesMax: 5 }), { floor: 12, last: 12, trimmed: 2, more: false });
+    });
+
+    clause('the retention bound of entries trims what a consumer still needs; that consumer gets LogTrimmedError', async (engine) => {
+      await setLogRetention(engine, { entriesMax: 5 });
+      const base = await engine.lastSeq(); // the setting's own entry
+      for (let i = 1; i <= 15; i++) await put(engine, 'counter', '', 'n', i);
+      const last = base + 15;
+      await engine.registerConsumer('stuck', base);
+      await engine.registerConsumer('current', last);
+      assert.deepEqual(await engine.pruneLog(), { floor: last - 5, last, trimmed: last - 5, more: false });
+      await assert.rejects(engine.readLog(base, 100), (e: unknown) => e instanceof LogTrimmedError && e.floor === last - 5);
+      assert.equal((await engine.readLog(last - 5, 100)).length, 5, 'the newest entriesMax entries are kept');
+      // The consumer left behind re-bootstraps: registers again at a snapshot's seq and reads on from there.
+      const { seq } = await collect(engine);
+      await engine.registerConsumer('stuck', seq);
+      assert.deepEqual(await engine.readLog(seq, 10), []);
+      assert.deepEqual(await getLogRetention(engine), { ageMsMax: LOG_RETENTION_AGE_MS_DEFAULT, entriesMax: 5 });
+    });
+
+    clause('the retention bound of age trims entries older than it, whatever consumers need', async (engine) => {
+      const t0 = Date.UTC(2024, 0, 1);
+      // Entries one second apart (times come with replayed entries).
+      await engine.applyLog(range(1, 20).map((seq) => ({ seq, time: t0 + seq * 1000, ops: [['counter', '', 'n', seq]] as LogOp[] })));
+      await engine.registerConsumer('stuck', 0);
+      const ageMsMax = LOG_RETENTION_AGE_MS_DEFAULT;
+      // At this clock, entries 1..10 are older than the bound (times t0+1000 .. t0+10000 < t0+10500).
+      const r = await engine.pruneLog({ now: t0 + 10_500 + ageMsMax });
+      assert.deepEqual(r, { floor: 10, last: 20, trimmed: 10, more: false });
+      assert.deepEqual(await engine.pruneLog({ now: t0 + 10_500 + ageMsMax }), { floor: 10, last: 20, trimmed: 0, more: false });
+      // A shorter bound set on the volume.
+      await setLogRetention(engine, { ageMsMax: 1000 });
+      assert.equal((await engine.pruneLog({ now: t0 + 15_500 })).floor, 14);
+      await assert.rejects(engine.readLog(0, 10), LogTrimmedError);
+    });
+
+    clause('a commit whose seq reaches a multiple of LOG_PRUNE_EVERY_ENTRIES prunes in the background', async (engine) => {
+      // An engine seeded at seq 998 (as restore does), so that the next two commits are 999 and 1000.
+      await engine.restore(iterate([]), LOG_PRUNE_EVERY_ENTRIES - 2);
+      await put(engine, 'counter', '', 'n', 1);
+      await sleep(50);
+      assert.equal(await engine.logFloor(), LOG_PRUNE_EVERY_ENTRIES - 2, 'seq 999 started no prune');
+      await engine.registerConsumer('c', LOG_PRUNE_EVERY_ENTRIES - 1);
+      await put(engine, 'counter', '', 'n', 2);
+      for (let waited = 0; (await engine.logFloor()) !== LOG_PRUNE_EVERY_ENTRIES - 1; waited += 20) {
+        assert.ok(waited < 5000, `the log was not trimmed behind the consumer (floor ${await engine.logFloor()})`);
+        await sleep(20);
+      }
+      assert.deepEqual((await engine.readLog(LOG_PRUNE_EVERY_ENTRIES - 1, 10)).map((e) => e.seq), [LOG_PRUNE_EVERY_ENTRIES]);
     });
 
     // --- replication ---

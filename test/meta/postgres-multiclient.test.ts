@@ -64,6 +64,8 @@ await forEachEngine([PG], () => {
     const replica = new SqliteEngine(join(dir, 'meta.db'), { create: true });
     try {
       await formatVolume(engine, { name: 'multi', storage: 'mem://', blockBytes: 1 << 20, compression: 'none', trashDays: 0 });
+      // The whole log is replayed at the end: a registered consumer keeps it from being trimmed before.
+      await engine.registerConsumer('test', 0);
       const meta = await Meta.open(engine, { heartbeatMs: 0 });
       const d = await meta.mkdir(ROOT_CTX, ROOT_INO, 'shared', 0o777);
       const appendFile = await meta.create(ROOT_CTX, ROOT_INO, 'appended', 0o644);

@@ -267,6 +267,7 @@ function suites(): void {
       const replica = new SqliteEngine(join(dir, 'meta.db'), { create: true });
       try {
         await formatVolume(f.engine, { name: 'replay', storage: 'mem://', blockBytes: 1 << 20, compression: 'none', trashDays: 0 });
+        await f.engine.registerConsumer('replay', 0);
         const meta = await Meta.open(f.engine, { heartbeatMs: 0 });
         await randomWorkload(meta, 0x5eed, 300);
         // Replay in batches while the source keeps going, then the tail.

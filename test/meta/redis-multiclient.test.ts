@@ -55,6 +55,8 @@ await forEachEngine([REDIS], () => {
     before(async () => {
       engine = await openRedisEngine(url);
       await formatVolume(engine, { name: 'multi', storage: 'mem://multi', blockBytes: 4 << 20, compression: 'none', trashDays: 0 });
+      // The log is read back after the clients ran: a registered consumer keeps it from being trimmed before.
+      await engine.registerConsumer('test', 0);
       meta = await Meta.open(engine, { heartbeatMs: 0 });
     });
     after(async () => {

@@ -331,6 +331,8 @@ function suites(): void {
     const b = new SqliteEngine(join(dir, 'b.db'), { create: true });
     const c = new SqliteEngine(join(dir, 'c.db'), { create: true });
     await formatVolume(engine, { name: 'replay', storage: 'mem://replay', blockBytes: 4 << 20, compression: 'none', trashDays: 0 });
+    // b and c replay the log afterwards: as a registered consumer, so that no entry is trimmed before.
+    await engine.registerConsumer('replay', 0);
     const meta = await Meta.open(engine, { heartbeatMs: 0 });
     try {
       const workers = 4;

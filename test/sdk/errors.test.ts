@@ -82,7 +82,8 @@ void describe('SDK errors from the metadata engine', () => {
   void it('an engine that fails is EIO with the engine error as the cause, on every kind of call', async () => {
     const { FaultEngine, EngineUnavailableError } = await import('../../src/meta/faults.js');
     let engine: InstanceType<typeof FaultEngine> | undefined;
-    const t = await makeVolume({ wrapEngine: (e) => (engine = new FaultEngine(e, { seed: 3 })), lookupCacheMs: 0 });
+    // Few quick retries: the engine stays down for every call below.
+    const t = await makeVolume({ wrapEngine: (e) => (engine = new FaultEngine(e, { seed: 3 })), lookupCacheMs: 0, engineRetry: { attemptsMax: 2, retryMsMax: 50 } });
     try {
       await t.vol.writeFile('/f', data);
       engine!.setDown(true);
