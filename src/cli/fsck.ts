@@ -329,7 +329,7 @@ export function fsckSummary(r: FsckResult): string {
 }
 
 export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string; repair?: boolean }): Promise<void> {
-  const blocksInFlight = opts.threads === undefined ? FSCK_BLOCKS_IN_FLIGHT_DEFAULT : parseCount(opts.threads, 'threads', 1, 256);
+  const blocksInFlight = opts.threads === undefined ? FSCK_BLOCKS_IN_FLIGHT_DEFAULT : parseCount(opts.threads, '--threads', 1, 256);
   const tools = await openTools(metaUrl);
   let otherStores: Map<string, ObjectStore> | undefined;
   try {

@@ -6,8 +6,8 @@
  */
 
 import { createServer, type Server } from 'node:http';
-import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { Option, type Command } from 'commander';
+import { BadUsageError, UsageError } from '../errors.js';
 import { Meta } from '../meta/meta.js';
 import type { ObjectStore } from '../object/store.js';
 import type { RetryStore } from '../object/retry.js';
@@ -15,7 +15,7 @@ import { GC_GRACE_DEFAULT } from './gc.js';
 import { openRegionStores } from './region.js';
 import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_DEFAULT, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
-import { humanBytes, log, openEngine, out, parseCount, parseDuration, parseSize } from './util.js';
+import { choice, humanBytes, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
 
 export interface ReplicateCliOptions {
   once?: boolean;
@@ -24,23 +24,16 @@ export interface ReplicateCliOptions {
   to?: string;
   parallel?: string;
   bwlimit?: string;
-  grace: string;
+  grace?: string;
   keepReleased?: boolean;
   verify: string;
-  poll: string;
+  poll?: string;
   metrics?: string;
 }
 
 function regionList(s: string | undefined): string[] | undefined {
   if (s === undefined) return undefined;
   return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
-}
-
-function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^(?:(.*):)?(\d+)$/.exec(s);
-  const port = Number(m?.[2]);
-  if (m === null || !Number.isInteger(port) || port > 65535) throw new UsageError(`invalid --metrics '${s}': use HOST:PORT, like 127.0.0.1:9568`);
-  return { host: m[1] === undefined || m[1] === '' ? '127.0.0.1' : m[1].replace(/^\[(.*)\]$/, '$1'), port };
 }
 
 /** One line per region pair: "a>b 12.0 MiB". */
@@ -74,11 +67,10 @@ async function renderMetrics(meta: Meta, rep: Replicator): Promise<string> {
 export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Promise<void> {
   const parallel = o.parallel === undefined ? PARALLEL_DEFAULT : parseCount(o.parallel, '--parallel', 1, 1024);
   const bytesPerSecond = o.bwlimit === undefined ? 0 : parseSize(o.bwlimit.replace(/\/s$/i, ''), '--bwlimit');
-  const graceMs = o.keepReleased === true ? undefined : parseDuration(o.grace, '--grace');
-  const pollMs = parseDuration(o.poll, '--poll');
-  const verify = VERIFY_MODES.find((m) => m === o.verify);
-  if (verify === undefined) throw new UsageError(`invalid --verify '${o.verify}': use put (the server's digest of the copy, else read it back), full (read every copy back) or size (compare its size)`);
-  const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics);
+  const graceMs = o.keepReleased === true ? undefined : parseDuration(o.grace ?? GC_GRACE_DEFAULT, '--grace');
+  const pollMs = parseDuration(o.poll ?? '500ms', '--poll');
+  const verify = choice(VERIFY_MODES, "put (the server's digest of the copy, else read it back), full (read every copy back) or size (compare its size)")(o.verify, '--verify');
+  const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics, '--metrics');
   const { engine, format } = await openEngine(metaUrl);
   let stores: Map<string, ObjectStore> | undefined;
   let meta: Meta | undefined;
@@ -90,8 +82,10 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
     if (regions.regions.size < 2) {
       throw new UsageError(`volume '${format.name}' has one region: nothing to replicate (add one with "ferry region add")`);
     }
-    for (const r of [...(regionList(o.from) ?? []), ...(regionList(o.to) ?? [])]) {
-      if (!regions.regions.has(r)) throw new UsageError(`volume '${format.name}' has no region '${r}' (its regions: ${[...regions.regions.keys()].join(', ')})`);
+    for (const [what, list] of [['--from', o.from], ['--to', o.to]] as const) {
+      for (const r of regionList(list) ?? []) {
+        if (!regions.regions.has(r)) throw new BadUsageError(`invalid ${what} '${list!}': volume '${format.name}' has no region '${r}' (its regions: ${[...regions.regions.keys()].join(', ')})`);
+      }
     }
     stores = await openRegionStores(format);
     meta = await Meta.open(engine, { session: false, heartbeatMs: 0 });
@@ -183,15 +177,15 @@ export function register(program: Command): void {
     .option('--to <REGIONS>', 'only copy to these regions (comma-separated)')
     .option('--parallel <N>', `block copies in flight (default ${PARALLEL_DEFAULT})`)
     .option('--bwlimit <RATE>', 'cap on bytes copied per second, like 10M (MiB/s)')
-    .option('--grace <DURATION>', 'delete released slices in every bucket after this long (not with --from/--to)', GC_GRACE_DEFAULT)
-    .option('--keep-released', 'do not delete released slices (leave it to "ferry gc")')
+    .addOption(new Option('--grace <DURATION>', 'delete released slices in every bucket after this long (not with --from/--to)').conflicts(['from', 'to', 'keepReleased']))
+    .addOption(new Option('--keep-released', 'do not delete released slices (leave it to "ferry gc")'))
     .option(
       '--verify <MODE>',
       "put: the server's digest of the stored copy (S3: the ETag answered equals the Content-MD5 sent), else read it back; " +
         'full: read every copy back and compare; size: compare its size',
       VERIFY_DEFAULT,
     )
-    .option('--poll <DURATION>', 'pause between changelog polls when idle', '500ms')
+    .addOption(new Option('--poll <DURATION>', 'pause between changelog polls when idle (not with --once)').conflicts('once'))
     .option('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .addHelpText(
       'after',
