@@ -404,7 +404,7 @@ describe('fsck and gc', () => {
     assert.match(ok(['fsck', meta]), /volume is clean/);
     await failsCleanly(dir, ['gc', meta, '--grace', 'soon'], /invalid --grace 'soon'/, { code: 2 });
     await failsCleanly(dir, ['gc', meta, '--leak-age', '-1h'], /invalid --leak-age '-1h'/, { code: 2 });
-    await failsCleanly(dir, ['fsck', meta, '--threads', '0'], /invalid threads/, { code: 2 });
+    await failsCleanly(dir, ['fsck', meta, '--threads', '0'], /invalid --threads '0'/, { code: 2 });
   });
 
   it('fsck reports metadata damage and exits 1', async () => {
