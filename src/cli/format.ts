@@ -162,7 +162,7 @@ export async function runFormat(metaUrl: string, name: string, args: FormatArgs)
     }
     const created: string[] = [];
     try {
-      for (const url of regions === undefined ? [storage] : Object.values(regions).map((r) => r.storage)) {
+      for (const url of regions === undefined ? [storage] : Object.values(regions).flatMap((r) => (r.storage === undefined ? [] : [r.storage]))) {
         const dir = await prepareBucket(url, force);
         if (dir !== undefined) created.push(dir);
       }
@@ -185,7 +185,7 @@ export async function runFormat(metaUrl: string, name: string, args: FormatArgs)
         `  metadata: ${engine.description}\n` +
         (regions === undefined
           ? `  storage:  ${describeStoreUrl(format.storage)}\n`
-          : Object.entries(regions).map(([n, r]) => `  region ${n}${n === primary ? ' (primary)' : ''}: ${describeStoreUrl(r.storage)}\n`).join('')) +
+          : Object.entries(regions).map(([n, r]) => `  region ${n}${n === primary ? ' (primary)' : ''}: ${describeStoreUrl(r.storage ?? '')}\n`).join('')) +
         `  block size ${blockBytes >> 10} KiB, compression ${compression}, trash ${trashDays} day(s)\n`,
     );
   } finally {

@@ -2,6 +2,7 @@
 
 import type { Command } from 'commander';
 import { describeStoreUrl } from '../object/registry.js';
+import { maskUrl } from '../util/url.js';
 import type { FormatRec } from '../meta/types.js';
 import { humanBytes, openEngine, out, printJson } from './util.js';
 
@@ -9,7 +10,7 @@ import { humanBytes, openEngine, out, printJson } from './util.js';
 export function publicFormat(f: FormatRec): FormatRec {
   const masked: FormatRec = { ...f, storage: describeStoreUrl(f.storage) };
   if (f.regions !== undefined) {
-    masked.regions = Object.fromEntries(Object.entries(f.regions).map(([name, r]) => [name, { ...r, storage: describeStoreUrl(r.storage) }]));
+    masked.regions = Object.fromEntries(Object.entries(f.regions).map(([name, r]) => [name, { ...r, ...(r.storage === undefined ? {} : { storage: describeStoreUrl(r.storage) }), ...(r.replica === undefined ? {} : { replica: maskUrl(r.replica) }) }]));
   }
   return masked;
 }
@@ -23,7 +24,7 @@ export async function runInfo(metaUrl: string, opts: { json?: boolean }): Promis
       ['name', f.name],
       ['uuid', f.uuid],
       ['storage', f.storage],
-      ...Object.entries(f.regions ?? {}).map(([name, r]): [string, string] => [`region ${name}`, `${r.storage}${name === f.primary ? ' (primary)' : ''}`]),
+      ...Object.entries(f.regions ?? {}).map(([name, r]): [string, string] => [`region ${name}`, `${r.storage ?? '(no bucket)'}${r.replica === undefined ? '' : `, replica ${r.replica}`}${name === f.primary ? ' (primary)' : ''}`]),
       ['block size', humanBytes(f.blockBytes)],
       ['chunk size', humanBytes(f.chunkBytes)],
       ['compression', f.compression],

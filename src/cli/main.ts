@@ -22,6 +22,7 @@ import { register as registerGc } from './gc.js';
 import { register as registerInfo } from './info.js';
 import { register as registerLoad } from './load.js';
 import { register as registerLs } from './ls.js';
+import { register as registerMirror } from './mirror.js';
 import { register as registerMount } from './mount.js';
 import { register as registerRegion } from './region.js';
 import { register as registerReplicate } from './replicate.js';
@@ -50,7 +51,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

@@ -112,6 +112,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   const log = lineLog();
   let mount: Mount;
   let volName = '';
+  let readOnlyWhy: string | undefined;
   let server: Server | undefined;
   try {
     await checkMountpoint(abs);
@@ -120,10 +121,12 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
       onBackgroundError: (what, err) => log.error(`${what} failed`, err),
     });
     volName = vol.info.name;
+    readOnlyWhy = vol.vfs.readOnly;
     try {
       mount = await Mount.mount(vol, {
         mountpoint: abs,
-        readOnly: o.readOnly === true,
+        // A mirror's replica is mounted read-only whatever was asked: the kernel then refuses writes at once.
+        readOnly: o.readOnly === true || vol.vfs.readOnly !== undefined,
         allowOther: o.allowOther === true,
         ...(attrTimeoutSec === undefined ? {} : { attrTimeoutSec }),
         ...(entryTimeoutSec === undefined ? {} : { entryTimeoutSec }),
@@ -155,7 +158,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
-  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true ? ' (read-only)' : ''}${metrics ? `; metrics on http://${metricsAt}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${metrics ? `; metrics on http://${metricsAt}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
 

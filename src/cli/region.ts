@@ -5,12 +5,14 @@
  */
 
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { BadUsageError, UsageError } from '../errors.js';
 import type { FormatRec } from '../meta/types.js';
 import { describeStoreUrl, openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
 import type { ObjectStore } from '../object/store.js';
-import { addRegion, checkRegionName, removeRegion, sliceHome, volumeRegions } from '../region/regions.js';
+import { addRegion, checkRegionName, regionRole, removeRegion, sliceHome, volumeRegions } from '../region/regions.js';
+import { prepareReplica } from '../region/mirror.js';
+import { maskUrl } from '../util/url.js';
 import { prepareBucket } from './format.js';
 import { asBadUsage, checkBucket, openEngine, openMetaTools, out, printJson } from './util.js';
 
@@ -51,26 +53,43 @@ export async function runRegionList(metaUrl: string, opts: { json?: boolean }): 
   const { engine, format } = await openEngine(metaUrl);
   try {
     const r = volumeRegions(format);
-    const rows = [...r.regions].map(([name, rec]) => ({ name, primary: name === r.primary, storage: describeStoreUrl(rec.storage) }));
+    const rows = [...r.all].map(([name, rec]) => ({
+      name,
+      primary: name === r.primary,
+      role: regionRole(r, name),
+      storage: rec.storage === undefined ? null : describeStoreUrl(rec.storage),
+      replica: rec.replica === undefined ? null : maskUrl(rec.replica),
+    }));
     if (opts.json === true) return await printJson(rows);
     const width = Math.max(6, ...rows.map((x) => x.name.length)) + 2;
-    await out(rows.map((x) => `${x.name.padEnd(width)}${x.primary ? 'primary  ' : '         '}${x.storage}\n`).join(''));
+    const roleWidth = Math.max(...rows.map((x) => x.role.length)) + 2;
+    await out(
+      rows
+        .map((x) => `${x.name.padEnd(width)}${x.role.padEnd(roleWidth)}${x.storage ?? '(no bucket: reads the primary\'s)'}${x.replica === null ? '' : `  replica ${x.replica}`}\n`)
+        .join(''),
+    );
   } finally {
     await engine.close();
   }
 }
 
-export async function runRegionAdd(metaUrl: string, name: string, url: string, opts: { force?: boolean }): Promise<void> {
+export async function runRegionAdd(metaUrl: string, name: string, url: string | undefined, opts: { force?: boolean; replica?: string }): Promise<void> {
   asBadUsage(() => checkRegionName(name));
+  if (url === undefined && opts.replica === undefined) {
+    throw new BadUsageError(`region '${name}' needs a bucket URL, a --replica metadata URL, or both`);
+  }
   const { engine, format } = await openEngine(metaUrl);
   try {
-    if (volumeRegions(format).regions.has(name)) throw new UsageError(`volume '${format.name}' already has a region '${name}'`);
-    await prepareBucket(url, opts.force === true);
-    const next = await addRegion(engine, name, url);
+    if (volumeRegions(format).all.has(name)) throw new UsageError(`volume '${format.name}' already has a region '${name}'`);
+    if (url !== undefined) await prepareBucket(url, opts.force === true);
+    if (opts.replica !== undefined) await prepareReplica(opts.replica, format, name, opts.force === true);
+    const next = await addRegion(engine, name, { ...(url === undefined ? {} : { storage: url }), ...(opts.replica === undefined ? {} : { replica: opts.replica }) });
     const r = volumeRegions(next);
+    const what = [url === undefined ? undefined : describeStoreUrl(url), opts.replica === undefined ? undefined : `replica ${maskUrl(opts.replica)}`].filter((x) => x !== undefined).join(', ');
     await out(
-      `added region '${name}' (${describeStoreUrl(url)}) to volume '${next.name}'; regions: ${[...r.regions.keys()].join(', ')} (primary ${r.primary})\n` +
-        `  its bucket fills as \`ferry replicate\` copies the existing blocks\n`,
+      `added region '${name}' (${what}) to volume '${next.name}' as a ${regionRole(r, name)}; regions: ${[...r.all.keys()].join(', ')} (primary ${r.primary})\n` +
+        (url === undefined ? '' : `  its bucket fills as \`ferry replicate\` copies the existing blocks\n`) +
+        (opts.replica === undefined ? '' : `  its replica fills once \`ferry mirror ${maskUrl(metaUrl)} --region ${name}\` runs; then its clients open ${maskUrl(opts.replica)}\n`),
     );
   } finally {
     await engine.close();
@@ -81,7 +100,7 @@ export async function runRegionRemove(metaUrl: string, name: string, opts: { for
   const tools = await openMetaTools(metaUrl);
   try {
     const r = volumeRegions(tools.format);
-    if (!r.regions.has(name)) throw new UsageError(`volume '${tools.format.name}' has no region '${name}'`);
+    if (!r.all.has(name)) throw new UsageError(`volume '${tools.format.name}' has no region '${name}'`);
     if (name === r.primary) throw new UsageError(`region '${name}' is the primary and cannot be removed`);
     let only = 0;
     for (const s of (await tools.meta.listSlices()).values()) {
@@ -103,10 +122,12 @@ export function register(program: Command): void {
   const region = program
     .command('region')
     .summary("list or change a volume's regions")
-    .description("List, add or remove a volume's regions. Each region has a bucket; clients run in one (--region) and write to its bucket.");
+    .description(
+      "List, add or remove a volume's regions. A region has a bucket, a metadata replica (a mirror region), or both; clients run in one (--region, or by opening its replica) and write to its bucket.",
+    );
   region
     .command('list')
-    .description("List the volume's regions, the primary and their buckets (secrets masked).")
+    .description("List the volume's regions with their role (primary, bucket, mirror, metadata-only mirror), buckets and replicas (secrets masked).")
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--json', 'print JSON')
     .action((meta: string, opts: { json?: boolean }) => runRegionList(meta, opts));
@@ -115,10 +136,16 @@ export function register(program: Command): void {
     .description('Add a region with its bucket. A one-region volume first names its bucket region "default" (the primary).')
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .argument('<NAME>', 'region name: 1-32 characters of a-z, 0-9, -')
-    .argument('<URL>', 'bucket URL, e.g. file:///data/bucket-b')
-    .option('--force', 'use a bucket that already holds volume data')
-    .addHelpText('after', '\nExamples:\n  $ ferry region add sqlite:///data/vol.db eu file:///data/bucket-eu\n  $ ferry replicate sqlite:///data/vol.db --once')
-    .action((meta: string, name: string, url: string, opts: { force?: boolean }) => runRegionAdd(meta, name, url, opts));
+    .argument('[URL]', 'bucket URL, e.g. file:///data/bucket-b (none: a metadata-only mirror, which reads the primary\'s bucket)')
+    .option('--replica <META>', 'metadata URL of the region\'s replica (a mirror region, kept current by "ferry mirror")')
+    .option('--force', 'use a bucket that already holds volume data, or a replica that holds another volume')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry region add sqlite:///data/vol.db eu file:///data/bucket-eu\n  $ ferry replicate sqlite:///data/vol.db --once\n' +
+        '  $ ferry region add sqlite:///data/vol.db far --replica sqlite:///far/replica.db      # metadata-only mirror\n' +
+        '  $ ferry mirror sqlite:///data/vol.db --region far',
+    )
+    .action((meta: string, name: string, url: string | undefined, opts: { force?: boolean; replica?: string }) => runRegionAdd(meta, name, url, opts));
   region
     .command('remove')
     .description('Remove a region (not the primary). Refuses while the region alone holds some slice, unless --force.')

@@ -9,7 +9,9 @@ import { humanAge, humanBytes, openMetaTools, out, printJson } from './util.js';
 import { publicFormat } from './info.js';
 import { sessionIsStale } from '../meta/meta.js';
 import { replicationStatus } from '../region/replicate.js';
-import { volumeRegions } from '../region/regions.js';
+import { regionRole, volumeRegions } from '../region/regions.js';
+import { mirrorStatus } from '../region/mirror.js';
+import { readMirrorIdentity } from '../meta/mirror.js';
 import { copiedSummary } from './replicate.js';
 import { getLogRetention } from '../meta/retention.js';
 import { retentionSummary } from './config.js';
@@ -32,6 +34,9 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     }));
     const regions = volumeRegions(tools.format);
     const replication = regions.named ? await replicationStatus(tools.meta, now) : [];
+    const mirrors = regions.named ? await mirrorStatus(tools.engine, tools.format, now) : [];
+    // Opened on a replica: what it mirrors, and how far it is.
+    const identity = await readMirrorIdentity(tools.engine);
     const status = {
       volume: publicFormat(tools.format),
       usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
@@ -39,7 +44,10 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
       sessions,
       changelog: { lastSeq, floor, length: lastSeq - floor, retention, consumers },
-      ...(regions.named ? { regions: { primary: regions.primary, names: [...regions.regions.keys()] }, replication } : {}),
+      ...(regions.named
+        ? { regions: { primary: regions.primary, names: [...regions.all.keys()], roles: Object.fromEntries([...regions.all.keys()].map((n) => [n, regionRole(regions, n)])) }, replication, mirrors }
+        : {}),
+      ...(identity === undefined ? {} : { replicaOf: { ...identity, applied: lastSeq } }),
     };
     if (opts.json === true) return await printJson(status);
     const lines = [
@@ -56,9 +64,20 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
           `, updated ${humanAge(now - c.updated)} ago`,
       ),
     ];
+    if (identity !== undefined) {
+      lines.splice(1, 0, `replica:   of volume '${identity.name}' for region '${identity.region}' (primary region '${identity.primary}'), applied up to seq ${lastSeq}; read-only`);
+    }
     if (regions.named) {
-      lines.push(`regions:   ${[...regions.regions.keys()].map((r) => (r === regions.primary ? `${r} (primary)` : r)).join(', ')}`);
-      if (replication.length === 0) lines.push('replication: never run (start "ferry replicate")');
+      lines.push(`regions:   ${[...regions.all.keys()].map((r) => `${r} (${regionRole(regions, r)})`).join(', ')}`);
+      for (const m of identity === undefined ? mirrors : []) {
+        lines.push(
+          m.applied === undefined
+            ? `mirror ${m.region}: follower never ran (start "ferry mirror META --region ${m.region}")`
+            : `mirror ${m.region} (${m.role}) at seq ${m.applied}, lag ${m.lagEntries} entries / ${(m.lagSeconds ?? 0).toFixed(1)}s, ` +
+                `${m.bootstraps} bootstrap(s), reported ${humanAge(now - (m.updated ?? now))} ago${m.error === undefined ? '' : `; last error: ${m.error}`}`,
+        );
+      }
+      if (replication.length === 0 && regions.regions.size > 1) lines.push('replication: never run (start "ferry replicate")');
       for (const r of replication) {
         const b = r.backlog;
         lines.push(

@@ -28,6 +28,8 @@
  *                                        progress; per-slice results are logged in `slice` records instead)
  *   consumer   ''           name         ConsumerRec: a changelog consumer's position (not logged: it is about
  *                                        this engine's own log; see registerConsumer)
+ *   mirror     ''           'identity'   MirrorIdentity: this engine is a metadata replica (region/mirror.ts) — of
+ *                                        which volume, serving which region (not logged: it is about this copy)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
@@ -57,11 +59,12 @@ export const KINDS = [
   'lock',
   'replica',
   'consumer',
+  'mirror',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -100,6 +100,11 @@ export interface MetaOptions {
   session?: boolean;
   /** Clock, for tests. */
   now?: () => number;
+  /**
+   * The engine is a mirror's replica (read-only to clients): a dead client's cleanup drops its own records
+   * only. Usage records there are the primary's (replicated), whatever session numbers they carry.
+   */
+  replica?: boolean;
 }
 
 export interface FormatOptions {
@@ -170,7 +175,7 @@ export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now 
   if (opts.regions !== undefined) {
     const primary = opts.primary ?? Object.keys(opts.regions)[0];
     const p = primary === undefined ? undefined : opts.regions[primary];
-    if (p === undefined) throw new FsError('EINVAL', `primary region ${JSON.stringify(primary)} is not one of the volume's regions`);
+    if (p?.storage === undefined) throw new FsError('EINVAL', `primary region ${JSON.stringify(primary)} is not one of the volume's regions, or has no bucket`);
     regions = { storage: p.storage, regions: { ...opts.regions }, primary: primary! };
   }
   const format: FormatRec = {
@@ -281,6 +286,7 @@ export class Meta {
       now: options.now ?? Date.now,
       lookupCacheMs: options.lookupCacheMs ?? 1000,
       usageFlushMs: options.usageFlushMs ?? 1000,
+      replica: options.replica ?? false,
     };
     this.cache = new LookupCache(this.options.lookupCacheMs);
   }
@@ -374,7 +380,7 @@ export class Meta {
 
   private async cleanSession(sid: number): Promise<void> {
     this.cache.clear();
-    await this.mergeUsage(sid);
+    if (!this.options.replica) await this.mergeUsage(sid);
     await this.dropSessionLocks(sid);
     for (;;) {
       const batch = await this.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });

@@ -129,8 +129,29 @@ export interface SessionRec {
 
 /** One region of a volume (DESIGN §2): for now, its bucket. */
 export interface RegionRec {
-  /** Object store URL of the region's bucket (secrets kept; printed masked). */
-  storage: string;
+  /**
+   * Object store URL of the region's bucket (secrets kept; printed masked). Absent for a metadata-only mirror:
+   * its clients read the primary's bucket (through their caches).
+   */
+  storage?: string;
+  /**
+   * Metadata URL of the region's replica (a mirror region, DESIGN §7): kept current by `ferry mirror`; the
+   * region's clients open it instead of the primary's engine. Secrets kept; printed masked.
+   */
+  replica?: string;
+}
+
+/** What a metadata replica knows of itself (the `mirror` record; region/mirror.ts). */
+export interface MirrorIdentity {
+  /** The volume it mirrors (FormatRec uuid and name). */
+  volume: string;
+  name: string;
+  /** The region whose clients it serves. */
+  region: string;
+  /** The primary region (where writes go). */
+  primary: string;
+  /** When the follower last bootstrapped it, ms. */
+  bootstrapped: number;
 }
 
 /**

@@ -21,23 +21,50 @@ export const DEFAULT_REGION = 'default';
 /** Region names: like volume names, short and safe in metrics labels and checkpoint keys. */
 const REGION_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
+/** A region that has a bucket. */
+export type BucketRegion = RegionRec & { storage: string };
+
 export interface VolumeRegions {
   primary: string;
-  /** Name -> region, the primary first, then the others in the record's order. */
-  regions: ReadonlyMap<string, RegionRec>;
+  /**
+   * The regions that have a bucket (every one but metadata-only mirrors), the primary first, then the others
+   * in the record's order: what placement, the replicator, fsck and gc iterate.
+   */
+  regions: ReadonlyMap<string, BucketRegion>;
+  /** Every region, buckets or not, in the same order (clients' regions, `region list`, mirrors). */
+  all: ReadonlyMap<string, RegionRec>;
   /** False for a one-region record without names (`storage` only). */
   named: boolean;
 }
 
 export function volumeRegions(format: FormatRec): VolumeRegions {
   if (format.regions === undefined || format.primary === undefined) {
-    return { primary: DEFAULT_REGION, regions: new Map([[DEFAULT_REGION, { storage: format.storage }]]), named: false };
+    const one = new Map([[DEFAULT_REGION, { storage: format.storage }]]);
+    return { primary: DEFAULT_REGION, regions: one, all: one, named: false };
   }
   const primary = format.regions[format.primary];
-  if (primary === undefined) throw new Error(`assertion failed: primary region ${format.primary} missing from the format record`);
-  const regions = new Map<string, RegionRec>([[format.primary, primary]]);
-  for (const [name, r] of Object.entries(format.regions)) if (name !== format.primary) regions.set(name, r);
-  return { primary: format.primary, regions, named: true };
+  if (primary?.storage === undefined) throw new Error(`assertion failed: primary region ${format.primary} missing from the format record, or without a bucket`);
+  const all = new Map<string, RegionRec>([[format.primary, primary]]);
+  for (const [name, r] of Object.entries(format.regions)) if (name !== format.primary) all.set(name, r);
+  const regions = new Map<string, BucketRegion>();
+  for (const [name, r] of all) if (r.storage !== undefined) regions.set(name, { ...r, storage: r.storage });
+  return { primary: format.primary, regions, all, named: true };
+}
+
+/**
+ * The region whose bucket a client of region `name` writes to and reads first: its own, or for a
+ * metadata-only mirror (no bucket) the primary's.
+ */
+export function bucketRegion(r: VolumeRegions, name: string): string {
+  return r.regions.has(name) ? name : r.primary;
+}
+
+/** What a region is, for `region list` and `status`. */
+export function regionRole(r: VolumeRegions, name: string): 'primary' | 'bucket' | 'mirror' | 'metadata-only mirror' {
+  const rec = r.all.get(name);
+  if (name === r.primary) return 'primary';
+  if (rec?.replica === undefined) return 'bucket';
+  return rec.storage === undefined ? 'metadata-only mirror' : 'mirror';
 }
 
 /** The region a slice's blocks were written to. */
@@ -60,8 +87,8 @@ export function clientRegion(format: FormatRec, wanted: string | undefined): str
   const r = volumeRegions(format);
   if (wanted === undefined) return r.primary;
   if (!r.named) return wanted;
-  if (!r.regions.has(wanted)) {
-    throw new UsageError(`volume '${format.name}' has no region '${wanted}' (its regions: ${[...r.regions.keys()].join(', ')})`);
+  if (!r.all.has(wanted)) {
+    throw new UsageError(`volume '${format.name}' has no region '${wanted}' (its regions: ${[...r.all.keys()].join(', ')})`);
   }
   return wanted;
 }
@@ -78,7 +105,7 @@ export function parseRegionArg(arg: string): { name: string; storage: string } {
 /** A format record with the regions `regions` and primary `primary`, `storage` following the primary. */
 export function withRegions(format: FormatRec, regions: ReadonlyMap<string, RegionRec>, primary: string): FormatRec {
   const p = regions.get(primary);
-  if (p === undefined) throw new Error(`assertion failed: primary ${primary} not among the regions`);
+  if (p?.storage === undefined) throw new Error(`assertion failed: primary ${primary} not among the regions, or without a bucket`);
   return { ...format, storage: p.storage, regions: Object.fromEntries(regions), primary };
 }
 
@@ -86,15 +113,16 @@ export function withRegions(format: FormatRec, regions: ReadonlyMap<string, Regi
  * Adds a region in one transaction. A one-region record without names becomes a named one, its bucket the
  * region DEFAULT_REGION (the primary), so that every existing slice keeps its home.
  */
-export async function addRegion(engine: MetaEngine, name: string, storage: string): Promise<FormatRec> {
+export async function addRegion(engine: MetaEngine, name: string, rec: RegionRec): Promise<FormatRec> {
   checkRegionName(name);
+  if (rec.storage === undefined && rec.replica === undefined) throw new UsageError(`region '${name}' needs a bucket, a replica, or both`);
   return engine.txn(async (tx) => {
     const f = await tx.get<FormatRec>('setting', '', 'format');
     if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
     const r = volumeRegions(f);
-    if (r.regions.has(name)) throw new UsageError(`volume '${f.name}' already has a region '${name}'`);
-    const regions = new Map(r.regions);
-    regions.set(name, { storage });
+    if (r.all.has(name)) throw new UsageError(`volume '${f.name}' already has a region '${name}'`);
+    const regions = new Map(r.all);
+    regions.set(name, rec);
     const next = withRegions(f, regions, r.primary);
     tx.put('setting', '', 'format', next);
     return next;
@@ -107,9 +135,9 @@ export async function removeRegion(engine: MetaEngine, name: string): Promise<Fo
     const f = await tx.get<FormatRec>('setting', '', 'format');
     if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
     const r = volumeRegions(f);
-    if (!r.regions.has(name)) throw new UsageError(`volume '${f.name}' has no region '${name}'`);
+    if (!r.all.has(name)) throw new UsageError(`volume '${f.name}' has no region '${name}'`);
     if (name === r.primary) throw new UsageError(`region '${name}' is the primary and cannot be removed`);
-    const regions = new Map(r.regions);
+    const regions = new Map(r.all);
     regions.delete(name);
     const next = withRegions(f, regions, r.primary);
     tx.put('setting', '', 'format', next);

@@ -48,12 +48,12 @@ import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
 import { putConsumerPosition } from '../meta/core.js';
 import type { Meta } from '../meta/meta.js';
-import type { FormatRec, RegionRec, SliceRefRec } from '../meta/types.js';
+import type { FormatRec, SliceRefRec } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
 import { deleteReleasedSlices, sliceBlockKeys } from './deletion.js';
-import { reloadFormat, sliceHome, volumeRegions, type VolumeRegions } from './regions.js';
+import { reloadFormat, sliceHome, volumeRegions, type BucketRegion, type VolumeRegions } from './regions.js';
 
 export const PARALLEL_DEFAULT = 16;
 export type VerifyMode = 'full' | 'size' | 'put';
@@ -121,7 +121,7 @@ export interface ReplicatorOptions {
   meta: Meta;
   /** Buckets by region name (wrapped in retries by the caller). Regions missing here are opened with `openStore`. */
   stores: ReadonlyMap<string, ObjectStore>;
-  openStore?: (region: string, rec: RegionRec) => Promise<ObjectStore>;
+  openStore?: (region: string, rec: BucketRegion) => Promise<ObjectStore>;
   /** Only slices whose home is one of these. */
   from?: readonly string[] | undefined;
   /** Only copies to these regions. */
@@ -203,7 +203,7 @@ export class Replicator {
   private readonly engine: MetaEngine;
   private readonly stores: Map<string, ObjectStore>;
   private readonly opened = new Set<string>();
-  private readonly openStore: ((region: string, rec: RegionRec) => Promise<ObjectStore>) | undefined;
+  private readonly openStore: ((region: string, rec: BucketRegion) => Promise<ObjectStore>) | undefined;
   private readonly from: ReadonlySet<string> | undefined;
   private readonly to: ReadonlySet<string> | undefined;
   private readonly parallel: number;

@@ -28,7 +28,9 @@ import type { DiskBlockCacheOptions } from '../cache/disk.js';
 import { Vfs, type VfsOptions } from '../vfs/vfs.js';
 import { Volume } from './volume.js';
 import { RegionPlacement } from '../region/placement.js';
-import { clientRegion, volumeRegions } from '../region/regions.js';
+import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
+import { readMirrorIdentity } from '../meta/mirror.js';
+import { ReadOnlyEngine } from '../meta/readonly.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -89,15 +91,26 @@ export async function openBucket(url: string): Promise<ObjectStore> {
 
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const opened = await openMetaEngine(metaUrl);
-  const engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
+  let engine: MetaEngine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
   try {
     // The region is checked before a session is opened, so a mistyped --region leaves no trace.
     const stored = await loadFormat(engine);
-    const region = stored === undefined ? options.region : clientRegion(stored, options.region);
-    const metaOptions: MetaOptions = {};
+    // A mirror region's replica: its clients run in that region, and nothing they do may change the volume
+    // (the replica must stay a copy of the primary's history); writes go through the primary.
+    const mirror = stored === undefined ? undefined : await readMirrorIdentity(engine);
+    let readOnlyReason: string | undefined;
+    if (mirror !== undefined) {
+      if (options.region !== undefined && options.region !== mirror.region) {
+        throw new UsageError(`${engine.description} is the replica of region '${mirror.region}': its clients run there (not in '${options.region}')`);
+      }
+      readOnlyReason = `read-only mirror of volume '${mirror.name}' in region '${mirror.region}': write through the primary region '${mirror.primary}'`;
+      engine = new ReadOnlyEngine(engine, readOnlyReason);
+    }
+    const region = stored === undefined ? options.region : clientRegion(stored, options.region ?? mirror?.region);
+    const metaOptions: MetaOptions = { replica: mirror !== undefined };
     if (region !== undefined) metaOptions.region = region;
     if (options.heartbeatMs !== undefined) metaOptions.heartbeatMs = options.heartbeatMs;
     if (options.sessionStaleMs !== undefined) metaOptions.sessionStaleMs = options.sessionStaleMs;
@@ -106,8 +119,9 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const format = meta.format;
     loadCompression(format.compression);
     const regions = volumeRegions(format);
-    // A one-region volume has one bucket, whatever region name the client gave (a label for its session).
-    const here = regions.named ? (region ?? regions.primary) : regions.primary;
+    // A one-region volume has one bucket, whatever region name the client gave (a label for its session); a
+    // metadata-only mirror has none and reads the primary's.
+    const here = regions.named ? bucketRegion(regions, region ?? regions.primary) : regions.primary;
     store = options.stores?.[here] ?? options.store ?? (await openBucket(regions.regions.get(here)!.storage));
     let placement: RegionPlacement | undefined;
     if (regions.named && regions.regions.size > 1) {
@@ -142,7 +156,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       diskCache,
       ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
     });
-    const vfs = new Vfs(meta, chunks, options);
+    const vfs = new Vfs(meta, chunks, readOnlyReason === undefined ? options : { ...options, readOnlyReason });
     const info = os.userInfo();
     const ctx: Ctx = { uid: options.uid ?? info.uid, gid: options.gid ?? info.gid, gids: options.gids ?? [] };
     const m = meta;

@@ -39,6 +39,8 @@ export interface VfsOptions {
   compactSlicesMin?: number;
   /** Called with every background failure (logged and counted by the owner). */
   onBackgroundError?: (what: string, err: unknown) => void;
+  /** Why nothing may change through this Vfs (a mirror's replica): front ends mount read-only. */
+  readOnlyReason?: string;
 }
 
 export const O_ACCMODE = 3;
@@ -94,13 +96,17 @@ export class Vfs {
   private buffered = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly uploads: Limiter;
-  private readonly opts: Required<VfsOptions>;
+  private readonly opts: Required<Omit<VfsOptions, 'readOnlyReason'>>;
   private readonly compacting = new Set<string>();
   private background = new Set<Promise<void>>();
   /** Bumped whenever a writer's pending length drops, before it does (see withWrites). */
   private flushEpoch = 0;
 
+  /** Why nothing may change through this Vfs, or undefined (see VfsOptions.readOnlyReason). */
+  readonly readOnly: string | undefined;
+
   constructor(meta: Meta, chunks: ChunkStore, options: VfsOptions = {}) {
+    this.readOnly = options.readOnlyReason;
     this.meta = meta;
     this.chunks = chunks;
     this.opts = {

@@ -30,7 +30,7 @@ describe('ferry region commands', () => {
   it('formats with regions, writes in one and reads in the other before and after replicate', () => {
     const outp = ok(['format', meta, 'regvol', '--region', `a=file://${bucket('a')}`, '--region', `b=file://${bucket('b')}`, '--primary', 'b', '--block-size', '64K', '--trash-days', '0']);
     assert.match(outp, /region b \(primary\)/);
-    assert.match(ok(['region', 'list', meta]), /^b\s+primary\s+file:.*\na\s+file:/);
+    assert.match(ok(['region', 'list', meta]), /^b\s+primary\s+file:.*\na\s+bucket\s+file:/);
     const local = path.join(dir, 'data.bin');
     const data = pseudoRandom(300_000, 9);
     writeFileSync(local, data);
@@ -44,7 +44,7 @@ describe('ferry region commands', () => {
     assert.match(ok(['replicate', meta, '--once']), /replicated 1 slice\(s\), 5 block\(s\).*0 pending.*a -> b 293 KiB/);
     assert.equal(countFiles(bucket('b')), 5);
     const status = ok(['status', meta]);
-    assert.match(status, /regions:\s+b \(primary\), a/);
+    assert.match(status, /regions:\s+b \(primary\), a \(bucket\)/);
     assert.match(status, /replication at seq (\d+) of \1, lag 0\.0s, backlog 0 blocks/);
     const st = JSON.parse(ok(['status', meta, '--json'])) as { replication: Array<{ stats: { copiedBytes: Record<string, number> } }> };
     assert.ok((st.replication[0]?.stats.copiedBytes['a>b'] ?? 0) > 0);

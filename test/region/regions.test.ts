@@ -51,9 +51,9 @@ describe('regions in the volume format', () => {
         assert.deepEqual([...r.regions.keys()], ['a', 'b']);
         assert.equal(f.storage, `file://${lab.bucket('a')}`, 'storage follows the primary');
         assert.deepEqual([...volumeRegions({ ...f, regions: undefined, primary: undefined } as never).regions.keys()], ['default']);
-        const added = await addRegion(engine, 'c', 'mem://c');
+        const added = await addRegion(engine, 'c', { storage: 'mem://c' });
         assert.deepEqual([...volumeRegions(added).regions.keys()], ['a', 'b', 'c']);
-        await assert.rejects(addRegion(engine, 'c', 'mem://c'), /already has a region 'c'/);
+        await assert.rejects(addRegion(engine, 'c', { storage: 'mem://c' }), /already has a region 'c'/);
         await assert.rejects(removeRegion(engine, 'a'), /primary and cannot be removed/);
         const removed = await removeRegion(engine, 'c');
         assert.deepEqual([...volumeRegions(removed).regions.keys()], ['a', 'b']);

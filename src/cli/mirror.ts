@@ -1,0 +1,196 @@
+/**
+ * `ferry mirror META --region NAME`: the follower of a mirror region's metadata replica (region/mirror.ts);
+ * `ferry mirror verify META --region NAME`: compares the replica with the primary without stopping either.
+ *
+ * The replica's URL comes from the region's record in the primary's volume (`ferry region add ... --replica`).
+ * `--once` catches up to the primary's newest sequence and exits 0; without it the follower runs until
+ * SIGINT/SIGTERM, riding out an unreachable primary or replica. `--metrics` serves Prometheus metrics (lag in
+ * entries and seconds, apply rate, bootstraps, errors).
+ */
+
+import { createServer, type Server } from 'node:http';
+import type { Command } from 'commander';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { BadUsageError, UsageError } from '../errors.js';
+import { openMetaEngine } from '../meta/registry.js';
+import { RetryEngine } from '../meta/retry.js';
+import type { MetaEngine } from '../meta/engine.js';
+import { MirrorFollower, verifyMirror, type MirrorEvent } from '../region/mirror.js';
+import { volumeRegions } from '../region/regions.js';
+import { maskUrl } from '../util/url.js';
+import { log, openEngine, out, parseHostPort, printJson, valueOption } from './util.js';
+
+interface MirrorCliOptions {
+  region: string;
+  once?: boolean;
+  metrics?: { host: string; port: number };
+  json?: boolean;
+}
+
+/** The primary (checked) and the region's replica engine. */
+async function openPair(metaUrl: string, region: string): Promise<{ primary: MetaEngine; replica: MetaEngine; replicaUrl: string }> {
+  const { engine: primary, format } = await openEngine(metaUrl);
+  try {
+    const r = volumeRegions(format);
+    const rec = r.all.get(region);
+    if (rec === undefined) throw new BadUsageError(`invalid --region '${region}': volume '${format.name}' has no such region (its regions: ${[...r.all.keys()].join(', ')})`);
+    if (rec.replica === undefined) {
+      throw new BadUsageError(`invalid --region '${region}': region '${region}' has no replica (give it one: ferry region add META NAME [BUCKET] --replica REPLICA-META)`);
+    }
+    let replica: MetaEngine;
+    try {
+      replica = new RetryEngine(await openMetaEngine(rec.replica, { create: true }));
+    } catch (err) {
+      throw new UsageError(`cannot open the replica of region '${region}' (${maskUrl(rec.replica)}): ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return { primary, replica, replicaUrl: rec.replica };
+  } catch (err) {
+    await primary.close();
+    throw err;
+  }
+}
+
+function describe(e: MirrorEvent): void {
+  if (e.type === 'bootstrap') log().info({ seq: e.seq, records: e.records, ms: e.ms, why: e.why }, 'bootstrapped the replica');
+  else if (e.type === 'error') log().warn({ err: e.error }, 'mirror step failed; retrying');
+  else log().debug(e, 'applied');
+}
+
+export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<void> {
+  const { primary, replica, replicaUrl } = await openPair(metaUrl, o.region);
+  let server: Server | undefined;
+  const controller = new AbortController();
+  const stop = (): void => controller.abort(new Error('interrupted'));
+  try {
+    const follower = new MirrorFollower({ primary, replica, region: o.region, onEvent: describe });
+    if (o.metrics !== undefined) server = await serveMetrics(follower, o.metrics);
+    await follower.prepare();
+    if (o.once === true) {
+      const s = await follower.once(controller.signal);
+      await out(`mirror ${o.region}: replica ${maskUrl(replicaUrl)} at seq ${s.applied} (${s.entriesApplied} entries applied${s.bootstraps > 0 ? `, bootstrapped ${s.bootstraps}×` : ''})\n`);
+      return;
+    }
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    log().info({ region: o.region, replica: maskUrl(replicaUrl), seq: follower.stats.applied }, 'following the primary');
+    await follower.run(controller.signal);
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    server?.close();
+    await replica.close();
+    await primary.close();
+  }
+}
+
+async function serveMetrics(f: MirrorFollower, at: { host: string; port: number }): Promise<Server> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'ferry_mirror_process_' });
+  const labels = { region: f.region };
+  new Gauge({
+    name: 'ferry_mirror_applied_seq',
+    help: 'Last primary changelog sequence the replica applied',
+    labelNames: ['region'],
+    registers: [registry],
+    collect() {
+      this.set(labels, f.stats.applied);
+    },
+  });
+  new Gauge({
+    name: 'ferry_mirror_lag_entries',
+    help: 'Primary changelog entries the replica has not applied (as last seen)',
+    labelNames: ['region'],
+    registers: [registry],
+    collect() {
+      this.set(labels, Math.max(0, f.stats.primaryLast - f.stats.applied));
+    },
+  });
+  new Gauge({
+    name: 'ferry_mirror_lag_seconds',
+    help: 'Age of the newest entry applied when the replica is behind, else 0',
+    labelNames: ['region'],
+    registers: [registry],
+    collect() {
+      const behind = f.stats.primaryLast > f.stats.applied && f.stats.appliedTime > 0;
+      this.set(labels, behind ? (Date.now() - f.stats.appliedTime) / 1000 : 0);
+    },
+  });
+  for (const [name, help, value] of [
+    ['ferry_mirror_applied_entries_total', 'Changelog entries applied to the replica', () => f.stats.entriesApplied],
+    ['ferry_mirror_batches_total', 'Replica transactions (batches of entries)', () => f.stats.batches],
+    ['ferry_mirror_bootstraps_total', 'Bootstraps of the replica from a snapshot', () => f.stats.bootstraps],
+    ['ferry_mirror_errors_total', 'Failed follower steps (retried)', () => f.stats.errors],
+  ] as const) {
+    // Counters whose value lives in the follower: reset to it at every scrape.
+    new Counter({
+      name,
+      help,
+      labelNames: ['region'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(labels, value());
+      },
+    });
+  }
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('not found\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${at.host}:${at.port}: ${e.message}`)));
+    server.listen(at.port, at.host, () => resolve());
+  });
+  return server;
+}
+
+export async function runMirrorVerify(metaUrl: string, o: MirrorCliOptions): Promise<void> {
+  const { primary, replica } = await openPair(metaUrl, o.region);
+  try {
+    const r = await verifyMirror(primary, replica);
+    if (o.json === true) await printJson(r);
+    else {
+      for (const d of r.differences) await out(`${d}\n`);
+      await out(
+        r.differences.length === 0
+          ? `mirror ${o.region}: the replica (at seq ${r.replicaSeq}) equals the primary: ${r.records} records compared at seq ${r.seq}\n`
+          : `mirror ${o.region}: ${r.differences.length} difference(s) between the replica (at seq ${r.replicaSeq}) and the primary at seq ${r.seq}\n`,
+      );
+    }
+    if (r.differences.length > 0) process.exitCode = 1;
+  } finally {
+    await replica.close();
+    await primary.close();
+  }
+}
+
+export function register(program: Command): void {
+  const mirror = program
+    .command('mirror')
+    .summary("keep a mirror region's metadata replica current (or verify it)")
+    .description(
+      "Follow the primary's changelog into a mirror region's replica (the region's clients open the replica). Bootstraps an empty or too-far-behind replica from a snapshot, then applies the log batch by batch.",
+    );
+  mirror
+    .command('follow', { isDefault: true })
+    .description("Keep the replica of region NAME current (the default: `ferry mirror META --region NAME`). Runs until SIGINT/SIGTERM unless --once.")
+    .argument('<META>', "the primary's metadata URL")
+    .requiredOption('--region <NAME>', 'the mirror region')
+    .option('--once', "catch up to the primary's newest sequence and exit")
+    .addOption(valueOption('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics', parseHostPort))
+    .addHelpText('after', '\nExamples:\n  $ ferry mirror sqlite:///data/vol.db --region far\n  $ ferry mirror redis://10.0.0.5/1 --region eu --once')
+    .action((meta: string, opts: MirrorCliOptions) => runMirror(meta, opts));
+  mirror
+    .command('verify')
+    .description("Compare region NAME's replica with the primary (without stopping either); exit 1 on any difference.")
+    .argument('<META>', "the primary's metadata URL")
+    .requiredOption('--region <NAME>', 'the mirror region')
+    .option('--json', 'print JSON')
+    .action((meta: string, opts: MirrorCliOptions) => runMirrorVerify(meta, opts));
+}
