@@ -142,8 +142,8 @@ function mirrorSuite(primaryKind: EngineKind, replicaKind: EngineKind): void {
 
         // A planted difference: verify reports it and exits non-zero (the CLI's test) — here, its lines.
         await replica.txn(async (tx) => {
-          const [[key, rec]] = (await tx.scan<Record<string, unknown>>('inode', '', { limit: 1 })) as Array<[string, Record<string, unknown>]>;
-          tx.put('inode', '', key!, { ...rec!, mode: 0o1777 });
+          const [key, rec] = (await tx.scan<Record<string, unknown>>('inode', '', { limit: 1 }))[0]!;
+          tx.put('inode', '', key, { ...rec, mode: 0o1777 });
         });
         const planted = await verifyMirror(primary, replica);
         assert.ok(planted.differences.some((d) => /^differs: \["inode",""/.test(d)), planted.differences.join('\n'));
