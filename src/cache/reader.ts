@@ -8,12 +8,12 @@
  * asking each in turn what it holds of a block; the first good answer is returned and fills the fillable
  * tiers before it on its way back. Concurrent misses of one block are fetched once (single flight). What a
  * tier answers is checked before use: encoded answers (buckets, later the cache group) are verified with the
- * codec (CRC32C of the header, the stripe table and every stripe, or of the whole block), plain answers must
- * cover what was asked. A copy that fails is treated as missing: counted (`corrupt`, for encoded copies),
- * dropped from the tier when it is fillable, reported (`onBadCopy`, or the source's for a bucket), and the
- * next tier is asked. A read fails only when no bucket gave a good copy, with an error naming what each bucket
- * said (CorruptBlockError when every bucket answered and none had it intact, else FsError EIO); with one
- * bucket and no source, that bucket's own error. The tiers in front never decide the error: a cache group
+ * codec (CRC32C of the header, the stripe table and every stripe, or of the whole block, and the block the
+ * header names against the key asked for), plain answers must cover what was asked. A copy that fails is
+ * treated as missing: counted (`corrupt`, for encoded copies), dropped from the tier when it is fillable,
+ * reported (`onBadCopy`, or the source's for a bucket), and the next tier is asked. A read fails only when no
+ * bucket gave a good copy, with an error naming what each bucket said (CorruptBlockError when every bucket
+ * answered and none had it intact, else FsError EIO); with one bucket and no source, that bucket's own error. The tiers in front never decide the error: a cache group
  * that is down or serves garbage costs a fall-through, nothing else.
  *
  * Whole block (readBlock; reads larger than rangeReadBytesMax, compressed volumes, read-ahead):
@@ -34,7 +34,8 @@
  *      read at random still ends up on local disk, without the reads waiting for whole blocks.
  *
  * A span of stripes that would be the whole block anyway is read whole (one GET rather than two); a block
- * whose header says version 1 (compressed, or written before stripes) is read whole and remembered as such.
+ * whose header says it is whole (codec version 1 or 4: compressed, or written before stripes) is read whole and
+ * remembered as such.
  * Fills are awaited because the disk cache's put may wait for room in its write queue: a read that outruns
  * the local disk is slowed to its write rate, so that what it fetched stays cached for the next pass.
  *
@@ -45,7 +46,7 @@
  */
 
 import type { BlockPart, BlockReads, ReadStats } from '../chunk/store.js';
-import { BLOCK_FORMAT_WHOLE, BLOCK_STRIPE_BYTES, decodeBlock, decodeBlockHeader, decodeStripes, peekBlockVersion, stripeSpan, type Compression, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
+import { BLOCK_STRIPE_BYTES, decodeBlock, decodeBlockHeader, decodeStripes, peekBlockWhole, stripeSpan, type Compression, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError, FsError } from '../errors.js';
 import type { ObjectStore } from '../object/store.js';
 import { SingleFlight } from '../util/singleflight.js';
@@ -160,7 +161,7 @@ export class BlockReader implements BlockReads {
   private readonly onBadCopy: ((tier: string, key: string, err: unknown) => void) | undefined;
   private readonly flights = new SingleFlight<string, Buffer>();
   private readonly rangeFlights = new SingleFlight<string, BlockPart>();
-  /** `tier \0 key` -> the block's verified stripe table, or 'whole' for a version 1 block; least recent first. */
+  /** `tier \0 key` -> the block's verified stripe table, or 'whole' for an unstriped block; least recent first. */
   private readonly tables = new Map<string, StripedHeader | 'whole'>();
   private readonly fills = new Map<string, Promise<void>>();
   private blocksRead = 0;
@@ -251,8 +252,8 @@ export class BlockReader implements BlockReads {
     const part = await this.rangeFlights.do(`${key}#${span.first}-${span.end}`, async () => {
       const found = await this.walk(key, plainBytes, range, span, slice, home, signal);
       this.countBucketWhole(found, plainBytes);
-      // A whole block here is mostly a version 1 one: the disk gets it re-encoded (striped) rather than as it
-      // came, so that small reads of it are ranged there too.
+      // A whole block here is mostly an unstriped one (version 1 or 4): the disk gets it re-encoded (striped)
+      // rather than as it came, so that small reads of it are ranged there too.
       await this.fillBefore(found.at, key, plainBytes, found.part, undefined);
       return found.part;
     });
@@ -343,7 +344,7 @@ export class BlockReader implements BlockReads {
         this.corrupt++;
         throw err;
       }
-      if (tableKey !== '' && known === undefined && peekBlockVersion(got.data) === BLOCK_FORMAT_WHOLE) this.remember(tableKey, 'whole');
+      if (tableKey !== '' && known === undefined && peekBlockWhole(got.data)) this.remember(tableKey, 'whole');
       return { part: { data: plain, start: 0 }, encoded: got.data, at };
     }
     if (ask === undefined || span === undefined || got.offset !== span.offset) {
@@ -361,7 +362,7 @@ export class BlockReader implements BlockReads {
         throw err;
       }
       if (parsed === undefined) {
-        // Version 1: not striped, so the stripes came from the wrong place. Read it whole from this tier.
+        // Version 1 or 4: not striped, so the stripes came from the wrong place. Read it whole from this tier.
         this.remember(tableKey, 'whole');
         return this.askEncoded(t, at, key, plainBytes, range, span, signal);
       }

@@ -1,6 +1,6 @@
 /**
  * ChunkStore reads (through its BlockReader, src/cache/reader.ts): small reads of uncached blocks fetch and
- * verify only the stripes they need (codec version 2), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
+ * verify only the stripes they need (codec versions 2 and 3), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
  * fall-through over a source's buckets as whole blocks.
  */
 
@@ -188,7 +188,7 @@ void describe('ChunkStore ranged reads', () => {
     assert.deepEqual(await read(chunks, B + 5000, 10), content.subarray(B + 5000, B + 5010));
     assert.deepEqual(await read(chunks, 7, 10), content.subarray(7, 17));
     assert.ok(bucket.take().every(isWhole));
-    // A volume with compression: blocks may be version 1 compressed, so reads are whole.
+    // A volume with compression: blocks may be whole (version 4, compressed), so reads are whole.
     const zb = new RecordingStore();
     const text = Buffer.alloc(SIZE, 'ferry block ');
     await writeSlice(chunkStore(zb, { compression: 'lz4' }), text);
@@ -237,17 +237,49 @@ void describe('ChunkStore ranged reads', () => {
     await assert.rejects(chunks.readBlock(ID, SIZE, 1), CorruptBlockError);
     await assert.rejects(read(chunks, B, B), CorruptBlockError);
     assert.ok(chunks.stats.corrupt >= 4);
-    // A damaged header: every ranged read of the block rejects.
+    // A damaged stripe table (covered by the header checksum): every ranged read of the block rejects.
     await bucket.mutate(keyOf(0), (o) => {
       o[30]! ^= 0x80;
       return o;
     });
     const fresh = chunkStore(bucket);
-    await assert.rejects(read(fresh, 10, 10), (err: unknown) => err instanceof CorruptBlockError && /table checksum/.test(err.message));
+    await assert.rejects(read(fresh, 10, 10), (err: unknown) => err instanceof CorruptBlockError && /header checksum/.test(err.message));
     // A missing block.
     await bucket.delete(keyOf(2));
     await assert.rejects(read(fresh, 2 * B + 10, 10), (err: unknown) => err instanceof CorruptBlockError && /missing/.test(err.message));
   });
+
+  for (const compression of ['none', 'lz4'] as const) {
+    void it(`${compression}: a well-formed block of another slice or index under a key is refused by whole and ranged reads, like a damaged one`, async () => {
+      const bucket = new RecordingStore();
+      const text = Buffer.from('ferry block identity '.repeat(Math.ceil(SIZE / 21)).substring(0, SIZE));
+      const data = compression === 'none' ? content : text;
+      await writeSlice(chunkStore(bucket, { compression }), data);
+      // Another slice whose block 1 has the same length, with other bytes.
+      const other = randomBytes(SEED ^ 0x1d, B);
+      await chunkStore(bucket, { compression }).putBlock(ID + 1, 1, compression === 'none' ? other : text.subarray(B - 1000, 2 * B - 1000));
+      // A replica mix-up: slice ID+1's block 1 under slice ID's block 1; a copy bug: block 0 under block 1's key.
+      for (const source of [blockKey(ID + 1, 1, B), keyOf(0)]) {
+        await bucket.put(keyOf(1), await bucket.inner.get(source));
+        const chunks = chunkStore(bucket, { compression });
+        const misplaced = (err: unknown): boolean => err instanceof CorruptBlockError && /identity mismatch/.test(err.message);
+        await assert.rejects(read(chunks, B + 2 * S + 5, 100), misplaced, `ranged, ${source}`);
+        await assert.rejects(chunks.readBlock(ID, SIZE, 1), misplaced, `whole, ${source}`);
+        await assert.rejects(read(chunks, B, B), misplaced, `all of it, ${source}`);
+        assert.deepEqual(await read(chunks, 10, 100), data.subarray(10, 110), 'the other blocks still read');
+        assert.ok(chunks.stats.corrupt >= 2, 'counted as bad copies');
+        // With a second bucket that holds the right block, reads fall through to it.
+        const good = new RecordingStore();
+        await writeSlice(chunkStore(good, { compression }), data);
+        const log: string[] = [];
+        const order: SourceStore[] = [{ region: 'a', store: bucket }, { region: 'b', store: good }];
+        const two = chunkStore(bucket, { compression, source: { order: () => Promise.resolve(order), onBadCopy: (region, _key, err) => log.push(`${region}: ${String(err)}`) } });
+        assert.deepEqual(await read(two, B + 2 * S + 5, 100), data.subarray(B + 2 * S + 5, B + 2 * S + 105));
+        assert.deepEqual(await two.readBlock(ID, SIZE, 1), data.subarray(B, 2 * B));
+        assert.ok(log.length >= 1 && log.every((l) => /^a: CorruptBlockError: .*identity mismatch/.test(l)), log.join('\n'));
+      }
+    });
+  }
 
   void it('with a disk cache, a ranged read fills it with the whole block in the background; a disk hit serves small reads', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ferry-chunk-'));

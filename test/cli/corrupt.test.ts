@@ -104,7 +104,7 @@ function assertFsckNames(key: string, detail: RegExp): void {
 describe('a flipped byte in a stored block', () => {
   it('in the payload: reads reject, cat fails cleanly, fsck names the block', async () => {
     const [key, file] = blockNamed(2);
-    assert.equal(readFileSync(file)[4], 2, 'new blocks are striped (codec version 2)');
+    assert.equal(readFileSync(file)[4], 3, 'new blocks are striped, with identity (codec version 3)');
     flipByte(file, blockHeaderBytes(BLOCK) + 1000);
     await assertReadRejects(2);
 
@@ -145,7 +145,17 @@ describe('a flipped byte in a stored block', () => {
     const [key, file] = blockNamed(1);
     flipByte(file, 24 + 2);
     await assertReadRejects(1);
-    assertFsckNames(key, /stripe table checksum mismatch/);
+    // Version 3: one checksum covers the fixed header and the stripe table.
+    assertFsckNames(key, /header checksum mismatch/);
+  });
+
+  it('a well-formed block of another index stored under the key', async () => {
+    const [, file0] = blockNamed(0);
+    const [key, file1] = blockNamed(1);
+    // A copy bug: block 0 (same length, every checksum intact) where block 1 belongs.
+    writeFileSync(file1, readFileSync(file0));
+    await assertReadRejects(1);
+    assertFsckNames(key, /identity mismatch: the copy is block 0 of slice \d+, the key names block 1 of slice \d+/);
   });
 
   it('a truncated block', async () => {

@@ -183,6 +183,39 @@ describe('placement and read order', () => {
   });
 });
 
+describe('block identity across buckets', () => {
+  it('a well-formed block under another key in the home bucket is not replicated, and reads name it', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const va = await lab.open('a');
+      await va.writeFile('/x', pseudoRandom(64 * KiB, 31));
+      await va.writeFile('/y', pseudoRandom(64 * KiB, 32));
+      await va.close();
+      const blocks = await lab.liveBlocks();
+      assert.equal(blocks.length, 2);
+      const [x, y] = blocks as [(typeof blocks)[0], (typeof blocks)[0]];
+      // A copy bug put x's block (same length, well-formed) where y's belongs.
+      const a = lab.store('a');
+      await a.put(y.key, await a.get(x.key));
+      const events: string[] = [];
+      const r = await (await lab.replicator({ onEvent: (e) => (e.type === 'error' ? events.push(String(e.error)) : undefined) })).runOnce();
+      assert.equal(r.pending, 1, 'the slice with the misplaced block stays pending');
+      assert.ok(events.some((e) => e.includes(y.key) && /identity mismatch/.test(e)), events.join('\n'));
+      assert.deepEqual(await badBlocks(lab.store('b'), blocks), [y.key], 'only x was copied to b');
+      const { meta } = await lab.tools();
+      const copies = [...(await meta.listSlices()).values()].map((s) => s.copies ?? []);
+      assert.deepEqual(copies.map((c) => c.includes('b')).sort(), [false, true], 'y is not recorded as copied');
+      // A reader in b: x from its own bucket; y fails naming what each bucket holds, never x's bytes.
+      const vb = await lab.open('b');
+      assert.ok((await vb.readFile('/x')).equals(pseudoRandom(64 * KiB, 31)));
+      await assert.rejects(vb.readFile('/y'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /identity mismatch/.test(err.message));
+      await vb.close();
+    } finally {
+      await lab.cleanup();
+    }
+  });
+});
+
 describe('deletions', () => {
   it('reach every bucket after the grace period and never before', async () => {
     const lab = await makeRegionLab();
