@@ -12,9 +12,15 @@
  * header names against the key asked for), plain answers must cover what was asked. A copy that fails is
  * treated as missing: counted (`corrupt`, for encoded copies), dropped from the tier when it is fillable,
  * reported (`onBadCopy`, or the source's for a bucket), and the next tier is asked. A read fails only when no
- * bucket gave a good copy, with an error naming what each bucket said (CorruptBlockError when every bucket
- * answered and none had it intact, else FsError EIO); with one bucket and no source, that bucket's own error. The tiers in front never decide the error: a cache group
- * that is down or serves garbage costs a fall-through, nothing else.
+ * bucket gave a good copy, with one message that says what each bucket did, in the order they were asked
+ * (without a source, the one bucket is called 'bucket'):
+ *
+ *   no good copy of chunks/0/0/42_1_65536: a: missing, b: corrupt (stripe 2 checksum mismatch), c: unreachable (why)
+ *
+ * NoGoodCopyError (a CorruptBlockError) when every bucket answered and none had it intact: the block is lost or
+ * damaged everywhere. FsError EIO when some bucket could not be asked, with the first such failure as its
+ * cause: the block may be fine there. The tiers in front never decide the error: a cache group that is down or
+ * serves garbage costs a fall-through, nothing else.
  *
  * Whole block (readBlock; reads larger than rangeReadBytesMax, compressed volumes, read-ahead):
  *
@@ -47,7 +53,7 @@
 
 import type { BlockPart, BlockReads, ReadStats } from '../chunk/store.js';
 import { BLOCK_STRIPE_BYTES, decodeBlock, decodeBlockHeader, decodeStripes, peekBlockWhole, stripeSpan, type Compression, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
-import { CorruptBlockError, FsError } from '../errors.js';
+import { CorruptBlockError, FsError, NoGoodCopyError, noGoodCopyMessage } from '../errors.js';
 import type { ObjectStore } from '../object/store.js';
 import { SingleFlight } from '../util/singleflight.js';
 import type { CacheStats } from './cache.js';
@@ -114,6 +120,8 @@ export interface TierCounters {
 /** The tier names whose hits ChunkStats reports as memHits/stripeHits and diskHits. */
 export const MEMORY_TIER = 'memory';
 export const DISK_TIER = 'disk';
+/** How errors name the one bucket of a reader without a source. */
+export const BUCKET_TIER = 'bucket';
 /** Verified stripe tables remembered for ranged reads (at most 4 KiB each, 280 bytes for a 4 MiB block). */
 export const STRIPE_TABLES_MAX = 4096;
 /** Background whole-block fetches into 'whole' tiers (the disk cache) after ranged reads. */
@@ -131,6 +139,7 @@ function ignore(): undefined {
   return undefined;
 }
 
+/** What a source's onBadCopy is told of a bucket that does not hold the block. */
 function missing(key: string): CorruptBlockError {
   return new CorruptBlockError(key, 'object missing from the bucket');
 }
@@ -155,6 +164,8 @@ export class BlockReader implements BlockReads {
   private readonly memory: number;
   private readonly disk: number;
   private readonly bucket: BucketTier;
+  /** The read order without a source: the one bucket, named as in errors. */
+  private readonly own: readonly SourceStore[];
   private readonly buckets = new Map<string, BucketTier>();
   private readonly ranged: boolean;
   private readonly rangeFetchStripesMin: number;
@@ -186,7 +197,8 @@ export class BlockReader implements BlockReads {
     this.counters = this.tiers.map(() => ({ hits: 0, partHits: 0, failures: 0 }));
     this.memory = this.tiers.findIndex((t) => t.name === MEMORY_TIER);
     this.disk = this.tiers.findIndex((t) => t.name === DISK_TIER);
-    this.bucket = new BucketTier('bucket', options.store);
+    this.bucket = new BucketTier(BUCKET_TIER, options.store);
+    this.own = [{ region: BUCKET_TIER, store: options.store }];
     this.source = options.source;
     this.ranged = options.compression === 'none';
     this.rangeReadBytesMax = options.rangeReadBytesMax ?? Math.floor(options.blockBytes / 4);
@@ -384,7 +396,10 @@ export class BlockReader implements BlockReads {
     }
   }
 
-  /** The first good copy along the buckets; fails naming every bucket's failure. */
+  /**
+   * The first good copy along the buckets (the source's order, else the one bucket); fails naming what each
+   * bucket said (see the header).
+   */
   private async fromBuckets(
     key: string,
     plainBytes: number,
@@ -396,35 +411,41 @@ export class BlockReader implements BlockReads {
   ): Promise<Found> {
     const first = this.tiers.length;
     const source = this.source;
-    if (source === undefined) {
-      const found = await this.askEncoded(this.bucket, first, key, plainBytes, range, span, signal);
-      if (found === undefined) throw missing(key);
-      return found;
-    }
-    const order = await source.order(slice, home, signal);
-    let failures: string[] | undefined;
-    let onlyBadCopies = true;
-    let last: unknown;
+    const order = source === undefined ? this.own : await source.order(slice, home, signal);
+    // What each bucket said, built only once a bucket has failed.
+    let said: string[] | undefined;
+    let unreachable: unknown;
+    let corrupt: unknown;
     for (let position = 0; position < order.length; position++) {
       const s = order[position]!;
+      let found: Found | undefined;
       try {
-        const found = await this.askEncoded(this.bucketTier(s), first + position, key, plainBytes, range, span, signal);
-        if (found === undefined) throw missing(key);
-        source.onRead?.(s.region, key, position, found.part.data.length);
-        return found;
+        found = await this.askEncoded(source === undefined ? this.bucket : this.bucketTier(s), first + position, key, plainBytes, range, span, signal);
       } catch (err) {
         if (signal?.aborted === true) throw err;
-        last = err;
-        if (!(err instanceof CorruptBlockError)) onlyBadCopies = false;
-        (failures ??= []).push(`${s.region}: ${err instanceof CorruptBlockError ? err.message.replace(`corrupt block ${key}: `, '') : err instanceof Error ? err.message : String(err)}`);
-        source.onBadCopy?.(s.region, key, err);
+        if (err instanceof CorruptBlockError) {
+          corrupt ??= err;
+          (said ??= []).push(`${s.region}: corrupt (${err.detail})`);
+        } else {
+          unreachable ??= err;
+          (said ??= []).push(`${s.region}: unreachable (${err instanceof Error ? err.message : String(err)})`);
+        }
+        source?.onBadCopy?.(s.region, key, err);
+        continue;
       }
+      if (found === undefined) {
+        (said ??= []).push(`${s.region}: missing`);
+        source?.onBadCopy?.(s.region, key, missing(key));
+        continue;
+      }
+      source?.onRead?.(s.region, key, position, found.part.data.length);
+      return found;
     }
-    const detail = `no region has a good copy (${(failures ?? []).join('; ')})`;
+    const detail = (said ?? ['no bucket to ask']).join(', ');
     // Every bucket answered and none had it intact: the block is lost or damaged everywhere (fsck's finding).
     // Otherwise some bucket could not be asked: an I/O error that may pass.
-    if (onlyBadCopies) throw new CorruptBlockError(key, detail);
-    throw new FsError('EIO', `block ${key}: ${detail}`, { cause: last });
+    if (unreachable === undefined) throw new NoGoodCopyError(key, detail, { cause: corrupt });
+    throw new FsError('EIO', noGoodCopyMessage(key, detail), { cause: unreachable });
   }
 
   /** The tier of a source's bucket (made once per region and store). */

@@ -16,7 +16,7 @@ import { createChunkStore, type CreateChunkStoreOptions } from '../../src/cache/
 import type { BlockSource, SourceStore } from '../../src/cache/reader.js';
 import { MemoryBlockCache } from '../../src/cache/memory.js';
 import { DiskBlockCache } from '../../src/cache/disk.js';
-import { CorruptBlockError, FsError } from '../../src/errors.js';
+import { CorruptBlockError, FsError, NoGoodCopyError } from '../../src/errors.js';
 import { MemStore } from '../../src/object/mem.js';
 import type { CallOptions, GetOptions, ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/object/store.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
@@ -388,13 +388,49 @@ void describe('ChunkStore ranged reads over several buckets', () => {
     assert.deepEqual(b.take(), []);
   });
 
-  void it('no good copy anywhere: CorruptBlockError naming each bucket; an unreachable one makes it EIO', async () => {
+  void it('no good copy anywhere: NoGoodCopyError (a CorruptBlockError) naming what each bucket did; an unreachable one makes it EIO', async () => {
     const { a, b } = await twoBuckets();
     await a.mutate(keyOf(0), (o) => ((o[blockHeaderBytes(B) + 7]! ^= 1), o));
     await b.delete(keyOf(0));
     const chunks = chunkStore(a, { source: source([['a', a], ['b', b]], []) });
-    await assert.rejects(read(chunks, 7, 10), (err: unknown) => err instanceof CorruptBlockError && /a: stripe 0 checksum mismatch; b: object missing/.test(err.message));
+    for (const r of [() => read(chunks, 7, 10), () => chunks.readBlock(ID, SIZE, 0)]) {
+      await assert.rejects(r(), (err: unknown) => {
+        assert.ok(err instanceof NoGoodCopyError && err instanceof CorruptBlockError, String(err));
+        assert.equal(err.message, `no good copy of ${keyOf(0)}: a: corrupt (stripe 0 checksum mismatch), b: missing`);
+        assert.equal(err.key, keyOf(0));
+        return true;
+      });
+    }
     b.fail = new Error('timeout');
-    await assert.rejects(read(chunks, 7, 10), (err: unknown) => err instanceof FsError && err.code === 'EIO');
+    await assert.rejects(read(chunks, 7, 10), (err: unknown) => {
+      assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+      assert.equal(err.message, `no good copy of ${keyOf(0)}: a: corrupt (stripe 0 checksum mismatch), b: unreachable (timeout)`);
+      assert.equal(err.cause, b.fail, "the unreachable bucket's error is the cause");
+      return true;
+    });
+  });
+
+  void it('every copy missing is named missing, never corrupt; one bucket is named too', async () => {
+    const { a, b } = await twoBuckets();
+    const c = new RecordingStore();
+    for (const s of [a, b]) await s.delete(keyOf(2));
+    const chunks = chunkStore(a, { source: source([['a', a], ['b', b]], []) });
+    await assert.rejects(read(chunks, 2 * B + 5, 10), (err: unknown) => {
+      assert.ok(err instanceof NoGoodCopyError, String(err));
+      assert.equal(err.message, `no good copy of ${keyOf(2)}: a: missing, b: missing`);
+      return true;
+    });
+    // One bucket, no source: the same words.
+    await assert.rejects(chunkStore(a).readBlock(ID, SIZE, 2), (err: unknown) => err instanceof NoGoodCopyError && err.message === `no good copy of ${keyOf(2)}: bucket: missing`);
+    // Missing, corrupt and unreachable in one read, in read order.
+    await writeSlice(chunkStore(b));
+    await b.mutate(keyOf(2), (o) => ((o[o.length - 1]! ^= 1), o));
+    c.fail = new Error('timeout');
+    const three = chunkStore(a, { source: source([['a', a], ['b', b], ['c', c]], []) });
+    await assert.rejects(three.readBlock(ID, SIZE, 2), (err: unknown) => {
+      assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+      assert.match(err.message, new RegExp(`^no good copy of ${keyOf(2)}: a: missing, b: corrupt \\(stripe \\d+ checksum mismatch\\), c: unreachable \\(timeout\\)$`));
+      return true;
+    });
   });
 });

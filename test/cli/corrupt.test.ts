@@ -108,7 +108,7 @@ describe('a flipped byte in a stored block', () => {
     flipByte(file, blockHeaderBytes(BLOCK) + 1000);
     await assertReadRejects(2);
 
-    const cat = fails(['cat', meta, '/data.bin'], new RegExp(`corrupt block ${key}`), { binary: true });
+    const cat = fails(['cat', meta, '/data.bin'], new RegExp(`no good copy of ${key}: bucket: corrupt \\(stripe 0 checksum mismatch\\)`), { binary: true });
     // Whatever cat printed before it reached the damaged block is correct data, never the damaged bytes.
     const printed = Buffer.from(cat.stdout, 'latin1');
     assert.ok(printed.length <= 2 * BLOCK, 'nothing from or after the damaged block is printed');
@@ -131,7 +131,7 @@ describe('a flipped byte in a stored block', () => {
       }
     }, (err: unknown) => {
       assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
-      assert.ok(err.message.includes(`corrupt block ${key}`), err.message);
+      assert.ok(err.message.includes(`no good copy of ${key}: bucket: corrupt (header checksum mismatch)`), err.message);
       // The store's error stays in the cause chain.
       let cause: unknown = err;
       while (cause instanceof Error && !(cause instanceof CorruptBlockError)) cause = cause.cause;
@@ -169,7 +169,7 @@ describe('a flipped byte in a stored block', () => {
     const [key, file] = blockNamed(2);
     unlinkSync(file);
     await assertReadRejects(2);
-    assertFsckNames(key, /missing from the bucket/);
+    assertFsckNames(key, /bucket: missing/);
     const fast = ferry(['fsck', meta, '--fast']);
     assert.equal(fast.code, 1);
     assert.match(fast.stdout, new RegExp(`block ${key} .*: missing from the bucket`));

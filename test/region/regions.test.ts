@@ -123,7 +123,7 @@ describe('placement and read order', () => {
       await assert.rejects(vb.readFile(p), (err: unknown) => {
         assert.ok(err instanceof FsError, `FsError, got ${String(err)}`);
         assert.equal(err.code, 'EIO');
-        assert.match(err.message, /no region has a good copy \(a: injected fault: store down.*; b: object missing/);
+        assert.match(err.message, /no good copy of chunks\/\S+: a: unreachable \(injected fault: store down .*\), b: missing\)/);
         return true;
       }, p);
     }
@@ -160,7 +160,7 @@ describe('placement and read order', () => {
     const down = new FaultStore(lab.store('a'), { seed: 8 });
     down.setDown(true);
     const vb2 = await lab.open('b', { stores: { a: quickRetry(down) } });
-    await assert.rejects(vb2.readFile(target), /no region has a good copy/);
+    await assert.rejects(vb2.readFile(target), /no good copy of chunks\/\S+: b: corrupt \(stripe 0 checksum mismatch\), a: unreachable \(injected fault: store down/);
     await vb2.close();
     // --scan finds what the records claim but the buckets no longer hold intact? Sizes match, so a
     // scan cannot see a flipped byte; readers do, and the copy is replaced by copying again:
