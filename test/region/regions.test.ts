@@ -5,11 +5,14 @@
  */
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FsError, openMetaEngine } from '../../src/index.js';
+import { formatVolume, FsError, openMetaEngine, openVolume, UsageError, type Volume } from '../../src/index.js';
 import { FaultStore } from '../../src/object/faults.js';
+import { GATE_PROBE_INTERVAL_MS_DEFAULT } from '../../src/object/gate.js';
 import { RetryStore } from '../../src/object/retry.js';
 import { ObjectNotFoundError } from '../../src/object/store.js';
 import { addRegion, removeRegion, volumeRegions } from '../../src/region/regions.js';
@@ -180,6 +183,103 @@ describe('placement and read order', () => {
     const scan = await (await lab.replicator()).scanBuckets();
     assert.ok(scan.copied >= 1, `scan copied ${scan.copied}`);
     assert.deepEqual(await badBlocks(lab.store('b'), [victim]), []);
+  });
+});
+
+/** An S3 URL whose endpoint refuses connections: a bucket that cannot be reached. */
+async function unreachableS3Url(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `s3://AKIDEXAMPLE:secretsecret@gone?endpoint=http://127.0.0.1:${port}&path-style=true&region=us-east-1`;
+}
+
+/** A write that must fail at once (no retries, no timeouts) with EIO naming region a's bucket as unreachable. */
+async function assertWriteFailsFast(v: Volume, why: RegExp): Promise<void> {
+  const t0 = performance.now();
+  await assert.rejects(v.writeFile('/new', pseudoRandom(100 * KiB, 9)), (err: unknown) => {
+    assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+    assert.match(err.message, /the bucket of region a \(.+\) is unreachable: /);
+    assert.match(err.message, why);
+    return true;
+  });
+  const ms = performance.now() - t0;
+  assert.ok(ms < 3000, `the write failed after ${Math.round(ms)} ms`);
+}
+
+describe("a client whose own region's bucket does not answer", () => {
+  it('opens while its bucket is unreachable (a refused endpoint), reads what b holds, and a write fails at once naming the bucket', async () => {
+    const lab = await makeRegionLab({ storage: { a: await unreachableS3Url() } });
+    try {
+      const vb = await lab.open('b');
+      await vb.mkdir('/from-b');
+      await vb.writeFile('/from-b/f', pseudoRandom(200 * KiB, 21));
+      await vb.close();
+      const va = await lab.open('a');
+      assert.deepEqual(await va.readdir('/'), ['from-b']);
+      assert.ok((await va.readFile('/from-b/f')).equals(pseudoRandom(200 * KiB, 21)));
+      await assertWriteFailsFast(va, /ECONNREFUSED|connect|socket|refused/i);
+      await va.close();
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('opens while its bucket directory is gone, reads the replicas in b, and a write fails at once (the directory is not recreated)', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const files = await writeSet(lab, '/set', 500);
+      assert.equal((await (await lab.replicator()).runOnce()).pending, 0);
+      rmSync(lab.bucket('a'), { recursive: true });
+      const va = await lab.open('a');
+      for (const [p, data] of files) assert.ok((await va.readFile(p)).equals(data), p);
+      await assertWriteFailsFast(va, /bucket directory .*bucket-a does not exist/);
+      assert.equal(existsSync(lab.bucket('a')), false, 'no empty bucket made in its place');
+      await va.close();
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('opens while its store fails every call, falls through to b, writes fail at once; once the bucket is back a client writes there', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const files = await writeSet(lab, '/set', 600);
+      assert.equal((await (await lab.replicator()).runOnce()).pending, 0);
+      const down = new FaultStore(lab.store('a'), { seed: 9 });
+      down.setDown(true);
+      const va = await lab.open('a', { stores: { a: quickRetry(down) } });
+      const refused = down.stats().refused;
+      const t0 = performance.now();
+      for (const [p, data] of files) assert.ok((await va.readFile(p)).equals(data), p);
+      // The reads never asked the dead bucket: at most a probe per interval did.
+      const probes = 1 + Math.floor((performance.now() - t0) / GATE_PROBE_INTERVAL_MS_DEFAULT);
+      assert.ok(down.stats().refused - refused <= probes, `${down.stats().refused - refused} calls reached the dead bucket`);
+      await assertWriteFailsFast(va, /injected fault: store down/);
+      await va.close();
+      // Back up (the volume closed the store it was given): a new client opens as usual and writes to its bucket.
+      const again = await lab.open('a', { stores: { a: quickRetry(lab.store('a')) } });
+      await again.writeFile('/new', pseudoRandom(10 * KiB, 3));
+      assert.ok((await again.readFile('/new')).equals(pseudoRandom(10 * KiB, 3)));
+      await again.close();
+      assert.deepEqual(await badBlocks(lab.store('a'), await lab.liveBlocks()), [], 'every block in a, the new one too');
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('a one-region volume whose only bucket is unreachable still fails to open, saying so', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-one-region-'));
+    try {
+      const metaUrl = `sqlite://${join(dir, 'meta.db')}`;
+      const engine = await openMetaEngine(metaUrl, { create: true });
+      await formatVolume(engine, { name: 'one', storage: await unreachableS3Url(), blockBytes: 64 * KiB, compression: 'none', trashDays: 0 });
+      await engine.close();
+      await assert.rejects(openVolume(metaUrl, { heartbeatMs: 0 }), (err: unknown) => err instanceof UsageError && /^cannot reach the bucket s3:\/\/.*gone/.test(err.message));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
