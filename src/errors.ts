@@ -74,15 +74,39 @@ export function toErrno(err: unknown): number {
   return err instanceof FsError ? err.errno : ERRNO.EIO;
 }
 
-/** A stored copy of a block failed verification (checksum, header, length). Never returned as data. */
+/** A stored copy of a block failed verification (checksum, header, length, identity). Never returned as data. */
 export class CorruptBlockError extends Error {
   readonly code = 'ECORRUPT';
   readonly key: string;
-  constructor(key: string, detail: string) {
-    super(`corrupt block ${key}: ${detail}`);
+  /** What is wrong, without the key: 'stripe 2 checksum mismatch'; for NoGoodCopyError, what each bucket said. */
+  readonly detail: string;
+  constructor(key: string, detail: string, options?: { cause?: unknown }) {
+    super(`corrupt block ${key}: ${detail}`, options);
     this.key = key;
+    this.detail = detail;
     this.name = 'CorruptBlockError';
   }
+}
+
+/**
+ * A read found no good copy of block `key` although every bucket answered: each copy is missing or corrupt,
+ * and `detail` says which, bucket by bucket (`a: missing, b: corrupt (stripe 0 checksum mismatch)`). The block
+ * is lost or damaged wherever it should be (fsck's finding). A CorruptBlockError, so that everything that tells
+ * a bad block from an I/O failure (the SDK and the mount answer EIO for both) needs no new case; its message
+ * does not call a missing block corrupt. When a bucket could not be asked, the read fails with FsError EIO and
+ * the same words instead: the block may be fine there.
+ */
+export class NoGoodCopyError extends CorruptBlockError {
+  constructor(key: string, detail: string, options?: { cause?: unknown }) {
+    super(key, detail, options);
+    this.name = 'NoGoodCopyError';
+    this.message = noGoodCopyMessage(key, detail);
+  }
+}
+
+/** The words of a read that found no good copy of block `key`, whatever its error class. */
+export function noGoodCopyMessage(key: string, detail: string): string {
+  return `no good copy of ${key}: ${detail}`;
 }
 
 /** A user-facing error: the CLI prints only its message, on one line, and exits non-zero. */

@@ -2,7 +2,7 @@
 export { openVolume, openBucket, type OpenVolumeOptions, type DiskCacheTuning } from './sdk/open.js';
 export { Volume, FileHandle, type VolumeInfo, type VolumeStats } from './sdk/volume.js';
 export { Stats, Dirent } from './sdk/stats.js';
-export { FsError, CorruptBlockError, UsageError, toErrno, ERRNO } from './errors.js';
+export { FsError, CorruptBlockError, NoGoodCopyError, UsageError, toErrno, ERRNO } from './errors.js';
 export { formatVolume, Meta } from './meta/meta.js';
 export { openMetaEngine } from './meta/registry.js';
 export { openObjectStore } from './object/registry.js';

@@ -38,9 +38,9 @@ export type { BlockPart };
 
 /**
  * Optional capability of caches that can read part of a block (the disk cache: its files use the block codec,
- * whose version 2 is striped). `getRange` returns verified plain bytes covering [from, to) of the block `key`
- * of `plainBytes` bytes — possibly more, with their start — or undefined on a miss, under the same promises as
- * `get` (a copy that fails verification is dropped and counted, never returned).
+ * whose versions 2 and 3 are striped). `getRange` returns verified plain bytes covering [from, to) of the block
+ * `key` of `plainBytes` bytes — possibly more, with their start — or undefined on a miss, under the same
+ * promises as `get` (a copy that fails verification is dropped and counted, never returned).
  */
 export interface RangedBlockCache {
   getRange(key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | undefined>;

@@ -6,9 +6,9 @@
  *     00/ .. ff/       block files, named by the first 128 bits of sha256(key) in hex; subdirectory = its first
  *                      two hex digits
  *
- *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none')  (codec version 2, striped;
- *                files written before version 2 hold version 1 and still read, as do version 1 objects
- *                without compression that `putEncoded` was given)
+ *   block file:  u16 LE key length | key (UTF-8) | encodeBlock(data, 'none', key)  (codec version 3, striped,
+ *                naming the block; files written before hold version 1 or 2 and still read, as do the
+ *                uncompressed objects of any version that `putEncoded` was given)
  *
  * `getRange` reads only the key, the block header and the stripes a small read needs, and verifies those.
  * Every file carries its key and the block codec's checksummed header, so a get verifies what it read; a file
@@ -151,9 +151,9 @@ function checkFileKey(file: Buffer, key: string): number {
 }
 
 /**
- * Plain bytes covering [from, to) of the block in an open block file of `key` (codec version 2: the header and
- * the covering stripes are read and verified), 'whole' for a version 1 file (it can only be read whole), or
- * CorruptBlockError.
+ * Plain bytes covering [from, to) of the block in an open block file of `key` (a striped codec version: the
+ * header and the covering stripes are read and verified), 'whole' for a version 1 file (it can only be read
+ * whole), or CorruptBlockError.
  */
 async function readFileRange(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | 'whole'> {
   const headBytes = 2 + Buffer.byteLength(key, 'utf8') + blockHeaderBytes(plainBytes);
@@ -333,9 +333,9 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
   }
 
   /**
-   * Plain bytes covering [from, to) of block `key` (`plainBytes` long, as its key says): for a file in codec
-   * version 2, only its header and the covering stripes are read and verified; a version 1 file (written before)
-   * is read whole. Misses, hits and damage are handled and counted as in `get`.
+   * Plain bytes covering [from, to) of block `key` (`plainBytes` long, as its key says): for a file in a striped
+   * codec version, only its header and the covering stripes are read and verified; a version 1 file (written
+   * before) is read whole. Misses, hits and damage are handled and counted as in `get`.
    */
   async getRange(key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | undefined> {
     if (this.#closed) return this.#miss();
@@ -390,7 +390,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
   async put(key: string, data: Buffer): Promise<void> {
     // Framed (and so copied) once admitted, before put returns: the caller may reuse its buffer after that.
     // Copying only then keeps a waiting put from holding a second copy of its block.
-    await this.#put(key, data.length, blockHeaderBytes(data.length) + data.length, () => encodeBlock(data, 'none'));
+    await this.#put(key, data.length, blockHeaderBytes(data.length) + data.length, () => encodeBlock(data, 'none', key));
   }
 
   /** The EncodedBlockCache capability (cache.ts): `encoded` is written as is and kept, not copied, until then. */

@@ -8,13 +8,19 @@
  * asking each in turn what it holds of a block; the first good answer is returned and fills the fillable
  * tiers before it on its way back. Concurrent misses of one block are fetched once (single flight). What a
  * tier answers is checked before use: encoded answers (buckets, later the cache group) are verified with the
- * codec (CRC32C of the header, the stripe table and every stripe, or of the whole block), plain answers must
- * cover what was asked. A copy that fails is treated as missing: counted (`corrupt`, for encoded copies),
- * dropped from the tier when it is fillable, reported (`onBadCopy`, or the source's for a bucket), and the
- * next tier is asked. A read fails only when no bucket gave a good copy, with an error naming what each bucket
- * said (CorruptBlockError when every bucket answered and none had it intact, else FsError EIO); with one
- * bucket and no source, that bucket's own error. The tiers in front never decide the error: a cache group
- * that is down or serves garbage costs a fall-through, nothing else.
+ * codec (CRC32C of the header, the stripe table and every stripe, or of the whole block, and the block the
+ * header names against the key asked for), plain answers must cover what was asked. A copy that fails is
+ * treated as missing: counted (`corrupt`, for encoded copies), dropped from the tier when it is fillable,
+ * reported (`onBadCopy`, or the source's for a bucket), and the next tier is asked. A read fails only when no
+ * bucket gave a good copy, with one message that says what each bucket did, in the order they were asked
+ * (without a source, the one bucket is called 'bucket'):
+ *
+ *   no good copy of chunks/0/0/42_1_65536: a: missing, b: corrupt (stripe 2 checksum mismatch), c: unreachable (why)
+ *
+ * NoGoodCopyError (a CorruptBlockError) when every bucket answered and none had it intact: the block is lost or
+ * damaged everywhere. FsError EIO when some bucket could not be asked, with the first such failure as its
+ * cause: the block may be fine there. The tiers in front never decide the error: a cache group that is down or
+ * serves garbage costs a fall-through, nothing else.
  *
  * Whole block (readBlock; reads larger than rangeReadBytesMax, compressed volumes, read-ahead):
  *
@@ -34,7 +40,8 @@
  *      read at random still ends up on local disk, without the reads waiting for whole blocks.
  *
  * A span of stripes that would be the whole block anyway is read whole (one GET rather than two); a block
- * whose header says version 1 (compressed, or written before stripes) is read whole and remembered as such.
+ * whose header says it is whole (codec version 1 or 4: compressed, or written before stripes) is read whole and
+ * remembered as such.
  * Fills are awaited because the disk cache's put may wait for room in its write queue: a read that outruns
  * the local disk is slowed to its write rate, so that what it fetched stays cached for the next pass.
  *
@@ -45,8 +52,8 @@
  */
 
 import type { BlockPart, BlockReads, ReadStats } from '../chunk/store.js';
-import { BLOCK_FORMAT_WHOLE, BLOCK_STRIPE_BYTES, decodeBlock, decodeBlockHeader, decodeStripes, peekBlockVersion, stripeSpan, type Compression, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
-import { CorruptBlockError, FsError } from '../errors.js';
+import { BLOCK_STRIPE_BYTES, decodeBlock, decodeBlockHeader, decodeStripes, peekBlockWhole, stripeSpan, type Compression, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
+import { CorruptBlockError, FsError, NoGoodCopyError, noGoodCopyMessage } from '../errors.js';
 import type { ObjectStore } from '../object/store.js';
 import { SingleFlight } from '../util/singleflight.js';
 import type { CacheStats } from './cache.js';
@@ -113,6 +120,8 @@ export interface TierCounters {
 /** The tier names whose hits ChunkStats reports as memHits/stripeHits and diskHits. */
 export const MEMORY_TIER = 'memory';
 export const DISK_TIER = 'disk';
+/** How errors name the one bucket of a reader without a source. */
+export const BUCKET_TIER = 'bucket';
 /** Verified stripe tables remembered for ranged reads (at most 4 KiB each, 280 bytes for a 4 MiB block). */
 export const STRIPE_TABLES_MAX = 4096;
 /** Background whole-block fetches into 'whole' tiers (the disk cache) after ranged reads. */
@@ -130,6 +139,7 @@ function ignore(): undefined {
   return undefined;
 }
 
+/** What a source's onBadCopy is told of a bucket that does not hold the block. */
 function missing(key: string): CorruptBlockError {
   return new CorruptBlockError(key, 'object missing from the bucket');
 }
@@ -154,13 +164,15 @@ export class BlockReader implements BlockReads {
   private readonly memory: number;
   private readonly disk: number;
   private readonly bucket: BucketTier;
+  /** The read order without a source: the one bucket, named as in errors. */
+  private readonly own: readonly SourceStore[];
   private readonly buckets = new Map<string, BucketTier>();
   private readonly ranged: boolean;
   private readonly rangeFetchStripesMin: number;
   private readonly onBadCopy: ((tier: string, key: string, err: unknown) => void) | undefined;
   private readonly flights = new SingleFlight<string, Buffer>();
   private readonly rangeFlights = new SingleFlight<string, BlockPart>();
-  /** `tier \0 key` -> the block's verified stripe table, or 'whole' for a version 1 block; least recent first. */
+  /** `tier \0 key` -> the block's verified stripe table, or 'whole' for an unstriped block; least recent first. */
   private readonly tables = new Map<string, StripedHeader | 'whole'>();
   private readonly fills = new Map<string, Promise<void>>();
   private blocksRead = 0;
@@ -185,7 +197,8 @@ export class BlockReader implements BlockReads {
     this.counters = this.tiers.map(() => ({ hits: 0, partHits: 0, failures: 0 }));
     this.memory = this.tiers.findIndex((t) => t.name === MEMORY_TIER);
     this.disk = this.tiers.findIndex((t) => t.name === DISK_TIER);
-    this.bucket = new BucketTier('bucket', options.store);
+    this.bucket = new BucketTier(BUCKET_TIER, options.store);
+    this.own = [{ region: BUCKET_TIER, store: options.store }];
     this.source = options.source;
     this.ranged = options.compression === 'none';
     this.rangeReadBytesMax = options.rangeReadBytesMax ?? Math.floor(options.blockBytes / 4);
@@ -251,8 +264,8 @@ export class BlockReader implements BlockReads {
     const part = await this.rangeFlights.do(`${key}#${span.first}-${span.end}`, async () => {
       const found = await this.walk(key, plainBytes, range, span, slice, home, signal);
       this.countBucketWhole(found, plainBytes);
-      // A whole block here is mostly a version 1 one: the disk gets it re-encoded (striped) rather than as it
-      // came, so that small reads of it are ranged there too.
+      // A whole block here is mostly an unstriped one (version 1 or 4): the disk gets it re-encoded (striped)
+      // rather than as it came, so that small reads of it are ranged there too.
       await this.fillBefore(found.at, key, plainBytes, found.part, undefined);
       return found.part;
     });
@@ -343,7 +356,7 @@ export class BlockReader implements BlockReads {
         this.corrupt++;
         throw err;
       }
-      if (tableKey !== '' && known === undefined && peekBlockVersion(got.data) === BLOCK_FORMAT_WHOLE) this.remember(tableKey, 'whole');
+      if (tableKey !== '' && known === undefined && peekBlockWhole(got.data)) this.remember(tableKey, 'whole');
       return { part: { data: plain, start: 0 }, encoded: got.data, at };
     }
     if (ask === undefined || span === undefined || got.offset !== span.offset) {
@@ -361,7 +374,7 @@ export class BlockReader implements BlockReads {
         throw err;
       }
       if (parsed === undefined) {
-        // Version 1: not striped, so the stripes came from the wrong place. Read it whole from this tier.
+        // Version 1 or 4: not striped, so the stripes came from the wrong place. Read it whole from this tier.
         this.remember(tableKey, 'whole');
         return this.askEncoded(t, at, key, plainBytes, range, span, signal);
       }
@@ -383,7 +396,10 @@ export class BlockReader implements BlockReads {
     }
   }
 
-  /** The first good copy along the buckets; fails naming every bucket's failure. */
+  /**
+   * The first good copy along the buckets (the source's order, else the one bucket); fails naming what each
+   * bucket said (see the header).
+   */
   private async fromBuckets(
     key: string,
     plainBytes: number,
@@ -395,35 +411,41 @@ export class BlockReader implements BlockReads {
   ): Promise<Found> {
     const first = this.tiers.length;
     const source = this.source;
-    if (source === undefined) {
-      const found = await this.askEncoded(this.bucket, first, key, plainBytes, range, span, signal);
-      if (found === undefined) throw missing(key);
-      return found;
-    }
-    const order = await source.order(slice, home, signal);
-    let failures: string[] | undefined;
-    let onlyBadCopies = true;
-    let last: unknown;
+    const order = source === undefined ? this.own : await source.order(slice, home, signal);
+    // What each bucket said, built only once a bucket has failed.
+    let said: string[] | undefined;
+    let unreachable: unknown;
+    let corrupt: unknown;
     for (let position = 0; position < order.length; position++) {
       const s = order[position]!;
+      let found: Found | undefined;
       try {
-        const found = await this.askEncoded(this.bucketTier(s), first + position, key, plainBytes, range, span, signal);
-        if (found === undefined) throw missing(key);
-        source.onRead?.(s.region, key, position, found.part.data.length);
-        return found;
+        found = await this.askEncoded(source === undefined ? this.bucket : this.bucketTier(s), first + position, key, plainBytes, range, span, signal);
       } catch (err) {
         if (signal?.aborted === true) throw err;
-        last = err;
-        if (!(err instanceof CorruptBlockError)) onlyBadCopies = false;
-        (failures ??= []).push(`${s.region}: ${err instanceof CorruptBlockError ? err.message.replace(`corrupt block ${key}: `, '') : err instanceof Error ? err.message : String(err)}`);
-        source.onBadCopy?.(s.region, key, err);
+        if (err instanceof CorruptBlockError) {
+          corrupt ??= err;
+          (said ??= []).push(`${s.region}: corrupt (${err.detail})`);
+        } else {
+          unreachable ??= err;
+          (said ??= []).push(`${s.region}: unreachable (${err instanceof Error ? err.message : String(err)})`);
+        }
+        source?.onBadCopy?.(s.region, key, err);
+        continue;
       }
+      if (found === undefined) {
+        (said ??= []).push(`${s.region}: missing`);
+        source?.onBadCopy?.(s.region, key, missing(key));
+        continue;
+      }
+      source?.onRead?.(s.region, key, position, found.part.data.length);
+      return found;
     }
-    const detail = `no region has a good copy (${(failures ?? []).join('; ')})`;
+    const detail = (said ?? ['no bucket to ask']).join(', ');
     // Every bucket answered and none had it intact: the block is lost or damaged everywhere (fsck's finding).
     // Otherwise some bucket could not be asked: an I/O error that may pass.
-    if (onlyBadCopies) throw new CorruptBlockError(key, detail);
-    throw new FsError('EIO', `block ${key}: ${detail}`, { cause: last });
+    if (unreachable === undefined) throw new NoGoodCopyError(key, detail, { cause: corrupt });
+    throw new FsError('EIO', noGoodCopyMessage(key, detail), { cause: unreachable });
   }
 
   /** The tier of a source's bucket (made once per region and store). */

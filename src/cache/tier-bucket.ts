@@ -4,15 +4,15 @@
  *
  *   get whole                 GET key                                        -> {offset: 0, data}
  *   get [from, to), head      GET the covering stripes, and at the same time GET [0, header): one round trip,
- *                             two requests (chunk/codec.ts); the header says version 1 (not striped, so the
- *                             stripes were fetched from the wrong place) -> GET key whole instead
+ *                             two requests (chunk/codec.ts); the header says a whole block (version 1 or 4:
+ *                             not striped, so the stripes were fetched from the wrong place) -> GET key whole
  *   get [from, to), no head   GET the covering stripes (the reader holds the verified stripe table)
  *   missing object            undefined (ObjectNotFoundError); any other failure of the store rejects
  *
  * A store's own retries (object/retry.ts) and timeouts apply underneath; this file adds none.
  */
 
-import { BLOCK_FORMAT_WHOLE, blockHeaderBytes, peekBlockVersion, stripeSpan } from '../chunk/codec.js';
+import { blockHeaderBytes, peekBlockWhole, stripeSpan } from '../chunk/codec.js';
 import { ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import type { BlockRange, EncodedTier, ObjectPart } from './tier.js';
 
@@ -40,7 +40,7 @@ export class BucketTier implements EncodedTier {
       if (head.reason instanceof ObjectNotFoundError) return undefined;
       throw head.reason;
     }
-    if (peekBlockVersion(head.value) === BLOCK_FORMAT_WHOLE) return this.whole(key, signal);
+    if (peekBlockWhole(head.value)) return this.whole(key, signal);
     if (got.status === 'rejected') {
       if (got.reason instanceof ObjectNotFoundError) return undefined;
       throw got.reason;

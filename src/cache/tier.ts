@@ -14,8 +14,9 @@
  *              them with the codec as it read them (disk: a BlockCache never returns a copy that fails its own
  *              verification, cache.ts).
  *   'encoded'  bytes of the stored object in the block codec (chunk/codec.ts), as the tier got them. The reader
- *              verifies all of them (header, stripe table, checksums) before any is used, so a tier that serves
- *              a damaged, truncated or foreign copy costs a fall-through to the next tier, never wrong bytes.
+ *              verifies all of them (header, stripe table, checksums, the block the header names) before any is
+ *              used, so a tier that serves a damaged, truncated or foreign copy (another block's) costs a
+ *              fall-through to the next tier, never wrong bytes.
  *
  *   range      plain tier answers (BlockPart)              encoded tier answers (ObjectPart)
  *   ---------  ------------------------------------------  ----------------------------------------------------
@@ -25,7 +26,7 @@
  *              (more is fine: whole stripes, the whole     blockHeaderBytes(plainBytes) object bytes when
  *              block)                                      range.head} with span = stripeSpan(plainBytes, from,
  *                                                          to); or the whole object ({offset: 0, ...}) when the
- *                                                          block is not striped (codec version 1) or the tier
+ *                                                          block is not striped (codec version 1 or 4) or the tier
  *                                                          prefers it
  *   not held   undefined                                   undefined
  *

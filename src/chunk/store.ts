@@ -163,7 +163,7 @@ export class ChunkStore {
   async putBlock(id: number, index: number, plain: Buffer, signal?: AbortSignal): Promise<void> {
     if (plain.length === 0 || plain.length > this.blockBytes) throw new Error(`assertion failed: block of ${plain.length} bytes`);
     const key = blockKey(id, index, plain.length);
-    const object = encodeBlock(plain, this.compression);
+    const object = encodeBlock(plain, this.compression, key);
     await this.store.put(key, object, { signal });
     this.blocksWritten++;
     this.bytesWritten += plain.length;
@@ -178,7 +178,7 @@ export class ChunkStore {
     const len = framed.length - this.frameBytes;
     if (len <= 0 || len > this.blockBytes) throw new Error(`assertion failed: block of ${len} bytes`);
     const key = blockKey(id, index, len);
-    const object = encodeBlockFramed(framed, this.compression, this.frameBytes);
+    const object = encodeBlockFramed(framed, this.compression, this.frameBytes, key);
     await this.store.put(key, object, { signal });
     this.blocksWritten++;
     this.bytesWritten += len;

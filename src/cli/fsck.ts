@@ -301,7 +301,7 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
         }
       } catch (err) {
         if (err instanceof ObjectNotFoundError) problem(`${where}: missing from the bucket${regions.named ? ` of its home region ${home}` : ''}`);
-        else if (err instanceof CorruptBlockError) problem(`${where}: ${err.message.replace(`corrupt block ${key}: `, '')}`);
+        else if (err instanceof CorruptBlockError) problem(`${where}: ${err.detail}`);
         else throw err;
       } finally {
         progress.add(1);

@@ -20,7 +20,7 @@ import { ObjectNotFoundError, InvalidKeyError } from '../object/store.js';
 import type { ObjectStore } from '../object/store.js';
 import { openBucket, openVolume, type OpenVolumeOptions } from '../sdk/open.js';
 import type { Volume } from '../sdk/volume.js';
-import { clientRegion, volumeRegions } from '../region/regions.js';
+import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
 
 // ---------------------------------------------------------------- logging
 
@@ -273,7 +273,10 @@ export async function openCliVolume(url: string, options: OpenVolumeOptions = {}
   await engine.close();
   // The bucket of the region the client runs in (the primary's by default); an unknown region fails here.
   const regions = volumeRegions(format);
-  checkBucket((regions.regions.get(checkClientRegion(format, options.region)) ?? regions.regions.get(regions.primary)!).storage);
+  const region = checkClientRegion(format, options.region);
+  // With other regions to read from, a client starts without its own bucket (the SDK probes it); alone, it
+  // cannot, and says so here in one line.
+  if (regions.regions.size === 1) checkBucket(regions.regions.get(bucketRegion(regions, region))!.storage);
   return openVolume(url, {
     onBackgroundError: (what, err) => log().warn({ err }, `${what} failed`),
     ...options,

@@ -48,6 +48,19 @@ export async function openObjectStore(url: string, options: OpenStoreOptions = {
   }
 }
 
+/**
+ * The directory a file: storage URL names, resolved as openObjectStore resolves it; undefined for any other
+ * URL. A FileStore lists a missing directory as empty and creates it on its first put, so a caller that must
+ * tell a moved or deleted bucket from an empty one checks the directory itself.
+ */
+export function fileStoreDir(url: string): string | undefined {
+  try {
+    return schemeOf(url) === 'file' ? filePath(url, url.substring('file:'.length)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The URL for logs and `ferry info`, secrets masked (see util/url.ts). */
 export function describeStoreUrl(url: string): string {
   return maskUrl(url);

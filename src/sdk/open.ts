@@ -4,11 +4,15 @@
  * `openVolume` is what `import { openVolume } from 'ferryfs'` gives.
  *
  * In a volume with several regions the client runs in one (`region`, default the primary): it writes to that
- * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). Its
- * own bucket must answer when the volume opens; the others are opened without a probe, so a client keeps
- * working in its region while another region is unreachable.
+ * region's bucket and reads through a RegionPlacement over every region's bucket (region/placement.ts). The
+ * other regions' buckets are opened without a probe, so a client keeps working in its region while another
+ * region is unreachable. Its own bucket is probed, but need not answer either: a client whose bucket is
+ * missing or unreachable opens behind a GateStore (object/gate.ts), so that its reads fall through to the
+ * other regions at once and its writes fail at once with an error naming the bucket, until a later probe
+ * finds the bucket back. A one-region volume has nothing to fall through to: its bucket must answer.
  */
 
+import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
@@ -18,7 +22,8 @@ import type { MetaEngine } from '../meta/engine.js';
 import { RetryEngine, type EngineRetryOptions } from '../meta/retry.js';
 import { loadFormat, Meta, type MetaOptions } from '../meta/meta.js';
 import type { Ctx } from '../meta/types.js';
-import { openObjectStore } from '../object/registry.js';
+import { BucketUnreachableError, GateStore, GATE_PROBE_TIMEOUT_MS_DEFAULT, probeWithin } from '../object/gate.js';
+import { fileStoreDir, openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
 import type { ObjectStore } from '../object/store.js';
 import { loadCompression } from '../chunk/codec.js';
@@ -89,6 +94,37 @@ export async function openBucket(url: string): Promise<ObjectStore> {
   return new RetryStore(inner);
 }
 
+/**
+ * Resolves when `store` answers a listing (and, for a file:// `url`, its directory exists: a FileStore lists a
+ * missing one as empty, so a moved bucket would look like an empty one); rejects saying why not.
+ */
+async function probeBucket(store: ObjectStore, url: string | undefined, signal: AbortSignal): Promise<void> {
+  const dir = url === undefined ? undefined : fileStoreDir(url);
+  if (dir !== undefined) {
+    const st = await stat(dir).catch(() => undefined);
+    if (st === undefined) throw new Error(`bucket directory ${dir} does not exist`);
+    if (!st.isDirectory()) throw new Error(`bucket ${dir} is not a directory`);
+  }
+  await store.list('', { limit: 1, signal });
+}
+
+/**
+ * The client's own bucket in a volume with other regions (`injected`: the caller's store for it, else the
+ * one `url` names). Probed for at most GATE_PROBE_TIMEOUT_MS_DEFAULT; one that does not answer is returned
+ * behind a shut GateStore rather than failing the open (see the header), and reported to `onUnreachable`.
+ */
+async function openOwnBucket(region: string, url: string, injected: ObjectStore | undefined, onUnreachable: (err: Error) => void): Promise<ObjectStore> {
+  const inner = injected ?? (await openObjectStore(url));
+  // A store from the URL is probed bare, as openBucket does: its retries would only delay the answer.
+  const probe = (signal: AbortSignal): Promise<void> => probeBucket(inner, injected === undefined ? url : undefined, signal);
+  const failure = await probeWithin(probe, GATE_PROBE_TIMEOUT_MS_DEFAULT);
+  const store = injected ?? new RetryStore(inner);
+  if (failure === undefined) return store;
+  const name = `the bucket of region ${region} (${injected === undefined ? maskUrl(url) : injected.description})`;
+  onUnreachable(new BucketUnreachableError(name, failure));
+  return new GateStore(store, { name, reason: failure, probe });
+}
+
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const opened = await openMetaEngine(metaUrl);
   let engine: MetaEngine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
@@ -122,9 +158,14 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     // A one-region volume has one bucket, whatever region name the client gave (a label for its session); a
     // metadata-only mirror has none and reads the primary's.
     const here = regions.named ? bucketRegion(regions, region ?? regions.primary) : regions.primary;
-    store = options.stores?.[here] ?? options.store ?? (await openBucket(regions.regions.get(here)!.storage));
+    const multi = regions.named && regions.regions.size > 1;
+    const url = regions.regions.get(here)!.storage;
+    const injected = options.stores?.[here] ?? options.store;
+    // Reported where background failures go (the mount's and the CLI's log); the SDK alone warns once.
+    const warn = options.onBackgroundError ?? ((what: string, err: unknown) => process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
+    store = multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url)));
     let placement: RegionPlacement | undefined;
-    if (regions.named && regions.regions.size > 1) {
+    if (multi) {
       for (const [name, r] of regions.regions) {
         if (name !== here) others.set(name, options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)));
       }

@@ -10,6 +10,8 @@ import { DiskBlockCache, type DiskBlockCacheOptions } from '../../src/cache/disk
 import { blockCacheConformance } from './conformance.js';
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_HEADER_BYTES, BLOCK_MAGIC, BLOCK_STRIPE_BYTES, blockHeaderBytes, encodeBlock } from '../../src/chunk/codec.js';
+import { blockKey } from '../../src/chunk/keys.js';
+import { encodeV2 } from '../helpers/blocks.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ferry-disk-cache-'));
@@ -310,7 +312,7 @@ void describe('DiskBlockCache', () => {
       const cache = new DiskBlockCache({ dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 });
       const plain = data(3 * BLOCK_STRIPE_BYTES + 123, 5);
       const key = `chunks/0/0/9_0_${plain.length}`;
-      await cache.putEncoded(key, encodeBlock(plain, 'none'), plain.length);
+      await cache.putEncoded(key, encodeBlock(plain, 'none', key), plain.length);
       assert.deepEqual(await cache.get(key), plain, 'while queued');
       await cache.flush();
       assert.deepEqual(await cache.get(key), plain, 'from the file');
@@ -323,6 +325,52 @@ void describe('DiskBlockCache', () => {
       assert.deepEqual(await reopened.get(key), plain);
       await assert.rejects(reopened.putEncoded('k', Buffer.alloc(10), 10), /assertion failed/);
       await reopened.close();
+    }));
+
+  void it('a well-formed block of another key in a file is never served: dropped and counted like a damaged one', () =>
+    withDir(async (dir) => {
+      const options = { dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 };
+      const first = new DiskBlockCache(options);
+      const plain = data(3 * BLOCK_STRIPE_BYTES + 123, 6);
+      const n = plain.length;
+      // Keys of block 0 of slice 9 whose files hold block 0 of slice 7, and block 1 of slice 7 (same length):
+      // the file framing names the key, the block inside is another one (a buggy writer, a mix-up upstream).
+      const misplaced = [blockKey(9, 0, n), blockKey(7, 1, n)];
+      for (const key of misplaced) await first.putEncoded(key, encodeBlock(plain, 'none', blockKey(7, 0, n)), n);
+      await first.close();
+      const cache = new DiskBlockCache(options);
+      await cache.ready();
+      for (const key of misplaced) {
+        assert.equal(await cache.getRange(key, n, BLOCK_STRIPE_BYTES + 5, BLOCK_STRIPE_BYTES + 10), undefined, `range of ${key}`);
+        assert.equal(await exists(cache.filePath(key)), false, 'the file is removed');
+      }
+      assert.equal(cache.stats().corrupt, 2);
+      await cache.close();
+      const again = new DiskBlockCache(options);
+      for (const key of misplaced) await again.putEncoded(key, encodeBlock(plain, 'none', blockKey(7, 0, n)), n);
+      await again.close();
+      const third = new DiskBlockCache(options);
+      for (const key of misplaced) assert.equal(await third.get(key), undefined, `whole ${key}`);
+      assert.equal(third.stats().corrupt, 2);
+      await third.close();
+    }));
+
+  void it('files of codec version 2 (written before identity) still read, whole and by range', () =>
+    withDir(async (dir) => {
+      const options = { dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 };
+      const plain = data(2 * BLOCK_STRIPE_BYTES + 77, 8);
+      const key = blockKey(11, 0, plain.length);
+      const first = new DiskBlockCache(options);
+      await first.putEncoded(key, encodeV2(plain), plain.length);
+      await first.close();
+      const cache = new DiskBlockCache(options);
+      await cache.ready();
+      const part = await cache.getRange(key, plain.length, BLOCK_STRIPE_BYTES + 1, BLOCK_STRIPE_BYTES + 9);
+      assert.ok(part !== undefined && part.data.length <= BLOCK_STRIPE_BYTES, 'a stripe, not the whole block');
+      assert.deepEqual(part.data, plain.subarray(part.start, part.start + part.data.length));
+      assert.deepEqual(await cache.get(key), plain);
+      assert.equal(cache.stats().corrupt, 0);
+      await cache.close();
     }));
 
   void it('close waits for queued writes', () =>

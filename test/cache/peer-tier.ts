@@ -9,7 +9,7 @@
  * the reader must.
  */
 
-import { BLOCK_FORMAT_WHOLE, blockHeaderBytes, encodeBlock, peekBlockVersion, stripeSpan } from '../../src/chunk/codec.js';
+import { blockHeaderBytes, encodeBlock, peekBlockWhole, stripeSpan } from '../../src/chunk/codec.js';
 import type { BlockRange, EncodedTier, ObjectPart } from '../../src/cache/tier.js';
 
 export class PeerTier implements EncodedTier {
@@ -28,8 +28,8 @@ export class PeerTier implements EncodedTier {
     this.name = name;
   }
 
-  /** The owner holds block `key` (stored as a writer would: codec version 2, or `object` as given). */
-  hold(key: string, plain: Buffer, object: Buffer = encodeBlock(plain, 'none')): void {
+  /** The owner holds block `key` (stored as a writer would: codec version 3, or `object` as given). */
+  hold(key: string, plain: Buffer, object: Buffer = encodeBlock(plain, 'none', key)): void {
     this.objects.set(key, object);
   }
 
@@ -41,7 +41,7 @@ export class PeerTier implements EncodedTier {
     if (this.down) throw new Error(`cache group: owner of ${key} unreachable`);
     const object = this.objects.get(key);
     if (!this.serving || object === undefined) return undefined;
-    if (range === undefined || peekBlockVersion(object) === BLOCK_FORMAT_WHOLE) return { offset: 0, data: this.spoil(object) };
+    if (range === undefined || peekBlockWhole(object)) return { offset: 0, data: this.spoil(object) };
     const span = stripeSpan(plainBytes, range.from, range.to);
     return {
       offset: span.offset,

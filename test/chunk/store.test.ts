@@ -1,6 +1,6 @@
 /**
  * ChunkStore reads (through its BlockReader, src/cache/reader.ts): small reads of uncached blocks fetch and
- * verify only the stripes they need (codec version 2), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
+ * verify only the stripes they need (codec versions 2 and 3), through the caches, with the header's table remembered, version 1 blocks read whole, and the same
  * fall-through over a source's buckets as whole blocks.
  */
 
@@ -16,7 +16,7 @@ import { createChunkStore, type CreateChunkStoreOptions } from '../../src/cache/
 import type { BlockSource, SourceStore } from '../../src/cache/reader.js';
 import { MemoryBlockCache } from '../../src/cache/memory.js';
 import { DiskBlockCache } from '../../src/cache/disk.js';
-import { CorruptBlockError, FsError } from '../../src/errors.js';
+import { CorruptBlockError, FsError, NoGoodCopyError } from '../../src/errors.js';
 import { MemStore } from '../../src/object/mem.js';
 import type { CallOptions, GetOptions, ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/object/store.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
@@ -188,7 +188,7 @@ void describe('ChunkStore ranged reads', () => {
     assert.deepEqual(await read(chunks, B + 5000, 10), content.subarray(B + 5000, B + 5010));
     assert.deepEqual(await read(chunks, 7, 10), content.subarray(7, 17));
     assert.ok(bucket.take().every(isWhole));
-    // A volume with compression: blocks may be version 1 compressed, so reads are whole.
+    // A volume with compression: blocks may be whole (version 4, compressed), so reads are whole.
     const zb = new RecordingStore();
     const text = Buffer.alloc(SIZE, 'ferry block ');
     await writeSlice(chunkStore(zb, { compression: 'lz4' }), text);
@@ -237,17 +237,49 @@ void describe('ChunkStore ranged reads', () => {
     await assert.rejects(chunks.readBlock(ID, SIZE, 1), CorruptBlockError);
     await assert.rejects(read(chunks, B, B), CorruptBlockError);
     assert.ok(chunks.stats.corrupt >= 4);
-    // A damaged header: every ranged read of the block rejects.
+    // A damaged stripe table (covered by the header checksum): every ranged read of the block rejects.
     await bucket.mutate(keyOf(0), (o) => {
       o[30]! ^= 0x80;
       return o;
     });
     const fresh = chunkStore(bucket);
-    await assert.rejects(read(fresh, 10, 10), (err: unknown) => err instanceof CorruptBlockError && /table checksum/.test(err.message));
+    await assert.rejects(read(fresh, 10, 10), (err: unknown) => err instanceof CorruptBlockError && /header checksum/.test(err.message));
     // A missing block.
     await bucket.delete(keyOf(2));
     await assert.rejects(read(fresh, 2 * B + 10, 10), (err: unknown) => err instanceof CorruptBlockError && /missing/.test(err.message));
   });
+
+  for (const compression of ['none', 'lz4'] as const) {
+    void it(`${compression}: a well-formed block of another slice or index under a key is refused by whole and ranged reads, like a damaged one`, async () => {
+      const bucket = new RecordingStore();
+      const text = Buffer.from('ferry block identity '.repeat(Math.ceil(SIZE / 21)).substring(0, SIZE));
+      const data = compression === 'none' ? content : text;
+      await writeSlice(chunkStore(bucket, { compression }), data);
+      // Another slice whose block 1 has the same length, with other bytes.
+      const other = randomBytes(SEED ^ 0x1d, B);
+      await chunkStore(bucket, { compression }).putBlock(ID + 1, 1, compression === 'none' ? other : text.subarray(B - 1000, 2 * B - 1000));
+      // A replica mix-up: slice ID+1's block 1 under slice ID's block 1; a copy bug: block 0 under block 1's key.
+      for (const source of [blockKey(ID + 1, 1, B), keyOf(0)]) {
+        await bucket.put(keyOf(1), await bucket.inner.get(source));
+        const chunks = chunkStore(bucket, { compression });
+        const misplaced = (err: unknown): boolean => err instanceof CorruptBlockError && /identity mismatch/.test(err.message);
+        await assert.rejects(read(chunks, B + 2 * S + 5, 100), misplaced, `ranged, ${source}`);
+        await assert.rejects(chunks.readBlock(ID, SIZE, 1), misplaced, `whole, ${source}`);
+        await assert.rejects(read(chunks, B, B), misplaced, `all of it, ${source}`);
+        assert.deepEqual(await read(chunks, 10, 100), data.subarray(10, 110), 'the other blocks still read');
+        assert.ok(chunks.stats.corrupt >= 2, 'counted as bad copies');
+        // With a second bucket that holds the right block, reads fall through to it.
+        const good = new RecordingStore();
+        await writeSlice(chunkStore(good, { compression }), data);
+        const log: string[] = [];
+        const order: SourceStore[] = [{ region: 'a', store: bucket }, { region: 'b', store: good }];
+        const two = chunkStore(bucket, { compression, source: { order: () => Promise.resolve(order), onBadCopy: (region, _key, err) => log.push(`${region}: ${String(err)}`) } });
+        assert.deepEqual(await read(two, B + 2 * S + 5, 100), data.subarray(B + 2 * S + 5, B + 2 * S + 105));
+        assert.deepEqual(await two.readBlock(ID, SIZE, 1), data.subarray(B, 2 * B));
+        assert.ok(log.length >= 1 && log.every((l) => /^a: CorruptBlockError: .*identity mismatch/.test(l)), log.join('\n'));
+      }
+    });
+  }
 
   void it('with a disk cache, a ranged read fills it with the whole block in the background; a disk hit serves small reads', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ferry-chunk-'));
@@ -356,13 +388,49 @@ void describe('ChunkStore ranged reads over several buckets', () => {
     assert.deepEqual(b.take(), []);
   });
 
-  void it('no good copy anywhere: CorruptBlockError naming each bucket; an unreachable one makes it EIO', async () => {
+  void it('no good copy anywhere: NoGoodCopyError (a CorruptBlockError) naming what each bucket did; an unreachable one makes it EIO', async () => {
     const { a, b } = await twoBuckets();
     await a.mutate(keyOf(0), (o) => ((o[blockHeaderBytes(B) + 7]! ^= 1), o));
     await b.delete(keyOf(0));
     const chunks = chunkStore(a, { source: source([['a', a], ['b', b]], []) });
-    await assert.rejects(read(chunks, 7, 10), (err: unknown) => err instanceof CorruptBlockError && /a: stripe 0 checksum mismatch; b: object missing/.test(err.message));
+    for (const r of [() => read(chunks, 7, 10), () => chunks.readBlock(ID, SIZE, 0)]) {
+      await assert.rejects(r(), (err: unknown) => {
+        assert.ok(err instanceof NoGoodCopyError && err instanceof CorruptBlockError, String(err));
+        assert.equal(err.message, `no good copy of ${keyOf(0)}: a: corrupt (stripe 0 checksum mismatch), b: missing`);
+        assert.equal(err.key, keyOf(0));
+        return true;
+      });
+    }
     b.fail = new Error('timeout');
-    await assert.rejects(read(chunks, 7, 10), (err: unknown) => err instanceof FsError && err.code === 'EIO');
+    await assert.rejects(read(chunks, 7, 10), (err: unknown) => {
+      assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+      assert.equal(err.message, `no good copy of ${keyOf(0)}: a: corrupt (stripe 0 checksum mismatch), b: unreachable (timeout)`);
+      assert.equal(err.cause, b.fail, "the unreachable bucket's error is the cause");
+      return true;
+    });
+  });
+
+  void it('every copy missing is named missing, never corrupt; one bucket is named too', async () => {
+    const { a, b } = await twoBuckets();
+    const c = new RecordingStore();
+    for (const s of [a, b]) await s.delete(keyOf(2));
+    const chunks = chunkStore(a, { source: source([['a', a], ['b', b]], []) });
+    await assert.rejects(read(chunks, 2 * B + 5, 10), (err: unknown) => {
+      assert.ok(err instanceof NoGoodCopyError, String(err));
+      assert.equal(err.message, `no good copy of ${keyOf(2)}: a: missing, b: missing`);
+      return true;
+    });
+    // One bucket, no source: the same words.
+    await assert.rejects(chunkStore(a).readBlock(ID, SIZE, 2), (err: unknown) => err instanceof NoGoodCopyError && err.message === `no good copy of ${keyOf(2)}: bucket: missing`);
+    // Missing, corrupt and unreachable in one read, in read order.
+    await writeSlice(chunkStore(b));
+    await b.mutate(keyOf(2), (o) => ((o[o.length - 1]! ^= 1), o));
+    c.fail = new Error('timeout');
+    const three = chunkStore(a, { source: source([['a', a], ['b', b], ['c', c]], []) });
+    await assert.rejects(three.readBlock(ID, SIZE, 2), (err: unknown) => {
+      assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+      assert.match(err.message, new RegExp(`^no good copy of ${keyOf(2)}: a: missing, b: corrupt \\(stripe \\d+ checksum mismatch\\), c: unreachable \\(timeout\\)$`));
+      return true;
+    });
   });
 });

@@ -105,11 +105,11 @@ function assertFsckNames(key: string, detail: RegExp): void {
 describe('a flipped byte in a stored block', () => {
   it('in the payload: reads reject, cat fails cleanly, fsck names the block', async () => {
     const [key, file] = blockNamed(2);
-    assert.equal(readFileSync(file)[4], 2, 'new blocks are striped (codec version 2)');
+    assert.equal(readFileSync(file)[4], 3, 'new blocks are striped, with identity (codec version 3)');
     flipByte(file, blockHeaderBytes(BLOCK) + 1000);
     await assertReadRejects(2);
 
-    const cat = fails(['cat', meta, '/data.bin'], new RegExp(`corrupt block ${key}`), { binary: true });
+    const cat = fails(['cat', meta, '/data.bin'], new RegExp(`no good copy of ${key}: bucket: corrupt \\(stripe 0 checksum mismatch\\)`), { binary: true });
     assert.equal(cat.stdout, '', 'cat prints nothing of a file it cannot read whole');
 
     assertFsckNames(key, /checksum mismatch/);
@@ -129,7 +129,7 @@ describe('a flipped byte in a stored block', () => {
       }
     }, (err: unknown) => {
       assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
-      assert.ok(err.message.includes(`corrupt block ${key}`), err.message);
+      assert.ok(err.message.includes(`no good copy of ${key}: bucket: corrupt (header checksum mismatch)`), err.message);
       // The store's error stays in the cause chain.
       let cause: unknown = err;
       while (cause instanceof Error && !(cause instanceof CorruptBlockError)) cause = cause.cause;
@@ -143,7 +143,17 @@ describe('a flipped byte in a stored block', () => {
     const [key, file] = blockNamed(1);
     flipByte(file, 24 + 2);
     await assertReadRejects(1);
-    assertFsckNames(key, /stripe table checksum mismatch/);
+    // Version 3: one checksum covers the fixed header and the stripe table.
+    assertFsckNames(key, /header checksum mismatch/);
+  });
+
+  it('a well-formed block of another index stored under the key', async () => {
+    const [, file0] = blockNamed(0);
+    const [key, file1] = blockNamed(1);
+    // A copy bug: block 0 (same length, every checksum intact) where block 1 belongs.
+    writeFileSync(file1, readFileSync(file0));
+    await assertReadRejects(1);
+    assertFsckNames(key, /identity mismatch: the copy is block 0 of slice \d+, the key names block 1 of slice \d+/);
   });
 
   it('a truncated block', async () => {
@@ -157,7 +167,7 @@ describe('a flipped byte in a stored block', () => {
     const [key, file] = blockNamed(2);
     unlinkSync(file);
     await assertReadRejects(2);
-    assertFsckNames(key, /missing from the bucket/);
+    assertFsckNames(key, /bucket: missing/);
     const fast = ferry(['fsck', meta, '--fast']);
     assert.equal(fast.code, 1);
     assert.match(fast.stdout, new RegExp(`block ${key} .*: missing from the bucket`));
@@ -188,13 +198,13 @@ describe('a failed read leaves no partial result', () => {
     unlinkSync(file);
     const missing = fails(['cat', meta, '/other.txt', '/data.bin', '/other.txt'], undefined, { code: 1, binary: true });
     assert.equal(missing.stdout, 'untouched', 'the first file, whole; nothing of /data.bin');
-    assert.equal(missing.stderr, `ferry: cannot read /data.bin: corrupt block ${key}: object missing from the bucket\n`);
+    assert.equal(missing.stderr, `ferry: cannot read /data.bin: no good copy of ${key}: bucket: missing\n`);
 
     writeFileSync(file, good);
     flipByte(file1, blockHeaderBytes(BLOCK) + 10);
     const corrupt = fails(['cat', meta, ':/data.bin'], undefined, { code: 1, binary: true });
     assert.equal(corrupt.stdout, '');
-    assert.match(corrupt.stderr, new RegExp(`^ferry: cannot read :/data.bin: corrupt block ${key1}: .*checksum mismatch`));
+    assert.match(corrupt.stderr, new RegExp(`^ferry: cannot read :/data.bin: no good copy of ${key1}: bucket: corrupt \\(.*checksum mismatch`));
   });
 
   it('cat: a file larger than one read (3 MiB) damaged near its end prints nothing of itself', async () => {
@@ -209,7 +219,7 @@ describe('a failed read leaves no partial result', () => {
     const r = ferry(['cat', meta, '/other.txt', '/large.bin'], { binary: true });
     assert.equal(r.stdout.length, 'untouched'.length, 'nothing of /large.bin');
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^ferry: cannot read \/large\.bin: corrupt block .*_40_65536: object missing from the bucket\n$/);
+    assert.match(r.stderr, /^ferry: cannot read \/large\.bin: no good copy of .*_40_65536: bucket: missing\n$/);
   });
 
   it('cp to a local path: an existing destination keeps its content, a new one is not created, no temporary is left', () => {
@@ -219,7 +229,7 @@ describe('a failed read leaves no partial result', () => {
     mkdirSync(out);
     writeFileSync(path.join(out, 'data.bin'), 'the old content');
     const r = fails(['cp', meta, ':/data.bin', out], undefined, { code: 1 });
-    assert.equal(r.stderr, `ferry: cannot read ':/data.bin': corrupt block ${key}: object missing from the bucket\n`);
+    assert.equal(r.stderr, `ferry: cannot read ':/data.bin': no good copy of ${key}: bucket: missing\n`);
     assert.equal(readFileSync(path.join(out, 'data.bin'), 'utf8'), 'the old content');
     assert.deepEqual(readdirSync(out), ['data.bin'], 'no temporary file left');
 
@@ -248,6 +258,6 @@ describe('a failed read leaves no partial result', () => {
     flipByte(block('b'), blockHeaderBytes(BLOCK) + 10);
     const r = fails(['cat', m, '/f.bin'], undefined, { code: 1, binary: true });
     assert.equal(r.stdout, '');
-    assert.match(r.stderr, new RegExp(`^ferry: cannot read /f.bin: corrupt block ${key}: no region has a good copy \\(a: object missing from the bucket; b: .*checksum mismatch.*\\)$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^ferry: cannot read /f.bin: no good copy of ${key}: a: missing, b: corrupt \\(.*checksum mismatch.*\\)$`, 'm'));
   });
 });

@@ -30,7 +30,8 @@ export interface RegionLab {
   cleanup(): Promise<void>;
 }
 
-export async function makeRegionLab(opts: { blockBytes?: number; trashDays?: number } = {}): Promise<RegionLab> {
+/** `storage`: a region's bucket URL instead of its directory (an unreachable endpoint, say). */
+export async function makeRegionLab(opts: { blockBytes?: number; trashDays?: number; storage?: Partial<Record<'a' | 'b', string>> } = {}): Promise<RegionLab> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-regions-'));
   const bucket = (r: 'a' | 'b'): string => join(dir, `bucket-${r}`);
   await mkdir(bucket('a'));
@@ -41,7 +42,7 @@ export async function makeRegionLab(opts: { blockBytes?: number; trashDays?: num
     await formatVolume(eng, {
       name: 'regions',
       storage: '',
-      regions: { a: { storage: `file://${bucket('a')}` }, b: { storage: `file://${bucket('b')}` } },
+      regions: { a: { storage: opts.storage?.a ?? `file://${bucket('a')}` }, b: { storage: opts.storage?.b ?? `file://${bucket('b')}` } },
       primary: 'a',
       blockBytes: opts.blockBytes ?? 64 << 10,
       compression: 'none',

@@ -5,11 +5,14 @@
  */
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FsError, openMetaEngine } from '../../src/index.js';
+import { formatVolume, FsError, openMetaEngine, openVolume, UsageError, type Volume } from '../../src/index.js';
 import { FaultStore } from '../../src/object/faults.js';
+import { GATE_PROBE_INTERVAL_MS_DEFAULT } from '../../src/object/gate.js';
 import { RetryStore } from '../../src/object/retry.js';
 import { ObjectNotFoundError } from '../../src/object/store.js';
 import { addRegion, removeRegion, volumeRegions } from '../../src/region/regions.js';
@@ -123,7 +126,7 @@ describe('placement and read order', () => {
       await assert.rejects(vb.readFile(p), (err: unknown) => {
         assert.ok(err instanceof FsError, `FsError, got ${String(err)}`);
         assert.equal(err.code, 'EIO');
-        assert.match(err.message, /no region has a good copy \(a: injected fault: store down.*; b: object missing/);
+        assert.match(err.message, /no good copy of chunks\/\S+: a: unreachable \(injected fault: store down .*\), b: missing\)/);
         return true;
       }, p);
     }
@@ -160,7 +163,7 @@ describe('placement and read order', () => {
     const down = new FaultStore(lab.store('a'), { seed: 8 });
     down.setDown(true);
     const vb2 = await lab.open('b', { stores: { a: quickRetry(down) } });
-    await assert.rejects(vb2.readFile(target), /no region has a good copy/);
+    await assert.rejects(vb2.readFile(target), /no good copy of chunks\/\S+: b: corrupt \(stripe 0 checksum mismatch\), a: unreachable \(injected fault: store down/);
     await vb2.close();
     // --scan finds what the records claim but the buckets no longer hold intact? Sizes match, so a
     // scan cannot see a flipped byte; readers do, and the copy is replaced by copying again:
@@ -180,6 +183,136 @@ describe('placement and read order', () => {
     const scan = await (await lab.replicator()).scanBuckets();
     assert.ok(scan.copied >= 1, `scan copied ${scan.copied}`);
     assert.deepEqual(await badBlocks(lab.store('b'), [victim]), []);
+  });
+});
+
+/** An S3 URL whose endpoint refuses connections: a bucket that cannot be reached. */
+async function unreachableS3Url(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `s3://AKIDEXAMPLE:secretsecret@gone?endpoint=http://127.0.0.1:${port}&path-style=true&region=us-east-1`;
+}
+
+/** A write that must fail at once (no retries, no timeouts) with EIO naming region a's bucket as unreachable. */
+async function assertWriteFailsFast(v: Volume, why: RegExp): Promise<void> {
+  const t0 = performance.now();
+  await assert.rejects(v.writeFile('/new', pseudoRandom(100 * KiB, 9)), (err: unknown) => {
+    assert.ok(err instanceof FsError && err.code === 'EIO', String(err));
+    assert.match(err.message, /the bucket of region a \(.+\) is unreachable: /);
+    assert.match(err.message, why);
+    return true;
+  });
+  const ms = performance.now() - t0;
+  assert.ok(ms < 3000, `the write failed after ${Math.round(ms)} ms`);
+}
+
+describe("a client whose own region's bucket does not answer", () => {
+  it('opens while its bucket is unreachable (a refused endpoint), reads what b holds, and a write fails at once naming the bucket', async () => {
+    const lab = await makeRegionLab({ storage: { a: await unreachableS3Url() } });
+    try {
+      const vb = await lab.open('b');
+      await vb.mkdir('/from-b');
+      await vb.writeFile('/from-b/f', pseudoRandom(200 * KiB, 21));
+      await vb.close();
+      const va = await lab.open('a');
+      assert.deepEqual(await va.readdir('/'), ['from-b']);
+      assert.ok((await va.readFile('/from-b/f')).equals(pseudoRandom(200 * KiB, 21)));
+      await assertWriteFailsFast(va, /ECONNREFUSED|connect|socket|refused/i);
+      await va.close();
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('opens while its bucket directory is gone, reads the replicas in b, and a write fails at once (the directory is not recreated)', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const files = await writeSet(lab, '/set', 500);
+      assert.equal((await (await lab.replicator()).runOnce()).pending, 0);
+      rmSync(lab.bucket('a'), { recursive: true });
+      const va = await lab.open('a');
+      for (const [p, data] of files) assert.ok((await va.readFile(p)).equals(data), p);
+      await assertWriteFailsFast(va, /bucket directory .*bucket-a does not exist/);
+      assert.equal(existsSync(lab.bucket('a')), false, 'no empty bucket made in its place');
+      await va.close();
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('opens while its store fails every call, falls through to b, writes fail at once; once the bucket is back a client writes there', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const files = await writeSet(lab, '/set', 600);
+      assert.equal((await (await lab.replicator()).runOnce()).pending, 0);
+      const down = new FaultStore(lab.store('a'), { seed: 9 });
+      down.setDown(true);
+      const va = await lab.open('a', { stores: { a: quickRetry(down) } });
+      const refused = down.stats().refused;
+      const t0 = performance.now();
+      for (const [p, data] of files) assert.ok((await va.readFile(p)).equals(data), p);
+      // The reads never asked the dead bucket: at most a probe per interval did.
+      const probes = 1 + Math.floor((performance.now() - t0) / GATE_PROBE_INTERVAL_MS_DEFAULT);
+      assert.ok(down.stats().refused - refused <= probes, `${down.stats().refused - refused} calls reached the dead bucket`);
+      await assertWriteFailsFast(va, /injected fault: store down/);
+      await va.close();
+      // Back up (the volume closed the store it was given): a new client opens as usual and writes to its bucket.
+      const again = await lab.open('a', { stores: { a: quickRetry(lab.store('a')) } });
+      await again.writeFile('/new', pseudoRandom(10 * KiB, 3));
+      assert.ok((await again.readFile('/new')).equals(pseudoRandom(10 * KiB, 3)));
+      await again.close();
+      assert.deepEqual(await badBlocks(lab.store('a'), await lab.liveBlocks()), [], 'every block in a, the new one too');
+    } finally {
+      await lab.cleanup();
+    }
+  });
+
+  it('a one-region volume whose only bucket is unreachable still fails to open, saying so', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-one-region-'));
+    try {
+      const metaUrl = `sqlite://${join(dir, 'meta.db')}`;
+      const engine = await openMetaEngine(metaUrl, { create: true });
+      await formatVolume(engine, { name: 'one', storage: await unreachableS3Url(), blockBytes: 64 * KiB, compression: 'none', trashDays: 0 });
+      await engine.close();
+      await assert.rejects(openVolume(metaUrl, { heartbeatMs: 0 }), (err: unknown) => err instanceof UsageError && /^cannot reach the bucket s3:\/\/.*gone/.test(err.message));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('block identity across buckets', () => {
+  it('a well-formed block under another key in the home bucket is not replicated, and reads name it', async () => {
+    const lab = await makeRegionLab();
+    try {
+      const va = await lab.open('a');
+      await va.writeFile('/x', pseudoRandom(64 * KiB, 31));
+      await va.writeFile('/y', pseudoRandom(64 * KiB, 32));
+      await va.close();
+      const blocks = await lab.liveBlocks();
+      assert.equal(blocks.length, 2);
+      const [x, y] = blocks as [(typeof blocks)[0], (typeof blocks)[0]];
+      // A copy bug put x's block (same length, well-formed) where y's belongs.
+      const a = lab.store('a');
+      await a.put(y.key, await a.get(x.key));
+      const events: string[] = [];
+      const r = await (await lab.replicator({ onEvent: (e) => (e.type === 'error' ? events.push(String(e.error)) : undefined) })).runOnce();
+      assert.equal(r.pending, 1, 'the slice with the misplaced block stays pending');
+      assert.ok(events.some((e) => e.includes(y.key) && /identity mismatch/.test(e)), events.join('\n'));
+      assert.deepEqual(await badBlocks(lab.store('b'), blocks), [y.key], 'only x was copied to b');
+      const { meta } = await lab.tools();
+      const copies = [...(await meta.listSlices()).values()].map((s) => s.copies ?? []);
+      assert.deepEqual(copies.map((c) => c.includes('b')).sort(), [false, true], 'y is not recorded as copied');
+      // A reader in b: x from its own bucket; y fails naming what each bucket holds, never x's bytes.
+      const vb = await lab.open('b');
+      assert.ok((await vb.readFile('/x')).equals(pseudoRandom(64 * KiB, 31)));
+      await assert.rejects(vb.readFile('/y'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /identity mismatch/.test(err.message));
+      await vb.close();
+    } finally {
+      await lab.cleanup();
+    }
   });
 });
 
