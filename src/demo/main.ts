@@ -11,6 +11,11 @@
  * the replicator follows the changelog and a reader in b reads each new file at once — printing the lag and
  * which reads fell back to the home bucket. Finally a's bucket "goes down" and b still reads everything, and
  * fsck and gc run over both buckets. Everything is verified by sha256.
+ *
+ * A third region, c, is a metadata-only mirror (DESIGN §2, §7): its own SQLite replica, kept current by a
+ * follower while the writer in a commits (the lab prints the lag from commit to applied in c), and no bucket
+ * (c reads a's). A reader in c lists and reads the dataset from its replica, and goes on doing so while the
+ * primary's metadata file is gone.
  */
 
 import { createHash } from 'node:crypto';
@@ -28,6 +33,10 @@ import { RetryStore } from '../object/retry.js';
 import type { RegionPlacement } from '../region/placement.js';
 import type { BlockReader } from '../cache/reader.js';
 import { replicationStatus, Replicator } from '../region/replicate.js';
+import { MirrorFollower } from '../region/mirror.js';
+import { addRegion } from '../region/regions.js';
+import { rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 
 const BINARY_BYTES = 3 << 20;
 /** Files the steady writer commits, and the pause between them. */
@@ -106,12 +115,24 @@ async function main(): Promise<void> {
     compression: 'zstd',
     trashDays: 0,
   });
+  const replicaFile = path.join(dir, 'replica-c.db');
+  const replicaUrl = `sqlite://${replicaFile}`;
+  await addRegion(engine, 'c', { replica: replicaUrl });
   await engine.close();
   say(`Ferry two-region lab: volume '${format.name}' (${format.uuid})`);
   say();
   say(`  metadata    ${dbFile}  (shared by both regions)`);
   say(`  region a    ${bucketA}  (primary)`);
   say(`  region b    ${bucketB}`);
+  say(`  region c    ${replicaFile}  (metadata-only mirror: its own replica, a's bucket)`);
+
+  // The follower of c's replica: bootstraps it, then follows the primary's changelog until the lab ends.
+  const mirrorPrimary = await openMetaEngine(metaUrl);
+  const mirrorReplica = await openMetaEngine(replicaUrl, { create: true });
+  const mirror = new MirrorFollower({ primary: mirrorPrimary, replica: mirrorReplica, region: 'c', pollMs: 1 });
+  await mirror.prepare();
+  const mirrorStop = new AbortController();
+  const mirroring = mirror.run(mirrorStop.signal);
 
   // 2. A writer in region a.
   const va = await openVolume(metaUrl, { region: 'a' });
@@ -150,6 +171,7 @@ async function main(): Promise<void> {
     return { seconds: s?.lagSeconds ?? 0, blocks: s?.backlog.blocks ?? 0, bytes: s?.backlog.bytes ?? 0 };
   };
   const failures: string[] = [];
+  const expectedC: Record<string, string> = { ...expected };
   try {
     // 3. A reader in region b before replication: every block comes from its home bucket, a.
     const vb1 = await openVolume(metaUrl, { region: 'b', memCacheBytes: 0 });
@@ -188,6 +210,7 @@ async function main(): Promise<void> {
     // 6. Steady state: a writer commits in a while the replicator follows the changelog and a reader in b
     //    reads each new file as soon as it is committed.
     const lags: number[] = [];
+    const mirrorLags: number[] = [];
     const follower = new Replicator({
       meta: tools.meta,
       stores: stores(),
@@ -208,7 +231,12 @@ async function main(): Promise<void> {
       const data = pseudoRandom(200_000 + i * 10_000, 7000 + i);
       const p = `/steady/part-${String(i).padStart(3, '0')}.bin`;
       await va.writeFile(p, data);
+      const committedAt = Date.now();
+      const seq = va.vfs.meta.committedSeq;
       written.push({ p, sum: sha256(data) });
+      // Commit in a to applied in c's replica.
+      while (mirror.stats.applied < seq && Date.now() - committedAt < 5000) await new Promise((resolve) => setTimeout(resolve, 1));
+      mirrorLags.push(Date.now() - committedAt);
       // Read at once in b: the copy may not be there yet, then the home bucket serves it.
       const pl = placementOf(vb3).stats;
       const homeBefore = pl.reads['a'] ?? 0;
@@ -241,6 +269,9 @@ async function main(): Promise<void> {
       `${fellBack.length > 0 ? ` (${fellBack.join(', ')}${steadyFallbacks > fellBack.length ? ', ...' : ''})` : ''} (not replicated yet)`);
     say(`              read in b ${STEADY_LAG_FILES} commits later: ${laterOwn} blocks from b's own bucket, ${laterHome} from a`);
     say(`              replication lag (commit to verified copy) p50 ${percentile(lags, 50).toFixed(0)} ms, max ${percentile(lags, 100).toFixed(0)} ms; backlog at the end ${(await lag()).blocks} blocks`);
+    mirrorLags.sort((x, y) => x - y);
+    say(`              mirror lag (commit in a to applied in c's replica) p50 ${percentile(mirrorLags, 50).toFixed(0)} ms, max ${percentile(mirrorLags, 100).toFixed(0)} ms`);
+    for (const w of written) expectedC[w.p] = w.sum;
 
     // 7. Region a's bucket goes down: b reads everything from its own copies.
     const down = new FaultStore(new FileStore(bucketA), { seed: 1 });
@@ -265,6 +296,38 @@ async function main(): Promise<void> {
     await tools.close();
     await va.close().catch(() => undefined);
   }
+
+  // 9. Region c: a reader on its replica (no flags: the replica says which region it serves), then the
+  //    primary's metadata file goes away and c reads on.
+  try {
+    await mirror.once();
+  } finally {
+    mirrorStop.abort();
+    await mirroring;
+    await mirrorReplica.close();
+    await mirrorPrimary.close();
+  }
+  const readInC = async (): Promise<{ failures: string[]; bytes: number; listed: number }> => {
+    const vc = await openVolume(replicaUrl, { memCacheBytes: 0 });
+    try {
+      const listed = (await vc.readdir('/steady')).length;
+      return { ...(await readAll(vc, expectedC)), listed };
+    } finally {
+      await vc.close();
+    }
+  };
+  const c1 = await readInC();
+  failures.push(...c1.failures.map((p) => `${p} (c)`));
+  say(`  read in c   ${Object.keys(expectedC).length} files (${humanBytes(c1.bytes)}) from its replica, /steady lists ${c1.listed}: ${c1.failures.length === 0 ? 'all match' : 'MISMATCH'}; blocks from a's bucket`);
+  const away = [dbFile, `${dbFile}-wal`, `${dbFile}-shm`].filter((f) => existsSync(f));
+  for (const f of away) await rename(f, `${f}.away`);
+  try {
+    const c2 = await readInC();
+    failures.push(...c2.failures.map((p) => `${p} (c, primary metadata gone)`));
+    say(`  a meta off  ${path.basename(dbFile)} moved away: c still lists and reads all ${Object.keys(expectedC).length} files from its replica: ${c2.failures.length === 0 ? 'all match' : 'MISMATCH'}`);
+  } finally {
+    for (const f of away) await rename(`${f}.away`, f);
+  }
   say(`  verified    every read by sha256: ${failures.length === 0 ? 'all match' : `MISMATCH in ${failures.join(', ')}`}`);
   say(`  time        ${Date.now() - started} ms`);
 
@@ -274,6 +337,8 @@ async function main(): Promise<void> {
   say(`  node ${cli} status ${metaUrl}`);
   say(`  node ${cli} region list ${metaUrl}`);
   say(`  node ${cli} cat ${metaUrl} --region b /docs/readme.txt`);
+  say(`  node ${cli} ls ${replicaUrl} /steady          # region c, from its replica`);
+  say(`  node ${cli} mirror verify ${metaUrl} --region c`);
   say(`  node ${cli} cp ${metaUrl} --region b ./some-file :/from-b.txt && node ${cli} replicate ${metaUrl} --once`);
   say();
   say(`Remove it with: rm -rf ${dir}`);

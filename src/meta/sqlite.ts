@@ -88,7 +88,11 @@ export class SqliteEngine extends EngineCore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 10000');
-    this.db.exec(SCHEMA);
+    // The schema statements write (INSERT OR IGNORE takes the write lock even when it inserts nothing): on a
+    // database that has them all, skip them, or an engine opened while another engine of this process holds
+    // its transaction open across an await would block the event loop in busy_timeout and fail SQLITE_BUSY.
+    const tables = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN ('rec', 'log', 'logstate')").get() as { n: number };
+    if (tables.n !== 3 || db.prepare('SELECT 1 FROM logstate WHERE id = 0').get() === undefined) this.db.exec(SCHEMA);
     this.st = {
       get: this.db.prepare('SELECT value FROM rec WHERE kind = ? AND part = ? AND key = ?'),
       put: this.db.prepare('INSERT OR REPLACE INTO rec (kind, part, key, value) VALUES (?, ?, ?, ?)'),

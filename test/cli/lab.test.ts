@@ -24,6 +24,9 @@ void describe('npm start (the two-region lab)', () => {
       assert.match(stdout, /backlog at the end 0 blocks/);
       assert.match(stdout, /a down .* b still reads all 7 files: all match/);
       assert.match(stdout, /fsck +volume is clean/);
+      assert.match(stdout, /mirror lag \(commit in a to applied in c's replica\) p50 \d+ ms/);
+      assert.match(stdout, /read in c +\d+ files .* from its replica, \/steady lists \d+: all match/);
+      assert.match(stdout, /a meta off .* c still lists and reads all \d+ files from its replica: all match/);
       assert.match(stdout, /verified +every read by sha256: all match/);
       assert.doesNotMatch(stdout + stderr, /mismatch|differ|FAIL/i);
     } finally {

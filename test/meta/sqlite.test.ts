@@ -74,6 +74,26 @@ describe('SqliteEngine', () => {
     }
   });
 
+  it('an engine opens on a file while another engine of this process holds a transaction open across an await', async () => {
+    const path = await tempPath();
+    const a = new SqliteEngine(path, { create: true });
+    let b: SqliteEngine | undefined;
+    try {
+      await a.txn(async (tx) => {
+        tx.put('counter', '', 'c', 1);
+        await new Promise((resolve) => setImmediate(resolve));
+        // Before the fix the constructor's schema statements waited on a's write lock: SQLITE_BUSY after busy_timeout.
+        const started = Date.now();
+        b = new SqliteEngine(path);
+        assert.ok(Date.now() - started < 1000, 'opening waited for the other engine\'s transaction');
+      });
+      assert.equal(await b!.txn((tx) => tx.get('counter', '', 'c')), 1);
+    } finally {
+      await a.close();
+      await b?.close();
+    }
+  });
+
   it('two processes on one file lose no update and keep the log gapless', async () => {
     const path = await tempPath();
     const engine = new SqliteEngine(path, { create: true });
