@@ -15,6 +15,7 @@
  * --keep-secrets is given; the header's copy of the format record is always masked.
  */
 
+import { SECRET_KEY } from '../meta/secret.js';
 import { createWriteStream, existsSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
@@ -118,6 +119,8 @@ export async function runDump(metaUrl: string, file: string | undefined, opts: {
       await writeLine(stream, JSON.stringify(header), signal);
       let records = 0;
       const { seq } = await engine.snapshot((op: LogOp) => {
+        // The volume secret stays out unless kept: a restored volume without it makes a new one.
+        if (!keep && op[0] === 'setting' && op[2] === SECRET_KEY) return Promise.resolve();
         let rec = op;
         if (!keep && op[0] === 'setting' && op[2] === 'format' && op[3] !== null && typeof op[3] === 'object' && !Array.isArray(op[3])) {
           const f = op[3] as unknown as FormatRec;

@@ -5,6 +5,7 @@
  * Inode-based, like the kernel's VFS: callers resolve paths (sdk/, fuse/) and pass inode numbers.
  */
 
+import { putNewSecret } from './secret.js';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
@@ -192,6 +193,7 @@ export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now 
   };
   await engine.txn(async (tx) => {
     tx.put('setting', '', 'format', format);
+    putNewSecret(tx);
     const dir = (parent: number, mode: number): InodeRec => ({
       type: 'dir', mode, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent,
     });
