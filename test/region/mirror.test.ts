@@ -16,6 +16,8 @@ import { after, describe, it } from 'node:test';
 import { FsError, formatVolume, openMetaEngine, openVolume, type Volume } from '../../src/index.js';
 import type { LogOp, MetaEngine } from '../../src/meta/engine.js';
 import { MirrorFollower, verifyMirror } from '../../src/region/mirror.js';
+import { FaultStore } from '../../src/object/faults.js';
+import { FileStore } from '../../src/object/file.js';
 import { addRegion } from '../../src/region/regions.js';
 import { setLogRetention } from '../../src/meta/retention.js';
 import { mulberry32, randomSeed } from '../../src/util/random.js';
@@ -222,6 +224,48 @@ describe('mirror clients', () => {
         await assert.rejects(openVolume(r.url, { region: 'a' }), /replica of region 'm'/);
       } finally {
         await reader.close();
+      }
+    } finally {
+      await writer.close();
+      await replica.close();
+      await primary.close();
+      await p.cleanup();
+      await r.cleanup();
+    }
+  });
+});
+
+describe('metadata-only mirror data', () => {
+  it("reads through the primary's bucket into its disk cache and keeps serving cached blocks while that bucket is down", async () => {
+    const p = await sqlite.fresh();
+    const r = await sqlite.fresh();
+    const { engine: primary, dir } = await mirrored(p.url, r.url);
+    const replica = await openMetaEngine(r.url, { create: true });
+    const writer = await openVolume(p.url, { heartbeatMs: 0 });
+    const follower = new MirrorFollower({ primary, replica, region: 'm' });
+    const cacheDir = join(dir, 'cache-m');
+    try {
+      const data = Buffer.alloc(700_000);
+      for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i * 7, i);
+      await writer.writeFile('/f', data);
+      await follower.once();
+      const bucket = new FaultStore(new FileStore(join(dir, 'a')), { seed: 1 });
+      const open = () => openVolume(r.url, { heartbeatMs: 0, memCacheBytes: 0, cacheDir, stores: { a: bucket } });
+      const first = await open();
+      try {
+        assert.deepEqual(await first.readFile('/f'), data, "first read from the primary's bucket");
+      } finally {
+        await first.close();
+      }
+      bucket.setDown(true);
+      const second = await open();
+      try {
+        assert.deepEqual(await second.readFile('/f'), data, "the primary's bucket is down: the disk cache serves every block");
+        await writer.writeFile('/g', 'not cached anywhere');
+        await follower.once();
+        await assert.rejects(second.readFile('/g'), (e: unknown) => e instanceof FsError && e.code === 'EIO', 'an uncached block fails cleanly, it is not invented');
+      } finally {
+        await second.close();
       }
     } finally {
       await writer.close();
