@@ -1,5 +1,5 @@
 /**
- * `ferry replicate --once` beside `rclone sync` (Debian's rclone, default settings) of the same block objects
+ * `ferry replicate --once` beside `rclone sync` (Debian's rclone: its defaults, and at Ferry's parallelism) of the same block objects
  * between the same two local S3 servers (s3rver), then the replication lag while a writer commits steadily.
  *
  *   npm run bench:replicate [-- --small N --large N --parallel N --steady-seconds S]
@@ -9,7 +9,8 @@
  *   2. ferry replicate --once --to b --verify full: every copy read back and compared   (timed)
  *   3. ferry replicate --once --to c --verify put (the default): every put carries Content-MD5 and the ETag the server answers
  *      (the MD5 of what it stored) is compared with it: end to end, without reading the copy back   (timed)
- *   4. rclone sync --fast-list A:a B:rclone: the same objects (bucket a holds only the volume's blocks)
+ *   4. rclone sync --fast-list A:a B:rclone0, then with --transfers P --checkers P (P = --parallel) to B:rclone1:
+ *      the same objects (bucket a holds only the volume's blocks)
  *      (timed; --fast-list because this rclone (1.60) finds nothing to copy in s3rver's nested prefixes
  *      when it lists directory by directory, its default)
  *   5. ferry replicate following the changelog (to b) while a writer commits a 256 KiB file every 50 ms in
@@ -88,7 +89,7 @@ const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 const loadAtStart = load();
 const dir = await mkdtemp(path.join(tmpdir(), 'ferry-bench-replicate-'));
 const serverA = await startS3Server({ buckets: ['a'] });
-const serverB = await startS3Server({ buckets: ['b', 'c', 'rclone'] });
+const serverB = await startS3Server({ buckets: ['b', 'c', 'rclone0', 'rclone1'] });
 try {
   const metaUrl = `sqlite://${path.join(dir, 'meta.db')}`;
   const urlA = serverA.url('vol', 'a');
@@ -138,14 +139,20 @@ try {
   const storeC = await openObjectStore(urlC);
   const inC = await count(storeC, 'chunks/');
 
-  // 3. rclone sync of the same objects.
-  let rclone: { secs: number; got: { objects: number; bytes: number } } | undefined;
-  if (spawnSync('rclone', ['version']).status === 0) {
+  // 3. rclone sync of the same objects: its defaults (4 transfers, 8 checkers), then at Ferry's parallelism.
+  type RcloneRun = { args: string[]; secs: number; got: { objects: number; bytes: number } };
+  const rclone: RcloneRun[] = [];
+  const rcloneVersion = spawnSync('rclone', ['version'], { encoding: 'utf8' });
+  if (rcloneVersion.status === 0) {
     const env = rcloneEnv(serverA.endpoint, serverB.endpoint);
-    const r = await timed('rclone', ['sync', '--fast-list', 'SRC:a', 'DST:rclone'], env);
-    const storeR = await openObjectStore(serverB.url('vol', 'rclone'));
-    rclone = { secs: r.secs, got: await count(storeR, 'chunks/') };
-    await storeR.close();
+    const p = values.parallel;
+    for (const [i, extra] of [[], ['--transfers', p, '--checkers', p]].entries()) {
+      const args = ['sync', '--fast-list', ...extra, 'SRC:a', `DST:rclone${i}`];
+      const r = await timed('rclone', args, env);
+      const storeR = await openObjectStore(serverB.url('vol', `rclone${i}`));
+      rclone.push({ args, secs: r.secs, got: await count(storeR, 'chunks/') });
+      await storeR.close();
+    }
   }
 
   // 4. Lag while a writer commits steadily in region a.
@@ -210,15 +217,24 @@ try {
   process.stdout.write(line('ferry replicate --once', ferryPut.secs, inC) + `  (--parallel ${values.parallel}, --verify put, the default: the ETag answered = the Content-MD5 sent)\n`);
   process.stdout.write(line('plain get + put', rawCopy, { objects: keys.length, bytes: inA.bytes }) + `  (S3Store calls only, ${values.parallel} at once: s3rver's ceiling)\n`);
   process.stdout.write(line('plain put alone', rawPut, { objects: keys.length, bytes: inA.bytes }) + `  (server B's floor for any client copying these objects)\n`);
-  if (rclone !== undefined) {
-    process.stdout.write(line('rclone sync --fast-list', rclone.secs, rclone.got) + '\n');
-    process.stdout.write(`ferry replicate is ${(rclone.secs / ferry.secs).toFixed(2)}× (verify full) and ${(rclone.secs / ferryPut.secs).toFixed(2)}× (verify put) rclone's speed\n`);
+  if (rclone.length > 0) {
+    process.stdout.write(`${rcloneVersion.stdout.split('\n')[0]}, remotes: type s3, provider Other, path-style (s3rver)\n`);
+    for (const r of rclone) {
+      process.stdout.write(line(`rclone ${r.args.slice(0, -2).join(' ')}`.slice(0, 24), r.secs, r.got) + `  (rclone ${r.args.join(' ')})\n`);
+    }
+    const equal = rclone[rclone.length - 1]!;
     process.stdout.write(
-      `3× rclone would be ${(rclone.secs / 3).toFixed(2)} s; s3rver accepting the puts alone took ${rawPut.toFixed(2)} s, so at most ${(rclone.secs / rawPut).toFixed(2)}× is possible against these servers\n`,
+      `ferry replicate (verify put) is ${(equal.secs / ferryPut.secs).toFixed(2)}× rclone at equal parallelism (${values.parallel}) and ${(rclone[0]!.secs / ferryPut.secs).toFixed(2)}× rclone's defaults; ` +
+        `verify full: ${(equal.secs / ferry.secs).toFixed(2)}× and ${(rclone[0]!.secs / ferry.secs).toFixed(2)}×\n`,
     );
   } else {
     process.stdout.write('rclone sync              skipped: rclone is not installed (apt-get install rclone)\n');
   }
+  // The target the servers allow: no copy between them can beat their own get+put at the same parallelism.
+  process.stdout.write(
+    `target: ferry replicate --once >= 0.9× the servers' own get+put (${(rawCopy / ferryPut.secs).toFixed(2)}× now, verify put; ` +
+      `${(rawCopy / ferry.secs).toFixed(2)}× verify full)${rclone.length > 0 ? ` and >= 1.5× rclone at equal parallelism (${(rclone[rclone.length - 1]!.secs / ferryPut.secs).toFixed(2)}× now)` : ''}\n`,
+  );
   process.stdout.write(`load average ${loadAtStart} at the start, ${load()} at the end (1, 5, 15 min; ${cpus().length} cores)\n`);
   lags.sort((x, y) => x - y);
   process.stdout.write(

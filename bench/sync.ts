@@ -1,5 +1,5 @@
 /**
- * `ferry sync` beside `rclone sync` (Debian's rclone, default settings) for the same objects between the same
+ * `ferry sync` beside `rclone sync` (Debian's rclone: its defaults, and at Ferry's parallelism) for the same objects between the same
  * two local S3 servers (s3rver): 1,000 objects of 64 KiB plus 4 of 64 MiB, each tool into its own empty bucket.
  *
  *   npm run build && node --import tsx bench/sync.ts [--small N] [--large N] [--parallel N]
@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { S3Store } from '../src/object/s3.js';
+import { PARALLEL_DEFAULT } from '../src/region/sync.js';
 import { listAll } from '../src/object/store.js';
 import { Limiter } from '../src/util/limiter.js';
 import { mulberry32 } from '../src/util/random.js';
@@ -87,7 +88,7 @@ function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<num
 }
 
 const srcServer = await startS3Server({ buckets: ['src'] });
-const dstServer = await startS3Server({ buckets: ['ferry', 'rclone'] });
+const dstServer = await startS3Server({ buckets: ['ferry', 'rclone0', 'rclone1'] });
 try {
   process.stdout.write(`loading ${smallCount} × 64 KiB + ${largeCount} × 64 MiB into ${srcServer.endpoint} ... `);
   const t0 = performance.now();
@@ -99,22 +100,27 @@ try {
   const ferrySecs = await timed(process.env['FERRY_BENCH_WRAP'] ?? process.execPath, [...(process.env['FERRY_BENCH_WRAP'] === undefined ? [] : [process.execPath]), CLI, ...ferryArgs], { ...process.env, FERRY_NO_PROGRESS: '1' });
   const ferryGot = await count(dstServer, 'ferry');
 
-  let rcloneSecs: number | undefined;
-  let rcloneGot: { objects: number; bytes: number } | undefined;
-  if (spawnSync('rclone', ['version']).status === 0) {
+  // rclone at its defaults (4 transfers, 8 checkers) and at Ferry's parallelism.
+  const parallel = values.parallel ?? String(PARALLEL_DEFAULT);
+  const rclone: Array<{ args: string[]; secs: number; got: { objects: number; bytes: number } }> = [];
+  const rcloneVersion = spawnSync('rclone', ['version'], { encoding: 'utf8' });
+  if (rcloneVersion.status === 0) {
     const env = rcloneEnv(srcServer.endpoint, dstServer.endpoint);
-    rcloneSecs = await timed('rclone', ['sync', 'SRC:src', 'DST:rclone'], env);
-    rcloneGot = await count(dstServer, 'rclone');
+    for (const [i, extra] of [[], ['--transfers', parallel, '--checkers', parallel]].entries()) {
+      const args = ['sync', ...extra, 'SRC:src', `DST:rclone${i}`];
+      rclone.push({ args, secs: await timed('rclone', args, env), got: await count(dstServer, `rclone${i}`) });
+    }
   }
 
   const mib = total / 2 ** 20;
   const line = (name: string, secs: number, got: { objects: number; bytes: number }): string =>
     `${name.padEnd(12)} ${secs.toFixed(2).padStart(7)} s  ${(mib / secs).toFixed(1).padStart(6)} MiB/s  ${got.objects} objects, ${got.bytes} bytes${got.bytes === total ? '' : '  (INCOMPLETE)'}`;
   process.stdout.write(`\n${smallCount + largeCount} objects, ${mib.toFixed(0)} MiB, s3rver → s3rver\n`);
-  process.stdout.write(line('ferry sync', ferrySecs, ferryGot) + '\n');
-  if (rcloneSecs !== undefined && rcloneGot !== undefined) {
-    process.stdout.write(line('rclone sync', rcloneSecs, rcloneGot) + '\n');
-    process.stdout.write(`ferry sync is ${(rcloneSecs / ferrySecs).toFixed(2)}× rclone's speed\n`);
+  process.stdout.write(line('ferry sync', ferrySecs, ferryGot) + `  (--parallel ${parallel})\n`);
+  if (rclone.length > 0) {
+    process.stdout.write(`${rcloneVersion.stdout.split('\n')[0]}, remotes: type s3, provider Other, path-style (s3rver)\n`);
+    for (const r of rclone) process.stdout.write(line('rclone sync', r.secs, r.got) + `  (rclone ${r.args.join(' ')})\n`);
+    process.stdout.write(`ferry sync is ${(rclone[1]!.secs / ferrySecs).toFixed(2)}× rclone at equal parallelism (${parallel}), ${(rclone[0]!.secs / ferrySecs).toFixed(2)}× rclone's defaults\n`);
   } else {
     process.stdout.write('rclone sync   skipped: rclone is not installed (apt-get install rclone)\n');
   }
