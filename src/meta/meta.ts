@@ -5,14 +5,16 @@
  * Inode-based, like the kernel's VFS: callers resolve paths (sdk/, fuse/) and pass inode numbers.
  */
 
-import { putNewSecret } from './secret.js';
-import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn, TxnOptions } from './engine.js';
 import { cutSegments, dataBytes, visibleSegments, type SliceRef } from './slices.js';
 import { shiftWrites } from './append.js';
 import { LookupCache } from './lookupcache.js';
+import { DIR_BYTES, loadFormat } from './format.js';
+import { IdPool } from './ids.js';
+
+export { formatVolume, loadFormat, type FormatOptions } from './format.js';
 import {
   LOCK_EOF,
   flockConflict,
@@ -28,11 +30,9 @@ import {
   type PosixLockRec,
 } from './locks.js';
 import {
-  CHUNK_BYTES,
   FALLOC_KEEP_SIZE,
   FALLOC_PUNCH_HOLE,
   FALLOC_ZERO_RANGE,
-  FIRST_FREE_INO,
   FORMAT_VERSION,
   NAME_BYTES_MAX,
   RENAME_EXCHANGE,
@@ -57,14 +57,12 @@ import {
   type FileType,
   type FormatRec,
   type InodeRec,
-  type RegionRec,
   type SessionRec,
   type SetAttr,
   type SliceRefRec,
   type StatFs,
 } from './types.js';
 
-const DIR_BYTES = 4096;
 const INO_BATCH = 100;
 const SLICE_BATCH = 1000;
 const SCAN_PAGE = 1000;
@@ -108,20 +106,6 @@ export interface MetaOptions {
   replica?: boolean;
 }
 
-export interface FormatOptions {
-  name: string;
-  /** The one bucket of a one-region volume; with `regions`, ignored (the primary's bucket is used). */
-  storage: string;
-  /** Named regions and their buckets (a multi-region volume); `primary` defaults to the first. */
-  regions?: Record<string, RegionRec>;
-  primary?: string;
-  blockBytes: number;
-  compression: FormatRec['compression'];
-  trashDays: number;
-  capacityBytes?: number;
-  force?: boolean;
-}
-
 const enc = (n: number): string => String(n);
 
 /** What a committed transaction changed beyond its records: usage deltas and lookup-cache invalidations. */
@@ -159,88 +143,6 @@ function cutUtf8(s: string, maxBytes: number): string {
 /** Whether a session stopped beating longer ago than it said it may (see MetaOptions.sessionStaleMs). */
 export function sessionIsStale(s: SessionRec, now: number): boolean {
   return now - s.heartbeat > (s.staleMs ?? SESSION_STALE_MS_LEGACY);
-}
-
-/** Reads the format record; undefined on an engine that holds no volume. */
-export async function loadFormat(engine: MetaEngine): Promise<FormatRec | undefined> {
-  return engine.txn((tx) => tx.get<FormatRec>('setting', '', 'format'), { readonly: true });
-}
-
-export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now = Date.now()): Promise<FormatRec> {
-  const existing = await loadFormat(engine);
-  if (existing !== undefined) {
-    if (!opts.force) throw new FsError('EEXIST', `volume "${existing.name}" already exists here (use --force to overwrite it)`);
-    await engine.reset();
-  }
-  let regions: Pick<FormatRec, 'storage' | 'regions' | 'primary'> = { storage: opts.storage };
-  if (opts.regions !== undefined) {
-    const primary = opts.primary ?? Object.keys(opts.regions)[0];
-    const p = primary === undefined ? undefined : opts.regions[primary];
-    if (p?.storage === undefined) throw new FsError('EINVAL', `primary region ${JSON.stringify(primary)} is not one of the volume's regions, or has no bucket`);
-    regions = { storage: p.storage, regions: { ...opts.regions }, primary: primary! };
-  }
-  const format: FormatRec = {
-    name: opts.name,
-    uuid: randomUUID(),
-    ...regions,
-    blockBytes: opts.blockBytes,
-    chunkBytes: CHUNK_BYTES,
-    compression: opts.compression,
-    trashDays: opts.trashDays,
-    capacityBytes: opts.capacityBytes ?? 2 ** 50,
-    version: FORMAT_VERSION,
-    createdAt: now,
-  };
-  await engine.txn(async (tx) => {
-    tx.put('setting', '', 'format', format);
-    putNewSecret(tx);
-    const dir = (parent: number, mode: number): InodeRec => ({
-      type: 'dir', mode, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent,
-    });
-    tx.put('inode', '', enc(ROOT_INO), dir(ROOT_INO, 0o777));
-    tx.put('inode', '', enc(TRASH_INO), dir(ROOT_INO, 0o555));
-    tx.put('counter', '', 'nextInode', FIRST_FREE_INO);
-    tx.put('counter', '', 'nextSlice', 1);
-    tx.put('counter', '', 'usedBytes', 0);
-    tx.put('counter', '', 'inodes', 0);
-    await Promise.resolve();
-  });
-  return format;
-}
-
-/** Allocates ids from a counter in batches so most allocations cost no transaction. */
-class IdPool {
-  private next = 0;
-  private end = 0;
-  private pending: Promise<void> | undefined;
-  private readonly engine: MetaEngine;
-  private readonly counter: string;
-  private readonly batch: number;
-  constructor(engine: MetaEngine, counter: string, batch: number) {
-    this.engine = engine;
-    this.counter = counter;
-    this.batch = batch;
-  }
-
-  async take(): Promise<number> {
-    while (this.next >= this.end) {
-      this.pending ??= this.refill().finally(() => {
-        this.pending = undefined;
-      });
-      await this.pending;
-    }
-    return this.next++;
-  }
-
-  private async refill(): Promise<void> {
-    const start = await this.engine.txn(async (tx) => {
-      const c = (await tx.get<number>('counter', '', this.counter)) ?? 1;
-      tx.put('counter', '', this.counter, c + this.batch);
-      return c;
-    });
-    this.next = start;
-    this.end = start + this.batch;
-  }
 }
 
 export class Meta {
