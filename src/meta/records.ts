@@ -9,7 +9,7 @@
  *
  *   accessor       kind       part     key         value
  *   formatRecord   setting    ''       'format'    FormatRec
- *   settings       setting    ''       name        (per setting: secret.ts, retention.ts)
+ *   setting(name)  setting    ''       name        (per setting: secret.ts, retention.ts)
  *   counters       counter    ''       name        number
  *   inodes         inode      ''       ino         InodeRec
  *   entries        entry      parent   name        EntryRec
@@ -132,10 +132,15 @@ export type CounterName = 'nextInode' | 'nextSlice' | 'usedBytes' | 'inodes';
 /** A usage change not merged into the counters yet: [bytes, inodes]. */
 export type UsageDelta = [bytes: number, inodes: number];
 
+/** One volume setting by name (secret.ts, retention.ts). */
+export function setting<V extends Value>(name: string): SingleRecord<V> {
+  return new SingleRecord<V>('setting', '', name);
+}
+
 /** Volume settings by name (the format record, the secret, the log retention bound). */
 export const settings = new KeyedRecords<string, Json & Value>('setting', str);
 export const FORMAT_KEY = 'format';
-export const formatRecord = new SingleRecord<FormatRec>('setting', '', FORMAT_KEY);
+export const formatRecord = setting<FormatRec>(FORMAT_KEY);
 export const counters = new KeyedRecords<CounterName, number>('counter', str as Codec<CounterName>);
 export const inodes = new KeyedRecords<number, InodeRec>('inode', num);
 export const entries = new PartedRecords<number, string, EntryRec>('entry', num, str);
@@ -152,6 +157,14 @@ export const sustained = new PartedRecords<number, number, 1>('sustained', num, 
 export const lockRecs = new PartedRecords<string, string, Value>('lock', str, str);
 export const replicas = new KeyedRecords<string, Value>('replica', str);
 export const mirrors = new KeyedRecords<string, Value>('mirror', str);
+/** A changelog consumer's position (core.ts). */
+export interface ConsumerRec {
+  position: number;
+  registered: number;
+  updated: number;
+}
+export const consumers = new KeyedRecords<string, ConsumerRec>('consumer', str);
+
 
 /** A counter's value (0 when unset). */
 export async function counter(tx: Txn, name: CounterName): Promise<number> {
