@@ -15,12 +15,12 @@
  * --keep-secrets is given; the header's copy of the format record is always masked.
  */
 
-import { SECRET_KEY } from '../meta/secret.js';
 import { createWriteStream, existsSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
+import { exportRecords } from '../meta/dumpfile.js';
 import type { LogOp } from '../meta/engine.js';
 import type { FormatRec } from '../meta/types.js';
 import { publicFormat } from './info.js';
@@ -118,16 +118,10 @@ export async function runDump(metaUrl: string, file: string | undefined, opts: {
       };
       await writeLine(stream, JSON.stringify(header), signal);
       let records = 0;
-      const { seq } = await engine.snapshot((op: LogOp) => {
-        // The volume secret stays out unless kept: a restored volume without it makes a new one.
-        if (!keep && op[0] === 'setting' && op[2] === SECRET_KEY) return Promise.resolve();
-        let rec = op;
-        if (!keep && op[0] === 'setting' && op[2] === 'format' && op[3] !== null && typeof op[3] === 'object' && !Array.isArray(op[3])) {
-          const f = op[3] as unknown as FormatRec;
-          rec = [op[0], op[1], op[2], publicFormat(f) as unknown as LogOp[3]];
-        }
+      // The volume secret stays out and the storage URL is masked unless kept (meta/dumpfile.ts).
+      const { seq } = await exportRecords(engine, { keepSecrets: keep, maskFormat: publicFormat }, (op: LogOp) => {
         records++;
-        return writeLine(stream, JSON.stringify(rec), signal);
+        return writeLine(stream, JSON.stringify(op), signal);
       });
       const trailer: DumpTrailer = { end: true, seq, records };
       await writeLine(stream, JSON.stringify(trailer), signal);

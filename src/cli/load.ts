@@ -13,14 +13,13 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { KINDS, UNLOGGED_KINDS, type Json, type Kind, type LogOp, type MetaEngine } from '../meta/engine.js';
-import { loadFormat } from '../meta/meta.js';
+import { checkRecord as checkRecordValue, formatOfRecord, RecordError, restoreRecords } from '../meta/dumpfile.js';
+import type { LogOp, MetaEngine } from '../meta/engine.js';
+import { loadFormat } from '../meta/format.js';
 import { openMetaEngine } from '../meta/registry.js';
-import { nameProblem, type FormatRec } from '../meta/types.js';
+import type { FormatRec } from '../meta/types.js';
 import { DUMP_VERSION, type DumpHeader, type DumpTrailer } from './dump.js';
 import { checkMetaExists, interruptible, out, sqliteFile } from './util.js';
-
-const LOGGED = new Set<string>(KINDS.filter((k) => !UNLOGGED_KINDS.has(k)));
 
 interface Scan {
   header: DumpHeader;
@@ -58,25 +57,24 @@ function checkHeader(file: string, v: unknown): DumpHeader {
   return v as unknown as DumpHeader;
 }
 
-/** The record on line n, or a DumpError saying what is wrong with it. */
+/** The record on line n, or a DumpError saying where and what is wrong with it (meta/dumpfile.ts checks it). */
 function checkRecord(file: string, n: number, v: unknown): LogOp {
-  const bad = (what: string): DumpError => new DumpError(`${file}:${n}: ${what}`);
-  if (!Array.isArray(v) || v.length !== 4) throw bad('expected a record [kind, part, key, value]');
-  const [kind, part, key, value] = v as [unknown, unknown, unknown, unknown];
-  if (typeof kind !== 'string' || !LOGGED.has(kind)) throw bad(`unknown record kind ${JSON.stringify(kind)}`);
-  if (typeof part !== 'string' || typeof key !== 'string') throw bad('part and key must be strings');
-  if (value === null || value === undefined) throw bad('a record needs a value');
-  if (part.includes('\0') || key.includes('\0')) throw bad('part and key may not hold NUL');
-  // Records keyed by numbers (inodes, directories, chunks, slices) must be keyed by decimal numbers.
-  const numeric = (s: string): boolean => /^(0|[1-9][0-9]{0,15})$/.test(s);
-  if ((kind === 'inode' || kind === 'slice' || kind === 'delslice') && !numeric(key)) throw bad(`${kind} key ${JSON.stringify(key)} is not a number`);
-  if ((kind === 'entry' || kind === 'chunk' || kind === 'xattr') && !numeric(part)) throw bad(`${kind} part ${JSON.stringify(part)} is not an inode number`);
-  if (kind === 'chunk' && !numeric(key)) throw bad(`chunk key ${JSON.stringify(key)} is not a chunk index`);
-  if (kind === 'entry') {
-    const why = nameProblem(key);
-    if (why !== undefined) throw bad(`entry in directory ${part}: ${why}`);
+  try {
+    return checkRecordValue(v);
+  } catch (e) {
+    if (e instanceof RecordError) throw new DumpError(`${file}:${n}: ${e.message}`);
+    throw e;
   }
-  return [kind as Kind, part, key, value as Json];
+}
+
+/** The format record if rec is it; a DumpError when it is malformed. */
+function formatOf(file: string, n: number, rec: LogOp): FormatRec | undefined {
+  try {
+    return formatOfRecord(rec);
+  } catch (e) {
+    if (e instanceof RecordError) throw new DumpError(`${file}:${n}: ${e.message}`);
+    throw e;
+  }
 }
 
 function checkTrailer(file: string, n: number, v: unknown, records: number): DumpTrailer {
@@ -106,12 +104,7 @@ async function scan(file: string): Promise<Scan> {
     if (Array.isArray(v)) {
       const rec = checkRecord(file, n, v);
       records++;
-      if (rec[0] === 'setting' && rec[2] === 'format') {
-        if (!isObject(rec[3]) || typeof rec[3]['name'] !== 'string' || typeof rec[3]['blockBytes'] !== 'number') {
-          throw new DumpError(`${file}:${n}: malformed format record`);
-        }
-        format = rec[3] as unknown as FormatRec;
-      }
+      format = formatOf(file, n, rec) ?? format;
       continue;
     }
     trailer = checkTrailer(file, n, v, records);
@@ -171,7 +164,7 @@ export async function runLoad(metaUrl: string, fileArg: string, opts: { force?: 
           `${where} is not empty${existing === undefined ? '' : ` (it holds volume '${existing.name}')`}; use --force to replace its content`,
         );
       }
-      await engine.restore(records(file, trailer.records, signal), trailer.seq);
+      await restoreRecords(engine, records(file, trailer.records, signal), trailer.seq);
       done = true;
     }, removeCreated);
   } finally {

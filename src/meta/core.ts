@@ -51,6 +51,7 @@ import {
   type TxnOptions,
 } from './engine.js';
 import { OverlayTxn, type Reader } from './overlay.js';
+import { consumers as consumerRecs, type ConsumerRec } from './records.js';
 import { readLogRetention } from './retention.js';
 import type { Mutex } from '../util/mutex.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
@@ -117,13 +118,6 @@ export interface TxnPolicy {
 export interface CoreOptions {
   /** A background prune every this many seqs (0: none; the default LOG_PRUNE_EVERY_ENTRIES). */
   pruneEveryEntries?: number | undefined;
-}
-
-/** A consumer's record (kind `consumer`, part '', key = its name). */
-interface ConsumerRec {
-  position: number;
-  registered: number;
-  updated: number;
 }
 
 export interface EngineCoreStats {
@@ -356,7 +350,7 @@ export abstract class EngineCore extends MetaEngineBase {
     checkConsumer(name, position);
     await this.txn(async (tx) => {
       const now = Date.now();
-      tx.put('consumer', '', name, { position, registered: now, updated: now } satisfies ConsumerRec);
+      consumerRecs.put(tx, name, { position, registered: now, updated: now });
       await Promise.resolve();
     });
   }
@@ -369,15 +363,15 @@ export abstract class EngineCore extends MetaEngineBase {
   }
 
   async listConsumers(): Promise<ConsumerInfo[]> {
-    const rows = await this.txn((tx) => tx.scan<ConsumerRec>('consumer', ''), { readonly: true });
+    const rows = await this.txn((tx) => consumerRecs.scan(tx), { readonly: true });
     return rows.map(([name, c]) => ({ name, position: c.position, registered: c.registered, updated: c.updated }));
   }
 
   async removeConsumer(name: string): Promise<boolean> {
     checkConsumer(name, 0);
     return this.txn(async (tx) => {
-      const had = (await tx.get('consumer', '', name)) !== undefined;
-      if (had) tx.del('consumer', '', name);
+      const had = (await consumerRecs.get(tx, name)) !== undefined;
+      if (had) consumerRecs.del(tx, name);
       return had;
     });
   }
@@ -389,7 +383,7 @@ export abstract class EngineCore extends MetaEngineBase {
     const { floor, last } = await this.logBounds();
     const nothing: PruneResult = { floor, last, trimmed: 0, more: false };
     if (last <= floor) return nothing;
-    const [consumers, retention] = await this.txn(async (tx) => [await tx.scan<ConsumerRec>('consumer', ''), await readLogRetention(tx)] as const, { readonly: true });
+    const [consumers, retention] = await this.txn(async (tx) => [await consumerRecs.scan(tx), await readLogRetention(tx)] as const, { readonly: true });
     // Everything after the slowest consumer is kept (everything may go without one)...
     let want = consumers.length === 0 ? last : Math.min(...consumers.map(([, c]) => c.position));
     // ...within the retention bound, whatever consumers need.
@@ -508,9 +502,9 @@ function checkConsumer(name: string, position: number): void {
  */
 export async function putConsumerPosition(tx: Txn, name: string, position: number, create: boolean): Promise<boolean> {
   checkConsumer(name, position);
-  const rec = await tx.get<ConsumerRec>('consumer', '', name);
+  const rec = await consumerRecs.get(tx, name);
   if (rec === undefined && !create) return false;
   const now = Date.now();
-  tx.put('consumer', '', name, { position, registered: rec?.registered ?? now, updated: now } satisfies ConsumerRec);
+  consumerRecs.put(tx, name, { position, registered: rec?.registered ?? now, updated: now } satisfies ConsumerRec);
   return true;
 }

@@ -2,8 +2,10 @@
  * Client-side cache of names and attributes for path resolution (lookup), so that resolving /a/b/c does not
  * cost engine reads for every component on every call.
  *
- * Consistency: this client's own mutations invalidate what they touch before they return (via `forget` /
- * `clear`), so a client always sees its own changes. Other clients' changes are seen within `ttlMs`, as
+ * Consistency: the cache is a layer fed by the effects of this client's committed transactions: every
+ * mutation reports what it changed (names removed or moved, inodes whose attributes changed, the attributes
+ * it committed) and `apply` consumes that before the mutation returns, so a client always sees its own
+ * changes. A mutation that failed is applied too (its outcome may be unknown), without storing anything. Other clients' changes are seen within `ttlMs`, as
  * with the kernel's entry and attribute timeouts. A lookup that raced with a mutation does not store its
  * possibly stale result: results are stored only if no invalidation happened since the lookup began.
  */
@@ -13,6 +15,18 @@ import type { Attr } from './types.js';
 interface Timed<T> {
   value: T;
   expires: number;
+}
+
+/** What one transaction changed, as the lookup cache needs to know it (Meta's mutations report it). */
+export interface CacheEffects {
+  /** Names removed, replaced or moved: [parent, name]. */
+  entries: Array<readonly [parent: number, name: string]>;
+  /** Inodes whose attributes (or names in them, for directories) changed. */
+  inos: number[];
+  /** Attributes as committed, stored when nothing else was invalidated meanwhile. */
+  attrs: Attr[];
+  /** Anything may have changed (inodes destroyed): drop everything. */
+  all: boolean;
 }
 
 export class LookupCache {
@@ -73,6 +87,18 @@ export class LookupCache {
     this.generation++;
     for (const [parent, name] of entries) this.entries.delete(`${parent}/${name}`);
     for (const ino of inos) this.attrs.delete(ino);
+  }
+
+  /**
+   * Consumes the effects of one of this client's transactions, which began when the generation was `gen`:
+   * invalidates what it changed; if it committed and nothing else was invalidated since it began, what it
+   * committed is the freshest view there is and is stored.
+   */
+  apply(effects: CacheEffects, gen: number, now: number, committed: boolean): void {
+    if (effects.all) this.clear();
+    else if (effects.entries.length > 0 || effects.inos.length > 0) this.forgetNames(effects.entries, effects.inos);
+    else return;
+    if (committed && effects.attrs.length > 0 && this.generation === gen + 1) this.store(this.generation, now, effects.attrs);
   }
 
   /** Drops everything. */

@@ -1,38 +1,36 @@
 /**
  * The POSIX layer over any MetaEngine: names, attributes, permissions, rename rules, trash, open-file
- * tracking, chunk slice lists, sessions and id allocation. Every public mutation is one engine transaction.
+ * tracking and chunk slice lists. Every public mutation is one engine transaction, and reports its effects
+ * (usage changes, names and attributes changed) for the layers that consume them after the commit.
  *
  * Inode-based, like the kernel's VFS: callers resolve paths (sdk/, fuse/) and pass inode numbers.
+ *
+ * The other jobs of a client's metadata live in their own modules, and Meta delegates to them (its public
+ * methods stay the one API): records.ts (how records are keyed), sessions.ts (client sessions, heartbeat,
+ * dead sessions), usage.ts (usage batching), catalogue.ts (the slice catalogue: ids, references, released
+ * slices, copies), locks.ts (fcntl and flock), lookupcache.ts (names and attributes, fed by the effects of
+ * committed transactions), format.ts (the format record).
  */
 
-import { putNewSecret } from './secret.js';
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn, TxnOptions } from './engine.js';
 import { cutSegments, dataBytes, visibleSegments, type SliceRef } from './slices.js';
 import { shiftWrites } from './append.js';
-import { LookupCache } from './lookupcache.js';
+import { LookupCache, type CacheEffects } from './lookupcache.js';
+import { DIR_BYTES, loadFormat } from './format.js';
+import { IdPool } from './ids.js';
+
+export { formatVolume, loadFormat, type FormatOptions } from './format.js';
+export { sessionIsStale } from './sessions.js';
+import { LOCK_EOF, SessionLocks, type LockConflict, type LockType } from './locks.js';
+import { SliceCatalogue } from './catalogue.js';
+import { ClientSession, HEARTBEAT_MS_DEFAULT, SESSION_STALE_BEATS, SESSION_STALE_MS_DEFAULT } from './sessions.js';
+import { committedUsage, storedUsage, UsageBatcher } from './usage.js';
+import { chunks, entries, inodes, xattrs } from './records.js';
 import {
-  LOCK_EOF,
-  flockConflict,
-  flockKey,
-  keyOfSession,
-  posixConflict,
-  posixKey,
-  sessionLockPart,
-  setRange,
-  type FlockRec,
-  type LockConflict,
-  type LockType,
-  type PosixLockRec,
-} from './locks.js';
-import {
-  CHUNK_BYTES,
   FALLOC_KEEP_SIZE,
   FALLOC_PUNCH_HOLE,
   FALLOC_ZERO_RANGE,
-  FIRST_FREE_INO,
   FORMAT_VERSION,
   NAME_BYTES_MAX,
   RENAME_EXCHANGE,
@@ -51,33 +49,19 @@ import {
   nameProblem,
   type Attr,
   type Ctx,
-  type DelSliceRec,
   type DirEntry,
   type EntryRec,
   type FileType,
   type FormatRec,
   type InodeRec,
-  type RegionRec,
   type SessionRec,
   type SetAttr,
   type SliceRefRec,
   type StatFs,
 } from './types.js';
 
-const DIR_BYTES = 4096;
 const INO_BATCH = 100;
-const SLICE_BATCH = 1000;
 const SCAN_PAGE = 1000;
-/** The `session` part that holds the session id counter (sessions themselves are in part ''). */
-const SESSION_COUNTER_PART = 'counter';
-/** A session that missed this many heartbeats in a row is dead (its client crashed or lost the engine). */
-const SESSION_STALE_BEATS = 5;
-const HEARTBEAT_MS_DEFAULT = 12_000;
-const SESSION_STALE_MS_DEFAULT = SESSION_STALE_BEATS * HEARTBEAT_MS_DEFAULT;
-/** Sessions recorded before they declared their own timeout are dead after this long without a heartbeat. */
-const SESSION_STALE_MS_LEGACY = 300_000;
-/** Usage change records merged into the counters per transaction. */
-const USAGE_MERGE_BATCH = 500;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_ISVTX = 0o1000;
@@ -108,35 +92,16 @@ export interface MetaOptions {
   replica?: boolean;
 }
 
-export interface FormatOptions {
-  name: string;
-  /** The one bucket of a one-region volume; with `regions`, ignored (the primary's bucket is used). */
-  storage: string;
-  /** Named regions and their buckets (a multi-region volume); `primary` defaults to the first. */
-  regions?: Record<string, RegionRec>;
-  primary?: string;
-  blockBytes: number;
-  compression: FormatRec['compression'];
-  trashDays: number;
-  capacityBytes?: number;
-  force?: boolean;
-}
-
-const enc = (n: number): string => String(n);
-
-/** What a committed transaction changed beyond its records: usage deltas and lookup-cache invalidations. */
-interface TxnEffects {
+/**
+ * What a transaction changed beyond its records, reported by the mutation as it goes and consumed after the
+ * commit: usage deltas (usage.ts) and what the lookup cache must forget or may store (lookupcache.ts).
+ */
+interface TxnEffects extends CacheEffects {
   bytes: number;
   inodes: number;
-  entries: Array<readonly [number, string]>;
-  inos: number[];
 }
 
-/** Adds to the volume's usage counters (read-modify-write: callers batch, see Meta.txn). */
-async function addCounters(tx: Txn, bytes: number, inodes: number): Promise<void> {
-  if (bytes !== 0) tx.put('counter', '', 'usedBytes', ((await tx.get<number>('counter', '', 'usedBytes')) ?? 0) + bytes);
-  if (inodes !== 0) tx.put('counter', '', 'inodes', ((await tx.get<number>('counter', '', 'inodes')) ?? 0) + inodes);
-}
+const noEffects = (): TxnEffects => ({ bytes: 0, inodes: 0, entries: [], inos: [], attrs: [], all: false });
 
 function err(code: ConstructorParameters<typeof FsError>[0], message?: string): FsError {
   return new FsError(code, message);
@@ -156,129 +121,33 @@ function cutUtf8(s: string, maxBytes: number): string {
   return b.subarray(0, end).toString();
 }
 
-/** Whether a session stopped beating longer ago than it said it may (see MetaOptions.sessionStaleMs). */
-export function sessionIsStale(s: SessionRec, now: number): boolean {
-  return now - s.heartbeat > (s.staleMs ?? SESSION_STALE_MS_LEGACY);
-}
-
-/** Reads the format record; undefined on an engine that holds no volume. */
-export async function loadFormat(engine: MetaEngine): Promise<FormatRec | undefined> {
-  return engine.txn((tx) => tx.get<FormatRec>('setting', '', 'format'), { readonly: true });
-}
-
-export async function formatVolume(engine: MetaEngine, opts: FormatOptions, now = Date.now()): Promise<FormatRec> {
-  const existing = await loadFormat(engine);
-  if (existing !== undefined) {
-    if (!opts.force) throw new FsError('EEXIST', `volume "${existing.name}" already exists here (use --force to overwrite it)`);
-    await engine.reset();
-  }
-  let regions: Pick<FormatRec, 'storage' | 'regions' | 'primary'> = { storage: opts.storage };
-  if (opts.regions !== undefined) {
-    const primary = opts.primary ?? Object.keys(opts.regions)[0];
-    const p = primary === undefined ? undefined : opts.regions[primary];
-    if (p?.storage === undefined) throw new FsError('EINVAL', `primary region ${JSON.stringify(primary)} is not one of the volume's regions, or has no bucket`);
-    regions = { storage: p.storage, regions: { ...opts.regions }, primary: primary! };
-  }
-  const format: FormatRec = {
-    name: opts.name,
-    uuid: randomUUID(),
-    ...regions,
-    blockBytes: opts.blockBytes,
-    chunkBytes: CHUNK_BYTES,
-    compression: opts.compression,
-    trashDays: opts.trashDays,
-    capacityBytes: opts.capacityBytes ?? 2 ** 50,
-    version: FORMAT_VERSION,
-    createdAt: now,
-  };
-  await engine.txn(async (tx) => {
-    tx.put('setting', '', 'format', format);
-    putNewSecret(tx);
-    const dir = (parent: number, mode: number): InodeRec => ({
-      type: 'dir', mode, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent,
-    });
-    tx.put('inode', '', enc(ROOT_INO), dir(ROOT_INO, 0o777));
-    tx.put('inode', '', enc(TRASH_INO), dir(ROOT_INO, 0o555));
-    tx.put('counter', '', 'nextInode', FIRST_FREE_INO);
-    tx.put('counter', '', 'nextSlice', 1);
-    tx.put('counter', '', 'usedBytes', 0);
-    tx.put('counter', '', 'inodes', 0);
-    await Promise.resolve();
-  });
-  return format;
-}
-
-/** Allocates ids from a counter in batches so most allocations cost no transaction. */
-class IdPool {
-  private next = 0;
-  private end = 0;
-  private pending: Promise<void> | undefined;
-  private readonly engine: MetaEngine;
-  private readonly counter: string;
-  private readonly batch: number;
-  constructor(engine: MetaEngine, counter: string, batch: number) {
-    this.engine = engine;
-    this.counter = counter;
-    this.batch = batch;
-  }
-
-  async take(): Promise<number> {
-    while (this.next >= this.end) {
-      this.pending ??= this.refill().finally(() => {
-        this.pending = undefined;
-      });
-      await this.pending;
-    }
-    return this.next++;
-  }
-
-  private async refill(): Promise<void> {
-    const start = await this.engine.txn(async (tx) => {
-      const c = (await tx.get<number>('counter', '', this.counter)) ?? 1;
-      tx.put('counter', '', this.counter, c + this.batch);
-      return c;
-    });
-    this.next = start;
-    this.end = start + this.batch;
-  }
-}
-
 export class Meta {
   readonly engine: MetaEngine;
   readonly format: FormatRec;
   readonly chunkBytes: number;
-  sid = 0;
   /**
    * The changelog seq of the newest entry this client's transactions (through txn below) appended, 0 before
    * any: what a client of a mirror region waits for its replica to have applied (read-your-writes).
    */
   committedSeq = 0;
   private readonly inos: IdPool;
-  private readonly sliceIds: IdPool;
   private readonly openFiles = new Map<number, number>();
   private readonly options: Required<Omit<MetaOptions, 'region'>> & { region: string };
-  private heartbeatTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly cache: LookupCache;
   private readonly effectsOf = new WeakMap<Txn, TxnEffects>();
-  private pendingBytes = 0;
-  private pendingInodes = 0;
-  private usageTimer: NodeJS.Timeout | undefined;
-  /** The usage flush in flight, if any (see flushUsage). */
-  private usageFlush: Promise<void> | undefined;
-  /** Keys of this session's usage records (see txn). */
-  private usageSeq = 0;
+  private readonly session: ClientSession;
+  private readonly usageBatch: UsageBatcher;
+  private readonly catalogue: SliceCatalogue;
+  private readonly locks: SessionLocks;
   /** Inodes this session may hold open-but-unlinked (a superset; release checks the engine for these only). */
   private readonly maybeSustained = new Set<number>();
-  /** Lock record keys this session holds, by inode (a superset: unlocks of nothing skip the engine). */
-  private readonly heldLocks = new Map<number, Set<string>>();
 
   private constructor(engine: MetaEngine, format: FormatRec, options: MetaOptions) {
     this.engine = engine;
     this.format = format;
     this.chunkBytes = format.chunkBytes;
     this.inos = new IdPool(engine, 'nextInode', INO_BATCH);
-    this.sliceIds = new IdPool(engine, 'nextSlice', SLICE_BATCH);
     this.options = {
       region: options.region ?? '',
       heartbeatMs: options.heartbeatMs ?? HEARTBEAT_MS_DEFAULT,
@@ -291,6 +160,17 @@ export class Meta {
       replica: options.replica ?? false,
     };
     this.cache = new LookupCache(this.options.lookupCacheMs);
+    const txn = this.txn.bind(this) as <R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions) => Promise<R>;
+    const o = this.options;
+    this.session = new ClientSession(txn, { region: o.region, heartbeatMs: o.heartbeatMs, staleMs: o.sessionStaleMs, now: o.now });
+    this.usageBatch = new UsageBatcher(engine, o.usageFlushMs, () => this.session.sid);
+    this.catalogue = new SliceCatalogue(engine, txn, o.now);
+    this.locks = new SessionLocks(txn, () => this.session.sid);
+  }
+
+  /** This client's session id; 0 without a session. */
+  get sid(): number {
+    return this.session.sid;
   }
 
   /** Opens a formatted volume; throws FsError ENODEV-like EINVAL if the engine holds none. */
@@ -302,7 +182,7 @@ export class Meta {
     }
     const meta = new Meta(engine, format, options);
     if (meta.options.session) {
-      await meta.openSession();
+      await meta.session.open(() => meta.heartbeat());
       // A client that starts is the first to notice clients that died while none was running.
       await meta.cleanStaleSessions().catch((e: unknown) => process.emitWarning(`ferry: cleaning dead sessions failed: ${String(e)}`));
     }
@@ -315,40 +195,10 @@ export class Meta {
 
   // ---------------------------------------------------------------- sessions
 
-  private async openSession(): Promise<void> {
-    const now = this.now();
-    this.sid = await this.txn(async (tx) => {
-      // The session counter lives with the sessions, out of the changelog: opening a client (even a
-      // read-only tool) must not add entries for mirrors to ship.
-      const sid = (await tx.get<number>('session', SESSION_COUNTER_PART, 'next')) ?? 1;
-      tx.put('session', SESSION_COUNTER_PART, 'next', sid + 1);
-      tx.put('session', '', enc(sid), this.sessionRecord(now));
-      return sid;
-    });
-    if (this.options.heartbeatMs > 0) {
-      this.heartbeatTimer = setInterval(() => {
-        this.heartbeat().catch((e: unknown) => {
-          process.emitWarning(`ferry: session heartbeat failed: ${String(e)}`);
-        });
-      }, this.options.heartbeatMs);
-      this.heartbeatTimer.unref();
-    }
-  }
-
-  private sessionRecord(now: number): SessionRec {
-    return { host: hostname(), pid: process.pid, started: now, heartbeat: now, version: '0.1.0', region: this.options.region, staleMs: this.options.sessionStaleMs };
-  }
-
   /** Refreshes this session's heartbeat, cleans up sessions that stopped beating, and trims the changelog. */
   async heartbeat(): Promise<void> {
     if (this.sid === 0) return;
-    const now = this.now();
-    const lost = await this.txn(async (tx) => {
-      const rec = await tx.get<SessionRec>('session', '', enc(this.sid));
-      if (rec !== undefined) tx.put('session', '', enc(this.sid), { ...rec, heartbeat: now });
-      else tx.put('session', '', enc(this.sid), this.sessionRecord(now));
-      return rec === undefined;
-    });
+    const lost = await this.session.beat();
     if (lost) {
       // Another client judged this one dead (it stopped beating for too long: a pause, a lost engine) and
       // cleaned its session: its locks and open-but-unlinked files are gone. It goes on under the same id.
@@ -360,9 +210,8 @@ export class Meta {
     await this.engine.pruneLog().catch((e: unknown) => process.emitWarning(`ferry: trimming the changelog failed: ${String(e)}`));
   }
 
-  async listSessions(): Promise<Array<SessionRec & { sid: number }>> {
-    const rows = await this.txn((tx) => tx.scan<SessionRec>('session', ''), { readonly: true });
-    return rows.map(([k, v]) => ({ ...v, sid: Number(k) }));
+  listSessions(): Promise<Array<SessionRec & { sid: number }>> {
+    return this.session.list();
   }
 
   /**
@@ -370,93 +219,54 @@ export class Meta {
    * to the counters. Returns how many.
    */
   async cleanStaleSessions(): Promise<number> {
-    const now = this.now();
-    let cleaned = 0;
-    for (const s of await this.listSessions()) {
-      if (s.sid === this.sid || !sessionIsStale(s, now)) continue;
-      await this.cleanSession(s.sid);
-      cleaned++;
-    }
-    return cleaned;
+    const stale = await this.session.stale();
+    for (const sid of stale) await this.cleanSession(sid);
+    return stale.length;
   }
 
   private async cleanSession(sid: number): Promise<void> {
     this.cache.clear();
-    if (!this.options.replica) await this.mergeUsage(sid);
-    await this.dropSessionLocks(sid);
+    if (!this.options.replica) await this.usageBatch.merge(sid);
+    await this.locks.dropSession(sid);
     for (;;) {
-      const batch = await this.txn((tx) => tx.scan('sustained', enc(sid), { limit: 100 }), { readonly: true });
+      const batch = await this.session.sustainedBatch(sid);
       if (batch.length === 0) break;
-      for (const [inoKey] of batch) {
+      for (const ino of batch) {
         await this.txn(async (tx) => {
-          tx.del('sustained', enc(sid), inoKey);
-          const ino = Number(inoKey);
-          const attr = await tx.get<InodeRec>('inode', '', inoKey);
-          if (attr !== undefined && attr.nlink === 0 && !(await this.openElsewhere(tx, ino, sid))) await this.destroyInode(tx, ino, attr);
+          this.session.drop(tx, sid, ino);
+          const attr = await inodes.get(tx, ino);
+          if (attr !== undefined && attr.nlink === 0 && !(await ClientSession.openElsewhere(tx, ino, sid))) await this.destroyInode(tx, ino, attr);
         });
       }
     }
-    await this.txn(async (tx) => {
-      tx.del('session', '', enc(sid));
-      await Promise.resolve();
-    });
-  }
-
-  /** Whether another live session than `except` holds the inode open-but-unlinked. */
-  private async openElsewhere(tx: Txn, ino: number, except: number): Promise<boolean> {
-    for (const [sidKey] of await tx.scan('session', '')) {
-      if (Number(sidKey) === except) continue;
-      if ((await tx.get('sustained', sidKey, enc(ino))) !== undefined) return true;
-    }
-    return false;
+    await this.session.remove(sid);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
+    this.session.stopTimer();
     if (this.sid !== 0) {
       // Files still open when the client closes are closed now (their unlinked data released).
       for (const ino of [...this.openFiles.keys()]) {
         this.openFiles.set(ino, 1);
         await this.release(ino);
       }
-      if (this.usageTimer !== undefined) clearTimeout(this.usageTimer);
-      this.usageTimer = undefined;
+      this.usageBatch.stopTimer();
       // Waits for a merge in flight; the session's cleanup then merges whatever is left, once.
-      await this.flushUsage().catch(() => undefined);
+      await this.usageBatch.flush().catch(() => undefined);
       await this.cleanSession(this.sid);
-      this.pendingBytes = 0;
-      this.pendingInodes = 0;
-      this.sid = 0;
+      this.usageBatch.dropPending();
+      this.session.sid = 0;
     }
-    if (this.usageTimer !== undefined) clearTimeout(this.usageTimer);
-    this.usageTimer = undefined;
-    await this.flushUsage();
-  }
-
-  /**
-   * After a mutation that began at cache generation `gen` and invalidated once (its `mutated` forget): what it
-   * committed is the freshest view there is, unless another of this client's mutations was invalidated
-   * meanwhile (the generation moved more than once), in which case the cache is left without it.
-   */
-  private storeCommitted(gen: number, attrs: Attr[]): void {
-    if (this.cache.generation === gen + 1) this.cache.store(this.cache.generation, this.now(), attrs);
-  }
-
-  /** Awaits a mutation's transaction, then invalidates what it changed in the lookup cache (also on failure). */
-  private async mutated<R>(invalidate: () => void, txn: Promise<R>): Promise<R> {
-    try {
-      return await txn;
-    } finally {
-      invalidate();
-    }
+    this.usageBatch.stopTimer();
+    await this.usageBatch.flush();
   }
 
   // ---------------------------------------------------------------- ids
 
   newSliceId(): Promise<number> {
-    return this.sliceIds.take();
+    return this.catalogue.newSliceId();
   }
 
   // ---------------------------------------------------------------- attributes and permissions
@@ -464,7 +274,7 @@ export class Meta {
   /** The attributes as the engine has them now; they also refresh the lookup cache. */
   async getattr(ino: number): Promise<Attr> {
     const gen = this.cache.generation;
-    const rec = await this.txn((tx) => tx.get<InodeRec>('inode', '', enc(ino)), { readonly: true });
+    const rec = await this.txn((tx) => inodes.get(tx, ino), { readonly: true });
     if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
     const a = { ...rec, ino };
     this.cache.store(gen, this.now(), [a]);
@@ -479,7 +289,7 @@ export class Meta {
   }
 
   private async inode(tx: Txn, ino: number): Promise<InodeRec> {
-    const rec = await tx.get<InodeRec>('inode', '', enc(ino));
+    const rec = await inodes.get(tx, ino);
     if (rec === undefined) throw err('ENOENT', `inode ${ino}`);
     return rec;
   }
@@ -496,7 +306,7 @@ export class Meta {
    * one after the other: the directory's first.
    */
   private async dirEntry(tx: Txn, parent: number, name: string): Promise<[InodeRec, EntryRec | undefined]> {
-    const [p, e] = await Promise.all([tx.get<InodeRec>('inode', '', enc(parent)), tx.get<EntryRec>('entry', enc(parent), name)]);
+    const [p, e] = await Promise.all([inodes.get(tx, parent), entries.get(tx, parent, name)]);
     if (p === undefined) throw err('ENOENT', `inode ${parent}`);
     if (p.type !== 'dir') throw err('ENOTDIR');
     return [p, e];
@@ -531,7 +341,8 @@ export class Meta {
 
   async setattr(ctx: Ctx, ino: number, set: SetAttr): Promise<Attr> {
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = { ...(await this.inode(tx, ino)) };
       const owner = ctx.uid === 0 || ctx.uid === a.uid;
       if (set.mode !== undefined) {
@@ -570,9 +381,9 @@ export class Meta {
         }
       }
       a.ctime = now;
-      tx.put('inode', '', enc(ino), a);
+      inodes.put(tx, ino, a);
       return { ...a, ino };
-    }));
+    });
   }
 
   // ---------------------------------------------------------------- names
@@ -619,7 +430,7 @@ export class Meta {
 
   /**
    * Counts usage changes of the transaction tx; they reach the shared counters after it commits, batched
-   * (see flushUsage). Keeping them out of every transaction keeps creates and writes of different files from
+   * (usage.ts). Keeping them out of every transaction keeps creates and writes of different files from
    * conflicting on two hot records in every engine.
    */
   private async addUsage(tx: Txn, bytes: number, inodes: number): Promise<void> {
@@ -635,46 +446,50 @@ export class Meta {
     return d;
   }
 
-  /** Names that tx removes or moves and inodes whose attributes it changes: dropped from the lookup cache on commit. */
-  private touch(tx: Txn, entries: ReadonlyArray<readonly [number, string]>, ...inos: number[]): void {
+  /**
+   * Reports what tx changes, for the lookup cache (see CacheEffects): names it removes or moves, inodes whose
+   * attributes it changes, attributes as it commits them.
+   */
+  private changed(tx: Txn, change: { entries?: ReadonlyArray<readonly [number, string]>; inos?: readonly number[]; attrs?: readonly Attr[]; all?: boolean }): void {
     const d = this.effects(tx);
-    d.entries.push(...entries);
-    d.inos.push(...inos);
+    if (change.entries !== undefined) d.entries.push(...change.entries);
+    if (change.inos !== undefined) d.inos.push(...change.inos);
+    if (change.attrs !== undefined) d.attrs.push(...change.attrs);
+    if (change.all === true) d.all = true;
   }
 
   /**
-   * engine.commit, recording the seq of what it logged (committedSeq), plus the usage changes of writing
-   * transactions: with a session, each is recorded in the same
-   * transaction as a `usage` record of this session (durable: a client killed before the merge loses
-   * nothing; the cleanup of its session merges them), and merged into the counters in the background (see
-   * flushUsage). Without a session (tools) they go to the counters after the commit.
+   * engine.commit, recording the seq of what it logged (committedSeq), and handing the effects the
+   * transaction reported to the layers that consume them: usage changes to the usage batcher (recorded in
+   * the same transaction as a `usage` record of this session, see usage.ts), what changed to the lookup
+   * cache. A transaction that failed still has its last attempt's effects applied to the cache (its outcome
+   * may be unknown: it may have landed), without storing anything.
    */
   private async txn<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<R> {
     if (options?.readonly) return this.engine.txn(fn, options);
+    const gen = this.cache.generation;
+    let attempt: TxnEffects | undefined;
+    let done;
+    try {
+      done = await this.engine.commit(async (tx) => {
+        const d = noEffects();
+        attempt = d;
+        this.effectsOf.set(tx, d);
+        const r = await fn(tx);
+        this.usageBatch.record(tx, d.bytes, d.inodes);
+        return [r, d] as const;
+      });
+    } catch (e) {
+      if (attempt !== undefined) this.cache.apply(attempt, gen, this.now(), false);
+      throw e;
+    }
     const {
       value: [r, d],
       seq,
-    } = await this.engine.commit(async (tx) => {
-      const d: TxnEffects = { bytes: 0, inodes: 0, entries: [], inos: [] };
-      this.effectsOf.set(tx, d);
-      const r = await fn(tx);
-      if (this.sid !== 0 && (d.bytes !== 0 || d.inodes !== 0)) {
-        // Blind writes under keys of their own: a client's concurrent transactions never conflict on them.
-        tx.put('usage', enc(this.sid), (++this.usageSeq).toString(36).padStart(8, '0'), [d.bytes, d.inodes]);
-      }
-      return [r, d] as const;
-    });
+    } = done;
     if (seq !== undefined && seq > this.committedSeq) this.committedSeq = seq;
-    if (d.entries.length > 0 || d.inos.length > 0) this.cache.forgetNames(d.entries, d.inos);
-    if (d.bytes !== 0 || d.inodes !== 0) {
-      this.pendingBytes += d.bytes;
-      this.pendingInodes += d.inodes;
-      if (this.options.usageFlushMs === 0) await this.flushUsage();
-      else this.usageTimer ??= setTimeout(() => {
-        this.usageTimer = undefined;
-        this.flushUsage().catch((e: unknown) => process.emitWarning(`ferry: usage counters not flushed: ${String(e)}`));
-      }, this.options.usageFlushMs).unref();
-    }
+    this.cache.apply(d, gen, this.now(), true);
+    await this.usageBatch.committed(d.bytes, d.inodes);
     return r;
   }
 
@@ -683,50 +498,8 @@ export class Meta {
    * records (whatever a failed merge left is merged by the next one, or by the session's cleanup); without,
    * from memory.
    */
-  async flushUsage(): Promise<void> {
-    // One flush at a time: a caller (close above all) waits for a flush in flight (the timer's), then writes
-    // what is left, including what that flush put back if it failed. Without the wait, close found nothing
-    // pending, closed the engine under the timer's transaction, and the counts were lost.
-    while (this.usageFlush !== undefined) await this.usageFlush.catch(() => undefined);
-    const bytes = this.pendingBytes;
-    const inodes = this.pendingInodes;
-    if (bytes === 0 && inodes === 0) return;
-    this.pendingBytes -= bytes;
-    this.pendingInodes -= inodes;
-    const sid = this.sid;
-    const flush = (sid !== 0 ? this.mergeUsage(sid) : this.engine.txn(async (tx) => addCounters(tx, bytes, inodes)))
-      .catch((e: unknown) => {
-        this.pendingBytes += bytes;
-        this.pendingInodes += inodes;
-        throw e;
-      })
-      .finally(() => {
-        if (this.usageFlush === flush) this.usageFlush = undefined;
-      });
-    this.usageFlush = flush;
-    await flush;
-  }
-
-  /**
-   * Moves a session's usage records into the counters, a batch per transaction (each batch's records are
-   * deleted in the transaction that adds them, so a record is counted exactly once).
-   */
-  private async mergeUsage(sid: number): Promise<void> {
-    for (;;) {
-      const n = await this.engine.txn(async (tx) => {
-        const rows = await tx.scan<[number, number]>('usage', enc(sid), { limit: USAGE_MERGE_BATCH });
-        let bytes = 0;
-        let inodes = 0;
-        for (const [k, [b, i]] of rows) {
-          bytes += b;
-          inodes += i;
-          tx.del('usage', enc(sid), k);
-        }
-        await addCounters(tx, bytes, inodes);
-        return rows.length;
-      });
-      if (n < USAGE_MERGE_BATCH) return;
-    }
+  flushUsage(): Promise<void> {
+    return this.usageBatch.flush();
   }
 
   /** Creates a node of any type; the mode is applied as given (callers apply the umask). */
@@ -746,9 +519,8 @@ export class Meta {
     }
     const ino = await this.inos.take();
     const now = this.now();
-    const gen = this.cache.generation;
-    let parentAttr: Attr | undefined;
-    const created = await this.mutated(() => this.cache.forget(parent), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [parent] });
       const [p, existing] = await this.dirEntry(tx, parent, name);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -774,19 +546,18 @@ export class Meta {
         ...(type === 'file' ? { used: 0 } : {}),
       };
       if (type === 'symlink') rec.target = opts.target ?? '';
-      tx.put('inode', '', enc(ino), rec);
-      tx.put('entry', enc(parent), name, { ino, type });
+      inodes.put(tx, ino, rec);
+      entries.put(tx, parent, name, { ino, type });
       const np = { ...p, mtime: now, ctime: now };
       if (type === 'dir') np.nlink++;
-      tx.put('inode', '', enc(parent), np);
+      inodes.put(tx, parent, np);
       await this.addUsage(tx, 0, 1);
-      parentAttr = { ...np, ino: parent };
-      return { ...rec, ino };
-    }));
-    // The kernel asks for the parent's attributes right after a create (it dropped them): this answers
-    // without a read.
-    if (parentAttr !== undefined) this.storeCommitted(gen, [created, parentAttr]);
-    return created;
+      const created = { ...rec, ino };
+      // The kernel asks for the parent's attributes right after a create (it dropped them): the cache
+      // answers without a read.
+      this.changed(tx, { attrs: [created, { ...np, ino: parent }] });
+      return created;
+    });
   }
 
   mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
@@ -810,7 +581,8 @@ export class Meta {
   async link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
     checkName(name);
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino, parent), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino, parent] });
       const [p, existing] = await this.dirEntry(tx, parent, name);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
@@ -820,11 +592,11 @@ export class Meta {
       if (a.type === 'dir') throw err('EPERM', 'hard link to a directory');
       if (a.nlink === 0) throw err('ENOENT', 'file was removed');
       const na = { ...a, nlink: a.nlink + 1, ctime: now };
-      tx.put('inode', '', enc(ino), na);
-      tx.put('entry', enc(parent), name, { ino, type: a.type });
-      tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
+      inodes.put(tx, ino, na);
+      entries.put(tx, parent, name, { ino, type: a.type });
+      inodes.put(tx, parent, { ...p, mtime: now, ctime: now });
       return { ...na, ino };
-    }));
+    });
   }
 
   async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
@@ -838,9 +610,9 @@ export class Meta {
       const a = await this.inode(tx, e.ino);
       if (a.type === 'dir') throw err('EISDIR', name);
       Meta.checkSticky(ctx, p, a);
-      tx.del('entry', enc(parent), name);
-      this.touch(tx, [[parent, name]], parent, e.ino);
-      tx.put('inode', '', enc(parent), { ...p, mtime: now, ctime: now });
+      entries.del(tx, parent, name);
+      this.changed(tx, { entries: [[parent, name]], inos: [parent, e.ino] });
+      inodes.put(tx, parent, { ...p, mtime: now, ctime: now });
       await this.dropLink(tx, e.ino, a, parent, name, now, spare);
     });
   }
@@ -856,17 +628,17 @@ export class Meta {
    */
   private async dropLink(tx: Txn, ino: number, a: InodeRec, parent: number, name: string, now: number, spareIno: number): Promise<void> {
     if (a.nlink > 1) {
-      tx.put('inode', '', enc(ino), { ...a, nlink: a.nlink - 1, ctime: now });
+      inodes.put(tx, ino, { ...a, nlink: a.nlink - 1, ctime: now });
       return;
     }
     if (this.format.trashDays > 0 && parent !== TRASH_INO && !(await this.isInTrash(tx, parent))) {
       const hour = await this.trashHourDir(tx, now, spareIno);
-      this.touch(tx, [], TRASH_INO, hour);
+      this.changed(tx, { inos: [TRASH_INO, hour] });
       const tname = `${parent}-${ino}-${name}`;
       const trimmed = cutUtf8(tname, NAME_BYTES_MAX);
-      tx.put('entry', enc(hour), trimmed, { ino, type: a.type });
+      entries.put(tx, hour, trimmed, { ino, type: a.type });
       // Its trash entry keeps it (and counts in nlink, as every entry does), but to stat it has no name left.
-      tx.put('inode', '', enc(ino), { ...a, ctime: now, trashed: true });
+      inodes.put(tx, ino, { ...a, ctime: now, trashed: true });
       return;
     }
     await this.dropLastLink(tx, ino, a, now);
@@ -874,30 +646,30 @@ export class Meta {
 
   private async isInTrash(tx: Txn, dirIno: number): Promise<boolean> {
     if (dirIno === TRASH_INO) return true;
-    const d = await tx.get<InodeRec>('inode', '', enc(dirIno));
+    const d = await inodes.get(tx, dirIno);
     return d !== undefined && d.parent === TRASH_INO;
   }
 
   /** The trash subdirectory for the hour of `now`, created on first use (name: YYYY-MM-DD-HH, UTC). */
   private async trashHourDir(tx: Txn, now: number, ino: number): Promise<number> {
     const name = new Date(now).toISOString().slice(0, 13).replace('T', '-');
-    const e = await tx.get<EntryRec>('entry', enc(TRASH_INO), name);
+    const e = await entries.get(tx, TRASH_INO, name);
     if (e !== undefined) return e.ino;
     if (ino === 0) throw new Error('assertion failed: no inode reserved for the trash directory');
     const t = await this.inode(tx, TRASH_INO);
-    tx.put('inode', '', enc(ino), {
+    inodes.put(tx, ino, {
       type: 'dir', mode: 0o555, uid: 0, gid: 0, atime: now, mtime: now, ctime: now, nlink: 2, length: DIR_BYTES, rdev: 0, parent: TRASH_INO,
     });
-    tx.put('entry', enc(TRASH_INO), name, { ino, type: 'dir' });
-    tx.put('inode', '', enc(TRASH_INO), { ...t, nlink: t.nlink + 1, mtime: now, ctime: now });
+    entries.put(tx, TRASH_INO, name, { ino, type: 'dir' });
+    inodes.put(tx, TRASH_INO, { ...t, nlink: t.nlink + 1, mtime: now, ctime: now });
     await this.addUsage(tx, 0, 1);
     return ino;
   }
 
   /** Deletes an inode with no links left: its record, xattrs, and its chunks (slices released). */
   private async destroyInode(tx: Txn, ino: number, a: InodeRec): Promise<void> {
-    tx.del('inode', '', enc(ino));
-    for (const [k] of await tx.scan('xattr', enc(ino))) tx.del('xattr', enc(ino), k);
+    inodes.del(tx, ino);
+    for (const [k] of await xattrs.scan(tx, ino)) xattrs.del(tx, ino, k);
     if (a.type === 'file') {
       await this.addUsage(tx, -(await this.releaseChunks(tx, ino, 0)), -1);
     } else {
@@ -911,11 +683,11 @@ export class Meta {
    */
   private async releaseChunks(tx: Txn, ino: number, fromIdx: number): Promise<number> {
     let bytes = 0;
-    for (const [k, refs] of await tx.scan<SliceRef[]>('chunk', enc(ino))) {
-      if (Number(k) < fromIdx) continue;
-      tx.del('chunk', enc(ino), k);
+    for (const [index, refs] of await chunks.scan(tx, ino)) {
+      if (index < fromIdx) continue;
+      chunks.del(tx, ino, index);
       bytes += dataBytes(refs);
-      for (const r of refs) await this.unrefSlice(tx, r.id);
+      for (const r of refs) await this.catalogue.unref(tx, r.id);
     }
     return bytes;
   }
@@ -927,7 +699,7 @@ export class Meta {
   private async usedOf(tx: Txn, ino: number, a: InodeRec): Promise<number> {
     if (a.used !== undefined) return a.used;
     let bytes = 0;
-    for (const [, refs] of await tx.scan<SliceRef[]>('chunk', enc(ino))) bytes += dataBytes(refs);
+    for (const [, refs] of await chunks.scan(tx, ino)) bytes += dataBytes(refs);
     return bytes;
   }
 
@@ -935,26 +707,6 @@ export class Meta {
   private async chargeData(tx: Txn, a: InodeRec, used: number, delta: number): Promise<void> {
     a.used = Math.max(0, used + delta);
     if (delta !== 0) await this.addUsage(tx, delta, 0);
-  }
-
-  private async unrefSlice(tx: Txn, id: number): Promise<void> {
-    if (id === 0) return;
-    const s = await tx.get<SliceRefRec>('slice', '', enc(id));
-    if (s === undefined) return;
-    if (s.refs > 1) {
-      tx.put('slice', '', enc(id), { ...s, refs: s.refs - 1 });
-      return;
-    }
-    tx.del('slice', '', enc(id));
-    tx.put('delslice', '', enc(id), { size: s.size, time: this.now() } satisfies DelSliceRec);
-  }
-
-  private async refSlice(tx: Txn, id: number, size: number): Promise<void> {
-    if (id === 0) return;
-    const s = await tx.get<SliceRefRec>('slice', '', enc(id));
-    if (s === undefined) throw new Error(`assertion failed: reference to unknown slice ${id}`);
-    if (s.size !== size) throw new Error(`assertion failed: slice ${id} size ${s.size} != ${size}`);
-    tx.put('slice', '', enc(id), { ...s, refs: s.refs + 1 });
   }
 
   async rmdir(ctx: Ctx, parent: number, name: string): Promise<void> {
@@ -969,10 +721,10 @@ export class Meta {
       const a = await this.inode(tx, e.ino);
       if (a.type !== 'dir') throw err('ENOTDIR', name);
       Meta.checkSticky(ctx, p, a);
-      if ((await tx.scan('entry', enc(e.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
-      tx.del('entry', enc(parent), name);
-      this.touch(tx, [[parent, name]], parent, e.ino);
-      tx.put('inode', '', enc(parent), { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
+      if ((await entries.scan(tx, e.ino, { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
+      entries.del(tx, parent, name);
+      this.changed(tx, { entries: [[parent, name]], inos: [parent, e.ino] });
+      inodes.put(tx, parent, { ...p, nlink: p.nlink - 1, mtime: now, ctime: now });
       await this.dropLastLink(tx, e.ino, a, now);
     });
   }
@@ -983,8 +735,8 @@ export class Meta {
    */
   private async dropLastLink(tx: Txn, ino: number, a: InodeRec, now: number): Promise<void> {
     if (this.openFiles.has(ino)) {
-      tx.put('inode', '', enc(ino), { ...a, nlink: 0, ctime: now });
-      tx.put('sustained', enc(this.sid), enc(ino), 1);
+      inodes.put(tx, ino, { ...a, nlink: 0, ctime: now });
+      this.session.holdOpen(tx, ino);
       this.maybeSustained.add(ino);
       return;
     }
@@ -1013,12 +765,12 @@ export class Meta {
       if (dstParent === ROOT_INO && dstName === TRASH_NAME) throw err('EPERM');
       if (se === undefined) throw err('ENOENT', srcName);
       const [sa, dstInode] = await Promise.all([
-        tx.get<InodeRec>('inode', '', enc(se.ino)),
-        de === undefined ? undefined : tx.get<InodeRec>('inode', '', enc(de.ino)),
+        inodes.get(tx, se.ino),
+        de === undefined ? undefined : inodes.get(tx, de.ino),
       ]);
       if (sa === undefined) throw err('ENOENT', `inode ${se.ino}`);
       Meta.checkSticky(ctx, sp, sa);
-      this.touch(tx, [[srcParent, srcName], [dstParent, dstName]], srcParent, dstParent, se.ino, ...(de === undefined ? [] : [de.ino]));
+      this.changed(tx, { entries: [[srcParent, srcName], [dstParent, dstName]], inos: [srcParent, dstParent, se.ino, ...(de === undefined ? [] : [de.ino])] });
       if (de !== undefined && dstInode === undefined) throw err('ENOENT', `inode ${de.ino}`);
       const da = dstInode;
       const exchange = (flags & RENAME_EXCHANGE) !== 0;
@@ -1048,8 +800,8 @@ export class Meta {
       if (exchange && de !== undefined && da !== undefined) {
         // The target leaves its directory too, so the sticky rule applies to it as for a replace.
         Meta.checkSticky(ctx, dp, da);
-        tx.put('entry', enc(srcParent), srcName, { ino: de.ino, type: da.type });
-        tx.put('entry', enc(dstParent), dstName, { ino: se.ino, type: sa.type });
+        entries.put(tx, srcParent, srcName, { ino: de.ino, type: da.type });
+        entries.put(tx, dstParent, dstName, { ino: se.ino, type: sa.type });
         if (srcParent !== dstParent) {
           if (sa.type === 'dir') {
             sP.nlink--;
@@ -1060,21 +812,21 @@ export class Meta {
             sP.nlink++;
           }
         }
-        tx.put('inode', '', enc(se.ino), { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 });
-        tx.put('inode', '', enc(de.ino), { ...da, ctime: now, parent: da.type === 'dir' ? srcParent : 0 });
+        inodes.put(tx, se.ino, { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 });
+        inodes.put(tx, de.ino, { ...da, ctime: now, parent: da.type === 'dir' ? srcParent : 0 });
       } else {
         if (de !== undefined && da !== undefined) {
           Meta.checkSticky(ctx, dp, da);
           if (sa.type === 'dir' && da.type !== 'dir') throw err('ENOTDIR', dstName);
           if (sa.type !== 'dir' && da.type === 'dir') throw err('EISDIR', dstName);
           if (da.type === 'dir') {
-            if ((await tx.scan('entry', enc(de.ino), { limit: 1 })).length > 0) throw err('ENOTEMPTY', dstName);
+            if ((await entries.scan(tx, de.ino, { limit: 1 })).length > 0) throw err('ENOTEMPTY', dstName);
             dP.nlink--;
             await this.dropLastLink(tx, de.ino, da, now);
           }
         }
-        tx.del('entry', enc(srcParent), srcName);
-        tx.put('entry', enc(dstParent), dstName, { ino: se.ino, type: sa.type });
+        entries.del(tx, srcParent, srcName);
+        entries.put(tx, dstParent, dstName, { ino: se.ino, type: sa.type });
         if (sa.type === 'dir' && srcParent !== dstParent) {
           sP.nlink--;
           dP.nlink++;
@@ -1082,12 +834,12 @@ export class Meta {
         const moved: InodeRec = { ...sa, ctime: now, parent: sa.type === 'dir' ? dstParent : 0 };
         // A file restored from the trash has a name again.
         if (sa.trashed === true && !(await this.isInTrash(tx, dstParent))) delete moved.trashed;
-        tx.put('inode', '', enc(se.ino), moved);
-        for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
+        inodes.put(tx, se.ino, moved);
+        for (const [ino, rec] of parents) inodes.put(tx, ino, rec);
         if (de !== undefined && da !== undefined && da.type !== 'dir') await this.dropLink(tx, de.ino, da, dstParent, dstName, now, spare);
         return;
       }
-      for (const [ino, rec] of parents) tx.put('inode', '', enc(ino), rec);
+      for (const [ino, rec] of parents) inodes.put(tx, ino, rec);
     });
   }
 
@@ -1113,7 +865,7 @@ export class Meta {
       async (tx) => {
         const d = await this.dir(tx, ino);
         Meta.check(ctx, d, R_OK);
-        const rows = await tx.scan<EntryRec>('entry', enc(ino), { after: opts.after, limit: opts.limit ?? SCAN_PAGE });
+        const rows = await entries.scan(tx, ino, { after: opts.after, limit: opts.limit ?? SCAN_PAGE });
         const out: DirEntry[] = [];
         for (const [name, e] of rows) {
           // Another client (or a hand-edited engine) may have stored anything: never hand out a name that could
@@ -1122,7 +874,7 @@ export class Meta {
           if (bad !== undefined) throw err('EIO', `directory ${ino} holds an invalid entry (${bad}); run ferry fsck`);
           const entry: DirEntry = { name, ino: e.ino, type: e.type };
           if (opts.plus) {
-            const a = await tx.get<InodeRec>('inode', '', enc(e.ino));
+            const a = await inodes.get(tx, e.ino);
             if (a === undefined) continue; // raced with a delete in a non-isolated read
             entry.attr = { ...a, ino: e.ino };
           }
@@ -1138,24 +890,8 @@ export class Meta {
    * The volume's usage exactly as committed: the counters plus every session's usage records not merged yet
    * (status; statfs adds only this client's own, which it knows without a scan).
    */
-  async usage(): Promise<{ usedBytes: number; inodes: number }> {
-    return this.txn(async (tx) => {
-      let usedBytes = (await tx.get<number>('counter', '', 'usedBytes')) ?? 0;
-      let inodes = (await tx.get<number>('counter', '', 'inodes')) ?? 0;
-      for (const [sid] of await tx.scan('session', '')) {
-        let after: string | undefined;
-        for (;;) {
-          const rows = await tx.scan<[number, number]>('usage', sid, { after, limit: SCAN_PAGE });
-          for (const [, [b, i]] of rows) {
-            usedBytes += b;
-            inodes += i;
-          }
-          if (rows.length < SCAN_PAGE) break;
-          after = rows[rows.length - 1]![0];
-        }
-      }
-      return { usedBytes, inodes };
-    }, { readonly: true });
+  usage(): Promise<{ usedBytes: number; inodes: number }> {
+    return committedUsage(this.engine);
   }
 
   /**
@@ -1165,13 +901,13 @@ export class Meta {
   async trashUsage(filesMax = 100_000): Promise<{ files: number; bytes: number; partial: boolean }> {
     let files = 0;
     let bytes = 0;
-    const hours = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
+    const hours = await this.txn((tx) => entries.scan(tx, TRASH_INO), { readonly: true });
     for (const [, h] of hours) {
       let after: string | undefined;
       for (;;) {
         const page = await this.txn(async (tx) => {
-          const rows = await tx.scan<EntryRec>('entry', enc(h.ino), { after, limit: SCAN_PAGE });
-          const recs = await Promise.all(rows.map(([, e]) => tx.get<InodeRec>('inode', '', enc(e.ino))));
+          const rows = await entries.scan(tx, h.ino, { after, limit: SCAN_PAGE });
+          const recs = await Promise.all(rows.map(([, e]) => inodes.get(tx, e.ino)));
           return { rows, recs };
         }, { readonly: true });
         for (const a of page.recs) {
@@ -1188,18 +924,16 @@ export class Meta {
   }
 
   async statfs(): Promise<StatFs> {
-    const [stored, storedInodes] = await this.txn(
-      async (tx) => [(await tx.get<number>('counter', '', 'usedBytes')) ?? 0, (await tx.get<number>('counter', '', 'inodes')) ?? 0] as const,
-      { readonly: true },
-    );
+    const stored = await storedUsage(this.engine);
     // This client's own changes count at once; other clients' within their flush period.
-    const used = stored + this.pendingBytes;
-    const inodes = storedInodes + this.pendingInodes;
+    const pending = this.usageBatch.pending;
+    const used = stored.usedBytes + pending.bytes;
+    const inodeCount = stored.inodes + pending.inodes;
     const bsize = 4096;
     const blocks = Math.floor(this.format.capacityBytes / bsize);
     const usedBlocks = Math.ceil(Math.max(0, used) / bsize);
     const files = 2 ** 40;
-    return { bsize, blocks, bfree: Math.max(0, blocks - usedBlocks), bavail: Math.max(0, blocks - usedBlocks), files, ffree: files - inodes, usedBytes: used, inodes };
+    return { bsize, blocks, bfree: Math.max(0, blocks - usedBlocks), bavail: Math.max(0, blocks - usedBlocks), files, ffree: files - inodeCount, usedBytes: used, inodes: inodeCount };
   }
 
   // ---------------------------------------------------------------- open files
@@ -1225,12 +959,12 @@ export class Meta {
     }
     this.openFiles.delete(ino);
     if (!this.maybeSustained.delete(ino)) return;
-    await this.mutated(() => this.cache.clear(), this.txn(async (tx) => {
-      if ((await tx.get('sustained', enc(this.sid), enc(ino))) === undefined) return;
-      tx.del('sustained', enc(this.sid), enc(ino));
-      const a = await tx.get<InodeRec>('inode', '', enc(ino));
-      if (a !== undefined && a.nlink === 0 && !(await this.openElsewhere(tx, ino, this.sid))) await this.destroyInode(tx, ino, a);
-    }));
+    await this.txn(async (tx) => {
+      this.changed(tx, { all: true });
+      if (!(await this.session.release(tx, this.sid, ino))) return;
+      const a = await inodes.get(tx, ino);
+      if (a !== undefined && a.nlink === 0 && !(await ClientSession.openElsewhere(tx, ino, this.sid))) await this.destroyInode(tx, ino, a);
+    });
   }
 
   isOpen(ino: number): boolean {
@@ -1241,13 +975,12 @@ export class Meta {
 
   /** The slice references of one chunk, oldest first. */
   async readChunk(ino: number, index: number): Promise<SliceRef[]> {
-    return (await this.txn((tx) => tx.get<SliceRef[]>('chunk', enc(ino), enc(index)), { readonly: true })) ?? [];
+    return (await this.txn((tx) => chunks.get(tx, ino, index), { readonly: true })) ?? [];
   }
 
   /** Every chunk of a file: [index, refs]. */
-  async readChunks(ino: number): Promise<Array<[number, SliceRef[]]>> {
-    const rows = await this.txn((tx) => tx.scan<SliceRef[]>('chunk', enc(ino)), { readonly: true });
-    return rows.map(([k, v]) => [Number(k), v]);
+  readChunks(ino: number): Promise<Array<[number, SliceRef[]]>> {
+    return this.txn((tx) => chunks.scan(tx, ino), { readonly: true });
   }
 
   /**
@@ -1265,12 +998,12 @@ export class Meta {
     appendAt?: number,
   ): Promise<{ attr: Attr; longest: number; shift: number; indexes: number[] }> {
     const now = this.now();
-    const gen = this.cache.generation;
-    const r = await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
-      const chunks = new Map<number, SliceRef[]>();
+      const lists = new Map<number, SliceRef[]>();
       const before = new Map<number, number>();
       const used = await this.usedOf(tx, ino, a);
       const shift = appendAt === undefined ? 0 : a.length - appendAt;
@@ -1278,34 +1011,32 @@ export class Meta {
         if (!Number.isSafeInteger(ref.id) || ref.id <= 0 || ref.pos < 0 || ref.len <= 0 || ref.pos + ref.len > this.chunkBytes) {
           throw new Error(`assertion failed: bad slice reference ${JSON.stringify(ref)}`);
         }
-        let list = chunks.get(index);
+        let list = lists.get(index);
         if (list === undefined) {
-          list = [...((await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [])];
-          chunks.set(index, list);
+          list = [...((await chunks.get(tx, ino, index)) ?? [])];
+          lists.set(index, list);
           before.set(index, dataBytes(list));
         }
         list.push(ref);
-        const s = await tx.get<SliceRefRec>('slice', '', enc(ref.id));
         // A new slice records its home region (the reference names it); a known one keeps its record's.
-        const rec: SliceRefRec = s === undefined ? { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } : { ...s, size: ref.size, refs: s.refs + 1 };
-        tx.put('slice', '', enc(ref.id), rec);
+        await this.catalogue.refWritten(tx, ref.id, ref.size, ref.home);
         const end = index * this.chunkBytes + ref.pos + ref.len;
         if (end > a.length) a.length = end;
       }
       let delta = 0;
-      for (const [index, list] of chunks) {
-        tx.put('chunk', enc(ino), enc(index), list);
+      for (const [index, list] of lists) {
+        chunks.put(tx, ino, index, list);
         longest = Math.max(longest, list.length);
         delta += dataBytes(list) - before.get(index)!;
       }
       await this.chargeData(tx, a, used, delta);
       a.mtime = mtime ?? now;
       a.ctime = now;
-      tx.put('inode', '', enc(ino), a);
-      return { attr: { ...a, ino }, longest, shift, indexes: [...chunks.keys()] };
-    }));
-    this.storeCommitted(gen, [r.attr]);
-    return r;
+      inodes.put(tx, ino, a);
+      const attr = { ...a, ino };
+      this.changed(tx, { attrs: [attr] });
+      return { attr, longest, shift, indexes: [...lists.keys()] };
+    });
   }
 
   /**
@@ -1320,7 +1051,7 @@ export class Meta {
         const len = Math.min(this.chunkBytes - pos, to - off);
         let list = lists.get(index);
         if (list === undefined) {
-          list = [...((await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [])];
+          list = [...((await chunks.get(tx, ino, index)) ?? [])];
           lists.set(index, list);
         }
         // A zero reference over a chunk nothing was written to is pointless: gaps read as zeros already.
@@ -1338,7 +1069,8 @@ export class Meta {
   async truncate(ino: number, length: number): Promise<Attr> {
     if (!Number.isSafeInteger(length) || length < 0) throw err('EINVAL', 'bad length');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('EINVAL');
@@ -1349,15 +1081,15 @@ export class Meta {
         let removed = await this.releaseChunks(tx, ino, keep);
         const lists = new Map<number, SliceRef[]>();
         if (length % this.chunkBytes !== 0) removed += await this.zeroRange(tx, ino, length, Math.min(a.length, keep * this.chunkBytes), lists);
-        for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+        for (const [index, list] of lists) if (list.length > 0) chunks.put(tx, ino, index, list);
         await this.chargeData(tx, a, used, -removed);
       }
       if (length !== a.length) a.mtime = now;
       a.length = length;
       a.ctime = now;
-      tx.put('inode', '', enc(ino), a);
+      inodes.put(tx, ino, a);
       return { ...a, ino };
-    }));
+    });
   }
 
   /** fallocate(2): mode 0 (extend), KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE [|KEEP_SIZE]. */
@@ -1367,7 +1099,8 @@ export class Meta {
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_KEEP_SIZE) === 0) throw err('ENOTSUP', 'PUNCH_HOLE needs KEEP_SIZE');
     if ((mode & FALLOC_PUNCH_HOLE) !== 0 && (mode & FALLOC_ZERO_RANGE) !== 0) throw err('EINVAL');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = { ...(await this.inode(tx, ino)) };
       if (a.type === 'dir') throw err('EISDIR');
       if (a.type !== 'file') throw err('ENODEV');
@@ -1376,16 +1109,16 @@ export class Meta {
         const used = await this.usedOf(tx, ino, a);
         const lists = new Map<number, SliceRef[]>();
         const removed = await this.zeroRange(tx, ino, offset, Math.min(end, a.length), lists);
-        for (const [index, list] of lists) if (list.length > 0) tx.put('chunk', enc(ino), enc(index), list);
+        for (const [index, list] of lists) if (list.length > 0) chunks.put(tx, ino, index, list);
         await this.chargeData(tx, a, used, -removed);
         a.mtime = now;
       }
       // Blocks are not reserved ahead (objects are written whole, when data comes): the range stays a hole.
       if ((mode & FALLOC_KEEP_SIZE) === 0 && end > a.length) a.length = end;
       a.ctime = now;
-      tx.put('inode', '', enc(ino), a);
+      inodes.put(tx, ino, a);
       return { ...a, ino };
-    }));
+    });
   }
 
   /**
@@ -1395,7 +1128,8 @@ export class Meta {
   async copyFileRange(inIno: number, inOff: number, outIno: number, outOff: number, size: number): Promise<number> {
     if (inOff < 0 || outOff < 0 || size < 0) throw err('EINVAL');
     const now = this.now();
-    return this.mutated(() => this.cache.forget(outIno), this.txn(async (tx) => {
+    return this.txn(async (tx) => {
+      this.changed(tx, { inos: [outIno] });
       const src = await this.inode(tx, inIno);
       const dst = { ...(inIno === outIno ? src : await this.inode(tx, outIno)) };
       if (src.type === 'dir' || dst.type === 'dir') throw err('EISDIR');
@@ -1410,7 +1144,7 @@ export class Meta {
       const list = async (index: number): Promise<SliceRef[]> => {
         let l = lists.get(index);
         if (l === undefined) {
-          l = [...((await tx.get<SliceRef[]>('chunk', enc(outIno), enc(index))) ?? [])];
+          l = [...((await chunks.get(tx, outIno, index)) ?? [])];
           lists.set(index, l);
           before.set(index, dataBytes(l));
         }
@@ -1420,7 +1154,7 @@ export class Meta {
         const sIdx = Math.floor(off / C);
         const sPos = off - sIdx * C;
         const sEnd = Math.min(C, sPos + (inOff + n - off));
-        const view = visibleSegments((await tx.get<SliceRef[]>('chunk', enc(inIno), enc(sIdx))) ?? []);
+        const view = visibleSegments((await chunks.get(tx, inIno, sIdx)) ?? []);
         // Fill the whole range, making gaps explicit zero references so old destination bytes are covered.
         const pieces: SliceRef[] = [];
         let cur = sPos;
@@ -1442,7 +1176,7 @@ export class Meta {
             const l = await list(dIdx);
             if (p.id !== 0 || l.length > 0) {
               l.push(ref);
-              await this.refSlice(tx, p.id, p.size);
+              await this.catalogue.ref(tx, p.id, p.size);
             }
             done += len;
             dAbs += len;
@@ -1452,7 +1186,7 @@ export class Meta {
       }
       let delta = 0;
       for (const [index, l] of lists) {
-        if (l.length > 0) tx.put('chunk', enc(outIno), enc(index), l);
+        if (l.length > 0) chunks.put(tx, outIno, index, l);
         delta += dataBytes(l) - before.get(index)!;
       }
       await this.chargeData(tx, dst, used, delta);
@@ -1460,9 +1194,9 @@ export class Meta {
       if (end > dst.length) dst.length = end;
       dst.mtime = now;
       dst.ctime = now;
-      tx.put('inode', '', enc(outIno), dst);
+      inodes.put(tx, outIno, dst);
       return n;
-    }));
+    });
   }
 
   /**
@@ -1471,7 +1205,7 @@ export class Meta {
    */
   async replaceSlices(ino: number, index: number, old: readonly SliceRef[], ref: SliceRef): Promise<boolean> {
     return this.txn(async (tx) => {
-      const cur = (await tx.get<SliceRef[]>('chunk', enc(ino), enc(index))) ?? [];
+      const cur = (await chunks.get(tx, ino, index)) ?? [];
       if (cur.length < old.length) return false;
       for (let i = 0; i < old.length; i++) {
         const a = cur[i]!;
@@ -1482,59 +1216,41 @@ export class Meta {
       // The new slice stores the zeros of holes between the data it merged: they occupy space now.
       const delta = dataBytes(next) - dataBytes(cur);
       if (delta !== 0) {
-        const a = await tx.get<InodeRec>('inode', '', enc(ino));
+        const a = await inodes.get(tx, ino);
         if (a !== undefined) {
           const na = { ...a };
           await this.chargeData(tx, na, await this.usedOf(tx, ino, a), delta);
-          tx.put('inode', '', enc(ino), na);
-          this.touch(tx, [], ino);
+          inodes.put(tx, ino, na);
+          this.changed(tx, { inos: [ino] });
         }
       }
-      tx.put('slice', '', enc(ref.id), { size: ref.size, refs: 1, ...(ref.home === undefined ? {} : { home: ref.home }) } satisfies SliceRefRec);
-      tx.put('chunk', enc(ino), enc(index), next);
-      for (const r of old) await this.unrefSlice(tx, r.id);
+      this.catalogue.putNew(tx, ref.id, ref.size, ref.home);
+      chunks.put(tx, ino, index, next);
+      for (const r of old) await this.catalogue.unref(tx, r.id);
       return true;
     });
   }
 
+  // ---------------------------------------------------------------- the slice catalogue (see catalogue.ts)
+
   /** Marks a stored slice that will never be committed (a failed write) for deletion after the grace period. */
-  async abandonSlice(id: number, size: number): Promise<void> {
-    await this.txn(async (tx) => {
-      if ((await tx.get('slice', '', enc(id))) !== undefined) return;
-      tx.put('delslice', '', enc(id), { size, time: this.now() } satisfies DelSliceRec);
-    });
+  abandonSlice(id: number, size: number): Promise<void> {
+    return this.catalogue.abandonSlice(id, size);
   }
 
   /** Released slices whose grace period ended before `before` (ms). */
-  async listDelSlices(before: number, limit = SCAN_PAGE): Promise<Array<{ id: number; size: number; time: number }>> {
-    const out: Array<{ id: number; size: number; time: number }> = [];
-    let after: string | undefined;
-    while (out.length < limit) {
-      const rows = await this.txn((tx) => tx.scan<DelSliceRec>('delslice', '', { after, limit: SCAN_PAGE }), { readonly: true });
-      for (const [k, v] of rows) if (v.time < before && out.length < limit) out.push({ id: Number(k), size: v.size, time: v.time });
-      if (rows.length < SCAN_PAGE) break;
-      after = rows[rows.length - 1]![0];
-    }
-    return out;
+  listDelSlices(before: number, limit = SCAN_PAGE): Promise<Array<{ id: number; size: number; time: number }>> {
+    return this.catalogue.listDelSlices(before, limit);
   }
 
   /** Forgets a released slice once its objects are deleted. */
-  async dropDelSlice(id: number): Promise<void> {
-    await this.txn(async (tx) => {
-      tx.del('delslice', '', enc(id));
-      await Promise.resolve();
-    });
+  dropDelSlice(id: number): Promise<void> {
+    return this.catalogue.dropDelSlice(id);
   }
 
-  /** The records of some slices (undefined: released or never committed), from one consistent read. */
-  async getSlices(ids: readonly number[]): Promise<Map<number, SliceRefRec | undefined>> {
-    const out = new Map<number, SliceRefRec | undefined>();
-    for (let i = 0; i < ids.length; i += SCAN_PAGE) {
-      const page = ids.slice(i, i + SCAN_PAGE);
-      const recs = await this.txn(async (tx) => Promise.all(page.map((id) => tx.get<SliceRefRec>('slice', '', enc(id)))), { readonly: true });
-      page.forEach((id, k) => out.set(id, recs[k]));
-    }
-    return out;
+  /** The records of some slices (undefined: released or never committed), a page per read. */
+  getSlices(ids: readonly number[]): Promise<Map<number, SliceRefRec | undefined>> {
+    return this.catalogue.getSlices(ids);
   }
 
   /**
@@ -1542,35 +1258,13 @@ export class Meta {
    * the ids that are gone entirely — neither live nor awaiting deletion — whose objects gc may already have
    * deleted everywhere: the caller deletes the copies it just made of those.
    */
-  async addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>): Promise<number[]> {
-    if (marks.length === 0) return [];
-    return this.txn(async (tx) => {
-      const gone: number[] = [];
-      for (const { id, regions } of marks) {
-        const s = await tx.get<SliceRefRec>('slice', '', enc(id));
-        if (s === undefined) {
-          if ((await tx.get('delslice', '', enc(id))) === undefined) gone.push(id);
-          continue;
-        }
-        const have = new Set(s.copies ?? []);
-        const add = regions.filter((r) => r !== s.home && !have.has(r));
-        if (add.length === 0) continue;
-        tx.put('slice', '', enc(id), { ...s, copies: [...have, ...add].sort() } satisfies SliceRefRec);
-      }
-      return gone;
-    });
+  addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>): Promise<number[]> {
+    return this.catalogue.addSliceCopies(marks);
   }
 
   /** Every live slice: id -> {size, refs, home, copies}. */
-  async listSlices(): Promise<Map<number, SliceRefRec>> {
-    const out = new Map<number, SliceRefRec>();
-    let after: string | undefined;
-    for (;;) {
-      const rows = await this.txn((tx) => tx.scan<SliceRefRec>('slice', '', { after, limit: SCAN_PAGE }), { readonly: true });
-      for (const [k, v] of rows) out.set(Number(k), v);
-      if (rows.length < SCAN_PAGE) return out;
-      after = rows[rows.length - 1]![0];
-    }
+  listSlices(): Promise<Map<number, SliceRefRec>> {
+    return this.catalogue.listSlices();
   }
 
   /** Empties trash hour directories older than the volume's trash days. Returns files released. */
@@ -1585,23 +1279,23 @@ export class Meta {
   private async cleanTrashHours(now: number): Promise<number> {
     const cutoff = now - this.format.trashDays * 86_400_000;
     let released = 0;
-    const hours = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(TRASH_INO)), { readonly: true });
+    const hours = await this.txn((tx) => entries.scan(tx, TRASH_INO), { readonly: true });
     for (const [name, e] of hours) {
       const t = Date.parse(`${name.slice(0, 10)}T${name.slice(11, 13)}:00:00Z`);
       if (!(t + 3_600_000 <= cutoff)) continue;
       for (;;) {
-        const files = await this.txn((tx) => tx.scan<EntryRec>('entry', enc(e.ino), { limit: 100 }), { readonly: true });
+        const files = await this.txn((tx) => entries.scan(tx, e.ino, { limit: 100 }), { readonly: true });
         if (files.length === 0) break;
         for (const [fname, fe] of files) {
           await this.txn(async (tx) => {
-            tx.del('entry', enc(e.ino), fname);
-            const a = await tx.get<InodeRec>('inode', '', enc(fe.ino));
+            entries.del(tx, e.ino, fname);
+            const a = await inodes.get(tx, fe.ino);
             if (a === undefined) return;
             if (a.nlink > 1) {
               // Its trash entry goes: it is a plain file with its other names again.
               const rest: InodeRec = { ...a, nlink: a.nlink - 1 };
               delete rest.trashed;
-              tx.put('inode', '', enc(fe.ino), rest);
+              inodes.put(tx, fe.ino, rest);
             }
             else await this.dropLastLink(tx, fe.ino, a, a.ctime);
           });
@@ -1610,9 +1304,9 @@ export class Meta {
       }
       await this.txn(async (tx) => {
         const t = await this.inode(tx, TRASH_INO);
-        tx.del('entry', enc(TRASH_INO), name);
-        tx.put('inode', '', enc(TRASH_INO), { ...t, nlink: t.nlink - 1 });
-        const d = await tx.get<InodeRec>('inode', '', enc(e.ino));
+        entries.del(tx, TRASH_INO, name);
+        inodes.put(tx, TRASH_INO, { ...t, nlink: t.nlink - 1 });
+        const d = await inodes.get(tx, e.ino);
         if (d !== undefined) await this.destroyInode(tx, e.ino, d);
       });
     }
@@ -1640,15 +1334,16 @@ export class Meta {
     Meta.checkXattrName(name);
     if (value.length > XATTR_VALUE_BYTES_MAX) throw err('ERANGE', 'attribute value too large');
     const now = this.now();
-    await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    await this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
-      const had = (await tx.get('xattr', enc(ino), name)) !== undefined;
+      const had = (await xattrs.get(tx, ino, name)) !== undefined;
       if ((flags & XATTR_CREATE) !== 0 && had) throw err('EEXIST', name);
       if ((flags & XATTR_REPLACE) !== 0 && !had) throw err('ENODATA', name);
-      tx.put('xattr', enc(ino), name, value.toString('base64'));
-      tx.put('inode', '', enc(ino), { ...a, ctime: now });
-    }));
+      xattrs.put(tx, ino, name, value.toString('base64'));
+      inodes.put(tx, ino, { ...a, ctime: now });
+    });
   }
 
   async getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
@@ -1657,7 +1352,7 @@ export class Meta {
       async (tx) => {
         const a = await this.inode(tx, ino);
         Meta.checkXattrAccess(ctx, a, name, R_OK);
-        const v = await tx.get<string>('xattr', enc(ino), name);
+        const v = await xattrs.get(tx, ino, name);
         if (v === undefined) throw err('ENODATA', name);
         return Buffer.from(v, 'base64');
       },
@@ -1669,7 +1364,7 @@ export class Meta {
     return this.txn(
       async (tx) => {
         const a = await this.inode(tx, ino);
-        const names = (await tx.scan('xattr', enc(ino))).map(([k]) => k);
+        const names = (await xattrs.scan(tx, ino)).map(([k]) => k);
         return names.filter((n) => !n.startsWith('trusted.') || ctx.uid === 0).filter((n) => !n.startsWith('user.') || a.type === 'file' || a.type === 'dir');
       },
       { readonly: true },
@@ -1679,66 +1374,24 @@ export class Meta {
   async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
     Meta.checkXattrName(name);
     const now = this.now();
-    await this.mutated(() => this.cache.forget(ino), this.txn(async (tx) => {
+    await this.txn(async (tx) => {
+      this.changed(tx, { inos: [ino] });
       const a = await this.inode(tx, ino);
       Meta.checkXattrAccess(ctx, a, name, W_OK);
-      if ((await tx.get('xattr', enc(ino), name)) === undefined) throw err('ENODATA', name);
-      tx.del('xattr', enc(ino), name);
-      tx.put('inode', '', enc(ino), { ...a, ctime: now });
-    }));
+      if ((await xattrs.get(tx, ino, name)) === undefined) throw err('ENODATA', name);
+      xattrs.del(tx, ino, name);
+      inodes.put(tx, ino, { ...a, ctime: now });
+    });
   }
 
   // ---------------------------------------------------------------- locks (see locks.ts)
-
-  /** Removes every lock the session holds (its own close, or cleanup after it died). */
-  private async dropSessionLocks(sid: number): Promise<void> {
-    for (;;) {
-      const batch = await this.txn((tx) => tx.scan('lock', sessionLockPart(sid), { limit: 100 }), { readonly: true });
-      if (batch.length === 0) break;
-      for (const [inoKey] of batch) {
-        await this.txn(async (tx) => {
-          tx.del('lock', sessionLockPart(sid), inoKey);
-          for (const [key] of await tx.scan('lock', inoKey)) if (keyOfSession(key, sid)) tx.del('lock', inoKey, key);
-        });
-      }
-    }
-    if (sid === this.sid) this.heldLocks.clear();
-  }
-
-  /** Records (or forgets) in the transaction that this session holds locks on ino, from its remaining keys. */
-  private async indexLocks(tx: Txn, ino: number): Promise<boolean> {
-    const any = (await tx.scan('lock', enc(ino))).some(([k]) => keyOfSession(k, this.sid));
-    if (any) tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
-    else tx.del('lock', sessionLockPart(this.sid), enc(ino));
-    return any;
-  }
-
-  private noteLock(ino: number, key: string, held: boolean): void {
-    let keys = this.heldLocks.get(ino);
-    if (held) {
-      if (keys === undefined) this.heldLocks.set(ino, (keys = new Set()));
-      keys.add(key);
-    } else if (keys !== undefined) {
-      keys.delete(key);
-      if (keys.size === 0) this.heldLocks.delete(ino);
-    }
-  }
-
-  private static checkLockRange(start: number, end: number): void {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) throw err('EINVAL', 'bad lock range');
-  }
 
   /**
    * fcntl F_GETLK: the first lock of another owner that conflicts with a `type` lock on [start, end)
    * (end LOCK_EOF: to the end of the file), or undefined if the lock could be placed.
    */
-  async getlk(ino: number, owner: string, type: LockType, start: number, end = LOCK_EOF): Promise<LockConflict | undefined> {
-    Meta.checkLockRange(start, end);
-    const me = posixKey(this.sid, owner);
-    return this.txn(async (tx) => {
-      const recs = await tx.scan<PosixLockRec>('lock', enc(ino));
-      return posixConflict(recs.filter(([k]) => k.startsWith('p:') && k !== me).map(([, v]) => v), type, start, end);
-    }, { readonly: true });
+  getlk(ino: number, owner: string, type: LockType, start: number, end = LOCK_EOF): Promise<LockConflict | undefined> {
+    return this.locks.getlk(ino, owner, type, start, end);
   }
 
   /**
@@ -1746,50 +1399,17 @@ export class Meta {
    * existing ranges as POSIX says. Returns the conflicting lock (and changes nothing) if another owner's lock
    * stands in the way; F_SETLKW is the caller's retry loop.
    */
-  async setlk(ino: number, owner: string, type: LockType | 'u', start: number, end = LOCK_EOF, pid = 0): Promise<LockConflict | undefined> {
-    Meta.checkLockRange(start, end);
-    const key = posixKey(this.sid, owner);
-    if (type === 'u' && !(this.heldLocks.get(ino)?.has(key) ?? false)) return undefined;
-    const [conflict, held] = await this.txn(async (tx) => {
-      const recs = await tx.scan<PosixLockRec>('lock', enc(ino));
-      if (type !== 'u') {
-        const c = posixConflict(recs.filter(([k]) => k.startsWith('p:') && k !== key).map(([, v]) => v), type, start, end);
-        if (c !== undefined) return [c, undefined] as const;
-      }
-      const mine = recs.find(([k]) => k === key)?.[1];
-      const ranges = setRange(mine?.ranges ?? [], start, end, type);
-      if (ranges.length === 0) tx.del('lock', enc(ino), key);
-      else tx.put('lock', enc(ino), key, { sid: this.sid, pid, ranges } satisfies PosixLockRec);
-      if (ranges.length > 0) tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
-      else await this.indexLocks(tx, ino);
-      return [undefined, ranges.length > 0] as const;
-    });
-    if (held !== undefined) this.noteLock(ino, key, held);
-    return conflict;
+  setlk(ino: number, owner: string, type: LockType | 'u', start: number, end = LOCK_EOF, pid = 0): Promise<LockConflict | undefined> {
+    return this.locks.setlk(ino, owner, type, start, end, pid);
   }
 
   /** flock(2) for one open file (owner): false if another owner's flock stands in the way (nothing changed). */
-  async flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
-    const key = flockKey(this.sid, owner);
-    if (type === 'un' && !(this.heldLocks.get(ino)?.has(key) ?? false)) return true;
-    const ok = await this.txn(async (tx) => {
-      if (type === 'un') {
-        tx.del('lock', enc(ino), key);
-        await this.indexLocks(tx, ino);
-        return true;
-      }
-      const recs = await tx.scan<FlockRec>('lock', enc(ino));
-      if (flockConflict(recs.filter(([k]) => k.startsWith('f:') && k !== key).map(([, v]) => v), type)) return false;
-      tx.put('lock', enc(ino), key, { sid: this.sid, pid, type } satisfies FlockRec);
-      tx.put('lock', sessionLockPart(this.sid), enc(ino), 1);
-      return true;
-    });
-    if (ok) this.noteLock(ino, key, type !== 'un');
-    return ok;
+  flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
+    return this.locks.flock(ino, owner, type, pid);
   }
 
   /** Whether this session may hold locks on the inode (cheap; no engine query). */
   mayHoldLocks(ino: number): boolean {
-    return this.heldLocks.has(ino);
+    return this.locks.mayHold(ino);
   }
 }

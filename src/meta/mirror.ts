@@ -9,6 +9,7 @@
  */
 
 import type { MetaEngine } from './engine.js';
+import { mirrors } from './records.js';
 import type { MirrorIdentity } from './types.js';
 
 const IDENTITY_KEY = 'identity';
@@ -31,33 +32,33 @@ export interface MirrorReport {
 
 /** The replica's identity, or undefined when the engine is no replica (or is being bootstrapped). */
 export async function readMirrorIdentity(engine: MetaEngine): Promise<MirrorIdentity | undefined> {
-  return engine.txn((tx) => tx.get<MirrorIdentity>('mirror', '', IDENTITY_KEY), { readonly: true });
+  return (await engine.txn((tx) => mirrors.get(tx, IDENTITY_KEY), { readonly: true })) as MirrorIdentity | undefined;
 }
 
 export async function writeMirrorIdentity(engine: MetaEngine, id: MirrorIdentity): Promise<void> {
   await engine.txn(async (tx) => {
-    tx.put('mirror', '', IDENTITY_KEY, id);
+    mirrors.put(tx, IDENTITY_KEY, id);
     await Promise.resolve();
   });
 }
 
 export async function clearMirrorIdentity(engine: MetaEngine): Promise<void> {
   await engine.txn(async (tx) => {
-    tx.del('mirror', '', IDENTITY_KEY);
+    mirrors.del(tx, IDENTITY_KEY);
     await Promise.resolve();
   });
 }
 
 export async function writeMirrorReport(primary: MetaEngine, report: MirrorReport): Promise<void> {
   await primary.txn(async (tx) => {
-    tx.put('mirror', '', REPORT_PREFIX + report.region, report);
+    mirrors.put(tx, REPORT_PREFIX + report.region, report);
     await Promise.resolve();
   });
 }
 
 /** Every follower's last report, by region. */
 export async function listMirrorReports(primary: MetaEngine): Promise<Map<string, MirrorReport>> {
-  const rows = await primary.txn((tx) => tx.scan<MirrorReport>('mirror', ''), { readonly: true });
+  const rows = (await primary.txn((tx) => mirrors.scan(tx), { readonly: true })) as Array<[string, MirrorReport]>;
   const out = new Map<string, MirrorReport>();
   for (const [k, v] of rows) if (k.startsWith(REPORT_PREFIX)) out.set(k.slice(REPORT_PREFIX.length), v);
   return out;

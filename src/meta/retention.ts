@@ -10,6 +10,7 @@
  */
 
 import type { MetaEngine, Txn } from './engine.js';
+import { setting } from './records.js';
 
 export const LOG_RETENTION_KEY = 'logRetention';
 export const LOG_RETENTION_VERSION = 1;
@@ -27,6 +28,8 @@ interface LogRetentionRec extends Partial<LogRetention> {
   version: number;
 }
 
+const retentionRecord = setting<LogRetentionRec>(LOG_RETENTION_KEY);
+
 export const LOG_RETENTION_DEFAULT: Readonly<LogRetention> = { ageMsMax: LOG_RETENTION_AGE_MS_DEFAULT, entriesMax: LOG_RETENTION_ENTRIES_DEFAULT };
 
 /** Throws RangeError naming the bad field. */
@@ -41,7 +44,7 @@ export function checkLogRetention(r: Partial<LogRetention>): void {
 
 /** The volume's bound, inside a transaction (defaults for what is not set). */
 export async function readLogRetention(tx: Txn): Promise<LogRetention> {
-  const rec = await tx.get<LogRetentionRec>('setting', '', LOG_RETENTION_KEY);
+  const rec = await retentionRecord.get(tx);
   if (rec !== undefined && rec.version > LOG_RETENTION_VERSION) {
     throw new Error(`the volume's log retention setting has version ${rec.version}, newer than this ferry reads (${LOG_RETENTION_VERSION})`);
   }
@@ -59,7 +62,7 @@ export async function setLogRetention(engine: MetaEngine, change: Partial<LogRet
     const next: LogRetention = { ...(await readLogRetention(tx)) };
     if (change.ageMsMax !== undefined) next.ageMsMax = change.ageMsMax;
     if (change.entriesMax !== undefined) next.entriesMax = change.entriesMax;
-    tx.put('setting', '', LOG_RETENTION_KEY, { version: LOG_RETENTION_VERSION, ...next } satisfies LogRetentionRec);
+    retentionRecord.put(tx, { version: LOG_RETENTION_VERSION, ...next });
     return next;
   });
 }

@@ -9,6 +9,7 @@
 
 import { hkdfSync, randomBytes } from 'node:crypto';
 import type { MetaEngine, Txn } from './engine.js';
+import { setting } from './records.js';
 
 export const SECRET_KEY = 'secret';
 const SECRET_BYTES = 32;
@@ -18,6 +19,8 @@ interface SecretRec {
   /** base64 of SECRET_BYTES random bytes. */
   key: string;
 }
+
+const secretRecord = setting<SecretRec>(SECRET_KEY);
 
 function parse(rec: unknown): Buffer | undefined {
   if (rec === null || typeof rec !== 'object') return undefined;
@@ -29,7 +32,7 @@ function parse(rec: unknown): Buffer | undefined {
 
 /** Puts a new secret in `tx` (format, load without one). */
 export function putNewSecret(tx: Txn): void {
-  tx.put('setting', '', SECRET_KEY, { version: 1, key: randomBytes(SECRET_BYTES).toString('base64') } satisfies SecretRec);
+  secretRecord.put(tx, { version: 1, key: randomBytes(SECRET_BYTES).toString('base64') });
 }
 
 /**
@@ -38,14 +41,14 @@ export function putNewSecret(tx: Txn): void {
  * it would lock out every peer that holds the old key.
  */
 export async function volumeSecret(engine: MetaEngine): Promise<Buffer> {
-  const found = await engine.txn((tx) => tx.get('setting', '', SECRET_KEY), { readonly: true });
+  const found: unknown = await engine.txn((tx) => secretRecord.get(tx), { readonly: true });
   if (found !== undefined) {
     const key = parse(found);
     if (key === undefined) throw new Error('the volume secret record is malformed (restore it from a dump made with --keep-secrets, or remove it to make a new one and restart every peer)');
     return key;
   }
   await engine.txn(async (tx) => {
-    if ((await tx.get('setting', '', SECRET_KEY)) === undefined) putNewSecret(tx);
+    if ((await secretRecord.get(tx)) === undefined) putNewSecret(tx);
   });
   return volumeSecret(engine);
 }

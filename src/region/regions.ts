@@ -13,7 +13,7 @@
 
 import { UsageError } from '../errors.js';
 import type { MetaEngine } from '../meta/engine.js';
-import { loadFormat } from '../meta/meta.js';
+import { loadFormat, updateFormat } from '../meta/format.js';
 import type { FormatRec, RegionRec } from '../meta/types.js';
 
 /** The name of the one region of a volume formatted with a plain --storage. */
@@ -116,32 +116,26 @@ export function withRegions(format: FormatRec, regions: ReadonlyMap<string, Regi
 export async function addRegion(engine: MetaEngine, name: string, rec: RegionRec): Promise<FormatRec> {
   checkRegionName(name);
   if (rec.storage === undefined && rec.replica === undefined) throw new UsageError(`region '${name}' needs a bucket, a replica, or both`);
-  return engine.txn(async (tx) => {
-    const f = await tx.get<FormatRec>('setting', '', 'format');
+  return updateFormat(engine, (f) => {
     if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
     const r = volumeRegions(f);
     if (r.all.has(name)) throw new UsageError(`volume '${f.name}' already has a region '${name}'`);
     const regions = new Map(r.all);
     regions.set(name, rec);
-    const next = withRegions(f, regions, r.primary);
-    tx.put('setting', '', 'format', next);
-    return next;
+    return withRegions(f, regions, r.primary);
   });
 }
 
 /** Removes a region (never the primary) in one transaction. */
 export async function removeRegion(engine: MetaEngine, name: string): Promise<FormatRec> {
-  return engine.txn(async (tx) => {
-    const f = await tx.get<FormatRec>('setting', '', 'format');
+  return updateFormat(engine, (f) => {
     if (f === undefined) throw new UsageError(`no volume in ${engine.description} (run "ferry format" first)`);
     const r = volumeRegions(f);
     if (!r.all.has(name)) throw new UsageError(`volume '${f.name}' has no region '${name}'`);
     if (name === r.primary) throw new UsageError(`region '${name}' is the primary and cannot be removed`);
     const regions = new Map(r.all);
     regions.delete(name);
-    const next = withRegions(f, regions, r.primary);
-    tx.put('setting', '', 'format', next);
-    return next;
+    return withRegions(f, regions, r.primary);
   });
 }
 

@@ -46,9 +46,11 @@ import { CorruptBlockError, UsageError } from '../errors.js';
 import { decodeBlock } from '../chunk/codec.js';
 import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
-import { putConsumerPosition } from '../meta/core.js';
+import { removeSliceCopies } from '../meta/catalogue.js';
+import { listReplicaCheckpoints, loadReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
+import { slicesSet } from '../meta/records.js';
 import type { Meta } from '../meta/meta.js';
-import type { FormatRec, SliceRefRec } from '../meta/types.js';
+import type { FormatRec } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
@@ -186,11 +188,11 @@ export function checkpointName(from?: readonly string[], to?: readonly string[])
 }
 
 export async function loadCheckpoint(engine: MetaEngine, name: string): Promise<ReplicaCheckpoint | undefined> {
-  return engine.txn((tx) => tx.get<ReplicaCheckpoint>('replica', '', name), { readonly: true });
+  return loadReplicaCheckpoint<ReplicaCheckpoint>(engine, name);
 }
 
 export async function listCheckpoints(engine: MetaEngine): Promise<Array<[string, ReplicaCheckpoint]>> {
-  return engine.txn((tx) => tx.scan<ReplicaCheckpoint>('replica', ''), { readonly: true });
+  return listReplicaCheckpoints<ReplicaCheckpoint>(engine);
 }
 
 function emptyCounters(): ReplicaCounters {
@@ -292,11 +294,8 @@ export class Replicator {
     const rec: ReplicaCheckpoint = { ...cp, updated: this.now(), stats: this.stats };
     delete rec.claimed;
     if (claimed !== undefined && claimed.length > 0) rec.claimed = [...claimed];
-    await this.engine.txn(async (tx) => {
-      tx.put('replica', '', this.name, rec);
-      // The consumer's position moves with the checkpoint, atomically (registered again if it was removed).
-      await putConsumerPosition(tx, consumerName(this.name), rec.seq, true);
-    });
+    // The consumer's position moves with the checkpoint, atomically (registered again if it was removed).
+    await saveReplicaCheckpoint(this.engine, this.name, rec, consumerName(this.name), rec.seq);
   }
 
   private async checkpoint(): Promise<ReplicaCheckpoint | undefined> {
@@ -353,11 +352,9 @@ export class Replicator {
       const ids = new Set<number>();
       let oldest = Number.POSITIVE_INFINITY;
       for (const e of entries) {
-        for (const [kind, , key, value] of e.ops) {
-          if (kind !== 'slice' || value === null) continue;
-          const rec = value as unknown as SliceRefRec;
+        for (const [id, rec] of slicesSet(e.ops)) {
           if (this.targetsOf(sliceHome(rec.home, this.regions), rec.copies).length > 0) {
-            ids.add(Number(key));
+            ids.add(id);
             oldest = Math.min(oldest, e.time);
           }
         }
@@ -713,19 +710,14 @@ export class Replicator {
     const B = this.format.blockBytes;
     for (let i = 0; i < ids.length; i += MARK_BATCH_MAX) {
       const page = ids.slice(i, i + MARK_BATCH_MAX);
-      await this.engine.txn(async (tx) => {
-        for (const id of page) {
-          const s = await tx.get<SliceRefRec>('slice', '', String(id));
-          if (s?.copies === undefined) continue;
-          const keep = s.copies.filter((region) => {
-            const list = listings.get(region);
-            if (list === undefined) return true;
-            for (let b = 0; b * B < s.size; b++) if (!list.has(blockKey(id, b, Math.min(B, s.size - b * B)))) return false;
-            return true;
-          });
-          if (keep.length !== s.copies.length) tx.put('slice', '', String(id), { ...s, copies: keep } satisfies SliceRefRec);
-        }
-      });
+      await removeSliceCopies(this.engine, page, (id, s) =>
+        s.copies.filter((region) => {
+          const list = listings.get(region);
+          if (list === undefined) return true;
+          for (let b = 0; b * B < s.size; b++) if (!list.has(blockKey(id, b, Math.min(B, s.size - b * B)))) return false;
+          return true;
+        }),
+      );
     }
   }
 
@@ -795,10 +787,9 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
           const entries = await engine.readLog(after, Math.min(1000, BACKLOG_ENTRIES_MAX - (after - cp.seq)));
           if (entries.length === 0) break;
           for (const e of entries) {
-            for (const [kind, , key, value] of e.ops) {
-              if (kind !== 'slice' || value === null) continue;
-              ids.add(Number(key));
-              if (!firstSeen.has(Number(key))) firstSeen.set(Number(key), e.time);
+            for (const [id] of slicesSet(e.ops)) {
+              ids.add(id);
+              if (!firstSeen.has(id)) firstSeen.set(id, e.time);
             }
           }
           after = entries[entries.length - 1]!.seq;
