@@ -11,6 +11,9 @@
  *   {p}:floor                               string  entries <= floor are trimmed (missing = 0)
  *   {p}:log                                 list    entry floor+1+i at index i, as JSON {time, ops}
  *   {p}:epoch                               string  a fresh random token after every reset and restore
+ *   {p}:restore:...                         a restore's new volume, written beside the live one (same layout)
+ *   {p}:restore-switch                      string  a restore past its switch point: 'delete' (old keys go)
+ *                                                   then 'rename' (staged keys become live); see doRestore
  *
  * One string key per record (rather than one hash per part) so that a transaction's WATCH covers exactly
  * the records it read: with a hash per part every inode read would conflict with every inode write of the
@@ -370,6 +373,13 @@ export async function openRedisEngine(url: string, options: OpenRedisOptions = {
     } finally {
       clearTimeout(timer);
     }
+    // A `load` killed after its switch point left the new volume half in place: finish it before any use.
+    try {
+      await engine.finishRestore();
+    } catch (err) {
+      await engine.close();
+      throw err;
+    }
   }
   return engine;
 }
@@ -395,6 +405,9 @@ export class RedisEngine extends EngineCore {
   private readonly floorKey: string;
   private readonly logKey: string;
   private readonly epochKey: string;
+  /** Where a restore writes the new volume before switching to it, and the key that marks the switch. */
+  private readonly stageBase: string;
+  private readonly switchKey: string;
   private readonly reader: Reader;
 
   constructor(target: RedisTarget, options: RedisEngineOptions = {}) {
@@ -406,6 +419,8 @@ export class RedisEngine extends EngineCore {
     this.floorKey = this.base + 'floor';
     this.logKey = this.base + 'log';
     this.epochKey = this.base + 'epoch';
+    this.stageBase = this.base + 'restore:';
+    this.switchKey = this.base + 'restore-switch';
     const lazyConnect = options.lazy ?? false;
     this.main = makeClient(target, { maxRetriesPerRequest: 3, lazyConnect });
     // Errors reach the callers through their commands; without a listener ioredis logs every reconnect failure.
@@ -429,12 +444,12 @@ export class RedisEngine extends EngineCore {
     }
   }
 
-  private recKey(kind: Kind, part: string, key: string): string {
-    return `${this.base}r:${kind}:${part.length}:${part}:${key}`;
+  private recKey(kind: Kind, part: string, key: string, base = this.base): string {
+    return `${base}r:${kind}:${part.length}:${part}:${key}`;
   }
 
-  private zsetKey(kind: Kind, part: string): string {
-    return `${this.base}z:${kind}:${part}`;
+  private zsetKey(kind: Kind, part: string, base = this.base): string {
+    return `${base}z:${kind}:${part}`;
   }
 
   // --- transactions
@@ -494,9 +509,9 @@ export class RedisEngine extends EngineCore {
     };
   }
 
-  private queueWrite(multi: ReturnType<Client['multi']>, [kind, part, key, value]: LogOp): void {
-    const rk = this.recKey(kind, part, key);
-    const zk = this.zsetKey(kind, part);
+  private queueWrite(multi: ReturnType<Client['multi']>, [kind, part, key, value]: LogOp, base = this.base): void {
+    const rk = this.recKey(kind, part, key, base);
+    const zk = this.zsetKey(kind, part, base);
     if (value === null) {
       multi.del(rk);
       multi.zrem(zk, key);
@@ -706,24 +721,61 @@ export class RedisEngine extends EngineCore {
   }
 
   /**
-   * Not atomic: the old content is deleted first and the records are written in pipelined batches, so a
-   * restore that fails midway leaves a partial volume (run it again). Meant for `load` into an idle volume.
+   * All or nothing, whenever the process dies: the new volume is written beside the live one (under
+   * {p}:restore:, in pipelined batches, the old volume untouched and readable), then one SET of the switch key
+   * is the commit point, after which the old keys are deleted and the staged ones renamed into place. A
+   * restore that dies before the switch leaves the old volume whole (its staged keys are removed by the next
+   * restore); one that dies after it is finished by the next open of the engine (finishRestore), so whoever
+   * opens the volume next sees the old volume or the new one, never a mixture. Meant for `load` into an idle
+   * volume: clients of the old volume that keep running during the switch see it change under them.
    */
   protected async doRestore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    await this.doReset();
+    await this.finishRestore();
+    await this.unlinkAll(await this.scanKeys(this.stageBase));
     let batch = this.main.pipeline();
     let n = 0;
     for await (const op of records) {
       if (op[3] === null) continue;
-      this.queueWrite(batch, op);
+      this.queueWrite(batch, op, this.stageBase);
       if (++n >= pageRecordsMax) {
         checkExec(await batch.exec());
         batch = this.main.pipeline();
         n = 0;
       }
     }
-    batch.set(this.seqKey, seq).set(this.floorKey, seq).set(this.epochKey, randomBytes(8).toString('hex'));
+    batch.set(this.stageBase + 'seq', seq).set(this.stageBase + 'floor', seq);
     checkExec(await batch.exec());
+    await this.main.set(this.switchKey, 'delete');
+    await this.finishRestore();
+  }
+
+  /**
+   * Completes a restore that passed its switch point (see doRestore); false when there is none. Each phase
+   * can be run again after a crash: 'delete' removes the old volume's keys (never the staged ones), then
+   * 'rename' moves every staged key into place; a new epoch and the switch key's removal end it in one step.
+   */
+  async finishRestore(): Promise<boolean> {
+    let phase = await this.main.get(this.switchKey);
+    if (phase === null) return false;
+    if (phase === 'delete') {
+      const old = (await this.scanKeys(this.base)).filter((k) => !k.startsWith(this.stageBase) && k !== this.switchKey);
+      await this.unlinkAll(old);
+      await this.main.set(this.switchKey, 'rename');
+      phase = 'rename';
+    }
+    if (phase !== 'rename') throw new Error(`${this.description}: unknown restore phase ${JSON.stringify(phase)} in ${this.switchKey}`);
+    const staged = await this.scanKeys(this.stageBase);
+    for (let i = 0; i < staged.length; i += pageRecordsMax) {
+      const batch = this.main.pipeline();
+      for (const k of staged.slice(i, i + pageRecordsMax)) batch.rename(k, this.base + k.slice(this.stageBase.length));
+      checkExec(await batch.exec());
+    }
+    checkExec(await this.main.multi().set(this.epochKey, randomBytes(8).toString('hex')).del(this.switchKey).exec());
+    return true;
+  }
+
+  private async unlinkAll(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += pageRecordsMax) await this.main.unlink(...keys.slice(i, i + pageRecordsMax));
   }
 
   /** Deletes this volume's keys only (SCAN by prefix, never FLUSHDB). */
