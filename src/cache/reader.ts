@@ -475,7 +475,14 @@ export class BlockReader implements BlockReads {
   private async frontFailed(i: number, key: string, plainBytes: number, err: unknown): Promise<void> {
     this.counters[i]!.failures++;
     const t = this.tiers[i]!;
-    if (err instanceof CorruptBlockError) await this.fillable[i]?.drop(key, plainBytes);
+    if (err instanceof CorruptBlockError) {
+      await this.fillable[i]?.drop(key, plainBytes);
+      try {
+        t.answeredBad?.(key, err);
+      } catch {
+        // A failing listener must not fail the read.
+      }
+    }
     try {
       this.onBadCopy?.(t.name, key, err);
     } catch {
