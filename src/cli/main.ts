@@ -12,6 +12,7 @@
  */
 
 import { Command, CommanderError } from 'commander';
+import { register as registerCacheNode } from './cachenode.js';
 import { register as registerCat } from './cat.js';
 import { register as registerConfig } from './config.js';
 import { register as registerCp } from './cp.js';
@@ -51,7 +52,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.
