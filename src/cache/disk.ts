@@ -281,6 +281,21 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
   }
 
   /**
+   * Whether block `key` is held, by the index alone (no read, no verification: a later get may still find the
+   * file damaged and miss). Until the startup scan is done, a file not yet indexed is looked for on disk.
+   */
+  async has(key: string): Promise<boolean> {
+    if (this.#closed) return false;
+    const name = nameOf(key);
+    const job = this.#pending.get(name);
+    if (job !== undefined) return job.entry.key === key;
+    const entry = this.#index.get(name);
+    if (entry !== undefined) return entry.key === undefined || entry.key === key;
+    if (!this.#scanning || this.#removedDuringScan.has(name)) return false;
+    return (await stat(this.#pathOf(name)).catch(() => undefined)) !== undefined;
+  }
+
+  /**
    * The block `key` as stored: a whole codec object (chunk/codec.ts), verified exactly as `get` verifies it
    * (misses, hits and damage handled and counted the same), for a cache-group owner that serves it as is. The
    * buffer may be shared with the write queue: the caller must not modify it.

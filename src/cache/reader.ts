@@ -226,6 +226,11 @@ export class BlockReader implements BlockReads {
     };
   }
 
+  /** The front tier named `name` (tools that act on a cache directly: warm-up's check and evict). */
+  tier(name: string): BlockTier | undefined {
+    return this.tiers.find((t) => t.name === name);
+  }
+
   /** The counters of the front tier named `name` (a copy), or undefined. */
   tierStats(name: string): TierCounters | undefined {
     const i = this.tiers.findIndex((t) => t.name === name);

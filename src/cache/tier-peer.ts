@@ -164,7 +164,7 @@ export class PeerTier implements EncodedTier {
     headers: Record<string, string>,
     bytesMax: number,
     signal: AbortSignal | undefined,
-  ): Promise<{ status: number; data: Buffer; headBytes: number } | undefined> {
+  ): Promise<{ status: number; data: Buffer; headBytes: number; warm: string | undefined } | undefined> {
     const deadline = AbortSignal.timeout(this.timeoutMs);
     const both = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
     let res;
@@ -193,7 +193,13 @@ export class PeerTier implements EncodedTier {
         chunks.push(chunk);
       }
       const headBytes = Number(res.headers['x-ferry-head-bytes'] ?? 0);
-      return { status: res.statusCode, data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n), headBytes: Number.isSafeInteger(headBytes) && headBytes >= 0 ? headBytes : 0 };
+      const warm = res.headers['x-ferry-warm'];
+      return {
+        status: res.statusCode,
+        data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n),
+        headBytes: Number.isSafeInteger(headBytes) && headBytes >= 0 ? headBytes : 0,
+        warm: typeof warm === 'string' ? warm : undefined,
+      };
     } catch (err) {
       res.body.destroy();
       throw err instanceof PeerError ? err : this.failure(address, err, deadline);
@@ -203,6 +209,24 @@ export class PeerTier implements EncodedTier {
   private failure(address: string, err: unknown, deadline: AbortSignal): PeerError {
     if (deadline.aborted) return new PeerError(address, `no answer within ${this.timeoutMs} ms`, { cause: err });
     return new PeerError(address, err instanceof Error ? err.message : String(err), { cause: err });
+  }
+
+  /**
+   * Asks the owner of `key` to hold it ('held': it did already, 'fetched': it does now), whether it holds it
+   * ('check': 'held' or 'missing'), or to drop it ('evict'); undefined when the group has no owner for it.
+   * Rejects when the owner cannot answer (warm-up reports it; it does not mark the member unhealthy).
+   */
+  async ask(key: string, what: 'warm' | 'check' | 'evict', signal?: AbortSignal): Promise<'held' | 'fetched' | 'missing' | 'evicted' | undefined> {
+    const owner = this.ownerOf(key);
+    if (owner === undefined) return undefined;
+    const method = what === 'warm' ? 'POST' : what === 'check' ? 'HEAD' : 'DELETE';
+    const path = `/v1/block/${key}`;
+    const headers = signRequest(this.options.key, { method, path, range: '', uuid: this.options.uuid }, this.now());
+    const r = await this.request(owner.id, method, path, headers, 1024, signal);
+    if (r === undefined) return 'missing';
+    if (what === 'evict') return 'evicted';
+    if (what === 'check') return 'held';
+    return r.warm === 'held' ? 'held' : 'fetched';
   }
 
   answeredBad(key: string, err: unknown): void {

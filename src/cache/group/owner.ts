@@ -81,7 +81,12 @@ export class OwnerBlocks implements BlockProvider {
 
   async holds(key: string): Promise<boolean> {
     if (this.recent.has(key)) return true;
-    return (await this.disk?.getEncoded(key)) !== undefined;
+    return (await this.disk?.has(key)) ?? false;
+  }
+
+  async warm(key: string, parts: BlockKeyParts): Promise<'held' | 'fetched' | 'missing'> {
+    if (await this.holds(key)) return 'held';
+    return (await this.object(key, parts)) === undefined ? 'missing' : 'fetched';
   }
 
   async evict(key: string): Promise<void> {

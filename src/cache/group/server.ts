@@ -6,7 +6,8 @@
  *   GET     Range: bytes=a-b 206, object bytes [a, b]; with ?head=1 the object's first H bytes come first,
  *                            H = blockHeaderBytes(plainBytes) in `x-ferry-head-bytes` (one round trip for
  *                            what a bucket needs two GETs for)
- *   POST    ?warm=1          204 once the owner holds the block (fetched along its read order if it had not)
+ *   POST                     204 once the owner holds the block (fetched along its read order if it had not);
+ *                            `x-ferry-warm: held | fetched` says which (a warm-up run again fetches nothing twice)
  *   HEAD                     200 when the owner holds the block now, 404 when not (nothing is fetched)
  *   DELETE                   204, the owner no longer holds it
  *
@@ -39,6 +40,8 @@ export interface BlockProvider {
   object(key: string, parts: BlockKeyParts): Promise<Buffer | undefined>;
   /** Whether the block is held now (no fetch). */
   holds(key: string, parts: BlockKeyParts): Promise<boolean>;
+  /** Makes sure the block is held: it was already, it was fetched now, or no good copy exists. */
+  warm(key: string, parts: BlockKeyParts): Promise<'held' | 'fetched' | 'missing'>;
   evict(key: string, parts: BlockKeyParts): Promise<void>;
 }
 
@@ -120,7 +123,19 @@ export class PeerServer {
         await p.evict(key, parts);
         res.writeHead(204).end();
         return;
-      case 'POST':
+      case 'POST': {
+        let got;
+        try {
+          got = await p.warm(key, parts);
+        } catch (err) {
+          this.stats.errors++;
+          this.options.onError?.(err, key);
+          res.writeHead(err instanceof CorruptBlockError ? 404 : 502, { 'content-type': 'text/plain' }).end(err instanceof Error ? err.message : 'fetch failed');
+          return;
+        }
+        res.writeHead(got === 'missing' ? 404 : 204, { 'x-ferry-warm': got }).end();
+        return;
+      }
       case 'GET':
         break;
       default:
@@ -137,10 +152,6 @@ export class PeerServer {
     }
     if (object === undefined) {
       res.writeHead(404).end();
-      return;
-    }
-    if (method === 'POST') {
-      res.writeHead(204).end();
       return;
     }
     const range = req.headers.range;

@@ -42,6 +42,9 @@ class HeldBlocks implements BlockProvider {
   holds(key: string): Promise<boolean> {
     return Promise.resolve(this.objects.has(key));
   }
+  warm(key: string): Promise<'held' | 'missing'> {
+    return Promise.resolve(this.objects.has(key) ? 'held' : 'missing');
+  }
   evict(key: string, _parts: BlockKeyParts): Promise<void> {
     this.objects.delete(key);
     return Promise.resolve();
