@@ -59,6 +59,17 @@ function nodeMetrics(vol: Volume, member: CacheGroupMember): Registry {
   counter('memory_hits_total', 'blocks served from recent objects in memory', () => member.owner?.stats.memoryHits ?? 0);
   counter('disk_hits_total', 'blocks served from the disk cache', () => member.owner?.stats.diskHits ?? 0);
   counter('fetched_bytes_total', 'block bytes fetched from buckets on a miss', () => member.owner?.stats.fetchedBytes ?? 0);
+  new Counter({
+    name: 'ferry_cache_node_egress_bytes_total',
+    help: 'bytes read from buckets, by bucket region (from) and this node\'s region (to)',
+    labelNames: ['from', 'to'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const meter = vol.egress;
+      if (meter !== undefined) for (const [from, n] of meter.totals()) this.inc({ from, to: meter.region }, n);
+    },
+  });
   gauge('members', 'live members of the group seen by this node', () => member.view.members().length);
   gauge('disk_cache_bytes', 'bytes held by the disk cache', () => vol.stats().diskCache?.bytes ?? 0);
   return registry;

@@ -37,6 +37,7 @@ import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js'
 import { readMirrorIdentity } from '../meta/mirror.js';
 import { ReadOnlyEngine } from '../meta/readonly.js';
 import { CacheGroupMember, type CacheGroupOptions } from '../cache/group/member.js';
+import { EgressMeter } from '../region/egress.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -87,6 +88,8 @@ export interface OpenVolumeOptions extends VfsOptions {
    * cache to the group (which needs `cacheDir`) and registers as a member.
    */
   cacheGroup?: CacheGroupOptions;
+  /** How often this client writes its egress counters to the engine, ms (region/egress.ts; default 10 s). */
+  egressFlushMs?: number;
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
@@ -171,11 +174,12 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const injected = options.stores?.[here] ?? options.store;
     // Reported where background failures go (the mount's and the CLI's log); the SDK alone warns once.
     const warn = options.onBackgroundError ?? ((what: string, err: unknown) => process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
-    store = multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url)));
+    const meter = new EgressMeter(region ?? regions.primary);
+    store = meter.wrap(multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url))), here);
     let placement: RegionPlacement | undefined;
     if (multi) {
       for (const [name, r] of regions.regions) {
-        if (name !== here) others.set(name, options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)));
+        if (name !== here) others.set(name, meter.wrap(options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)), name));
       }
       const m = meta;
       placement = new RegionPlacement({
@@ -231,12 +235,15 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
         await vfs.close();
       } finally {
         await g?.close();
+        await meter.close().catch((err: unknown) => warn('writing egress counters', err));
         await m.close();
         await chunks.close();
         await engine.close();
       }
     });
     vol.cacheGroup = group;
+    vol.egress = meter;
+    meter.start(engine, options.egressFlushMs, warn);
     return vol;
   } catch (err) {
     await group?.close().catch(() => undefined);

@@ -12,6 +12,7 @@ import { Dirent, Stats } from './stats.js';
 import type { ChunkStats } from '../chunk/store.js';
 import type { ChunkCacheStats } from '../cache/reader.js';
 import type { CacheGroupMember } from '../cache/group/member.js';
+import type { EgressMeter } from '../region/egress.js';
 
 const MESSAGES: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -279,6 +280,8 @@ export class Volume {
   readonly umask: number;
   /** This client's part in a cache group, when it joined one (OpenVolumeOptions.cacheGroup). */
   cacheGroup: CacheGroupMember | undefined;
+  /** Bytes this client read from each region's bucket (region/egress.ts); set by openVolume. */
+  egress: EgressMeter | undefined;
   readonly #onClose: () => Promise<void>;
   #closed = false;
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blockHeaderBytes } from '../../../src/chunk/codec.js';
-import type { Volume } from '../../../src/index.js';
+import { openMetaEngine, type Volume } from '../../../src/index.js';
+import { egressTotals } from '../../../src/meta/egress.js';
 import { digestOf, makeGroupVolume, MiB, type GroupVolume } from './helpers.js';
 
 const SIZE = 256 * MiB;
@@ -53,5 +54,16 @@ void describe('cache group: four clients, two nodes, one process', () => {
     const fetched = nodes.map((n) => n.cacheGroup!.owner!.stats.fetched);
     assert.equal(fetched[0]! + fetched[1]!, blocks, 'the nodes fetched every block once between them');
     assert.ok(fetched[0]! > 0 && fetched[1]! > 0, `both nodes own blocks: ${fetched.join(' + ')}`);
+
+    // The egress counters say the same: every byte read from the bucket was counted once, by the nodes.
+    for (const v of [...nodes, ...clients]) await v.egress!.flush();
+    const engine = await openMetaEngine(gv.metaUrl);
+    try {
+      const pairs = await egressTotals(engine);
+      assert.deepEqual(pairs, [{ from: 'default', to: 'default', lastHour: t.getBytes, total: t.getBytes }]);
+    } finally {
+      await engine.close();
+    }
+    for (const c of clients) assert.equal(c.egress!.totals().size, 0, 'clients read nothing from the bucket');
   });
 });
