@@ -184,19 +184,23 @@ export class PeerTier implements EncodedTier {
       }
       const declared = Number(res.headers['content-length'] ?? NaN);
       if (Number.isFinite(declared) && declared > bytesMax) throw new PeerError(address, `answered ${declared} bytes, at most ${bytesMax} expected`);
+      // With a declared length the body is copied once, into a buffer of that size (else gathered, then joined).
+      const into = Number.isSafeInteger(declared) && declared > 0 ? Buffer.allocUnsafe(declared) : undefined;
       const chunks: Buffer[] = [];
       let n = 0;
       for await (const c of res.body) {
         const chunk = c as Buffer;
+        if (n + chunk.length > (into?.length ?? bytesMax)) throw new PeerError(address, `answered more than ${into?.length ?? bytesMax} bytes`);
+        if (into !== undefined) chunk.copy(into, n);
+        else chunks.push(chunk);
         n += chunk.length;
-        if (n > bytesMax) throw new PeerError(address, `answered more than ${bytesMax} bytes`);
-        chunks.push(chunk);
       }
+      if (into !== undefined && n !== into.length) throw new PeerError(address, `answered ${n} of the ${into.length} bytes it declared`);
       const headBytes = Number(res.headers['x-ferry-head-bytes'] ?? 0);
       const warm = res.headers['x-ferry-warm'];
       return {
         status: res.statusCode,
-        data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n),
+        data: into ?? (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n)),
         headBytes: Number.isSafeInteger(headBytes) && headBytes >= 0 ? headBytes : 0,
         warm: typeof warm === 'string' ? warm : undefined,
       };
