@@ -8,3 +8,4 @@ export { openMetaEngine } from './meta/registry.js';
 export { openObjectStore } from './object/registry.js';
 export type { ObjectStore } from './object/store.js';
 export type { MetaEngine, LogEntry } from './meta/engine.js';
+export { CacheGroupMember, type CacheGroupOptions } from './cache/group/member.js';

@@ -12,7 +12,7 @@ import { ChunkStore } from '../chunk/store.js';
 import type { ObjectStore } from '../object/store.js';
 import type { BlockCache } from './cache.js';
 import { BlockReader, DISK_TIER, MEMORY_TIER, type BlockReaderOptions, type BlockSource } from './reader.js';
-import { CacheTier } from './tier-cache.js';
+import { CacheTier, DISK_ANSWER_MS_MAX_DEFAULT } from './tier-cache.js';
 import type { BlockTier } from './tier.js';
 
 export interface CreateChunkStoreOptions {
@@ -40,7 +40,7 @@ export interface CreateChunkStoreOptions {
 export function cacheTiers(memCache: BlockCache | undefined, diskCache: BlockCache | undefined): BlockTier[] {
   const tiers: BlockTier[] = [];
   if (memCache !== undefined) tiers.push(new CacheTier({ name: MEMORY_TIER, cache: memCache, fillWith: 'stripes' }));
-  if (diskCache !== undefined) tiers.push(new CacheTier({ name: DISK_TIER, cache: diskCache, fillWith: 'whole' }));
+  if (diskCache !== undefined) tiers.push(new CacheTier({ name: DISK_TIER, cache: diskCache, fillWith: 'whole', answerMsMax: DISK_ANSWER_MS_MAX_DEFAULT }));
   return tiers;
 }
 

@@ -178,11 +178,6 @@ async function readAt(fh: FileHandle, bytes: number, position: number): Promise<
   return buf.subarray(0, filled);
 }
 
-/** The data in a block file, or CorruptBlockError. */
-function decodeFile(file: Buffer, key: string): Buffer {
-  return decodeBlock(file.subarray(checkFileKey(file, key)), key);
-}
-
 export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBlockCache {
   readonly dir: string;
   readonly capacityBytes: number;
@@ -282,6 +277,34 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
   }
 
   async get(key: string): Promise<Buffer | undefined> {
+    return (await this.#load(key, false))?.plain;
+  }
+
+  /**
+   * Whether block `key` is held, by the index alone (no read, no verification: a later get may still find the
+   * file damaged and miss). Until the startup scan is done, a file not yet indexed is looked for on disk.
+   */
+  async has(key: string): Promise<boolean> {
+    if (this.#closed) return false;
+    const name = nameOf(key);
+    const job = this.#pending.get(name);
+    if (job !== undefined) return job.entry.key === key;
+    const entry = this.#index.get(name);
+    if (entry !== undefined) return entry.key === undefined || entry.key === key;
+    if (!this.#scanning || this.#removedDuringScan.has(name)) return false;
+    return (await stat(this.#pathOf(name)).catch(() => undefined)) !== undefined;
+  }
+
+  /**
+   * The block `key` as stored: a whole codec object (chunk/codec.ts), verified exactly as `get` verifies it
+   * (misses, hits and damage handled and counted the same), for a cache-group owner that serves it as is. The
+   * buffer may be shared with the write queue: the caller must not modify it.
+   */
+  async getEncoded(key: string): Promise<Buffer | undefined> {
+    return (await this.#load(key, true))?.encoded;
+  }
+
+  async #load(key: string, encoded: boolean): Promise<{ plain: Buffer; encoded: Buffer } | undefined> {
     if (this.#closed) return this.#miss();
     const name = nameOf(key);
     const job = this.#pending.get(name);
@@ -289,7 +312,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       if (job.entry.key !== key) return this.#miss();
       this.#hits++;
       this.#touch(job.entry);
-      return Buffer.from(job.block.subarray(job.block.length - job.dataBytes));
+      const tail = job.block.subarray(job.block.length - job.dataBytes);
+      return { plain: encoded ? tail : Buffer.from(tail), encoded: job.block };
     }
     const entry = this.#index.get(name);
     if (entry === undefined && (!this.#scanning || this.#removedDuringScan.has(name))) return this.#miss();
@@ -307,8 +331,10 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       return this.#miss();
     }
     let data: Buffer;
+    let at: number;
     try {
-      data = decodeFile(file, key);
+      at = checkFileKey(file, key);
+      data = decodeBlock(file.subarray(at), key);
     } catch (err) {
       if (!(err instanceof CorruptBlockError)) throw err;
       this.#corrupt++;
@@ -329,7 +355,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       this.#bytes += file.length;
       this.#evict();
     }
-    return data;
+    return { plain: data, encoded: file.subarray(at) };
   }
 
   /**

@@ -226,6 +226,11 @@ export class BlockReader implements BlockReads {
     };
   }
 
+  /** The front tier named `name` (tools that act on a cache directly: warm-up's check and evict). */
+  tier(name: string): BlockTier | undefined {
+    return this.tiers.find((t) => t.name === name);
+  }
+
   /** The counters of the front tier named `name` (a copy), or undefined. */
   tierStats(name: string): TierCounters | undefined {
     const i = this.tiers.findIndex((t) => t.name === name);
@@ -475,7 +480,14 @@ export class BlockReader implements BlockReads {
   private async frontFailed(i: number, key: string, plainBytes: number, err: unknown): Promise<void> {
     this.counters[i]!.failures++;
     const t = this.tiers[i]!;
-    if (err instanceof CorruptBlockError) await this.fillable[i]?.drop(key, plainBytes);
+    if (err instanceof CorruptBlockError) {
+      await this.fillable[i]?.drop(key, plainBytes);
+      try {
+        t.answeredBad?.(key, err);
+      } catch {
+        // A failing listener must not fail the read.
+      }
+    }
     try {
       this.onBadCopy?.(t.name, key, err);
     } catch {

@@ -26,7 +26,19 @@ export interface CacheTierOptions {
   name: string;
   cache: BlockCache;
   fillWith: 'whole' | 'stripes';
+  /**
+   * A cache call that has not answered in this long is given up on (get: rejects, so the reader goes on to the
+   * next tier; fill, drop: abandoned), and the tier is bypassed (a miss at once, fills skipped) until every call
+   * given up on has answered: a hung or failing disk costs readers one wait, then nothing but its hits, and is
+   * used again once it answers. Default: unbounded (the memory cache).
+   */
+  answerMsMax?: number | undefined;
 }
+
+/** The disk tier's answerMsMax (cache/blocks.ts). */
+export const DISK_ANSWER_MS_MAX_DEFAULT = 1000;
+/** What a fill may take beyond answerMsMax (the disk cache's default putWaitMsMax is 1 s). */
+const FILL_SLACK_MS = 2000;
 
 /** The cache key for stripe `i` of block `key` (never a block key: those have no '#'). */
 export function stripeKey(key: string, i: number): string {
@@ -52,6 +64,11 @@ export class CacheTier implements PlainTier, FillableTier {
   /** The cache's optional capabilities, found once. */
   private readonly ranged: RangedBlockCache | undefined;
   private readonly encoded: EncodedBlockCache | undefined;
+  private readonly answerMsMax: number | undefined;
+  /** Calls given up on that have not answered yet: while any, the tier is bypassed. */
+  private hung = 0;
+  /** Calls given up on, in all. */
+  timeouts = 0;
 
   constructor(options: CacheTierOptions) {
     this.name = options.name;
@@ -59,9 +76,44 @@ export class CacheTier implements PlainTier, FillableTier {
     this.fillWith = options.fillWith;
     this.ranged = canGetRange(options.cache) ? options.cache : undefined;
     this.encoded = canPutEncoded(options.cache) ? options.cache : undefined;
+    this.answerMsMax = options.answerMsMax;
+  }
+
+  /** Whether the tier is bypassed now (a call it was given up on has not answered yet). */
+  get bypassed(): boolean {
+    return this.hung > 0;
+  }
+
+  /** `op`, or a rejection once answerMsMax has passed (the op then counts as hung until it settles). */
+  private async bounded<T>(op: () => Promise<T>, slack = 0): Promise<T> {
+    if (this.answerMsMax === undefined) return op();
+    const ms = this.answerMsMax + slack;
+    const running = op();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), ms);
+    });
+    try {
+      const first = await Promise.race([running, late]);
+      if (first !== 'late') return first;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.timeouts++;
+    this.hung++;
+    const settled = (): void => {
+      this.hung--;
+    };
+    running.then(settled, settled);
+    throw new Error(`the ${this.name} cache did not answer within ${ms} ms (bypassed until it does)`);
   }
 
   async get(key: string, plainBytes: number, range: BlockRange | undefined): Promise<BlockPart | undefined> {
+    if (this.hung > 0) return undefined;
+    return this.bounded(() => this.getNow(key, plainBytes, range));
+  }
+
+  private async getNow(key: string, plainBytes: number, range: BlockRange | undefined): Promise<BlockPart | undefined> {
     if (range !== undefined && this.ranged !== undefined) return this.ranged.getRange(key, plainBytes, range.from, range.to);
     const whole = await this.cache.get(key);
     if (whole !== undefined && whole.length === plainBytes) return { data: whole, start: 0 };
@@ -82,6 +134,13 @@ export class CacheTier implements PlainTier, FillableTier {
   }
 
   async fill(key: string, plainBytes: number, part: BlockPart, encoded: Buffer | undefined): Promise<void> {
+    if (this.hung > 0) return;
+    // A disk cache's put may wait for room in its write queue (its back-pressure, bounded by its own putWaitMsMax):
+    // fills get that much longer before they count as hung.
+    await this.bounded(() => this.fillNow(key, plainBytes, part, encoded), FILL_SLACK_MS).catch(() => undefined);
+  }
+
+  private async fillNow(key: string, plainBytes: number, part: BlockPart, encoded: Buffer | undefined): Promise<void> {
     if (isWhole(part, plainBytes)) {
       if (encoded !== undefined && this.encoded !== undefined && isTailOf(part.data, encoded)) await this.encoded.putEncoded(key, encoded, plainBytes);
       else await this.cache.put(key, part.data);
@@ -98,6 +157,10 @@ export class CacheTier implements PlainTier, FillableTier {
   }
 
   async drop(key: string, plainBytes: number): Promise<void> {
+    await this.bounded(() => this.dropNow(key, plainBytes)).catch(() => undefined);
+  }
+
+  private async dropNow(key: string, plainBytes: number): Promise<void> {
     await this.cache.delete(key);
     if (this.fillWith !== 'stripes') return;
     for (let i = 0; i < blockStripes(plainBytes); i++) await this.cache.delete(stripeKey(key, i));

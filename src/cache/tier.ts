@@ -46,6 +46,7 @@
  *   only stripes then fills it in the background, bounded, see reader.ts).
  * - `stats()`: counters of what the tier holds and did (caches), for `.stats` and metrics.
  * - `close()`: the reader owns the tiers it is given and closes them with itself.
+ * - `answeredBad(key, err)`: the reader tells the tier that a copy it answered was bad (after dropping it).
  */
 
 import type { BlockPart } from '../chunk/store.js';
@@ -76,6 +77,11 @@ interface TierBase {
   stats?(): CacheStats;
   /** Idempotent; the reader closes the tiers it was given. */
   close?(): Promise<void>;
+  /**
+   * Told when a copy this tier answered failed verification or was out of contract (a tier that relays other
+   * machines, the cache group, stops asking the one that answered for a while). Never throws.
+   */
+  answeredBad?(key: string, err: unknown): void;
 }
 
 export interface PlainTier extends TierBase {

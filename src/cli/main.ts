@@ -12,6 +12,7 @@
  */
 
 import { Command, CommanderError } from 'commander';
+import { register as registerCacheNode } from './cachenode.js';
 import { register as registerCat } from './cat.js';
 import { register as registerConfig } from './config.js';
 import { register as registerCp } from './cp.js';
@@ -29,6 +30,7 @@ import { register as registerReplicate } from './replicate.js';
 import { register as registerStatus } from './status.js';
 import { register as registerSync } from './sync.js';
 import { register as registerUmount } from './umount.js';
+import { register as registerWarmup } from './warmup.js';
 import { BadUsageError } from '../errors.js';
 import { EXIT_INTERRUPTED, InterruptedError, oneLine, reportError } from './util.js';
 
@@ -51,7 +53,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode, registerWarmup]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

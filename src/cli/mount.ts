@@ -13,10 +13,10 @@ import { openSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { BadUsageError, UsageError } from '../errors.js';
 import { Mount, checkMountpoint } from '../fuse/mount.js';
 import type { MountLog } from '../fuse/ops.js';
-import { checkClientRegion, oneLine, openCliVolume, openEngine, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
+import { checkClientRegion, oneLine, openCliVolume, openEngine, count, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
 
 /** The options of `ferry mount`, parsed (see register). */
 export interface MountCliOptions {
@@ -36,6 +36,11 @@ export interface MountCliOptions {
   entryTimeout?: number;
   log?: string;
   debugFuse?: boolean;
+  /** --cache-group, --no-sharing (sharing false), --group-listen, --group-weight. */
+  cacheGroup?: string;
+  sharing?: boolean;
+  groupListen?: { host: string; port: number };
+  groupWeight?: number;
 }
 
 /** Set in the environment of the background child, so it mounts in the foreground and reports over IPC. */
@@ -93,7 +98,20 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     ...(o.cacheDir === undefined ? {} : { cacheDir: path.resolve(o.cacheDir) }),
     ...(o.cacheSize === undefined ? {} : { cacheBytes: o.cacheSize }),
     ...(o.bufferSize === undefined ? {} : { bufferBytesMax: o.bufferSize }),
+    ...(o.cacheGroup === undefined
+      ? {}
+      : {
+          cacheGroup: {
+            group: o.cacheGroup,
+            sharing: o.sharing !== false,
+            ...(o.groupListen === undefined ? {} : { listen: o.groupListen }),
+            ...(o.groupWeight === undefined ? {} : { weight: o.groupWeight }),
+          },
+        }),
   };
+  if (o.cacheGroup === undefined && (o.sharing === false || o.groupListen !== undefined || o.groupWeight !== undefined)) {
+    throw new BadUsageError('--no-sharing, --group-listen and --group-weight go with --cache-group');
+  }
   const abs = path.resolve(mountpoint);
 
   if (o.background === true && process.env[CHILD_ENV] !== '1') {
@@ -197,6 +215,10 @@ export function register(program: Command): void {
     .option('--cache-dir <DIR>', 'local disk block cache directory')
     .addOption(valueOption('--cache-size <SIZE>', 'disk cache capacity, e.g. 10G', parseSize))
     .addOption(valueOption('--buffer-size <SIZE>', 'memory for write buffers, e.g. 256M (default 64M)', parseSize))
+    .option('--cache-group <G>', "join the region's cache group G: read blocks through their owner before the buckets, and share this mount's disk cache")
+    .option('--no-sharing', 'with --cache-group: read through the group without serving this disk cache to it')
+    .addOption(valueOption('--group-listen <HOST:PORT>', 'with --cache-group: where to serve the group (default: this host, any free port)', parseHostPort))
+    .addOption(valueOption('--group-weight <W>', "with --cache-group: share of the group's blocks (default 1; 0 drains)", count(0, 1_000_000)))
     .option('--read-only', 'mount read-only')
     .option('--allow-other', 'let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root)')
     .addOption(valueOption('--metrics <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics', parseHostPort))

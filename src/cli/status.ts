@@ -15,6 +15,8 @@ import { readMirrorIdentity } from '../meta/mirror.js';
 import { copiedSummary } from './replicate.js';
 import { getLogRetention } from '../meta/retention.js';
 import { retentionSummary } from './config.js';
+import { listMembers, memberIsStale } from '../meta/members.js';
+import { egressTotals } from '../meta/egress.js';
 
 export async function runStatus(metaUrl: string, opts: { json?: boolean }): Promise<void> {
   const tools = await openMetaTools(metaUrl);
@@ -37,6 +39,8 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const mirrors = regions.named ? await mirrorStatus(tools.engine, tools.format, now) : [];
     // Opened on a replica: what it mirrors, and how far it is.
     const identity = await readMirrorIdentity(tools.engine);
+    const members = await listMembers(tools.engine, { now, stale: true });
+    const egress = await egressTotals(tools.engine, { now, prune: true });
     const status = {
       volume: publicFormat(tools.format),
       usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
@@ -48,6 +52,8 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
         ? { regions: { primary: regions.primary, names: [...regions.all.keys()], roles: Object.fromEntries([...regions.all.keys()].map((n) => [n, regionRole(regions, n)])) }, replication, mirrors }
         : {}),
       ...(identity === undefined ? {} : { replicaOf: { ...identity, applied: lastSeq } }),
+      cacheGroups: members.map((m) => ({ group: m.group, address: m.address, weight: m.weight, role: m.role, region: m.region, host: m.host, pid: m.pid, ageMs: now - m.heartbeat, stale: memberIsStale(m, now) })),
+      egress,
     };
     if (opts.json === true) return await printJson(status);
     const lines = [
@@ -88,6 +94,16 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
         );
       }
     }
+    const groups = [...new Set(members.map((m) => m.group))];
+    lines.push(`cache groups: ${groups.length === 0 ? 'none' : groups.join(', ')}`);
+    for (const m of status.cacheGroups) {
+      lines.push(
+        `  ${m.group}  ${m.address}  ${m.role} weight ${m.weight}${m.region === undefined ? '' : ` region ${m.region}`}  ${m.host} pid ${m.pid}  ` +
+          `heartbeat ${humanAge(m.ageMs)} ago${m.stale ? ' (gone: left the group)' : ''}`,
+      );
+    }
+    lines.push(`egress (bucket region -> client region): ${egress.length === 0 ? 'none counted' : ''}`.trimEnd());
+    for (const e of egress) lines.push(`  ${e.from} -> ${e.to}: ${humanBytes(e.lastHour)} in the last hour, ${humanBytes(e.total)} since start`);
     lines.push(`sessions:  ${sessions.length}`);
     for (const s of sessions) {
       lines.push(

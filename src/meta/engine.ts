@@ -30,6 +30,10 @@
  *                                        this engine's own log; see registerConsumer)
  *   mirror     ''           'identity'   MirrorIdentity: this engine is a metadata replica (region/mirror.ts) — of
  *                                        which volume, serving which region (not logged: it is about this copy)
+ *   member     ''           group/addr   MemberRec: a cache-group member's address, weight and heartbeat
+ *                                        (meta/members.ts; not logged: live state, like sessions)
+ *   egress     ''           client id    EgressRec: bytes a client read from each bucket region (meta/egress.ts;
+ *                                        not logged: live counters of this engine's clients)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
@@ -60,11 +64,13 @@ export const KINDS = [
   'replica',
   'consumer',
   'mirror',
+  'member',
+  'egress',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'member', 'egress']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -36,6 +36,8 @@ import { RegionPlacement } from '../region/placement.js';
 import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
 import { readMirrorIdentity } from '../meta/mirror.js';
 import { ReadOnlyEngine } from '../meta/readonly.js';
+import { CacheGroupMember, type CacheGroupOptions } from '../cache/group/member.js';
+import { EgressMeter } from '../region/egress.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -80,6 +82,14 @@ export interface OpenVolumeOptions extends VfsOptions {
   sessionStaleMs?: number;
   /** How long names and attributes seen by lookups are reused, ms; 0 disables (Meta's default 1 s). */
   lookupCacheMs?: number;
+  /**
+   * Join this cache group of the client's region (DESIGN §8): blocks missing from the local caches are asked of
+   * their owner in the group before the buckets; unless `sharing: false`, this client also serves its disk
+   * cache to the group (which needs `cacheDir`) and registers as a member.
+   */
+  cacheGroup?: CacheGroupOptions;
+  /** How often this client writes its egress counters to the engine, ms (region/egress.ts; default 10 s). */
+  egressFlushMs?: number;
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
@@ -131,6 +141,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
+  let group: CacheGroupMember | undefined;
   try {
     // The region is checked before a session is opened, so a mistyped --region leaves no trace.
     const stored = await loadFormat(engine);
@@ -163,11 +174,12 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const injected = options.stores?.[here] ?? options.store;
     // Reported where background failures go (the mount's and the CLI's log); the SDK alone warns once.
     const warn = options.onBackgroundError ?? ((what: string, err: unknown) => process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
-    store = multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url)));
+    const meter = new EgressMeter(region ?? regions.primary);
+    store = meter.wrap(multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url))), here);
     let placement: RegionPlacement | undefined;
     if (multi) {
       for (const [name, r] of regions.regions) {
-        if (name !== here) others.set(name, options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)));
+        if (name !== here) others.set(name, meter.wrap(options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)), name));
       }
       const m = meta;
       placement = new RegionPlacement({
@@ -187,6 +199,12 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
         capacityBytes: options.cacheBytes ?? 10 * 2 ** 30,
       });
     }
+    if (options.cacheGroup !== undefined) {
+      if (options.cacheGroup.sharing !== false && diskCache === undefined) {
+        throw new UsageError(`sharing a cache group needs a disk cache (--cache-dir), or consume only with --no-sharing`);
+      }
+      group = await CacheGroupMember.prepare(engine, format.uuid, options.cacheGroup, warn);
+    }
     const chunks = createChunkStore({
       store,
       home: regions.named ? here : undefined,
@@ -195,22 +213,40 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       compression: format.compression,
       memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
       diskCache,
+      extraTiers: group === undefined ? undefined : [group.tier],
       ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
     });
+    if (group !== undefined && options.cacheGroup?.sharing !== false) {
+      try {
+        await group.startSharing(chunks.reads, diskCache, regions.named ? here : undefined);
+      } catch (err) {
+        await group.close();
+        await chunks.close().catch(() => undefined);
+        throw err;
+      }
+    }
     const vfs = new Vfs(meta, chunks, readOnlyReason === undefined ? options : { ...options, readOnlyReason });
     const info = os.userInfo();
     const ctx: Ctx = { uid: options.uid ?? info.uid, gid: options.gid ?? info.gid, gids: options.gids ?? [] };
     const m = meta;
-    return new Volume(vfs, ctx, options.umask ?? 0o022, async () => {
+    const g = group;
+    const vol = new Volume(vfs, ctx, options.umask ?? 0o022, async () => {
       try {
         await vfs.close();
       } finally {
+        await g?.close();
+        await meter.close().catch((err: unknown) => warn('writing egress counters', err));
         await m.close();
         await chunks.close();
         await engine.close();
       }
     });
+    vol.cacheGroup = group;
+    vol.egress = meter;
+    meter.start(engine, options.egressFlushMs, warn);
+    return vol;
   } catch (err) {
+    await group?.close().catch(() => undefined);
     await meta?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     for (const s of others.values()) await s.close().catch(() => undefined);

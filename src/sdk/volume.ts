@@ -11,6 +11,8 @@ import { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, SYMLINK
 import { Dirent, Stats } from './stats.js';
 import type { ChunkStats } from '../chunk/store.js';
 import type { ChunkCacheStats } from '../cache/reader.js';
+import type { CacheGroupMember } from '../cache/group/member.js';
+import type { EgressMeter } from '../region/egress.js';
 
 const MESSAGES: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -276,6 +278,10 @@ export class Volume {
   readonly vfs: Vfs;
   readonly ctx: Ctx;
   readonly umask: number;
+  /** This client's part in a cache group, when it joined one (OpenVolumeOptions.cacheGroup). */
+  cacheGroup: CacheGroupMember | undefined;
+  /** Bytes this client read from each region's bucket (region/egress.ts); set by openVolume. */
+  egress: EgressMeter | undefined;
   readonly #onClose: () => Promise<void>;
   #closed = false;
 
