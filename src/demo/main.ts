@@ -15,7 +15,8 @@
  * A third region, c, is a metadata-only mirror (DESIGN §2, §7): its own SQLite replica, kept current by a
  * follower while the writer in a commits (the lab prints the lag from commit to applied in c), and no bucket
  * (c reads a's). A reader in c lists and reads the dataset from its replica, and goes on doing so while the
- * primary's metadata file is gone.
+ * primary's metadata file is gone. Then c runs a cache group of two nodes: three readers read the dataset
+ * through it, and the egress counters show what crossed from a to c (each block once).
  */
 
 import { createHash } from 'node:crypto';
@@ -37,6 +38,7 @@ import { MirrorFollower } from '../region/mirror.js';
 import { addRegion } from '../region/regions.js';
 import { rename } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { egressTotals } from '../meta/egress.js';
 
 const BINARY_BYTES = 3 << 20;
 /** Files the steady writer commits, and the pause between them. */
@@ -328,6 +330,50 @@ async function main(): Promise<void> {
   } finally {
     for (const f of away) await rename(`${f}.away`, f);
   }
+
+  // 10. Region c's cache group: two cache nodes and three readers, all on c's replica. The readers ask the
+  //     block's owner in the group; an owner that misses fetches from a's bucket once, and the egress counters
+  //     say how much crossed from a to c.
+  const group = await (async () => {
+    const counters = await openMetaEngine(replicaUrl);
+    const aToC = async (): Promise<number> => (await egressTotals(counters)).find((p) => p.from === 'a' && p.to === 'c')?.total ?? 0;
+    const vols: Volume[] = [];
+    try {
+      const before = await aToC();
+      const nodes: Volume[] = [];
+      for (const n of [1, 2]) {
+        nodes.push(await openVolume(replicaUrl, {
+          heartbeatMs: 0, memCacheBytes: 0, cacheDir: path.join(dir, `cache-c-node${n}`), cacheBytes: 1 << 30,
+          cacheGroup: { group: 'c', listen: { host: '127.0.0.1', port: 0 }, role: 'node' },
+        }));
+      }
+      vols.push(...nodes);
+      const readers = await Promise.all([1, 2, 3].map(() => openVolume(replicaUrl, { heartbeatMs: 0, memCacheBytes: 0, cacheGroup: { group: 'c', sharing: false } })));
+      vols.push(...readers);
+      // The first reader pulls the dataset into the group; the other two then read it at once, together.
+      const results = [await readAll(readers[0]!, expectedC), ...(await Promise.all(readers.slice(1).map((r) => readAll(r, expectedC))))];
+      for (const v of vols) await v.egress?.flush();
+      const crossed = (await aToC()) - before;
+      let hits = 0;
+      let misses = 0;
+      for (const n of nodes) {
+        const st = n.cacheGroup?.owner?.stats;
+        if (st !== undefined) {
+          hits += st.memoryHits + st.diskHits;
+          misses += st.fetched;
+        }
+      }
+      return { failures: results.flatMap((r) => r.failures), delivered: results.reduce((a, r) => a + r.bytes, 0), crossed, hits, misses };
+    } finally {
+      for (const v of vols) await v.close().catch(() => undefined);
+      await counters.close();
+    }
+  })();
+  failures.push(...group.failures.map((p) => `${p} (c, cache group)`));
+  const dataset = c1.bytes;
+  say(`  group in c  2 cache nodes, 3 readers read all ${Object.keys(expectedC).length} files (${humanBytes(group.delivered)} delivered): ${group.failures.length === 0 ? 'all match' : 'MISMATCH'}`);
+  say(`              crossed a -> c: ${humanBytes(group.crossed)} of blocks (the files hold ${humanBytes(dataset)}, zstd-compressed in the bucket); ` +
+    `the nodes answered ${group.hits + group.misses === 0 ? 'n/a' : `${((100 * group.hits) / (group.hits + group.misses)).toFixed(0)}%`} of block requests from their caches (${group.hits}; ${group.misses} fetched from a, each block once)`);
   say(`  verified    every read by sha256: ${failures.length === 0 ? 'all match' : `MISMATCH in ${failures.join(', ')}`}`);
   say(`  time        ${Date.now() - started} ms`);
 

@@ -27,6 +27,8 @@ void describe('npm start (the two-region lab)', () => {
       assert.match(stdout, /mirror lag \(commit in a to applied in c's replica\) p50 \d+ ms/);
       assert.match(stdout, /read in c +\d+ files .* from its replica, \/steady lists \d+: all match/);
       assert.match(stdout, /a meta off .* c still lists and reads all \d+ files from its replica: all match/);
+      assert.match(stdout, /group in c +2 cache nodes, 3 readers read all \d+ files .*: all match/);
+      assert.match(stdout, /crossed a -> c: [\d.]+ [KM]iB of blocks .* \d+ fetched from a, each block once/);
       assert.match(stdout, /verified +every read by sha256: all match/);
       assert.doesNotMatch(stdout + stderr, /mismatch|differ|FAIL/i);
     } finally {
