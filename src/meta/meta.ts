@@ -5,6 +5,7 @@
  * Inode-based, like the kernel's VFS: callers resolve paths (sdk/, fuse/) and pass inode numbers.
  */
 
+import type { MetaApi } from './api.js';
 import { putNewSecret } from './secret.js';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -243,7 +244,7 @@ class IdPool {
   }
 }
 
-export class Meta {
+export class Meta implements MetaApi {
   readonly engine: MetaEngine;
   readonly format: FormatRec;
   readonly chunkBytes: number;
