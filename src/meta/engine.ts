@@ -30,6 +30,10 @@
  *                                        this engine's own log; see registerConsumer)
  *   mirror     ''           'identity'   MirrorIdentity: this engine is a metadata replica (region/mirror.ts) — of
  *                                        which volume, serving which region (not logged: it is about this copy)
+ *   request    ''           client.n     RequestRec: the metadata service's record of an applied request of a
+ *                                        remote client (meta/requests.ts), written in the transaction that
+ *                                        applied it, so a retried request is answered, not applied twice (not
+ *                                        logged: it is this primary's bookkeeping)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
@@ -60,11 +64,12 @@ export const KINDS = [
   'replica',
   'consumer',
   'mirror',
+  'request',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'request']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
