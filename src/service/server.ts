@@ -90,7 +90,8 @@ type Reply = { status: number; body: OpReply };
 
 export class MetaService {
   readonly host: string;
-  readonly port: number;
+  /** The port it listens on (the one the OS chose for port 0). */
+  port: number;
   readonly tls: boolean;
   private readonly server: http.Server;
   private readonly engine: RecordingEngine;
@@ -110,13 +111,13 @@ export class MetaService {
   private counters = { requests: 0, refused: 0, deduplicated: 0 };
   private closing: Promise<void> | undefined;
 
-  private constructor(o: MetaServiceOptions, server: http.Server, port: number) {
+  private constructor(o: MetaServiceOptions, server: http.Server) {
     this.raw = o.engine;
     this.engine = new RecordingEngine(o.engine);
     this.token = o.token;
     this.server = server;
     this.host = o.host;
-    this.port = port;
+    this.port = o.port;
     this.tls = o.tls !== undefined;
     this.idleMs = o.clientIdleMs ?? CLIENT_IDLE_MS;
     this.heartbeatMs = o.heartbeatMs;
@@ -125,21 +126,17 @@ export class MetaService {
 
   static async start(o: MetaServiceOptions): Promise<MetaService> {
     if (o.token.length !== 32) throw new Error('assertion failed: service token must be 32 bytes');
-    let svc: MetaService | undefined;
-    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      if (svc === undefined) {
-        res.writeHead(503).end();
-        return;
-      }
-      svc.handle(req, res).catch((err: unknown) => {
-        svc?.onError('answering a request', err);
+    const server = o.tls === undefined ? http.createServer({ keepAliveTimeout: 65_000 }) : https.createServer({ cert: o.tls.cert, key: o.tls.key, keepAliveTimeout: 65_000 });
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 120_000;
+    const s = new MetaService(o, server);
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      s.handle(req, res).catch((err: unknown) => {
+        s.onError('answering a request', err);
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ ok: false, code: 'EIO', message: 'internal error in the metadata service' }));
       });
-    };
-    const server = o.tls === undefined ? http.createServer({ keepAliveTimeout: 65_000 }, handler) : https.createServer({ cert: o.tls.cert, key: o.tls.key, keepAliveTimeout: 65_000 }, handler);
-    server.headersTimeout = 30_000;
-    server.requestTimeout = 120_000;
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(o.port, o.host, () => {
@@ -147,8 +144,7 @@ export class MetaService {
         resolve();
       });
     });
-    svc = new MetaService(o, server, (server.address() as AddressInfo).port);
-    const s = svc;
+    s.port = (server.address() as AddressInfo).port;
     s.timers.push(setInterval(() => s.closeIdle(), Math.max(1000, Math.floor(s.idleMs / 4))).unref());
     s.timers.push(
       setInterval(() => {
