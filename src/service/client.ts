@@ -247,6 +247,8 @@ export class RemoteMeta implements MetaApi {
   private readonly lockedInos = new Set<number>();
   private sid: string | undefined;
   private reopening: Promise<void> | undefined;
+  /** Releases on their way to the service (see release). */
+  private readonly releases = new Set<Promise<void>>();
 
   private constructor(client: ServiceClient, format: FormatRec) {
     this.client = client;
@@ -346,11 +348,21 @@ export class RemoteMeta implements MetaApi {
     this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
     return a;
   }
-  async release(ino: number): Promise<void> {
+  /**
+   * Sent in the background: close(2) does not wait for a round trip. Until the service has it, the file
+   * merely counts as open a little longer (an unlink meanwhile keeps it until the release arrives, then it
+   * goes); a release that never arrives is undone when this client's session on the service closes.
+   */
+  release(ino: number): Promise<void> {
     const n = this.opens.get(ino) ?? 0;
     if (n <= 1) this.opens.delete(ino);
     else this.opens.set(ino, n - 1);
-    await this.call('release', [ino]);
+    const p: Promise<void> = this.call('release', [ino])
+      .then(() => undefined)
+      .catch((err: unknown) => process.emitWarning(`ferry: releasing inode ${ino} on the metadata service failed (its session's end releases it): ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => this.releases.delete(p));
+    this.releases.add(p);
+    return Promise.resolve();
   }
   async newSliceId(): Promise<number> {
     while (this.sliceIds.length === 0) {
@@ -418,6 +430,7 @@ export class RemoteMeta implements MetaApi {
     return this.lockedInos.has(ino);
   }
   async close(): Promise<void> {
+    await Promise.all([...this.releases]);
     await this.reopening?.catch(() => undefined);
     await this.client.close();
   }
