@@ -16,6 +16,7 @@ import type { Command } from 'commander';
 import { BadUsageError, UsageError } from '../errors.js';
 import { Mount, checkMountpoint } from '../fuse/mount.js';
 import type { MountLog } from '../fuse/ops.js';
+import { isServiceUrl } from '../sdk/open.js';
 import { checkClientRegion, oneLine, openCliVolume, openEngine, count, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
 
 /** The options of `ferry mount`, parsed (see register). */
@@ -117,9 +118,12 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   if (o.background === true && process.env[CHILD_ENV] !== '1') {
     // Fail here, in the caller's terminal, for what can be seen before starting anything.
     await checkMountpoint(abs);
-    const { engine, format } = await openEngine(metaUrl);
-    await engine.close();
-    checkClientRegion(format, o.region);
+    // A client of the metadata service is checked by the background mount (it has no engine to read here).
+    if (!isServiceUrl(metaUrl)) {
+      const { engine, format } = await openEngine(metaUrl);
+      await engine.close();
+      checkClientRegion(format, o.region);
+    }
     const logFile = path.resolve(o.log ?? path.join(os.tmpdir(), `ferry-mount-${abs.replace(/[^A-Za-z0-9]+/g, '_')}.log`));
     return runInBackground(process.argv, abs, logFile);
   }

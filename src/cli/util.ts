@@ -18,7 +18,7 @@ import { RetryEngine } from '../meta/retry.js';
 import type { FormatRec } from '../meta/types.js';
 import { ObjectNotFoundError, InvalidKeyError } from '../object/store.js';
 import type { ObjectStore } from '../object/store.js';
-import { openBucket, openVolume, type OpenVolumeOptions } from '../sdk/open.js';
+import { isServiceUrl, openBucket, openVolume, type OpenVolumeOptions } from '../sdk/open.js';
 import type { Volume } from '../sdk/volume.js';
 import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
 
@@ -269,6 +269,8 @@ export function checkClientRegion(format: FormatRec, region: string | undefined)
  * bucket directory). Background failures (read-ahead, compaction) go to the log, not to stdout.
  */
 export async function openCliVolume(url: string, options: OpenVolumeOptions = {}): Promise<Volume> {
+  // A client of the metadata service has no engine to check: the service answers for the volume.
+  if (isServiceUrl(url)) return openVolume(url, { onBackgroundError: (what, err) => log().warn({ err }, `${what} failed`), ...options });
   const { engine, format } = await openEngine(url);
   await engine.close();
   // The bucket of the region the client runs in (the primary's by default); an unknown region fails here.

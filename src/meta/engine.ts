@@ -34,6 +34,10 @@
  *                                        (meta/members.ts; not logged: live state, like sessions)
  *   egress     ''           client id    EgressRec: bytes a client read from each bucket region (meta/egress.ts;
  *                                        not logged: live counters of this engine's clients)
+ *   request    ''           client.n     RequestRec: the metadata service's record of an applied request of a
+ *                                        remote client (meta/requests.ts), written in the transaction that
+ *                                        applied it, so a retried request is answered, not applied twice (not
+ *                                        logged: it is this primary's bookkeeping)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
@@ -66,11 +70,12 @@ export const KINDS = [
   'mirror',
   'member',
   'egress',
+  'request',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'member', 'egress']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'member', 'egress', 'request']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -12,6 +12,7 @@
  * committed transactions), format.ts (the format record).
  */
 
+import type { MetaApi } from './api.js';
 import { FsError } from '../errors.js';
 import type { MetaEngine, Txn, TxnOptions } from './engine.js';
 import { cutSegments, dataBytes, visibleSegments, type SliceRef } from './slices.js';
@@ -121,7 +122,7 @@ function cutUtf8(s: string, maxBytes: number): string {
   return b.subarray(0, end).toString();
 }
 
-export class Meta {
+export class Meta implements MetaApi {
   readonly engine: MetaEngine;
   readonly format: FormatRec;
   readonly chunkBytes: number;

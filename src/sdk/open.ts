@@ -38,6 +38,11 @@ import { readMirrorIdentity } from '../meta/mirror.js';
 import { ReadOnlyEngine } from '../meta/readonly.js';
 import { CacheGroupMember, type CacheGroupOptions } from '../cache/group/member.js';
 import { EgressMeter } from '../region/egress.js';
+import type { MetaApi } from '../meta/api.js';
+import { parseServiceAddress, readServiceAddresses } from '../meta/service.js';
+import { RemoteMeta, ServiceClient, type ServiceClientOptions } from '../service/client.js';
+import { MirrorWriteMeta } from '../service/mirror.js';
+import { clientToken, serviceToken } from '../service/token.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -90,6 +95,18 @@ export interface OpenVolumeOptions extends VfsOptions {
   cacheGroup?: CacheGroupOptions;
   /** How often this client writes its egress counters to the engine, ms (region/egress.ts; default 10 s). */
   egressFlushMs?: number;
+  /**
+   * The volume token for a `ferry://` metadata URL (default FERRY_TOKEN, else the file named by `tokenFile`
+   * or FERRY_TOKEN_FILE). A mirror client derives it from its replica.
+   */
+  token?: string;
+  tokenFile?: string;
+  /** A mirror client sends its writes to the primary's metadata service when the volume names one (default true). */
+  mirrorWrites?: boolean;
+  /** How long a mirror client's write waits for its replica to apply it, ms (service/mirror.ts's default). */
+  applyWaitMs?: number;
+  /** Tuning of the metadata service client (timeouts, retries, ping; tests). */
+  serviceClient?: Partial<Omit<ServiceClientOptions, 'addresses' | 'token' | 'region'>>;
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
@@ -135,34 +152,80 @@ async function openOwnBucket(region: string, url: string, injected: ObjectStore 
   return new GateStore(store, { name, reason: failure, probe });
 }
 
+/** Whether a metadata URL names a metadata service (`ferry://HOST:PORT[,HOST2:PORT]`, `ferrys://` with TLS). */
+export function isServiceUrl(url: string): boolean {
+  return /^ferrys?:\/\//i.test(url);
+}
+
+/** The addresses of a `ferry://HOST:PORT[,HOST2:PORT...]` URL, each as `ferry://HOST:PORT`. */
+export function serviceUrlAddresses(url: string): string[] {
+  const m = /^(ferrys?):\/\/(.*)$/i.exec(url);
+  if (m === null) throw new UsageError(`not a metadata service URL: ${maskUrl(url)}`);
+  const scheme = m[1]!.toLowerCase();
+  const out = m[2]!.replace(/\/$/, '').split(',').map((hp) => `${scheme}://${hp.trim()}`);
+  for (const a of out) if (parseServiceAddress(a) === undefined) throw new UsageError(`bad metadata service address ${JSON.stringify(a)} in ${maskUrl(url)} (expected ${scheme}://HOST:PORT[,HOST2:PORT])`);
+  return out;
+}
+
+function serviceClientOptions(options: OpenVolumeOptions, addresses: string[], token: string, region: string | undefined): ServiceClientOptions {
+  return { ...options.serviceClient, addresses, token, region };
+}
+
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
-  const opened = await openMetaEngine(metaUrl);
-  let engine: MetaEngine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
-  let meta: Meta | undefined;
+  let engine: MetaEngine | undefined;
+  let meta: MetaApi | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
   let group: CacheGroupMember | undefined;
   try {
-    // The region is checked before a session is opened, so a mistyped --region leaves no trace.
-    const stored = await loadFormat(engine);
-    // A mirror region's replica: its clients run in that region, and nothing they do may change the volume
-    // (the replica must stay a copy of the primary's history); writes go through the primary.
-    const mirror = stored === undefined ? undefined : await readMirrorIdentity(engine);
+    let region: string | undefined;
     let readOnlyReason: string | undefined;
-    if (mirror !== undefined) {
-      if (options.region !== undefined && options.region !== mirror.region) {
-        throw new UsageError(`${engine.description} is the replica of region '${mirror.region}': its clients run there (not in '${options.region}')`);
+    if (isServiceUrl(metaUrl)) {
+      // A client of the metadata service: no engine, no database credentials; the volume token instead.
+      const addresses = serviceUrlAddresses(metaUrl);
+      const token = await clientToken(options.token, options.tokenFile);
+      if (token === undefined) throw new UsageError(`a client of ${metaUrl.split(',')[0]} needs the volume token: set FERRY_TOKEN or FERRY_TOKEN_FILE (make the file with "ferry token META --out FILE" where the metadata is)`);
+      const remote = await RemoteMeta.open(new ServiceClient(serviceClientOptions(options, addresses, token, options.region)));
+      meta = remote;
+      region = clientRegion(remote.format, options.region);
+    } else {
+      const opened = await openMetaEngine(metaUrl);
+      engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
+      // The region is checked before a session is opened, so a mistyped --region leaves no trace.
+      const stored = await loadFormat(engine);
+      // A mirror region's replica: its clients run in that region, and nothing they do may change the replica
+      // (it must stay a copy of the primary's history). Writes go to the primary's metadata service when the
+      // volume names one; without one they are refused.
+      const mirror = stored === undefined ? undefined : await readMirrorIdentity(engine);
+      const metaOptions: MetaOptions = { replica: mirror !== undefined };
+      if (options.heartbeatMs !== undefined) metaOptions.heartbeatMs = options.heartbeatMs;
+      if (options.sessionStaleMs !== undefined) metaOptions.sessionStaleMs = options.sessionStaleMs;
+      if (options.lookupCacheMs !== undefined) metaOptions.lookupCacheMs = options.lookupCacheMs;
+      if (mirror !== undefined && stored !== undefined) {
+        if (options.region !== undefined && options.region !== mirror.region) {
+          throw new UsageError(`${engine.description} is the replica of region '${mirror.region}': its clients run there (not in '${options.region}')`);
+        }
+        const services = options.mirrorWrites === false ? [] : await readServiceAddresses(engine);
+        region = clientRegion(stored, mirror.region);
+        metaOptions.region = region;
+        if (services.length === 0) {
+          readOnlyReason = `read-only mirror of volume '${mirror.name}' in region '${mirror.region}': write through the primary region '${mirror.primary}'`;
+          meta = await Meta.open(new ReadOnlyEngine(engine, readOnlyReason), metaOptions);
+        } else {
+          // The replica's secret gives the token; the service is reached only when the client first writes,
+          // so reads work with the primary down.
+          const token = options.token ?? (await serviceToken(engine, stored.uuid));
+          const guard = `mirror of volume '${mirror.name}' in region '${mirror.region}': its metadata writes go through the primary's service`;
+          const local = await Meta.open(new ReadOnlyEngine(engine, guard), { ...metaOptions, lookupCacheMs: 0 });
+          const remote = RemoteMeta.withFormat(new ServiceClient(serviceClientOptions(options, services, token, region)), stored);
+          meta = new MirrorWriteMeta({ local, remote, replica: engine, region, applyWaitMs: options.applyWaitMs });
+        }
+      } else {
+        region = stored === undefined ? options.region : clientRegion(stored, options.region);
+        if (region !== undefined) metaOptions.region = region;
+        meta = await Meta.open(engine, metaOptions);
       }
-      readOnlyReason = `read-only mirror of volume '${mirror.name}' in region '${mirror.region}': write through the primary region '${mirror.primary}'`;
-      engine = new ReadOnlyEngine(engine, readOnlyReason);
     }
-    const region = stored === undefined ? options.region : clientRegion(stored, options.region ?? mirror?.region);
-    const metaOptions: MetaOptions = { replica: mirror !== undefined };
-    if (region !== undefined) metaOptions.region = region;
-    if (options.heartbeatMs !== undefined) metaOptions.heartbeatMs = options.heartbeatMs;
-    if (options.sessionStaleMs !== undefined) metaOptions.sessionStaleMs = options.sessionStaleMs;
-    if (options.lookupCacheMs !== undefined) metaOptions.lookupCacheMs = options.lookupCacheMs;
-    meta = await Meta.open(engine, metaOptions);
     const format = meta.format;
     loadCompression(format.compression);
     const regions = volumeRegions(format);
@@ -200,6 +263,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       });
     }
     if (options.cacheGroup !== undefined) {
+      if (engine === undefined) throw new UsageError('a cache group needs the metadata engine (members register there): not available through a ferry:// service yet');
       if (options.cacheGroup.sharing !== false && diskCache === undefined) {
         throw new UsageError(`sharing a cache group needs a disk cache (--cache-dir), or consume only with --no-sharing`);
       }
@@ -230,6 +294,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const ctx: Ctx = { uid: options.uid ?? info.uid, gid: options.gid ?? info.gid, gids: options.gids ?? [] };
     const m = meta;
     const g = group;
+    const e = engine;
     const vol = new Volume(vfs, ctx, options.umask ?? 0o022, async () => {
       try {
         await vfs.close();
@@ -238,19 +303,20 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
         await meter.close().catch((err: unknown) => warn('writing egress counters', err));
         await m.close();
         await chunks.close();
-        await engine.close();
+        await e?.close();
       }
     });
     vol.cacheGroup = group;
     vol.egress = meter;
-    meter.start(engine, options.egressFlushMs, warn);
+    // A ferry:// client has no engine to keep its egress counters in: they stay in the process (metrics).
+    if (engine !== undefined) meter.start(engine, options.egressFlushMs, warn);
     return vol;
   } catch (err) {
     await group?.close().catch(() => undefined);
     await meta?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     for (const s of others.values()) await s.close().catch(() => undefined);
-    await engine.close();
+    await engine?.close();
     throw err;
   }
 }

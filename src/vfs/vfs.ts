@@ -14,7 +14,7 @@
 
 import { FsError } from '../errors.js';
 import type { LockConflict, LockType } from '../meta/locks.js';
-import type { Meta } from '../meta/meta.js';
+import type { MetaApi } from '../meta/api.js';
 import { cutSegments, visibleSegments, type SliceRef } from '../meta/slices.js';
 import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type StatFs } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
@@ -87,7 +87,7 @@ function hasSetId(mode: number): boolean {
 }
 
 export class Vfs {
-  readonly meta: Meta;
+  readonly meta: MetaApi;
   readonly chunks: ChunkStore;
   private readonly writers = new Map<number, FileWriter>();
   private readonly handles = new Map<number, Handle>();
@@ -105,7 +105,7 @@ export class Vfs {
   /** Why nothing may change through this Vfs, or undefined (see VfsOptions.readOnlyReason). */
   readonly readOnly: string | undefined;
 
-  constructor(meta: Meta, chunks: ChunkStore, options: VfsOptions = {}) {
+  constructor(meta: MetaApi, chunks: ChunkStore, options: VfsOptions = {}) {
     this.readOnly = options.readOnlyReason;
     this.meta = meta;
     this.chunks = chunks;

@@ -16,7 +16,7 @@
  */
 
 import { FsError } from '../errors.js';
-import type { Meta } from '../meta/meta.js';
+import type { MetaApi } from '../meta/api.js';
 import type { SliceRef } from '../meta/slices.js';
 import type { Attr } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
@@ -54,7 +54,7 @@ class OpenSlice {
 }
 
 export interface WriterEnv {
-  meta: Meta;
+  meta: MetaApi;
   chunks: ChunkStore;
   uploads: Limiter;
   /** Called when bytes enter or leave the buffers (back-pressure accounting). */

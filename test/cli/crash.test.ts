@@ -10,6 +10,7 @@
  * error; every other name must be exactly as last reported.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -254,7 +255,7 @@ describe('a client killed with SIGKILL while it holds an unlinked file open', ()
     // The next client to start cleans the dead one up: the held file goes, usage comes out exact.
     const vol = await openVolume(meta, { heartbeatMs: 0 });
     try {
-      assert.equal((await vol.vfs.meta.listSessions()).length, 1);
+      assert.equal((await (vol.vfs.meta as Meta).listSessions()).length, 1);
     } finally {
       await vol.close();
     }

@@ -7,6 +7,7 @@
  * Each engine skips without its server, and fails under CI=true.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -104,7 +105,7 @@ function cliSuite(engine: SharedEngine): void {
         const status = JSON.parse(ok(['status', meta, '--json'])) as { sessions: Array<{ sid: number; pid: number; stale: boolean }>; volume: { name: string } };
         assert.equal(status.volume.name, 'vol-two');
         const sids = status.sessions.map((s) => s.sid).sort((x, y) => x - y);
-        assert.deepEqual(sids, [a.vfs.meta.sid, b.vfs.meta.sid].sort((x, y) => x - y));
+        assert.deepEqual(sids, [(a.vfs.meta as Meta).sid, (b.vfs.meta as Meta).sid].sort((x, y) => x - y));
         for (const s of status.sessions) {
           assert.equal(s.pid, process.pid);
           assert.equal(s.stale, false);

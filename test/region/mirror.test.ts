@@ -8,6 +8,7 @@
  * The follower killed with SIGKILL, and a follower behind a faulty network, are in mirror-faults.test.ts.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -132,7 +133,7 @@ function mirrorSuite(primaryKind: EngineKind, replicaKind: EngineKind): void {
           assert.deepEqual(snap.state, want, `replica at seq ${snap.seq} is not the primary's state at ${snap.seq} (seed ${SEED})`);
           checks++;
         });
-        await vol.vfs.meta.flushUsage();
+        await (vol.vfs.meta as Meta).flushUsage();
         stop.abort();
         await running;
         const s = await follower.once();
@@ -175,7 +176,7 @@ function mirrorSuite(primaryKind: EngineKind, replicaKind: EngineKind): void {
         // The follower stops; the primary moves on and trims past the follower's position (retention: 20 entries).
         await setLogRetention(primary, { entriesMax: 20 });
         for (let i = 0; i < 60; i++) await vol.writeFile(`/f${i}`, `x${i}`);
-        await vol.vfs.meta.flushUsage();
+        await (vol.vfs.meta as Meta).flushUsage();
         while ((await primary.pruneLog()).more);
         const { floor } = await primary.logBounds();
         assert.ok(floor > follower.stats.applied, `the log was trimmed past the follower (floor ${floor}, follower ${follower.stats.applied})`);
@@ -210,7 +211,7 @@ describe('mirror clients', () => {
       await follower.once();
       const reader = await openVolume(r.url, { heartbeatMs: 0 });
       try {
-        assert.equal(reader.vfs.meta.sid > 0, true);
+        assert.equal((reader.vfs.meta as Meta).sid > 0, true);
         assert.deepEqual(await reader.readFile('/d/f'), data, 'read byte for byte through the primary bucket');
         assert.deepEqual(await reader.readdir('/d'), ['f']);
         await assert.rejects(reader.writeFile('/d/g', 'no'), (e: unknown) => e instanceof FsError && e.code === 'EROFS' && /primary region 'a'/.test(e.message));

@@ -4,6 +4,7 @@
  * unlinked file has no links (trash on), and usage counts data, not length.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { makeVolume } from '../helpers/volume.js';
@@ -71,7 +72,7 @@ void describe('SDK: POSIX corners', () => {
   void it('usage counts data: holes are free, punched and trimmed bytes are released', async () => {
     const t = await makeVolume({ trashDays: 1 });
     try {
-      const meta = t.vol.vfs.meta;
+      const meta = t.vol.vfs.meta as Meta;
       const fh = await t.vol.open('/sparse', 'w');
       await fh.truncate(999_999_999_999_999);
       await fh.write(Buffer.alloc(8192, 1), 0, 8192, 500_000_000_000);

@@ -5,6 +5,7 @@
  * injected here: those must surface, which test/meta/retry.test.ts checks.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FaultEngine } from '../../src/meta/faults.js';
@@ -52,7 +53,7 @@ void describe('an SDK client over a faulty metadata engine', () => {
     });
     try {
       const ops = await workload(t.vol, 'slow');
-      const retry = t.vol.vfs.meta.engine as RetryEngine;
+      const retry = (t.vol.vfs.meta as Meta).engine as RetryEngine;
       assert.equal(retry.stats().retries, 0);
       assert.ok(faults!.stats().txns > ops, `${faults!.stats().txns} transactions for ${ops} operations`);
     } finally {
@@ -76,7 +77,7 @@ void describe('an SDK client over a faulty metadata engine', () => {
       faults!.blackout(blackoutMs);
       await workload(v.vol, 'blackout');
       assert.ok(Date.now() - started >= blackoutMs, 'the workload ran through the blackout');
-      const retry = v.vol.vfs.meta.engine as RetryEngine;
+      const retry = (v.vol.vfs.meta as Meta).engine as RetryEngine;
       const s = faults!.stats();
       t.diagnostic(`engine: ${s.txns} txns, ${s.errorsBefore} injected errors, ${s.refused} refused in the blackout; client retries ${retry.stats().retries}`);
       assert.ok(s.errorsBefore > 10, `only ${s.errorsBefore} injected errors`);

@@ -13,6 +13,7 @@
  * skips without its server, and fails under CI=true.
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -171,8 +172,8 @@ function multiclient(engine: SharedEngine): void {
 
     it('every client has its own session, listed by every other', async () => {
       const sids = clients.map((c) => c.sid);
-      assert.equal(new Set([...sids, vol.vfs.meta.sid]).size, PROCESSES + 1, 'session ids collide');
-      const listed = await vol.vfs.meta.listSessions();
+      assert.equal(new Set([...sids, (vol.vfs.meta as Meta).sid]).size, PROCESSES + 1, 'session ids collide');
+      const listed = await (vol.vfs.meta as Meta).listSessions();
       for (const c of clients) {
         const s = listed.find((x) => x.sid === c.sid);
         assert.ok(s !== undefined, `session of ${c.name} is listed`);
@@ -309,7 +310,7 @@ function multiclient(engine: SharedEngine): void {
     });
 
     it("a client killed with SIGKILL: a live client removes its session and its open-but-unlinked file", async () => {
-      const meta = vol.vfs.meta;
+      const meta = vol.vfs.meta as Meta;
       const bytes = 3 * (64 << 10) + 123;
       await vol.writeFile('/held', Buffer.alloc(bytes, 1));
       // Exact usage: the counters plus every session's changes not merged yet.
@@ -345,10 +346,10 @@ function multiclient(engine: SharedEngine): void {
 
     it('clients that close end their sessions', async () => {
       await Promise.all(clients.map((c) => c.close()));
-      const left = await vol.vfs.meta.listSessions();
+      const left = await (vol.vfs.meta as Meta).listSessions();
       assert.deepEqual(
         left.map((s) => s.sid),
-        [vol.vfs.meta.sid],
+        [(vol.vfs.meta as Meta).sid],
       );
     });
   });

@@ -4,6 +4,7 @@
  * changes show at once through every handle; another client's at the next open (close-to-open).
  */
 
+import type { Meta } from '../../src/meta/meta.js';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -56,7 +57,7 @@ function openFileSuite(engine: Pick<SharedEngine, 'fresh'> & { name: string }): 
       for (let off = 0; off < FILE_BYTES; off += block.length) await w.write(block, 0, block.length, off);
       await w.close();
       // Background work of the writes (the usage merge, compaction) is not the reads'.
-      await vol.vfs.meta.flushUsage();
+      await (vol.vfs.meta as Meta).flushUsage();
       await vol.vfs.drain();
 
       const before = counted!.stats().txns;

@@ -1,0 +1,165 @@
+/**
+ * The metadata service's wire protocol (version 1): one HTTP request per metadata operation.
+ *
+ *   POST /v1/op                          authorization: Bearer <token, 64 hex>
+ *   { "op": "create", "args": [...],     c: the client's id (fixed for its life), g: its region,
+ *     "c": "<client>", "g": "region",    n: the request number — mutating operations only; a retry sends the
+ *     "n": 17, "drop": [12, 15] }           same n, and the service answers it instead of applying it twice
+ *                                        drop: numbers of earlier requests whose answers the client has seen
+ *   200 { "ok": true, "r": <result>, "seq": 123, "a": 1, "sid": "..." }
+ *   200 { "ok": false, "code": "ENOENT", "message": "..." }     a POSIX answer: final
+ *   401 { "ok": false, "code": "EAUTH", ... }                   bad or missing token: final
+ *   503 { "ok": false, "code": "EAGAIN", ... }                  the engine did not answer: retry (same n)
+ *
+ * `seq` is the changelog seq of the newest commit the operation made (0: none): a client of a mirror region
+ * waits for its replica to reach it. `a` says the operation left a request record (the client lists n in a
+ * later `drop`). `sid` names the client's session on the service: when it changes, the service lost the
+ * client's open files (a restart), and the client registers them again.
+ *
+ * Buffers travel as base64 (setxattr's value, getxattr's answer); Maps as arrays of pairs (getSlices). Every
+ * argument is checked against the operation's schema before it reaches Meta: a peer is untrusted input.
+ */
+
+import { ERRNO, type ErrnoCode } from '../errors.js';
+
+export const PROTOCOL_PATH = '/v1/op';
+/** A request body larger than this is refused (a write of many slices is well under it). */
+export const REQUEST_BYTES_MAX = 4 << 20;
+/** Request numbers a client lists in one `drop`, at most. */
+export const DROP_MAX = 256;
+/** Slice ids handed out per `sliceIds` request, at most. */
+export const SLICE_IDS_MAX = 1000;
+
+/** The argument kinds an operation's schema uses. */
+export type ArgKind =
+  | 'ctx'
+  | 'ino'
+  | 'int' // a safe integer >= 0
+  | 'sint' // any safe integer
+  | 'str'
+  | 'buf' // base64 string -> Buffer
+  | 'obj' // a plain object (Meta checks its fields)
+  | 'arr'
+  | 'any';
+
+export interface OpSpec {
+  /** Changes the volume (or this client's state on the service): carries a request number. */
+  mutating: boolean;
+  /** Required arguments, then optional ones. */
+  args: ArgKind[];
+  optional?: ArgKind[];
+}
+
+/** Every operation of the protocol. Names match MetaApi's members, plus the service's own. */
+export const OPS: Readonly<Record<string, OpSpec>> = {
+  hello: { mutating: false, args: [] },
+  ping: { mutating: false, args: [] },
+  bye: { mutating: false, args: [] },
+  getattr: { mutating: false, args: ['ino'] },
+  getattrCached: { mutating: false, args: ['ino'] },
+  access: { mutating: false, args: ['ctx', 'ino', 'int'] },
+  setattr: { mutating: true, args: ['ctx', 'ino', 'obj'] },
+  lookup: { mutating: false, args: ['ctx', 'ino', 'str'] },
+  readdir: { mutating: false, args: ['ctx', 'ino'], optional: ['obj'] },
+  readlink: { mutating: false, args: ['ino'] },
+  statfs: { mutating: false, args: [] },
+  mknod: { mutating: true, args: ['ctx', 'ino', 'str', 'str', 'int'], optional: ['obj'] },
+  mkdir: { mutating: true, args: ['ctx', 'ino', 'str', 'int'] },
+  create: { mutating: true, args: ['ctx', 'ino', 'str', 'int'] },
+  symlink: { mutating: true, args: ['ctx', 'ino', 'str', 'str'] },
+  link: { mutating: true, args: ['ctx', 'ino', 'ino', 'str'] },
+  unlink: { mutating: true, args: ['ctx', 'ino', 'str'] },
+  rmdir: { mutating: true, args: ['ctx', 'ino', 'str'] },
+  rename: { mutating: true, args: ['ctx', 'ino', 'str', 'ino', 'str'], optional: ['int'] },
+  open: { mutating: true, args: ['ctx', 'ino', 'int'], optional: ['obj'] },
+  reopen: { mutating: true, args: ['ino', 'int'] },
+  release: { mutating: true, args: ['ino'] },
+  sliceIds: { mutating: false, args: ['int'] },
+  readChunk: { mutating: false, args: ['ino', 'int'] },
+  readChunks: { mutating: false, args: ['ino'] },
+  write: { mutating: true, args: ['ino', 'arr'], optional: ['int', 'int'] },
+  truncate: { mutating: true, args: ['ino', 'int'] },
+  fallocate: { mutating: true, args: ['ino', 'int', 'int', 'int'] },
+  copyFileRange: { mutating: true, args: ['ino', 'int', 'ino', 'int', 'int'] },
+  replaceSlices: { mutating: true, args: ['ino', 'int', 'arr', 'obj'] },
+  abandonSlice: { mutating: true, args: ['int', 'int'] },
+  getSlices: { mutating: false, args: ['arr'] },
+  setxattr: { mutating: true, args: ['ctx', 'ino', 'str', 'buf'], optional: ['int'] },
+  getxattr: { mutating: false, args: ['ctx', 'ino', 'str'] },
+  listxattr: { mutating: false, args: ['ctx', 'ino'] },
+  removexattr: { mutating: true, args: ['ctx', 'ino', 'str'] },
+  getlk: { mutating: false, args: ['ino', 'str', 'str', 'int'], optional: ['int'] },
+  setlk: { mutating: true, args: ['ino', 'str', 'str', 'int'], optional: ['int', 'int'] },
+  flock: { mutating: true, args: ['ino', 'str', 'str'], optional: ['int'] },
+};
+
+export interface OpRequest {
+  op: string;
+  args: unknown[];
+  c: string;
+  g?: string;
+  n?: number;
+  drop?: number[];
+}
+
+export type OpReply =
+  | { ok: true; r: unknown; seq: number; a?: 1; sid?: string }
+  | { ok: false; code: string; message: string };
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+function checkArg(kind: ArgKind, v: unknown): unknown {
+  switch (kind) {
+    case 'ctx': {
+      const c = v as { uid?: unknown; gid?: unknown; gids?: unknown } | null;
+      if (c === null || typeof c !== 'object' || !isInt(c.uid) || c.uid < 0 || !isInt(c.gid) || c.gid < 0) return undefined;
+      if (!Array.isArray(c.gids) || c.gids.length > 1024 || !c.gids.every((g) => isInt(g) && g >= 0)) return undefined;
+      return { uid: c.uid, gid: c.gid, gids: c.gids as number[] };
+    }
+    case 'ino':
+      return isInt(v) && v >= 1 ? v : undefined;
+    case 'int':
+      return isInt(v) && v >= 0 ? v : undefined;
+    case 'sint':
+      return isInt(v) ? v : undefined;
+    case 'str':
+      return typeof v === 'string' && v.length <= 65536 ? v : undefined;
+    case 'buf':
+      return typeof v === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(v) ? Buffer.from(v, 'base64') : undefined;
+    case 'obj':
+      return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+    case 'arr':
+      return Array.isArray(v) ? v : undefined;
+    case 'any':
+      return v;
+  }
+}
+
+/**
+ * The request's arguments checked and decoded for its operation (missing optional ones stay undefined, and
+ * `null` for an optional one means "not given"), or a reason why not.
+ */
+export function decodeArgs(spec: OpSpec, args: unknown): unknown[] | string {
+  if (!Array.isArray(args)) return 'args must be an array';
+  const opt = spec.optional ?? [];
+  if (args.length < spec.args.length || args.length > spec.args.length + opt.length) return `expected ${spec.args.length}..${spec.args.length + opt.length} arguments, got ${args.length}`;
+  const out: unknown[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const kind = i < spec.args.length ? spec.args[i]! : opt[i - spec.args.length]!;
+    if (i >= spec.args.length && (args[i] === null || args[i] === undefined)) {
+      out.push(undefined);
+      continue;
+    }
+    const v = checkArg(kind, args[i]);
+    if (v === undefined) return `argument ${i + 1} is not a valid ${kind}`;
+    out.push(v);
+  }
+  return out;
+}
+
+/** Whether a code from the wire is one FsError carries (anything else becomes EIO). */
+export function isErrnoCode(code: unknown): code is ErrnoCode {
+  return typeof code === 'string' && Object.hasOwn(ERRNO, code);
+}

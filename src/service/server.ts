@@ -1,0 +1,596 @@
+/**
+ * The metadata service (`ferry serve`, DESIGN §7): runs next to the primary engine and executes metadata
+ * operations for remote clients, one HTTP request per operation (protocol.ts), answering the result and the
+ * seq of the commit. A client 50 ms away pays one round trip per operation instead of a transaction's
+ * several, never holds an engine lock across the WAN, and needs the volume token instead of engine
+ * credentials.
+ *
+ *   client ──POST /v1/op──▶ auth (token, constant time) ──▶ check args ──▶ client's Meta (own session)
+ *                                                                          │ RecordingEngine (recorder.ts)
+ *                                                                          ▼
+ *                                                               primary engine (one transaction per op,
+ *                                                               carrying the request record)
+ *
+ * Each client gets its own Meta with its own session (region, open files, locks), opened on its first request
+ * and closed after CLIENT_IDLE_MS without one (clients ping meanwhile); the engine sees every remote client
+ * as a session, as if it ran there.
+ *
+ * Idempotency. A mutating request carries (client, n). In order:
+ *   1. an answer this process gave for it (RECENT_ANSWERS_MAX kept)           ─▶ the same answer
+ *   2. the same request running here now (a retry racing the original)        ─▶ wait for it
+ *   3. its record in the engine: answered ─▶ that answer; applied ─▶ the answer derived from the state now
+ *      (the answer was lost with a restart), or EIO saying it was applied when it cannot be derived
+ *   4. otherwise run it; its record goes into the operation's own transaction (recorder.ts), so the record
+ *      exists iff the operation committed, whatever happens to this process or the reply afterwards; the
+ *      answer is recorded later, in batches.
+ * Records are deleted when the client lists them in `drop`, and by a sweep after REQUEST_KEEP_MS.
+ */
+
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { FsError } from '../errors.js';
+import { EngineUnavailableError, type Json, type MetaEngine } from '../meta/engine.js';
+import { Meta } from '../meta/meta.js';
+import { CLIENT_ID_RE, readRequest, recordAnswers, requestKey, REQUEST_KEEP_MS, sweepRequests, type RequestRec } from '../meta/requests.js';
+import type { Attr, Ctx, FileType, SetAttr } from '../meta/types.js';
+import type { SliceRef } from '../meta/slices.js';
+import type { LockType } from '../meta/locks.js';
+import { AlreadyAppliedError, RecordingEngine, requestScope, type RequestScope } from './recorder.js';
+import { decodeArgs, DROP_MAX, OPS, PROTOCOL_PATH, REQUEST_BYTES_MAX, SLICE_IDS_MAX, type OpReply, type OpRequest } from './protocol.js';
+import { tokenMatches } from './token.js';
+
+/** A client's Meta is closed after this long without a request (clients ping every CLIENT_PING_MS). */
+export const CLIENT_IDLE_MS = 60_000;
+/** Clients served at once (each holds a session). */
+export const CLIENTS_MAX = 10_000;
+/** Answers kept in memory for retries (beside the engine's records). */
+const RECENT_ANSWERS_MAX = 20_000;
+/** Answers are recorded in the engine in batches: at most this many, this often. */
+const ANSWER_BATCH_MAX = 200;
+const ANSWER_FLUSH_MS = 10;
+/** How often old request records are swept. */
+const SWEEP_MS = 60_000;
+
+export interface MetaServiceOptions {
+  /** The primary's engine (the caller's; wrap it in RetryEngine). Not closed by the service. */
+  engine: MetaEngine;
+  /** The volume token's bytes (token.ts). */
+  token: Buffer;
+  host: string;
+  /** 0: any free port. */
+  port: number;
+  tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** Default CLIENT_IDLE_MS. */
+  clientIdleMs?: number | undefined;
+  /** Session heartbeat of each client's Meta, ms (Meta's default otherwise; 0 in tests). */
+  heartbeatMs?: number | undefined;
+  /** Background failures (answer recording, sweeps, idle closes). */
+  onError?: ((what: string, err: unknown) => void) | undefined;
+}
+
+export interface MetaServiceStats {
+  requests: number;
+  refused: number;
+  clients: number;
+  /** Retries answered from memory, the engine's record, or by joining the running original. */
+  deduplicated: number;
+  recorded: number;
+  multiCommits: number;
+}
+
+interface Client {
+  id: string;
+  meta: Meta;
+  last: number;
+}
+
+type Reply = { status: number; body: OpReply };
+
+export class MetaService {
+  readonly host: string;
+  /** The port it listens on (the one the OS chose for port 0). */
+  port: number;
+  readonly tls: boolean;
+  private readonly server: http.Server;
+  private readonly engine: RecordingEngine;
+  private readonly raw: MetaEngine;
+  private readonly token: Buffer;
+  private readonly clients = new Map<string, Promise<Client>>();
+  private readonly inflight = new Map<string, Promise<Reply>>();
+  private readonly recent = new Map<string, Reply>();
+  private readonly instance = randomBytes(4).toString('hex');
+  private answers: Array<{ key: string; seq: number; result: Json }> = [];
+  private answerTimer: NodeJS.Timeout | undefined;
+  private answerFlush: Promise<void> = Promise.resolve();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly idleMs: number;
+  private readonly heartbeatMs: number | undefined;
+  private readonly onError: (what: string, err: unknown) => void;
+  private counters = { requests: 0, refused: 0, deduplicated: 0 };
+  private closing: Promise<void> | undefined;
+
+  private constructor(o: MetaServiceOptions, server: http.Server) {
+    this.raw = o.engine;
+    this.engine = new RecordingEngine(o.engine);
+    this.token = o.token;
+    this.server = server;
+    this.host = o.host;
+    this.port = o.port;
+    this.tls = o.tls !== undefined;
+    this.idleMs = o.clientIdleMs ?? CLIENT_IDLE_MS;
+    this.heartbeatMs = o.heartbeatMs;
+    this.onError = o.onError ?? ((what, err) => process.emitWarning(`ferry serve: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
+  }
+
+  static async start(o: MetaServiceOptions): Promise<MetaService> {
+    if (o.token.length !== 32) throw new Error('assertion failed: service token must be 32 bytes');
+    const server = o.tls === undefined ? http.createServer({ keepAliveTimeout: 65_000 }) : https.createServer({ cert: o.tls.cert, key: o.tls.key, keepAliveTimeout: 65_000 });
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 120_000;
+    const s = new MetaService(o, server);
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      s.handle(req, res).catch((err: unknown) => {
+        s.onError('answering a request', err);
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ok: false, code: 'EIO', message: 'internal error in the metadata service' }));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(o.port, o.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    s.port = (server.address() as AddressInfo).port;
+    s.timers.push(setInterval(() => s.closeIdle(), Math.max(1000, Math.floor(s.idleMs / 4))).unref());
+    s.timers.push(
+      setInterval(() => {
+        sweepRequests(s.raw, Date.now() - REQUEST_KEEP_MS).catch((err: unknown) => s.onError('sweeping old request records', err));
+      }, SWEEP_MS).unref(),
+    );
+    return s;
+  }
+
+  get stats(): MetaServiceStats {
+    return { ...this.counters, clients: this.clients.size, recorded: this.engine.stats.recorded, multiCommits: this.engine.stats.multiCommits };
+  }
+
+  /** Stops listening, records pending answers, closes every client's session. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const t of this.timers) clearInterval(t);
+      await new Promise<void>((resolve) => {
+        this.server.close(() => resolve());
+        this.server.closeAllConnections();
+      });
+      while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
+      await this.flushAnswers();
+      for (const p of this.clients.values()) {
+        const c = await p.catch(() => undefined);
+        await c?.meta.close().catch((err: unknown) => this.onError('closing a client session', err));
+      }
+      this.clients.clear();
+    })();
+    return this.closing;
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const send = (r: Reply): void => {
+      const body = JSON.stringify(r.body);
+      res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    const fail = (status: number, code: string, message: string): void => send({ status, body: { ok: false, code, message } });
+    if (req.method !== 'POST' || req.url !== PROTOCOL_PATH) {
+      req.resume();
+      fail(404, 'EINVAL', 'not a metadata service request');
+      return;
+    }
+    if (!tokenMatches(req.headers.authorization, this.token)) {
+      this.counters.refused++;
+      req.resume();
+      fail(401, 'EAUTH', 'the metadata service refused the request: missing or wrong volume token');
+      return;
+    }
+    const raw = await readBody(req, REQUEST_BYTES_MAX);
+    if (raw === undefined) {
+      fail(413, 'EINVAL', `request larger than ${REQUEST_BYTES_MAX} bytes`);
+      return;
+    }
+    let msg: OpRequest;
+    try {
+      msg = JSON.parse(raw.toString('utf8')) as OpRequest;
+    } catch {
+      fail(400, 'EINVAL', 'request body is not JSON');
+      return;
+    }
+    const bad = checkRequest(msg);
+    if (bad !== undefined) {
+      fail(400, 'EINVAL', bad);
+      return;
+    }
+    const spec = OPS[msg.op]!;
+    const args = decodeArgs(spec, msg.args);
+    if (typeof args === 'string') {
+      fail(400, 'EINVAL', `${msg.op}: ${args}`);
+      return;
+    }
+    this.counters.requests++;
+    send(await this.dispatch(msg, args));
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  private async dispatch(msg: OpRequest, args: unknown[]): Promise<Reply> {
+    if (this.closing !== undefined) return retryLater('the metadata service is shutting down');
+    const spec = OPS[msg.op]!;
+    if (msg.op === 'bye') {
+      await this.dropClient(msg.c);
+      return { status: 200, body: { ok: true, r: null, seq: 0 } };
+    }
+    let client: Client;
+    try {
+      client = await this.client(msg.c, msg.g ?? '');
+    } catch (err) {
+      return errorReply(err);
+    }
+    client.last = Date.now();
+    if (!spec.mutating) {
+      try {
+        return { status: 200, body: { ok: true, r: encodeResult(msg.op, await this.call(client, msg.op, args)), seq: 0, sid: this.sid(client) } };
+      } catch (err) {
+        return errorReply(err);
+      }
+    }
+    const key = requestKey(msg.c, msg.n!);
+    const known = this.recent.get(key);
+    if (known !== undefined) {
+      this.counters.deduplicated++;
+      return known;
+    }
+    let running = this.inflight.get(key);
+    if (running !== undefined) {
+      this.counters.deduplicated++;
+      return running;
+    }
+    const drop = (msg.drop ?? []).map((n) => requestKey(msg.c, n));
+    running = this.runMutating(client, key, msg.op, args, drop).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, running);
+    return running;
+  }
+
+  private async runMutating(client: Client, key: string, op: string, args: unknown[], drop: string[]): Promise<Reply> {
+    let found: RequestRec | undefined;
+    try {
+      found = await readRequest(this.raw, key);
+    } catch (err) {
+      return errorReply(err);
+    }
+    if (found !== undefined) {
+      this.counters.deduplicated++;
+      return this.remember(key, await this.fromRecord(client, found, op, args));
+    }
+    const scope: RequestScope = { key, drop, open: true, applied: false, seq: 0, now: Date.now };
+    try {
+      const r = encodeResult(op, await requestScope.run(scope, () => this.call(client, op, args)));
+      const body: OpReply = { ok: true, r, seq: scope.seq, sid: this.sid(client), ...(scope.applied ? { a: 1 as const } : {}) };
+      if (scope.applied) this.queueAnswer(key, scope.seq, r as Json);
+      return this.remember(key, { status: 200, body });
+    } catch (err) {
+      if (err instanceof AlreadyAppliedError) {
+        this.counters.deduplicated++;
+        const rec = await readRequest(this.raw, key).catch(() => undefined);
+        if (rec !== undefined) return this.remember(key, await this.fromRecord(client, rec, op, args));
+        return retryLater(`request ${key} is being applied by another attempt`);
+      }
+      const reply = errorReply(err);
+      // A final answer (not "retry") is kept for a retry whose original answer was lost.
+      return reply.status === 200 ? this.remember(key, reply) : reply;
+    } finally {
+      scope.open = false;
+    }
+  }
+
+  /**
+   * The answer to a request applied by an earlier attempt: the recorded one, or (answer lost with a restart)
+   * one derived from the state now, or EIO saying it was applied.
+   */
+  private async fromRecord(client: Client, rec: RequestRec, op: string, args: unknown[]): Promise<Reply> {
+    if (rec.state === 'answered') return { status: 200, body: { ok: true, r: rec.result ?? null, seq: rec.seq ?? 0, a: 1, sid: this.sid(client) } };
+    const ok = async (r: unknown): Promise<Reply> => ({ status: 200, body: { ok: true, r: encodeResult(op, r), seq: await this.raw.lastSeq(), a: 1, sid: this.sid(client) } });
+    try {
+      switch (op) {
+        case 'unlink':
+        case 'rmdir':
+        case 'rename':
+        case 'setxattr':
+        case 'removexattr':
+        case 'release':
+        case 'abandonSlice':
+          return await ok(null);
+        case 'replaceSlices':
+          return await ok(true);
+        case 'mknod':
+        case 'mkdir':
+        case 'create':
+        case 'symlink':
+          return await ok(await client.meta.lookup(args[0] as Ctx, args[1] as number, args[2] as string));
+        case 'link':
+          return await ok(await client.meta.lookup(args[0] as Ctx, args[2] as number, args[3] as string));
+        case 'setattr':
+          return await ok(await client.meta.getattr(args[1] as number));
+        case 'truncate':
+        case 'fallocate':
+          return await ok(await client.meta.getattr(args[0] as number));
+        default:
+          break;
+      }
+    } catch (err) {
+      return errorReply(err);
+    }
+    return errorReply(new FsError('EIO', `${op} was applied on the primary, but its answer was lost with a restart of the metadata service: its effect stands; reopen the file to see it`));
+  }
+
+  private remember(key: string, reply: Reply): Reply {
+    this.recent.set(key, reply);
+    if (this.recent.size > RECENT_ANSWERS_MAX) this.recent.delete(this.recent.keys().next().value!);
+    return reply;
+  }
+
+  private sid(client: Client): string {
+    return `${this.instance}.${client.meta.sid}`;
+  }
+
+  /** The client's Meta, opened (outside any request scope: its session is not the request's) on first use. */
+  private client(id: string, region: string): Promise<Client> {
+    let p = this.clients.get(id);
+    if (p === undefined) {
+      if (this.clients.size >= CLIENTS_MAX) return Promise.reject(new FsError('EAGAIN', `the metadata service serves ${CLIENTS_MAX} clients already`));
+      p = requestScope.exit(async () => {
+        const opts: Parameters<typeof Meta.open>[1] = { region };
+        if (this.heartbeatMs !== undefined) opts.heartbeatMs = this.heartbeatMs;
+        const meta = await Meta.open(this.engine, opts);
+        return { id, meta, last: Date.now() };
+      });
+      this.clients.set(id, p);
+      p.catch(() => this.clients.delete(id));
+    }
+    return p;
+  }
+
+  private async dropClient(id: string): Promise<void> {
+    const p = this.clients.get(id);
+    if (p === undefined) return;
+    this.clients.delete(id);
+    const c = await p.catch(() => undefined);
+    await c?.meta.close();
+  }
+
+  private closeIdle(): void {
+    const now = Date.now();
+    for (const [id, p] of this.clients) {
+      p.then(
+        (c) => {
+          if (now - c.last > this.idleMs && this.clients.get(id) === p) this.dropClient(id).catch((err: unknown) => this.onError(`closing idle client ${id}`, err));
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  private queueAnswer(key: string, seq: number, result: Json): void {
+    this.answers.push({ key, seq, result });
+    if (this.answers.length >= ANSWER_BATCH_MAX) {
+      void this.flushAnswers();
+      return;
+    }
+    this.answerTimer ??= setTimeout(() => {
+      void this.flushAnswers();
+    }, ANSWER_FLUSH_MS);
+  }
+
+  private flushAnswers(): Promise<void> {
+    if (this.answerTimer !== undefined) clearTimeout(this.answerTimer);
+    this.answerTimer = undefined;
+    const batch = this.answers;
+    this.answers = [];
+    this.answerFlush = this.answerFlush.then(() =>
+      requestScope.exit(() => recordAnswers(this.raw, batch)).catch((err: unknown) => this.onError('recording answers of applied requests', err)),
+    );
+    return this.answerFlush;
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  private async call(client: Client, op: string, a: unknown[]): Promise<unknown> {
+    const m = client.meta;
+    const ctx = a[0] as Ctx;
+    const n = (i: number): number => a[i] as number;
+    const s = (i: number): string => a[i] as string;
+    const optN = (i: number): number | undefined => a[i] as number | undefined;
+    switch (op) {
+      case 'hello':
+        return { format: m.format };
+      case 'ping':
+        return null;
+      case 'getattr':
+        return m.getattr(n(0));
+      case 'getattrCached':
+        return m.getattrCached(n(0));
+      case 'access':
+        return m.access(ctx, n(1), n(2));
+      case 'setattr':
+        return m.setattr(ctx, n(1), pickSetAttr(a[2]));
+      case 'lookup':
+        return m.lookup(ctx, n(1), s(2));
+      case 'readdir': {
+        const o = (a[2] ?? {}) as { after?: unknown; limit?: unknown; plus?: unknown };
+        const opts: { after?: string; limit?: number; plus?: boolean } = {};
+        if (typeof o.after === 'string') opts.after = o.after;
+        if (typeof o.limit === 'number' && Number.isSafeInteger(o.limit) && o.limit > 0) opts.limit = Math.min(o.limit, 10_000);
+        if (o.plus === true) opts.plus = true;
+        return m.readdir(ctx, n(1), opts);
+      }
+      case 'readlink':
+        return m.readlink(n(0));
+      case 'statfs':
+        return m.statfs();
+      case 'mknod': {
+        const o = (a[5] ?? {}) as { rdev?: unknown; target?: unknown };
+        const opts: { rdev?: number; target?: string } = {};
+        if (typeof o.rdev === 'number' && Number.isSafeInteger(o.rdev) && o.rdev >= 0) opts.rdev = o.rdev;
+        if (typeof o.target === 'string') opts.target = o.target;
+        const type = s(3);
+        if (!['file', 'dir', 'symlink', 'fifo', 'socket', 'chr', 'blk'].includes(type)) throw new FsError('EINVAL', `unknown file type ${JSON.stringify(type)}`);
+        return m.mknod(ctx, n(1), s(2), type as FileType, n(4), opts);
+      }
+      case 'mkdir':
+        return m.mkdir(ctx, n(1), s(2), n(3));
+      case 'create':
+        return m.create(ctx, n(1), s(2), n(3));
+      case 'symlink':
+        return m.symlink(ctx, n(1), s(2), s(3));
+      case 'link':
+        return m.link(ctx, n(1), n(2), s(3));
+      case 'unlink':
+        return m.unlink(ctx, n(1), s(2));
+      case 'rmdir':
+        return m.rmdir(ctx, n(1), s(2));
+      case 'rename':
+        return m.rename(ctx, n(1), s(2), n(3), s(4), optN(5) ?? 0);
+      case 'open': {
+        const created = a[3] as Attr | undefined;
+        return m.open(ctx, n(1), n(2), created !== undefined && created.ino === n(1) && typeof created.type === 'string' ? created : undefined);
+      }
+      case 'reopen': {
+        // A client whose session the service lost (a restart) registers its open files again.
+        const root: Ctx = { uid: 0, gid: 0, gids: [] };
+        for (let i = 0; i < Math.min(n(1), 1_000_000); i++) await m.open(root, n(0), 0);
+        return null;
+      }
+      case 'release':
+        return m.release(n(0));
+      case 'sliceIds': {
+        const count = Math.min(Math.max(1, n(0)), SLICE_IDS_MAX);
+        const ids: number[] = [];
+        for (let i = 0; i < count; i++) ids.push(await m.newSliceId());
+        return ids;
+      }
+      case 'readChunk':
+        return m.readChunk(n(0), n(1));
+      case 'readChunks':
+        return m.readChunks(n(0));
+      case 'write':
+        return m.write(n(0), a[1] as Array<{ index: number; ref: SliceRef }>, optN(2), optN(3));
+      case 'truncate':
+        return m.truncate(n(0), n(1));
+      case 'fallocate':
+        return m.fallocate(n(0), n(1), n(2), n(3));
+      case 'copyFileRange':
+        return m.copyFileRange(n(0), n(1), n(2), n(3), n(4));
+      case 'replaceSlices':
+        return m.replaceSlices(n(0), n(1), a[2] as SliceRef[], a[3] as SliceRef);
+      case 'abandonSlice':
+        return m.abandonSlice(n(0), n(1));
+      case 'getSlices': {
+        const ids = (a[0] as unknown[]).filter((x): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0).slice(0, 10_000);
+        return m.getSlices(ids);
+      }
+      case 'setxattr':
+        return m.setxattr(ctx, n(1), s(2), a[3] as Buffer, optN(4) ?? 0);
+      case 'getxattr':
+        return m.getxattr(ctx, n(1), s(2));
+      case 'listxattr':
+        return m.listxattr(ctx, n(1));
+      case 'removexattr':
+        return m.removexattr(ctx, n(1), s(2));
+      case 'getlk':
+        return m.getlk(n(0), s(1), lockType(s(2)), n(3), optN(4));
+      case 'setlk': {
+        const t = s(2);
+        return m.setlk(n(0), s(1), t === 'u' ? 'u' : lockType(t), n(3), optN(4), optN(5) ?? 0);
+      }
+      case 'flock': {
+        const t = s(2);
+        if (t !== 'sh' && t !== 'ex' && t !== 'un') throw new FsError('EINVAL', `unknown flock type ${JSON.stringify(t)}`);
+        return m.flock(n(0), s(1), t, optN(3) ?? 0);
+      }
+      default:
+        throw new FsError('ENOSYS', `unknown operation ${op}`);
+    }
+  }
+}
+
+function lockType(t: string): LockType {
+  if (t !== 'r' && t !== 'w') throw new FsError('EINVAL', `unknown lock type ${JSON.stringify(t)}`);
+  return t;
+}
+
+function pickSetAttr(v: unknown): SetAttr {
+  const o = v as Record<string, unknown>;
+  const out: SetAttr = {};
+  const int = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+  if (o['mode'] !== undefined) {
+    if (!int(o['mode'])) throw new FsError('EINVAL', 'bad mode');
+    out.mode = o['mode'];
+  }
+  for (const f of ['uid', 'gid'] as const) {
+    if (o[f] === undefined) continue;
+    if (!int(o[f])) throw new FsError('EINVAL', `bad ${f}`);
+    out[f] = o[f];
+  }
+  for (const f of ['atime', 'mtime'] as const) {
+    const x = o[f];
+    if (x === undefined) continue;
+    if (x !== 'now' && !(typeof x === 'number' && Number.isSafeInteger(x))) throw new FsError('EINVAL', `bad ${f}`);
+    out[f] = x;
+  }
+  return out;
+}
+
+function checkRequest(msg: OpRequest): string | undefined {
+  if (msg === null || typeof msg !== 'object') return 'request must be an object';
+  if (typeof msg.op !== 'string' || !Object.hasOwn(OPS, msg.op)) return `unknown operation ${JSON.stringify(String(msg.op)).slice(0, 80)}`;
+  if (typeof msg.c !== 'string' || !CLIENT_ID_RE.test(msg.c)) return 'bad client id';
+  if (msg.g !== undefined && (typeof msg.g !== 'string' || msg.g.length > 200)) return 'bad region';
+  if (OPS[msg.op]!.mutating && !(typeof msg.n === 'number' && Number.isSafeInteger(msg.n) && msg.n >= 1)) return `${msg.op} needs a request number`;
+  if (msg.drop !== undefined && (!Array.isArray(msg.drop) || msg.drop.length > DROP_MAX || !msg.drop.every((x) => Number.isSafeInteger(x) && x >= 1))) return 'bad drop list';
+  return undefined;
+}
+
+/** Results as JSON: Buffers as base64, Maps as pairs, undefined as null. */
+function encodeResult(op: string, r: unknown): unknown {
+  if (op === 'getxattr') return (r as Buffer).toString('base64');
+  if (op === 'getSlices') return [...(r as Map<number, unknown>)].map(([k, v]) => [k, v ?? null]);
+  return r ?? null;
+}
+
+function retryLater(message: string): Reply {
+  return { status: 503, body: { ok: false, code: 'EAGAIN', message } };
+}
+
+function errorReply(err: unknown): Reply {
+  if (err instanceof FsError) return { status: 200, body: { ok: false, code: err.code, message: err.message } };
+  if (err instanceof EngineUnavailableError) return retryLater(`the primary's metadata engine did not answer: ${err.message}`);
+  const message = err instanceof Error ? err.message : String(err);
+  return { status: 200, body: { ok: false, code: 'EIO', message: `the metadata service failed: ${message}` } };
+}
+
+async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | undefined> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > max) {
+      req.resume();
+      return undefined;
+    }
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts, n);
+}
