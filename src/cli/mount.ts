@@ -8,7 +8,6 @@
  */
 
 import { spawn } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
 import { openSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,8 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { Mount, checkMountpoint } from '../fuse/mount.js';
 import type { MountLog } from '../fuse/ops.js';
+import { processRegistry, serveMetrics, isLoopback, type MetricsEndpoint } from '../obs/metrics.js';
+import { metricsToken } from '../obs/token.js';
 import { checkClientRegion, oneLine, openCliVolume, openEngine, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
 
 /** The options of `ferry mount`, parsed (see register). */
@@ -113,11 +114,13 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   let mount: Mount;
   let volName = '';
   let readOnlyWhy: string | undefined;
-  let server: Server | undefined;
+  let server: MetricsEndpoint | undefined;
+  const registry = processRegistry();
   try {
     await checkMountpoint(abs);
     const vol = await openCliVolume(metaUrl, {
       ...volOptions,
+      metrics: registry,
       onBackgroundError: (what, err) => log.error(`${what} failed`, err),
     });
     volName = vol.info.name;
@@ -132,6 +135,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
         ...(entryTimeoutSec === undefined ? {} : { entryTimeoutSec }),
         log,
         debug: o.debugFuse === true,
+        metrics: registry,
       });
     } catch (err) {
       await vol.close().catch(() => undefined);
@@ -139,20 +143,13 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     }
     if (metrics !== undefined) {
       const m = mount;
-      server = createServer((req, res) => {
-        if (req.url !== '/metrics') {
-          res.writeHead(404).end('not found\n');
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(m.stats.render());
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${metricsAt}: ${e.message}`)));
-        server!.listen(metrics.port, metrics.host, () => resolve());
-      }).catch(async (err: unknown) => {
+      try {
+        const token = isLoopback(metrics.host) ? undefined : await metricsToken(vol.vfs.meta.engine, vol.info.uuid);
+        server = await serveMetrics(registry, { ...metrics, token, what: metricsAt, extra: () => m.stats.legacyText() });
+      } catch (err) {
         await m.close();
-        throw err;
-      });
+        throw new UsageError(err instanceof Error ? err.message : String(err));
+      }
     }
   } catch (err) {
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
@@ -179,7 +176,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', err));
 
   await mount.done;
-  server?.close();
+  await server?.close();
   log.info(`unmounted ${abs}`);
   // fuse-native keeps a handle open after an unmount (the addon does not); nothing is left to do.
   process.exit(0);

@@ -36,6 +36,11 @@ import { RegionPlacement } from '../region/placement.js';
 import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
 import { readMirrorIdentity } from '../meta/mirror.js';
 import { ReadOnlyEngine } from '../meta/readonly.js';
+import type { Registry } from 'prom-client';
+import { clientMetrics, type ClientMetrics } from '../obs/metrics.js';
+import { MetricsEngine } from '../meta/metrics.js';
+import { MetricsStore } from '../object/metrics.js';
+import { BUCKET_TIER } from '../cache/reader.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -80,10 +85,24 @@ export interface OpenVolumeOptions extends VfsOptions {
   sessionStaleMs?: number;
   /** How long names and attributes seen by lookups are reused, ms; 0 disables (Meta's default 1 s). */
   lookupCacheMs?: number;
+  /**
+   * The process's metrics registry (obs/metrics.ts): when given, object requests, metadata transactions and
+   * block reads of this volume are measured there. None by default (an SDK user pays nothing).
+   */
+  metrics?: Registry;
+}
+
+/** Wraps a bucket's bare store: measured (when metrics are on) below the retries, which are counted too. */
+function storeWrapper(cm: ClientMetrics | undefined): (region: string, inner: ObjectStore) => ObjectStore {
+  return (region, inner) => {
+    if (cm === undefined) return new RetryStore(inner);
+    const bucket = inner.description;
+    return new RetryStore(new MetricsStore(inner, cm, region), { onRetry: () => cm.objectRetries.inc({ region, bucket }) });
+  };
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
-export async function openBucket(url: string): Promise<ObjectStore> {
+export async function openBucket(url: string, wrap: (inner: ObjectStore) => ObjectStore = (inner) => new RetryStore(inner)): Promise<ObjectStore> {
   const inner = await openObjectStore(url);
   try {
     await inner.list('', { limit: 1 });
@@ -91,7 +110,7 @@ export async function openBucket(url: string): Promise<ObjectStore> {
     await inner.close();
     throw new UsageError(`cannot reach the bucket ${maskUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return new RetryStore(inner);
+  return wrap(inner);
 }
 
 /**
@@ -113,12 +132,18 @@ async function probeBucket(store: ObjectStore, url: string | undefined, signal: 
  * one `url` names). Probed for at most GATE_PROBE_TIMEOUT_MS_DEFAULT; one that does not answer is returned
  * behind a shut GateStore rather than failing the open (see the header), and reported to `onUnreachable`.
  */
-async function openOwnBucket(region: string, url: string, injected: ObjectStore | undefined, onUnreachable: (err: Error) => void): Promise<ObjectStore> {
+async function openOwnBucket(
+  region: string,
+  url: string,
+  injected: ObjectStore | undefined,
+  onUnreachable: (err: Error) => void,
+  wrap: (inner: ObjectStore) => ObjectStore = (inner) => new RetryStore(inner),
+): Promise<ObjectStore> {
   const inner = injected ?? (await openObjectStore(url));
   // A store from the URL is probed bare, as openBucket does: its retries would only delay the answer.
   const probe = (signal: AbortSignal): Promise<void> => probeBucket(inner, injected === undefined ? url : undefined, signal);
   const failure = await probeWithin(probe, GATE_PROBE_TIMEOUT_MS_DEFAULT);
-  const store = injected ?? new RetryStore(inner);
+  const store = injected ?? wrap(inner);
   if (failure === undefined) return store;
   const name = `the bucket of region ${region} (${injected === undefined ? maskUrl(url) : injected.description})`;
   onUnreachable(new BucketUnreachableError(name, failure));
@@ -127,7 +152,12 @@ async function openOwnBucket(region: string, url: string, injected: ObjectStore 
 
 export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {}): Promise<Volume> {
   const opened = await openMetaEngine(metaUrl);
+  const cm = options.metrics === undefined ? undefined : clientMetrics(options.metrics);
   let engine: MetaEngine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
+  if (cm !== undefined) engine = new MetricsEngine(engine, cm);
+  const wrapStore = storeWrapper(cm);
+  // Stores the caller made (tests) are measured, not wrapped in retries they did not ask for.
+  const observe = (region: string, s: ObjectStore | undefined): ObjectStore | undefined => (s === undefined || cm === undefined ? s : new MetricsStore(s, cm, region));
   let meta: Meta | undefined;
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
@@ -160,14 +190,15 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const here = regions.named ? bucketRegion(regions, region ?? regions.primary) : regions.primary;
     const multi = regions.named && regions.regions.size > 1;
     const url = regions.regions.get(here)!.storage;
-    const injected = options.stores?.[here] ?? options.store;
+    const injected = observe(here, options.stores?.[here] ?? options.store);
     // Reported where background failures go (the mount's and the CLI's log); the SDK alone warns once.
     const warn = options.onBackgroundError ?? ((what: string, err: unknown) => process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
-    store = multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url)));
+    const wrapHere = (inner: ObjectStore): ObjectStore => wrapStore(here, inner);
+    store = multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err), wrapHere) : (injected ?? (await openBucket(url, wrapHere)));
     let placement: RegionPlacement | undefined;
     if (multi) {
       for (const [name, r] of regions.regions) {
-        if (name !== here) others.set(name, options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)));
+        if (name !== here) others.set(name, observe(name, options.stores?.[name]) ?? wrapStore(name, await openObjectStore(r.storage)));
       }
       const m = meta;
       placement = new RegionPlacement({
@@ -196,6 +227,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
       diskCache,
       ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
+      ...(cm === undefined ? {} : { onServed: servedCounter(cm, here, region ?? regions.primary) }),
     });
     const vfs = new Vfs(meta, chunks, readOnlyReason === undefined ? options : { ...options, readOnlyReason });
     const info = os.userInfo();
@@ -217,4 +249,13 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     await engine.close();
     throw err;
   }
+}
+
+/** Counts a served read: hits and bytes per tier, and bytes per (bucket region -> client region) pair. */
+function servedCounter(cm: ClientMetrics, ownBucket: string, client: string): (tier: string, region: string | undefined, bytes: number) => void {
+  return (tier, region, bytes) => {
+    cm.blockReadHits.inc({ tier });
+    cm.blockReadBytes.inc({ tier }, bytes);
+    if (region !== undefined) cm.regionReadBytes.inc({ from: region === BUCKET_TIER ? ownBucket : region, to: client }, bytes);
+  };
 }
