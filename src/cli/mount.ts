@@ -155,7 +155,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
-  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${metrics ? `; metrics on http://${metricsAt}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${server === undefined ? '' : `; metrics on ${server.url}/metrics`}; counters in ${abs}/.stats, operations in ${abs}/.accesslog; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
 

@@ -10,9 +10,11 @@
  * queue of at most READER_QUEUE_BYTES_MAX bytes: a reader that stops reading never blocks the mount; the lines
  * it misses are dropped and counted (`dropped`, and a "# dropped N lines" line once it reads again).
  *
- * A read takes what is queued (up to the size asked) and, with nothing queued, waits for the next line, waking
- * every READ_POLL_MS to see whether the caller was interrupted (EINTR): the file reads like a pipe that never
- * ends. Operations on the access log itself are not logged (a reader would feed itself).
+ * A read takes what is queued (up to the size asked) and, with nothing queued, waits for the next line, for at
+ * most READ_IDLE_MS: then it answers a line "#" alone. The file reads like a pipe that never ends, and a read
+ * is never pending for long: the addon passes the kernel's interrupt only for lock waits, so a reader killed
+ * in a read goes away at the next answer. Operations on the access log itself are not logged (a reader would
+ * feed itself).
  */
 
 import { constants } from 'node:os';
@@ -22,6 +24,9 @@ import { FsError } from '../errors.js';
 export const READER_QUEUE_BYTES_MAX = 4 << 20;
 /** How often a waiting read checks whether its caller gave up, ms. */
 export const READ_POLL_MS = 200;
+/** A read with nothing to say answers "#\n" after this long, ms. */
+export const READ_IDLE_MS = 1000;
+const IDLE_LINE = Buffer.from('#\n');
 /** Open access-log handles at once. */
 export const READERS_MAX = 64;
 
@@ -90,6 +95,7 @@ export class AccessLog {
 
   /** Up to `size` bytes of whole lines (at least one line, cut if longer than size); waits for one if none. */
   async read(fh: number, size: number, interrupted: () => boolean): Promise<Buffer> {
+    const idleAt = Date.now() + READ_IDLE_MS;
     for (;;) {
       const r = this.readers.get(fh);
       if (r === undefined) throw new FsError('EBADF');
@@ -101,6 +107,7 @@ export class AccessLog {
       }
       if (r.lines.length > 0) return take(r, size);
       if (interrupted()) throw new FsError('EINTR');
+      if (Date.now() >= idleAt) return IDLE_LINE.subarray(0, Math.min(size, IDLE_LINE.length));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, READ_POLL_MS);
         function done(): void {
@@ -153,7 +160,7 @@ export function describeArgs(names: ReadonlyArray<readonly [string, string]>, va
   for (let i = 0; i < names.length; i++) {
     const [name, type] = names[i]!;
     const v = values[from + i];
-    if (type === 'number' && typeof v === 'number') parts.push(`${name}=${v}`);
+    if (type === 'number' && typeof v === 'number') parts.push(`${name}=${name === 'mode' ? `0${v.toString(8)}` : v}`);
     else if (type === 'string' && typeof v === 'string') parts.push(`${name}=${JSON.stringify(v)}`);
   }
   return parts.join(',');

@@ -52,7 +52,8 @@ export class MountStats {
 
   /** Everything, for /metrics. */
   async render(extra: Record<string, number> = {}): Promise<string> {
-    return (await this.registry.metrics()) + this.legacyText(extra);
+    const text = await this.registry.metrics();
+    return (text.endsWith('\n') ? text : text + '\n') + this.legacyText(extra);
   }
 
   /** What `/.stats` shows: `render` without help lines and histogram buckets (sums and counts stay). */

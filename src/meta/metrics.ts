@@ -30,6 +30,9 @@ export class MetricsEngine extends MetaEngineBase {
     this.errors = metrics.metaTxnErrors;
     this.read = { engine, mode: 'read' };
     this.write = { engine, mode: 'write' };
+    // Every series exists from the start (at 0), so that rates and alerts see the first failure.
+    this.errors.inc(this.read, 0);
+    this.errors.inc(this.write, 0);
   }
 
   async commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {

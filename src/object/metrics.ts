@@ -8,7 +8,8 @@ import type { Counter, Histogram } from 'prom-client';
 import type { ClientMetrics } from '../obs/metrics.js';
 import { canPutChecked, canSweepTemp, isRetryable, ObjectNotFoundError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
-type Op = 'get' | 'put' | 'head' | 'delete' | 'list';
+const OPS = ['get', 'put', 'head', 'delete', 'list'] as const;
+type Op = (typeof OPS)[number];
 
 export class MetricsStore implements ObjectStore {
   readonly description: string;
@@ -28,6 +29,11 @@ export class MetricsStore implements ObjectStore {
     this.errors = metrics.objectErrors;
     this.readBytes = metrics.objectReadBytes;
     this.writtenBytes = metrics.objectWrittenBytes;
+    // Every series exists from the start (at 0), so that rates and alerts see the first failure.
+    for (const op of OPS) for (const kind of ['notfound', 'transient', 'other']) this.errors.inc({ ...this.labels, op, kind }, 0);
+    metrics.objectRetries.inc(this.labels, 0);
+    this.readBytes.inc(this.labels, 0);
+    this.writtenBytes.inc(this.labels, 0);
   }
 
   get(key: string, options?: GetOptions): Promise<Buffer> {

@@ -156,7 +156,7 @@ function authorized(req: IncomingMessage, token: Buffer): boolean {
 /** Renders a registry (and `extra`) as Prometheus text. */
 export async function renderMetrics(registry: Registry, extra?: () => string | Promise<string>): Promise<string> {
   const text = await registry.metrics();
-  return extra === undefined ? text : text + (await extra());
+  return extra === undefined ? text : (text.endsWith('\n') ? text : text + '\n') + (await extra());
 }
 
 /**
