@@ -6,6 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parsePromText, sumOf, type Sample } from '../../src/obs/promtext.js';
 import { addonUnavailable, ferry, makeVolume, removeVolume, sh, startMount, type RunningMount, type Volume } from './helpers.js';
@@ -161,5 +163,28 @@ describe('observing a mount', { skip }, () => {
       idle.kill('SIGKILL');
     }
     await until('the idle reader to go', async () => sumOf(await scrape(), 'ferry_fuse_accesslog_readers') === 0);
+  });
+});
+
+describe('a mount serving metrics beyond loopback', { skip }, () => {
+  it('answers only with the volume token, which no output shows', async (t) => {
+    const vol = await makeVolume();
+    t.after(() => removeVolume(vol));
+    const m = await startMount(vol, ['--metrics', '0.0.0.0:0']);
+    t.after(() => m.stop());
+    const port = /metrics on http:\/\/[^:]+:(\d+)\/metrics/.exec(m.log())?.[1];
+    assert.ok(port !== undefined, m.log());
+    const url = `http://127.0.0.1:${port}/metrics`;
+    assert.equal((await fetch(url)).status, 401);
+    const file = join(vol.dir, 'token');
+    const r = await ferry(['metrics-token', vol.metaUrl, '--out', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const token = (await readFile(file, 'utf8')).trim();
+    assert.match(token, /^[0-9a-f]{64}$/);
+    assert.equal((await sh(`stat -c %a ${file}`, vol.dir)).trim(), '600');
+    const ok = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(ok.status, 200);
+    assert.match(await ok.text(), /ferry_fuse_ops_total/);
+    for (const text of [m.log(), r.stdout, r.stderr]) assert.ok(!text.includes(token), 'the token is never printed');
   });
 });

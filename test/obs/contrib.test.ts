@@ -40,6 +40,19 @@ function metricNames(expr: string): string[] {
   return [...expr.matchAll(/\b((?:ferry|process|nodejs)_[a-z0-9_]+)\b/g)].map((m) => m[1]!);
 }
 
+describe('README', () => {
+  it('names only metrics that are served', async () => {
+    const readme = await readFile(join(REPO, 'README.md'), 'utf8');
+    const section = readme.substring(readme.indexOf('### Observe it'), readme.indexOf('###', readme.indexOf('### Observe it') + 5));
+    // The sentence about renamed metrics names the old names on purpose.
+    const current = section.replace(/Renamed:[^]*?names\./, '');
+    const named = new Set(metricNames(current).filter((n) => !n.endsWith('_')));
+    assert.ok(named.size >= 30, `names found: ${[...named].join(' ')}`);
+    const served = await servedNames();
+    for (const n of named) assert.ok(served.has(n), `README names ${n}, which is not served`);
+  });
+});
+
 describe('contrib', () => {
   it('the Grafana dashboard parses and charts only served metrics', async () => {
     const dash = JSON.parse(await readFile(join(REPO, 'contrib/grafana-dashboard.json'), 'utf8')) as { title: string; panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
