@@ -34,6 +34,7 @@ export interface CreateChunkStoreOptions {
   rangeReadBytesMax?: number | undefined;
   rangeFetchBytesMin?: number | undefined;
   onBadCopy?: BlockReaderOptions['onBadCopy'];
+  onServed?: BlockReaderOptions['onServed'];
 }
 
 /** The tiers in front of the buckets for these caches, in read order. */
@@ -54,6 +55,7 @@ export function createChunkStore(options: CreateChunkStoreOptions): ChunkStore {
     rangeReadBytesMax: options.rangeReadBytesMax,
     rangeFetchBytesMin: options.rangeFetchBytesMin,
     onBadCopy: options.onBadCopy,
+    onServed: options.onServed,
   });
   return new ChunkStore({
     store: options.store,

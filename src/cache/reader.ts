@@ -99,6 +99,12 @@ export interface BlockReaderOptions {
   rangeFetchBytesMin?: number | undefined;
   /** A tier in `tiers` could not answer or answered a bad copy (dropped from it); the next tier was asked. */
   onBadCopy?: ((tier: string, key: string, err: unknown) => void) | undefined;
+  /**
+   * A read was served: by the front tier named `tier` (region undefined), or by the bucket of `region` (tier
+   * BUCKET_TIER; region BUCKET_TIER too for the one bucket of a reader without a source), with the plain
+   * bytes it gave. For metrics; must not throw.
+   */
+  onServed?: ((tier: string, region: string | undefined, bytes: number) => void) | undefined;
 }
 
 /** What the caches of a reader hold and did: the stats of the tiers named 'memory' and 'disk'. */
@@ -170,6 +176,7 @@ export class BlockReader implements BlockReads {
   private readonly ranged: boolean;
   private readonly rangeFetchStripesMin: number;
   private readonly onBadCopy: ((tier: string, key: string, err: unknown) => void) | undefined;
+  private readonly onServed: ((tier: string, region: string | undefined, bytes: number) => void) | undefined;
   private readonly flights = new SingleFlight<string, Buffer>();
   private readonly rangeFlights = new SingleFlight<string, BlockPart>();
   /** `tier \0 key` -> the block's verified stripe table, or 'whole' for an unstriped block; least recent first. */
@@ -208,6 +215,7 @@ export class BlockReader implements BlockReads {
     }
     this.rangeFetchStripesMin = Math.max(1, Math.ceil(min / BLOCK_STRIPE_BYTES));
     this.onBadCopy = options.onBadCopy;
+    this.onServed = options.onServed;
   }
 
   get stats(): ReadStats {
@@ -444,6 +452,7 @@ export class BlockReader implements BlockReads {
         continue;
       }
       source?.onRead?.(s.region, key, position, found.part.data.length);
+      this.onServed?.(BUCKET_TIER, s.region, found.part.data.length);
       return found;
     }
     const detail = (said ?? ['no bucket to ask']).join(', ');
@@ -467,6 +476,7 @@ export class BlockReader implements BlockReads {
     const c = this.counters[i]!;
     if (isWhole(part, plainBytes)) c.hits++;
     else c.partHits++;
+    this.onServed?.(this.tiers[i]!.name, undefined, part.data.length);
   }
 
   /** Counts a whole block that came from a bucket. */

@@ -28,6 +28,8 @@ import { register as registerMount } from './mount.js';
 import { register as registerRegion } from './region.js';
 import { register as registerReplicate } from './replicate.js';
 import { register as registerServe } from './serve.js';
+import { register as registerStats } from './stats.js';
+import { register as registerMetricsToken } from './metrics-token.js';
 import { register as registerStatus } from './status.js';
 import { register as registerSync } from './sync.js';
 import { register as registerUmount } from './umount.js';
@@ -54,7 +56,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode, registerWarmup, registerServe]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode, registerWarmup, registerServe, registerStats, registerMetricsToken]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

@@ -8,9 +8,8 @@
  * entries and seconds, apply rate, bootstraps, errors).
  */
 
-import { createServer, type Server } from 'node:http';
 import type { Command } from 'commander';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge } from 'prom-client';
 import { BadUsageError, UsageError } from '../errors.js';
 import { openMetaEngine } from '../meta/registry.js';
 import { RetryEngine } from '../meta/retry.js';
@@ -18,6 +17,8 @@ import type { MetaEngine } from '../meta/engine.js';
 import { MirrorFollower, verifyMirror, type MirrorEvent } from '../region/mirror.js';
 import { volumeRegions } from '../region/regions.js';
 import { maskUrl } from '../util/url.js';
+import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { metricsToken } from '../obs/token.js';
 import { log, openEngine, out, parseHostPort, printJson, valueOption } from './util.js';
 
 interface MirrorCliOptions {
@@ -28,7 +29,7 @@ interface MirrorCliOptions {
 }
 
 /** The primary (checked) and the region's replica engine. */
-async function openPair(metaUrl: string, region: string): Promise<{ primary: MetaEngine; replica: MetaEngine; replicaUrl: string }> {
+async function openPair(metaUrl: string, region: string): Promise<{ primary: MetaEngine; replica: MetaEngine; replicaUrl: string; uuid: string }> {
   const { engine: primary, format } = await openEngine(metaUrl);
   try {
     const r = volumeRegions(format);
@@ -43,7 +44,7 @@ async function openPair(metaUrl: string, region: string): Promise<{ primary: Met
     } catch (err) {
       throw new UsageError(`cannot open the replica of region '${region}' (${maskUrl(rec.replica)}): ${err instanceof Error ? err.message : String(err)}`);
     }
-    return { primary, replica, replicaUrl: rec.replica };
+    return { primary, replica, replicaUrl: rec.replica, uuid: format.uuid };
   } catch (err) {
     await primary.close();
     throw err;
@@ -57,13 +58,16 @@ function describe(e: MirrorEvent): void {
 }
 
 export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<void> {
-  const { primary, replica, replicaUrl } = await openPair(metaUrl, o.region);
-  let server: Server | undefined;
+  const { primary, replica, replicaUrl, uuid } = await openPair(metaUrl, o.region);
+  let server: MetricsEndpoint | undefined;
   const controller = new AbortController();
   const stop = (): void => controller.abort(new Error('interrupted'));
   try {
     const follower = new MirrorFollower({ primary, replica, region: o.region, onEvent: describe });
-    if (o.metrics !== undefined) server = await serveMetrics(follower, o.metrics);
+    if (o.metrics !== undefined) {
+      const token = isLoopback(o.metrics.host) ? undefined : await metricsToken(primary, uuid);
+      server = await serveMirrorMetrics(follower, o.metrics, token);
+    }
     await follower.prepare();
     if (o.once === true) {
       const s = await follower.once(controller.signal);
@@ -77,15 +81,14 @@ export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<v
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
-    server?.close();
+    await server?.close();
     await replica.close();
     await primary.close();
   }
 }
 
-async function serveMetrics(f: MirrorFollower, at: { host: string; port: number }): Promise<Server> {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ferry_mirror_process_' });
+async function serveMirrorMetrics(f: MirrorFollower, at: { host: string; port: number }, token: Buffer | undefined): Promise<MetricsEndpoint> {
+  const registry = processRegistry();
   const labels = { region: f.region };
   new Gauge({
     name: 'ferry_mirror_applied_seq',
@@ -121,33 +124,14 @@ async function serveMetrics(f: MirrorFollower, at: { host: string; port: number 
     ['ferry_mirror_bootstraps_total', 'Bootstraps of the replica from a snapshot', () => f.stats.bootstraps],
     ['ferry_mirror_errors_total', 'Failed follower steps (retried)', () => f.stats.errors],
   ] as const) {
-    // Counters whose value lives in the follower: reset to it at every scrape.
-    new Counter({
-      name,
-      help,
-      labelNames: ['region'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(labels, value());
-      },
-    });
+    // Counters whose value lives in the follower: set to it at every scrape.
+    counterOf(registry, name, help, ['region'], () => [[labels, value()]]);
   }
-  const server = createServer((req, res) => {
-    if (req.url !== '/metrics') {
-      res.writeHead(404).end('not found\n');
-      return;
-    }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${at.host}:${at.port}: ${e.message}`)));
-    server.listen(at.port, at.host, () => resolve());
-  });
-  return server;
+  try {
+    return await serveMetrics(registry, { ...at, token });
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
 }
 
 export async function runMirrorVerify(metaUrl: string, o: MirrorCliOptions): Promise<void> {

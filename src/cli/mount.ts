@@ -8,7 +8,6 @@
  */
 
 import { spawn } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
 import { openSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,8 +15,11 @@ import type { Command } from 'commander';
 import { BadUsageError, UsageError } from '../errors.js';
 import { Mount, checkMountpoint } from '../fuse/mount.js';
 import type { MountLog } from '../fuse/ops.js';
+import type { MetaEngine } from '../meta/engine.js';
 import { isServiceUrl } from '../sdk/open.js';
 import { checkClientRegion, oneLine, openCliVolume, openEngine, count, parseHostPort, parseSeconds, parseSize, valueOption } from './util.js';
+import { processRegistry, serveMetrics, isLoopback, type MetricsEndpoint } from '../obs/metrics.js';
+import { metricsToken } from '../obs/token.js';
 
 /** The options of `ferry mount`, parsed (see register). */
 export interface MountCliOptions {
@@ -135,11 +137,13 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   let mount: Mount;
   let volName = '';
   let readOnlyWhy: string | undefined;
-  let server: Server | undefined;
+  let server: MetricsEndpoint | undefined;
+  const registry = processRegistry();
   try {
     await checkMountpoint(abs);
     const vol = await openCliVolume(metaUrl, {
       ...volOptions,
+      metrics: registry,
       onBackgroundError: (what, err) => log.error(`${what} failed`, err),
     });
     volName = vol.info.name;
@@ -154,6 +158,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
         ...(entryTimeoutSec === undefined ? {} : { entryTimeoutSec }),
         log,
         debug: o.debugFuse === true,
+        metrics: registry,
       });
     } catch (err) {
       await vol.close().catch(() => undefined);
@@ -161,26 +166,22 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     }
     if (metrics !== undefined) {
       const m = mount;
-      server = createServer((req, res) => {
-        if (req.url !== '/metrics') {
-          res.writeHead(404).end('not found\n');
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(m.stats.render());
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${metricsAt}: ${e.message}`)));
-        server!.listen(metrics.port, metrics.host, () => resolve());
-      }).catch(async (err: unknown) => {
+      try {
+        // The token comes from the volume secret, which only a client of the engine holds (not a ferry:// client).
+        const engine = (vol.vfs.meta as { engine?: MetaEngine }).engine;
+        if (!isLoopback(metrics.host) && engine === undefined) throw new Error(`--metrics beyond loopback needs the volume token, which a ferry:// client does not hold: serve on 127.0.0.1`);
+        const token = isLoopback(metrics.host) ? undefined : await metricsToken(engine!, vol.info.uuid);
+        server = await serveMetrics(registry, { ...metrics, token, what: metricsAt, extra: () => m.stats.legacyText() });
+      } catch (err) {
         await m.close();
-        throw err;
-      });
+        throw new UsageError(err instanceof Error ? err.message : String(err));
+      }
     }
   } catch (err) {
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
-  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${metrics ? `; metrics on http://${metricsAt}/metrics` : ''}; counters in ${abs}/.stats; FUSE binding ${mount.backend}`);
+  log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${server === undefined ? '' : `; metrics on ${server.url}/metrics`}; counters in ${abs}/.stats, operations in ${abs}/.accesslog; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
 
@@ -201,7 +202,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', err));
 
   await mount.done;
-  server?.close();
+  await server?.close();
   log.info(`unmounted ${abs}`);
   // fuse-native keeps a handle open after an unmount (the addon does not); nothing is left to do.
   process.exit(0);

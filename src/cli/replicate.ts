@@ -5,7 +5,6 @@
  * some could not be copied (they stay pending for the next run).
  */
 
-import { createServer, type Server } from 'node:http';
 import { Option, type Command } from 'commander';
 import { BadUsageError, UsageError } from '../errors.js';
 import { Meta } from '../meta/meta.js';
@@ -15,6 +14,9 @@ import { GC_GRACE_DEFAULT } from './gc.js';
 import { openRegionStores } from './region.js';
 import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_DEFAULT, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
+import { Gauge, type Registry } from 'prom-client';
+import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { metricsToken } from '../obs/token.js';
 import { choice, humanBytes, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
 
 export interface ReplicateCliOptions {
@@ -42,26 +44,40 @@ export function copiedSummary(c: ReplicaCounters): string {
   return pairs.length === 0 ? 'nothing copied yet' : pairs.map(([p, n]) => `${p.replace('>', ' -> ')} ${humanBytes(n)}`).join(', ');
 }
 
-/** Prometheus text for a replicator: counters from the process, backlog and lag measured from the metadata. */
-async function renderMetrics(meta: Meta, rep: Replicator): Promise<string> {
-  const s = rep.stats;
-  const lines = ['# TYPE ferry_replication_copied_bytes_total counter'];
-  for (const [pair, n] of Object.entries(s.copiedBytes)) {
-    const [from, to] = pair.split('>');
-    lines.push(`ferry_replication_copied_bytes_total{from="${from ?? ''}",to="${to ?? ''}"} ${n}`);
+/** A replicator's metrics: counters from the process, backlog and lag measured from the metadata at each scrape. */
+function replicatorMetrics(registry: Registry, meta: Meta, rep: Replicator): void {
+  counterOf(registry, 'ferry_replication_copied_bytes_total', 'Block bytes copied, by region pair', ['from', 'to'], () =>
+    Object.entries(rep.stats.copiedBytes).map(([pair, n]) => {
+      const [from, to] = pair.split('>');
+      return [{ from: from ?? '', to: to ?? '' }, n];
+    }),
+  );
+  counterOf(registry, 'ferry_replication_copied_blocks_total', 'Blocks copied', [], () => [[{}, rep.stats.copiedBlocks]]);
+  counterOf(registry, 'ferry_replication_errors_total', 'Failed block copies (retried on the next pass)', [], () => [[{}, rep.stats.errors]]);
+  counterOf(registry, 'ferry_replication_retries_total', 'Object store attempts repeated', [], () => [[{}, rep.stats.retries]]);
+  counterOf(registry, 'ferry_replication_verify_failures_total', 'Copies that failed verification', [], () => [[{}, rep.stats.verifyFailures]]);
+  // One status query per scrape, shared by the four gauges below.
+  let status: Promise<Awaited<ReturnType<typeof replicationStatus>>[number] | undefined> | undefined;
+  const current = (): Promise<Awaited<ReturnType<typeof replicationStatus>>[number] | undefined> =>
+    (status ??= replicationStatus(meta)
+      .then((all) => all.find((x) => x.name === rep.name))
+      .finally(() => setImmediate(() => (status = undefined))));
+  for (const [name, help, value] of [
+    ['ferry_replication_backlog_blocks', 'Blocks committed but not yet copied', (st: { backlog: { blocks: number } }) => st.backlog.blocks],
+    ['ferry_replication_backlog_bytes', 'Bytes committed but not yet copied', (st: { backlog: { bytes: number } }) => st.backlog.bytes],
+    ['ferry_replication_lag_seconds', 'Age of the oldest committed slice not yet copied', (st: { lagSeconds: number }) => st.lagSeconds],
+    ['ferry_replication_pending_slices', 'Slices waiting to be copied', (st: { pending: number }) => st.pending],
+  ] as const) {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const st = await current();
+        if (st !== undefined) this.set(value(st as never));
+      },
+    });
   }
-  lines.push('# TYPE ferry_replication_copied_blocks_total counter', `ferry_replication_copied_blocks_total ${s.copiedBlocks}`);
-  lines.push('# TYPE ferry_replication_errors_total counter', `ferry_replication_errors_total ${s.errors}`);
-  lines.push('# TYPE ferry_replication_retries_total counter', `ferry_replication_retries_total ${s.retries}`);
-  lines.push('# TYPE ferry_replication_verify_failures_total counter', `ferry_replication_verify_failures_total ${s.verifyFailures}`);
-  const st = (await replicationStatus(meta)).find((x) => x.name === rep.name);
-  if (st !== undefined) {
-    lines.push('# TYPE ferry_replication_backlog_blocks gauge', `ferry_replication_backlog_blocks ${st.backlog.blocks}`);
-    lines.push('# TYPE ferry_replication_backlog_bytes gauge', `ferry_replication_backlog_bytes ${st.backlog.bytes}`);
-    lines.push('# TYPE ferry_replication_lag_seconds gauge', `ferry_replication_lag_seconds ${st.lagSeconds.toFixed(3)}`);
-    lines.push('# TYPE ferry_replication_pending_slices gauge', `ferry_replication_pending_slices ${st.pending}`);
-  }
-  return lines.join('\n') + '\n';
 }
 
 export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Promise<void> {
@@ -74,7 +90,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
   const { engine, format } = await openEngine(metaUrl);
   let stores: Map<string, ObjectStore> | undefined;
   let meta: Meta | undefined;
-  let server: Server | undefined;
+  let server: MetricsEndpoint | undefined;
   const controller = new AbortController();
   const stop = (): void => controller.abort(new Error('interrupted'));
   try {
@@ -110,20 +126,11 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
       onEvent,
     });
     if (metrics !== undefined) {
-      const m = meta;
-      server = createServer((req, res) => {
-        if (req.url !== '/metrics') {
-          res.writeHead(404).end('not found\n');
-          return;
-        }
-        renderMetrics(m, rep).then(
-          (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
-          (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
-        );
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${o.metrics!}: ${e.message}`)));
-        server!.listen(metrics.port, metrics.host, () => resolve());
+      const registry = processRegistry();
+      replicatorMetrics(registry, meta, rep);
+      const token = isLoopback(metrics.host) ? undefined : await metricsToken(engine, format.uuid);
+      server = await serveMetrics(registry, { ...metrics, token, what: o.metrics! }).catch((err: unknown) => {
+        throw new UsageError(err instanceof Error ? err.message : String(err));
       });
     }
     process.once('SIGINT', stop);
@@ -154,7 +161,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
       await rep.close();
     }
   } finally {
-    server?.close();
+    await server?.close();
     for (const s of stores?.values() ?? []) await s.close().catch(() => undefined);
     await meta?.close().catch(() => undefined);
     await engine.close();

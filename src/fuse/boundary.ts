@@ -14,6 +14,8 @@
  * bare index; changing an argument means changing both tables, or the test fails.
  */
 
+import type { RequestInfo } from './accesslog.js';
+
 /** Who makes a request (the addon only). */
 export interface Caller {
   uid: number;
@@ -98,6 +100,9 @@ type C = Caller | undefined;
 export interface FuseOps {
   /** Runs one operation: exactly one answer, errors mapped to -errno, unknown errors logged (EIO). */
   run<T>(op: string, fn: () => Promise<T>, done: (res: number, value?: T) => void): void;
+  /** Whether someone reads the access log; while so, the binding sets `nextRequest` just before `run`. */
+  readonly accessLog?: { readonly active: boolean };
+  nextRequest?: RequestInfo | undefined;
   /** Path helpers for the path-based fuse-native fallback. */
   inoOf(path: string): Promise<number>;
   inoOfHandle(fh: number): number;

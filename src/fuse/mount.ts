@@ -18,6 +18,7 @@ import type { Volume } from '../sdk/volume.js';
 import { createFuse, type FuseInstance, type MountArgs } from './native.js';
 import { FerryOps, type MountLog } from './ops.js';
 import { MountStats } from './stats.js';
+import type { Registry } from 'prom-client';
 
 const exec = promisify(execFile);
 
@@ -36,6 +37,8 @@ export interface MountOptions {
   entryTimeoutSec?: number;
   log: MountLog;
   debug?: boolean;
+  /** The process's metrics registry (obs/metrics.ts); default: one of the mount's own. */
+  metrics?: Registry;
 }
 
 /** One line of /proc/self/mountinfo: where, what type, from what. */
@@ -150,7 +153,7 @@ export class Mount {
       readAheadBytes: 1 << 20,
       debug: opts.debug ?? false,
     };
-    const stats = new MountStats();
+    const stats = new MountStats(opts.metrics);
     // Block store and cache counters (hits, misses, stored, dropped, ...) beside the FUSE ones.
     stats.addSource(() => vol.vfs.chunks.counters());
     const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx });

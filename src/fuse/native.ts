@@ -34,7 +34,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { UsageError } from '../errors.js';
-import { ARG, HEAD, arg, type Caller, type FerryFuseAddon, type FuseLock, type FuseOps, type FuseStat, type FuseStatfs, type OpenReply, type SetAttrArgs, type Slot, type TimeArg } from './boundary.js';
+import { describeArgs, type RequestInfo } from './accesslog.js';
+import { ARG, HEAD, HEADER, OPS, arg, type Caller, type FerryFuseAddon, type FuseLock, type FuseOps, type FuseStat, type FuseStatfs, type OpenReply, type SetAttrArgs, type Slot, type TimeArg } from './boundary.js';
 
 /** What the mount code needs of a binding. */
 export interface FuseInstance {
@@ -415,6 +416,7 @@ export class AddonFuse implements FuseInstance {
         this.b.reply(id, -EIO);
       }
     };
+    if (this.ops.accessLog?.active === true && op !== undefined) this.ops.nextRequest = requestInfo(op, c, a);
     try {
       this.call(op ?? '?', c, a, r);
     } catch (err) {
@@ -587,6 +589,17 @@ export class AddonFuse implements FuseInstance {
         return r(-38);
     }
   }
+}
+
+/** The access log's view of a request (accesslog.ts): caller, inode and handle, arguments on demand. */
+function requestInfo(op: string, c: Caller, a: readonly unknown[]): RequestInfo {
+  const names = (OPS as Record<string, { args: ReadonlyArray<readonly [string, string]> }>)[op]?.args ?? [];
+  const at = (name: string): number | undefined => {
+    const i = names.findIndex(([n]) => n === name);
+    const v = i < 0 ? undefined : a[HEADER.length + i];
+    return typeof v === 'number' ? v : undefined;
+  };
+  return { caller: { uid: c.uid, gid: c.gid, pid: c.pid }, ino: at('ino'), fh: at('fh'), describe: () => describeArgs(names, a, HEADER.length) };
 }
 
 let fallbackLogged = false;

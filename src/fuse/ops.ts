@@ -39,15 +39,25 @@ import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCou
 import { O_ACCMODE, O_APPEND, Vfs, type Handle } from '../vfs/vfs.js';
 import type { Caller, DirEntries, FuseLock, FuseStat, FuseStatfs, OpenReply, SetAttrArgs } from './boundary.js';
 import type { MountStats } from './stats.js';
+import { AccessLog, type RequestInfo } from './accesslog.js';
+import { counterOf, gaugeOf } from '../obs/metrics.js';
 
 export type { DirEntries, FuseStat, SetAttrArgs } from './boundary.js';
 
 /** The virtual counters file at the mount root. */
 export const STATS_NAME = '.stats';
-/** Its fixed size: the text is padded, so any snapshot matches the size the kernel cached. */
-export const STATS_FILE_BYTES = 16384;
+/** Its fixed size: the text is padded (or cut), so any snapshot matches the size the kernel cached. */
+export const STATS_FILE_BYTES = 65536;
 /** Its inode number (not one Ferry hands out: inode counters start low and grow by one). */
 export const STATS_INO = 0x7fffffff;
+/** The virtual file at the mount root that streams one line per operation while it is read (accesslog.ts). */
+export const ACCESSLOG_NAME = '.accesslog';
+export const ACCESSLOG_INO = 0x7ffffffe;
+
+/** The mount's virtual files: not in listings, not writable. */
+function isVirtual(ino: number): boolean {
+  return ino === STATS_INO || ino === ACCESSLOG_INO;
+}
 /** .stats handles are numbered from here (Vfs numbers its handles from 1). */
 const STATS_FH_BASE = 0x40000000;
 
@@ -120,6 +130,13 @@ export class FerryOps {
   private readonly readOnly: boolean;
   private readonly log: MountLog;
   readonly stats: MountStats;
+  readonly accessLog = new AccessLog();
+  /**
+   * The request being dispatched, set by the binding just before it calls `run` (synchronously) and only
+   * while someone reads the access log; `run` takes it.
+   */
+  nextRequest: RequestInfo | undefined;
+  /** Handles of the virtual files (.stats: its snapshot; .accesslog: an empty buffer, see accessLog). */
   private readonly statsHandles = new Map<number, Buffer>();
   private nextStatsFh = STATS_FH_BASE;
   /** Listings of open directories, by directory handle (taken at the first readdir from offset 0). */
@@ -136,11 +153,16 @@ export class FerryOps {
     this.readOnly = opts.readOnly;
     this.log = opts.log;
     this.stats = opts.stats;
+    const log = this.accessLog;
+    gaugeOf(this.stats.registry, 'ferry_fuse_accesslog_readers', 'Handles reading /.accesslog now', () => log.readerCount);
+    counterOf(this.stats.registry, 'ferry_fuse_accesslog_dropped_lines_total', 'Access log lines dropped for readers that fell behind', [], () => [[{}, log.dropped]]);
   }
 
   /** Runs one operation: exactly one answer, errors mapped to -errno, unknown errors logged (EIO). */
   run<T>(op: string, fn: () => Promise<T>, done: (res: number, value?: T) => void): void {
     const t0 = performance.now();
+    const request = this.nextRequest;
+    this.nextRequest = undefined;
     let answered = false;
     const answer = (res: number, value?: T): void => {
       if (answered) {
@@ -148,7 +170,11 @@ export class FerryOps {
         return;
       }
       answered = true;
-      this.stats.record(op, res < 0, (performance.now() - t0) / 1000);
+      const seconds = (performance.now() - t0) / 1000;
+      this.stats.record(op, res < 0, seconds);
+      if (request !== undefined && this.accessLog.active && request.ino !== ACCESSLOG_INO && (request.fh === undefined || !this.accessLog.isReader(request.fh))) {
+        this.accessLog.record(op, request.caller, request.describe(), res, seconds);
+      }
       try {
         if (res < 0) done(res);
         else done(res, value);
@@ -187,6 +213,7 @@ export class FerryOps {
   /** The inode a path names (not following a last symlink), for the path-based binding. */
   async inoOf(path: string): Promise<number> {
     if (path === '/' + STATS_NAME) return STATS_INO;
+    if (path === '/' + ACCESSLOG_NAME) return ACCESSLOG_INO;
     return (await this.vfs.resolve(this.ctx, path, false)).ino;
   }
 
@@ -231,9 +258,11 @@ export class FerryOps {
 
   private async statsText(): Promise<Buffer> {
     const s = await this.vfs.statfs().catch(() => undefined);
-    const text = this.stats.render(s === undefined ? {} : { used_bytes: s.usedBytes, inodes: s.inodes });
+    let text = await this.stats.statsText(s === undefined ? {} : { used_bytes: s.usedBytes, inodes: s.inodes });
+    // Cut at a line: a reader never sees half a sample.
+    if (text.length >= STATS_FILE_BYTES) text = text.slice(0, text.lastIndexOf('\n', STATS_FILE_BYTES - 2) + 1);
     const out = Buffer.alloc(STATS_FILE_BYTES, ' ');
-    const n = out.write(text.length < STATS_FILE_BYTES ? text : text.slice(0, STATS_FILE_BYTES - 1));
+    const n = out.write(text);
     out.fill(' ', n, STATS_FILE_BYTES - 1);
     out[STATS_FILE_BYTES - 1] = 0x0a;
     return out;
@@ -246,6 +275,16 @@ export class FerryOps {
       blksize: BLKSIZE, blocks: STATS_FILE_BYTES / 512, atime: now, mtime: now, ctime: now, dev: 0,
     };
   }
+
+  /** The access log: size 0, read with direct I/O (the kernel passes every read, whatever the size). */
+  private accessLogAttr(): FuseStat {
+    const now = Date.now();
+    return {
+      mode: TYPE_BITS.file | 0o400, uid: this.ctx.uid, gid: this.ctx.gid, size: 0, nlink: 1, ino: ACCESSLOG_INO, rdev: 0,
+      blksize: BLKSIZE, blocks: 0, atime: now, mtime: now, ctime: now, dev: 0,
+    };
+  }
+
 
   /** Whether the kernel may keep its cached pages of a file (unchanged since this mount last saw it). */
   private keepCache(a: Attr | undefined): boolean {
@@ -268,6 +307,7 @@ export class FerryOps {
    */
   private async attrOf(ino: number): Promise<FuseStat> {
     if (ino === STATS_INO) return this.statsAttr();
+    if (ino === ACCESSLOG_INO) return this.accessLogAttr();
     return toFuseStat(await this.vfs.attr(ino));
   }
 
@@ -295,6 +335,7 @@ export class FerryOps {
 
   async lookup(c: C, parent: number, name: string): Promise<FuseStat> {
     if (parent === ROOT_INO && name === STATS_NAME) return this.statsAttr();
+    if (parent === ROOT_INO && name === ACCESSLOG_NAME) return this.accessLogAttr();
     return toFuseStat(await this.vfs.lookup(this.ctx, parent, name));
   }
 
@@ -304,7 +345,7 @@ export class FerryOps {
 
   async setattr(c: C, ino: number, set: SetAttrArgs): Promise<FuseStat> {
     this.writable();
-    if (ino === STATS_INO) throw new FsError('EPERM');
+    if (isVirtual(ino)) throw new FsError('EPERM');
     const rest: SetAttr & { size?: number } = {};
     if (set.size !== undefined) rest.size = set.size;
     if (set.mode !== undefined) rest.mode = set.mode & 0o7777;
@@ -354,7 +395,7 @@ export class FerryOps {
 
   async link(c: C, ino: number, newParent: number, newName: string): Promise<FuseStat> {
     this.writable();
-    if (ino === STATS_INO) throw new FsError('EPERM');
+    if (isVirtual(ino)) throw new FsError('EPERM');
     const ctx = await this.who(c);
     return toFuseStat(await this.vfs.link(ctx, ino, newParent, newName));
   }
@@ -369,6 +410,14 @@ export class FerryOps {
       this.stats.handlesOpen++;
       return { fh, directIo: false };
     }
+    if (ino === ACCESSLOG_INO) {
+      if ((flags & O_ACCMODE) !== 0) throw new FsError('EACCES');
+      const fh = this.nextStatsFh++;
+      this.accessLog.open(fh);
+      this.statsHandles.set(fh, Buffer.alloc(0));
+      this.stats.handlesOpen++;
+      return { fh, directIo: true };
+    }
     if ((flags & O_ACCMODE) !== 0 || (flags & O_APPEND) !== 0) this.writable();
     // O_CREAT, O_EXCL and O_TRUNC are the kernel's (lookup, create, setattr before open).
     const h = await this.vfs.open(await this.who(c), ino, flags & (O_ACCMODE | O_APPEND));
@@ -378,7 +427,7 @@ export class FerryOps {
 
   async create(c: C, parent: number, name: string, mode: number, flags: number): Promise<{ attr: FuseStat; open: OpenReply }> {
     this.writable();
-    if (parent === ROOT_INO && name === STATS_NAME) throw new FsError('EEXIST');
+    if (parent === ROOT_INO && (name === STATS_NAME || name === ACCESSLOG_NAME)) throw new FsError('EEXIST');
     const { attr: a, handle: h } = await this.vfs.create(await this.who(c), parent, name, mode, flags);
     this.remember(a);
     this.stats.handlesOpen++;
@@ -387,6 +436,7 @@ export class FerryOps {
 
   /** Up to len bytes at pos; the buffer may be a view of a cached block: read it before the next await. */
   async read(c: C, fh: number, len: number, pos: number): Promise<Buffer> {
+    if (this.accessLog.isReader(fh)) return this.accessLog.read(fh, len, () => c?.interrupted() === true);
     const text = this.statsHandles.get(fh);
     if (text !== undefined) return text.subarray(Math.min(pos, text.length), Math.min(pos + len, text.length));
     const data = await this.vfs.readView(this.handle(fh), pos, len);
@@ -421,6 +471,7 @@ export class FerryOps {
   /** The last close of an open file. flockOwner: the open file's flock to release with it. */
   async release(c: C, fh: number, flockOwner: string | undefined): Promise<void> {
     this.stats.handlesOpen--;
+    this.accessLog.release(fh);
     if (this.statsHandles.delete(fh)) return;
     const h = this.handle(fh);
     try {
@@ -517,7 +568,7 @@ export class FerryOps {
   }
 
   async access(c: C, ino: number, mask: number): Promise<void> {
-    if (ino === STATS_INO) return;
+    if (isVirtual(ino)) return;
     await this.vfs.access(await this.who(c), ino, mask);
   }
 
@@ -525,23 +576,23 @@ export class FerryOps {
     this.writable();
     if (ACL_XATTRS.has(name)) throw new FsError('ENOTSUP', 'no POSIX ACLs');
     if (name === CAPS_XATTR) throw new FsError('ENOTSUP', 'no file capabilities');
-    if (ino === STATS_INO) throw new FsError('EPERM');
+    if (isVirtual(ino)) throw new FsError('EPERM');
     await this.vfs.setxattr(await this.who(c), ino, name, Buffer.from(value), flags);
   }
 
   async getxattr(c: C, ino: number, name: string): Promise<Buffer> {
-    if (ino === STATS_INO || ACL_XATTRS.has(name) || name === CAPS_XATTR) throw new FsError('ENODATA');
+    if (isVirtual(ino) || ACL_XATTRS.has(name) || name === CAPS_XATTR) throw new FsError('ENODATA');
     return this.vfs.getxattr(await this.who(c), ino, name);
   }
 
   async listxattr(c: C, ino: number): Promise<string[]> {
-    if (ino === STATS_INO) return [];
+    if (isVirtual(ino)) return [];
     return this.vfs.listxattr(await this.who(c), ino);
   }
 
   async removexattr(c: C, ino: number, name: string): Promise<void> {
     this.writable();
-    if (ino === STATS_INO || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
+    if (isVirtual(ino) || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
     await this.vfs.removexattr(await this.who(c), ino, name);
   }
 

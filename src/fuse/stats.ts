@@ -1,55 +1,67 @@
 /**
- * Live counters of a mount: operations, errors and time per FUSE operation, bytes read and written. Rendered
- * in Prometheus' text format, both for the virtual file `/.stats` at the mount root and for `--metrics`.
+ * Live counters of a mount, in the process's metrics registry (obs/metrics.ts): operations, errors and a
+ * latency histogram per FUSE operation, bytes read and written, open handles. Rendered in Prometheus' text
+ * format for `--metrics` (everything) and for the virtual file `/.stats` at the mount root (`statsText`: the
+ * same without histogram buckets and help lines, which is what `ferry stats` reads and diffs).
+ *
+ * Other layers' counters (block store, caches: `addSource`) keep their older names (`ferry_chunk_*`,
+ * `ferry_mem_cache_*`, `ferry_disk_cache_*`, as gauges) in both renderings.
  */
 
-interface OpCounter {
-  count: number;
-  errors: number;
-  seconds: number;
-}
+import { Registry } from 'prom-client';
+import { counterOf, FuseMetrics, gaugeOf } from '../obs/metrics.js';
 
 export class MountStats {
   readonly started = Date.now();
-  private readonly ops = new Map<string, OpCounter>();
+  readonly registry: Registry;
+  private readonly fuse: FuseMetrics;
   bytesRead = 0;
   bytesWritten = 0;
-  /** Handles open now (files and .stats). */
+  /** Handles open now (files and the virtual files). */
   handlesOpen = 0;
   /** Other layers' counters (block store, caches), read at every render. */
   private readonly sources: Array<() => Record<string, number>> = [];
+
+  /** `registry`: the process's (default: a registry of its own, without process metrics). */
+  constructor(registry: Registry = new Registry()) {
+    this.registry = registry;
+    this.fuse = new FuseMetrics(registry);
+    counterOf(registry, 'ferry_fuse_read_bytes_total', 'Bytes answered to FUSE reads', [], () => [[{}, this.bytesRead]]);
+    counterOf(registry, 'ferry_fuse_written_bytes_total', 'Bytes taken from FUSE writes', [], () => [[{}, this.bytesWritten]]);
+    gaugeOf(registry, 'ferry_fuse_handles', 'Handles open now', () => this.handlesOpen);
+    gaugeOf(registry, 'ferry_fuse_uptime_seconds', 'Seconds since the mount started', () => (Date.now() - this.started) / 1000);
+  }
 
   addSource(source: () => Record<string, number>): void {
     this.sources.push(source);
   }
 
   record(op: string, failed: boolean, seconds: number): void {
-    let c = this.ops.get(op);
-    if (c === undefined) {
-      c = { count: 0, errors: 0, seconds: 0 };
-      this.ops.set(op, c);
-    }
-    c.count++;
-    if (failed) c.errors++;
-    c.seconds += seconds;
+    this.fuse.ops.inc({ op });
+    if (failed) this.fuse.errors.inc({ op });
+    this.fuse.opSeconds.observe({ op }, seconds);
   }
 
-  /** Prometheus text exposition of every counter (names prefixed ferry_fuse_). */
-  render(extra: Record<string, number> = {}): string {
+  /** The sources' counters as `ferry_<name>` gauges (with `extra`, e.g. usage from statfs). */
+  legacyText(extra: Record<string, number> = {}): string {
     const lines: string[] = [];
-    const ops = [...this.ops.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    lines.push('# TYPE ferry_fuse_ops_total counter');
-    for (const [op, c] of ops) lines.push(`ferry_fuse_ops_total{op="${op}"} ${c.count}`);
-    lines.push('# TYPE ferry_fuse_errors_total counter');
-    for (const [op, c] of ops) if (c.errors > 0) lines.push(`ferry_fuse_errors_total{op="${op}"} ${c.errors}`);
-    lines.push('# TYPE ferry_fuse_op_seconds_total counter');
-    for (const [op, c] of ops) lines.push(`ferry_fuse_op_seconds_total{op="${op}"} ${c.seconds.toFixed(6)}`);
-    lines.push('# TYPE ferry_fuse_read_bytes_total counter', `ferry_fuse_read_bytes_total ${this.bytesRead}`);
-    lines.push('# TYPE ferry_fuse_written_bytes_total counter', `ferry_fuse_written_bytes_total ${this.bytesWritten}`);
-    lines.push('# TYPE ferry_fuse_handles gauge', `ferry_fuse_handles ${this.handlesOpen}`);
-    lines.push('# TYPE ferry_fuse_uptime_seconds gauge', `ferry_fuse_uptime_seconds ${((Date.now() - this.started) / 1000).toFixed(1)}`);
     for (const source of this.sources) extra = { ...extra, ...source() };
     for (const [k, v] of Object.entries(extra)) lines.push(`# TYPE ferry_${k} gauge`, `ferry_${k} ${v}`);
-    return lines.join('\n') + '\n';
+    return lines.length === 0 ? '' : lines.join('\n') + '\n';
+  }
+
+  /** Everything, for /metrics. */
+  async render(extra: Record<string, number> = {}): Promise<string> {
+    const text = await this.registry.metrics();
+    return (text.endsWith('\n') ? text : text + '\n') + this.legacyText(extra);
+  }
+
+  /** What `/.stats` shows: `render` without help lines and histogram buckets (sums and counts stay). */
+  async statsText(extra: Record<string, number> = {}): Promise<string> {
+    const full = await this.render(extra);
+    return full
+      .split('\n')
+      .filter((l) => !l.startsWith('# HELP') && !/^\w+_bucket\{/.test(l))
+      .join('\n');
   }
 }

@@ -43,6 +43,11 @@ import { parseServiceAddress, readServiceAddresses } from '../meta/service.js';
 import { RemoteMeta, ServiceClient, type ServiceClientOptions } from '../service/client.js';
 import { MirrorWriteMeta } from '../service/mirror.js';
 import { clientToken, serviceToken } from '../service/token.js';
+import type { Registry } from 'prom-client';
+import { clientMetrics, type ClientMetrics } from '../obs/metrics.js';
+import { MetricsEngine } from '../meta/metrics.js';
+import { MetricsStore } from '../object/metrics.js';
+import { BUCKET_TIER } from '../cache/reader.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
 
@@ -107,10 +112,24 @@ export interface OpenVolumeOptions extends VfsOptions {
   applyWaitMs?: number;
   /** Tuning of the metadata service client (timeouts, retries, ping; tests). */
   serviceClient?: Partial<Omit<ServiceClientOptions, 'addresses' | 'token' | 'region'>>;
+  /**
+   * The process's metrics registry (obs/metrics.ts): when given, object requests, metadata transactions and
+   * block reads of this volume are measured there. None by default (an SDK user pays nothing).
+   */
+  metrics?: Registry;
+}
+
+/** Wraps a bucket's bare store: measured (when metrics are on) below the retries, which are counted too. */
+function storeWrapper(cm: ClientMetrics | undefined): (region: string, inner: ObjectStore) => ObjectStore {
+  return (region, inner) => {
+    if (cm === undefined) return new RetryStore(inner);
+    const bucket = inner.description;
+    return new RetryStore(new MetricsStore(inner, cm, region), { onRetry: () => cm.objectRetries.inc({ region, bucket }) });
+  };
 }
 
 /** Opens the bucket named in a format record, wrapped in retries; fails clearly if it is unreachable. */
-export async function openBucket(url: string): Promise<ObjectStore> {
+export async function openBucket(url: string, wrap: (inner: ObjectStore) => ObjectStore = (inner) => new RetryStore(inner)): Promise<ObjectStore> {
   const inner = await openObjectStore(url);
   try {
     await inner.list('', { limit: 1 });
@@ -118,7 +137,7 @@ export async function openBucket(url: string): Promise<ObjectStore> {
     await inner.close();
     throw new UsageError(`cannot reach the bucket ${maskUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return new RetryStore(inner);
+  return wrap(inner);
 }
 
 /**
@@ -140,12 +159,18 @@ async function probeBucket(store: ObjectStore, url: string | undefined, signal: 
  * one `url` names). Probed for at most GATE_PROBE_TIMEOUT_MS_DEFAULT; one that does not answer is returned
  * behind a shut GateStore rather than failing the open (see the header), and reported to `onUnreachable`.
  */
-async function openOwnBucket(region: string, url: string, injected: ObjectStore | undefined, onUnreachable: (err: Error) => void): Promise<ObjectStore> {
+async function openOwnBucket(
+  region: string,
+  url: string,
+  injected: ObjectStore | undefined,
+  onUnreachable: (err: Error) => void,
+  wrap: (inner: ObjectStore) => ObjectStore = (inner) => new RetryStore(inner),
+): Promise<ObjectStore> {
   const inner = injected ?? (await openObjectStore(url));
   // A store from the URL is probed bare, as openBucket does: its retries would only delay the answer.
   const probe = (signal: AbortSignal): Promise<void> => probeBucket(inner, injected === undefined ? url : undefined, signal);
   const failure = await probeWithin(probe, GATE_PROBE_TIMEOUT_MS_DEFAULT);
-  const store = injected ?? new RetryStore(inner);
+  const store = injected ?? wrap(inner);
   if (failure === undefined) return store;
   const name = `the bucket of region ${region} (${injected === undefined ? maskUrl(url) : injected.description})`;
   onUnreachable(new BucketUnreachableError(name, failure));
@@ -177,6 +202,10 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
   let group: CacheGroupMember | undefined;
+  const cm = options.metrics === undefined ? undefined : clientMetrics(options.metrics);
+  const wrapStore = storeWrapper(cm);
+  // Stores the caller made (tests) are measured, not wrapped in retries they did not ask for.
+  const observe = (region: string, s: ObjectStore | undefined): ObjectStore | undefined => (s === undefined || cm === undefined ? s : new MetricsStore(s, cm, region));
   try {
     let region: string | undefined;
     let readOnlyReason: string | undefined;
@@ -191,6 +220,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     } else {
       const opened = await openMetaEngine(metaUrl);
       engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
+      if (cm !== undefined) engine = new MetricsEngine(engine, cm);
       // The region is checked before a session is opened, so a mistyped --region leaves no trace.
       const stored = await loadFormat(engine);
       // A mirror region's replica: its clients run in that region, and nothing they do may change the replica
@@ -234,15 +264,16 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const here = regions.named ? bucketRegion(regions, region ?? regions.primary) : regions.primary;
     const multi = regions.named && regions.regions.size > 1;
     const url = regions.regions.get(here)!.storage;
-    const injected = options.stores?.[here] ?? options.store;
+    const injected = observe(here, options.stores?.[here] ?? options.store);
     // Reported where background failures go (the mount's and the CLI's log); the SDK alone warns once.
     const warn = options.onBackgroundError ?? ((what: string, err: unknown) => process.emitWarning(`ferry: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
     const meter = new EgressMeter(region ?? regions.primary);
-    store = meter.wrap(multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err)) : (injected ?? (await openBucket(url))), here);
+    const wrapHere = (inner: ObjectStore): ObjectStore => wrapStore(here, inner);
+    store = meter.wrap(multi ? await openOwnBucket(here, url, injected, (err) => warn(`the probe of region ${here}'s bucket`, err), wrapHere) : (injected ?? (await openBucket(url, wrapHere))), here);
     let placement: RegionPlacement | undefined;
     if (multi) {
       for (const [name, r] of regions.regions) {
-        if (name !== here) others.set(name, meter.wrap(options.stores?.[name] ?? new RetryStore(await openObjectStore(r.storage)), name));
+        if (name !== here) others.set(name, meter.wrap(observe(name, options.stores?.[name]) ?? wrapStore(name, await openObjectStore(r.storage)), name));
       }
       const m = meta;
       placement = new RegionPlacement({
@@ -279,6 +310,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       diskCache,
       extraTiers: group === undefined ? undefined : [group.tier],
       ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
+      ...(cm === undefined ? {} : { onServed: servedCounter(cm, here, region ?? regions.primary) }),
     });
     if (group !== undefined && options.cacheGroup?.sharing !== false) {
       try {
@@ -319,4 +351,13 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     await engine?.close();
     throw err;
   }
+}
+
+/** Counts a served read: hits and bytes per tier, and bytes per (bucket region -> client region) pair. */
+function servedCounter(cm: ClientMetrics, ownBucket: string, client: string): (tier: string, region: string | undefined, bytes: number) => void {
+  return (tier, region, bytes) => {
+    cm.blockReadHits.inc({ tier });
+    cm.blockReadBytes.inc({ tier }, bytes);
+    if (region !== undefined) cm.regionReadBytes.inc({ from: region === BUCKET_TIER ? ownBucket : region, to: client }, bytes);
+  };
 }
