@@ -287,7 +287,14 @@ export class MirrorFollower {
 
   private async apply(entries: LogEntry[]): Promise<void> {
     const lastEntry = entries[entries.length - 1]!;
-    await this.replica.applyLog(entries);
+    try {
+      await this.replica.applyLog(entries);
+    } catch (err) {
+      // A gap because the replica was promoted under this follower: say so, rather than the gap.
+      const promoted = await readEpoch(this.replica).catch(() => undefined);
+      if (promoted?.region === this.region) throw new PromotedError(this.region, promoted.epoch);
+      throw err;
+    }
     this.stats.applied = lastEntry.seq;
     this.stats.appliedTime = lastEntry.time;
     this.stats.primaryLast = Math.max(this.stats.primaryLast, lastEntry.seq);

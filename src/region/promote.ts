@@ -79,20 +79,20 @@ export async function promoteReplica(o: PromoteOptions): Promise<PromoteResult> 
 
   let old: MetaEngine | undefined;
   let unreachable: string | undefined;
+  let other: string | undefined;
   if (primaryUrl === undefined) unreachable = 'the replica does not record its primary\'s URL (give --primary OLD-META)';
   else {
     try {
       old = await open(primaryUrl);
-      const f = await loadFormat(old);
-      if (f?.uuid !== format.uuid) throw new UsageError(`${maskUrl(primaryUrl)} does not hold volume '${format.name}'`);
+      other = (await loadFormat(old))?.uuid;
     } catch (err) {
       await old?.close().catch(() => undefined);
       old = undefined;
-      if (err instanceof UsageError) throw err;
       unreachable = `${maskUrl(primaryUrl)} cannot be reached (${err instanceof Error ? err.message : String(err)})`;
     }
   }
   try {
+    if (old !== undefined && other !== format.uuid) throw new UsageError(`${maskUrl(primaryUrl!)} does not hold volume '${format.name}': give the old primary's URL with --primary`);
     if (old === undefined && o.force !== true) {
       throw new UsageError(`the old primary ${unreachable}: promote with --force only if it is lost (it is not fenced then, and its commits after the replica's are lost)`);
     }
@@ -118,7 +118,8 @@ export async function promoteReplica(o: PromoteOptions): Promise<PromoteResult> 
       const regions = { ...(f.regions ?? {}) };
       const r = regions[region];
       if (r !== undefined) {
-        const { replica: _gone, ...rest } = r;
+        const rest = { ...r };
+        delete rest.replica;
         regions[region] = rest;
       }
       return f.regions === undefined ? f : { ...f, regions };
