@@ -17,10 +17,10 @@
  */
 
 import { FsError } from '../errors.js';
-import type { MetaEngine } from './engine.js';
+import type { LogEntry, MetaEngine } from './engine.js';
 import type { Reader } from './overlay.js';
 import { deleteMirrorIdentityIn } from './mirror.js';
-import { formatRecord, setting } from './records.js';
+import { decodeOp, formatRecord, setting } from './records.js';
 import { clearServiceAddressesIn } from './service.js';
 import type { FormatRec } from './types.js';
 
@@ -108,4 +108,12 @@ export async function commitPromotion(engine: MetaEngine, rec: EpochRec, format:
  */
 export function fenceRead(reader: Reader): Promise<DemotionRec | undefined> {
   return reader.get(demotionRecord.kind, demotionRecord.part, demotionRecord.key) as Promise<DemotionRec | undefined>;
+}
+
+/** A changelog entry that demotes its primary: the old primary's last (followers stop before applying it). */
+export function isDemotion(e: LogEntry): boolean {
+  return e.ops.some((op) => {
+    const r = decodeOp(op);
+    return r.kind === 'setting' && r.name === DEMOTION_SETTING && r.value !== null;
+  });
 }

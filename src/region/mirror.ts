@@ -36,9 +36,8 @@ import { once } from 'node:events';
 import { UsageError } from '../errors.js';
 import { ConsumerNotFoundError, LogTrimmedError, type LogEntry, type LogOp, type MetaEngine } from '../meta/engine.js';
 import { loadFormat } from '../meta/meta.js';
-import { DEMOTION_SETTING, FIRST_EPOCH, epochOf, readDemotion, readEpoch } from '../meta/epoch.js';
+import { FIRST_EPOCH, epochOf, isDemotion, readDemotion, readEpoch } from '../meta/epoch.js';
 import { clearMirrorIdentity, listMirrorReports, mirrorConsumer, readMirrorIdentity, writeMirrorIdentity, writeMirrorReport, writeMirrorSeen, type MirrorReport } from '../meta/mirror.js';
-import { decodeOp } from '../meta/records.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { FormatRec, MirrorIdentity } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
@@ -436,14 +435,6 @@ export class MirrorFollower {
     };
     await writeMirrorReport(this.primary, report);
   }
-}
-
-/** An entry that demotes the primary (meta/epoch.ts). */
-export function isDemotion(e: LogEntry): boolean {
-  return e.ops.some((op) => {
-    const r = decodeOp(op);
-    return r.kind === 'setting' && r.name === DEMOTION_SETTING && r.value !== null;
-  });
 }
 
 async function* readSpool(file: string): AsyncGenerator<LogOp> {

@@ -25,12 +25,12 @@
 
 import { UsageError } from '../errors.js';
 import { LogTrimmedError, type LogEntry, type MetaEngine } from '../meta/engine.js';
-import { commitPromotion, epochOf, readDemotion, readEpoch, writeDemotion, type EpochRec } from '../meta/epoch.js';
+import { commitPromotion, epochOf, isDemotion, readDemotion, readEpoch, writeDemotion, type EpochRec } from '../meta/epoch.js';
 import { loadFormat } from '../meta/format.js';
 import { mirrorConsumer, readMirrorIdentity, readMirrorSeen } from '../meta/mirror.js';
 import { openMetaEngine } from '../meta/registry.js';
 import { maskUrl } from '../util/url.js';
-import { BATCH_ENTRIES, isDemotion } from './mirror.js';
+import { BATCH_ENTRIES } from './mirror.js';
 
 export interface PromoteOptions {
   /** The replica's metadata URL: recorded in the old primary's demotion so its other followers find it. */
