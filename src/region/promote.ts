@@ -67,6 +67,8 @@ export async function promoteReplica(o: PromoteOptions): Promise<PromoteResult> 
   const id = await readMirrorIdentity(replica);
   if (id === undefined) {
     const e = await readEpoch(replica);
+    // Promoted with --force earlier: fence the old primary now that it is back (it must be given: --primary).
+    if (e !== undefined && !e.fenced && o.primaryUrl !== undefined) return fenceLater(o, e, format.uuid, open);
     throw new UsageError(
       e === undefined
         ? `${replica.description} is not a mirror replica (or its bootstrap was interrupted): nothing to promote`
@@ -158,5 +160,23 @@ async function copyUpToDemotion(old: MetaEngine, replica: MetaEngine): Promise<n
     if (take.length > 0) await replica.applyLog(take);
     copied += take.length;
     if (cut >= 0 || entries.length === 0) return copied;
+  }
+}
+
+/**
+ * After a promotion with --force: the old primary came back; demote it now (a replica that is already a primary,
+ * given --primary). What it committed after the promoted replica's position stays only there: lost to the volume.
+ */
+async function fenceLater(o: PromoteOptions, e: EpochRec, uuid: string, open: (url: string) => Promise<MetaEngine>): Promise<PromoteResult> {
+  const old = await open(o.primaryUrl!);
+  try {
+    if ((await loadFormat(old))?.uuid !== uuid) throw new UsageError(`${maskUrl(o.primaryUrl!)} does not hold this volume`);
+    const d = await readDemotion(old);
+    if (d !== undefined && d.epoch > e.epoch) throw new UsageError(`the old primary was already demoted by epoch ${d.epoch} (region '${d.region}')`);
+    await writeDemotion(old, { v: 1, epoch: e.epoch, region: e.region, meta: o.replicaUrl, at: o.now ?? Date.now() });
+    const lost = (await old.lastSeq()) - 1 - e.fromSeq;
+    return { region: e.region, epoch: e.epoch, previous: e.previous, fenced: true, applied: e.fromSeq, caughtUp: 0, lastSeen: { seq: e.fromSeq + Math.max(0, lost), at: Date.now() } };
+  } finally {
+    await old.close();
   }
 }
