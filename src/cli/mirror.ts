@@ -15,6 +15,7 @@ import { openMetaEngine } from '../meta/registry.js';
 import { RetryEngine } from '../meta/retry.js';
 import type { MetaEngine } from '../meta/engine.js';
 import { MirrorFollower, verifyMirror, type MirrorEvent } from '../region/mirror.js';
+import { promoteReplica } from '../region/promote.js';
 import { volumeRegions } from '../region/regions.js';
 import { maskUrl } from '../util/url.js';
 import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
@@ -53,6 +54,7 @@ async function openPair(metaUrl: string, region: string): Promise<{ primary: Met
 
 function describe(e: MirrorEvent): void {
   if (e.type === 'bootstrap') log().info({ seq: e.seq, records: e.records, ms: e.ms, why: e.why }, 'bootstrapped the replica');
+  else if (e.type === 'repoint') log().warn({ epoch: e.epoch, region: e.region, meta: e.meta, why: e.why }, 'following the new primary');
   else if (e.type === 'error') log().warn({ err: e.error }, 'mirror step failed; retrying');
   else log().debug(e, 'applied');
 }
@@ -62,8 +64,9 @@ export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<v
   let server: MetricsEndpoint | undefined;
   const controller = new AbortController();
   const stop = (): void => controller.abort(new Error('interrupted'));
+  let follower: MirrorFollower | undefined;
   try {
-    const follower = new MirrorFollower({ primary, replica, region: o.region, onEvent: describe });
+    follower = new MirrorFollower({ primary, replica, region: o.region, onEvent: describe, primaryUrl: metaUrl });
     if (o.metrics !== undefined) {
       const token = isLoopback(o.metrics.host) ? undefined : await metricsToken(primary, uuid);
       server = await serveMirrorMetrics(follower, o.metrics, token);
@@ -82,6 +85,7 @@ export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<v
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     await server?.close();
+    await follower?.close();
     await replica.close();
     await primary.close();
   }
@@ -154,6 +158,44 @@ export async function runMirrorVerify(metaUrl: string, o: MirrorCliOptions): Pro
   }
 }
 
+interface PromoteCliOptions {
+  primary?: string;
+  force?: boolean;
+  json?: boolean;
+}
+
+export async function runMirrorPromote(replicaUrl: string, o: PromoteCliOptions): Promise<void> {
+  let replica: MetaEngine;
+  try {
+    replica = await openMetaEngine(replicaUrl);
+  } catch (err) {
+    throw new UsageError(`cannot open the replica ${maskUrl(replicaUrl)}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  try {
+    const r = await promoteReplica({ replicaUrl, replica, primaryUrl: o.primary, force: o.force });
+    if (o.json === true) {
+      await printJson(r);
+      return;
+    }
+    await out(`promoted region '${r.region}' to the metadata primary of epoch ${r.epoch} (previous primary: region '${r.previous}'), at seq ${r.applied} of its history\n`);
+    if (r.fenced) {
+      await out(`the old primary is fenced: it refuses every write from now on (readers carry on); ${r.caughtUp} entries it had committed were copied first, so nothing it acknowledged is lost\n`);
+    } else {
+      const seen = r.lastSeen;
+      await out(
+        `--force: the old primary was NOT fenced (${r.unreachable ?? 'unreachable'}). If it comes back, it accepts writes until it is demoted ` +
+          `(run this command again while it is reachable, or stop it). Writes it accepted after seq ${r.applied} are lost` +
+          (seen === undefined
+            ? ' (how far behind the replica was is unknown: its follower never reported).\n'
+            : `: the follower last saw it at seq ${seen.seq} (${Math.max(0, seen.seq - r.applied)} entries behind, ${new Date(seen.at).toISOString()}).\n`),
+      );
+    }
+    await out(`other mirrors re-point by themselves (ferry mirror OLD-META --region NAME follows the new primary and bootstraps); clients of region '${r.previous}' must reopen with the new primary's metadata URL\n`);
+  } finally {
+    await replica.close();
+  }
+}
+
 export function register(program: Command): void {
   const mirror = program
     .command('mirror')
@@ -177,4 +219,14 @@ export function register(program: Command): void {
     .requiredOption('--region <NAME>', 'the mirror region')
     .option('--json', 'print JSON')
     .action((meta: string, opts: MirrorCliOptions) => runMirrorVerify(meta, opts));
+  mirror
+    .command('promote')
+    .description(
+      "Make a mirror region's replica the metadata primary of a new epoch. The old primary, when reachable, is fenced (it refuses writes) and its remaining log is copied first; without it, --force promotes anyway: the old primary is not fenced and its writes after the replica's applied seq are lost. Stop the region's follower first.",
+    )
+    .argument('<REPLICA-META>', "the mirror region's replica URL")
+    .option('--primary <META>', "the old primary's URL (default: the one the follower recorded)")
+    .option('--force', 'promote even when the old primary cannot be reached (see above)')
+    .option('--json', 'print JSON')
+    .action((meta: string, opts: PromoteCliOptions) => runMirrorPromote(meta, opts));
 }

@@ -39,6 +39,11 @@ import { addRegion } from '../region/regions.js';
 import { rename } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { egressTotals } from '../meta/egress.js';
+import { loadFormat } from '../meta/format.js';
+import { registerServiceAddress } from '../meta/service.js';
+import { promoteReplica } from '../region/promote.js';
+import { MetaService } from '../service/server.js';
+import { serviceToken } from '../service/token.js';
 
 const BINARY_BYTES = 3 << 20;
 /** Files the steady writer commits, and the pause between them. */
@@ -374,6 +379,66 @@ async function main(): Promise<void> {
   say(`  group in c  2 cache nodes, 3 readers read all ${Object.keys(expectedC).length} files (${humanBytes(group.delivered)} delivered): ${group.failures.length === 0 ? 'all match' : 'MISMATCH'}`);
   say(`              crossed a -> c: ${humanBytes(group.crossed)} of blocks (the files hold ${humanBytes(dataset)}, zstd-compressed in the bucket); ` +
     `the nodes answered ${group.hits + group.misses === 0 ? 'n/a' : `${((100 * group.hits) / (group.hits + group.misses)).toFixed(0)}%`} of block requests from their caches (${group.hits}; ${group.misses} fetched from a, each block once)`);
+
+  // 11. Writes in region c through a's metadata service, then failover: a's metadata goes away, c is promoted
+  //     (--force: a cannot be fenced then), a comes back and is fenced; a's old client is refused.
+  const fo = await (async () => {
+    const svcEngine = await openMetaEngine(metaUrl);
+    const uuid = (await loadFormat(svcEngine))!.uuid;
+    const service = await MetaService.start({ engine: svcEngine, token: Buffer.from(await serviceToken(svcEngine, uuid), 'hex'), host: '127.0.0.1', port: 0 });
+    await registerServiceAddress(svcEngine, `ferry://127.0.0.1:${service.port}`);
+    const fp = await openMetaEngine(metaUrl);
+    const fr = await openMetaEngine(replicaUrl);
+    const follower = new MirrorFollower({ primary: fp, replica: fr, region: 'c', pollMs: 1, primaryUrl: metaUrl, reportMs: 0 });
+    const stop = new AbortController();
+    const following = follower.run(stop.signal).catch(() => undefined);
+    const aClient = await openVolume(metaUrl, { heartbeatMs: 0, memCacheBytes: 0, lookupCacheMs: 0 });
+    let cClient: Volume | undefined;
+    try {
+      await follower.once();
+      cClient = await openVolume(replicaUrl, { heartbeatMs: 0, memCacheBytes: 0, serviceClient: { pingMs: 0 } });
+      const t0 = Date.now();
+      await cClient.writeFile('/from-c.txt', 'written in region c\n');
+      const writeMs = Date.now() - t0;
+      const inC = (await cClient.readFile('/from-c.txt')).toString() === 'written in region c\n';
+      const inA = (await aClient.readFile('/from-c.txt')).toString() === 'written in region c\n';
+      await cClient.close();
+      cClient = undefined;
+      stop.abort();
+      await following;
+      await service.close();
+      await svcEngine.close();
+      await fp.close();
+      // a's metadata is lost: its file moves away; c is promoted with --force.
+      const away = [dbFile, `${dbFile}-wal`, `${dbFile}-shm`].filter((f) => existsSync(f));
+      for (const f of away) await rename(f, `${f}.lost`);
+      const forced = await promoteReplica({ replicaUrl, replica: fr, primaryUrl: metaUrl, force: true });
+      const newC = await openVolume(replicaUrl, { heartbeatMs: 0, memCacheBytes: 0, region: 'c' });
+      await newC.writeFile('/after-failover.txt', 'the new primary accepts writes\n');
+      await newC.close();
+      // a comes back: `ferry mirror promote` again fences it; its old client is refused from then on.
+      for (const f of away) await rename(`${f}.lost`, f);
+      await promoteReplica({ replicaUrl, replica: fr, primaryUrl: metaUrl });
+      const refused = await aClient.writeFile('/too-late.txt', 'x').then(
+        () => 'accepted (NOT fenced)',
+        (err: unknown) => (err instanceof Error ? err.message.replace(/^EROFS: [^(]*\((.*)\).*$/, 'EROFS: $1') : String(err)),
+      );
+      const readOn = (await aClient.readFile('/from-c.txt')).length > 0;
+      return { writeMs, inC, inA, forced, refused, readOn };
+    } finally {
+      await cClient?.close().catch(() => undefined);
+      stop.abort();
+      await following;
+      await aClient.close().catch(() => undefined);
+      await fr.close();
+      await follower.close();
+    }
+  })();
+  if (!fo.inC || !fo.inA) failures.push('/from-c.txt (written in c)');
+  if (!fo.refused.startsWith('EROFS')) failures.push("a's old client was not refused after the failover");
+  say(`  write in c  /from-c.txt through a's metadata service in ${fo.writeMs} ms: read back at once in c (${fo.inC ? 'match' : 'MISMATCH'}) and in a (${fo.inA ? 'match' : 'MISMATCH'})`);
+  say(`  promote c   a's metadata moved away; c promoted with --force: primary of epoch ${fo.forced.epoch} at seq ${fo.forced.applied} (a not fenced: its commits after that seq are lost); c accepts writes`);
+  say(`  fenced      a came back and was demoted; a's old client writing: ${fo.refused}; reading: ${fo.readOn ? 'carries on' : 'FAILED'}`);
   say(`  verified    every read by sha256: ${failures.length === 0 ? 'all match' : `MISMATCH in ${failures.join(', ')}`}`);
   say(`  time        ${Date.now() - started} ms`);
 
@@ -384,8 +449,8 @@ async function main(): Promise<void> {
   say(`  node ${cli} region list ${metaUrl}`);
   say(`  node ${cli} cat ${metaUrl} --region b /docs/readme.txt`);
   say(`  node ${cli} ls ${replicaUrl} /steady          # region c, from its replica`);
-  say(`  node ${cli} mirror verify ${metaUrl} --region c`);
-  say(`  node ${cli} cp ${metaUrl} --region b ./some-file :/from-b.txt && node ${cli} replicate ${metaUrl} --once`);
+  say(`  node ${cli} status ${replicaUrl}          # c, the primary of epoch 2 now`);
+  say(`  node ${cli} cp ${replicaUrl} --region b ./some-file :/from-b.txt && node ${cli} replicate ${replicaUrl} --once   # writes go to c now`);
   say();
   say(`Remove it with: rm -rf ${dir}`);
   if (failures.length > 0) process.exitCode = 1;

@@ -26,6 +26,9 @@
  * attempt's commit was sent, nothing committed ('none'); during it, 'unknown'. RetryEngine retries only the
  * first kind of a writing transaction.
  *
+ * Fencing (meta/epoch.ts): every writing attempt reads the engine's demotion record beside fn's reads; a
+ * transaction that would append a changelog entry to a demoted primary fails with EROFS naming the new one.
+ *
  * Trimming (pruneLog) keeps everything after the slowest registered consumer, within the volume's retention
  * bound (retention.ts), and drops at most LOG_PRUNE_ENTRIES_MAX entries per call. The commit or applyLog
  * whose seq crosses a multiple of LOG_PRUNE_EVERY_ENTRIES starts one in the background (after it returned,
@@ -50,6 +53,7 @@ import {
   type Txn,
   type TxnOptions,
 } from './engine.js';
+import { demotedError, fenceRead } from './epoch.js';
 import { OverlayTxn, type Reader } from './overlay.js';
 import { consumers as consumerRecs, type ConsumerRec } from './records.js';
 import { readLogRetention } from './retention.js';
@@ -210,6 +214,9 @@ export abstract class EngineCore extends MetaEngineBase {
     }
     let committing = false;
     let committed = false;
+    // The fence (meta/epoch.ts): read beside fn's reads, checked when the transaction appends an entry.
+    const fence = fenceRead(a.reader);
+    fence.catch(() => undefined); // awaited below, or dropped when fn fails
     try {
       const tx = new OverlayTxn(a.reader);
       let value: R;
@@ -222,8 +229,11 @@ export abstract class EngineCore extends MetaEngineBase {
         throw err;
       }
       const writes = [...tx.writes.values()];
+      const entry = newEntry(writes);
+      const demoted = await fence;
+      if (entry !== undefined && demoted !== undefined) throw demotedError(demoted);
       committing = true;
-      const seq = await a.commit(writes, newEntry(writes));
+      const seq = await a.commit(writes, entry);
       if (seq instanceof Conflict) return seq;
       committed = true;
       return { value, seq };

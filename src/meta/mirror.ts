@@ -2,18 +2,20 @@
  * The records of metadata mirrors (region/mirror.ts), in one place:
  *
  *   on a replica     mirror  ''  'identity'         MirrorIdentity: which volume it mirrors, for which region
+ *   on a replica     mirror  ''  'seen'             MirrorSeen: the primary's newest seq its follower last saw
  *   on the primary   mirror  ''  'report:<region>'  MirrorReport: its follower's last report (applied seq, error)
  *
  * Neither is logged: the identity describes the copy, not the volume (a replica's own changelog must stay the
  * primary's, entry for entry), and a report is the follower's progress, like a replicator's checkpoint.
  */
 
-import type { MetaEngine } from './engine.js';
+import type { MetaEngine, Txn } from './engine.js';
 import { mirrors } from './records.js';
 import type { MirrorIdentity } from './types.js';
 
 const IDENTITY_KEY = 'identity';
 const REPORT_PREFIX = 'report:';
+const SEEN_KEY = 'seen';
 
 /** A follower's last report to the primary. */
 export interface MirrorReport {
@@ -42,11 +44,34 @@ export async function writeMirrorIdentity(engine: MetaEngine, id: MirrorIdentity
   });
 }
 
+/** Inside a caller's transaction (a promotion): the engine is no replica any more. */
+export function deleteMirrorIdentityIn(tx: Txn): void {
+  mirrors.del(tx, IDENTITY_KEY);
+}
+
 export async function clearMirrorIdentity(engine: MetaEngine): Promise<void> {
   await engine.txn(async (tx) => {
     mirrors.del(tx, IDENTITY_KEY);
     await Promise.resolve();
   });
+}
+
+/** What a follower last saw of its primary, kept on the replica (a promotion says how far behind it was). */
+export interface MirrorSeen {
+  /** The primary's newest seq as last seen, and when. */
+  primaryLast: number;
+  at: number;
+}
+
+export async function writeMirrorSeen(replica: MetaEngine, seen: MirrorSeen): Promise<void> {
+  await replica.txn(async (tx) => {
+    mirrors.put(tx, SEEN_KEY, seen);
+    await Promise.resolve();
+  });
+}
+
+export async function readMirrorSeen(replica: MetaEngine): Promise<MirrorSeen | undefined> {
+  return (await replica.txn((tx) => mirrors.get(tx, SEEN_KEY), { readonly: true })) as MirrorSeen | undefined;
 }
 
 export async function writeMirrorReport(primary: MetaEngine, report: MirrorReport): Promise<void> {

@@ -9,7 +9,7 @@
  * before a client connects.
  */
 
-import type { MetaEngine } from './engine.js';
+import type { MetaEngine, Txn } from './engine.js';
 
 const SERVICE_KEY = 'service';
 /** Addresses kept at most (the newest registrations win). */
@@ -68,4 +68,9 @@ export async function unregisterServiceAddress(engine: MetaEngine, address: stri
     tx.put('setting', '', SERVICE_KEY, { v: 1, addresses: old.filter((a) => a !== address) } satisfies ServiceRec);
     return true;
   });
+}
+
+/** Inside a caller's transaction (a promotion): the registered services belong to the previous primary. */
+export function clearServiceAddressesIn(tx: Txn): void {
+  tx.del('setting', '', SERVICE_KEY);
 }

@@ -152,6 +152,13 @@ export interface MirrorIdentity {
   primary: string;
   /** When the follower last bootstrapped it, ms. */
   bootstrapped: number;
+  /**
+   * The primary's metadata URL as the follower was given it (secrets kept; printed masked), so that
+   * `ferry mirror promote` can fence it; absent in replicas bootstrapped before failover existed.
+   */
+  primaryMeta?: string;
+  /** The primary's epoch (meta/epoch.ts) when the replica was bootstrapped; absent: 1. */
+  epoch?: number;
 }
 
 /**

@@ -36,7 +36,8 @@ import { once } from 'node:events';
 import { UsageError } from '../errors.js';
 import { ConsumerNotFoundError, LogTrimmedError, type LogEntry, type LogOp, type MetaEngine } from '../meta/engine.js';
 import { loadFormat } from '../meta/meta.js';
-import { clearMirrorIdentity, listMirrorReports, mirrorConsumer, readMirrorIdentity, writeMirrorIdentity, writeMirrorReport, type MirrorReport } from '../meta/mirror.js';
+import { FIRST_EPOCH, epochOf, isDemotion, readDemotion, readEpoch } from '../meta/epoch.js';
+import { clearMirrorIdentity, listMirrorReports, mirrorConsumer, readMirrorIdentity, writeMirrorIdentity, writeMirrorReport, writeMirrorSeen, type MirrorReport } from '../meta/mirror.js';
 import { openMetaEngine } from '../meta/registry.js';
 import type { FormatRec, MirrorIdentity } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
@@ -52,11 +53,14 @@ export const REPORT_MS_DEFAULT = 1000;
 /** Backoff after a failed step (primary or replica unreachable), ms. */
 const BACKOFF_MS_MIN = 100;
 const BACKOFF_MS_MAX = 5000;
+/** Demoted primaries followed in a row to find the current one. */
+const REPOINT_HOPS_MAX = 8;
 
 export type MirrorEvent =
   | { type: 'bootstrap'; seq: number; records: number; ms: number; why: string }
   | { type: 'applied'; from: number; to: number; entries: number }
-  | { type: 'error'; error: unknown };
+  | { type: 'error'; error: unknown }
+  | { type: 'repoint'; epoch: number; region: string; meta: string; why: string };
 
 export interface MirrorStats {
   region: string;
@@ -82,14 +86,31 @@ export interface MirrorOptions {
   reportMs?: number;
   onEvent?: (e: MirrorEvent) => void;
   now?: () => number;
+  /** The primary's metadata URL: kept in the replica's identity (for `ferry mirror promote`). */
+  primaryUrl?: string;
+  /** Opens a metadata URL (a new primary after a failover, a region's replica when probing). Default openMetaEngine. */
+  open?: (url: string) => Promise<MetaEngine>;
+}
+
+/** The follower of the replica that a promotion turned (or is turning) into the primary: it must stop. */
+export class PromotedError extends UsageError {
+  constructor(region: string, epoch: number) {
+    super(`the replica of region '${region}' was promoted to primary of epoch ${epoch}: this follower stops (it must not write to a primary)`);
+  }
 }
 
 export class MirrorFollower {
   readonly region: string;
   readonly consumer: string;
   readonly stats: MirrorStats;
-  private readonly primary: MetaEngine;
+  private primary: MetaEngine;
+  private primaryUrl: string | undefined;
   private readonly replica: MetaEngine;
+  private readonly open: (url: string) => Promise<MetaEngine>;
+  /** Primaries this follower opened itself (after a re-point): closed by close(). */
+  private readonly owned: MetaEngine[] = [];
+  /** Bumped at each re-point (once() recomputes its target). */
+  private switches = 0;
   private readonly batch: number;
   private readonly pollMs: number;
   private readonly reportMs: number;
@@ -101,6 +122,8 @@ export class MirrorFollower {
 
   constructor(o: MirrorOptions) {
     this.primary = o.primary;
+    this.primaryUrl = o.primaryUrl;
+    this.open = o.open ?? ((url) => openMetaEngine(url));
     this.replica = o.replica;
     this.region = o.region;
     this.consumer = mirrorConsumer(o.region);
@@ -114,7 +137,24 @@ export class MirrorFollower {
 
   /** Checks the replica and bootstraps it when it does not hold a usable prefix of the primary's history. */
   async prepare(): Promise<void> {
-    const format = await loadFormat(this.primary);
+    const promoted = await readEpoch(this.replica);
+    if (promoted?.region === this.region) throw new PromotedError(this.region, promoted.epoch);
+    let format: FormatRec | undefined;
+    try {
+      format = await loadFormat(this.primary);
+    } catch (err) {
+      // The primary cannot be reached: it may have been lost and a mirror promoted with --force.
+      if (!(await this.probe())) throw err;
+      format = await loadFormat(this.primary);
+    }
+    // Follow whichever is primary: a demoted one names its successor (a chain of promotions, at most a few).
+    for (let hops = 0; hops < REPOINT_HOPS_MAX; hops++) {
+      const d = await readDemotion(this.primary);
+      if (d === undefined) break;
+      if (d.region === this.region) throw new PromotedError(this.region, d.epoch);
+      await this.repoint(d.meta, d.epoch, d.region, `the primary was demoted by epoch ${d.epoch}`);
+      format = await loadFormat(this.primary);
+    }
     if (format === undefined) throw new UsageError(`no volume in ${this.primary.description}`);
     const r = volumeRegions(format);
     const rec = r.all.get(this.region);
@@ -136,6 +176,10 @@ export class MirrorFollower {
     if (id === undefined) return 'the replica holds no mirror (empty, or a bootstrap was interrupted)';
     if (id.volume !== format.uuid) return `the replica mirrors another volume (${id.name}, ${id.volume})`;
     if (id.region !== this.region) return `the replica serves region '${id.region}'`;
+    // After a failover the replica's position may not be in the new primary's history (the old primary may
+    // have committed past what the new one applied): always start again from the new primary's snapshot.
+    const epoch = epochOf(await readEpoch(this.primary));
+    if ((id.epoch ?? FIRST_EPOCH) !== epoch) return `the primary is of epoch ${epoch}, the replica followed epoch ${id.epoch ?? FIRST_EPOCH}`;
     const [mine, theirs] = await Promise.all([this.replica.lastSeq(), this.primary.logBounds()]);
     if (mine > theirs.last) return `the replica is ahead of the primary (${mine} > ${theirs.last}): the primary was reset or restored`;
     if (mine < theirs.floor) return `the primary's log no longer holds entry ${mine + 1} (kept after ${theirs.floor})`;
@@ -165,7 +209,16 @@ export class MirrorFollower {
       w.end();
       await once(w, 'finish');
       await this.replica.restore(readSpool(file), seq);
-      const id: MirrorIdentity = { volume: format.uuid, name: format.name, region: this.region, primary: volumeRegions(format).primary, bootstrapped: this.now() };
+      const epoch = epochOf(await readEpoch(this.primary));
+      const id: MirrorIdentity = {
+        volume: format.uuid,
+        name: format.name,
+        region: this.region,
+        primary: volumeRegions(format).primary,
+        bootstrapped: this.now(),
+        epoch,
+        ...(this.primaryUrl === undefined ? {} : { primaryMeta: this.primaryUrl }),
+      };
       await writeMirrorIdentity(this.replica, id);
       await this.primary.advanceConsumer(this.consumer, seq);
       this.stats.applied = seq;
@@ -198,16 +251,23 @@ export class MirrorFollower {
           continue;
         }
         if (entries.length === 0) break;
+        // A demotion is the old primary's last entry: apply what came before it, never the demotion itself (the
+        // replica of the promoted region must not be fenced; the others re-point and bootstrap).
+        const cut = entries.findIndex(isDemotion);
+        if (cut >= 0) {
+          next.catch(() => undefined);
+          if (cut > 0) await this.apply(entries.slice(0, cut));
+          applied += cut;
+          this.ready = false;
+          await this.prepare();
+          next = this.read(this.stats.applied);
+          continue;
+        }
         const first = entries[0]!.seq;
         const lastEntry = entries[entries.length - 1]!;
         // Read the next batch while this one is applied: one round trip per batch, overlapped.
         next = this.read(lastEntry.seq);
-        await this.replica.applyLog(entries);
-        this.stats.applied = lastEntry.seq;
-        this.stats.appliedTime = lastEntry.time;
-        this.stats.primaryLast = Math.max(this.stats.primaryLast, lastEntry.seq);
-        this.stats.entriesApplied += entries.length;
-        this.stats.batches++;
+        await this.apply(entries);
         applied += entries.length;
         this.onEvent({ type: 'applied', from: first, to: lastEntry.seq, entries: entries.length });
         if (entries.length < this.batch) {
@@ -224,6 +284,78 @@ export class MirrorFollower {
     return applied;
   }
 
+  private async apply(entries: LogEntry[]): Promise<void> {
+    const lastEntry = entries[entries.length - 1]!;
+    try {
+      await this.replica.applyLog(entries);
+    } catch (err) {
+      // A gap because the replica was promoted under this follower: say so, rather than the gap.
+      const promoted = await readEpoch(this.replica).catch(() => undefined);
+      if (promoted?.region === this.region) throw new PromotedError(this.region, promoted.epoch);
+      throw err;
+    }
+    this.stats.applied = lastEntry.seq;
+    this.stats.appliedTime = lastEntry.time;
+    this.stats.primaryLast = Math.max(this.stats.primaryLast, lastEntry.seq);
+    this.stats.entriesApplied += entries.length;
+    this.stats.batches++;
+  }
+
+  /** Follows the primary at `url` from now on (opened here, closed by close()). */
+  private async repoint(url: string, epoch: number, region: string, why: string): Promise<void> {
+    const next = await this.open(url);
+    try {
+      const f = await loadFormat(next);
+      const id = await readMirrorIdentity(this.replica);
+      if (f === undefined || (id !== undefined && f.uuid !== id.volume)) throw new UsageError(`the new primary ${maskUrl(url)} does not hold this volume`);
+    } catch (err) {
+      await next.close();
+      throw err;
+    }
+    this.owned.push(next);
+    this.primary = next;
+    this.primaryUrl = url;
+    this.switches++;
+    this.onEvent({ type: 'repoint', epoch, region, meta: maskUrl(url), why });
+  }
+
+  /**
+   * The primary is unreachable: looks through the volume's other regions' replicas (from the replica's own
+   * format record) for one promoted to a newer epoch than the replica follows, and re-points there. True when
+   * it found one.
+   */
+  private async probe(): Promise<boolean> {
+    const [format, id] = await Promise.all([loadFormat(this.replica), readMirrorIdentity(this.replica)]);
+    if (format === undefined || id === undefined) return false;
+    const mine = id.epoch ?? FIRST_EPOCH;
+    for (const [region, rec] of volumeRegions(format).all) {
+      if (region === this.region || rec.replica === undefined) continue;
+      let engine: MetaEngine | undefined;
+      try {
+        engine = await this.open(rec.replica);
+        const e = await readEpoch(engine);
+        if (e === undefined || e.region !== region || e.epoch <= mine || (await readMirrorIdentity(engine)) !== undefined) continue;
+      } catch {
+        continue;
+      } finally {
+        await engine?.close();
+      }
+      await this.repoint(rec.replica, mine, region, `the primary is unreachable and region '${region}' was promoted`);
+      return true;
+    }
+    return false;
+  }
+
+  /** Closes the primaries this follower opened after re-pointing (not the one it was given). Idempotent. */
+  async close(): Promise<void> {
+    for (const e of this.owned.splice(0)) await e.close();
+  }
+
+  /** The primary followed now (changes on a re-point). */
+  get primaryEngine(): MetaEngine {
+    return this.primary;
+  }
+
   private read(after: number): Promise<LogEntry[]> {
     const p = this.primary.readLog(after, this.batch);
     p.catch(() => undefined); // awaited by the loop; this keeps a prefetch that is dropped from being unhandled
@@ -233,11 +365,15 @@ export class MirrorFollower {
   /** Catches up to the primary's newest seq as of this call (and what came meanwhile), then reports. */
   async once(signal?: AbortSignal): Promise<MirrorStats> {
     if (!this.ready) await this.prepare();
-    const target = await this.primary.lastSeq();
-    this.stats.primaryLast = Math.max(this.stats.primaryLast, target);
-    while (this.stats.applied < target) {
-      signal?.throwIfAborted();
-      await this.catchUp(signal);
+    for (;;) {
+      const switches = this.switches;
+      const target = await this.primary.lastSeq();
+      this.stats.primaryLast = Math.max(this.stats.primaryLast, target);
+      while (this.stats.applied < target && switches === this.switches) {
+        signal?.throwIfAborted();
+        await this.catchUp(signal);
+      }
+      if (switches === this.switches) break;
     }
     await this.maybeReport(true);
     return { ...this.stats };
@@ -257,6 +393,7 @@ export class MirrorFollower {
         if (n === 0) await sleep(this.pollMs, signal).catch(() => undefined);
       } catch (err) {
         if (signal.aborted) break;
+        if (err instanceof PromotedError) throw err;
         this.stats.errors++;
         this.stats.lastError = err instanceof Error ? err.message : String(err);
         this.onEvent({ type: 'error', error: err });
@@ -286,6 +423,7 @@ export class MirrorFollower {
       }
       // The replica's log is a copy nobody consumes: it needs none of it.
       await this.replica.pruneLog();
+      await writeMirrorSeen(this.replica, { primaryLast: s.primaryLast, at: now });
     }
     const report: MirrorReport = {
       region: this.region,

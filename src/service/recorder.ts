@@ -12,8 +12,9 @@
  * bookkeeping ones (counter — Meta's id pools refill in a transaction of their own before the operation's;
  * session; usage — merged later). Meta's public mutations each commit one such transaction today; should one
  * ever commit two, the second is not covered by the record (a retry after a lost answer would be answered as
- * applied from the first): `stats.multiCommits` counts that so a test catches it. An epoch check (failover,
- * a later step) belongs in fn' too: it reads the volume's epoch in the same transaction and refuses a stale one.
+ * applied from the first): `stats.multiCommits` counts that so a test catches it. The epoch check (failover)
+ * is below this wrapper, in every engine's commit (meta/core.ts, meta/epoch.ts): a demoted primary refuses the
+ * operation's transaction, record and all, so a retried request is refused again, never answered as applied.
  *
  * Other calls pass through. Timers that Meta starts inside a scope (usage flushes) inherit the store: the
  * scope is closed when its request ends, and a closed scope is ignored.

@@ -29,6 +29,9 @@ void describe('npm start (the two-region lab)', () => {
       assert.match(stdout, /a meta off .* c still lists and reads all \d+ files from its replica: all match/);
       assert.match(stdout, /group in c +2 cache nodes, 3 readers read all \d+ files .*: all match/);
       assert.match(stdout, /crossed a -> c: [\d.]+ [KM]iB of blocks .* \d+ fetched from a, each block once/);
+      assert.match(stdout, /write in c +\/from-c\.txt through a's metadata service in \d+ ms: read back at once in c \(match\) and in a \(match\)/);
+      assert.match(stdout, /promote c +a's metadata moved away; c promoted with --force: primary of epoch 2 at seq \d+ .*c accepts writes/);
+      assert.match(stdout, /fenced +a came back and was demoted; a's old client writing: EROFS: .*region 'c' is the primary of epoch 2.*; reading: carries on/);
       assert.match(stdout, /verified +every read by sha256: all match/);
       assert.doesNotMatch(stdout + stderr, /mismatch|differ|FAIL/i);
     } finally {
