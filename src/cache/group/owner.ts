@@ -46,9 +46,9 @@ export interface OwnerStats {
   /** Answers from memory, from the disk cache, and fetched through the reader (misses). */
   memoryHits: number;
   diskHits: number;
-  /** Ranged answers read from the disk cache by stripes (header and the stripes asked for). */
+  /** Of diskHits: ranged answers read by stripes (the header and the stripes asked for). */
   diskRangeHits: number;
-  /** Whole answers read from the disk cache into a reused buffer (`lend`). */
+  /** Of diskHits: whole answers read into a reused buffer (`lend`). */
   diskLends: number;
   fetched: number;
   fetchedBytes: number;
@@ -120,6 +120,7 @@ export class OwnerBlocks implements BlockProvider {
     if (this.flights.has(key) || this.disk === undefined) return undefined;
     const got = await this.disk.getEncodedRange(key, plainBytes, from, to);
     if (got === undefined || got === 'whole') return undefined;
+    this.stats.diskHits++;
     this.stats.diskRangeHits++;
     return got;
   }
@@ -144,6 +145,7 @@ export class OwnerBlocks implements BlockProvider {
       if (buf !== undefined) this.give(buf);
       return undefined;
     }
+    this.stats.diskHits++;
     this.stats.diskLends++;
     const lent = got.lent ? buf : undefined;
     return { object: got.encoded, release: lent === undefined ? nothing : () => this.give(lent) };
