@@ -67,6 +67,8 @@ export class OwnerBlocks implements BlockProvider {
   private readonly flights = new SingleFlight<string, Buffer | undefined>();
   /** Read buffers not lent now, at most OWNER_READ_BUFFERS_MAX. */
   private readonly spare: Buffer[] = [];
+  /** Blocks lent now (read, or being read, for responses not yet over), by key. */
+  private readonly loans = new Map<string, { got: Promise<{ object: Buffer; buf: Buffer | undefined } | undefined>; users: number; reusable: boolean }>();
 
   constructor(options: OwnerBlocksOptions) {
     this.reader = options.reader;
@@ -126,11 +128,13 @@ export class OwnerBlocks implements BlockProvider {
   }
 
   /**
-   * The whole verified object of a block for one response, when memory or the disk cache holds it: `release`
-   * must be called once the response no longer needs the bytes (sent; not called after an aborted response,
-   * which just costs a buffer). undefined: take the `object` path (fetch, or join a fetch in flight).
+   * The whole verified object of a block for one response, when memory or the disk cache holds it. The caller
+   * calls `release(sent)` once, when the response is over: sent true once it was handed to the kernel (the
+   * buffer may then be reused), false when it was aborted (the buffer is then dropped, never reused: the
+   * socket may still have held it). Concurrent requests for one block share one read (readers reading a file
+   * at once cost one read and one check). undefined: take the `object` path (fetch, or join a fetch).
    */
-  async lend(key: string): Promise<{ object: Buffer; release: () => void } | undefined> {
+  async lend(key: string): Promise<{ object: Buffer; release: (sent: boolean) => void } | undefined> {
     const kept = this.recent.get(key);
     if (kept !== undefined) {
       this.recent.delete(key);
@@ -139,16 +143,60 @@ export class OwnerBlocks implements BlockProvider {
       return { object: kept, release: nothing };
     }
     if (this.flights.has(key) || this.disk === undefined) return undefined;
+    let loan = this.loans.get(key);
+    if (loan === undefined) {
+      loan = { got: this.readLent(this.disk, key), users: 0, reusable: true };
+      this.loans.set(key, loan);
+    } else {
+      this.stats.memoryHits++;
+    }
+    loan.users++;
+    const l = loan;
+    const done = (sent: boolean): void => {
+      if (!sent) l.reusable = false;
+      if (--l.users > 0) return;
+      if (this.loans.get(key) === l) this.loans.delete(key);
+      l.got.then(
+        (got) => {
+          if (got?.buf !== undefined && l.reusable) this.give(got.buf);
+        },
+        nothing,
+      );
+    };
+    let got;
+    try {
+      got = await l.got;
+    } catch (err) {
+      // A failed read is not kept for the next request.
+      done(false);
+      throw err;
+    }
+    if (got === undefined) {
+      done(true);
+      return undefined;
+    }
+    let released = false;
+    return {
+      object: got.object,
+      release: (sent) => {
+        if (released) return;
+        released = true;
+        done(sent);
+      },
+    };
+  }
+
+  /** A whole object read from the disk cache into a read buffer (`buf`; undefined: not in one, nothing to give back). */
+  private async readLent(disk: DiskBlockCache, key: string): Promise<{ object: Buffer; buf: Buffer | undefined } | undefined> {
     let buf: Buffer | undefined;
-    const got = await this.disk.getEncodedInto(key, (n) => (buf = this.take(n)));
+    const got = await disk.getEncodedInto(key, (n) => (buf = this.take(n)));
     if (got === undefined) {
       if (buf !== undefined) this.give(buf);
       return undefined;
     }
     this.stats.diskHits++;
     this.stats.diskLends++;
-    const lent = got.lent ? buf : undefined;
-    return { object: got.encoded, release: lent === undefined ? nothing : () => this.give(lent) };
+    return { object: got.encoded, buf: got.lent ? buf : undefined };
   }
 
   /** A read buffer of at least `n` bytes (a spare one when one is large enough). */

@@ -46,10 +46,10 @@ export interface BlockProvider {
   range?(key: string, parts: BlockKeyParts, from: number, to: number): Promise<{ head: Buffer; data: Buffer } | undefined>;
   /**
    * Optional: the whole verified object for one response when it is held (no fetch), in a buffer lent until
-   * `release` (called once the response has been handed to the kernel; never after an aborted one); undefined
-   * sends the request down the `object` path.
+   * `release(sent)`: called once the response is over, sent true when it was handed to the kernel whole, false
+   * when it was aborted; undefined sends the request down the `object` path.
    */
-  lend?(key: string, parts: BlockKeyParts): Promise<{ object: Buffer; release: () => void } | undefined>;
+  lend?(key: string, parts: BlockKeyParts): Promise<{ object: Buffer; release: (sent: boolean) => void } | undefined>;
   /** Whether the block is held now (no fetch). */
   holds(key: string, parts: BlockKeyParts): Promise<boolean>;
   /** Makes sure the block is held: it was already, it was fetched now, or no good copy exists. */
@@ -169,8 +169,10 @@ export class PeerServer {
       const lent = range === undefined && p.lend !== undefined ? await p.lend(key, parts) : undefined;
       if (lent !== undefined) {
         this.stats.bytesServed += lent.object.length;
-        // 'finish': the last bytes were handed to the kernel, so the buffer may be reused.
-        res.once('finish', lent.release);
+        // 'finish': the last bytes were handed to the kernel, so the buffer may be reused; a 'close' before it
+        // is an aborted response (the provider then drops the buffer).
+        res.once('finish', () => lent.release(true));
+        res.once('close', () => lent.release(false));
         res.writeHead(200, { 'content-length': lent.object.length }).end(lent.object);
         return;
       }

@@ -179,8 +179,16 @@ void describe('a cache-group owner serving from its disk cache', () => {
         assert.ok(got !== undefined && got.offset === 0, `answer ${i}`);
         assert.deepEqual(decodeBlock(got.data, b.key, b.n), b.plain, `answer ${i} (${b.key})`);
       }
-      assert.ok(r.owner.stats.diskLends >= 64, `${r.owner.stats.diskLends} lent answers`);
-      assert.equal(r.owner.stats.fetched, 0);
+      const { diskLends, memoryHits, fetched } = r.owner.stats;
+      assert.equal(diskLends + memoryHits, 64, `${diskLends} reads from disk and ${memoryHits} shared answers`);
+      assert.ok(diskLends >= blocks.length, 'each block read from disk at least once');
+      assert.equal(fetched, 0);
+      // Requests for one block at once share one read.
+      const [b] = blocks;
+      const before = r.owner.stats.diskLends;
+      const same = await Promise.all(Array.from({ length: 12 }, () => r.tier.get(b!.key, b!.n, undefined, undefined)));
+      for (const got of same) assert.deepEqual(decodeBlock(got!.data, b!.key, b!.n), b!.plain);
+      assert.ok(r.owner.stats.diskLends - before < 12, `${r.owner.stats.diskLends - before} disk reads for 12 requests at once`);
     } finally {
       await r.cleanup();
     }
