@@ -84,6 +84,9 @@ interface ReaderResult {
   /** Requests to the group, and their bytes, in the timed sequential pass and in the random reads. */
   seqPeer: { requests: number; bytes: number };
   randomPeer: { requests: number; bytes: number };
+  /** CPU time of the reader process (all its threads) in the timed sequential pass and in the random reads, ms. */
+  seqCpuMs: number;
+  randomCpuMs: number;
   seqMs: number;
   randomMs: number;
   randomReads: number;
@@ -169,7 +172,9 @@ try {
     `A. sequential: local disk cache ${mbps(local.bytes, local.seqMs)}, group peer ${mbps(peer.bytes, peer.seqMs)} (${(local.seqMs / peer.seqMs).toFixed(2)}x)\n` +
       `   random 4 KiB x ${RANDOM_READS}, 16 in flight: local ${(RANDOM_READS / (local.randomMs / 1000)).toFixed(0)} reads/s, ` +
       `peer ${(RANDOM_READS / (peer.randomMs / 1000)).toFixed(0)} reads/s (${(local.randomMs / peer.randomMs).toFixed(2)}x); bucket blocks read by the peer's reader: ${peer.bucketBlocks}; load ${load()}\n` +
-      `   peer requests: sequential ${peer.seqPeer.requests} (${(peer.seqPeer.bytes / MiB).toFixed(0)} MiB), random ${peer.randomPeer.requests} (${(peer.randomPeer.bytes / Math.max(1, peer.randomPeer.requests) / 1024).toFixed(0)} KiB each)\n`,
+      `   peer requests: sequential ${peer.seqPeer.requests} (${(peer.seqPeer.bytes / MiB).toFixed(0)} MiB), random ${peer.randomPeer.requests} (${(peer.randomPeer.bytes / Math.max(1, peer.randomPeer.requests) / 1024).toFixed(0)} KiB each); ` +
+      `reader CPU per 4 MiB block: local ${(local.seqCpuMs / (SIZE / (4 * MiB))).toFixed(1)} ms, peer ${(peer.seqCpuMs / (SIZE / (4 * MiB))).toFixed(1)} ms; ` +
+      `per random read: local ${((local.randomCpuMs / RANDOM_READS) * 1000).toFixed(0)} us, peer ${((peer.randomCpuMs / RANDOM_READS) * 1000).toFixed(0)} us\n`,
   );
   const bound = await loopbackBound(SIZE / (4 * MiB), 8);
   const peerMbps = peer.bytes / MiB / (peer.seqMs / 1000);
