@@ -32,7 +32,21 @@ const seq = async (): Promise<number> => {
   return performance.now() - t0;
 };
 for (let i = 0; i < (job.warmPasses ?? 0); i++) await seq();
+// Requests to the group (and their bytes) of each timed phase: what a read costs on the wire.
+const peer = (): { requests: number; bytes: number } => {
+  const s = vol.cacheGroup?.tier.peerStats;
+  return { requests: s?.requests ?? 0, bytes: s?.bytes ?? 0 };
+};
+const minus = (a: { requests: number; bytes: number }, b: { requests: number; bytes: number }): { requests: number; bytes: number } => ({ requests: a.requests - b.requests, bytes: a.bytes - b.bytes });
+const cpu = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const p0 = peer();
+const c0 = cpu();
 const seqMs = await seq();
+const c1 = cpu();
+const p1 = peer();
 let randomMs = 0;
 const n = job.randomReads ?? 0;
 if (n > 0) {
@@ -51,7 +65,9 @@ if (n > 0) {
   );
   randomMs = performance.now() - t0;
 }
+const p2 = peer();
+const c2 = cpu();
 await h.close();
 const stats = vol.stats().chunks;
 await vol.close();
-process.stdout.write(JSON.stringify({ bytes: size, seqMs, randomMs, randomReads: n, bucketBlocks: stats.blocksRead }) + '\n');
+process.stdout.write(JSON.stringify({ bytes: size, seqMs, randomMs, randomReads: n, bucketBlocks: stats.blocksRead, seqPeer: minus(p1, p0), randomPeer: minus(p2, p1), seqCpuMs: c1 - c0, randomCpuMs: c2 - c1 }) + '\n');

@@ -5,7 +5,10 @@
  *
  *   A. a file read through a group peer (one `ferry cache-node` process holding it) beside the same reads from
  *      the reader's own local disk cache: one sequential pass (4 MiB reads) and 4 KiB reads at random offsets
- *      (16 in flight); the goal is peer >= 0.8x local
+ *      (16 in flight); the goal is peer >= 0.8x local. Beside it, the bound of any HTTP transport on this
+ *      machine: a plain node:http server (another process) sending a 4 MiB buffer from memory to an undici
+ *      client that copies each answer into one buffer, as the peer tier does, 8 in flight (the read-ahead's
+ *      depth), without reading a disk or checking a byte on either side
  *   B. aggregate throughput of 4 reader processes reading the file at once through a group of 1 node, then of 2
  *      nodes (each group warmed first)
  *   C. the first read of a dataset from a bucket behind the fault proxy (s3rver; 50 ms each way, 200 Mbit/s
@@ -16,6 +19,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Agent } from 'undici';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -77,6 +81,12 @@ async function startNode(meta: string, group: string, cacheDir: string): Promise
 
 interface ReaderResult {
   bytes: number;
+  /** Requests to the group, and their bytes, in the timed sequential pass and in the random reads. */
+  seqPeer: { requests: number; bytes: number };
+  randomPeer: { requests: number; bytes: number };
+  /** CPU time of the reader process (all its threads) in the timed sequential pass and in the random reads, ms. */
+  seqCpuMs: number;
+  randomCpuMs: number;
   seqMs: number;
   randomMs: number;
   randomReads: number;
@@ -92,6 +102,43 @@ function reader(job: Record<string, unknown>): Promise<ReaderResult> {
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exited ${code}: ${err}`))));
   });
+}
+
+/** MiB/s of `blocks` 4 MiB answers of a plain node:http server in another process, `inFlight` at a time. */
+async function loopbackBound(blocks: number, inFlight: number): Promise<number> {
+  const server = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const b = require('node:crypto').randomBytes(4 << 20);
+       require('node:http').createServer((q, s) => s.writeHead(200, { 'content-length': b.length }).end(b))
+         .listen(0, '127.0.0.1', function () { process.stdout.write(this.address().port + '\\n'); });`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve) => server.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim()))));
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 60_000 });
+  const get = async (): Promise<void> => {
+    const res = await agent.request({ origin: `http://127.0.0.1:${port}`, path: '/', method: 'GET' });
+    const into = Buffer.allocUnsafe(Number(res.headers['content-length']));
+    let n = 0;
+    for await (const c of res.body) n += (c as Buffer).copy(into, n);
+  };
+  const pass = async (): Promise<number> => {
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: inFlight }, async () => {
+      while (next++ < blocks) await get();
+    }));
+    return performance.now() - t0;
+  };
+  await pass();
+  const ms = await pass();
+  await agent.close();
+  const exited = new Promise<void>((r) => server.once('exit', () => r()));
+  server.kill('SIGTERM');
+  await exited;
+  return (blocks * 4) / (ms / 1000);
 }
 
 const mbps = (bytes: number, ms: number): string => `${(bytes / MiB / (ms / 1000)).toFixed(0)} MiB/s`;
@@ -124,8 +171,18 @@ try {
   process.stdout.write(
     `A. sequential: local disk cache ${mbps(local.bytes, local.seqMs)}, group peer ${mbps(peer.bytes, peer.seqMs)} (${(local.seqMs / peer.seqMs).toFixed(2)}x)\n` +
       `   random 4 KiB x ${RANDOM_READS}, 16 in flight: local ${(RANDOM_READS / (local.randomMs / 1000)).toFixed(0)} reads/s, ` +
-      `peer ${(RANDOM_READS / (peer.randomMs / 1000)).toFixed(0)} reads/s (${(local.randomMs / peer.randomMs).toFixed(2)}x); bucket blocks read by the peer's reader: ${peer.bucketBlocks}; load ${load()}\n`,
+      `peer ${(RANDOM_READS / (peer.randomMs / 1000)).toFixed(0)} reads/s (${(local.randomMs / peer.randomMs).toFixed(2)}x); bucket blocks read by the peer's reader: ${peer.bucketBlocks}; load ${load()}\n` +
+      `   peer requests: sequential ${peer.seqPeer.requests} (${(peer.seqPeer.bytes / MiB).toFixed(0)} MiB), random ${peer.randomPeer.requests} (${(peer.randomPeer.bytes / Math.max(1, peer.randomPeer.requests) / 1024).toFixed(0)} KiB each); ` +
+      `reader CPU per 4 MiB block: local ${(local.seqCpuMs / (SIZE / (4 * MiB))).toFixed(1)} ms, peer ${(peer.seqCpuMs / (SIZE / (4 * MiB))).toFixed(1)} ms; ` +
+      `per random read: local ${((local.randomCpuMs / RANDOM_READS) * 1000).toFixed(0)} us, peer ${((peer.randomCpuMs / RANDOM_READS) * 1000).toFixed(0)} us\n`,
   );
+  const bound = await loopbackBound(SIZE / (4 * MiB), 8);
+  const peerMbps = peer.bytes / MiB / (peer.seqMs / 1000);
+  process.stdout.write(
+    `   bound: plain node:http from memory to undici, 4 MiB x ${SIZE / (4 * MiB)}, 8 in flight, nothing read from disk or checked: ${bound.toFixed(0)} MiB/s ` +
+      `(peer ${(peerMbps / bound).toFixed(2)}x of it, local disk ${(local.bytes / MiB / (local.seqMs / 1000) / bound).toFixed(2)}x); load ${load()}\n`,
+  );
+
 
   // B. 4 readers, 1 node (warm from A) vs 2 nodes (warmed by one pass first).
   const four = async (group: string): Promise<string> => {

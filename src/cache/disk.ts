@@ -46,7 +46,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, stripeSpan } from '../chunk/codec.js';
+import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, peekBlockWhole, stripeSpan, type StripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError } from '../errors.js';
 import type { BlockCache, BlockPart, CacheStats, EncodedBlockCache, RangedBlockCache } from './cache.js';
 import { checkCapacityBytes } from './memory.js';
@@ -151,19 +151,45 @@ function checkFileKey(file: Buffer, key: string): number {
 }
 
 /**
- * Plain bytes covering [from, to) of the block in an open block file of `key` (a striped codec version: the
- * header and the covering stripes are read and verified), 'whole' for a version 1 file (it can only be read
- * whole), or CorruptBlockError.
+ * The verified header and covering stripes of plain bytes [from, to) of the block in an open block file of
+ * `key` (a striped codec version: the header and the stripes are read and checked), 'whole' for a file that is
+ * not striped (it can only be read whole), or CorruptBlockError.
  */
-async function readFileRange(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | 'whole'> {
+async function readFileStripes(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<{ head: Buffer; span: StripeSpan; data: Buffer } | 'whole'> {
   const headBytes = 2 + Buffer.byteLength(key, 'utf8') + blockHeaderBytes(plainBytes);
-  const head = await readAt(fh, headBytes, 0);
-  const at = checkFileKey(head, key);
-  const header = decodeBlockHeader(head.subarray(at), key, plainBytes);
+  const file = await readAt(fh, headBytes, 0);
+  const at = checkFileKey(file, key);
+  const head = file.subarray(at);
+  const header = decodeBlockHeader(head, key, plainBytes);
   if (header === undefined) return 'whole';
   const span = stripeSpan(plainBytes, from, to);
   const data = await readAt(fh, span.length, at + span.offset);
-  return { data: decodeStripes(header, span, data, key), start: span.plainStart };
+  return { head, span, data: decodeStripes(header, span, data, key) };
+}
+
+/** Plain bytes covering [from, to) of the block in an open block file of `key` (see readFileStripes). */
+async function readFileRange(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | 'whole'> {
+  const got = await readFileStripes(fh, key, plainBytes, from, to);
+  return got === 'whole' ? 'whole' : { data: got.data, start: got.span.plainStart };
+}
+
+/** A whole file, read into the first bytes of `into(its size)`. */
+async function readFileInto(path: string, into: (fileBytes: number) => Buffer): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const buf = into(size);
+    if (buf.length < size) throw new Error(`assertion failed: a ${buf.length}-byte buffer for a ${size}-byte file`);
+    let filled = 0;
+    while (filled < size) {
+      const { bytesRead } = await fh.read(buf, filled, size - filled, filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    return buf.subarray(0, filled);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Up to `bytes` bytes at `position` (fewer at the end of the file). */
@@ -277,7 +303,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
   }
 
   async get(key: string): Promise<Buffer | undefined> {
-    return (await this.#load(key, false))?.plain;
+    return (await this.#load(key, false, undefined))?.plain;
   }
 
   /**
@@ -301,10 +327,21 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
    * buffer may be shared with the write queue: the caller must not modify it.
    */
   async getEncoded(key: string): Promise<Buffer | undefined> {
-    return (await this.#load(key, true))?.encoded;
+    return (await this.#load(key, true, undefined))?.encoded;
   }
 
-  async #load(key: string, encoded: boolean): Promise<{ plain: Buffer; encoded: Buffer } | undefined> {
+  /**
+   * As `getEncoded`, but a file is read (with one read) into the buffer `into(fileBytes)` returns, at least that
+   * long, and the answer is a view of it: a caller that serves many blocks reuses its buffers instead of
+   * allocating one per block (each 4 MiB allocation adds to the garbage collector's work). `lent` says whether
+   * the answer is such a view (false: a block still in the write queue, shared, not copied).
+   */
+  async getEncodedInto(key: string, into: (fileBytes: number) => Buffer): Promise<{ encoded: Buffer; lent: boolean } | undefined> {
+    const got = await this.#load(key, true, into);
+    return got === undefined ? undefined : { encoded: got.encoded, lent: got.lent };
+  }
+
+  async #load(key: string, encoded: boolean, into: ((fileBytes: number) => Buffer) | undefined): Promise<{ plain: Buffer; encoded: Buffer; lent: boolean } | undefined> {
     if (this.#closed) return this.#miss();
     const name = nameOf(key);
     const job = this.#pending.get(name);
@@ -313,7 +350,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       this.#hits++;
       this.#touch(job.entry);
       const tail = job.block.subarray(job.block.length - job.dataBytes);
-      return { plain: encoded ? tail : Buffer.from(tail), encoded: job.block };
+      return { plain: encoded ? tail : Buffer.from(tail), encoded: job.block, lent: false };
     }
     const entry = this.#index.get(name);
     if (entry === undefined && (!this.#scanning || this.#removedDuringScan.has(name))) return this.#miss();
@@ -321,7 +358,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
 
     let file: Buffer;
     try {
-      file = await readFile(this.#pathOf(name));
+      file = into === undefined ? await readFile(this.#pathOf(name)) : await readFileInto(this.#pathOf(name), into);
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
         if (entry !== undefined && this.#index.get(name) === entry) void this.#drop(entry, false);
@@ -355,7 +392,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       this.#bytes += file.length;
       this.#evict();
     }
-    return { plain: data, encoded: file.subarray(at) };
+    return { plain: data, encoded: file.subarray(at), lent: into !== undefined };
   }
 
   /**
@@ -364,26 +401,74 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
    * before) is read whole. Misses, hits and damage are handled and counted as in `get`.
    */
   async getRange(key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | undefined> {
+    const got = await this.#ranged(
+      key,
+      plainBytes,
+      (block) => {
+        const span = stripeSpan(plainBytes, from, to);
+        const plain = block.subarray(block.length - plainBytes);
+        return { data: Buffer.from(plain.subarray(span.plainStart, span.plainEnd)), start: span.plainStart };
+      },
+      (fh) => readFileRange(fh, key, plainBytes, from, to),
+    );
+    return got === 'whole' ? this.#whole(key) : got;
+  }
+
+  /**
+   * Object bytes [from, to) of block `key` as stored (its codec object, chunk/codec.ts), for a cache-group owner
+   * answering a ranged request without reading the whole file: only the file's key, the block header and the
+   * stripes that cover the range are read, and all of them are verified (the header's checksum and the block it
+   * names, each stripe's checksum) before any byte is returned. `head` is that verified header. The range must
+   * lie within the stripes: H <= from < to <= H + plainBytes, H = blockHeaderBytes(plainBytes).
+   * 'whole' when only a whole read can answer (a file not striped: codec version 1 or 4; a file the startup
+   * scan has not indexed yet): the caller reads it with `getEncoded`. Misses and damage are handled and counted
+   * as in `get` (a file that fails is deleted, never served).
+   */
+  async getEncodedRange(key: string, plainBytes: number, from: number, to: number): Promise<{ head: Buffer; data: Buffer } | 'whole' | undefined> {
+    const H = blockHeaderBytes(plainBytes);
+    if (!(Number.isSafeInteger(from) && Number.isSafeInteger(to) && H <= from && from < to && to <= H + plainBytes)) {
+      throw new RangeError(`object range ${from}..${to} is not within the stripes of a ${plainBytes}-byte block`);
+    }
+    return this.#ranged(
+      key,
+      plainBytes,
+      // Queued blocks were verified (or encoded here) before they were put.
+      (block) => (block.length !== H + plainBytes || peekBlockWhole(block) ? 'whole' : { head: block.subarray(0, H), data: block.subarray(from, to) }),
+      async (fh) => {
+        const got = await readFileStripes(fh, key, plainBytes, from - H, to - H);
+        if (got === 'whole') return 'whole';
+        const skip = from - got.span.offset;
+        return { head: got.head, data: got.data.subarray(skip, skip + (to - from)) };
+      },
+    );
+  }
+
+  /**
+   * A ranged read of block `key`: from its queued write (`pending`, given the job's codec object), else from its
+   * file (`read`, given the open file); misses, hits and damage handled and counted as in `get`. 'whole' when the
+   * file can only be read whole (passed on, not counted).
+   */
+  async #ranged<T>(key: string, plainBytes: number, pending: (block: Buffer) => T | 'whole', read: (fh: FileHandle) => Promise<T | 'whole'>): Promise<T | 'whole' | undefined> {
     if (this.#closed) return this.#miss();
     const name = nameOf(key);
     const job = this.#pending.get(name);
     if (job !== undefined) {
       if (job.entry.key !== key || job.dataBytes !== plainBytes) return this.#miss();
+      const got = pending(job.block);
+      if (got === 'whole') return 'whole';
       this.#hits++;
       this.#touch(job.entry);
-      const span = stripeSpan(plainBytes, from, to);
-      const plain = job.block.subarray(job.block.length - job.dataBytes);
-      return { data: Buffer.from(plain.subarray(span.plainStart, span.plainEnd)), start: span.plainStart };
+      return got;
     }
     const entry = this.#index.get(name);
     // Not yet seen by the startup scan: the whole get handles that (it indexes what it finds).
-    if (entry === undefined) return this.#scanning && !this.#removedDuringScan.has(name) ? this.#whole(key) : this.#miss();
+    if (entry === undefined) return this.#scanning && !this.#removedDuringScan.has(name) ? 'whole' : this.#miss();
     if (entry.key !== undefined && entry.key !== key) return this.#miss();
-    let part: BlockPart | 'whole';
+    let part: T | 'whole';
     try {
       const fh = await open(this.#pathOf(name), 'r');
       try {
-        part = await readFileRange(fh, key, plainBytes, from, to);
+        part = await read(fh);
       } finally {
         await fh.close();
       }
@@ -399,7 +484,7 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       }
       return this.#miss();
     }
-    if (part === 'whole') return this.#whole(key);
+    if (part === 'whole') return 'whole';
     this.#hits++;
     if (this.#index.get(name) === entry) {
       entry.key = key;

@@ -11,14 +11,15 @@
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { FsError } from '../errors.js';
-import { humanBytes, openCliVolume, out, readFailure, volumePath } from './util.js';
+import { humanBytes, openCliVolume, out, readFailure, readThroughGroup, volumePath, warnIfGroupEmpty } from './util.js';
 
 /** Files up to this size are read whole before any of their bytes is written; larger ones are streamed. */
 export const CAT_WHOLE_BYTES_MAX = 64 << 20;
 
-export async function runCat(metaUrl: string, paths: string[], opts: { region?: string } = {}): Promise<void> {
-  const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
+export async function runCat(metaUrl: string, paths: string[], opts: { region?: string; cacheGroup?: string } = {}): Promise<void> {
+  const vol = await openCliVolume(metaUrl, { ...(opts.region === undefined ? {} : { region: opts.region }), ...readThroughGroup(opts.cacheGroup) });
   try {
+    warnIfGroupEmpty(vol);
     // Every path is checked before the first byte is written, so a typo prints nothing.
     const files: Array<{ path: string; shown: string; size: number }> = [];
     for (const arg of paths) {
@@ -62,6 +63,10 @@ export function register(program: Command): void {
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .argument('<PATH...>', 'paths inside the volume, e.g. /notes.txt or :/notes.txt')
     .option('--region <NAME>', 'the region this client runs in: its bucket is read first (default: the primary)')
-    .addHelpText('after', '\nExamples:\n  $ ferry cat sqlite:///data/vol.db /notes.txt\n  $ ferry cat sqlite:///data/vol.db /a.csv /b.csv > ab.csv')
-    .action((meta: string, paths: string[], opts: { region?: string }) => runCat(meta, paths, opts));
+    .option('--cache-group <G>', "read blocks through the region's cache group G before the buckets (serving nothing to it)")
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry cat sqlite:///data/vol.db /notes.txt\n  $ ferry cat sqlite:///data/vol.db /a.csv /b.csv > ab.csv\n  $ ferry cat --cache-group rack1 sqlite:///data/vol.db /big.bin > big.bin',
+    )
+    .action((meta: string, paths: string[], opts: { region?: string; cacheGroup?: string }) => runCat(meta, paths, opts));
 }

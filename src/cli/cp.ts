@@ -19,7 +19,7 @@ import nodePath from 'node:path';
 import type { Command } from 'commander';
 import { BadUsageError, FsError, isFsError, UsageError } from '../errors.js';
 import type { Volume } from '../sdk/volume.js';
-import { interruptible, isVolumeArg, openCliVolume, progressBar, readFailure, volumePath, type Progress } from './util.js';
+import { interruptible, isVolumeArg, openCliVolume, progressBar, readFailure, readThroughGroup, volumePath, warnIfGroupEmpty, type Progress } from './util.js';
 
 /** Bytes moved per read/write call (and between checks for an interruption). */
 const COPY_BUFFER_BYTES = 4 << 20;
@@ -232,6 +232,8 @@ export interface CpOptions {
   preserve?: boolean;
   /** The region this client runs in (multi-region volumes). */
   region?: string;
+  /** Read blocks through this cache group of the region (serving nothing to it). */
+  cacheGroup?: string;
 }
 
 function enoent(what: string): FsError {
@@ -409,8 +411,9 @@ export async function runCp(metaUrl: string, args: string[], opts: CpOptions): P
   if (fromVolume.some((v) => v !== fromVolume[0])) throw new BadUsageError('all sources must be on the same side: all inside the volume (:/path) or all local');
   if (!fromVolume[0] && !isVolumeArg(dstArg)) throw new BadUsageError('nothing inside the volume: write volume paths as :/dir/file');
 
-  const vol = await openCliVolume(metaUrl, opts.region === undefined ? {} : { region: opts.region });
+  const vol = await openCliVolume(metaUrl, { ...(opts.region === undefined ? {} : { region: opts.region }), ...readThroughGroup(opts.cacheGroup) });
   try {
+    warnIfGroupEmpty(vol);
     const local = new LocalSide();
     const volume = new VolumeSide(vol);
     const from: Side = fromVolume[0] ? volume : local;
@@ -461,6 +464,7 @@ export function register(program: Command): void {
     .option('-r, --recursive', 'copy directories recursively')
     .option('-p, --preserve', 'keep access and modification times (and set-id bits)')
     .option('--region <NAME>', 'the region this client runs in: its bucket is read first (default: the primary)')
+    .option('--cache-group <G>', "read blocks through the region's cache group G before the buckets (serving nothing to it)")
     .addHelpText(
       'after',
       `

@@ -21,6 +21,7 @@ import type { ObjectStore } from '../object/store.js';
 import { isServiceUrl, openBucket, openVolume, type OpenVolumeOptions } from '../sdk/open.js';
 import type { Volume } from '../sdk/volume.js';
 import { bucketRegion, clientRegion, volumeRegions } from '../region/regions.js';
+import { GROUP_RE } from '../meta/members.js';
 
 // ---------------------------------------------------------------- logging
 
@@ -283,6 +284,25 @@ export async function openCliVolume(url: string, options: OpenVolumeOptions = {}
     onBackgroundError: (what, err) => log().warn({ err }, `${what} failed`),
     ...options,
   });
+}
+
+/**
+ * `--cache-group G` of a one-shot command (cat, cp): read blocks through the owners of the region's cache
+ * group G before the buckets, serving nothing to it (no disk cache to share). A bad name is bad usage.
+ */
+export function readThroughGroup(group: string | undefined): Pick<OpenVolumeOptions, 'cacheGroup'> {
+  if (group === undefined) return {};
+  if (!GROUP_RE.test(group)) throw new BadUsageError(`bad cache group name ${JSON.stringify(group)}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  return { cacheGroup: { group, sharing: false } };
+}
+
+/**
+ * Says (once, on stderr) that a group asked for has no live member: the reads go to the buckets, as they do
+ * whenever the group cannot answer (a group never decides whether a read succeeds).
+ */
+export function warnIfGroupEmpty(vol: Volume): void {
+  const g = vol.cacheGroup;
+  if (g !== undefined && g.view.members().length === 0) process.stderr.write(`ferry: cache group '${g.group}' has no live member: reading from the buckets\n`);
 }
 
 /** Engine and Meta without a session: for tools that read metadata and hold no files open. */

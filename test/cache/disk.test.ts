@@ -152,6 +152,98 @@ void describe('DiskBlockCache', () => {
       await cache.close();
     }));
 
+  void it('getEncodedRange answers object bytes from the header and the covering stripes only, verified; a damaged stripe is never returned', () =>
+    withDir(async (dir) => {
+      const S = BLOCK_STRIPE_BYTES;
+      const cache = new DiskBlockCache({ dir, capacityBytes: 16 << 20, freeSpaceFloorRatio: 0 });
+      const len = 4 * S + 99;
+      const H = blockHeaderBytes(len);
+      const key = blockKey(8, 0, len);
+      const body = data(len, 5);
+      const object = encodeBlock(body, 'none', key);
+      await cache.put(key, body);
+      const ranges = [[H, H + 1], [H + S - 1, H + S + 1], [H + S, H + 2 * S], [H + len - 1, H + len], [H, H + len], [H + 3 * S + 5, H + 4 * S + 7]] as const;
+      // From the queued write, then from the file.
+      for (let round = 0; round < 2; round++) {
+        for (const [from, to] of ranges) {
+          const got = await cache.getEncodedRange(key, len, from, to);
+          assert.ok(got !== undefined && got !== 'whole', `range ${from}..${to}`);
+          assert.deepEqual(got.data, object.subarray(from, to));
+          assert.deepEqual(got.head, object.subarray(0, H));
+        }
+        await cache.flush();
+      }
+      await assert.rejects(cache.getEncodedRange(key, len, 0, H + 1), RangeError, 'the header is not a stripe');
+      assert.equal(cache.stats().corrupt, 0);
+      const file = cache.filePath(key);
+      const good = await readFile(file);
+      const at = 2 + key.length;
+      // A flip in stripe 2: stripe 0 still answers (the file is not read whole); the range over stripe 2 is a
+      // miss, counted, and the file is gone.
+      const bad = Buffer.from(good);
+      bad[at + H + 2 * S + 10]! ^= 1;
+      await writeFile(file, bad);
+      const first = await cache.getEncodedRange(key, len, H, H + S);
+      assert.ok(first !== undefined && first !== 'whole');
+      assert.deepEqual(first.data, object.subarray(H, H + S));
+      assert.equal(await cache.getEncodedRange(key, len, H + 2 * S, H + 2 * S + 1), undefined);
+      assert.equal(cache.stats().corrupt, 1);
+      assert.equal(await exists(file), false);
+      // A flip in the header: nothing is answered, whichever stripe is asked.
+      await cache.put(key, body);
+      await cache.flush();
+      const badHead = Buffer.from(good);
+      badHead[at + 30]! ^= 1;
+      await writeFile(file, badHead);
+      assert.equal(await cache.getEncodedRange(key, len, H, H + 1), undefined);
+      assert.equal(cache.stats().corrupt, 2);
+      // A file that is not striped (version 1): only a whole read can verify it.
+      await cache.put(key, body);
+      await cache.flush();
+      const v1 = Buffer.alloc(BLOCK_HEADER_BYTES + len);
+      BLOCK_MAGIC.copy(v1, 0);
+      v1.writeUInt8(1, 4);
+      v1.writeUInt32LE(crc32c(body), 8);
+      v1.writeUInt32LE(len, 12);
+      v1.writeUInt32LE(len, 16);
+      v1.writeUInt32LE(crc32c(v1.subarray(0, 20)), 20);
+      body.copy(v1, BLOCK_HEADER_BYTES);
+      await writeFile(file, Buffer.concat([good.subarray(0, at), v1]));
+      assert.equal(await cache.getEncodedRange(key, len, H, H + 1), 'whole');
+      await cache.close();
+    }));
+
+  void it('getEncodedInto reads a file into the caller\'s buffer, verified; a damaged file is a miss, never returned', () =>
+    withDir(async (dir) => {
+      const cache = new DiskBlockCache({ dir, capacityBytes: 16 << 20, freeSpaceFloorRatio: 0 });
+      const len = 3 * BLOCK_STRIPE_BYTES + 7;
+      const key = blockKey(9, 0, len);
+      const body = data(len, 9);
+      const object = encodeBlock(body, 'none', key);
+      const buf = Buffer.alloc(len + 4096, 0xee);
+      await cache.put(key, body);
+      const queued = await cache.getEncodedInto(key, () => buf);
+      assert.ok(queued !== undefined);
+      assert.equal(queued.lent, false, 'a queued write is answered as it is');
+      assert.deepEqual(queued.encoded, object);
+      await cache.flush();
+      const got = await cache.getEncodedInto(key, (n) => {
+        assert.equal(n, 2 + key.length + object.length);
+        return buf;
+      });
+      assert.ok(got !== undefined && got.lent);
+      assert.equal(got.encoded.buffer, buf.buffer, 'a view of the given buffer');
+      assert.deepEqual(got.encoded, object);
+      const file = cache.filePath(key);
+      const bad = await readFile(file);
+      bad[bad.length - 1]! ^= 1;
+      await writeFile(file, bad);
+      assert.equal(await cache.getEncodedInto(key, () => buf), undefined);
+      assert.equal(cache.stats().corrupt, 1);
+      assert.equal(await exists(file), false);
+      await cache.close();
+    }));
+
   void it('a restart keeps entries, their bytes and their count, and serves hits before the scan ends', () =>
     withDir(async (dir) => {
       const options = { dir, capacityBytes: 1 << 20, freeSpaceFloorRatio: 0 };

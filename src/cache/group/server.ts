@@ -38,6 +38,18 @@ export const servingPeer = new AsyncLocalStorage<true>();
 export interface BlockProvider {
   /** The whole codec object of a block, fetched if not held; undefined when no good copy exists anywhere. */
   object(key: string, parts: BlockKeyParts): Promise<Buffer | undefined>;
+  /**
+   * Optional: object bytes [from, to) of a striped block and its header, both verified, when they can be had
+   * without the whole object (owner.ts: a recent object, or the disk cache read by stripes); undefined sends
+   * the request down the whole path (`object`).
+   */
+  range?(key: string, parts: BlockKeyParts, from: number, to: number): Promise<{ head: Buffer; data: Buffer } | undefined>;
+  /**
+   * Optional: the whole verified object for one response when it is held (no fetch), in a buffer lent until
+   * `release(sent)`: called once the response is over, sent true when it was handed to the kernel whole, false
+   * when it was aborted; undefined sends the request down the `object` path.
+   */
+  lend?(key: string, parts: BlockKeyParts): Promise<{ object: Buffer; release: (sent: boolean) => void } | undefined>;
   /** Whether the block is held now (no fetch). */
   holds(key: string, parts: BlockKeyParts): Promise<boolean>;
   /** Makes sure the block is held: it was already, it was fetched now, or no good copy exists. */
@@ -141,8 +153,29 @@ export class PeerServer {
       default:
         return this.refuse(res, 405, 'method not allowed');
     }
+    const range = req.headers.range;
+    const asked = range === undefined ? undefined : RANGE_RE.exec(range);
+    const from = asked == null ? NaN : Number(asked[1]);
+    const to = asked == null ? NaN : Number(asked[2]) + 1;
+    const wantHead = query.get('head') === '1';
     let object: Buffer | undefined;
     try {
+      // A few stripes of a block are read (and verified) without the whole object when the provider can.
+      const part = range === undefined || !(from < to) || p.range === undefined ? undefined : await p.range(key, parts, from, to);
+      if (part !== undefined) {
+        this.sendRange(res, part.data, wantHead ? part.head : undefined);
+        return;
+      }
+      const lent = range === undefined && p.lend !== undefined ? await p.lend(key, parts) : undefined;
+      if (lent !== undefined) {
+        this.stats.bytesServed += lent.object.length;
+        // 'finish': the last bytes were handed to the kernel, so the buffer may be reused; a 'close' before it
+        // is an aborted response (the provider then drops the buffer).
+        res.once('finish', () => lent.release(true));
+        res.once('close', () => lent.release(false));
+        res.writeHead(200, { 'content-length': lent.object.length }).end(lent.object);
+        return;
+      }
       object = await p.object(key, parts);
     } catch (err) {
       this.stats.errors++;
@@ -154,23 +187,26 @@ export class PeerServer {
       res.writeHead(404).end();
       return;
     }
-    const range = req.headers.range;
     // A block that is not striped (codec version 1 or 4) is answered whole, as the tier contract allows.
     if (range === undefined || peekBlockWhole(object)) {
       this.stats.bytesServed += object.length;
       res.writeHead(200, { 'content-length': object.length }).end(object);
       return;
     }
-    const m = RANGE_RE.exec(range);
-    const from = m === null ? NaN : Number(m[1]);
-    const to = m === null ? NaN : Number(m[2]) + 1;
     if (!(from < to && to <= object.length)) return this.refuse(res, 416, 'bad range');
-    const body = object.subarray(from, to);
-    const headBytes = query.get('head') === '1' ? Math.min(object.length, blockHeaderBytes(parts.blockBytes)) : 0;
+    this.sendRange(res, object.subarray(from, to), wantHead ? object.subarray(0, Math.min(object.length, blockHeaderBytes(parts.blockBytes))) : undefined);
+  }
+
+  /** 206 with `body`, preceded by the object's header `head` when asked (its length in x-ferry-head-bytes). */
+  private sendRange(res: ServerResponse, body: Buffer, head: Buffer | undefined): void {
+    const headBytes = head?.length ?? 0;
     this.stats.bytesServed += body.length + headBytes;
     res.writeHead(206, { 'content-length': headBytes + body.length, 'x-ferry-head-bytes': headBytes });
-    if (headBytes > 0) res.write(object.subarray(0, headBytes));
+    // Headers, the object's header and the body leave in one write.
+    res.cork();
+    if (head !== undefined && headBytes > 0) res.write(head);
     res.end(body);
+    res.uncork();
   }
 
   private refuse(res: ServerResponse, status: number, reason: string): void {
