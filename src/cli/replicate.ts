@@ -20,6 +20,7 @@ import { choice, humanBytes, log, openEngine, out, parseCount, parseDuration, pa
 export interface ReplicateCliOptions {
   once?: boolean;
   scan?: boolean;
+  check?: boolean;
   from?: string;
   to?: string;
   parallel?: string;
@@ -71,6 +72,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
   const pollMs = parseDuration(o.poll ?? '500ms', '--poll');
   const verify = choice(VERIFY_MODES, "put (the server's digest of the copy, else read it back), full (read every copy back) or size (compare its size)")(o.verify, '--verify');
   const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics, '--metrics');
+  if (o.check === true && o.scan !== true) throw new BadUsageError('--check needs --scan: it reads every copy the bucket listings show');
   const { engine, format } = await openEngine(metaUrl);
   let stores: Map<string, ObjectStore> | undefined;
   let meta: Meta | undefined;
@@ -130,8 +132,10 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
     process.once('SIGTERM', stop);
     try {
       if (o.scan === true) {
-        const r = await rep.scanBuckets();
-        await out(`scan: ${r.listed} objects listed, ${r.copied} blocks copied, ${r.failed.length} slice(s) failed\n`);
+        // --verify full reads every copy back: a scan under it reads the copies already in place too.
+        const r = await rep.scanBuckets({ check: o.check === true || verify === 'full' });
+        const checked = r.checked === 0 ? '' : `${r.checked} copies read and verified (${r.bad} bad), `;
+        await out(`scan: ${r.listed} objects listed, ${checked}${r.copied} blocks copied, ${r.failed.length} slice(s) failed\n`);
         if (r.failed.length > 0) process.exitCode = 1;
         if (o.once === true) return;
       }
@@ -173,6 +177,7 @@ export function register(program: Command): void {
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--once', 'copy everything pending and exit (0 when all is copied)')
     .option('--scan', 'first list and diff the buckets (bootstrap or repair), then replicate')
+    .option('--check', 'with --scan: also read every copy in place and verify it (checksums, length, identity); copy bad ones again')
     .option('--from <REGIONS>', 'only slices whose home is one of these regions (comma-separated)')
     .option('--to <REGIONS>', 'only copy to these regions (comma-separated)')
     .option('--parallel <N>', `block copies in flight (default ${PARALLEL_DEFAULT})`)
@@ -190,7 +195,7 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       '\nExamples:\n  $ ferry replicate sqlite:///data/vol.db --once\n  $ ferry replicate sqlite:///data/vol.db --to b --parallel 32 --bwlimit 50M --metrics :9568\n' +
-        '  $ ferry replicate sqlite:///data/vol.db --scan --once',
+        '  $ ferry replicate sqlite:///data/vol.db --scan --check --once',
     )
     .action((meta: string, opts: ReplicateCliOptions) => runReplicate(meta, opts));
 }

@@ -47,7 +47,7 @@ import { decodeBlock } from '../chunk/codec.js';
 import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
 import { removeSliceCopies } from '../meta/catalogue.js';
-import { listReplicaCheckpoints, loadReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
+import { listReplicaCheckpoints, loadReplicaCheckpoint, putReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
 import { slicesSet } from '../meta/records.js';
 import type { Meta } from '../meta/meta.js';
 import type { FormatRec } from '../meta/types.js';
@@ -95,6 +95,12 @@ export interface ReplicaCheckpoint {
   stats: ReplicaCounters;
 }
 
+/**
+ * Counters since the first run under a checkpoint's name. The copy counters count each block copy once, when
+ * its slice is marked copied, and are written in the transaction of that mark (with the checkpoint), so they
+ * survive any kill exactly: a copy made by a killed run and found in place by the next one counts once, a copy
+ * of a slice that failed counts when a later pass completes the slice.
+ */
 export interface ReplicaCounters {
   copiedBlocks: number;
   /** Encoded bytes copied, by "from>to" region pair. */
@@ -174,6 +180,9 @@ interface SliceJob {
   holders: string[];
   remaining: number;
   failed: boolean;
+  /** Copies made of this slice's blocks, counted when the slice is marked. */
+  copiedBlocks: number;
+  copiedBytes: Record<string, number>;
 }
 
 /** The changelog consumer a replicator registers as, for its checkpoint name. */
@@ -193,6 +202,17 @@ export async function loadCheckpoint(engine: MetaEngine, name: string): Promise<
 
 export async function listCheckpoints(engine: MetaEngine): Promise<Array<[string, ReplicaCheckpoint]>> {
   return listReplicaCheckpoints<ReplicaCheckpoint>(engine);
+}
+
+/** `c` plus the copies counted in `jobs` (a new object). */
+function addCopies(c: ReplicaCounters, jobs: readonly SliceJob[]): ReplicaCounters {
+  const out = { ...c, copiedBytes: { ...c.copiedBytes } };
+  for (const job of jobs) {
+    out.slicesCopied++;
+    out.copiedBlocks += job.copiedBlocks;
+    for (const [pair, n] of Object.entries(job.copiedBytes)) out.copiedBytes[pair] = (out.copiedBytes[pair] ?? 0) + n;
+  }
+  return out;
 }
 
 function emptyCounters(): ReplicaCounters {
@@ -226,6 +246,10 @@ export class Replicator {
    * already be in place.
    */
   private resumeIds = new Set<number>();
+  /** Slices a bucket scan found a bad copy of: their good copies are kept and, not being copies made, not counted. */
+  private readonly repairIds = new Set<number>();
+  /** The checkpoint as last written (or read): the slice marks write it again with their counters. */
+  private saved: ReplicaCheckpoint | undefined;
   /** Blocks and bytes queued or in flight in the current page. */
   readonly inFlight = { blocks: 0, bytes: 0 };
 
@@ -296,6 +320,7 @@ export class Replicator {
     if (claimed !== undefined && claimed.length > 0) rec.claimed = [...claimed];
     // The consumer's position moves with the checkpoint, atomically (registered again if it was removed).
     await saveReplicaCheckpoint(this.engine, this.name, rec, consumerName(this.name), rec.seq);
+    this.saved = rec;
   }
 
   private async checkpoint(): Promise<ReplicaCheckpoint | undefined> {
@@ -309,6 +334,7 @@ export class Replicator {
       this.retriesAtStart = this.retries?.() ?? 0;
     }
     if (cp !== undefined && cp.version > CHECKPOINT_VERSION) throw new UsageError(`replica checkpoint '${this.name}' has version ${cp.version}, newer than this ferry supports`);
+    this.saved = cp;
     return cp;
   }
 
@@ -404,16 +430,19 @@ export class Replicator {
     // Slices of many blocks spread over the batches rather than bunched in one (see interleave).
     const ids = interleave(todo, (t) => t.size > this.format.blockBytes).map((t) => t.id);
     this.onEvent({ type: 'bootstrap', slices: ids.length });
-    // Until it ends, the saved record keeps the old regions (or none), so a restart bootstraps again; each
-    // batch is claimed first, so that restart checks the batch that was in flight.
-    const during: ReplicaCheckpoint = cp ?? { version: CHECKPOINT_VERSION, seq, time: 0, regions: [], pending: [], updated: 0, stats: this.counters };
+    // Commit time of entry `seq` (every slice scanned was committed by then): the lag `status` shows for them.
+    // A log that keeps nothing (no consumer before this one) gives none: then they are at least as old as now.
+    const time = seq === 0 ? 0 : ((await this.engine.readLog(seq - 1, 1).catch(() => []))[0]?.time ?? this.now());
+    // Until it ends, the saved record keeps the old regions (or none), so a restart bootstraps again (and
+    // `status` counts every slice record as backlog); each batch is claimed first, so that restart checks the
+    // batch that was in flight.
+    const during: ReplicaCheckpoint = cp ?? { version: CHECKPOINT_VERSION, seq, time, regions: [], pending: [], updated: 0, stats: this.counters };
     const failed: number[] = [];
     for (let i = 0; i < ids.length; i += BOOTSTRAP_BATCH) {
       const batch = ids.slice(i, i + BOOTSTRAP_BATCH);
       await this.saveCheckpoint(during, batch);
       failed.push(...(await this.replicateSlices(batch)));
     }
-    const time = seq === 0 ? 0 : ((await this.engine.readLog(seq - 1, 1).catch(() => []))[0]?.time ?? 0);
     const next: ReplicaCheckpoint = {
       version: CHECKPOINT_VERSION,
       // Never move back: entries between an older position and `seq` hold nothing the scan did not see.
@@ -439,7 +468,7 @@ export class Replicator {
       const need = this.targetsOf(home, s.copies);
       if (need.length === 0) continue;
       const blocks = Math.ceil(s.size / this.format.blockBytes);
-      jobs.push({ id, size: s.size, home, need, holders: [home, ...(s.copies ?? [])], remaining: blocks, failed: false });
+      jobs.push({ id, size: s.size, home, need, holders: [home, ...(s.copies ?? [])], remaining: blocks, failed: false, copiedBlocks: 0, copiedBytes: {} });
     }
     if (jobs.length === 0) return [];
     const B = this.format.blockBytes;
@@ -451,7 +480,7 @@ export class Replicator {
       this.inFlight.bytes += Math.min(B, job.size - index * B);
     }
 
-    const marks: Array<{ id: number; regions: string[] }> = [];
+    const marks: SliceJob[] = [];
     let marking: Promise<void> = Promise.resolve();
     let markFailure: { err: unknown } | undefined;
     let markedAt = this.now();
@@ -462,12 +491,25 @@ export class Replicator {
       const batch = marks.splice(0, marks.length);
       marking = marking.then(async () => {
         if (markFailure !== undefined) return;
-        const gone = await this.meta.addSliceCopies(batch);
+        let counted: ReplicaCheckpoint['stats'] | undefined;
+        const gone = await this.meta.addSliceCopies(
+          batch.map((j) => ({ id: j.id, regions: j.need })),
+          (tx, goneIds) => {
+            // The copies of these slices are counted in the transaction that marks them (a retried transaction
+            // runs this again and starts over).
+            const done = batch.filter((j) => !goneIds.includes(j.id));
+            counted = addCopies(this.stats, done);
+            if (this.saved !== undefined) putReplicaCheckpoint(tx, this.name, { ...this.saved, updated: this.now(), stats: counted });
+          },
+        );
+        if (counted !== undefined) {
+          this.counters = addCopies(this.counters, batch.filter((j) => !gone.includes(j.id)));
+          if (this.saved !== undefined) this.saved = { ...this.saved, stats: counted };
+        }
         for (const id of gone) {
           const job = jobs.find((j) => j.id === id);
           if (job !== undefined) await this.deleteCopies(job).catch((err: unknown) => this.onEvent({ type: 'error', error: err }));
         }
-        this.counters.slicesCopied += batch.length - gone.length;
       }).catch((err: unknown) => {
         markFailure ??= { err };
       });
@@ -490,7 +532,7 @@ export class Replicator {
           this.inFlight.bytes -= len;
         }
         if (--job.remaining === 0 && !job.failed) {
-          marks.push({ id: job.id, regions: job.need });
+          marks.push(job);
           if (marks.length >= MARK_BATCH_MAX) await flushMarks();
           else if (this.now() - markedAt >= MARK_DELAY_MS_MAX) void flushMarks();
         }
@@ -514,18 +556,32 @@ export class Replicator {
     const len = Math.min(this.format.blockBytes, job.size - index * this.format.blockBytes);
     const key = blockKey(job.id, index, len);
     let need = job.need;
-    if (this.resumeIds.has(job.id)) {
-      // A copy already in place (put by a killed run) that verifies is kept; a bad or absent one is copied.
+    const resumed = this.resumeIds.has(job.id);
+    if (resumed || this.repairIds.has(job.id)) {
+      // A copy already in place that verifies is kept, a bad or absent one is copied. Put by a killed run (whose
+      // count was never recorded, its slice unmarked), it counts as a copy; found by a bucket scan, it does not.
       const present = await Promise.all(need.map(async (region) => {
         try {
-          decodeBlock(await this.store(region).get(key), key, len);
-          return true;
+          const o = await this.store(region).get(key);
+          decodeBlock(o, key, len);
+          return o.length;
         } catch {
-          return false;
+          return undefined;
         }
       }));
-      need = need.filter((_, i) => !present[i]);
-      if (need.length === 0) return;
+      let inPlace = false;
+      if (resumed) {
+        present.forEach((n, i) => {
+          if (n === undefined) return;
+          this.countCopy(job, need[i]!, n);
+          inPlace = true;
+        });
+      }
+      need = need.filter((_, i) => present[i] === undefined);
+      if (need.length === 0) {
+        if (inPlace) job.copiedBlocks++;
+        return;
+      }
     }
     let object: Buffer | undefined;
     const failures: string[] = [];
@@ -545,10 +601,14 @@ export class Replicator {
     await Promise.all(need.map(async (region) => {
       await this.bucket.take(obj.length);
       await this.putVerified(region, key, obj);
-      const pair = `${job.home}>${region}`;
-      this.counters.copiedBytes[pair] = (this.counters.copiedBytes[pair] ?? 0) + obj.length;
+      this.countCopy(job, region, obj.length);
     }));
-    this.counters.copiedBlocks++;
+    job.copiedBlocks++;
+  }
+
+  private countCopy(job: SliceJob, region: string, bytes: number): void {
+    const pair = `${job.home}>${region}`;
+    job.copiedBytes[pair] = (job.copiedBytes[pair] ?? 0) + bytes;
   }
 
   private async putVerified(region: string, key: string, object: Buffer): Promise<void> {
@@ -654,10 +714,12 @@ export class Replicator {
 
   /**
    * `--scan`: lists every bucket, and for each live slice copies the blocks a destination lacks (or holds
-   * with a size other than the source's), then records the copies that are complete. Bootstrap or repair;
-   * the changelog position is left alone.
+   * with a size other than the source's), then records the copies that are complete. With `check` it also
+   * reads every copy the listings show and decodes it against its key (checksums, length, identity), so a
+   * damaged copy of the right size, or a well-formed block of another key, is copied again from a good one.
+   * Bootstrap or repair; the changelog position is left alone.
    */
-  async scanBuckets(): Promise<{ listed: number; copied: number; failed: number[] }> {
+  async scanBuckets(options: { check?: boolean } = {}): Promise<{ listed: number; checked: number; bad: number; copied: number; failed: number[] }> {
     await this.refreshRegions();
     await this.checkpoint();
     const listings = new Map<string, Map<string, number>>();
@@ -673,15 +735,14 @@ export class Replicator {
     const slices = await this.meta.listSlices();
     const B = this.format.blockBytes;
     const copiedBefore = this.counters.copiedBlocks;
-    const failed: number[] = [];
-    const repair: number[] = [];
-    const complete: Array<{ id: number; regions: string[] }> = [];
+    /** Per slice: the destinations whose listing shows every block at the source's size. */
+    const listedWhole = new Map<number, string[]>();
+    const lacking = new Set<number>();
     for (const [id, s] of slices) {
       const home = sliceHome(s.home, this.regions);
       if (this.from !== undefined && !this.from.has(home)) continue;
       const homeList = listings.get(home);
       if (homeList === undefined) continue;
-      const lacking: string[] = [];
       const whole: string[] = [];
       for (const region of this.destinations()) {
         if (region === home) continue;
@@ -692,32 +753,77 @@ export class Replicator {
           if (size === undefined || size !== homeList.get(key)) ok = false;
         }
         if (ok) whole.push(region);
-        else lacking.push(region);
+        else lacking.add(id);
       }
-      if (whole.length > 0) complete.push({ id, regions: whole });
-      if (lacking.length > 0) repair.push(id);
+      listedWhole.set(id, whole);
     }
-    // Records that claim a copy the bucket lacks are corrected first, so the copy is made and readers stop
-    // asking that bucket first.
-    await this.forgetCopies(repair, listings);
+    // Copies the listings show whole, read and decoded when asked: bad ones join what is lacking.
+    const bad = new Map<number, Set<string>>();
+    let checked = 0;
+    let badCopies = 0;
+    if (options.check === true) {
+      const reads: Array<{ id: number; region: string; key: string; len: number }> = [];
+      for (const [id, whole] of listedWhole) {
+        const size = slices.get(id)!.size;
+        for (const region of whole) {
+          for (let b = 0; b * B < size; b++) {
+            const len = Math.min(B, size - b * B);
+            reads.push({ id, region, key: blockKey(id, b, len), len });
+          }
+        }
+      }
+      let next = 0;
+      const reader = async (): Promise<void> => {
+        while (next < reads.length) {
+          const { id, region, key, len } = reads[next++]!;
+          try {
+            decodeBlock(await this.store(region).get(key), key, len);
+          } catch (err) {
+            if (!(err instanceof CorruptBlockError) && !(err instanceof ObjectNotFoundError)) throw err;
+            badCopies++;
+            this.onEvent({ type: 'error', key, region, error: err });
+            let set = bad.get(id);
+            if (set === undefined) bad.set(id, (set = new Set()));
+            set.add(region);
+          }
+          checked++;
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.parallel, reads.length) }, () => reader()));
+    }
+    const complete: Array<{ id: number; regions: string[] }> = [];
+    const good = new Map<number, string[]>();
+    for (const [id, whole] of listedWhole) {
+      const g = whole.filter((r) => bad.get(id)?.has(r) !== true);
+      good.set(id, g);
+      if (g.length > 0) complete.push({ id, regions: g });
+      if (g.length < whole.length) lacking.add(id);
+    }
+    const repair = [...lacking];
+    // Records that claim a copy the bucket lacks (or holds bad) are corrected first, so the copy is made and
+    // readers stop asking that bucket first.
+    await this.forgetCopies(repair, good);
     for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) await this.meta.addSliceCopies(complete.slice(i, i + MARK_BATCH_MAX));
-    failed.push(...(await this.replicateSlices(repair)));
-    return { listed, copied: this.counters.copiedBlocks - copiedBefore, failed };
+    // Only the blocks that are absent or bad in a destination are copied; the good ones stay.
+    for (const id of repair) this.repairIds.add(id);
+    let failed: number[];
+    try {
+      failed = await this.replicateSlices(repair);
+    } finally {
+      this.repairIds.clear();
+    }
+    return { listed, checked, bad: badCopies, copied: this.counters.copiedBlocks - copiedBefore, failed };
   }
 
-  /** Removes from slice records the regions whose listing lacks one of the slice's blocks. */
-  private async forgetCopies(ids: readonly number[], listings: ReadonlyMap<string, ReadonlyMap<string, number>>): Promise<void> {
-    const B = this.format.blockBytes;
+  /**
+   * Removes from slice records the destinations the scan found lacking or bad: every destination of this
+   * replicator but those in `good` (regions it does not serve are left alone).
+   */
+  private async forgetCopies(ids: readonly number[], good: ReadonlyMap<number, readonly string[]>): Promise<void> {
+    const dests = new Set(this.destinations());
     for (let i = 0; i < ids.length; i += MARK_BATCH_MAX) {
       const page = ids.slice(i, i + MARK_BATCH_MAX);
-      await removeSliceCopies(this.engine, page, (id, s) =>
-        s.copies.filter((region) => {
-          const list = listings.get(region);
-          if (list === undefined) return true;
-          for (let b = 0; b * B < s.size; b++) if (!list.has(blockKey(id, b, Math.min(B, s.size - b * B)))) return false;
-          return true;
-        }),
-      );
+      await removeSliceCopies(this.engine, page, (id, s) => s.copies.filter((region) => !dests.has(region) || (good.get(id) ?? []).includes(region)));
     }
   }
 
