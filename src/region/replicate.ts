@@ -50,7 +50,7 @@ import { removeSliceCopies } from '../meta/catalogue.js';
 import { listReplicaCheckpoints, loadReplicaCheckpoint, putReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
 import { slicesSet } from '../meta/records.js';
 import type { Meta } from '../meta/meta.js';
-import type { FormatRec } from '../meta/types.js';
+import type { FormatRec, SliceRefRec } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
@@ -869,8 +869,12 @@ export interface ReplicationStatus {
 }
 
 /**
- * What each replicator still has to do, measured from the metadata: the slices committed after its position
- * (up to BACKLOG_ENTRIES_MAX log entries) plus its pending ones, less what their records say is copied.
+ * What each replicator still has to do, measured from the metadata: what the slice records say is not yet
+ * copied, whenever it was written. Once a replicator has bootstrapped, that is the slices committed after its
+ * position (up to BACKLOG_ENTRIES_MAX log entries) plus its pending ones; while it bootstraps (its checkpoint
+ * does not cover every destination yet) or after the log was trimmed past it, every slice record is read.
+ * The lag is that of the oldest slice still to copy: its first log entry's commit time, else (written before
+ * the position) the checkpoint's time, when it is known.
  */
 export async function replicationStatus(meta: Meta, now = Date.now()): Promise<ReplicationStatus[]> {
   const engine = meta.engine;
@@ -878,14 +882,17 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
   const regions = volumeRegions(format);
   const lastSeq = await engine.lastSeq();
   const out: ReplicationStatus[] = [];
+  let all: Map<number, SliceRefRec> | undefined;
   for (const [name, cp] of await listCheckpoints(engine)) {
     const [fromPart, toPart] = name.split('>');
     const from = fromPart === '*' || fromPart === undefined ? undefined : new Set(fromPart.split(','));
     const to = toPart === '*' || toPart === undefined ? undefined : new Set(toPart.split(','));
-    const ids = new Set<number>(cp.pending);
+    const ids = new Set<number>([...cp.pending, ...(cp.claimed ?? [])]);
     /** Commit time of the first entry naming each slice: the lag is that of the oldest slice still to copy. */
     const firstSeen = new Map<number, number>();
     let partial = false;
+    // Bootstrapping: the slices at or before its position are not all copied yet.
+    let everySlice = [...regions.regions.keys()].some((r) => (to === undefined || to.has(r)) && !cp.regions.includes(r));
     if (cp.seq < lastSeq) {
       let after = cp.seq;
       try {
@@ -906,10 +913,18 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
         }
       } catch (err) {
         if (!(err instanceof LogTrimmedError)) throw err;
-        partial = true;
+        // Behind the retention bound: it re-bootstraps from the slice records, so they are the backlog.
+        everySlice = true;
       }
     }
-    const recs = await meta.getSlices([...ids]);
+    let recs: Map<number, SliceRefRec | undefined>;
+    if (everySlice) {
+      all ??= await meta.listSlices();
+      recs = all;
+      partial = false;
+    } else {
+      recs = await meta.getSlices([...ids]);
+    }
     const backlog = { slices: 0, blocks: 0, bytes: 0, partial };
     let lagSeconds = 0;
     for (const [id, s] of recs) {
@@ -920,8 +935,8 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
       const need = [...regions.regions.keys()].filter((r) => r !== home && !have.has(r) && (to === undefined || to.has(r)));
       if (need.length === 0) continue;
       backlog.slices++;
-      // A pending slice was committed at or before the position: at least that far behind.
-      const since = firstSeen.get(id) ?? cp.time;
+      // A slice committed at or before the position: at least as old as the position's commit.
+      const since = firstSeen.get(id) ?? (cp.time > 0 ? cp.time : now);
       lagSeconds = Math.max(lagSeconds, (now - since) / 1000);
       backlog.blocks += Math.ceil(s.size / format.blockBytes) * need.length;
       backlog.bytes += s.size * need.length;
@@ -929,4 +944,22 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
     out.push({ name, seq: cp.seq, lastSeq, lagSeconds, backlog, pending: cp.pending.length, updated: cp.updated, stats: cp.stats });
   }
   return out;
+}
+
+/** What no replicator has copied yet, from every slice record (for a volume whose replicator never ran). */
+export async function unreplicatedBacklog(meta: Meta): Promise<{ slices: number; blocks: number; bytes: number }> {
+  const format = await reloadFormat(meta.engine);
+  const regions = volumeRegions(format);
+  const backlog = { slices: 0, blocks: 0, bytes: 0 };
+  if (regions.regions.size < 2) return backlog;
+  for (const s of (await meta.listSlices()).values()) {
+    const home = sliceHome(s.home, regions);
+    const have = new Set(s.copies ?? []);
+    const need = [...regions.regions.keys()].filter((r) => r !== home && !have.has(r)).length;
+    if (need === 0) continue;
+    backlog.slices++;
+    backlog.blocks += Math.ceil(s.size / format.blockBytes) * need;
+    backlog.bytes += s.size * need;
+  }
+  return backlog;
 }

@@ -9,8 +9,9 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { FaultStore } from '../../src/object/faults.js';
 import { RetryStore } from '../../src/object/retry.js';
-import type { CallOptions, ObjectStore } from '../../src/object/store.js';
-import { loadCheckpoint, replicationStatus } from '../../src/region/replicate.js';
+import { listAll, type CallOptions, type ObjectStore } from '../../src/object/store.js';
+import { blockKey } from '../../src/chunk/keys.js';
+import { loadCheckpoint, replicationStatus, type ReplicationStatus } from '../../src/region/replicate.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { CLI, ensureBuilt } from '../cli/helpers.js';
 import { badBlocks, CountingStore, makeRegionLab, pseudoRandom, type RegionLab } from './helpers.js';
@@ -180,5 +181,76 @@ describe('--verify put', () => {
         await lab.cleanup();
       }
     }
+  });
+});
+
+describe('the first replication of data written before the replicator started', () => {
+  let lab: RegionLab;
+  before(async () => {
+    ensureBuilt();
+    lab = await makeRegionLab();
+  });
+  after(() => lab.cleanup());
+
+  it('status counts what is not yet copied as backlog, and the copied bytes survive SIGKILL exactly', async (t) => {
+    const files = await writeMixed(lab, 23, 40);
+    const B = 64 * KiB;
+    /** Encoded sizes of the block objects in b, by key. */
+    const inB = async (): Promise<Map<string, number>> => {
+      const m = new Map<string, number>();
+      for await (const o of listAll(lab.store('b'), 'chunks/')) m.set(o.key, o.size);
+      return m;
+    };
+    // Throttled so that each run is killed part-way through the bootstrap.
+    const args = ['replicate', lab.metaUrl, '--once', '--parallel', '2', '--bwlimit', '1M'];
+    let kills = 0;
+    const seen: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await runCli(args, 1500);
+      if (r.signal !== 'SIGKILL') {
+        assert.equal(r.code, 0, r.stderr);
+        break;
+      }
+      kills++;
+      const { meta } = await lab.tools();
+      const objects = await inB();
+      let blocksLeft = 0;
+      let bytesLeft = 0;
+      let markedBytes = 0;
+      let markedBlocks = 0;
+      for (const [id, s] of await meta.listSlices()) {
+        const n = Math.ceil(s.size / B);
+        if ((s.copies ?? []).includes('b')) {
+          markedBlocks += n;
+          for (let b = 0; b < n; b++) markedBytes += objects.get(blockKey(id, b, Math.min(B, s.size - b * B)))!;
+        } else {
+          blocksLeft += n;
+          bytesLeft += s.size;
+        }
+      }
+      const st = await runCli(['status', lab.metaUrl, '--json']);
+      assert.equal(st.code, 0, st.stderr);
+      const rep = (JSON.parse(st.stdout) as { replication: ReplicationStatus[] }).replication.find((x) => x.name === '*>*');
+      assert.ok(rep !== undefined, 'a checkpoint after the first run');
+      seen.push(`${rep.backlog.blocks}/${blocksLeft} blocks left, lag ${rep.lagSeconds.toFixed(1)} s, copied ${rep.stats.copiedBytes['a>b'] ?? 0}/${markedBytes} bytes`);
+      assert.ok(blocksLeft > 0, 'killed before the end');
+      assert.equal(rep.backlog.blocks, blocksLeft, `backlog after kill ${kills}: ${JSON.stringify(rep.backlog)}`);
+      assert.equal(rep.backlog.bytes, bytesLeft);
+      assert.ok(rep.lagSeconds > 0, `lag after kill ${kills}: ${rep.lagSeconds}`);
+      // What the killed run recorded as copied is counted, exactly: the counters moved with the marks.
+      assert.equal(rep.stats.copiedBytes['a>b'] ?? 0, markedBytes, `copied bytes after kill ${kills}`);
+      assert.equal(rep.stats.copiedBlocks, markedBlocks);
+    }
+    t.diagnostic(`${kills} kills: ${seen.join('; ')}`);
+    assert.ok(kills >= 1, 'at least one run was killed mid-way');
+    const final = await runCli(['replicate', lab.metaUrl, '--once', '--parallel', '8']);
+    assert.equal(final.code, 0, final.stderr);
+    await checkComplete(lab, files);
+    // Every copy counted once over all the runs: the bytes in b, no more, no less.
+    const { engine } = await lab.tools();
+    const cp = await loadCheckpoint(engine, '*>*');
+    const objects = await inB();
+    assert.equal(cp?.stats.copiedBytes['a>b'], [...objects.values()].reduce((x, y) => x + y, 0));
+    assert.equal(cp?.stats.copiedBlocks, objects.size);
   });
 });
