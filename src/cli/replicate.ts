@@ -2,7 +2,8 @@
  * `ferry replicate META`: the bucket replicator (region/replicate.ts) as a command. Follows the changelog
  * until interrupted (SIGINT/SIGTERM end it cleanly; SIGKILL loses nothing but the blocks in flight), or with
  * --once copies everything committed so far and exits: 0 when every slice is in every region's bucket, 1 when
- * some could not be copied (they stay pending for the next run).
+ * some could not be copied (they stay pending for the next run), 130 when SIGINT/SIGTERM stopped it (at once,
+ * a --bwlimit wait included; the unfinished slices stay pending, the finished ones marked).
  */
 
 import { createServer, type Server } from 'node:http';
@@ -15,7 +16,7 @@ import { GC_GRACE_DEFAULT } from './gc.js';
 import { openRegionStores } from './region.js';
 import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_DEFAULT, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
-import { choice, humanBytes, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
+import { choice, humanBytes, InterruptedError, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
 
 export interface ReplicateCliOptions {
   once?: boolean;
@@ -78,7 +79,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
   let meta: Meta | undefined;
   let server: Server | undefined;
   const controller = new AbortController();
-  const stop = (): void => controller.abort(new Error('interrupted'));
+  const stop = (sig: NodeJS.Signals): void => controller.abort(new InterruptedError(sig));
   try {
     const regions = volumeRegions(format);
     if (regions.regions.size < 2) {
@@ -110,6 +111,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
       graceMs,
       retries: () => retryStores.reduce((n, s) => n + s.stats().retries, 0),
       onEvent,
+      signal: controller.signal,
     });
     if (metrics !== undefined) {
       const m = meta;
@@ -151,7 +153,13 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
         return;
       }
       process.stderr.write(`ferry: replicating volume '${format.name}' (${[...regions.regions.keys()].join(', ')}); Ctrl-C stops\n`);
+      // Following is stopped by a signal as its normal end (exit 0).
       await rep.run({ signal: controller.signal, pollMs });
+    } catch (err) {
+      // --once or --scan stopped by SIGINT/SIGTERM: whatever the work failed with, the cause is the signal
+      // (exit 130). What was complete is marked; the rest is pending in the checkpoint for the next run.
+      if (controller.signal.aborted) throw controller.signal.reason;
+      throw err;
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);

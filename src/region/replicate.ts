@@ -159,6 +159,12 @@ export interface ReplicatorOptions {
   retries?: () => number;
   onEvent?: (e: ReplicateEvent) => void;
   now?: () => number;
+  /**
+   * Stops the work at once when aborted (a bandwidth wait, the store calls in flight, the next block): what is
+   * complete is marked, the slices left unfinished go to the checkpoint's pending list (or, in a bootstrap,
+   * stay for the next one), and the running pass rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PassResult {
@@ -236,6 +242,7 @@ export class Replicator {
   private readonly retries: (() => number) | undefined;
   private readonly onEvent: (e: ReplicateEvent) => void;
   private readonly now: () => number;
+  private readonly signal: AbortSignal | undefined;
   private counters: ReplicaCounters = emptyCounters();
   private retriesAtStart = 0;
   private countersLoaded = false;
@@ -269,6 +276,7 @@ export class Replicator {
     this.retries = options.retries;
     this.onEvent = options.onEvent ?? (() => undefined);
     this.now = options.now ?? Date.now;
+    this.signal = options.signal;
     this.name = options.name ?? checkpointName(options.from, options.to);
   }
 
@@ -365,6 +373,7 @@ export class Replicator {
       await this.saveCheckpoint(cp);
     }
     for (;;) {
+      this.signal?.throwIfAborted();
       if (cp.seq >= untilSeq) break;
       let entries;
       try {
@@ -394,6 +403,7 @@ export class Replicator {
         this.onEvent({ type: 'error', error: new Error(`${pending.length} slices failed to copy; holding the position at ${cp.seq}`) });
         break;
       }
+      // Stopped part-way (aborted): the slices left unfinished are in `failed`, so pending, like failures.
       cp = { ...cp, seq: last.seq, time: last.time, pending };
       await this.saveCheckpoint(cp);
       this.onEvent({
@@ -442,6 +452,12 @@ export class Replicator {
       const batch = ids.slice(i, i + BOOTSTRAP_BATCH);
       await this.saveCheckpoint(during, batch);
       failed.push(...(await this.replicateSlices(batch)));
+      if (this.stopped()) {
+        // Stopped: the slices of the batch left unfinished are pending (a restart checks what of them is in
+        // place); the rest is found again by the next bootstrap, which this record still asks for.
+        await this.saveCheckpoint({ ...during, pending: [...new Set([...during.pending, ...failed])] });
+        this.signal?.throwIfAborted();
+      }
     }
     const next: ReplicaCheckpoint = {
       version: CHECKPOINT_VERSION,
@@ -518,15 +534,18 @@ export class Replicator {
 
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < queue.length) {
+      while (next < queue.length && !this.stopped()) {
         const { job, index } = queue[next++]!;
         const len = Math.min(B, job.size - index * B);
         try {
           if (!job.failed) await this.copyBlock(job, index);
         } catch (err) {
-          if (!job.failed) this.counters.errors++;
+          // A copy cut short by the signal is no error: the slice is left for the next run.
+          if (!job.failed && !this.stopped()) {
+            this.counters.errors++;
+            this.onEvent({ type: 'error', key: blockKey(job.id, index, len), error: err });
+          }
           job.failed = true;
-          this.onEvent({ type: 'error', key: blockKey(job.id, index, len), error: err });
         } finally {
           this.inFlight.blocks--;
           this.inFlight.bytes -= len;
@@ -539,10 +558,15 @@ export class Replicator {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.parallel, queue.length) }, () => worker()));
+    // Blocks never started (stopped by the signal) leave their slices unfinished.
+    for (const { job, index } of queue.slice(next)) {
+      this.inFlight.blocks--;
+      this.inFlight.bytes -= Math.min(B, job.size - index * B);
+    }
     await flushMarks();
     // Slices whose mark failed are copied but not recorded: the caller must not move past them.
     if (markFailure !== undefined) throw markFailure.err;
-    return jobs.filter((j) => j.failed).map((j) => j.id);
+    return jobs.filter((j) => j.failed || j.remaining > 0).map((j) => j.id);
   }
 
   private store(region: string): ObjectStore {
@@ -562,7 +586,7 @@ export class Replicator {
       // count was never recorded, its slice unmarked), it counts as a copy; found by a bucket scan, it does not.
       const present = await Promise.all(need.map(async (region) => {
         try {
-          const o = await this.store(region).get(key);
+          const o = await this.store(region).get(key, { signal: this.signal });
           decodeBlock(o, key, len);
           return o.length;
         } catch {
@@ -587,11 +611,12 @@ export class Replicator {
     const failures: string[] = [];
     for (const holder of job.holders) {
       try {
-        const o = await this.store(holder).get(key);
+        const o = await this.store(holder).get(key, { signal: this.signal });
         decodeBlock(o, key, len);
         object = o;
         break;
       } catch (err) {
+        this.signal?.throwIfAborted();
         if (err instanceof CorruptBlockError) this.counters.badSources++;
         failures.push(`${holder}: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -599,11 +624,16 @@ export class Replicator {
     if (object === undefined) throw new Error(`block ${key}: no good source copy (${failures.join('; ')})`);
     const obj = object;
     await Promise.all(need.map(async (region) => {
-      await this.bucket.take(obj.length);
+      await this.bucket.take(obj.length, this.signal);
       await this.putVerified(region, key, obj);
       this.countCopy(job, region, obj.length);
     }));
     job.copiedBlocks++;
+  }
+
+  /** The signal aborted: start nothing new. */
+  private stopped(): boolean {
+    return this.signal?.aborted === true;
   }
 
   private countCopy(job: SliceJob, region: string, bytes: number): void {
@@ -618,13 +648,13 @@ export class Replicator {
       // 'put': done when the server's digest of what it stored is ours; without that answer (a store that
       // cannot give one, an ETag that is no digest, one that differs) the copy is read back as with 'full'.
       if (this.verify === 'put' && canPutChecked(store)) {
-        if ((await store.putChecked(key, object)) === true) return;
+        if ((await store.putChecked(key, object, { signal: this.signal })) === true) return;
       } else {
-        await store.put(key, object);
+        await store.put(key, object, { signal: this.signal });
       }
       try {
         if (this.verify !== 'size') {
-          const back = await store.get(key);
+          const back = await store.get(key, { signal: this.signal });
           if (back.equals(object)) return;
           last = new CorruptBlockError(key, `the copy in ${region} read back ${back.length} bytes that differ from the ${object.length} put`);
         } else {
@@ -774,7 +804,7 @@ export class Replicator {
       }
       let next = 0;
       const reader = async (): Promise<void> => {
-        while (next < reads.length) {
+        while (next < reads.length && !this.stopped()) {
           const { id, region, key, len } = reads[next++]!;
           try {
             decodeBlock(await this.store(region).get(key), key, len);
@@ -790,6 +820,7 @@ export class Replicator {
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.parallel, reads.length) }, () => reader()));
+      this.signal?.throwIfAborted();
     }
     const complete: Array<{ id: number; regions: string[] }> = [];
     const good = new Map<number, string[]>();
@@ -812,6 +843,7 @@ export class Replicator {
     } finally {
       this.repairIds.clear();
     }
+    this.signal?.throwIfAborted();
     return { listed, checked, bad: badCopies, copied: this.counters.copiedBlocks - copiedBefore, failed };
   }
 

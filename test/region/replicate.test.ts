@@ -52,18 +52,30 @@ async function checkComplete(lab: RegionLab, files: Map<string, Buffer>): Promis
   assert.equal(st?.pending, 0);
 }
 
-function runCli(args: string[], killAfterMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function runCli(
+  args: string[],
+  killAfterMs?: number,
+  how: NodeJS.Signals = 'SIGKILL',
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; exitedMs: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, FERRY_DEBUG: '', FERRY_NO_PROGRESS: '1' } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    let signalledAt = 0;
+    const timer =
+      killAfterMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            signalledAt = performance.now();
+            child.kill(how);
+          }, killAfterMs);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (timer !== undefined) clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      // How long after the signal the process ended (0: never signalled).
+      resolve({ code, signal, stdout, stderr, exitedMs: signalledAt === 0 ? 0 : performance.now() - signalledAt });
     });
   });
 }
@@ -252,5 +264,46 @@ describe('the first replication of data written before the replicator started', 
     const objects = await inB();
     assert.equal(cp?.stats.copiedBytes['a>b'], [...objects.values()].reduce((x, y) => x + y, 0));
     assert.equal(cp?.stats.copiedBlocks, objects.size);
+  });
+});
+
+describe('replicate --bwlimit interrupted', () => {
+  let lab: RegionLab;
+  before(async () => {
+    ensureBuilt();
+    lab = await makeRegionLab();
+  });
+  after(() => lab.cleanup());
+
+  it('SIGINT stops a bandwidth-limited run at once with exit 130, leaving a checkpoint the next run finishes from', async (t) => {
+    const files = await writeMixed(lab, 5, 40);
+    const total = (await lab.liveBlocks()).length;
+    // At 512 KiB/s the dataset takes far longer than the run is given: the signal lands mid-copy, in the
+    // bootstrap (the replicator never ran before).
+    const args = ['replicate', lab.metaUrl, '--once', '--parallel', '4', '--bwlimit', '512K'];
+    const first = await runCli(args, 3000, 'SIGINT');
+    t.diagnostic(`stopped ${first.exitedMs.toFixed(0)} ms after SIGINT: ${first.stderr.trim()}`);
+    assert.equal(first.code, 130, `exit code after SIGINT: ${first.code} ${first.signal ?? ''} ${first.stderr}`);
+    assert.match(first.stderr, /interrupted \(SIGINT\)/);
+    // Promptly: well within the seconds a throttled copy of what is left would take.
+    assert.ok(first.exitedMs < 5000, `exited ${first.exitedMs} ms after SIGINT`);
+    const { engine, meta } = await lab.tools();
+    const cp = await loadCheckpoint(engine, '*>*');
+    assert.ok(cp !== undefined, 'a checkpoint was written');
+    assert.equal(cp.claimed, undefined, 'nothing left claimed: the unfinished slices are pending');
+    const marked = [...(await meta.listSlices()).values()].filter((s) => s.copies !== undefined).length;
+    // Copy counters equal what the marks record (written with them), as after a kill.
+    let markedBlocks = 0;
+    for (const s of (await meta.listSlices()).values()) if (s.copies !== undefined) markedBlocks += Math.ceil(s.size / (64 * KiB));
+    assert.equal(cp.stats.copiedBlocks, markedBlocks);
+    assert.ok(markedBlocks < total, `${markedBlocks} of ${total} blocks copied before SIGINT`);
+    t.diagnostic(`${marked} slices (${markedBlocks} of ${total} blocks) copied before SIGINT; pending ${cp.pending.length}`);
+    const final = await runCli(['replicate', lab.metaUrl, '--once', '--parallel', '8']);
+    assert.equal(final.code, 0, final.stderr);
+    await checkComplete(lab, files);
+    // Copies made before the signal and kept by the next run count once: the counters end at the bytes in b.
+    let inB = 0;
+    for await (const o of listAll(lab.store('b'), 'chunks/')) inB += o.size;
+    assert.equal((await loadCheckpoint(engine, '*>*'))?.stats.copiedBytes['a>b'], inB);
   });
 });
