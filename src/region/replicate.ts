@@ -789,13 +789,18 @@ export class Replicator {
     }
     // Copies the listings show whole, read and decoded when asked: bad ones join what is lacking.
     const bad = new Map<number, Set<string>>();
+    /** Home copies found bad: copied back from a replica that verifies, once the replicas are repaired. */
+    const homeBad: Array<{ id: number; region: string; key: string; len: number }> = [];
     let checked = 0;
     let badCopies = 0;
     if (options.check === true) {
       const reads: Array<{ id: number; region: string; key: string; len: number }> = [];
+      const dests = new Set(this.destinations());
       for (const [id, whole] of listedWhole) {
-        const size = slices.get(id)!.size;
-        for (const region of whole) {
+        const { size, home } = slices.get(id)!;
+        // The home copy too, when this replicator may write there: a bad one is copied back from a replica.
+        const homeRegion = sliceHome(home, this.regions);
+        for (const region of dests.has(homeRegion) ? [homeRegion, ...whole] : whole) {
           for (let b = 0; b * B < size; b++) {
             const len = Math.min(B, size - b * B);
             reads.push({ id, region, key: blockKey(id, b, len), len });
@@ -812,11 +817,16 @@ export class Replicator {
             if (!(err instanceof CorruptBlockError) && !(err instanceof ObjectNotFoundError)) throw err;
             badCopies++;
             this.onEvent({ type: 'error', key, region, error: err });
+            if (region === sliceHome(slices.get(id)!.home, this.regions)) {
+              homeBad.push({ id, region, key, len });
+              continue;
+            }
             let set = bad.get(id);
             if (set === undefined) bad.set(id, (set = new Set()));
             set.add(region);
+          } finally {
+            checked++;
           }
-          checked++;
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.parallel, reads.length) }, () => reader()));
@@ -844,6 +854,34 @@ export class Replicator {
       this.repairIds.clear();
     }
     this.signal?.throwIfAborted();
+    if (homeBad.length > 0) {
+      const recs = await this.meta.getSlices([...new Set(homeBad.map((h) => h.id))]);
+      for (const { id, region, key, len } of homeBad) {
+        const holders = (recs.get(id)?.copies ?? []).filter((r) => this.stores.has(r));
+        let done = false;
+        for (const holder of holders) {
+          try {
+            const o = await this.store(holder).get(key, { signal: this.signal });
+            decodeBlock(o, key, len);
+            await this.bucket.take(o.length, this.signal);
+            await this.putVerified(region, key, o);
+            // Not a slice mark: counted at once, persisted with the next checkpoint.
+            this.counters.copiedBytes[`${holder}>${region}`] = (this.counters.copiedBytes[`${holder}>${region}`] ?? 0) + o.length;
+            this.counters.copiedBlocks++;
+            done = true;
+            break;
+          } catch (err) {
+            this.signal?.throwIfAborted();
+            this.onEvent({ type: 'error', key, region: holder, error: err });
+          }
+        }
+        if (!done) {
+          this.counters.errors++;
+          this.onEvent({ type: 'error', key, region, error: new Error(`block ${key}: the home copy in ${region} is bad and no replica verifies`) });
+          if (!failed.includes(id)) failed.push(id);
+        }
+      }
+    }
     return { listed, checked, bad: badCopies, copied: this.counters.copiedBlocks - copiedBefore, failed };
   }
 

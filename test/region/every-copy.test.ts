@@ -104,7 +104,7 @@ describe('every copy is checked', () => {
     fails(['replicate', meta, '--check', '--once'], /--check needs --scan/, { code: 2 });
   });
 
-  it('a corrupt home copy is reported as such', () => {
+  it('a corrupt home copy is reported as such, and copied back from a replica by --scan --check', () => {
     const home = blockFiles(bucket('a')).find((b) => b.len === 64 * KiB)!;
     const buf = readFileSync(home.file);
     buf[buf.length - 1]! ^= 0xff;
@@ -113,5 +113,8 @@ describe('every copy is checked', () => {
     assert.equal(r.code, 1);
     assert.match(r.stdout, new RegExp(`block ${home.key.replaceAll('/', '\\/')} .*: .*checksum mismatch`));
     assert.doesNotMatch(r.stdout.split('\n').find((l) => l.includes(home.key)) ?? '', /replica/);
+    // --scan --check copies it back from the replica, which verifies.
+    assert.match(ok(['replicate', meta, '--scan', '--check', '--once']), /scan: .*\(1 bad\), 1 blocks copied, 0 slice\(s\) failed/);
+    assert.match(ok(['fsck', meta]), /volume is clean/);
   });
 });
