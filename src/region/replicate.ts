@@ -844,7 +844,35 @@ export class Replicator {
     // Records that claim a copy the bucket lacks (or holds bad) are corrected first, so the copy is made and
     // readers stop asking that bucket first.
     await this.forgetCopies(repair, good);
-    for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) await this.meta.addSliceCopies(complete.slice(i, i + MARK_BATCH_MAX));
+    for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) {
+      const batch = complete.slice(i, i + MARK_BATCH_MAX);
+      // Copies a killed run made of the slices it had claimed were never counted (their slices were not
+      // marked): they count now, with the mark, like the ones a resumed pass finds in place.
+      const found: SliceJob[] = [];
+      for (const { id, regions } of batch) {
+        if (!this.resumeIds.has(id)) continue;
+        const s = slices.get(id)!;
+        const job: SliceJob = { id, size: s.size, home: sliceHome(s.home, this.regions), need: [], holders: [], remaining: 0, failed: false, copiedBlocks: 0, copiedBytes: {} };
+        for (const region of regions) {
+          if ((s.copies ?? []).includes(region)) continue;
+          for (const key of sliceBlockKeys(id, s.size, B)) this.countCopy(job, region, listings.get(region)?.get(key) ?? 0);
+        }
+        if (Object.keys(job.copiedBytes).length > 0) {
+          job.copiedBlocks = Math.ceil(s.size / B);
+          found.push(job);
+        }
+      }
+      let counted: ReplicaCounters | undefined;
+      await this.meta.addSliceCopies(batch, (tx) => {
+        if (found.length === 0) return;
+        counted = addCopies(this.stats, found);
+        if (this.saved !== undefined) putReplicaCheckpoint(tx, this.name, { ...this.saved, updated: this.now(), stats: counted });
+      });
+      if (counted !== undefined) {
+        this.counters = addCopies(this.counters, found);
+        if (this.saved !== undefined) this.saved = { ...this.saved, stats: counted };
+      }
+    }
     // Only the blocks that are absent or bad in a destination are copied; the good ones stay.
     for (const id of repair) this.repairIds.add(id);
     let failed: number[];
