@@ -34,7 +34,12 @@
  * retention bound), or when a region appears that the checkpoint did not cover, every live slice record is
  * scanned (metadata only) and what it lacks copied, before following the log from the sequence read before
  * the scan. The consumer is registered before that sequence is read, so the entries after it stay. `scanBuckets` (`--scan`) lists and diffs the buckets instead, for repair:
- * it finds copies that records claim but buckets lack (or hold with the wrong size).
+ * it finds copies that records claim but buckets lack (or hold with the wrong size), and with `check` also reads
+ * and decodes every copy against its key (a flipped byte, another block's object), copying bad ones again.
+ *
+ * Counters: each copy counts once, when its slice is marked, in the mark's transaction (with the checkpoint),
+ * so they survive SIGKILL; a copy a killed run made is counted by the run that finds it in place and marks it.
+ * An AbortSignal (SIGINT) stops the work at once; finished slices are marked, unfinished ones become pending.
  *
  * Deletions: with `graceMs`, released slices older than the grace period are deleted in every bucket
  * (region/deletion.ts, shared with `ferry gc`). A slice released while it was being copied is skipped; a copy
