@@ -3,15 +3,17 @@
  * and verifies. Prints one line per problem and a summary; exits 0 only when the volume is clean.
  *
  * The metadata invariants are meta/check.ts's (one consistent engine snapshot, the one `dump` writes); this
- * file adds the blocks: every block of every live slice exists in its home bucket and decodes (header,
- * checksums, length, identity).
+ * file adds the blocks: every copy of every block of every live slice that the metadata says exists — in its
+ * home bucket and in the bucket of each region its slice record lists as holding a copy (`copies`, set by the
+ * replicator, which readers trust) — is present and decodes (header, checksums, length, identity). `--region`
+ * narrows the check to one region's bucket; by default every region's bucket is checked.
  */
 
 import type { Command } from 'commander';
-import { CorruptBlockError } from '../errors.js';
+import { BadUsageError, CorruptBlockError } from '../errors.js';
 import { createChunkStore } from '../cache/blocks.js';
-import type { ChunkStore } from '../chunk/store.js';
 import { blockKey } from '../chunk/keys.js';
+import { decodeBlock } from '../chunk/codec.js';
 import { checkMetadata, repairUsage } from '../meta/check.js';
 import type { MetaEngine } from '../meta/engine.js';
 import type { FormatRec } from '../meta/types.js';
@@ -33,10 +35,12 @@ export interface FsckOptions {
   /** Show a progress bar for block verification (on a terminal). */
   progress?: boolean;
   /**
-   * Multi-region volumes: the other regions' buckets. Each block is checked in its slice's home bucket, the
-   * copy every other one is made from (`ferry replicate --scan` checks the replicas).
+   * Multi-region volumes: the other regions' buckets. Each block is checked in its slice's home bucket and in
+   * every region's bucket that its slice record says holds a copy.
    */
   otherStores?: ReadonlyMap<string, ObjectStore>;
+  /** Only the copies in these regions' buckets (default: every region's). */
+  regions?: readonly string[];
 }
 
 export interface FsckResult {
@@ -50,6 +54,8 @@ export interface FsckResult {
   slices: number;
   blocks: number;
   blockBytes: number;
+  /** Copies checked: a block counts once per bucket it was checked in. */
+  copies: number;
   seq: number;
 }
 
@@ -67,42 +73,49 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   // ---- blocks
   const chunkStore = createChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
   const regions = volumeRegions(format);
-  const homeStores = new Map<string, { store: ObjectStore; chunkStore: ChunkStore }>([[regions.primary, { store, chunkStore }]]);
-  for (const [name, s] of options.otherStores ?? []) {
-    homeStores.set(name, { store: s, chunkStore: createChunkStore({ store: s, blockBytes: format.blockBytes, compression: format.compression }) });
-  }
-  const blocks: Array<{ id: number; size: number; index: number }> = [];
+  const buckets = new Map<string, ObjectStore>([[regions.primary, store], ...(options.otherStores ?? [])]);
+  const only = options.regions === undefined ? undefined : new Set(options.regions);
+  /** One check per copy the metadata says exists: the home bucket's, and each recorded replica's. */
+  const copies: Array<{ id: number; size: number; index: number; region: string; home: boolean }> = [];
+  let blockCount = 0;
   let blockBytes = 0;
   for (const [id, s] of slices) {
+    const home = sliceHome(s.home, regions);
+    // A copy recorded in a region that has since left the volume is no longer read by anyone.
+    const holders = [home, ...(s.copies ?? []).filter((r) => r !== home && regions.regions.has(r))].filter((r) => only === undefined || only.has(r));
     for (let index = 0; index * format.blockBytes < s.size; index++) {
-      blocks.push({ id, size: s.size, index });
+      blockCount++;
       blockBytes += chunkStore.blockLength(s.size, index);
+      for (const region of holders) copies.push({ id, size: s.size, index, region, home: region === home });
     }
   }
-  const progress = options.progress === true ? progressBar(blocks.length, 0, 'blocks') : { add: () => undefined, stop: () => undefined };
+  const progress = options.progress === true ? progressBar(copies.length, 0, 'blocks') : { add: () => undefined, stop: () => undefined };
   try {
-    await forEachLimit(blocks, options.blocksInFlight ?? FSCK_BLOCKS_IN_FLIGHT_DEFAULT, async ({ id, size, index }) => {
+    await forEachLimit(copies, options.blocksInFlight ?? FSCK_BLOCKS_IN_FLIGHT_DEFAULT, async ({ id, size, index, region, home }) => {
       const len = chunkStore.blockLength(size, index);
       const key = blockKey(id, index, len);
       const owner = sliceOwner.get(id);
-      const home = sliceHome(slices.get(id)?.home, regions);
       const where = `block ${key} (slice ${id}${owner === undefined ? '' : `, inode ${owner}`})`;
-      const bucket = homeStores.get(home);
+      // Which copy: the home one, or a replica the slice record says is in place.
+      const copy = !regions.named ? 'the bucket' : home ? `the bucket of its home region ${region}` : `its replica in region ${region}`;
+      const bucket = buckets.get(region);
       if (bucket === undefined) {
-        if (regions.regions.has(home)) problem(`${where}: no bucket given for its home region ${home}`);
-        else problem(`${where}: its home region ${home} is no longer one of the volume's regions`);
+        if (!home) problem(`${where}: no bucket given for region ${region}, which holds a replica`);
+        else if (regions.regions.has(region)) problem(`${where}: no bucket given for its home region ${region}`);
+        else problem(`${where}: its home region ${region} is no longer one of the volume's regions`);
         progress.add(1);
         return;
       }
       try {
         if (options.fast === true) {
-          await bucket.store.head(key);
+          await bucket.head(key);
         } else {
-          await bucket.chunkStore.readBlock(id, size, index);
+          // Decoded against the key it was read under: checksums, length and identity, this bucket's copy only.
+          decodeBlock(await bucket.get(key), key, len);
         }
       } catch (err) {
-        if (err instanceof ObjectNotFoundError) problem(`${where}: missing from the bucket${regions.named ? ` of its home region ${home}` : ''}`);
-        else if (err instanceof CorruptBlockError) problem(`${where}: ${err.detail}`);
+        if (err instanceof ObjectNotFoundError) problem(`${where}: missing from ${copy}`);
+        else if (err instanceof CorruptBlockError) problem(`${where}: ${home ? '' : `${copy} is corrupt: `}${err.detail}`);
         else throw err;
       } finally {
         progress.add(1);
@@ -118,25 +131,45 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
     inodes: meta.inodes,
     entries: meta.entries,
     slices: slices.size,
-    blocks: blocks.length,
+    blocks: blockCount,
     blockBytes,
+    copies: copies.length,
     seq: meta.seq,
   };
 }
 
 export function fsckSummary(r: FsckResult): string {
-  const what = `${r.inodes} inodes, ${r.entries} entries, ${r.slices} slices, ${r.blocks} blocks (${humanBytes(r.blockBytes)}) at changelog seq ${r.seq}`;
+  const copies = r.copies === r.blocks ? '' : `, ${r.copies} copies checked`;
+  const what = `${r.inodes} inodes, ${r.entries} entries, ${r.slices} slices, ${r.blocks} blocks (${humanBytes(r.blockBytes)})${copies} at changelog seq ${r.seq}`;
   return r.problems.length === 0 ? `fsck: volume is clean: ${what}` : `fsck: ${r.problems.length} problem(s) found: ${what}`;
 }
 
-export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string; repair?: boolean }): Promise<void> {
+/**
+ * `--region NAME|all` against the volume's regions: the regions whose buckets are checked (undefined: all).
+ * Only regions with a bucket hold copies.
+ */
+export function fsckRegions(format: FormatRec, arg: string | undefined): string[] | undefined {
+  if (arg === undefined || arg === 'all') return undefined;
+  const regions = volumeRegions(format);
+  const names = arg.split(',').map((x) => x.trim());
+  for (const name of names) {
+    if (regions.regions.has(name)) continue;
+    const why = regions.all.has(name) ? `region '${name}' has no bucket (a metadata-only mirror holds no copies)` : `volume '${format.name}' has no region '${name}'`;
+    throw new BadUsageError(`invalid --region '${arg}': ${why} (regions with a bucket: ${[...regions.regions.keys()].join(', ')}, or all)`);
+  }
+  return names;
+}
+
+export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?: string; repair?: boolean; region?: string }): Promise<void> {
   const blocksInFlight = opts.threads === undefined ? FSCK_BLOCKS_IN_FLIGHT_DEFAULT : parseCount(opts.threads, '--threads', 1, 256);
   const tools = await openTools(metaUrl);
   let otherStores: Map<string, ObjectStore> | undefined;
   try {
+    const regions = fsckRegions(tools.format, opts.region);
     otherStores = await openOtherRegionStores(tools.format);
     const result = await fsckVolume(tools.engine, tools.format, tools.store, {
       otherStores,
+      ...(regions === undefined ? {} : { regions }),
       fast: opts.fast === true,
       blocksInFlight,
       progress: true,
@@ -168,12 +201,14 @@ export function register(program: Command): void {
     .summary('check metadata invariants and verify every block')
     .description(
       'Check the volume: metadata invariants (entries, link counts, parents, slice references, counters) and that every ' +
-        'block a file needs exists and verifies. Prints one line per problem; exits 0 only when the volume is clean.',
+        'block a file needs exists and verifies, in its home bucket and in every region\'s bucket that the metadata says holds a ' +
+        'copy. Prints one line per problem; exits 0 only when the volume is clean.',
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--fast', 'only check that block objects exist, without downloading and verifying them')
     .option('--threads <N>', `blocks verified at once (default ${FSCK_BLOCKS_IN_FLIGHT_DEFAULT})`)
     .option('--repair', 'recount the usage counters (bytes, inodes) when they drifted; needs no live clients')
-    .addHelpText('after', '\nExamples:\n  $ ferry fsck sqlite:///data/vol.db\n  $ ferry fsck sqlite:///data/vol.db --fast')
-    .action((meta: string, opts: { fast?: boolean; threads?: string; repair?: boolean }) => runFsck(meta, opts));
+    .option('--region <NAME|all>', "only the copies in these regions' buckets (comma-separated; default all: the home copy and every replica)")
+    .addHelpText('after', '\nExamples:\n  $ ferry fsck sqlite:///data/vol.db\n  $ ferry fsck sqlite:///data/vol.db --fast\n  $ ferry fsck sqlite:///data/vol.db --region b')
+    .action((meta: string, opts: { fast?: boolean; threads?: string; repair?: boolean; region?: string }) => runFsck(meta, opts));
 }

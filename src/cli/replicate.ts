@@ -2,7 +2,8 @@
  * `ferry replicate META`: the bucket replicator (region/replicate.ts) as a command. Follows the changelog
  * until interrupted (SIGINT/SIGTERM end it cleanly; SIGKILL loses nothing but the blocks in flight), or with
  * --once copies everything committed so far and exits: 0 when every slice is in every region's bucket, 1 when
- * some could not be copied (they stay pending for the next run).
+ * some could not be copied (they stay pending for the next run), 130 when SIGINT/SIGTERM stopped it (at once,
+ * a --bwlimit wait included; the unfinished slices stay pending, the finished ones marked).
  */
 
 import { Option, type Command } from 'commander';
@@ -17,11 +18,12 @@ import { volumeRegions } from '../region/regions.js';
 import { Gauge, type Registry } from 'prom-client';
 import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
 import { metricsToken } from '../obs/token.js';
-import { choice, humanBytes, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
+import { choice, humanBytes, InterruptedError, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
 
 export interface ReplicateCliOptions {
   once?: boolean;
   scan?: boolean;
+  check?: boolean;
   from?: string;
   to?: string;
   parallel?: string;
@@ -87,12 +89,13 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
   const pollMs = parseDuration(o.poll ?? '500ms', '--poll');
   const verify = choice(VERIFY_MODES, "put (the server's digest of the copy, else read it back), full (read every copy back) or size (compare its size)")(o.verify, '--verify');
   const metrics = o.metrics === undefined ? undefined : parseHostPort(o.metrics, '--metrics');
+  if (o.check === true && o.scan !== true) throw new BadUsageError('--check needs --scan: it reads every copy the bucket listings show');
   const { engine, format } = await openEngine(metaUrl);
   let stores: Map<string, ObjectStore> | undefined;
   let meta: Meta | undefined;
   let server: MetricsEndpoint | undefined;
   const controller = new AbortController();
-  const stop = (): void => controller.abort(new Error('interrupted'));
+  const stop = (sig: NodeJS.Signals): void => controller.abort(new InterruptedError(sig));
   try {
     const regions = volumeRegions(format);
     if (regions.regions.size < 2) {
@@ -124,6 +127,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
       graceMs,
       retries: () => retryStores.reduce((n, s) => n + s.stats().retries, 0),
       onEvent,
+      signal: controller.signal,
     });
     if (metrics !== undefined) {
       const registry = processRegistry();
@@ -137,8 +141,10 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
     process.once('SIGTERM', stop);
     try {
       if (o.scan === true) {
-        const r = await rep.scanBuckets();
-        await out(`scan: ${r.listed} objects listed, ${r.copied} blocks copied, ${r.failed.length} slice(s) failed\n`);
+        // --verify full reads every copy back: a scan under it reads the copies already in place too.
+        const r = await rep.scanBuckets({ check: o.check === true || verify === 'full' });
+        const checked = r.checked === 0 ? '' : `${r.checked} copies read and verified (${r.bad} bad), `;
+        await out(`scan: ${r.listed} objects listed, ${checked}${r.copied} blocks copied, ${r.failed.length} slice(s) failed\n`);
         if (r.failed.length > 0) process.exitCode = 1;
         if (o.once === true) return;
       }
@@ -154,7 +160,13 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
         return;
       }
       process.stderr.write(`ferry: replicating volume '${format.name}' (${[...regions.regions.keys()].join(', ')}); Ctrl-C stops\n`);
+      // Following is stopped by a signal as its normal end (exit 0).
       await rep.run({ signal: controller.signal, pollMs });
+    } catch (err) {
+      // --once or --scan stopped by SIGINT/SIGTERM: whatever the work failed with, the cause is the signal
+      // (exit 130). What was complete is marked; the rest is pending in the checkpoint for the next run.
+      if (controller.signal.aborted) throw controller.signal.reason;
+      throw err;
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
@@ -180,6 +192,7 @@ export function register(program: Command): void {
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')
     .option('--once', 'copy everything pending and exit (0 when all is copied)')
     .option('--scan', 'first list and diff the buckets (bootstrap or repair), then replicate')
+    .option('--check', 'with --scan: also read every copy in place and verify it (checksums, length, identity); copy bad ones again')
     .option('--from <REGIONS>', 'only slices whose home is one of these regions (comma-separated)')
     .option('--to <REGIONS>', 'only copy to these regions (comma-separated)')
     .option('--parallel <N>', `block copies in flight (default ${PARALLEL_DEFAULT})`)
@@ -197,7 +210,7 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       '\nExamples:\n  $ ferry replicate sqlite:///data/vol.db --once\n  $ ferry replicate sqlite:///data/vol.db --to b --parallel 32 --bwlimit 50M --metrics :9568\n' +
-        '  $ ferry replicate sqlite:///data/vol.db --scan --once',
+        '  $ ferry replicate sqlite:///data/vol.db --scan --check --once',
     )
     .action((meta: string, opts: ReplicateCliOptions) => runReplicate(meta, opts));
 }

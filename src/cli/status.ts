@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { humanAge, humanBytes, openMetaTools, out, printJson } from './util.js';
 import { publicFormat } from './info.js';
 import { sessionIsStale } from '../meta/meta.js';
-import { replicationStatus } from '../region/replicate.js';
+import { replicationStatus, unreplicatedBacklog } from '../region/replicate.js';
 import { regionRole, volumeRegions } from '../region/regions.js';
 import { mirrorStatus } from '../region/mirror.js';
 import { readMirrorIdentity } from '../meta/mirror.js';
@@ -36,6 +36,8 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     }));
     const regions = volumeRegions(tools.format);
     const replication = regions.named ? await replicationStatus(tools.meta, now) : [];
+    // No replicator ever ran: everything written so far is still to copy.
+    const neverRun = replication.length === 0 && regions.regions.size > 1 ? await unreplicatedBacklog(tools.meta) : undefined;
     const mirrors = regions.named ? await mirrorStatus(tools.engine, tools.format, now) : [];
     // Opened on a replica: what it mirrors, and how far it is.
     const identity = await readMirrorIdentity(tools.engine);
@@ -49,7 +51,12 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       sessions,
       changelog: { lastSeq, floor, length: lastSeq - floor, retention, consumers },
       ...(regions.named
-        ? { regions: { primary: regions.primary, names: [...regions.all.keys()], roles: Object.fromEntries([...regions.all.keys()].map((n) => [n, regionRole(regions, n)])) }, replication, mirrors }
+        ? {
+            regions: { primary: regions.primary, names: [...regions.all.keys()], roles: Object.fromEntries([...regions.all.keys()].map((n) => [n, regionRole(regions, n)])) },
+            replication,
+            ...(neverRun === undefined ? {} : { unreplicated: neverRun }),
+            mirrors,
+          }
         : {}),
       ...(identity === undefined ? {} : { replicaOf: { ...identity, applied: lastSeq } }),
       cacheGroups: members.map((m) => ({ group: m.group, address: m.address, weight: m.weight, role: m.role, region: m.region, host: m.host, pid: m.pid, ageMs: now - m.heartbeat, stale: memberIsStale(m, now) })),
@@ -83,7 +90,9 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
                 `${m.bootstraps} bootstrap(s), reported ${humanAge(now - (m.updated ?? now))} ago${m.error === undefined ? '' : `; last error: ${m.error}`}`,
         );
       }
-      if (replication.length === 0 && regions.regions.size > 1) lines.push('replication: never run (start "ferry replicate")');
+      if (neverRun !== undefined) {
+        lines.push(`replication: never run (start "ferry replicate"); backlog ${neverRun.blocks} blocks (${humanBytes(neverRun.bytes)}) not yet copied`);
+      }
       for (const r of replication) {
         const b = r.backlog;
         lines.push(

@@ -289,9 +289,10 @@ async function main(): Promise<void> {
     await vb4.close();
     say(`  a down      bucket a refuses every call; b still reads all ${Object.keys(expected).length} files: ${r4.failures.length === 0 ? 'all match' : 'MISMATCH'}`);
 
-    // 8. fsck (the home bucket, every block verified) and gc (released slices deleted in both buckets).
+    // 8. fsck (every copy verified: the home bucket's and b's replicas) and gc (released slices deleted in both
+    //    buckets).
     await va.close();
-    const fsck = await fsckVolume(tools.engine, tools.format, tools.store);
+    const fsck = await fsckVolume(tools.engine, tools.format, tools.store, { otherStores: new Map([['b', new FileStore(bucketB)]]) });
     const objectsBefore = (await countFiles(bucketA)) + (await countFiles(bucketB));
     const gc = await gcVolume(tools, { graceMs: 0, leakAgeMs: 3_600_000, otherStores: new Map([['b', new FileStore(bucketB)]]) });
     const objects = (await countFiles(bucketA)) + (await countFiles(bucketB));

@@ -116,9 +116,10 @@ export class SliceCatalogue {
   /**
    * Records verified copies of slices in more regions (the bucket replicator), in one transaction. Returns
    * the ids that are gone entirely — neither live nor awaiting deletion — whose objects gc may already have
-   * deleted everywhere: the caller deletes the copies it just made of those.
+   * deleted everywhere: the caller deletes the copies it just made of those. `also` runs last in the same
+   * transaction, told those ids (the replicator writes its checkpoint there, so its counters move with its marks).
    */
-  async addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>): Promise<number[]> {
+  async addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>, also?: (tx: Txn, gone: readonly number[]) => void): Promise<number[]> {
     if (marks.length === 0) return [];
     return this.txn(async (tx) => {
       const gone: number[] = [];
@@ -133,6 +134,7 @@ export class SliceCatalogue {
         if (add.length === 0) continue;
         slices.put(tx, id, { ...s, copies: [...have, ...add].sort() } satisfies SliceRefRec);
       }
+      also?.(tx, gone);
       return gone;
     });
   }

@@ -5,7 +5,7 @@
  */
 
 import { putConsumerPosition } from './core.js';
-import type { MetaEngine } from './engine.js';
+import type { MetaEngine, Txn } from './engine.js';
 import { replicas } from './records.js';
 
 export async function loadReplicaCheckpoint<T extends object>(engine: MetaEngine, name: string): Promise<T | undefined> {
@@ -26,4 +26,12 @@ export async function saveReplicaCheckpoint(engine: MetaEngine, name: string, ch
     replicas.put(tx, name, checkpoint);
     await putConsumerPosition(tx, consumer, position, true);
   });
+}
+
+/**
+ * Writes a checkpoint inside the caller's transaction, the consumer position left as it is: the replicator
+ * records its counters with the slice marks they count (Meta.addSliceCopies' `also`), so a kill loses neither.
+ */
+export function putReplicaCheckpoint(tx: Txn, name: string, checkpoint: object): void {
+  replicas.put(tx, name, checkpoint);
 }

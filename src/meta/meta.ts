@@ -1259,8 +1259,8 @@ export class Meta implements MetaApi {
    * the ids that are gone entirely — neither live nor awaiting deletion — whose objects gc may already have
    * deleted everywhere: the caller deletes the copies it just made of those.
    */
-  addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>): Promise<number[]> {
-    return this.catalogue.addSliceCopies(marks);
+  addSliceCopies(marks: ReadonlyArray<{ id: number; regions: readonly string[] }>, also?: (tx: Txn, gone: readonly number[]) => void): Promise<number[]> {
+    return this.catalogue.addSliceCopies(marks, also);
   }
 
   /** Every live slice: id -> {size, refs, home, copies}. */

@@ -34,7 +34,12 @@
  * retention bound), or when a region appears that the checkpoint did not cover, every live slice record is
  * scanned (metadata only) and what it lacks copied, before following the log from the sequence read before
  * the scan. The consumer is registered before that sequence is read, so the entries after it stay. `scanBuckets` (`--scan`) lists and diffs the buckets instead, for repair:
- * it finds copies that records claim but buckets lack (or hold with the wrong size).
+ * it finds copies that records claim but buckets lack (or hold with the wrong size), and with `check` also reads
+ * and decodes every copy against its key (a flipped byte, another block's object), copying bad ones again.
+ *
+ * Counters: each copy counts once, when its slice is marked, in the mark's transaction (with the checkpoint),
+ * so they survive SIGKILL; a copy a killed run made is counted by the run that finds it in place and marks it.
+ * An AbortSignal (SIGINT) stops the work at once; finished slices are marked, unfinished ones become pending.
  *
  * Deletions: with `graceMs`, released slices older than the grace period are deleted in every bucket
  * (region/deletion.ts, shared with `ferry gc`). A slice released while it was being copied is skipped; a copy
@@ -47,10 +52,10 @@ import { decodeBlock } from '../chunk/codec.js';
 import { blockKey, CHUNKS_PREFIX, parseBlockKey } from '../chunk/keys.js';
 import { LogTrimmedError, type MetaEngine } from '../meta/engine.js';
 import { removeSliceCopies } from '../meta/catalogue.js';
-import { listReplicaCheckpoints, loadReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
+import { listReplicaCheckpoints, loadReplicaCheckpoint, putReplicaCheckpoint, saveReplicaCheckpoint } from '../meta/checkpoints.js';
 import { slicesSet } from '../meta/records.js';
 import type { Meta } from '../meta/meta.js';
-import type { FormatRec } from '../meta/types.js';
+import type { FormatRec, SliceRefRec } from '../meta/types.js';
 import { sleep } from '../util/sleep.js';
 import { canPutChecked, listAll, ObjectNotFoundError, type ObjectStore } from '../object/store.js';
 import { TokenBucket } from '../util/tokenbucket.js';
@@ -95,6 +100,12 @@ export interface ReplicaCheckpoint {
   stats: ReplicaCounters;
 }
 
+/**
+ * Counters since the first run under a checkpoint's name. The copy counters count each block copy once, when
+ * its slice is marked copied, and are written in the transaction of that mark (with the checkpoint), so they
+ * survive any kill exactly: a copy made by a killed run and found in place by the next one counts once, a copy
+ * of a slice that failed counts when a later pass completes the slice.
+ */
 export interface ReplicaCounters {
   copiedBlocks: number;
   /** Encoded bytes copied, by "from>to" region pair. */
@@ -153,6 +164,12 @@ export interface ReplicatorOptions {
   retries?: () => number;
   onEvent?: (e: ReplicateEvent) => void;
   now?: () => number;
+  /**
+   * Stops the work at once when aborted (a bandwidth wait, the store calls in flight, the next block): what is
+   * complete is marked, the slices left unfinished go to the checkpoint's pending list (or, in a bootstrap,
+   * stay for the next one), and the running pass rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PassResult {
@@ -174,6 +191,9 @@ interface SliceJob {
   holders: string[];
   remaining: number;
   failed: boolean;
+  /** Copies made of this slice's blocks, counted when the slice is marked. */
+  copiedBlocks: number;
+  copiedBytes: Record<string, number>;
 }
 
 /** The changelog consumer a replicator registers as, for its checkpoint name. */
@@ -193,6 +213,17 @@ export async function loadCheckpoint(engine: MetaEngine, name: string): Promise<
 
 export async function listCheckpoints(engine: MetaEngine): Promise<Array<[string, ReplicaCheckpoint]>> {
   return listReplicaCheckpoints<ReplicaCheckpoint>(engine);
+}
+
+/** `c` plus the copies counted in `jobs` (a new object). */
+function addCopies(c: ReplicaCounters, jobs: readonly SliceJob[]): ReplicaCounters {
+  const out = { ...c, copiedBytes: { ...c.copiedBytes } };
+  for (const job of jobs) {
+    out.slicesCopied++;
+    out.copiedBlocks += job.copiedBlocks;
+    for (const [pair, n] of Object.entries(job.copiedBytes)) out.copiedBytes[pair] = (out.copiedBytes[pair] ?? 0) + n;
+  }
+  return out;
 }
 
 function emptyCounters(): ReplicaCounters {
@@ -216,6 +247,7 @@ export class Replicator {
   private readonly retries: (() => number) | undefined;
   private readonly onEvent: (e: ReplicateEvent) => void;
   private readonly now: () => number;
+  private readonly signal: AbortSignal | undefined;
   private counters: ReplicaCounters = emptyCounters();
   private retriesAtStart = 0;
   private countersLoaded = false;
@@ -226,6 +258,10 @@ export class Replicator {
    * already be in place.
    */
   private resumeIds = new Set<number>();
+  /** Slices a bucket scan found a bad copy of: their good copies are kept and, not being copies made, not counted. */
+  private readonly repairIds = new Set<number>();
+  /** The checkpoint as last written (or read): the slice marks write it again with their counters. */
+  private saved: ReplicaCheckpoint | undefined;
   /** Blocks and bytes queued or in flight in the current page. */
   readonly inFlight = { blocks: 0, bytes: 0 };
 
@@ -245,6 +281,7 @@ export class Replicator {
     this.retries = options.retries;
     this.onEvent = options.onEvent ?? (() => undefined);
     this.now = options.now ?? Date.now;
+    this.signal = options.signal;
     this.name = options.name ?? checkpointName(options.from, options.to);
   }
 
@@ -296,6 +333,7 @@ export class Replicator {
     if (claimed !== undefined && claimed.length > 0) rec.claimed = [...claimed];
     // The consumer's position moves with the checkpoint, atomically (registered again if it was removed).
     await saveReplicaCheckpoint(this.engine, this.name, rec, consumerName(this.name), rec.seq);
+    this.saved = rec;
   }
 
   private async checkpoint(): Promise<ReplicaCheckpoint | undefined> {
@@ -309,6 +347,7 @@ export class Replicator {
       this.retriesAtStart = this.retries?.() ?? 0;
     }
     if (cp !== undefined && cp.version > CHECKPOINT_VERSION) throw new UsageError(`replica checkpoint '${this.name}' has version ${cp.version}, newer than this ferry supports`);
+    this.saved = cp;
     return cp;
   }
 
@@ -339,6 +378,7 @@ export class Replicator {
       await this.saveCheckpoint(cp);
     }
     for (;;) {
+      this.signal?.throwIfAborted();
       if (cp.seq >= untilSeq) break;
       let entries;
       try {
@@ -368,6 +408,7 @@ export class Replicator {
         this.onEvent({ type: 'error', error: new Error(`${pending.length} slices failed to copy; holding the position at ${cp.seq}`) });
         break;
       }
+      // Stopped part-way (aborted): the slices left unfinished are in `failed`, so pending, like failures.
       cp = { ...cp, seq: last.seq, time: last.time, pending };
       await this.saveCheckpoint(cp);
       this.onEvent({
@@ -404,16 +445,25 @@ export class Replicator {
     // Slices of many blocks spread over the batches rather than bunched in one (see interleave).
     const ids = interleave(todo, (t) => t.size > this.format.blockBytes).map((t) => t.id);
     this.onEvent({ type: 'bootstrap', slices: ids.length });
-    // Until it ends, the saved record keeps the old regions (or none), so a restart bootstraps again; each
-    // batch is claimed first, so that restart checks the batch that was in flight.
-    const during: ReplicaCheckpoint = cp ?? { version: CHECKPOINT_VERSION, seq, time: 0, regions: [], pending: [], updated: 0, stats: this.counters };
+    // Commit time of entry `seq` (every slice scanned was committed by then): the lag `status` shows for them.
+    // A log that keeps nothing (no consumer before this one) gives none: then they are at least as old as now.
+    const time = seq === 0 ? 0 : ((await this.engine.readLog(seq - 1, 1).catch(() => []))[0]?.time ?? this.now());
+    // Until it ends, the saved record keeps the old regions (or none), so a restart bootstraps again (and
+    // `status` counts every slice record as backlog); each batch is claimed first, so that restart checks the
+    // batch that was in flight.
+    const during: ReplicaCheckpoint = cp ?? { version: CHECKPOINT_VERSION, seq, time, regions: [], pending: [], updated: 0, stats: this.counters };
     const failed: number[] = [];
     for (let i = 0; i < ids.length; i += BOOTSTRAP_BATCH) {
       const batch = ids.slice(i, i + BOOTSTRAP_BATCH);
       await this.saveCheckpoint(during, batch);
       failed.push(...(await this.replicateSlices(batch)));
+      if (this.stopped()) {
+        // Stopped: the slices of the batch left unfinished are pending (a restart checks what of them is in
+        // place); the rest is found again by the next bootstrap, which this record still asks for.
+        await this.saveCheckpoint({ ...during, pending: [...new Set([...during.pending, ...failed])] });
+        this.signal?.throwIfAborted();
+      }
     }
-    const time = seq === 0 ? 0 : ((await this.engine.readLog(seq - 1, 1).catch(() => []))[0]?.time ?? 0);
     const next: ReplicaCheckpoint = {
       version: CHECKPOINT_VERSION,
       // Never move back: entries between an older position and `seq` hold nothing the scan did not see.
@@ -439,7 +489,7 @@ export class Replicator {
       const need = this.targetsOf(home, s.copies);
       if (need.length === 0) continue;
       const blocks = Math.ceil(s.size / this.format.blockBytes);
-      jobs.push({ id, size: s.size, home, need, holders: [home, ...(s.copies ?? [])], remaining: blocks, failed: false });
+      jobs.push({ id, size: s.size, home, need, holders: [home, ...(s.copies ?? [])], remaining: blocks, failed: false, copiedBlocks: 0, copiedBytes: {} });
     }
     if (jobs.length === 0) return [];
     const B = this.format.blockBytes;
@@ -451,7 +501,7 @@ export class Replicator {
       this.inFlight.bytes += Math.min(B, job.size - index * B);
     }
 
-    const marks: Array<{ id: number; regions: string[] }> = [];
+    const marks: SliceJob[] = [];
     let marking: Promise<void> = Promise.resolve();
     let markFailure: { err: unknown } | undefined;
     let markedAt = this.now();
@@ -462,12 +512,25 @@ export class Replicator {
       const batch = marks.splice(0, marks.length);
       marking = marking.then(async () => {
         if (markFailure !== undefined) return;
-        const gone = await this.meta.addSliceCopies(batch);
+        let counted: ReplicaCheckpoint['stats'] | undefined;
+        const gone = await this.meta.addSliceCopies(
+          batch.map((j) => ({ id: j.id, regions: j.need })),
+          (tx, goneIds) => {
+            // The copies of these slices are counted in the transaction that marks them (a retried transaction
+            // runs this again and starts over).
+            const done = batch.filter((j) => !goneIds.includes(j.id));
+            counted = addCopies(this.stats, done);
+            if (this.saved !== undefined) putReplicaCheckpoint(tx, this.name, { ...this.saved, updated: this.now(), stats: counted });
+          },
+        );
+        if (counted !== undefined) {
+          this.counters = addCopies(this.counters, batch.filter((j) => !gone.includes(j.id)));
+          if (this.saved !== undefined) this.saved = { ...this.saved, stats: counted };
+        }
         for (const id of gone) {
           const job = jobs.find((j) => j.id === id);
           if (job !== undefined) await this.deleteCopies(job).catch((err: unknown) => this.onEvent({ type: 'error', error: err }));
         }
-        this.counters.slicesCopied += batch.length - gone.length;
       }).catch((err: unknown) => {
         markFailure ??= { err };
       });
@@ -476,31 +539,39 @@ export class Replicator {
 
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < queue.length) {
+      while (next < queue.length && !this.stopped()) {
         const { job, index } = queue[next++]!;
         const len = Math.min(B, job.size - index * B);
         try {
           if (!job.failed) await this.copyBlock(job, index);
         } catch (err) {
-          if (!job.failed) this.counters.errors++;
+          // A copy cut short by the signal is no error: the slice is left for the next run.
+          if (!job.failed && !this.stopped()) {
+            this.counters.errors++;
+            this.onEvent({ type: 'error', key: blockKey(job.id, index, len), error: err });
+          }
           job.failed = true;
-          this.onEvent({ type: 'error', key: blockKey(job.id, index, len), error: err });
         } finally {
           this.inFlight.blocks--;
           this.inFlight.bytes -= len;
         }
         if (--job.remaining === 0 && !job.failed) {
-          marks.push({ id: job.id, regions: job.need });
+          marks.push(job);
           if (marks.length >= MARK_BATCH_MAX) await flushMarks();
           else if (this.now() - markedAt >= MARK_DELAY_MS_MAX) void flushMarks();
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.parallel, queue.length) }, () => worker()));
+    // Blocks never started (stopped by the signal) leave their slices unfinished.
+    for (const { job, index } of queue.slice(next)) {
+      this.inFlight.blocks--;
+      this.inFlight.bytes -= Math.min(B, job.size - index * B);
+    }
     await flushMarks();
     // Slices whose mark failed are copied but not recorded: the caller must not move past them.
     if (markFailure !== undefined) throw markFailure.err;
-    return jobs.filter((j) => j.failed).map((j) => j.id);
+    return jobs.filter((j) => j.failed || j.remaining > 0).map((j) => j.id);
   }
 
   private store(region: string): ObjectStore {
@@ -514,28 +585,43 @@ export class Replicator {
     const len = Math.min(this.format.blockBytes, job.size - index * this.format.blockBytes);
     const key = blockKey(job.id, index, len);
     let need = job.need;
-    if (this.resumeIds.has(job.id)) {
-      // A copy already in place (put by a killed run) that verifies is kept; a bad or absent one is copied.
+    const resumed = this.resumeIds.has(job.id);
+    if (resumed || this.repairIds.has(job.id)) {
+      // A copy already in place that verifies is kept, a bad or absent one is copied. Put by a killed run (whose
+      // count was never recorded, its slice unmarked), it counts as a copy; found by a bucket scan, it does not.
       const present = await Promise.all(need.map(async (region) => {
         try {
-          decodeBlock(await this.store(region).get(key), key, len);
-          return true;
+          const o = await this.store(region).get(key, { signal: this.signal });
+          decodeBlock(o, key, len);
+          return o.length;
         } catch {
-          return false;
+          return undefined;
         }
       }));
-      need = need.filter((_, i) => !present[i]);
-      if (need.length === 0) return;
+      let inPlace = false;
+      if (resumed) {
+        present.forEach((n, i) => {
+          if (n === undefined) return;
+          this.countCopy(job, need[i]!, n);
+          inPlace = true;
+        });
+      }
+      need = need.filter((_, i) => present[i] === undefined);
+      if (need.length === 0) {
+        if (inPlace) job.copiedBlocks++;
+        return;
+      }
     }
     let object: Buffer | undefined;
     const failures: string[] = [];
     for (const holder of job.holders) {
       try {
-        const o = await this.store(holder).get(key);
+        const o = await this.store(holder).get(key, { signal: this.signal });
         decodeBlock(o, key, len);
         object = o;
         break;
       } catch (err) {
+        this.signal?.throwIfAborted();
         if (err instanceof CorruptBlockError) this.counters.badSources++;
         failures.push(`${holder}: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -543,12 +629,21 @@ export class Replicator {
     if (object === undefined) throw new Error(`block ${key}: no good source copy (${failures.join('; ')})`);
     const obj = object;
     await Promise.all(need.map(async (region) => {
-      await this.bucket.take(obj.length);
+      await this.bucket.take(obj.length, this.signal);
       await this.putVerified(region, key, obj);
-      const pair = `${job.home}>${region}`;
-      this.counters.copiedBytes[pair] = (this.counters.copiedBytes[pair] ?? 0) + obj.length;
+      this.countCopy(job, region, obj.length);
     }));
-    this.counters.copiedBlocks++;
+    job.copiedBlocks++;
+  }
+
+  /** The signal aborted: start nothing new. */
+  private stopped(): boolean {
+    return this.signal?.aborted === true;
+  }
+
+  private countCopy(job: SliceJob, region: string, bytes: number): void {
+    const pair = `${job.home}>${region}`;
+    job.copiedBytes[pair] = (job.copiedBytes[pair] ?? 0) + bytes;
   }
 
   private async putVerified(region: string, key: string, object: Buffer): Promise<void> {
@@ -558,13 +653,13 @@ export class Replicator {
       // 'put': done when the server's digest of what it stored is ours; without that answer (a store that
       // cannot give one, an ETag that is no digest, one that differs) the copy is read back as with 'full'.
       if (this.verify === 'put' && canPutChecked(store)) {
-        if ((await store.putChecked(key, object)) === true) return;
+        if ((await store.putChecked(key, object, { signal: this.signal })) === true) return;
       } else {
-        await store.put(key, object);
+        await store.put(key, object, { signal: this.signal });
       }
       try {
         if (this.verify !== 'size') {
-          const back = await store.get(key);
+          const back = await store.get(key, { signal: this.signal });
           if (back.equals(object)) return;
           last = new CorruptBlockError(key, `the copy in ${region} read back ${back.length} bytes that differ from the ${object.length} put`);
         } else {
@@ -654,10 +749,12 @@ export class Replicator {
 
   /**
    * `--scan`: lists every bucket, and for each live slice copies the blocks a destination lacks (or holds
-   * with a size other than the source's), then records the copies that are complete. Bootstrap or repair;
-   * the changelog position is left alone.
+   * with a size other than the source's), then records the copies that are complete. With `check` it also
+   * reads every copy the listings show and decodes it against its key (checksums, length, identity), so a
+   * damaged copy of the right size, or a well-formed block of another key, is copied again from a good one.
+   * Bootstrap or repair; the changelog position is left alone.
    */
-  async scanBuckets(): Promise<{ listed: number; copied: number; failed: number[] }> {
+  async scanBuckets(options: { check?: boolean } = {}): Promise<{ listed: number; checked: number; bad: number; copied: number; failed: number[] }> {
     await this.refreshRegions();
     await this.checkpoint();
     const listings = new Map<string, Map<string, number>>();
@@ -673,15 +770,14 @@ export class Replicator {
     const slices = await this.meta.listSlices();
     const B = this.format.blockBytes;
     const copiedBefore = this.counters.copiedBlocks;
-    const failed: number[] = [];
-    const repair: number[] = [];
-    const complete: Array<{ id: number; regions: string[] }> = [];
+    /** Per slice: the destinations whose listing shows every block at the source's size. */
+    const listedWhole = new Map<number, string[]>();
+    const lacking = new Set<number>();
     for (const [id, s] of slices) {
       const home = sliceHome(s.home, this.regions);
       if (this.from !== undefined && !this.from.has(home)) continue;
       const homeList = listings.get(home);
       if (homeList === undefined) continue;
-      const lacking: string[] = [];
       const whole: string[] = [];
       for (const region of this.destinations()) {
         if (region === home) continue;
@@ -692,32 +788,145 @@ export class Replicator {
           if (size === undefined || size !== homeList.get(key)) ok = false;
         }
         if (ok) whole.push(region);
-        else lacking.push(region);
+        else lacking.add(id);
       }
-      if (whole.length > 0) complete.push({ id, regions: whole });
-      if (lacking.length > 0) repair.push(id);
+      listedWhole.set(id, whole);
     }
-    // Records that claim a copy the bucket lacks are corrected first, so the copy is made and readers stop
-    // asking that bucket first.
-    await this.forgetCopies(repair, listings);
-    for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) await this.meta.addSliceCopies(complete.slice(i, i + MARK_BATCH_MAX));
-    failed.push(...(await this.replicateSlices(repair)));
-    return { listed, copied: this.counters.copiedBlocks - copiedBefore, failed };
+    // Copies the listings show whole, read and decoded when asked: bad ones join what is lacking.
+    const bad = new Map<number, Set<string>>();
+    /** Home copies found bad: copied back from a replica that verifies, once the replicas are repaired. */
+    const homeBad: Array<{ id: number; region: string; key: string; len: number }> = [];
+    let checked = 0;
+    let badCopies = 0;
+    if (options.check === true) {
+      const reads: Array<{ id: number; region: string; key: string; len: number }> = [];
+      const dests = new Set(this.destinations());
+      for (const [id, whole] of listedWhole) {
+        const { size, home } = slices.get(id)!;
+        // The home copy too, when this replicator may write there: a bad one is copied back from a replica.
+        const homeRegion = sliceHome(home, this.regions);
+        for (const region of dests.has(homeRegion) ? [homeRegion, ...whole] : whole) {
+          for (let b = 0; b * B < size; b++) {
+            const len = Math.min(B, size - b * B);
+            reads.push({ id, region, key: blockKey(id, b, len), len });
+          }
+        }
+      }
+      let next = 0;
+      const reader = async (): Promise<void> => {
+        while (next < reads.length && !this.stopped()) {
+          const { id, region, key, len } = reads[next++]!;
+          try {
+            decodeBlock(await this.store(region).get(key), key, len);
+          } catch (err) {
+            if (!(err instanceof CorruptBlockError) && !(err instanceof ObjectNotFoundError)) throw err;
+            badCopies++;
+            this.onEvent({ type: 'error', key, region, error: err });
+            if (region === sliceHome(slices.get(id)!.home, this.regions)) {
+              homeBad.push({ id, region, key, len });
+              continue;
+            }
+            let set = bad.get(id);
+            if (set === undefined) bad.set(id, (set = new Set()));
+            set.add(region);
+          } finally {
+            checked++;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.parallel, reads.length) }, () => reader()));
+      this.signal?.throwIfAborted();
+    }
+    const complete: Array<{ id: number; regions: string[] }> = [];
+    const good = new Map<number, string[]>();
+    for (const [id, whole] of listedWhole) {
+      const g = whole.filter((r) => bad.get(id)?.has(r) !== true);
+      good.set(id, g);
+      if (g.length > 0) complete.push({ id, regions: g });
+      if (g.length < whole.length) lacking.add(id);
+    }
+    const repair = [...lacking];
+    // Records that claim a copy the bucket lacks (or holds bad) are corrected first, so the copy is made and
+    // readers stop asking that bucket first.
+    await this.forgetCopies(repair, good);
+    for (let i = 0; i < complete.length; i += MARK_BATCH_MAX) {
+      const batch = complete.slice(i, i + MARK_BATCH_MAX);
+      // Copies a killed run made of the slices it had claimed were never counted (their slices were not
+      // marked): they count now, with the mark, like the ones a resumed pass finds in place.
+      const found: SliceJob[] = [];
+      for (const { id, regions } of batch) {
+        if (!this.resumeIds.has(id)) continue;
+        const s = slices.get(id)!;
+        const job: SliceJob = { id, size: s.size, home: sliceHome(s.home, this.regions), need: [], holders: [], remaining: 0, failed: false, copiedBlocks: 0, copiedBytes: {} };
+        for (const region of regions) {
+          if ((s.copies ?? []).includes(region)) continue;
+          for (const key of sliceBlockKeys(id, s.size, B)) this.countCopy(job, region, listings.get(region)?.get(key) ?? 0);
+        }
+        if (Object.keys(job.copiedBytes).length > 0) {
+          job.copiedBlocks = Math.ceil(s.size / B);
+          found.push(job);
+        }
+      }
+      let counted: ReplicaCounters | undefined;
+      await this.meta.addSliceCopies(batch, (tx) => {
+        if (found.length === 0) return;
+        counted = addCopies(this.stats, found);
+        if (this.saved !== undefined) putReplicaCheckpoint(tx, this.name, { ...this.saved, updated: this.now(), stats: counted });
+      });
+      if (counted !== undefined) {
+        this.counters = addCopies(this.counters, found);
+        if (this.saved !== undefined) this.saved = { ...this.saved, stats: counted };
+      }
+    }
+    // Only the blocks that are absent or bad in a destination are copied; the good ones stay.
+    for (const id of repair) this.repairIds.add(id);
+    let failed: number[];
+    try {
+      failed = await this.replicateSlices(repair);
+    } finally {
+      this.repairIds.clear();
+    }
+    this.signal?.throwIfAborted();
+    if (homeBad.length > 0) {
+      const recs = await this.meta.getSlices([...new Set(homeBad.map((h) => h.id))]);
+      for (const { id, region, key, len } of homeBad) {
+        const holders = (recs.get(id)?.copies ?? []).filter((r) => this.stores.has(r));
+        let done = false;
+        for (const holder of holders) {
+          try {
+            const o = await this.store(holder).get(key, { signal: this.signal });
+            decodeBlock(o, key, len);
+            await this.bucket.take(o.length, this.signal);
+            await this.putVerified(region, key, o);
+            // Not a slice mark: counted at once, persisted with the next checkpoint.
+            this.counters.copiedBytes[`${holder}>${region}`] = (this.counters.copiedBytes[`${holder}>${region}`] ?? 0) + o.length;
+            this.counters.copiedBlocks++;
+            done = true;
+            break;
+          } catch (err) {
+            this.signal?.throwIfAborted();
+            this.onEvent({ type: 'error', key, region: holder, error: err });
+          }
+        }
+        if (!done) {
+          this.counters.errors++;
+          this.onEvent({ type: 'error', key, region, error: new Error(`block ${key}: the home copy in ${region} is bad and no replica verifies`) });
+          if (!failed.includes(id)) failed.push(id);
+        }
+      }
+    }
+    return { listed, checked, bad: badCopies, copied: this.counters.copiedBlocks - copiedBefore, failed };
   }
 
-  /** Removes from slice records the regions whose listing lacks one of the slice's blocks. */
-  private async forgetCopies(ids: readonly number[], listings: ReadonlyMap<string, ReadonlyMap<string, number>>): Promise<void> {
-    const B = this.format.blockBytes;
+  /**
+   * Removes from slice records the destinations the scan found lacking or bad: every destination of this
+   * replicator but those in `good` (regions it does not serve are left alone).
+   */
+  private async forgetCopies(ids: readonly number[], good: ReadonlyMap<number, readonly string[]>): Promise<void> {
+    const dests = new Set(this.destinations());
     for (let i = 0; i < ids.length; i += MARK_BATCH_MAX) {
       const page = ids.slice(i, i + MARK_BATCH_MAX);
-      await removeSliceCopies(this.engine, page, (id, s) =>
-        s.copies.filter((region) => {
-          const list = listings.get(region);
-          if (list === undefined) return true;
-          for (let b = 0; b * B < s.size; b++) if (!list.has(blockKey(id, b, Math.min(B, s.size - b * B)))) return false;
-          return true;
-        }),
-      );
+      await removeSliceCopies(this.engine, page, (id, s) => s.copies.filter((region) => !dests.has(region) || (good.get(id) ?? []).includes(region)));
     }
   }
 
@@ -763,8 +972,12 @@ export interface ReplicationStatus {
 }
 
 /**
- * What each replicator still has to do, measured from the metadata: the slices committed after its position
- * (up to BACKLOG_ENTRIES_MAX log entries) plus its pending ones, less what their records say is copied.
+ * What each replicator still has to do, measured from the metadata: what the slice records say is not yet
+ * copied, whenever it was written. Once a replicator has bootstrapped, that is the slices committed after its
+ * position (up to BACKLOG_ENTRIES_MAX log entries) plus its pending ones; while it bootstraps (its checkpoint
+ * does not cover every destination yet) or after the log was trimmed past it, every slice record is read.
+ * The lag is that of the oldest slice still to copy: its first log entry's commit time, else (written before
+ * the position) the checkpoint's time, when it is known.
  */
 export async function replicationStatus(meta: Meta, now = Date.now()): Promise<ReplicationStatus[]> {
   const engine = meta.engine;
@@ -772,14 +985,17 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
   const regions = volumeRegions(format);
   const lastSeq = await engine.lastSeq();
   const out: ReplicationStatus[] = [];
+  let all: Map<number, SliceRefRec> | undefined;
   for (const [name, cp] of await listCheckpoints(engine)) {
     const [fromPart, toPart] = name.split('>');
     const from = fromPart === '*' || fromPart === undefined ? undefined : new Set(fromPart.split(','));
     const to = toPart === '*' || toPart === undefined ? undefined : new Set(toPart.split(','));
-    const ids = new Set<number>(cp.pending);
+    const ids = new Set<number>([...cp.pending, ...(cp.claimed ?? [])]);
     /** Commit time of the first entry naming each slice: the lag is that of the oldest slice still to copy. */
     const firstSeen = new Map<number, number>();
     let partial = false;
+    // Bootstrapping: the slices at or before its position are not all copied yet.
+    let everySlice = [...regions.regions.keys()].some((r) => (to === undefined || to.has(r)) && !cp.regions.includes(r));
     if (cp.seq < lastSeq) {
       let after = cp.seq;
       try {
@@ -800,10 +1016,18 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
         }
       } catch (err) {
         if (!(err instanceof LogTrimmedError)) throw err;
-        partial = true;
+        // Behind the retention bound: it re-bootstraps from the slice records, so they are the backlog.
+        everySlice = true;
       }
     }
-    const recs = await meta.getSlices([...ids]);
+    let recs: Map<number, SliceRefRec | undefined>;
+    if (everySlice) {
+      all ??= await meta.listSlices();
+      recs = all;
+      partial = false;
+    } else {
+      recs = await meta.getSlices([...ids]);
+    }
     const backlog = { slices: 0, blocks: 0, bytes: 0, partial };
     let lagSeconds = 0;
     for (const [id, s] of recs) {
@@ -814,8 +1038,8 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
       const need = [...regions.regions.keys()].filter((r) => r !== home && !have.has(r) && (to === undefined || to.has(r)));
       if (need.length === 0) continue;
       backlog.slices++;
-      // A pending slice was committed at or before the position: at least that far behind.
-      const since = firstSeen.get(id) ?? cp.time;
+      // A slice committed at or before the position: at least as old as the position's commit.
+      const since = firstSeen.get(id) ?? (cp.time > 0 ? cp.time : now);
       lagSeconds = Math.max(lagSeconds, (now - since) / 1000);
       backlog.blocks += Math.ceil(s.size / format.blockBytes) * need.length;
       backlog.bytes += s.size * need.length;
@@ -823,4 +1047,22 @@ export async function replicationStatus(meta: Meta, now = Date.now()): Promise<R
     out.push({ name, seq: cp.seq, lastSeq, lagSeconds, backlog, pending: cp.pending.length, updated: cp.updated, stats: cp.stats });
   }
   return out;
+}
+
+/** What no replicator has copied yet, from every slice record (for a volume whose replicator never ran). */
+export async function unreplicatedBacklog(meta: Meta): Promise<{ slices: number; blocks: number; bytes: number }> {
+  const format = await reloadFormat(meta.engine);
+  const regions = volumeRegions(format);
+  const backlog = { slices: 0, blocks: 0, bytes: 0 };
+  if (regions.regions.size < 2) return backlog;
+  for (const s of (await meta.listSlices()).values()) {
+    const home = sliceHome(s.home, regions);
+    const have = new Set(s.copies ?? []);
+    const need = [...regions.regions.keys()].filter((r) => r !== home && !have.has(r)).length;
+    if (need === 0) continue;
+    backlog.slices++;
+    backlog.blocks += Math.ceil(s.size / format.blockBytes) * need;
+    backlog.bytes += s.size * need;
+  }
+  return backlog;
 }

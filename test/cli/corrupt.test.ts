@@ -167,7 +167,7 @@ describe('a flipped byte in a stored block', () => {
     const [key, file] = blockNamed(2);
     unlinkSync(file);
     await assertReadRejects(2);
-    assertFsckNames(key, /bucket: missing/);
+    assertFsckNames(key, /: missing from the bucket$/);
     const fast = ferry(['fsck', meta, '--fast']);
     assert.equal(fast.code, 1);
     assert.match(fast.stdout, new RegExp(`block ${key} .*: missing from the bucket`));

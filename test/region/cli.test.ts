@@ -40,7 +40,7 @@ describe('ferry region commands', () => {
     const before = ferry(['cat', meta, '--region', 'b', '/data.bin'], { binary: true });
     assert.equal(before.code, 0, before.stderr);
     assert.ok(Buffer.from(before.stdout, 'latin1').equals(data), 'b reads a\'s blocks before replication');
-    assert.match(ok(['status', meta]), /replication: never run/);
+    assert.match(ok(['status', meta]), /replication: never run \(start "ferry replicate"\); backlog 5 blocks \(293 KiB\) not yet copied/);
     assert.match(ok(['replicate', meta, '--once']), /replicated 1 slice\(s\), 5 block\(s\).*0 pending.*a -> b 293 KiB/);
     assert.equal(countFiles(bucket('b')), 5);
     const status = ok(['status', meta]);

@@ -9,8 +9,9 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { FaultStore } from '../../src/object/faults.js';
 import { RetryStore } from '../../src/object/retry.js';
-import type { CallOptions, ObjectStore } from '../../src/object/store.js';
-import { loadCheckpoint, replicationStatus } from '../../src/region/replicate.js';
+import { listAll, type CallOptions, type ObjectStore } from '../../src/object/store.js';
+import { blockKey } from '../../src/chunk/keys.js';
+import { loadCheckpoint, replicationStatus, type ReplicationStatus } from '../../src/region/replicate.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { CLI, ensureBuilt } from '../cli/helpers.js';
 import { badBlocks, CountingStore, makeRegionLab, pseudoRandom, type RegionLab } from './helpers.js';
@@ -51,18 +52,30 @@ async function checkComplete(lab: RegionLab, files: Map<string, Buffer>): Promis
   assert.equal(st?.pending, 0);
 }
 
-function runCli(args: string[], killAfterMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function runCli(
+  args: string[],
+  killAfterMs?: number,
+  how: NodeJS.Signals = 'SIGKILL',
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; exitedMs: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, FERRY_DEBUG: '', FERRY_NO_PROGRESS: '1' } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    let signalledAt = 0;
+    const timer =
+      killAfterMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            signalledAt = performance.now();
+            child.kill(how);
+          }, killAfterMs);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (timer !== undefined) clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      // How long after the signal the process ended (0: never signalled).
+      resolve({ code, signal, stdout, stderr, exitedMs: signalledAt === 0 ? 0 : performance.now() - signalledAt });
     });
   });
 }
@@ -180,5 +193,118 @@ describe('--verify put', () => {
         await lab.cleanup();
       }
     }
+  });
+});
+
+describe('the first replication of data written before the replicator started', () => {
+  let lab: RegionLab;
+  before(async () => {
+    ensureBuilt();
+    lab = await makeRegionLab();
+  });
+  after(() => lab.cleanup());
+
+  it('status counts what is not yet copied as backlog, and the copied bytes survive SIGKILL exactly', async (t) => {
+    const files = await writeMixed(lab, 23, 40);
+    const B = 64 * KiB;
+    /** Encoded sizes of the block objects in b, by key. */
+    const inB = async (): Promise<Map<string, number>> => {
+      const m = new Map<string, number>();
+      for await (const o of listAll(lab.store('b'), 'chunks/')) m.set(o.key, o.size);
+      return m;
+    };
+    // Throttled so that each run is killed part-way through the bootstrap.
+    const args = ['replicate', lab.metaUrl, '--once', '--parallel', '2', '--bwlimit', '1M'];
+    let kills = 0;
+    const seen: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await runCli(args, 1500);
+      if (r.signal !== 'SIGKILL') {
+        assert.equal(r.code, 0, r.stderr);
+        break;
+      }
+      kills++;
+      const { meta } = await lab.tools();
+      const objects = await inB();
+      let blocksLeft = 0;
+      let bytesLeft = 0;
+      let markedBytes = 0;
+      let markedBlocks = 0;
+      for (const [id, s] of await meta.listSlices()) {
+        const n = Math.ceil(s.size / B);
+        if ((s.copies ?? []).includes('b')) {
+          markedBlocks += n;
+          for (let b = 0; b < n; b++) markedBytes += objects.get(blockKey(id, b, Math.min(B, s.size - b * B)))!;
+        } else {
+          blocksLeft += n;
+          bytesLeft += s.size;
+        }
+      }
+      const st = await runCli(['status', lab.metaUrl, '--json']);
+      assert.equal(st.code, 0, st.stderr);
+      const rep = (JSON.parse(st.stdout) as { replication: ReplicationStatus[] }).replication.find((x) => x.name === '*>*');
+      assert.ok(rep !== undefined, 'a checkpoint after the first run');
+      seen.push(`${rep.backlog.blocks}/${blocksLeft} blocks left, lag ${rep.lagSeconds.toFixed(1)} s, copied ${rep.stats.copiedBytes['a>b'] ?? 0}/${markedBytes} bytes`);
+      assert.ok(blocksLeft > 0, 'killed before the end');
+      assert.equal(rep.backlog.blocks, blocksLeft, `backlog after kill ${kills}: ${JSON.stringify(rep.backlog)}`);
+      assert.equal(rep.backlog.bytes, bytesLeft);
+      assert.ok(rep.lagSeconds > 0, `lag after kill ${kills}: ${rep.lagSeconds}`);
+      // What the killed run recorded as copied is counted, exactly: the counters moved with the marks.
+      assert.equal(rep.stats.copiedBytes['a>b'] ?? 0, markedBytes, `copied bytes after kill ${kills}`);
+      assert.equal(rep.stats.copiedBlocks, markedBlocks);
+    }
+    t.diagnostic(`${kills} kills: ${seen.join('; ')}`);
+    assert.ok(kills >= 1, 'at least one run was killed mid-way');
+    // Finished by a bucket scan: what the killed runs copied and never marked is found and counted there.
+    const final = await runCli(['replicate', lab.metaUrl, '--scan', '--once', '--parallel', '8']);
+    assert.equal(final.code, 0, final.stderr);
+    await checkComplete(lab, files);
+    // Every copy counted once over all the runs: the bytes in b, no more, no less.
+    const { engine } = await lab.tools();
+    const cp = await loadCheckpoint(engine, '*>*');
+    const objects = await inB();
+    assert.equal(cp?.stats.copiedBytes['a>b'], [...objects.values()].reduce((x, y) => x + y, 0));
+    assert.equal(cp?.stats.copiedBlocks, objects.size);
+  });
+});
+
+describe('replicate --bwlimit interrupted', () => {
+  let lab: RegionLab;
+  before(async () => {
+    ensureBuilt();
+    lab = await makeRegionLab();
+  });
+  after(() => lab.cleanup());
+
+  it('SIGINT stops a bandwidth-limited run at once with exit 130, leaving a checkpoint the next run finishes from', async (t) => {
+    const files = await writeMixed(lab, 5, 40);
+    const total = (await lab.liveBlocks()).length;
+    // At 512 KiB/s the dataset takes far longer than the run is given: the signal lands mid-copy, in the
+    // bootstrap (the replicator never ran before).
+    const args = ['replicate', lab.metaUrl, '--once', '--parallel', '4', '--bwlimit', '512K'];
+    const first = await runCli(args, 3000, 'SIGINT');
+    t.diagnostic(`stopped ${first.exitedMs.toFixed(0)} ms after SIGINT: ${first.stderr.trim()}`);
+    assert.equal(first.code, 130, `exit code after SIGINT: ${first.code} ${first.signal ?? ''} ${first.stderr}`);
+    assert.match(first.stderr, /interrupted \(SIGINT\)/);
+    // Promptly: well within the seconds a throttled copy of what is left would take.
+    assert.ok(first.exitedMs < 5000, `exited ${first.exitedMs} ms after SIGINT`);
+    const { engine, meta } = await lab.tools();
+    const cp = await loadCheckpoint(engine, '*>*');
+    assert.ok(cp !== undefined, 'a checkpoint was written');
+    assert.equal(cp.claimed, undefined, 'nothing left claimed: the unfinished slices are pending');
+    const marked = [...(await meta.listSlices()).values()].filter((s) => s.copies !== undefined).length;
+    // Copy counters equal what the marks record (written with them), as after a kill.
+    let markedBlocks = 0;
+    for (const s of (await meta.listSlices()).values()) if (s.copies !== undefined) markedBlocks += Math.ceil(s.size / (64 * KiB));
+    assert.equal(cp.stats.copiedBlocks, markedBlocks);
+    assert.ok(markedBlocks < total, `${markedBlocks} of ${total} blocks copied before SIGINT`);
+    t.diagnostic(`${marked} slices (${markedBlocks} of ${total} blocks) copied before SIGINT; pending ${cp.pending.length}`);
+    const final = await runCli(['replicate', lab.metaUrl, '--once', '--parallel', '8']);
+    assert.equal(final.code, 0, final.stderr);
+    await checkComplete(lab, files);
+    // Copies made before the signal and kept by the next run count once: the counters end at the bytes in b.
+    let inB = 0;
+    for await (const o of listAll(lab.store('b'), 'chunks/')) inB += o.size;
+    assert.equal((await loadCheckpoint(engine, '*>*'))?.stats.copiedBytes['a>b'], inB);
   });
 });
