@@ -10,6 +10,7 @@ import type { FormatRec } from '../meta/types.js';
 import { describeStoreUrl, openObjectStore } from '../object/registry.js';
 import { RetryStore } from '../object/retry.js';
 import type { ObjectStore } from '../object/store.js';
+import { readEpoch } from '../meta/epoch.js';
 import { addRegion, checkRegionName, regionRole, removeRegion, sliceHome, volumeRegions } from '../region/regions.js';
 import { prepareReplica } from '../region/mirror.js';
 import { maskUrl } from '../util/url.js';
@@ -53,9 +54,12 @@ export async function runRegionList(metaUrl: string, opts: { json?: boolean }): 
   const { engine, format } = await openEngine(metaUrl);
   try {
     const r = volumeRegions(format);
+    // After a promotion the metadata primary is the epoch's region; `primary` stays the data home (sliceHome).
+    const epoch = await readEpoch(engine);
     const rows = [...r.all].map(([name, rec]) => ({
       name,
       primary: name === r.primary,
+      metadataPrimary: epoch === undefined ? name === r.primary : name === epoch.region,
       role: regionRole(r, name),
       storage: rec.storage === undefined ? null : describeStoreUrl(rec.storage),
       replica: rec.replica === undefined ? null : maskUrl(rec.replica),
@@ -65,7 +69,7 @@ export async function runRegionList(metaUrl: string, opts: { json?: boolean }): 
     const roleWidth = Math.max(...rows.map((x) => x.role.length)) + 2;
     await out(
       rows
-        .map((x) => `${x.name.padEnd(width)}${x.role.padEnd(roleWidth)}${x.storage ?? '(no bucket: reads the primary\'s)'}${x.replica === null ? '' : `  replica ${x.replica}`}\n`)
+        .map((x) => `${x.name.padEnd(width)}${x.role.padEnd(roleWidth)}${x.storage ?? '(no bucket: reads the primary\'s)'}${x.replica === null ? '' : `  replica ${x.replica}`}${epoch !== undefined && x.metadataPrimary ? `  metadata primary of epoch ${epoch.epoch}` : ''}\n`)
         .join(''),
     );
   } finally {

@@ -17,6 +17,8 @@ import { getLogRetention } from '../meta/retention.js';
 import { retentionSummary } from './config.js';
 import { listMembers, memberIsStale } from '../meta/members.js';
 import { egressTotals } from '../meta/egress.js';
+import { epochOf, readDemotion, readEpoch } from '../meta/epoch.js';
+import { maskUrl } from '../util/url.js';
 
 export async function runStatus(metaUrl: string, opts: { json?: boolean }): Promise<void> {
   const tools = await openMetaTools(metaUrl);
@@ -43,7 +45,16 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
     const identity = await readMirrorIdentity(tools.engine);
     const members = await listMembers(tools.engine, { now, stale: true });
     const egress = await egressTotals(tools.engine, { now, prune: true });
+    // Failover: which epoch this engine is the primary of (1 until a mirror is promoted), or that it was demoted.
+    const epochRec = await readEpoch(tools.engine);
+    const demotion = await readDemotion(tools.engine);
+    const metadata = {
+      epoch: epochOf(epochRec),
+      primaryRegion: epochRec?.region ?? (regions.named ? regions.primary : undefined),
+      ...(demotion === undefined ? {} : { demoted: { epoch: demotion.epoch, region: demotion.region, meta: maskUrl(demotion.meta), at: demotion.at } }),
+    };
     const status = {
+      metadata,
       volume: publicFormat(tools.format),
       usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
       trash: { files: trash.files, bytes: trash.bytes, partial: trash.partial, days: tools.format.trashDays },
@@ -77,6 +88,11 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
           `, updated ${humanAge(now - c.updated)} ago`,
       ),
     ];
+    if (demotion !== undefined) {
+      lines.splice(1, 0, `metadata:  DEMOTED — region '${demotion.region}' is the primary of epoch ${demotion.epoch} since ${new Date(demotion.at).toISOString()} (${maskUrl(demotion.meta)}); writes are refused here`);
+    } else if (epochRec !== undefined) {
+      lines.splice(1, 0, `metadata:  primary of epoch ${epochRec.epoch} in region '${epochRec.region}' (promoted ${new Date(epochRec.promotedAt).toISOString()} from '${epochRec.previous}'${epochRec.fenced ? '' : ', which was not fenced: --force'})`);
+    }
     if (identity !== undefined) {
       lines.splice(1, 0, `replica:   of volume '${identity.name}' for region '${identity.region}' (primary region '${identity.primary}'), applied up to seq ${lastSeq}; read-only`);
     }

@@ -18,6 +18,7 @@ import type { MetaEngine } from '../../src/meta/engine.js';
 import { MirrorFollower, PromotedError, verifyMirror } from '../../src/region/mirror.js';
 import { promoteReplica } from '../../src/region/promote.js';
 import { makeServiceLab, type ServiceLab } from './helpers.js';
+import { ensureBuilt, ferry } from '../cli/helpers.js';
 
 const labs: ServiceLab[] = [];
 const engines: MetaEngine[] = [];
@@ -52,6 +53,7 @@ async function refused(p: Promise<unknown>, what: string): Promise<void> {
 }
 
 describe('failover: ferry mirror promote', () => {
+  ensureBuilt();
   it('fences a running old primary (direct, service, mirror and new clients); the new primary has every acknowledged write; the other mirror follows it', async () => {
     const l = await makeServiceLab([{ name: 'c', bucket: false }, { name: 'b', bucket: true }], { follow: false });
     labs.push(l);
@@ -88,6 +90,13 @@ describe('failover: ferry mirror promote', () => {
     assert.equal((await c.readFile('/late')).toString(), 'three', 'nothing the old primary acknowledged is lost');
     await c.writeFile('/new', 'four');
     await c.mkdir('/dir');
+    // status and region list say which engine is the primary of which epoch, and that the old one was demoted.
+    const st = JSON.parse(ferry(['status', l.replicaUrl('c'), '--json']).stdout) as { metadata: { epoch: number; primaryRegion: string } };
+    assert.deepEqual([st.metadata.epoch, st.metadata.primaryRegion], [2, 'c']);
+    const old = ferry(['status', l.primaryUrl, '--json']);
+    assert.equal((JSON.parse(old.stdout) as { metadata: { demoted?: { epoch: number; region: string } } }).metadata.demoted?.region, 'c', old.stderr);
+    assert.match(ferry(['status', l.primaryUrl]).stdout, /^metadata: +DEMOTED — region 'c' is the primary of epoch 2/m);
+    assert.match(ferry(['region', 'list', l.replicaUrl('c')]).stdout, /^c\s.*metadata primary of epoch 2$/m);
     await assert.rejects(fc.once(), PromotedError, 'the promoted region\'s follower stops');
 
     const newLast = await replicaC.lastSeq();
