@@ -1,8 +1,8 @@
 /**
  * The metrics module: the endpoint (loopback by default, a bearer token beyond it), the default process
  * metrics, and the client families fed by a real volume (SQLite engine, file:// bucket) under a workload:
- * each named metric moves the way it should. A 50 ms latency injected in the engine (FaultEngine) lands in
- * the histogram bucket (0.05, 0.1].
+ * each named metric moves the way it should. A 60 ms latency injected in the engine (FaultEngine) lands in
+ * the histogram bucket (0.05, 0.1] (60 ms injected: a timer may fire a little early, so not exactly 50).
  */
 
 import assert from 'node:assert/strict';
@@ -74,12 +74,12 @@ describe('metrics endpoint', () => {
 });
 
 describe('client metrics under a workload', () => {
-  it('a 50 ms engine latency lands in the (0.05, 0.1] bucket of ferry_meta_txn_seconds', async (t) => {
+  it('a 60 ms engine latency lands in the (0.05, 0.1] bucket of ferry_meta_txn_seconds', async (t) => {
     const d = await mkdtemp(join(tmpdir(), 'ferry-obs-'));
     t.after(() => rm(d, { recursive: true, force: true }));
     const registry = new Registry();
     const inner = await openMetaEngine(`sqlite://${d}/meta.db`, { create: true });
-    const faults = new FaultEngine(inner, { seed: 7, latencyMs: [50, 50] });
+    const faults = new FaultEngine(inner, { seed: 7, latencyMs: [60, 60] });
     const engine = new MetricsEngine(faults, clientMetrics(registry));
     try {
       // Each call's wall time bounds what the histogram saw: on a loaded machine a call may take longer than
@@ -102,7 +102,7 @@ describe('client metrics under a workload', () => {
       assert.equal(le(String(bound)), 3, `all three in (0.05, ${bound}] (slowest call ${(slowest * 1000).toFixed(1)} ms)`);
       assert.equal(sumOf(s, 'ferry_meta_txn_seconds_count', { engine: 'sqlite', mode: 'read' }), 3);
       const sum = sumOf(s, 'ferry_meta_txn_seconds_sum', { engine: 'sqlite', mode: 'read' });
-      assert.ok(sum >= 0.15 && sum <= wall, `sum ${sum} (three calls took ${wall.toFixed(3)} s)`);
+      assert.ok(sum >= 0.17 && sum <= wall, `sum ${sum} (three calls took ${wall.toFixed(3)} s)`);
     } finally {
       await engine.close();
     }
