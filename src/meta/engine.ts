@@ -280,6 +280,68 @@ export abstract class MetaEngineBase implements MetaEngine {
 }
 
 /**
+ * A wrapper that forwards every call to `inner`: subclasses override only what they change (ReadOnlyEngine,
+ * MetricsEngine, the service's RecordingEngine).
+ */
+export abstract class ForwardingEngine extends MetaEngineBase {
+  readonly description: string;
+  protected readonly inner: MetaEngine;
+  constructor(inner: MetaEngine) {
+    super();
+    this.inner = inner;
+    this.description = inner.description;
+  }
+  commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
+    return this.inner.commit(fn, options);
+  }
+  lastSeq(): Promise<number> {
+    return this.inner.lastSeq();
+  }
+  readLog(after: number, limit: number): Promise<LogEntry[]> {
+    return this.inner.readLog(after, limit);
+  }
+  trimLog(upTo: number): Promise<void> {
+    return this.inner.trimLog(upTo);
+  }
+  logFloor(): Promise<number> {
+    return this.inner.logFloor();
+  }
+  logBounds(): Promise<LogBounds> {
+    return this.inner.logBounds();
+  }
+  applyLog(entries: LogEntry[]): Promise<void> {
+    return this.inner.applyLog(entries);
+  }
+  snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
+    return this.inner.snapshot(onRecord);
+  }
+  restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
+    return this.inner.restore(records, seq);
+  }
+  reset(): Promise<void> {
+    return this.inner.reset();
+  }
+  registerConsumer(name: string, position: number): Promise<void> {
+    return this.inner.registerConsumer(name, position);
+  }
+  advanceConsumer(name: string, position: number): Promise<void> {
+    return this.inner.advanceConsumer(name, position);
+  }
+  listConsumers(): Promise<ConsumerInfo[]> {
+    return this.inner.listConsumers();
+  }
+  removeConsumer(name: string): Promise<boolean> {
+    return this.inner.removeConsumer(name);
+  }
+  pruneLog(options?: PruneOptions): Promise<PruneResult> {
+    return this.inner.pruneLog(options);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/**
  * The engine could not be reached, or stopped answering. `outcome` is what the caller may assume:
  *   'none'     nothing of the call took effect (the connection failed before a commit was sent, the server
  *              refused it): safe to retry, RetryEngine does;

@@ -9,18 +9,12 @@
 
 import { FsError } from '../errors.js';
 import {
-  MetaEngineBase,
+  ForwardingEngine,
   UNLOGGED_KINDS,
   type Commit,
-  type ConsumerInfo,
   type Json,
   type Kind,
-  type LogBounds,
-  type LogEntry,
-  type LogOp,
   type MetaEngine,
-  type PruneOptions,
-  type PruneResult,
   type ScanOptions,
   type Txn,
   type TxnOptions,
@@ -57,67 +51,20 @@ class GuardTxn implements Txn {
   }
 }
 
-export class ReadOnlyEngine extends MetaEngineBase {
-  readonly description: string;
+export class ReadOnlyEngine extends ForwardingEngine {
   /** Why writes fail (the EROFS message). */
   readonly reason: string;
-  private readonly inner: MetaEngine;
 
   constructor(inner: MetaEngine, reason: string) {
-    super();
-    this.inner = inner;
+    super(inner);
     this.reason = reason;
-    this.description = inner.description;
   }
 
-  commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
+  override commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
     if (options?.readonly === true) return this.inner.commit(fn, options);
     return this.inner.commit((tx) => fn(new GuardTxn(tx, this.reason)), options);
   }
-
-  lastSeq(): Promise<number> {
-    return this.inner.lastSeq();
-  }
-  readLog(after: number, limit: number): Promise<LogEntry[]> {
-    return this.inner.readLog(after, limit);
-  }
-  trimLog(upTo: number): Promise<void> {
-    return this.inner.trimLog(upTo);
-  }
-  logFloor(): Promise<number> {
-    return this.inner.logFloor();
-  }
-  logBounds(): Promise<LogBounds> {
-    return this.inner.logBounds();
-  }
-  applyLog(entries: LogEntry[]): Promise<void> {
-    return this.inner.applyLog(entries);
-  }
-  snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
-    return this.inner.snapshot(onRecord);
-  }
-  restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    return this.inner.restore(records, seq);
-  }
-  reset(): Promise<void> {
+  override reset(): Promise<void> {
     return Promise.reject(new FsError('EROFS', this.reason));
-  }
-  registerConsumer(name: string, position: number): Promise<void> {
-    return this.inner.registerConsumer(name, position);
-  }
-  advanceConsumer(name: string, position: number): Promise<void> {
-    return this.inner.advanceConsumer(name, position);
-  }
-  listConsumers(): Promise<ConsumerInfo[]> {
-    return this.inner.listConsumers();
-  }
-  removeConsumer(name: string): Promise<boolean> {
-    return this.inner.removeConsumer(name);
-  }
-  pruneLog(options?: PruneOptions): Promise<PruneResult> {
-    return this.inner.pruneLog(options);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

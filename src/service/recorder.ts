@@ -22,17 +22,11 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
-  MetaEngineBase,
+  ForwardingEngine,
   type Commit,
-  type ConsumerInfo,
   type Json,
   type Kind,
-  type LogBounds,
-  type LogEntry,
-  type LogOp,
   type MetaEngine,
-  type PruneOptions,
-  type PruneResult,
   type ScanOptions,
   type Txn,
   type TxnOptions,
@@ -97,18 +91,14 @@ export interface RecorderStats {
   multiCommits: number;
 }
 
-export class RecordingEngine extends MetaEngineBase {
-  readonly description: string;
+export class RecordingEngine extends ForwardingEngine {
   readonly stats: RecorderStats = { recorded: 0, alreadyApplied: 0, multiCommits: 0 };
-  private readonly inner: MetaEngine;
 
   constructor(inner: MetaEngine) {
-    super();
-    this.inner = inner;
-    this.description = inner.description;
+    super(inner);
   }
 
-  async commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
+  override async commit<R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions): Promise<Commit<R>> {
     const scope = requestScope.getStore();
     if (scope === undefined || !scope.open || options?.readonly === true) return this.inner.commit(fn, options);
     // Per attempt: an optimistic engine may run fn' more than once; the committed attempt's flags count.
@@ -142,51 +132,5 @@ export class RecordingEngine extends MetaEngineBase {
     if (dropped) scope.drop = [];
     if (c.seq !== undefined && c.seq > scope.seq) scope.seq = c.seq;
     return c;
-  }
-
-  lastSeq(): Promise<number> {
-    return this.inner.lastSeq();
-  }
-  readLog(after: number, limit: number): Promise<LogEntry[]> {
-    return this.inner.readLog(after, limit);
-  }
-  trimLog(upTo: number): Promise<void> {
-    return this.inner.trimLog(upTo);
-  }
-  logFloor(): Promise<number> {
-    return this.inner.logFloor();
-  }
-  logBounds(): Promise<LogBounds> {
-    return this.inner.logBounds();
-  }
-  applyLog(entries: LogEntry[]): Promise<void> {
-    return this.inner.applyLog(entries);
-  }
-  snapshot(onRecord: (op: LogOp) => Promise<void> | void): Promise<{ seq: number }> {
-    return this.inner.snapshot(onRecord);
-  }
-  restore(records: AsyncIterable<LogOp>, seq: number): Promise<void> {
-    return this.inner.restore(records, seq);
-  }
-  reset(): Promise<void> {
-    return this.inner.reset();
-  }
-  registerConsumer(name: string, position: number): Promise<void> {
-    return this.inner.registerConsumer(name, position);
-  }
-  advanceConsumer(name: string, position: number): Promise<void> {
-    return this.inner.advanceConsumer(name, position);
-  }
-  listConsumers(): Promise<ConsumerInfo[]> {
-    return this.inner.listConsumers();
-  }
-  removeConsumer(name: string): Promise<boolean> {
-    return this.inner.removeConsumer(name);
-  }
-  pruneLog(options?: PruneOptions): Promise<PruneResult> {
-    return this.inner.pruneLog(options);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
