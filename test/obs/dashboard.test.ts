@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
 import { Counter, Registry } from 'prom-client';
 import { DashboardSampler, parseScrapeTarget, volumeRates } from '../../src/cli/dashboard.js';
@@ -26,7 +26,7 @@ import { DASHBOARD_COOKIE, hostHeaderName, serveDashboard } from '../../src/obs/
 import { serveMetrics } from '../../src/obs/metrics.js';
 import { metricsToken } from '../../src/obs/token.js';
 import { addRegion } from '../../src/region/regions.js';
-import { CLI, ensureBuilt } from '../cli/helpers.js';
+import { CLI, ensureBuilt, ok } from '../cli/helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 /** A secret with every character a URL gives meaning to, and the pieces a half-masked URL would show. */
@@ -44,20 +44,23 @@ interface Fixture {
 }
 
 /**
- * A volume with regions: `east` (the primary, a file:// bucket), `west` (an S3 bucket whose URL holds a
- * secret key; nothing listens there) and `far` (a metadata-only mirror whose replica URL holds a password),
+ * A volume with regions: `east` (the primary) and `west` (file:// buckets), `south` (an S3 bucket whose URL
+ * holds a secret key; nothing listens there) and `far` (a metadata-only mirror whose replica URL holds a
+ * password),
  * plus an egress record and a cache-group member whose names are hostile markup.
  */
 async function fixture(): Promise<Fixture> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-dash-'));
   await mkdir(join(dir, 'east'));
+  await mkdir(join(dir, 'west'));
   const metaUrl = `sqlite://${join(dir, 'meta.db')}`;
   const engine = await openMetaEngine(metaUrl, { create: true });
   let uuid: string;
   try {
     const f = await formatVolume(engine, { name: 'dashvol', storage: `file://${join(dir, 'east')}`, regions: { east: { storage: `file://${join(dir, 'east')}` } }, blockBytes: 64 << 10, compression: 'none', trashDays: 0 });
     uuid = f.uuid;
-    await addRegion(engine, 'west', { storage: `s3://bucket/p?endpoint=http://127.0.0.1:1&access-key=AKIA1&secret-key=${encodeURIComponent(SECRET)}&region=us-east-1&path-style=true` });
+    await addRegion(engine, 'west', { storage: `file://${join(dir, 'west')}` });
+    await addRegion(engine, 'south', { storage: `s3://bucket/p?endpoint=http://127.0.0.1:1&access-key=AKIA1&secret-key=${encodeURIComponent(SECRET)}&region=us-east-1&path-style=true` });
     await addRegion(engine, 'far', { replica: `postgres://alice:${SECRET}@127.0.0.1:1/vol` });
     const now = Date.now();
     await putEgress(engine, 'client-1', { version: 1, region: HOSTILE_REGION, started: now, updated: now, total: { east: 4321 }, windows: [[now, { east: 4321 }]] });
@@ -66,6 +69,23 @@ async function fixture(): Promise<Fixture> {
     await engine.close();
   }
   return { dir, metaUrl, uuid, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Cleanups that run after the test, the last registered first, each even when one before it failed. */
+function cleanups(t: TestContext): (fn: () => unknown) => void {
+  const fns: Array<() => unknown> = [];
+  t.after(async () => {
+    let failure: { err: unknown } | undefined;
+    for (const fn of fns.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+    if (failure !== undefined) throw failure.err;
+  });
+  return (fn) => void fns.push(fn);
 }
 
 function assertNoSecret(what: string, text: string): void {
@@ -104,7 +124,7 @@ async function waitForText(page: Page, selector: string, ok: (text: string) => b
   const deadline = Date.now() + timeoutMs;
   let text = '';
   for (;;) {
-    text = (await page.locator(selector).textContent()) ?? '';
+    text = await page.locator(selector).innerText();
     if (ok(text)) return;
     if (Date.now() > deadline) assert.fail(`${selector} still shows ${JSON.stringify(text)} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
@@ -209,16 +229,17 @@ describe('dashboard readings', () => {
   });
 
   it('rates between readings, and a scraped /metrics (token sent) and an unreachable one', async (t) => {
+    const defer = cleanups(t);
     const fx = await fixture();
-    t.after(() => fx.cleanup());
+    defer(() => fx.cleanup());
     const tools = await openMetaTools(fx.metaUrl);
-    t.after(() => tools.close());
+    defer(() => tools.close());
     const token = await metricsToken(tools.engine, fx.uuid);
     // A process's metrics endpoint beyond loopback (it requires the token), counting FUSE operations.
     const registry = new Registry();
     const ops = new Counter({ name: 'ferry_fuse_ops_total', help: 'ops', labelNames: ['op'], registers: [registry] });
     const ep = await serveMetrics(registry, { host: '0.0.0.0', port: 0, token });
-    t.after(() => ep.close());
+    defer(() => ep.close());
     const port = new URL(ep.url).port;
     const closed = await serveMetrics(new Registry(), { host: '127.0.0.1', port: 0 });
     const closedUrl = `${closed.url}/metrics`;
@@ -226,7 +247,7 @@ describe('dashboard readings', () => {
 
     const errors: string[] = [];
     const sampler = new DashboardSampler(tools, { intervalMs: 60_000, scrape: [`http://127.0.0.1:${port}/metrics`, closedUrl], token, onError: (w) => errors.push(w) });
-    t.after(() => sampler.close());
+    defer(() => sampler.close());
     await sampler.readOnce();
     const first = sampler.snapshot();
     assert.equal(first.rates, null);
@@ -235,7 +256,7 @@ describe('dashboard readings', () => {
 
     const before = first.status!;
     const vol = await openVolume(fx.metaUrl, { uid: 0, gid: 0, gids: [], heartbeatMs: 0, region: 'east' });
-    t.after(() => vol.close());
+    defer(() => vol.close());
     await vol.writeFile('/a', randomBytes(100_000));
     ops.inc({ op: 'read' }, 500);
     await new Promise((r) => setTimeout(r, 50));
@@ -262,13 +283,14 @@ describe('dashboard readings', () => {
 
 describe('ferry dashboard', () => {
   it('serves no secret: the JSON, the page and the log (URLs with passwords and secret keys in the volume)', async (t) => {
+    const defer = cleanups(t);
     const fx = await fixture();
-    t.after(() => fx.cleanup());
+    defer(() => fx.cleanup());
     const { child, url, output } = await startCli([fx.metaUrl, '--listen', '127.0.0.1:0', '--interval', '1']);
-    t.after(() => stopCli(child));
+    defer(() => stopCli(child));
     const json = await (await fetch(`${url}/api/status`)).text();
     const data = JSON.parse(json) as { status: { regions: { names: string[] }; volume: { regions: Record<string, { storage?: string; replica?: string }> } } };
-    assert.deepEqual(data.status.regions.names, ['east', 'west', 'far']);
+    assert.deepEqual(data.status.regions.names, ['east', 'west', 'south', 'far']);
     assert.match(data.status.volume.regions['far']!.replica!, /alice:\*\*\*\*@/);
     const page = await (await fetch(`${url}/`)).text();
     for (const [what, text] of [['JSON', json], ['page', page]] as const) assertNoSecret(what, text);
@@ -283,24 +305,27 @@ describe('ferry dashboard', () => {
       t.skip(`${CHROMIUM} is missing: apt-get install chromium`);
       return;
     }
+    const defer = cleanups(t);
     const fx = await fixture();
-    t.after(() => fx.cleanup());
+    defer(() => fx.cleanup());
     const engine = await openMetaEngine(fx.metaUrl);
     const token = (await metricsToken(engine, fx.uuid)).toString('hex');
     await engine.close();
+    // A replicator to west that has caught up and stopped: what is written next is its backlog, with a lag.
+    ok(['replicate', fx.metaUrl, '--once', '--to', 'west']);
     // Beyond loopback, so the browser signs in with /?token= and then holds only the cookie.
     const { child, url, output } = await startCli([fx.metaUrl, '--listen', '0.0.0.0:0', '--interval', '1']);
-    t.after(() => stopCli(child));
+    defer(() => stopCli(child));
     const base = `http://127.0.0.1:${new URL(url).port}`;
 
     const profile = await mkdtemp(join(tmpdir(), 'ferry-chromium-'));
-    t.after(() => rm(profile, { recursive: true, force: true }));
+    defer(() => rm(profile, { recursive: true, force: true }));
     const context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     });
-    t.after(() => context.close());
+    defer(() => context.close());
     const page = context.pages()[0] ?? (await context.newPage());
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -313,7 +338,7 @@ describe('ferry dashboard', () => {
     await waitForText(page, '#volume-name', (x) => x === 'dashvol');
     assert.equal(await page.evaluate('document.cookie'), '', 'the cookie is HttpOnly');
     const regions = await page.locator('#regions').innerText();
-    for (const r of ['east', 'west', 'far', 'metadata-only mirror']) assert.ok(regions.includes(r), `region ${r} shown:\n${regions}`);
+    for (const r of ['east', 'west', 'south', 'far', 'metadata-only mirror']) assert.ok(regions.includes(r), `region ${r} shown:\n${regions}`);
     assert.equal(await page.locator('#inodes').innerText(), '0');
     assert.equal(await page.locator('#sessions-count').innerText(), '0');
 
@@ -328,13 +353,19 @@ describe('ferry dashboard', () => {
 
     // A client writes: its session and the new inode appear within a few readings.
     const vol = await openVolume(fx.metaUrl, { uid: 0, gid: 0, gids: [], heartbeatMs: 0, region: 'east' });
-    t.after(() => vol.close());
+    defer(() => vol.close());
     await vol.writeFile('/model.bin', randomBytes(300_000));
     await waitForText(page, '#inodes', (x) => x === '1');
     await waitForText(page, '#sessions-count', (x) => x === '1');
     // The file's inode and its data are two commits: a reading may fall between them.
     await waitForText(page, '#used', (x) => x.startsWith('293 KiB of '));
     assert.match(await page.locator('#rates').innerText(), /metadata commits/);
+    // The written blocks wait for the stopped replicator: a lag that grows, drawn in the chart.
+    await waitForText(page, '#replication', (x) => /\*>west\s.*[1-9]\d* blocks, 293 KiB/.test(x));
+    await waitForText(page, '#charts', (x) => Number(/replication lag: now ([\d.]+) s/.exec(x)?.[1] ?? 0) > 0);
+    const lagLine = await page.locator('#charts figure').first().locator('polyline').getAttribute('points');
+    assert.ok(new Set((lagLine ?? '').split(' ').map((p) => p.split(',')[1])).size > 1, `the lag chart moves: ${lagLine}`);
+    assert.match(await page.locator('#egress').innerText(), /east\s+<img src=x onerror="window.__pwned=1">\s+4.22 KiB\s+4.22 KiB/);
     assert.equal(await page.locator('#charts svg').count(), 5);
 
     const shot = join(tmpdir(), `ferry-dashboard-${process.pid}.png`);
