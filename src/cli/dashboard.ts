@@ -263,7 +263,7 @@ export class DashboardSampler {
     try {
       // The format is read each time: a region added while the dashboard runs shows up.
       const format = await reloadFormat(this.tools.engine);
-      status = await gatherStatus({ engine: this.tools.engine, meta: this.tools.meta, format }, now);
+      status = await gatherStatus({ engine: this.tools.engine, meta: this.tools.meta, format }, now, { prune: false });
     } catch (err) {
       this.error(`cannot read the volume: ${err instanceof Error ? err.message : String(err)}`);
       return;

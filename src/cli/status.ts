@@ -25,9 +25,10 @@ export type VolumeStatus = Awaited<ReturnType<typeof gatherStatus>>;
 
 /**
  * The status of a volume, read from its metadata alone (no bucket, no replica is contacted). `tools.format`
- * is used as given: a long-running caller passes a freshly read one. Every URL in it is masked.
+ * is used as given: a long-running caller passes a freshly read one. Every URL in it is masked. With `prune`
+ * (the default) it deletes egress records past their keeping time, its only write; the dashboard does not.
  */
-export async function gatherStatus(tools: Pick<MetaTools, 'engine' | 'meta' | 'format'>, now = Date.now()) {
+export async function gatherStatus(tools: Pick<MetaTools, 'engine' | 'meta' | 'format'>, now = Date.now(), o: { prune?: boolean } = {}) {
   const usage = await tools.meta.usage();
   const trash = await tools.meta.trashUsage();
   const sessions = (await tools.meta.listSessions()).map((s) => ({ ...s, ageMs: now - s.heartbeat, stale: sessionIsStale(s, now) }));
@@ -48,7 +49,7 @@ export async function gatherStatus(tools: Pick<MetaTools, 'engine' | 'meta' | 'f
   // Opened on a replica: what it mirrors, and how far it is.
   const identity = await readMirrorIdentity(tools.engine);
   const members = await listMembers(tools.engine, { now, stale: true });
-  const egress = await egressTotals(tools.engine, { now, prune: true });
+  const egress = await egressTotals(tools.engine, { now, prune: o.prune ?? true });
   // Failover: which epoch this engine is the primary of (1 until a mirror is promoted), or that it was demoted.
   const epochRec = await readEpoch(tools.engine);
   const demotion = await readDemotion(tools.engine);
