@@ -19,6 +19,7 @@ import { listMembers, memberIsStale } from '../meta/members.js';
 import { egressTotals } from '../meta/egress.js';
 import { epochOf, readDemotion, readEpoch } from '../meta/epoch.js';
 import { maskUrl } from '../util/url.js';
+import { writebackStatus, writebackLines } from './writeback-status.js';
 
 export async function runStatus(metaUrl: string, opts: { json?: boolean }): Promise<void> {
   const tools = await openMetaTools(metaUrl);
@@ -53,12 +54,14 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       primaryRegion: epochRec?.region ?? (regions.named ? regions.primary : undefined),
       ...(demotion === undefined ? {} : { demoted: { epoch: demotion.epoch, region: demotion.region, meta: maskUrl(demotion.meta), at: demotion.at } }),
     };
+    const writeback = await writebackStatus(tools.engine, now);
     const status = {
       metadata,
       volume: publicFormat(tools.format),
       usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
       trash: { files: trash.files, bytes: trash.bytes, partial: trash.partial, days: tools.format.trashDays },
       pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
+      writeback,
       sessions,
       changelog: { lastSeq, floor, length: lastSeq - floor, retention, consumers },
       ...(regions.named
@@ -80,6 +83,7 @@ export async function runStatus(metaUrl: string, opts: { json?: boolean }): Prom
       `usage:     ${humanBytes(usage.usedBytes)} of ${humanBytes(tools.format.capacityBytes)} (data, holes not counted), ${usage.inodes} inodes`,
       `trash:     ${trash.partial ? 'at least ' : ''}${trash.files} file(s), ${humanBytes(trash.bytes)}${tools.format.trashDays > 0 ? `, kept ${tools.format.trashDays} day(s)` : ' (trash disabled)'}`,
       `pending:   ${status.pendingDeletion.slices} released slices (${humanBytes(status.pendingDeletion.bytes)}) awaiting gc`,
+      ...writebackLines(writeback),
       `changelog: last seq ${lastSeq}${floor > 0 ? `, kept after ${floor}` : ''} (${lastSeq - floor} entries); retention ${retentionSummary(retention)}`,
       ...consumers.map(
         (c) =>

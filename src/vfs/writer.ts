@@ -245,7 +245,11 @@ export class FileWriter {
     const results = await Promise.allSettled(batch.flatMap((s) => s.uploads));
     const failed = results.find((r) => r.status === 'rejected');
     if (failed !== undefined) {
-      for (const s of batch) await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
+      for (const s of batch) {
+        await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
+        // Write-back: its blocks already staged must not be uploaded for a slice no one will commit.
+        await this.env.chunks.abandoned(s.id);
+      }
       throw failed.reason;
     }
     // The slices' blocks went to this client's bucket: its region is their home (multi-region volumes).
