@@ -138,8 +138,6 @@ interface Entry {
   bytes: number;
   stagedAt: number;
   uploading: boolean;
-  /** Its slice will never be committed: remove it instead of uploading (or once its upload ends). */
-  discarded: boolean;
 }
 
 function optionInt(name: string, v: number | undefined, dflt: number, min: number): number {
@@ -301,7 +299,7 @@ export class Writeback implements BlockStaging, PlainTier {
     }
     found.sort((a, b) => a.slice - b.slice || a.name.localeCompare(b.name));
     for (const f of found) {
-      this.#add({ name: f.name, key: f.key, slice: f.slice, plainBytes: f.plainBytes, bytes: f.bytes, stagedAt: Math.floor(f.mtime), uploading: false, discarded: false });
+      this.#add({ name: f.name, key: f.key, slice: f.slice, plainBytes: f.plainBytes, bytes: f.bytes, stagedAt: Math.floor(f.mtime), uploading: false });
       this.#stats.recovered++;
     }
   }
@@ -382,7 +380,7 @@ export class Writeback implements BlockStaging, PlainTier {
     }
     this.#stats.staged++;
     this.#stats.stagedBytes += object.length;
-    this.#add({ name, key, slice, plainBytes: parts.plainBytes, bytes: object.length, stagedAt: Date.now(), uploading: false, discarded: false });
+    this.#add({ name, key, slice, plainBytes: parts.plainBytes, bytes: object.length, stagedAt: Date.now(), uploading: false });
     this.#pump();
     return true;
   }
@@ -408,14 +406,12 @@ export class Writeback implements BlockStaging, PlainTier {
     return this.#dirSyncNext;
   }
 
-  /** The staged blocks of `slice` will never be committed (an abandoned write): dropped, not uploaded. */
+  /**
+   * The staged blocks of `slice` will never be committed (an abandoned write): dropped, not uploaded. An upload
+   * already under way finishes (a leaked object for gc), but is not retried.
+   */
   async discard(slice: number): Promise<void> {
-    const gone: Entry[] = [];
-    for (const e of this.#index.values()) {
-      if (e.slice !== slice) continue;
-      e.discarded = true;
-      if (!e.uploading) gone.push(e);
-    }
+    const gone = [...this.#index.values()].filter((e) => e.slice === slice);
     for (const e of gone) {
       this.#remove(e);
       await rm(join(this.dir, e.name), { force: true }).catch((err: unknown) => this.#backgroundError(err, 'write-back discard'));
@@ -488,11 +484,6 @@ export class Writeback implements BlockStaging, PlainTier {
     const file = join(this.dir, entry.name);
     const signal = this.#abort.signal;
     try {
-      if (entry.discarded) {
-        this.#remove(entry);
-        await rm(file, { force: true });
-        return;
-      }
       let object: Buffer;
       try {
         object = entry.bytes <= SYNC_IO_BYTES_MAX ? readFileSync(file) : await readFile(file);
