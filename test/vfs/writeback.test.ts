@@ -12,9 +12,9 @@
  */
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +78,7 @@ interface Place {
 
 async function sqliteFilePlace(): Promise<Place> {
   const dir = await mkdtemp(path.join(tmpdir(), 'ferry-wb-'));
+  await mkdir(path.join(dir, 'bucket'));
   const storage = 'file://' + path.join(dir, 'bucket');
   const metaUrl = 'sqlite://' + path.join(dir, 'meta.db');
   const eng = await openMetaEngine(metaUrl, { create: true });
@@ -97,6 +98,9 @@ describe('write-back: reads before upload, and a bucket that is down', () => {
 
   it('needs a cache directory: a one-line error without one', async () => {
     await assert.rejects(openVolume(place.metaUrl, { writeback: true }), /write-back needs a local cache directory \(--cache-dir DIR\)/);
+    const r = await cli('mount', '--writeback', place.metaUrl, path.join(place.dir, 'mnt'));
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr, 'ferry: --writeback needs --cache-dir DIR: blocks are staged there until they are uploaded (see --help)\n');
   });
 
   it('commits while the bucket is down, serves its own staged blocks, and uploads everything once the bucket is back', async () => {
@@ -194,7 +198,16 @@ async function killAfterCommit(metaUrl: string, cacheDir: string, files: number,
   return { written, blocks };
 }
 
-async function crashAndRecover(metaUrl: string, storage: string, cacheDir: string): Promise<void> {
+/** Runs the CLI from source: its exit code and output. */
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
+    });
+  });
+}
+
+async function crashAndRecover(metaUrl: string, storage: string, cacheDir: string, viaCli = false): Promise<void> {
   const files = 10;
   const { written, blocks } = await killAfterCommit(metaUrl, cacheDir, files, SEED);
   assert.equal(written.size, files + 1);
@@ -208,6 +221,17 @@ async function crashAndRecover(metaUrl: string, storage: string, cacheDir: strin
     assert.equal(before.pending.length, blocks);
     const status = await writebackStatus(engine, Date.now());
     assert.equal(status.blocks, blocks);
+    if (viaCli) {
+      // What a user sees: status names the host and cache dir; fsck lists the blocks as pending and exits 0.
+      const st = await cli('status', metaUrl);
+      assert.equal(st.code, 0, st.stderr);
+      assert.match(st.stdout, new RegExp(`uploads: +${blocks} block\\(s\\) .* committed but not yet in the bucket, staged by 1 write-back client`));
+      assert.ok(st.stdout.includes(` pid `) && st.stdout.includes(cacheDir), st.stdout);
+      const fs = await cli('fsck', metaUrl);
+      assert.equal(fs.code, 0, fs.stdout + fs.stderr);
+      assert.equal(fs.stdout.split('\n').filter((l) => l.startsWith('pending: ')).length, blocks);
+      assert.match(fs.stdout, new RegExp(`fsck: volume is clean: .*; ${blocks} block\\(s\\) pending upload by write-back clients`));
+    }
 
     // The next client that opens the cache dir (here without write-back) uploads them.
     const next = await openVolume(metaUrl, { uid: 0, gid: 0, heartbeatMs: 0, cacheDir, writebackOptions: QUICK, writebackCloseWaitMs: 0 });
@@ -238,7 +262,7 @@ describe('write-back: SIGKILL between commit and upload', () => {
   it('sqlite and a file:// bucket: restart uploads, every file reads back, fsck clean', async () => {
     const place = await sqliteFilePlace();
     try {
-      await crashAndRecover(place.metaUrl, place.storage, path.join(place.dir, 'cache'));
+      await crashAndRecover(place.metaUrl, place.storage, path.join(place.dir, 'cache'), true);
     } finally {
       await place.cleanup();
     }
