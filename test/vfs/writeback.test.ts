@@ -20,6 +20,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { fsckVolume } from '../../src/cli/fsck.js';
+import { gcVolume } from '../../src/cli/gc.js';
+import { openTools } from '../../src/cli/util.js';
 import { writebackStatus } from '../../src/cli/writeback-status.js';
 import { CHUNKS_PREFIX } from '../../src/chunk/keys.js';
 import { formatVolume, openMetaEngine, openVolume } from '../../src/index.js';
@@ -144,6 +146,15 @@ describe('write-back: reads before upload, and a bucket that is down', () => {
       assert.deepEqual(pendingCheck.problems, []);
       assert.equal(pendingCheck.pending.length, blocks);
 
+      // gc judges leaks by listing the bucket: a committed block that is not there yet is nothing to it.
+      const tools = await openTools(place.metaUrl);
+      try {
+        const gc = await gcVolume(tools, { delete: true, graceMs: 0, leakAgeMs: 0 });
+        assert.equal(gc.leaked, 0);
+      } finally {
+        await tools.close();
+      }
+
       fault.setDown(false);
       assert.equal(await vol.writeback!.drain(20_000), true, 'every staged block uploads once the bucket is back');
       assert.equal(await blockObjects(bucket), blocks);
@@ -158,6 +169,13 @@ describe('write-back: reads before upload, and a bucket that is down', () => {
       for (const [name, data] of files) assert.equal(sha(await other.readFile(name)), sha(data), `${name} from the bucket`);
     } finally {
       await other.close();
+    }
+    const tools = await openTools(place.metaUrl);
+    try {
+      const gc = await gcVolume(tools, { delete: true, graceMs: 0, leakAgeMs: 0 });
+      assert.equal(gc.leaked, 0, 'uploaded blocks belong to committed slices');
+    } finally {
+      await tools.close();
     }
     const clean = await fsck(engine, bucket);
     assert.deepEqual(clean, { problems: [], pending: [] });
