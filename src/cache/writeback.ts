@@ -3,7 +3,8 @@
  * the client's bucket in the background, so that close returns after a local write and one metadata commit
  * instead of a round trip to the bucket per block.
  *
- *   <cache dir>/<volume uuid>/writeback/   (beside the disk cache's v1/, which never evicts what is here)
+ *   <cache dir>/<volume uuid>/writeback/   (beside the disk cache's v1/, which never evicts what is here;
+ *                                           writeback-<region>/ in a volume with several regions)
  *     id                  this staging area's id (random, written once): the key of its status record
  *     tmp/                blocks being staged; emptied at open
  *     <slice>_<index>_<bytes>
@@ -221,6 +222,7 @@ export class Writeback implements BlockStaging, PlainTier {
   #changed = true;
   #reportedAtMs = 0;
   #reportedBlocks = -1;
+  #reportOk = true;
 
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -627,8 +629,12 @@ export class Writeback implements BlockStaging, PlainTier {
       this.#reportedBlocks = state.blocks;
     } catch (err) {
       this.#changed = true;
-      this.#backgroundError(err, 'write-back status record');
+      // Once per streak: an engine that is down fails every second.
+      if (this.#reportOk) this.#backgroundError(err, 'write-back status record (retried)');
+      this.#reportOk = false;
+      return;
     }
+    this.#reportOk = true;
   }
 
   // ------------------------------------------------------------------ lifecycle

@@ -315,7 +315,9 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       });
     }
     if (options.cacheDir !== undefined) {
-      const dir = path.join(options.cacheDir, format.uuid, 'writeback');
+      // Per region in a volume with several: staged blocks belong in the bucket of the region that wrote them
+      // (their slices' home), so a client of another region opening this cache dir leaves them alone.
+      const dir = path.join(options.cacheDir, format.uuid, multi ? `writeback-${here}` : 'writeback');
       // Without write-back, a staging area left by an earlier run is opened only to upload what it holds.
       if (options.writeback === true || Writeback.hasStaged(dir)) {
         const e = engine;
