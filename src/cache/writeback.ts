@@ -39,7 +39,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, fsync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fsync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { open, readFile, rename, rm, statfs } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -284,8 +284,23 @@ export class Writeback implements BlockStaging, PlainTier {
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }
+    // Durable, like the blocks: a restart must update the same status record, not leave this one behind.
     const id = randomBytes(12).toString('hex');
-    writeFileSync(file, id + '\n', { mode: FILE_MODE });
+    const tmp = join(this.#tmp, 'id');
+    writeFileSync(tmp, id + '\n', { mode: FILE_MODE });
+    const fd = openSync(tmp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+    const dir = openSync(this.dir, 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
     return id;
   }
 
