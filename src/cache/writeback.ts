@@ -139,6 +139,8 @@ interface Entry {
   bytes: number;
   stagedAt: number;
   uploading: boolean;
+  /** Its data and directory entry are on disk (false: staged without `durable`, until `sync`). */
+  synced: boolean;
 }
 
 function optionInt(name: string, v: number | undefined, dflt: number, min: number): number {
@@ -165,6 +167,25 @@ function keyOfName(name: string): { key: string; slice: number; plainBytes: numb
   if (![slice, index, plainBytes].every((n) => Number.isSafeInteger(n))) return undefined;
   const key = blockKey(slice, index, plainBytes);
   return nameOfKey(key) === name ? { key, slice, plainBytes } : undefined;
+}
+
+/** fdatasync of a file by path (small ones opened and closed on the JS thread, see SYNC_IO_BYTES_MAX). */
+async function syncFile(file: string, bytes: number): Promise<void> {
+  if (bytes <= SYNC_IO_BYTES_MAX) {
+    const fd = openSync(file, 'r');
+    try {
+      await fdatasyncAsync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  const fh = await open(file, 'r');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Waits for both, then rejects with the first failure (a file descriptor in use is closed only after both). */
@@ -195,6 +216,8 @@ export class Writeback implements BlockStaging, PlainTier {
   readonly #index = new Map<string, Entry>();
   /** Names waiting for an upload, oldest first. */
   readonly #queue = new Set<string>();
+  /** Entries staged without `durable` and not yet synced, by slice. */
+  readonly #unsynced = new Map<number, Set<Entry>>();
   #pendingBytes = 0;
   #uploading = 0;
   #tmpSeq = 0;
@@ -316,7 +339,7 @@ export class Writeback implements BlockStaging, PlainTier {
     }
     found.sort((a, b) => a.slice - b.slice || a.name.localeCompare(b.name));
     for (const f of found) {
-      this.#add({ name: f.name, key: f.key, slice: f.slice, plainBytes: f.plainBytes, bytes: f.bytes, stagedAt: Math.floor(f.mtime), uploading: false });
+      this.#add({ name: f.name, key: f.key, slice: f.slice, plainBytes: f.plainBytes, bytes: f.bytes, stagedAt: Math.floor(f.mtime), uploading: false, synced: true });
       this.#stats.recovered++;
     }
   }
@@ -327,6 +350,11 @@ export class Writeback implements BlockStaging, PlainTier {
     this.#index.set(entry.name, entry);
     this.#pendingBytes += entry.bytes;
     this.#queue.add(entry.name);
+    if (!entry.synced) {
+      const set = this.#unsynced.get(entry.slice) ?? new Set<Entry>();
+      set.add(entry);
+      this.#unsynced.set(entry.slice, set);
+    }
     this.#changed = true;
   }
 
@@ -335,6 +363,7 @@ export class Writeback implements BlockStaging, PlainTier {
     this.#index.delete(entry.name);
     this.#queue.delete(entry.name);
     this.#pendingBytes -= entry.bytes;
+    if (!entry.synced) this.#markSynced(entry);
     this.#changed = true;
     this.#wakeAll();
   }
@@ -348,11 +377,12 @@ export class Writeback implements BlockStaging, PlainTier {
   // ------------------------------------------------------------------ staging (BlockStaging)
 
   /**
-   * Keeps `object` (the encoded block `key`, of slice `slice`) durably in the staging directory and queues its
-   * upload. true once it is durable (file and directory synced); false when staging declined (low space, a
-   * failed write): nothing was staged and the caller must store the block itself.
+   * Keeps `object` (the encoded block `key`, of slice `slice`) in the staging directory and queues its upload.
+   * true once it is staged: durable (file and directory synced) unless `durable` is false, in which case `sync`
+   * makes it so; false when staging declined (low space, a failed write): nothing was staged and the caller
+   * must store the block itself.
    */
-  async stage(key: string, object: Buffer, slice: number): Promise<boolean> {
+  async stage(key: string, object: Buffer, slice: number, durable = true): Promise<boolean> {
     if (this.#closed) throw new Error('assertion failed: stage after the write-back staging area was closed');
     const name = nameOfKey(key);
     const parts = name === undefined ? undefined : keyOfName(name);
@@ -373,7 +403,7 @@ export class Writeback implements BlockStaging, PlainTier {
           let done = 0;
           while (done < object.length) done += writeSync(fd, object, done, object.length - done, done);
           renameSync(tmp, final);
-          await both(fdatasyncAsync(fd), this.#syncDir());
+          if (durable) await both(fdatasyncAsync(fd), this.#syncDir());
         } finally {
           closeSync(fd);
         }
@@ -383,7 +413,7 @@ export class Writeback implements BlockStaging, PlainTier {
           let done = 0;
           while (done < object.length) done += (await fh.write(object, done, object.length - done, done)).bytesWritten;
           await rename(tmp, final);
-          await both(fh.datasync(), this.#syncDir());
+          if (durable) await both(fh.datasync(), this.#syncDir());
         } finally {
           await fh.close();
         }
@@ -397,9 +427,46 @@ export class Writeback implements BlockStaging, PlainTier {
     }
     this.#stats.staged++;
     this.#stats.stagedBytes += object.length;
-    this.#add({ name, key, slice, plainBytes: parts.plainBytes, bytes: object.length, stagedAt: Date.now(), uploading: false });
+    const entry: Entry = { name, key, slice, plainBytes: parts.plainBytes, bytes: object.length, stagedAt: Date.now(), uploading: false, synced: durable };
+    this.#add(entry);
     this.#pump();
     return true;
+  }
+
+  /**
+   * Makes the blocks of `slices` staged without `durable` durable: each file's data (all at once) and the
+   * directory (one fsync for all). A block uploaded meanwhile needs nothing more: the bucket holds it. Rejects
+   * when a sync fails (the caller must not commit those slices).
+   */
+  async sync(slices: readonly number[]): Promise<void> {
+    const files: Entry[] = [];
+    for (const slice of slices) {
+      const set = this.#unsynced.get(slice);
+      if (set === undefined) continue;
+      files.push(...set);
+    }
+    if (files.length === 0) return;
+    await Promise.all([
+      this.#syncDir(),
+      ...files.map(async (e) => {
+        try {
+          await syncFile(join(this.dir, e.name), e.bytes);
+        } catch (err) {
+          // Uploaded (and removed) meanwhile: it is in the bucket.
+          if (isErrno(err, 'ENOENT') && this.#index.get(e.name) !== e) return;
+          throw err;
+        }
+        this.#markSynced(e);
+      }),
+    ]);
+  }
+
+  #markSynced(e: Entry): void {
+    e.synced = true;
+    const set = this.#unsynced.get(e.slice);
+    if (set === undefined) return;
+    set.delete(e);
+    if (set.size === 0) this.#unsynced.delete(e.slice);
   }
 
   /**

@@ -102,11 +102,13 @@ export interface BlockReads {
  */
 export interface BlockStaging {
   /**
-   * Keeps `object`, the encoded block `key` of slice `slice`, durably on local disk and queues its upload.
-   * true: durable now (the slice may be committed); false: declined (low space, a failed write), nothing kept,
-   * the caller must store the block itself.
+   * Keeps `object`, the encoded block `key` of slice `slice`, on local disk and queues its upload. true:
+   * staged, and durable unless `durable` is false (then `sync` makes it durable); false: declined (low space,
+   * a failed write), nothing kept, the caller must store the block itself.
    */
-  stage(key: string, object: Buffer, slice: number): Promise<boolean>;
+  stage(key: string, object: Buffer, slice: number, durable: boolean): Promise<boolean>;
+  /** Makes the blocks of these slices staged without `durable` durable; rejects when it cannot. */
+  sync(slices: readonly number[]): Promise<void>;
   /** The slice will never be committed: its staged blocks are dropped instead of uploaded. Never rejects. */
   discard(slice: number): Promise<void>;
   /** Counters, flat in Prometheus style without a prefix (`pending_blocks`, ...). */
@@ -199,22 +201,29 @@ export class ChunkStore {
 
   /**
    * Stores one block given as [frameBytes of space][plain bytes]; the header is written into that space, so
-   * the caller must not reuse `framed` (it may be the stored object).
+   * the caller must not reuse `framed` (it may be the stored object). `durable` false: a block staged for
+   * write-back may not be on disk yet; `sync` of its slice must come before the slice is committed (so that a
+   * long write syncs once per commit, not once per block).
    */
-  async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal): Promise<void> {
+  async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal, durable = true): Promise<void> {
     const len = framed.length - this.frameBytes;
     if (len <= 0 || len > this.blockBytes) throw new Error(`assertion failed: block of ${len} bytes`);
     const key = blockKey(id, index, len);
     const object = encodeBlockFramed(framed, this.compression, this.frameBytes, key);
-    await this.keep(id, key, object, len, signal);
+    await this.keep(id, key, object, len, signal, durable);
     if (this.cacheWrites) await this.reads.cacheWritten(key, Buffer.from(framed.subarray(this.frameBytes)));
   }
 
   /** Stages an encoded block (write-back), else (or when staging declines) puts it in this client's bucket. */
-  private async keep(id: number, key: string, object: Buffer, plainBytes: number, signal: AbortSignal | undefined): Promise<void> {
-    if (this.staging === undefined || !(await this.staging.stage(key, object, id))) await this.store.put(key, object, { signal });
+  private async keep(id: number, key: string, object: Buffer, plainBytes: number, signal: AbortSignal | undefined, durable = true): Promise<void> {
+    if (this.staging === undefined || !(await this.staging.stage(key, object, id, durable))) await this.store.put(key, object, { signal });
     this.blocksWritten++;
     this.bytesWritten += plainBytes;
+  }
+
+  /** Makes the blocks of these slices stored with `durable` false durable (write-back); rejects when it cannot. */
+  async sync(ids: readonly number[]): Promise<void> {
+    await this.staging?.sync(ids);
   }
 
   /** A slice that will never be committed: its staged blocks (write-back) are not uploaded. Never rejects. */

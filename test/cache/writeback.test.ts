@@ -145,6 +145,28 @@ describe('write-back staging area', () => {
     }
   });
 
+  it('blocks staged without a sync are synced per slice before a commit; one that vanished fails the sync', async () => {
+    const dir = path.join(root, 'wb');
+    const hanging: ObjectStore = Object.assign(Object.create(new FileStore(path.join(root, 'bucket'))) as ObjectStore, {
+      put: (_k: string, _d: Buffer, o?: CallOptions) => new Promise<void>((_resolve, reject) => o?.signal?.addEventListener('abort', () => reject(new Error('aborted')))),
+    });
+    const wb = new Writeback({ dir, store: hanging, ...QUICK });
+    try {
+      const a = [block(21, 0, 65536, 1), block(21, 1, 70_000, 1)];
+      const b = block(22, 0, 100, 2);
+      for (const x of a) assert.equal(await wb.stage(x.key, x.object, 21, false), true);
+      assert.equal(await wb.stage(b.key, b.object, 22, false), true);
+      await wb.sync([21, 99]);
+      await rm(path.join(dir, '22_0_100'));
+      await assert.rejects(wb.sync([22]), /ENOENT/);
+      // Read back from the staging area whatever the sync state.
+      const got = await wb.get(a[1]!.key, 70_000, undefined);
+      assert.ok(got?.data.equals(a[1]!.plain));
+    } finally {
+      await wb.close();
+    }
+  });
+
   it('declines to stage on a disk below its free-space floor (the caller puts the block itself)', async () => {
     const wb = new Writeback({ dir: path.join(root, 'wb'), store: new FileStore(path.join(root, 'bucket')), freeSpaceFloorRatio: 1 });
     try {
