@@ -15,7 +15,9 @@
  *
  *   stage:  write tmp/ -> rename into writeback/ -> fdatasync the file and, at the same time, fsync
  *           writeback/ (one fsync shared by the stages that renamed before it started) -> resolves: durable;
- *           the caller may now commit the metadata
+ *           the caller may now commit the metadata.  A stage without `durable` skips the syncs, and `sync`
+ *           does them later for a whole slice's blocks at once (the file writer: once per commit, not per
+ *           block); its commit waits for that.
  *   upload: queued (oldest first) -> read the file, verify -> put -> verified (the server's digest, else a
  *           HEAD of its size) -> unlink -> gone.  A failure puts it back in the queue and pauses every upload
  *           for a backoff (retryDelayMsMin, doubling to retryDelayMsMax, with jitter), after which one upload at
