@@ -8,12 +8,14 @@
  * serves what it kept.
  */
 
-import { createServer, type Server } from 'node:http';
 import type { Command } from 'commander';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import path from 'node:path';
 import { BadUsageError, UsageError } from '../errors.js';
 import type { CacheGroupMember } from '../cache/group/member.js';
+import type { MetaEngine } from '../meta/engine.js';
+import { isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { metricsToken } from '../obs/token.js';
 import type { Volume } from '../sdk/volume.js';
 import { humanBytes, log, openCliVolume, parseHostPort, parseSize, valueOption } from './util.js';
 
@@ -34,10 +36,11 @@ function parseWeight(s: string): number {
   return w;
 }
 
-/** The node's counters as Prometheus metrics (names prefixed once, here). */
-function nodeMetrics(vol: Volume, member: CacheGroupMember): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ferry_cache_node_' });
+/**
+ * The node's own counters, added to the process registry (which the volume also feeds with its object
+ * requests, metadata transactions and block reads, as a mount's does).
+ */
+function nodeMetrics(registry: Registry, vol: Volume, member: CacheGroupMember): void {
   const gauge = (name: string, help: string, get: () => number): void => {
     new Gauge({ name: `ferry_cache_node_${name}`, help, registers: [registry], collect() { this.set(get()); } });
   };
@@ -72,12 +75,13 @@ function nodeMetrics(vol: Volume, member: CacheGroupMember): Registry {
   });
   gauge('members', 'live members of the group seen by this node', () => member.view.members().length);
   gauge('disk_cache_bytes', 'bytes held by the disk cache', () => vol.stats().diskCache?.bytes ?? 0);
-  return registry;
 }
 
 export async function runCacheNode(metaUrl: string, o: CacheNodeCliOptions): Promise<void> {
   const weight = o.weight === undefined ? 1 : parseWeight(o.weight);
+  const registry = processRegistry();
   const vol = await openCliVolume(metaUrl, {
+    metrics: registry,
     ...(o.region === undefined ? {} : { region: o.region }),
     cacheDir: path.resolve(o.cacheDir),
     cacheBytes: o.cacheSize,
@@ -85,7 +89,7 @@ export async function runCacheNode(metaUrl: string, o: CacheNodeCliOptions): Pro
     memCacheBytes: 0,
     cacheGroup: { group: o.group, listen: o.listen, weight, role: 'node', ...(o.advertise === undefined ? {} : { advertise: o.advertise }) },
   });
-  let server: Server | undefined;
+  let server: MetricsEndpoint | undefined;
   const stopped = new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -93,21 +97,13 @@ export async function runCacheNode(metaUrl: string, o: CacheNodeCliOptions): Pro
   try {
     const member = vol.cacheGroup!;
     if (o.metrics !== undefined) {
-      const registry = nodeMetrics(vol, member);
-      const metrics = o.metrics;
-      server = createServer((req, res) => {
-        if (req.url !== '/metrics') {
-          res.writeHead(404).end('not found\n');
-          return;
-        }
-        registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-          (err: unknown) => res.writeHead(500).end(`${err instanceof Error ? err.message : String(err)}\n`),
-        );
-      });
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', (e) => reject(new UsageError(`cannot serve metrics on ${metrics.host}:${metrics.port}: ${e.message}`)));
-        server!.listen(metrics.port, metrics.host, () => resolve());
+      nodeMetrics(registry, vol, member);
+      // Beyond loopback the endpoint wants the volume's metrics token (ferry metrics-token), as every other one.
+      const engine = (vol.vfs.meta as { engine?: MetaEngine }).engine;
+      if (!isLoopback(o.metrics.host) && engine === undefined) throw new UsageError('--metrics beyond loopback needs the volume token, which a ferry:// client does not hold: serve on 127.0.0.1');
+      const token = isLoopback(o.metrics.host) ? undefined : await metricsToken(engine!, vol.info.uuid);
+      server = await serveMetrics(registry, { ...o.metrics, token }).catch((err: unknown) => {
+        throw new UsageError(err instanceof Error ? err.message : String(err));
       });
     }
     process.stderr.write(
@@ -117,7 +113,7 @@ export async function runCacheNode(metaUrl: string, o: CacheNodeCliOptions): Pro
     const sig = await stopped;
     log().info({ signal: sig }, 'leaving the cache group');
   } finally {
-    server?.close();
+    await server?.close();
     await vol.close();
   }
 }

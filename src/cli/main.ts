@@ -16,6 +16,7 @@ import { register as registerCacheNode } from './cachenode.js';
 import { register as registerCat } from './cat.js';
 import { register as registerConfig } from './config.js';
 import { register as registerCp } from './cp.js';
+import { register as registerDashboard } from './dashboard.js';
 import { register as registerDump } from './dump.js';
 import { register as registerFormat } from './format.js';
 import { register as registerFsck } from './fsck.js';
@@ -56,7 +57,7 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`ferry: ${oneLine(str.replace(/^error: /, ''))} (see --help)\n`),
     })
     .exitOverride();
-  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode, registerWarmup, registerServe, registerStats, registerMetricsToken]) {
+  for (const register of [registerFormat, registerInfo, registerStatus, registerConfig, registerLs, registerCat, registerCp, registerFsck, registerGc, registerDump, registerLoad, registerMount, registerUmount, registerSync, registerRegion, registerReplicate, registerMirror, registerCacheNode, registerWarmup, registerServe, registerStats, registerDashboard, registerMetricsToken]) {
     register(program);
   }
   // Subcommands inherit the output configuration, but not exitOverride.

@@ -72,6 +72,26 @@ export function lineLog(stream: NodeJS.WritableStream = process.stderr): MountLo
   };
 }
 
+/**
+ * glibc malloc settings for the background mount daemon (glibc reads them only at start; the user's own
+ * values win). Block buffers (4 MiB) are above glibc's default mmap threshold, so each one is mapped fresh
+ * and unmapped when collected, and every byte moved into one pays a page fault first: with these, freed
+ * buffers are reused. Measured on a sequential first read with 50 ms per GET (the SDK over a
+ * latency-injecting store, eight blocks in flight, one loaded machine): 40–50 MiB/s with glibc's defaults,
+ * 114–231 MiB/s with these. Up to MALLOC_TRIM_THRESHOLD_ of freed memory stays in the process.
+ */
+export const MALLOC_TUNING: Readonly<Record<string, string>> = {
+  MALLOC_MMAP_THRESHOLD_: String(32 << 20),
+  MALLOC_TRIM_THRESHOLD_: String(256 << 20),
+  MALLOC_TOP_PAD_: String(64 << 20),
+};
+
+function pickDefined(env: NodeJS.ProcessEnv, keys: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of keys) if (env[k] !== undefined) out[k] = env[k];
+  return out;
+}
+
 /** Starts this command again, detached, and waits for it to report the mount ready or failed. */
 async function runInBackground(argv: string[], mountpoint: string, logFile: string): Promise<void> {
   const args = argv.slice(1).filter((a) => a !== '-d' && a !== '--background');
@@ -79,7 +99,7 @@ async function runInBackground(argv: string[], mountpoint: string, logFile: stri
   const child = spawn(process.execPath, [...process.execArgv, ...args], {
     detached: true,
     stdio: ['ignore', fd, fd, 'ipc'],
-    env: { ...process.env, [CHILD_ENV]: '1' },
+    env: { ...process.env, ...MALLOC_TUNING, ...pickDefined(process.env, Object.keys(MALLOC_TUNING)), [CHILD_ENV]: '1' },
   });
   const result = await new Promise<{ ok: true } | { ok: false; error: string }>((resolve) => {
     child.once('message', (m: { ready?: boolean; error?: string }) => resolve(m.ready === true ? { ok: true } : { ok: false, error: m.error ?? 'the mount failed' }));

@@ -35,13 +35,17 @@ export async function openOtherRegionStores(format: FormatRec): Promise<Map<stri
 }
 
 /** Every region's bucket, wrapped in retries. */
-export async function openRegionStores(format: FormatRec): Promise<Map<string, ObjectStore>> {
+/**
+ * Every region's bucket, each with retries. `wrap` goes under the retries (e.g. MetricsStore, which counts
+ * each attempt).
+ */
+export async function openRegionStores(format: FormatRec, wrap: (region: string, store: ObjectStore) => ObjectStore = (_r, s) => s): Promise<Map<string, ObjectStore>> {
   const r = volumeRegions(format);
   const stores = new Map<string, ObjectStore>();
   try {
     for (const [name, rec] of r.regions) {
       checkBucket(rec.storage);
-      stores.set(name, new RetryStore(await openObjectStore(rec.storage)));
+      stores.set(name, new RetryStore(wrap(name, await openObjectStore(rec.storage))));
     }
   } catch (err) {
     for (const s of stores.values()) await s.close().catch(() => undefined);

@@ -16,7 +16,9 @@ import { openRegionStores } from './region.js';
 import { PARALLEL_DEFAULT, replicationStatus, Replicator, VERIFY_DEFAULT, VERIFY_MODES, type ReplicaCounters, type ReplicateEvent } from '../region/replicate.js';
 import { volumeRegions } from '../region/regions.js';
 import { Gauge, type Registry } from 'prom-client';
-import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { ClientMetrics, counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { MetricsStore } from '../object/metrics.js';
+import { MetricsEngine } from '../meta/metrics.js';
 import { metricsToken } from '../obs/token.js';
 import { choice, humanBytes, InterruptedError, log, openEngine, out, parseCount, parseDuration, parseHostPort, parseSize } from './util.js';
 
@@ -106,8 +108,12 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
         if (!regions.regions.has(r)) throw new BadUsageError(`invalid ${what} '${list!}': volume '${format.name}' has no region '${r}' (its regions: ${[...regions.regions.keys()].join(', ')})`);
       }
     }
-    stores = await openRegionStores(format);
-    meta = await Meta.open(engine, { session: false, heartbeatMs: 0 });
+    // With --metrics, object requests and metadata transactions are measured as a mount's are.
+    const registry = metrics === undefined ? undefined : processRegistry();
+    const cm = registry === undefined ? undefined : new ClientMetrics(registry);
+    const wrap = (region: string, store: ObjectStore): ObjectStore => (cm === undefined ? store : new MetricsStore(store, cm, region));
+    stores = await openRegionStores(format, wrap);
+    meta = await Meta.open(cm === undefined ? engine : new MetricsEngine(engine, cm), { session: false, heartbeatMs: 0 });
     const retryStores = [...stores.values()] as RetryStore[];
     const onEvent = (e: ReplicateEvent): void => {
       if (e.type === 'error') log().warn({ err: e.error, key: e.key }, 'replication error');
@@ -118,7 +124,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
     const rep = new Replicator({
       meta,
       stores,
-      openStore: async (_name, rec) => new Retry(await openObjectStore(rec.storage)),
+      openStore: async (name, rec) => new Retry(wrap(name, await openObjectStore(rec.storage))),
       from: regionList(o.from),
       to: regionList(o.to),
       parallel,
@@ -129,8 +135,7 @@ export async function runReplicate(metaUrl: string, o: ReplicateCliOptions): Pro
       onEvent,
       signal: controller.signal,
     });
-    if (metrics !== undefined) {
-      const registry = processRegistry();
+    if (metrics !== undefined && registry !== undefined) {
       replicatorMetrics(registry, meta, rep);
       const token = isLoopback(metrics.host) ? undefined : await metricsToken(engine, format.uuid);
       server = await serveMetrics(registry, { ...metrics, token, what: o.metrics! }).catch((err: unknown) => {

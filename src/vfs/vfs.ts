@@ -27,6 +27,8 @@ export const SYMLINK_FOLLOW_MAX = 40;
 const COMPACT_ROUNDS_MAX = 16;
 /** Attribute reads repeated while flushes keep overlapping them (see withWrites); the last one is used. */
 const REREAD_MAX = 8;
+/** How far a read may start from where the last one ended and still count as sequential (see readAhead). */
+const READ_AHEAD_SLACK_BYTES = 2 << 20;
 
 export interface VfsOptions {
   /** Bytes that write buffers may hold before writers wait for uploads. */
@@ -426,8 +428,8 @@ export class Vfs {
   async readTo(h: Handle, pos: number, dest: Buffer): Promise<number> {
     const { n, fileLength } = await this.readSpan(h, pos, dest.length);
     if (n === 0) return 0;
-    await this.readInto(h.ino, pos, dest.subarray(0, n));
     this.readAhead(h, pos, n, fileLength);
+    await this.readInto(h.ino, pos, dest.subarray(0, n));
     return n;
   }
 
@@ -463,12 +465,12 @@ export class Vfs {
   async readView(h: Handle, pos: number, len: number): Promise<Buffer> {
     const { n, fileLength } = await this.readSpan(h, pos, len);
     if (n === 0) return Buffer.alloc(0);
+    this.readAhead(h, pos, n, fileLength);
     let out = await this.viewOf(h.ino, pos, n);
     if (out === undefined) {
       out = Buffer.allocUnsafe(n);
       await this.readInto(h.ino, pos, out);
     }
-    this.readAhead(h, pos, n, fileLength);
     return out;
   }
 
@@ -512,13 +514,30 @@ export class Vfs {
     await Promise.all(jobs);
   }
 
+  /**
+   * Called as a read arrives, before its bytes are fetched, so that the read itself joins the whole-block
+   * fetches started here instead of fetching stripes of a block that read-ahead then fetches again.
+   *
+   * A read is sequential when it starts where the last one ended or, once a handle reads sequentially, near
+   * there (READ_AHEAD_SLACK_BYTES): the kernel sends a FUSE mount's read-ahead as several requests at once, and
+   * they may arrive out of order; random reads never open a window this way. The
+   * first read of a handle at offset 0 counts as sequential (most files are read from the start to the end).
+   * The window starts at two blocks and doubles with each sequential read up to readAheadBytesMax, so that
+   * several blocks are in flight at once and the bucket, not the round trip, bounds a first read; a read
+   * elsewhere closes it.
+   */
   private readAhead(h: Handle, pos: number, n: number, fileLength: number): void {
     const B = this.chunks.blockBytes;
-    if (pos === h.lastEnd) h.ahead = Math.min(this.opts.readAheadBytesMax, Math.max(B, h.ahead * 2));
-    else h.ahead = 0;
-    h.lastEnd = pos + n;
+    const sequential = h.lastEnd < 0 ? pos === 0 : pos === h.lastEnd || (h.ahead > 0 && Math.abs(pos - h.lastEnd) <= READ_AHEAD_SLACK_BYTES);
+    if (sequential) h.ahead = Math.min(this.opts.readAheadBytesMax, Math.max(2 * B, h.ahead * 2));
+    else {
+      h.ahead = 0;
+      h.prefetchedTo = 0;
+    }
+    h.lastEnd = Math.max(pos + n, sequential ? h.lastEnd : 0);
     if (h.ahead === 0) return;
-    const from = Math.max(h.prefetchedTo, pos + n);
+    // From the block this read is in: it is fetched whole, once, and this read waits for that fetch.
+    const from = Math.max(h.prefetchedTo, Math.floor(pos / B) * B);
     const to = Math.min(fileLength, pos + n + h.ahead);
     if (from >= to) return;
     h.prefetchedTo = to;

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { openMetaEngine, openVolume } from '../../src/index.js';
 import { allFailCleanly, ensureBuilt, failsCleanly, ferry, ok } from './helpers.js';
 
-const COMMANDS = ['format', 'info', 'status', 'config', 'ls', 'cat', 'cp', 'fsck', 'gc', 'dump', 'load'];
+const COMMANDS = ['format', 'info', 'status', 'config', 'ls', 'cat', 'cp', 'fsck', 'gc', 'dump', 'load', 'dashboard'];
 
 let root: string;
 let n = 0;

@@ -98,6 +98,10 @@ void describe('cache nodes as processes', () => {
     assert.equal(c1.stats().chunks.blocksRead, 0, 'all through the group');
     const kept = await metric(nodes[0]!, 'ferry_cache_node_fetched_bytes_total');
     assert.ok(kept > 0, 'node 1 fetched its share');
+    // The process's own metrics and the volume's object requests are served beside the node's.
+    const text = await (await request(nodes[0]!.metrics)).body.text();
+    assert.match(text, /^process_cpu_seconds_total /m);
+    assert.match(text, /^ferry_object_request_seconds_count\{[^}]*op="get"[^}]*\} [1-9]/m, 'the node\'s bucket GETs');
 
     // Restart node 1 cleanly (its queued cache writes finish), on the same address and directory.
     await stop(nodes[0]!, 'SIGTERM');
