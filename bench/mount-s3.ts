@@ -20,7 +20,7 @@
  */
 
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -135,6 +135,7 @@ function ferrySide(root: string, server: S3Server, bucket: string, name: string,
   const cacheDir = path.join(root, `cache-${name}`);
   const metaUrl = `sqlite://${path.join(root, `${name}.db`)}`;
   let formatted = false;
+  let unmounts = 0;
   return {
     name,
     options: ['--cache-dir DIR', ...extra].join(' '),
@@ -151,9 +152,16 @@ function ferrySide(root: string, server: S3Server, bucket: string, name: string,
     },
     async umount() {
       await exec(process.execPath, [CLI, 'umount', dir]).catch(() => fusermountU(dir));
+      // The process flushes after the kernel lets go (with --writeback it waits up to 30 s for its uploads):
+      // wait for its last log line, so that nothing it still does overlaps the next step.
+      const log = path.join(root, `${name}.log`);
+      const done = async (): Promise<boolean> => (await readFile(log, 'utf8').catch(() => '')).split(`unmounted ${dir}\n`).length - 1 > unmounts;
+      for (let i = 0; i < 600 && !(await done()); i++) await new Promise((r) => setTimeout(r, 100));
+      unmounts++;
     },
     async clearCaches() {
-      await rm(cacheDir, { recursive: true, force: true });
+      // The read cache only: blocks staged by --writeback and not yet uploaded live beside it, and must stay.
+      for (const vol of await readdir(cacheDir).catch(() => [])) await rm(path.join(cacheDir, vol, 'v1'), { recursive: true, force: true });
     },
   };
 }

@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { formatVolume, openMetaEngine } from '../src/index.js';
+import { writebackBench } from './mount-writeback.js';
 
 const exec = promisify(execFile);
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -176,6 +177,8 @@ async function main(): Promise<void> {
   lines.push(['ferry/bindfs', ...[fe.write / b.write, fe.coldRead / b.coldRead, fe.warmRead / b.warmRead, fe.randIops / b.randIops, fe.create / b.create, fe.stat / b.stat, fe.unlink / b.unlink].map((x) => `${x.toFixed(2)}x`)]);
   const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   for (const l of lines) console.log(l.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  // Write-back rows (bench/mount-writeback.ts): their own volumes, over s3rver; BENCH_WRITEBACK=0 skips them.
+  if (process.env['BENCH_WRITEBACK'] !== '0') await writebackBench();
 }
 
 main().catch((err: unknown) => {

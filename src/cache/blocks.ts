@@ -2,8 +2,11 @@
  * A client's ChunkStore as Ferry builds it: the chunk/ facade (writes, slice arithmetic) over a BlockReader
  * whose tiers are the caches it is given, in the read order of DESIGN §6:
  *
- *   memory (MemoryBlockCache, 'stripes') -> disk (DiskBlockCache, 'whole') -> [extra tiers] -> buckets
+ *   memory (MemoryBlockCache, 'stripes') -> [staging] -> disk (DiskBlockCache, 'whole') -> [extra tiers] -> buckets
  *
+ * `staging` (write-back, cache/writeback.ts) holds blocks committed but not yet uploaded: new blocks are staged
+ * there instead of put, and read from there until the bucket has them. It comes before the disk cache so that a
+ * staged block is not copied into the cache as well (a hit fills the memory tier only).
  * `extraTiers` go between the local caches and the buckets: the place of the region's cache group.
  */
 
@@ -14,6 +17,7 @@ import type { BlockCache } from './cache.js';
 import { BlockReader, DISK_TIER, MEMORY_TIER, type BlockReaderOptions, type BlockSource } from './reader.js';
 import { CacheTier, DISK_ANSWER_MS_MAX_DEFAULT } from './tier-cache.js';
 import type { BlockTier } from './tier.js';
+import type { Writeback } from './writeback.js';
 
 export interface CreateChunkStoreOptions {
   /** This client's bucket: new blocks go here; with no `source`, every read comes from here too. */
@@ -30,6 +34,12 @@ export interface CreateChunkStoreOptions {
   extraTiers?: readonly BlockTier[] | undefined;
   /** Also put written blocks into the disk cache (a reader soon after a writer on this client). */
   cacheWrites?: boolean | undefined;
+  /**
+   * Write-back staging: new blocks are staged there (when `writeback`), and staged blocks are read from there
+   * until uploaded; closed with the store. Without `writeback` it only uploads what an earlier run staged.
+   */
+  staging?: Writeback | undefined;
+  writeback?: boolean | undefined;
   /** See BlockReaderOptions. */
   rangeReadBytesMax?: number | undefined;
   rangeFetchBytesMin?: number | undefined;
@@ -38,16 +48,17 @@ export interface CreateChunkStoreOptions {
 }
 
 /** The tiers in front of the buckets for these caches, in read order. */
-export function cacheTiers(memCache: BlockCache | undefined, diskCache: BlockCache | undefined): BlockTier[] {
+export function cacheTiers(memCache: BlockCache | undefined, diskCache: BlockCache | undefined, staging?: Writeback): BlockTier[] {
   const tiers: BlockTier[] = [];
   if (memCache !== undefined) tiers.push(new CacheTier({ name: MEMORY_TIER, cache: memCache, fillWith: 'stripes' }));
+  if (staging !== undefined) tiers.push(staging);
   if (diskCache !== undefined) tiers.push(new CacheTier({ name: DISK_TIER, cache: diskCache, fillWith: 'whole', answerMsMax: DISK_ANSWER_MS_MAX_DEFAULT }));
   return tiers;
 }
 
 export function createChunkStore(options: CreateChunkStoreOptions): ChunkStore {
   const reads = new BlockReader({
-    tiers: [...cacheTiers(options.memCache, options.diskCache), ...(options.extraTiers ?? [])],
+    tiers: [...cacheTiers(options.memCache, options.diskCache, options.staging), ...(options.extraTiers ?? [])],
     store: options.store,
     source: options.source,
     blockBytes: options.blockBytes,
@@ -64,5 +75,7 @@ export function createChunkStore(options: CreateChunkStoreOptions): ChunkStore {
     compression: options.compression,
     reads,
     cacheWrites: options.cacheWrites,
+    // Without write-back the staging area is only read and drained; it is closed as a tier of the reader.
+    staging: options.writeback === true ? options.staging : undefined,
   });
 }

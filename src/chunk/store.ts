@@ -12,6 +12,8 @@
  *              sliceView(off, len) -> one block:  reads.readRange(...) -> a view, no copy
  *              prefetch(off, len)  -> per block: reads.readBlock(key, plainBytes), not awaited
  *              putBlock / putFramed -> encode (codec) -> this client's bucket -> reads.cacheWritten (if asked)
+ *                                      \-> write-back: staging.stage (durable on local disk, uploaded later;
+ *                                           a declined stage falls back to the bucket)
  *
  * Slices are cut into blocks relative to the slice's own start, so full blocks can be uploaded before the
  * slice's final size is known (the key names the block's length, not the slice's).
@@ -44,7 +46,7 @@ export interface ChunkStats {
   /** Whole blocks fetched from a bucket, and their plain bytes. */
   blocksRead: number;
   bytesRead: number;
-  /** Blocks stored in this client's bucket, and their plain bytes. */
+  /** Blocks stored in this client's bucket (write-back: staged for it), and their plain bytes. */
   blocksWritten: number;
   bytesWritten: number;
   /** Copies fetched from a bucket (or another tier that serves encoded copies) that failed verification. */
@@ -94,6 +96,27 @@ export interface BlockReads {
   close(): Promise<void>;
 }
 
+/**
+ * Write-back staging (implemented by cache/writeback.ts): where a client in write-back mode keeps new blocks
+ * until they are uploaded in the background.
+ */
+export interface BlockStaging {
+  /**
+   * Keeps `object`, the encoded block `key` of slice `slice`, on local disk and queues its upload. true:
+   * staged, and durable unless `durable` is false (then `sync` makes it durable); false: declined (low space,
+   * a failed write), nothing kept, the caller must store the block itself.
+   */
+  stage(key: string, object: Buffer, slice: number, durable: boolean): Promise<boolean>;
+  /** Makes the blocks of these slices staged without `durable` durable; rejects when it cannot. */
+  sync(slices: readonly number[]): Promise<void>;
+  /** The slice will never be committed: its staged blocks are dropped instead of uploaded. Never rejects. */
+  discard(slice: number): Promise<void>;
+  /** Counters, flat in Prometheus style without a prefix (`pending_blocks`, ...). */
+  counters(): Record<string, number>;
+  /** Idempotent; leaves what is not uploaded staged (see cache/writeback.ts). */
+  close(): Promise<void>;
+}
+
 export interface ChunkStoreOptions {
   /** This client's bucket: new blocks go here. */
   store: ObjectStore;
@@ -105,6 +128,11 @@ export interface ChunkStoreOptions {
   reads: BlockReads;
   /** Also hand written blocks to `reads.cacheWritten` (a reader soon after a writer on this client). */
   cacheWrites?: boolean | undefined;
+  /**
+   * Write-back: new blocks are staged here instead of put (the reads must then have the staging area as a
+   * tier, so that this client reads them before they are uploaded); closed with this store, first.
+   */
+  staging?: BlockStaging | undefined;
 }
 
 /** For prefetch: its failures are left for the real read. */
@@ -120,6 +148,8 @@ export class ChunkStore {
   /** Space that putFramed callers reserve in front of a block's plain bytes (blockFrameBytes). */
   readonly frameBytes: number;
   readonly reads: BlockReads;
+  /** Write-back staging, when this client writes back (see ChunkStoreOptions.staging). */
+  readonly staging: BlockStaging | undefined;
   private readonly cacheWrites: boolean;
   private blocksWritten = 0;
   private bytesWritten = 0;
@@ -134,6 +164,7 @@ export class ChunkStore {
     this.frameBytes = blockFrameBytes(this.blockBytes);
     this.reads = options.reads;
     this.cacheWrites = options.cacheWrites ?? false;
+    this.staging = options.staging;
   }
 
   /** Length of block `index` of a slice of `size` bytes. */
@@ -164,25 +195,40 @@ export class ChunkStore {
     if (plain.length === 0 || plain.length > this.blockBytes) throw new Error(`assertion failed: block of ${plain.length} bytes`);
     const key = blockKey(id, index, plain.length);
     const object = encodeBlock(plain, this.compression, key);
-    await this.store.put(key, object, { signal });
-    this.blocksWritten++;
-    this.bytesWritten += plain.length;
+    await this.keep(id, key, object, plain.length, signal);
     if (this.cacheWrites) await this.reads.cacheWritten(key, plain);
   }
 
   /**
    * Stores one block given as [frameBytes of space][plain bytes]; the header is written into that space, so
-   * the caller must not reuse `framed` (it may be the stored object).
+   * the caller must not reuse `framed` (it may be the stored object). `durable` false: a block staged for
+   * write-back may not be on disk yet; `sync` of its slice must come before the slice is committed (so that a
+   * long write syncs once per commit, not once per block).
    */
-  async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal): Promise<void> {
+  async putFramed(id: number, index: number, framed: Buffer, signal?: AbortSignal, durable = true): Promise<void> {
     const len = framed.length - this.frameBytes;
     if (len <= 0 || len > this.blockBytes) throw new Error(`assertion failed: block of ${len} bytes`);
     const key = blockKey(id, index, len);
     const object = encodeBlockFramed(framed, this.compression, this.frameBytes, key);
-    await this.store.put(key, object, { signal });
-    this.blocksWritten++;
-    this.bytesWritten += len;
+    await this.keep(id, key, object, len, signal, durable);
     if (this.cacheWrites) await this.reads.cacheWritten(key, Buffer.from(framed.subarray(this.frameBytes)));
+  }
+
+  /** Stages an encoded block (write-back), else (or when staging declines) puts it in this client's bucket. */
+  private async keep(id: number, key: string, object: Buffer, plainBytes: number, signal: AbortSignal | undefined, durable = true): Promise<void> {
+    if (this.staging === undefined || !(await this.staging.stage(key, object, id, durable))) await this.store.put(key, object, { signal });
+    this.blocksWritten++;
+    this.bytesWritten += plainBytes;
+  }
+
+  /** Makes the blocks of these slices stored with `durable` false durable (write-back); rejects when it cannot. */
+  async sync(ids: readonly number[]): Promise<void> {
+    await this.staging?.sync(ids);
+  }
+
+  /** A slice that will never be committed: its staged blocks (write-back) are not uploaded. Never rejects. */
+  async abandoned(id: number): Promise<void> {
+    await this.staging?.discard(id);
   }
 
   /**
@@ -259,13 +305,18 @@ export class ChunkStore {
     for (const [prefix, st] of [['mem_cache', memory], ['disk_cache', disk]] as const) {
       for (const [k, v] of Object.entries(st ?? {})) if (typeof v === 'number') out[`${prefix}_${snake(k)}`] = v;
     }
+    for (const [k, v] of Object.entries(this.staging?.counters() ?? {})) out[`writeback_${k}`] = v;
     return out;
   }
 
-  /** Idempotent: the read side (its background work, tiers and block source), then this client's bucket. */
+  /**
+   * Idempotent: the write-back staging (what is not uploaded stays staged), the read side (its background work,
+   * tiers and block source), then this client's bucket.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
+        await this.staging?.close();
         await this.reads.close();
       } finally {
         await this.store.close();

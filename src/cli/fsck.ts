@@ -7,6 +7,10 @@
  * home bucket and in the bucket of each region its slice record lists as holding a copy (`copies`, set by the
  * replicator, which readers trust) — is present and decodes (header, checksums, length, identity). `--region`
  * narrows the check to one region's bucket; by default every region's bucket is checked.
+ *
+ * Write-back: a block that a write-back client committed but has not uploaded yet is missing from the bucket
+ * and held on that client's disk; when a staging record (meta/staging.ts) names its slice, fsck reports it as
+ * pending upload (`pending`), not as a problem.
  */
 
 import type { Command } from 'commander';
@@ -22,6 +26,7 @@ import { ObjectNotFoundError } from '../object/store.js';
 import { forEachLimit, humanBytes, openTools, out, parseCount, progressBar } from './util.js';
 import { sliceHome, volumeRegions } from '../region/regions.js';
 import { openOtherRegionStores } from './region.js';
+import { listStaging, stagedBy } from '../meta/staging.js';
 
 /** Blocks downloaded and verified at once. */
 export const FSCK_BLOCKS_IN_FLIGHT_DEFAULT = 16;
@@ -32,6 +37,8 @@ export interface FsckOptions {
   blocksInFlight?: number;
   /** Called with each problem as it is found. */
   onProblem?: (line: string) => void;
+  /** Called with each block found pending upload by a write-back client (not a problem). */
+  onPending?: (line: string) => void;
   /** Show a progress bar for block verification (on a terminal). */
   progress?: boolean;
   /**
@@ -45,6 +52,8 @@ export interface FsckOptions {
 
 export interface FsckResult {
   problems: string[];
+  /** Blocks missing from their home bucket that a write-back client staged and has not uploaded yet. */
+  pending: string[];
   /** Not errors: usage counters that differ from a recount (see the header comment). */
   warnings: string[];
   /** The usage counters as recounted from the snapshot, and the files whose `used` is off (with the right value). */
@@ -67,8 +76,10 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
     options.onProblem?.(line);
   };
 
+  const pending: string[] = [];
   const meta = await checkMetadata(engine, format.chunkBytes, problem);
   const { slices, sliceOwner } = meta;
+  const staged = await listStaging(engine);
 
   // ---- blocks
   const chunkStore = createChunkStore({ store, blockBytes: format.blockBytes, compression: format.compression });
@@ -114,7 +125,12 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
           decodeBlock(await bucket.get(key), key, len);
         }
       } catch (err) {
-        if (err instanceof ObjectNotFoundError) problem(`${where}: missing from ${copy}`);
+        const stager = err instanceof ObjectNotFoundError && home ? stagedBy(staged, id) : undefined;
+        if (stager !== undefined) {
+          const line = `${where}: not yet uploaded to ${copy}: staged by the write-back client on ${stager.host} (${stager.dir}), pending upload`;
+          pending.push(line);
+          options.onPending?.(line);
+        } else if (err instanceof ObjectNotFoundError) problem(`${where}: missing from ${copy}`);
         else if (err instanceof CorruptBlockError) problem(`${where}: ${home ? '' : `${copy} is corrupt: `}${err.detail}`);
         else throw err;
       } finally {
@@ -126,6 +142,7 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
   }
   return {
     problems,
+    pending,
     warnings: meta.warnings,
     recount: meta.recount,
     inodes: meta.inodes,
@@ -141,7 +158,8 @@ export async function fsckVolume(engine: MetaEngine, format: FormatRec, store: O
 export function fsckSummary(r: FsckResult): string {
   const copies = r.copies === r.blocks ? '' : `, ${r.copies} copies checked`;
   const what = `${r.inodes} inodes, ${r.entries} entries, ${r.slices} slices, ${r.blocks} blocks (${humanBytes(r.blockBytes)})${copies} at changelog seq ${r.seq}`;
-  return r.problems.length === 0 ? `fsck: volume is clean: ${what}` : `fsck: ${r.problems.length} problem(s) found: ${what}`;
+  const pending = r.pending.length === 0 ? '' : `; ${r.pending.length} block(s) pending upload by write-back clients`;
+  return r.problems.length === 0 ? `fsck: volume is clean: ${what}${pending}` : `fsck: ${r.problems.length} problem(s) found: ${what}${pending}`;
 }
 
 /**
@@ -174,6 +192,7 @@ export async function runFsck(metaUrl: string, opts: { fast?: boolean; threads?:
       blocksInFlight,
       progress: true,
       onProblem: (line) => process.stdout.write(`${line}\n`),
+      onPending: (line) => process.stdout.write(`pending: ${line}\n`),
     });
     for (const w of result.warnings) process.stdout.write(`warning: ${w}${opts.repair === true ? '' : ' (--repair recounts)'}\n`);
     if (opts.repair === true && result.warnings.length > 0) {

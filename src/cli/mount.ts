@@ -30,6 +30,8 @@ export interface MountCliOptions {
   cacheSize?: number;
   /** --buffer-size, bytes. */
   bufferSize?: number;
+  /** --writeback: stage closed files' blocks in --cache-dir and upload them in the background. */
+  writeback?: boolean;
   readOnly?: boolean;
   allowOther?: boolean;
   metrics?: { host: string; port: number };
@@ -121,6 +123,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     ...(o.cacheDir === undefined ? {} : { cacheDir: path.resolve(o.cacheDir) }),
     ...(o.cacheSize === undefined ? {} : { cacheBytes: o.cacheSize }),
     ...(o.bufferSize === undefined ? {} : { bufferBytesMax: o.bufferSize }),
+    ...(o.writeback === true ? { writeback: true } : {}),
     ...(o.cacheGroup === undefined
       ? {}
       : {
@@ -132,6 +135,9 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
           },
         }),
   };
+  if (o.writeback === true && o.cacheDir === undefined) {
+    throw new BadUsageError('--writeback needs --cache-dir DIR: blocks are staged there until they are uploaded');
+  }
   if (o.cacheGroup === undefined && (o.sharing === false || o.groupListen !== undefined || o.groupWeight !== undefined)) {
     throw new BadUsageError('--no-sharing, --group-listen and --group-weight go with --cache-group');
   }
@@ -157,6 +163,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
   let mount: Mount;
   let volName = '';
   let readOnlyWhy: string | undefined;
+  let staged: { dir: string; recovered: number } | undefined;
   let server: MetricsEndpoint | undefined;
   const registry = processRegistry();
   try {
@@ -168,6 +175,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     });
     volName = vol.info.name;
     readOnlyWhy = vol.vfs.readOnly;
+    if (vol.writeback !== undefined) staged = { dir: vol.writeback.dir, recovered: vol.writeback.uploadStats().recovered };
     try {
       mount = await Mount.mount(vol, {
         mountpoint: abs,
@@ -201,6 +209,7 @@ export async function runMount(metaUrl: string, mountpoint: string, o: MountCliO
     report({ error: oneLine(err instanceof Error ? err.message : String(err)) });
     throw err;
   }
+  if (staged !== undefined && staged.recovered > 0) log.info(`write-back: uploading ${staged.recovered} block(s) that an earlier run staged in ${staged.dir}`);
   log.info(`mounted volume "${volName}" at ${abs}${o.readOnly === true || readOnlyWhy !== undefined ? ` (read-only${readOnlyWhy === undefined ? '' : `: ${readOnlyWhy}`})` : ''}${server === undefined ? '' : `; metrics on ${server.url}/metrics`}; counters in ${abs}/.stats, operations in ${abs}/.accesslog; FUSE binding ${mount.backend}`);
   report({ ready: true });
   if (process.connected) process.disconnect();
@@ -240,6 +249,7 @@ export function register(program: Command): void {
     .option('--cache-dir <DIR>', 'local disk block cache directory')
     .addOption(valueOption('--cache-size <SIZE>', 'disk cache capacity, e.g. 10G', parseSize))
     .addOption(valueOption('--buffer-size <SIZE>', 'memory for write buffers, e.g. 256M (default 64M)', parseSize))
+    .option('--writeback', 'with --cache-dir: a closed or fsynced file is staged durably on local disk and committed at once; its blocks upload in the background (other clients see them once uploaded)')
     .option('--cache-group <G>', "join the region's cache group G: read blocks through their owner before the buckets, and share this mount's disk cache")
     .option('--no-sharing', 'with --cache-group: read through the group without serving this disk cache to it')
     .addOption(valueOption('--group-listen <HOST:PORT>', 'with --cache-group: where to serve the group (default: this host, any free port)', parseHostPort))

@@ -19,6 +19,7 @@ import { listMembers, memberIsStale } from '../meta/members.js';
 import { egressTotals } from '../meta/egress.js';
 import { epochOf, readDemotion, readEpoch } from '../meta/epoch.js';
 import { maskUrl } from '../util/url.js';
+import { writebackStatus, writebackLines } from './writeback-status.js';
 
 /** What `ferry status --json` prints, and what the dashboard serves: secrets are masked in every URL. */
 export type VolumeStatus = Awaited<ReturnType<typeof gatherStatus>>;
@@ -53,6 +54,7 @@ export async function gatherStatus(tools: Pick<MetaTools, 'engine' | 'meta' | 'f
   // Failover: which epoch this engine is the primary of (1 until a mirror is promoted), or that it was demoted.
   const epochRec = await readEpoch(tools.engine);
   const demotion = await readDemotion(tools.engine);
+  const writeback = await writebackStatus(tools.engine, now);
   const metadata = {
     epoch: epochOf(epochRec),
     primaryRegion: epochRec?.region ?? (regions.named ? regions.primary : undefined),
@@ -65,6 +67,7 @@ export async function gatherStatus(tools: Pick<MetaTools, 'engine' | 'meta' | 'f
     usage: { usedBytes: usage.usedBytes, capacityBytes: tools.format.capacityBytes, inodes: usage.inodes },
     trash: { files: trash.files, bytes: trash.bytes, partial: trash.partial, days: tools.format.trashDays },
     pendingDeletion: { slices: pending.length, bytes: pending.reduce((n, d) => n + d.size, 0) },
+    writeback,
     sessions,
     changelog: { lastSeq, floor, length: lastSeq - floor, retention, consumers },
     ...(regions.named
@@ -90,6 +93,7 @@ export function statusText(status: VolumeStatus, now = Date.now()): string {
     `usage:     ${humanBytes(usage.usedBytes)} of ${humanBytes(usage.capacityBytes)} (data, holes not counted), ${usage.inodes} inodes`,
     `trash:     ${trash.partial ? 'at least ' : ''}${trash.files} file(s), ${humanBytes(trash.bytes)}${trash.days > 0 ? `, kept ${trash.days} day(s)` : ' (trash disabled)'}`,
     `pending:   ${status.pendingDeletion.slices} released slices (${humanBytes(status.pendingDeletion.bytes)}) awaiting gc`,
+    ...writebackLines(status.writeback),
     `changelog: last seq ${changelog.lastSeq}${changelog.floor > 0 ? `, kept after ${changelog.floor}` : ''} (${changelog.length} entries); retention ${retentionSummary(changelog.retention)}`,
     ...changelog.consumers.map(
       (c) =>

@@ -38,6 +38,8 @@
  *                                        remote client (meta/requests.ts), written in the transaction that
  *                                        applied it, so a retried request is answered, not applied twice (not
  *                                        logged: it is this primary's bookkeeping)
+ *   staging    ''           staging id   StagingRec: blocks a write-back client staged on its disk and has not
+ *                                        uploaded yet (meta/staging.ts; not logged: live state of a client)
  *
  * Changelog: every transaction that writes a logged kind appends one entry — the list of resulting record
  * states (value or null for deleted) — under the next sequence number, in the same transaction, and `commit`
@@ -71,11 +73,12 @@ export const KINDS = [
   'member',
   'egress',
   'request',
+  'staging',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Kinds kept out of the changelog and dumps: clients' live state, and this engine's own progress records. */
-export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'member', 'egress', 'request']);
+export const UNLOGGED_KINDS: ReadonlySet<Kind> = new Set<Kind>(['session', 'sustained', 'lock', 'replica', 'consumer', 'mirror', 'member', 'egress', 'request', 'staging']);
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

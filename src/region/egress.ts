@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { MetaEngine } from '../meta/engine.js';
 import { EGRESS_HOUR_MS, EGRESS_WINDOW_MS, putEgress, type EgressRec } from '../meta/egress.js';
-import type { CallOptions, GetOptions, ListOptions, ListPage, ObjectInfo, ObjectStore } from '../object/store.js';
+import { canPutChecked, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from '../object/store.js';
 
 export const EGRESS_FLUSH_MS_DEFAULT = 10_000;
 
@@ -130,6 +130,10 @@ export class EgressStore implements ObjectStore {
   }
   put(key: string, data: Buffer, options?: CallOptions): Promise<void> {
     return this.inner.put(key, data, options);
+  }
+  /** CheckedPutter, forwarded (write-back verifies an upload by it instead of a HEAD). */
+  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+    return canPutChecked(this.inner) ? this.inner.putChecked(key, data, options) : this.inner.put(key, data, options).then(() => undefined);
   }
   head(key: string, options?: CallOptions): Promise<ObjectInfo> {
     return this.inner.head(key, options);

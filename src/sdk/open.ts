@@ -30,6 +30,8 @@ import { loadCompression } from '../chunk/codec.js';
 import { createChunkStore } from '../cache/blocks.js';
 import { MemoryBlockCache } from '../cache/memory.js';
 import type { DiskBlockCacheOptions } from '../cache/disk.js';
+import { Writeback, type WritebackOptions } from '../cache/writeback.js';
+import { putStaging } from '../meta/staging.js';
 import { Vfs, type VfsOptions } from '../vfs/vfs.js';
 import { Volume } from './volume.js';
 import { RegionPlacement } from '../region/placement.js';
@@ -50,6 +52,10 @@ import { MetricsStore } from '../object/metrics.js';
 import { BUCKET_TIER } from '../cache/reader.js';
 
 export type DiskCacheTuning = Pick<DiskBlockCacheOptions, 'pendingWriteBytesMax' | 'writesInFlightMax' | 'putWaitMsMax' | 'freeSpaceFloorRatio'>;
+export type WritebackTuning = Pick<WritebackOptions, 'uploadsInFlightMax' | 'retryDelayMsMin' | 'retryDelayMsMax' | 'freeSpaceFloorRatio' | 'reportIntervalMs' | 'keepAliveMs'>;
+
+/** How long closing a write-back volume waits for its pending uploads by default, ms (the rest upload at the next open). */
+export const WRITEBACK_CLOSE_WAIT_MS_DEFAULT = 30_000;
 
 export interface OpenVolumeOptions extends VfsOptions {
   /** Region this client runs in (default: the primary). */
@@ -67,6 +73,17 @@ export interface OpenVolumeOptions extends VfsOptions {
   cacheBytes?: number;
   /** Tuning of the disk cache's write queue and free-space floor (DiskBlockCache's defaults otherwise). */
   cacheOptions?: DiskCacheTuning;
+  /**
+   * Write-back (needs `cacheDir`): the blocks of a file are staged durably in the cache directory when it is
+   * closed or synced, its metadata is committed at once, and the blocks upload in the background
+   * (cache/writeback.ts). Until then only this client (and the next one to open the cache directory) can read
+   * them. Without it, blocks an earlier write-back run left in `cacheDir` are still uploaded.
+   */
+  writeback?: boolean;
+  /** How long `close()` waits for pending uploads, ms (default 30 s); what is left uploads at the next open. */
+  writebackCloseWaitMs?: number;
+  /** Tuning of the write-back uploads (cache/writeback.ts's defaults otherwise). */
+  writebackOptions?: WritebackTuning;
   /**
    * Reads of at most this many bytes of an uncached block fetch only the stripes they need (BlockReader's
    * default: a quarter of the block size); 0 makes every read fetch whole blocks.
@@ -202,11 +219,15 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
   let store: ObjectStore | undefined;
   const others = new Map<string, ObjectStore>();
   let group: CacheGroupMember | undefined;
+  let writeback: Writeback | undefined;
   const cm = options.metrics === undefined ? undefined : clientMetrics(options.metrics);
   const wrapStore = storeWrapper(cm);
   // Stores the caller made (tests) are measured, not wrapped in retries they did not ask for.
   const observe = (region: string, s: ObjectStore | undefined): ObjectStore | undefined => (s === undefined || cm === undefined ? s : new MetricsStore(s, cm, region));
   try {
+    if (options.writeback === true && options.cacheDir === undefined) {
+      throw new UsageError('write-back needs a local cache directory (--cache-dir DIR): blocks are staged there until they are uploaded');
+    }
     let region: string | undefined;
     let readOnlyReason: string | undefined;
     if (isServiceUrl(metaUrl)) {
@@ -293,6 +314,27 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
         capacityBytes: options.cacheBytes ?? 10 * 2 ** 30,
       });
     }
+    if (options.cacheDir !== undefined) {
+      // Per region in a volume with several: staged blocks belong in the bucket of the region that wrote them
+      // (their slices' home), so a client of another region opening this cache dir leaves them alone.
+      const dir = path.join(options.cacheDir, format.uuid, multi ? `writeback-${here}` : 'writeback');
+      // Without write-back, a staging area left by an earlier run is opened only to upload what it holds.
+      if (options.writeback === true || Writeback.hasStaged(dir)) {
+        const e = engine;
+        const client = { host: os.hostname(), pid: process.pid, dir: path.resolve(options.cacheDir), region: region ?? '' };
+        writeback = new Writeback({
+          ...options.writebackOptions,
+          dir,
+          store,
+          onBackgroundError: (err, what) => warn(what, err),
+          ...(e === undefined
+            ? {}
+            : {
+                onState: (st) => putStaging(e, writeback!.id, { version: 1, ...client, updated: Date.now(), blocks: st.blocks, bytes: st.bytes, oldest: st.oldest ?? null, slices: st.slices, partial: st.partial }),
+              }),
+        });
+      }
+    }
     if (options.cacheGroup !== undefined) {
       if (engine === undefined) throw new UsageError('a cache group needs the metadata engine (members register there): not available through a ferry:// service yet');
       if (options.cacheGroup.sharing !== false && diskCache === undefined) {
@@ -308,6 +350,8 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       compression: format.compression,
       memCache: memBytes > 0 ? new MemoryBlockCache({ capacityBytes: memBytes, shareBuffers: true }) : undefined,
       diskCache,
+      staging: writeback,
+      writeback: options.writeback === true,
       extraTiers: group === undefined ? undefined : [group.tier],
       ...(options.rangeReadBytesMax === undefined ? {} : { rangeReadBytesMax: options.rangeReadBytesMax }),
       ...(cm === undefined ? {} : { onServed: servedCounter(cm, here, region ?? regions.primary) }),
@@ -327,9 +371,12 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     const m = meta;
     const g = group;
     const e = engine;
+    const wb = writeback;
     const vol = new Volume(vfs, ctx, options.umask ?? 0o022, async () => {
       try {
         await vfs.close();
+        // Closed files are staged; give their uploads a bounded time (what is left uploads at the next open).
+        await wb?.drain(options.writebackCloseWaitMs ?? WRITEBACK_CLOSE_WAIT_MS_DEFAULT);
       } finally {
         await g?.close();
         await meter.close().catch((err: unknown) => warn('writing egress counters', err));
@@ -340,10 +387,12 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     });
     vol.cacheGroup = group;
     vol.egress = meter;
+    vol.writeback = writeback;
     // A ferry:// client has no engine to keep its egress counters in: they stay in the process (metrics).
     if (engine !== undefined) meter.start(engine, options.egressFlushMs, warn);
     return vol;
   } catch (err) {
+    await writeback?.close().catch(() => undefined);
     await group?.close().catch(() => undefined);
     await meta?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);

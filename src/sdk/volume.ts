@@ -13,6 +13,7 @@ import type { ChunkStats } from '../chunk/store.js';
 import type { ChunkCacheStats } from '../cache/reader.js';
 import type { CacheGroupMember } from '../cache/group/member.js';
 import type { EgressMeter } from '../region/egress.js';
+import type { Writeback } from '../cache/writeback.js';
 
 const MESSAGES: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -282,6 +283,11 @@ export class Volume {
   cacheGroup: CacheGroupMember | undefined;
   /** Bytes this client read from each region's bucket (region/egress.ts); set by openVolume. */
   egress: EgressMeter | undefined;
+  /**
+   * This client's write-back staging area (cache/writeback.ts): with OpenVolumeOptions.writeback, or when the
+   * cache directory held blocks an earlier run staged; `drain()` waits for the uploads, `uploadStats()` counts.
+   */
+  writeback: Writeback | undefined;
   readonly #onClose: () => Promise<void>;
   #closed = false;
 

@@ -6,6 +6,9 @@
  *   write(off, data) --> slice grows --> block full --> upload (bounded, in background)
  *   flush()          --> upload tails --> wait --> meta.write(all slices, in order) --> committed
  *
+ * In write-back mode "upload" is a stage to local disk without a sync, and the commit first syncs the batch's
+ * staged blocks at once (ChunkStore.sync): a long write pays one round of syncs per commit, not one per block.
+ *
  * A slice that reaches the end of its chunk is frozen and committed in the background, so a long
  * sequential write never holds more than a few blocks in memory nor gigabytes of uncommitted data.
  *
@@ -204,7 +207,8 @@ export class FileWriter {
     s.block = undefined;
     s.partBytes = 0;
     const p = this.env.uploads
-      .run(() => this.env.chunks.putFramed(s.id, index, framed))
+      // Not durable yet (write-back): commit syncs the batch's blocks at once (see commit).
+      .run(() => this.env.chunks.putFramed(s.id, index, framed, undefined, false))
       .finally(() => this.env.account(-bytes));
     // Failures surface at commit; this only keeps the rejection from being unhandled meanwhile.
     p.catch(() => undefined);
@@ -243,9 +247,21 @@ export class FileWriter {
   private async commit(batch: OpenSlice[], appendAt?: number): Promise<void> {
     if (batch.length === 0) return;
     const results = await Promise.allSettled(batch.flatMap((s) => s.uploads));
-    const failed = results.find((r) => r.status === 'rejected');
+    let failed: { reason: unknown } | undefined = results.find((r) => r.status === 'rejected');
+    if (failed === undefined) {
+      // Write-back: staged blocks are on local disk before the metadata names them.
+      try {
+        await this.env.chunks.sync(batch.map((s) => s.id));
+      } catch (reason) {
+        failed = { reason };
+      }
+    }
     if (failed !== undefined) {
-      for (const s of batch) await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
+      for (const s of batch) {
+        await this.env.meta.abandonSlice(s.id, s.len).catch(() => undefined);
+        // Write-back: its blocks already staged must not be uploaded for a slice no one will commit.
+        await this.env.chunks.abandoned(s.id);
+      }
       throw failed.reason;
     }
     // The slices' blocks went to this client's bucket: its region is their home (multi-region volumes).
