@@ -9,7 +9,7 @@
  *          keeps them). One client each, one operation at a time, lookup caches at their defaults (1 s) on
  *          both: the parent directory is resolved from the cache, as a mount's kernel would.
  *   local  creates/s from 1 and from 8 concurrent clients through the service (in a child process,
- *          `ferry serve`) beside the same clients on the engine directly.
+ *          `ferry serve`) beside the same clients on the engine directly, in alternating rounds.
  *
  * Needs PostgreSQL on 127.0.0.1:5432 (database test, a schema of its own, dropped after; falls back to Redis db
  * 12 with a prefix of its own). `npm run build` first (the service runs from dist/). BENCH_SCALE scales counts.
@@ -33,7 +33,9 @@ const scale = Number(process.env['BENCH_SCALE'] ?? '1');
 const n = (base: number, min = 1): number => Math.max(min, Math.round(base * scale));
 const WAN_OPS = n(20, 5);
 const LOCAL_CLIENTS = 8;
-const LOCAL_OPS = n(100, 20);
+const LOCAL_OPS = n(120, 20);
+/** Alternating rounds of the local phase (see localCreates). */
+const LOCAL_ROUNDS = 4;
 const ONE_WAY_MS = 50;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -108,19 +110,30 @@ async function wanRow(vol: Volume, dir: string): Promise<Record<WanOp, { ms: num
   return out;
 }
 
-async function localCreates(open: () => Promise<Volume>, clients: number, dir: string): Promise<number> {
-  const vols = await Promise.all(Array.from({ length: clients }, () => open()));
+/**
+ * Creates/s of `clients` concurrent clients through the service and on the engine directly, measured in
+ * LOCAL_ROUNDS alternating rounds (service, direct, service, ...) so that both see the same machine load.
+ */
+async function localCreates(viaService: () => Promise<Volume>, direct: () => Promise<Volume>, clients: number, dir: string): Promise<{ service: number; direct: number }> {
+  const sides = { service: { vols: await Promise.all(Array.from({ length: clients }, () => viaService())), ms: 0 }, direct: { vols: await Promise.all(Array.from({ length: clients }, () => direct())), ms: 0 } };
+  const perRound = Math.max(1, Math.round(LOCAL_OPS / LOCAL_ROUNDS));
   try {
-    await Promise.all(vols.map((v, k) => v.mkdir(`${dir}/k${k}`, { recursive: true })));
-    const t0 = performance.now();
-    await Promise.all(
-      vols.map(async (v, k) => {
-        for (let i = 0; i < LOCAL_OPS; i++) await (await v.open(`${dir}/k${k}/f${i}`, 'wx')).close();
-      }),
-    );
-    return (clients * LOCAL_OPS) / ((performance.now() - t0) / 1000);
+    for (const [name, side] of Object.entries(sides)) await Promise.all(side.vols.map((v, k) => v.mkdir(`${dir}/${name}/k${k}`, { recursive: true })));
+    for (let round = 0; round < LOCAL_ROUNDS; round++) {
+      for (const [name, side] of Object.entries(sides)) {
+        const t0 = performance.now();
+        await Promise.all(
+          side.vols.map(async (v, k) => {
+            for (let i = round * perRound; i < (round + 1) * perRound; i++) await (await v.open(`${dir}/${name}/k${k}/f${i}`, 'wx')).close();
+          }),
+        );
+        side.ms += performance.now() - t0;
+      }
+    }
+    const rate = (ms: number): number => (clients * perRound * LOCAL_ROUNDS) / (ms / 1000);
+    return { service: rate(sides.service.ms), direct: rate(sides.direct.ms) };
   } finally {
-    for (const v of vols) await v.close();
+    for (const side of Object.values(sides)) for (const v of side.vols) await v.close();
   }
 }
 
@@ -156,11 +169,7 @@ async function main(): Promise<void> {
     const viaSvc = (): Promise<Volume> => openVolume(`ferry://127.0.0.1:${svc!.port}`, { ...common, token, serviceClient: { pingMs: 0 } });
     const viaEngine = (): Promise<Volume> => openVolume(loc.url, common);
     const local: Array<{ clients: number; service: number; direct: number }> = [];
-    for (const clients of [1, LOCAL_CLIENTS]) {
-      const service = await localCreates(viaSvc, clients, `/local-service-${clients}`);
-      const directRate = await localCreates(viaEngine, clients, `/local-direct-${clients}`);
-      local.push({ clients, service, direct: directRate });
-    }
+    for (const clients of [1, LOCAL_CLIENTS]) local.push({ clients, ...(await localCreates(viaSvc, viaEngine, clients, `/local-${clients}`)) });
 
     const pkg = JSON.parse(await readFile(path.join(ROOT, 'node_modules', 'undici', 'package.json'), 'utf8')) as { version: string };
     const rt = 2 * ONE_WAY_MS;

@@ -4,8 +4,9 @@
  * carries the operation, so the record exists exactly when the operation committed:
  *
  *   Meta op ──commit(fn)──▶ RecordingEngine ──commit(fn')──▶ inner engine
- *                            fn'(tx): request record present? ─yes─▶ throw AlreadyAppliedError (nothing written)
- *                                     fn(spy) ──▶ wrote an operation kind? ─yes─▶ put { state: 'applied' }
+ *                            fn'(tx): fn(spy), and beside it: request record present?
+ *                                       ─yes─▶ throw AlreadyAppliedError (the transaction aborts: nothing written)
+ *                                     wrote an operation kind? ─yes─▶ put { state: 'applied' }
  *                                     drop the records the client has seen (blind deletes)
  *                                     answers of earlier requests (blind puts, see below)
  *
@@ -181,13 +182,23 @@ export class RecordingEngine extends ForwardingEngine {
         marked = false;
         dropped = false;
         const key = scope?.key;
-        if (scope !== undefined && key !== undefined && !scope.applied && (await getRequest(tx, key)) !== undefined) throw new AlreadyAppliedError(key);
+        // The record is read beside the operation's own reads (one wait on engines that pipeline them); found,
+        // it decides, whatever the operation made of the state its earlier attempt left (EEXIST, ENOENT).
+        const check = scope !== undefined && key !== undefined && !scope.applied ? getRequest(tx, key) : undefined;
+        check?.catch(() => undefined); // awaited below on every path; a failure meanwhile is not unhandled
+        const applied = async (): Promise<boolean> => check !== undefined && (await check) !== undefined;
         let value: R;
         if (scope === undefined) {
           value = await fn(tx);
         } else {
           const spy = new SpyTxn(tx);
-          value = await fn(spy);
+          try {
+            value = await fn(spy);
+          } catch (err) {
+            if (await applied()) throw new AlreadyAppliedError(key!);
+            throw err;
+          }
+          if (await applied()) throw new AlreadyAppliedError(key!);
           operation = spy.operation;
           if (key !== undefined && !scope.applied && spy.operation) {
             markApplied(tx, key, scope.now());
