@@ -116,6 +116,35 @@ function transient(err: unknown): boolean {
   return code.startsWith('UND_ERR_') || ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EAI_AGAIN'].includes(code);
 }
 
+/** Certificate checks a TLS client failed: the service's certificate is not trusted here (final). */
+const TLS_TRUST_CODES: ReadonlySet<string> = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** A connection failure that no retry mends (a TLS mismatch), as the error to give; undefined otherwise. */
+function connectionProblem(err: unknown, description: string, tls: boolean): FsError | undefined {
+  const code = errorCodeOf(err);
+  if (code === undefined) return undefined;
+  const what = err instanceof Error ? err.message : String(err);
+  if (TLS_TRUST_CODES.has(code)) {
+    return new FsError('EIO', `the metadata service ${description} presented a certificate this client does not trust (${code}: ${what}): give the CA certificate that signed it with FERRY_TLS_CA=FILE`, { cause: err });
+  }
+  if (tls && (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || /wrong version number|packet length too long/.test(what))) {
+    return new FsError('EIO', `the metadata service ${description} does not speak TLS: address it as ferry://HOST:PORT`, { cause: err });
+  }
+  return undefined;
+}
+
 class Retry {
   readonly why: string;
   constructor(why: string) {
@@ -198,6 +227,8 @@ export class ServiceClient {
       try {
         outcome = await this.send(at, body);
       } catch (err) {
+        const problem = connectionProblem(err, this.description, this.addresses[at]!.tls);
+        if (problem !== undefined) throw problem;
         if (!transient(err)) throw err;
         outcome = new Retry(`${errorCodeOf(err)}: ${err instanceof Error ? err.message : String(err)}`);
       }

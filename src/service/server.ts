@@ -30,7 +30,8 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import { Duplex } from 'node:stream';
 import { FsError } from '../errors.js';
 import { EngineUnavailableError, type Json, type MetaEngine } from '../meta/engine.js';
 import { openCreateVia } from '../meta/api.js';
@@ -103,6 +104,9 @@ export class MetaService {
   port: number;
   readonly tls: boolean;
   private readonly server: http.Server;
+  /** What listens: the server itself, or (TLS) the first-byte sniffer in front of it. */
+  private readonly listener: net.Server;
+  private readonly rawSockets = new Set<net.Socket>();
   private readonly engine: RecordingEngine;
   private readonly group: GroupCommitEngine | undefined;
   private readonly raw: MetaEngine;
@@ -118,7 +122,8 @@ export class MetaService {
   private counters = { requests: 0, refused: 0, deduplicated: 0 };
   private closing: Promise<void> | undefined;
 
-  private constructor(o: MetaServiceOptions, server: http.Server) {
+  private constructor(o: MetaServiceOptions, server: http.Server, listener: net.Server) {
+    this.listener = listener;
     this.raw = o.engine;
     this.token = o.token;
     this.server = server;
@@ -137,7 +142,17 @@ export class MetaService {
     const server = o.tls === undefined ? http.createServer({ keepAliveTimeout: 65_000 }) : https.createServer({ cert: o.tls.cert, key: o.tls.key, keepAliveTimeout: 65_000 });
     server.headersTimeout = 30_000;
     server.requestTimeout = 120_000;
-    const s = new MetaService(o, server);
+    // With TLS, a plain listener looks at each connection's first byte: a TLS handshake goes to the HTTPS
+    // server, anything else (a ferry:// client at a ferrys:// service) gets a plain answer saying so.
+    const listener = o.tls === undefined ? server : net.createServer((socket) => sniffTls(socket, server));
+    const s = new MetaService(o, server, listener);
+    if (listener !== server) {
+      // Connections still being sniffed are the listener's alone: closed with the service.
+      listener.on('connection', (sock: net.Socket) => {
+        s.rawSockets.add(sock);
+        sock.once('close', () => s.rawSockets.delete(sock));
+      });
+    }
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       s.handle(req, res).catch((err: unknown) => {
         s.onError('answering a request', err);
@@ -146,13 +161,13 @@ export class MetaService {
       });
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(o.port, o.host, () => {
-        server.off('error', reject);
+      listener.once('error', reject);
+      listener.listen(o.port, o.host, () => {
+        listener.off('error', reject);
         resolve();
       });
     });
-    s.port = (server.address() as AddressInfo).port;
+    s.port = (listener.address() as AddressInfo).port;
     s.timers.push(setInterval(() => s.closeIdle(), Math.max(1000, Math.floor(s.idleMs / 4))).unref());
     s.timers.push(
       setInterval(() => {
@@ -183,8 +198,9 @@ export class MetaService {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       await new Promise<void>((resolve) => {
-        this.server.close(() => resolve());
+        this.listener.close(() => resolve());
         this.server.closeAllConnections();
+        for (const sock of this.rawSockets) sock.destroy();
       });
       while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
       await this.engine.flushAnswers().catch((err: unknown) => this.onError('recording answers of applied requests', err));
@@ -597,6 +613,46 @@ function errorReply(err: unknown, fx?: WireEffects): Reply {
   if (err instanceof EngineUnavailableError) return retryLater(`the primary's metadata engine did not answer: ${err.message}`);
   const message = err instanceof Error ? err.message : String(err);
   return { status: 200, body: { ok: false, code: 'EIO', message: `the metadata service failed: ${message}`, ...(fx === undefined ? {} : { fx }) } };
+}
+
+/** First byte of a TLS record carrying a handshake (a ClientHello opens every TLS connection). */
+const TLS_HANDSHAKE = 0x16;
+/** A connection that sends nothing this long is closed, ms. */
+const FIRST_BYTE_MS_MAX = 30_000;
+
+/**
+ * Hands a connection to the HTTPS server if it opens with a TLS handshake; answers a plain one that it must
+ * use TLS. The byte that decided is already read, so the TLS layer reads the connection through a stream
+ * that starts with it (a TLS socket over a raw socket would read past it, from the socket's handle).
+ */
+function sniffTls(socket: net.Socket, https: http.Server): void {
+  socket.setTimeout(FIRST_BYTE_MS_MAX, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  socket.once('data', (first: Buffer) => {
+    socket.setTimeout(0);
+    if (first[0] !== TLS_HANDSHAKE) {
+      const body = JSON.stringify({ ok: false, code: 'EIO', message: 'this metadata service speaks TLS: address it as ferrys://HOST:PORT' });
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    socket.pause();
+    const stream = new Duplex({
+      read: () => socket.resume(),
+      write: (chunk: Buffer, _enc, cb) => socket.write(chunk, cb),
+      final: (cb) => socket.end(cb),
+      destroy: (err, cb) => {
+        socket.destroy();
+        cb(err);
+      },
+    });
+    stream.push(first);
+    socket.on('data', (d: Buffer) => {
+      if (!stream.push(d)) socket.pause();
+    });
+    socket.on('end', () => stream.push(null));
+    socket.on('close', () => stream.destroy());
+    https.emit('connection', stream);
+  });
 }
 
 async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | undefined> {
