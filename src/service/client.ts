@@ -16,8 +16,9 @@
  * and attribute timeouts). A mutating request that got no answer may or may not have been applied: the cache
  * forgets everything. The service keeps no cache for its remote clients (their own caches would add to it).
  * It also keeps slice ids (fetched SLICE_ID_BATCH at a time, the next batch asked for while a quarter is left;
- * unused ones are simply never used), the inodes it holds open (given back to a service that lost them in a
- * restart) and the inodes it took locks on (mayHoldLocks).
+ * unused ones are simply never used), the inodes it holds open and the locks it holds (heldlocks.ts): a
+ * service that lost this client's session (a restart; every answer, pings included, names the session) gets
+ * both again, the locks waiting out a killed service's old session.
  *
  * Fused requests: open(2) with O_CREAT is one request (openCreate: lookup, create and open next to the
  * engine), and lookup answers the directory's attributes beside the entry's, so that a path walk through
@@ -36,6 +37,7 @@ import { parseServiceAddress, type ServiceAddress } from '../meta/service.js';
 import type { SliceRef } from '../meta/slices.js';
 import { X_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type SliceRefRec, type StatFs } from '../meta/types.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
+import { HeldLocks } from './heldlocks.js';
 import { decodeEffects, DROP_MAX, isErrnoCode, OPS, PROTOCOL_LEVEL, PROTOCOL_PATH, type OpReply, type OpRequest } from './protocol.js';
 
 /** One attempt's wait for an answer, ms (a retry is safe, so this can be short). */
@@ -170,6 +172,8 @@ export class ServiceClient {
   private pinger: NodeJS.Timeout | undefined;
   private readonly pingMs: number;
   private closed = false;
+  /** Told the session id of every answer that names one (pings too): RemoteMeta notices a lost session. */
+  onSession: ((sid: string) => void) | undefined;
 
   constructor(o: ServiceClientOptions) {
     if (o.addresses.length === 0) throw new Error('assertion failed: no service address');
@@ -235,6 +239,7 @@ export class ServiceClient {
       if (!(outcome instanceof Retry)) {
         if (!outcome.ok) throw new ServiceAnswerError(isErrnoCode(outcome.code) ? outcome.code : 'EIO', outcome.message, decodeEffects(outcome.fx));
         if (outcome.a === 1 && msg.n !== undefined) this.seen.push(msg.n);
+        if (outcome.sid !== undefined) this.onSession?.(outcome.sid);
         this.startPings();
         return { r: outcome.r, seq: outcome.seq, sid: outcome.sid, fx: decodeEffects(outcome.fx) };
       }
@@ -293,7 +298,8 @@ export class ServiceClient {
   private async callOnce(op: string): Promise<void> {
     const msg: OpRequest = { op, args: [], c: this.id };
     if (this.region !== undefined) msg.g = this.region;
-    await this.send(this.current, JSON.stringify(msg));
+    const reply = await this.send(this.current, JSON.stringify(msg));
+    if (!(reply instanceof Retry) && reply.ok && reply.sid !== undefined) this.onSession?.(reply.sid);
   }
 }
 
@@ -325,13 +331,20 @@ export class RemoteMeta implements MetaApi {
   private sliceIdFetch: Promise<void> | undefined;
   private readonly opens = new Map<number, number>();
   private readonly lockedInos = new Set<number>();
+  /** Locks this client holds, taken again on a new session (heldlocks.ts). */
+  private readonly locks = new HeldLocks();
+  private closing = false;
   private sid: string | undefined;
   private reopening: Promise<void> | undefined;
   /** Releases on their way to the service (see release). */
   private readonly releases = new Set<Promise<void>>();
 
-  private constructor(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions) {
+  private constructor(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions, sid: string | undefined) {
     this.client = client;
+    this.sid = sid;
+    client.onSession = (s) => {
+      if (s !== this.sid) this.sessionChanged(s);
+    };
     this.format = format;
     this.chunkBytes = format.chunkBytes;
     this.cache = new LookupCache(options.lookupCacheMs ?? LOOKUP_CACHE_MS_DEFAULT);
@@ -346,9 +359,7 @@ export class RemoteMeta implements MetaApi {
     if (format === undefined || typeof format.uuid !== 'string' || !Number.isSafeInteger(format.chunkBytes)) throw new FsError('EIO', 'the metadata service sent no valid format record');
     const level = typeof hello?.proto === 'number' ? hello.proto : 1;
     if (level < PROTOCOL_LEVEL) throw new FsError('ENOSYS', `the metadata service ${client.description} speaks protocol level ${level}, this client needs ${PROTOCOL_LEVEL}: upgrade "ferry serve" first`);
-    const m = new RemoteMeta(client, format, options);
-    m.sid = sid;
-    return m;
+    return new RemoteMeta(client, format, options, sid);
   }
 
   /**
@@ -356,7 +367,7 @@ export class RemoteMeta implements MetaApi {
    * request is made until the first operation, so it opens while the service is unreachable.
    */
   static withFormat(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions = {}): RemoteMeta {
-    return new RemoteMeta(client, format, options);
+    return new RemoteMeta(client, format, options, undefined);
   }
 
   /**
@@ -377,9 +388,8 @@ export class RemoteMeta implements MetaApi {
       }
       throw err;
     }
-    const { r, seq, sid, fx } = answer;
+    const { r, seq, fx } = answer;
     if (seq > this.committedSeq) this.committedSeq = seq;
-    if (sid !== undefined && sid !== this.sid) this.sessionChanged(sid);
     // Nothing else invalidated during the request: what it answers is the freshest view there is.
     const clean = this.cache.generation === gen;
     if (fx !== undefined) this.cache.apply(fx, gen, this.now(), true);
@@ -395,12 +405,28 @@ export class RemoteMeta implements MetaApi {
    * this client holds are registered again, so an unlink on the primary keeps those files.
    */
   private sessionChanged(sid: string): void {
-    const first = this.sid === undefined;
+    const previous = this.sid;
     this.sid = sid;
-    if (first || this.opens.size === 0) return;
+    if (previous === undefined || (this.opens.size === 0 && this.locks.size === 0)) return;
     const held = [...this.opens];
+    // The session id is "<service instance>.<engine session>": the old engine session may still hold locks.
+    const m = /\.(\d+)$/.exec(previous);
+    const previousSid = m === null ? undefined : Number(m[1]);
     this.reopening = (this.reopening ?? Promise.resolve()).then(async () => {
       for (const [ino, count] of held) await this.client.call('reopen', [ino, count]).catch(() => undefined);
+      await this.locks
+        .reacquire(
+          {
+            setlk: async (ino, owner, type, start, end, pid) => (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end, pid])) ?? undefined,
+            flock: (ino, owner, type, pid) => this.call<boolean>('flock', [ino, owner, type, pid]),
+            sleep,
+            now: Date.now,
+            stopped: () => this.closing,
+            lost: (what) => process.emitWarning(`ferry: lost ${what}`),
+          },
+          previousSid,
+        )
+        .catch((err: unknown) => process.emitWarning(`ferry: taking locks again after the metadata service lost this client's session failed: ${err instanceof Error ? err.message : String(err)}`));
     });
   }
 
@@ -552,16 +578,29 @@ export class RemoteMeta implements MetaApi {
   }
   async setlk(ino: number, owner: string, type: LockType | 'u', start: number, end?: number, pid = 0): Promise<LockConflict | undefined> {
     if (type !== 'u') this.lockedInos.add(ino);
-    return (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end ?? null, pid])) ?? undefined;
+    const c = (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end ?? null, pid])) ?? undefined;
+    if (c === undefined) this.locks.setlk(ino, owner, type, start, end, pid);
+    return c;
   }
-  flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
+  async flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
     if (type !== 'un') this.lockedInos.add(ino);
-    return this.call('flock', [ino, owner, type, pid]);
+    const ok = await this.call<boolean>('flock', [ino, owner, type, pid]);
+    if (ok) this.locks.flock(ino, owner, type, pid);
+    return ok;
   }
   mayHoldLocks(ino: number): boolean {
     return this.lockedInos.has(ino);
   }
+  /**
+   * Waits for what follows a lost session (see sessionChanged): open files registered again, held locks
+   * taken again or reported lost.
+   */
+  async sessionRestored(): Promise<void> {
+    await this.reopening;
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.releases]);
     await this.reopening?.catch(() => undefined);
     await this.client.close();
