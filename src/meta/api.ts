@@ -9,6 +9,7 @@
  * run where the engine is.
  */
 
+import { FsError } from '../errors.js';
 import type { LockConflict, LockType } from './locks.js';
 import type { SliceRef } from './slices.js';
 import type { Attr, Ctx, DirEntry, FileType, FormatRec, SetAttr, SliceRefRec, StatFs } from './types.js';
@@ -19,6 +20,50 @@ export interface WriteResult {
   longest: number;
   shift: number;
   indexes: number[];
+}
+
+/** What `openCreate` did (see MetaApi.openCreate). */
+export interface OpenCreateResult {
+  /** The file's attributes (the symlink's, when not opened). */
+  attr: Attr;
+  /** The name was missing and a regular file was created under it. */
+  created: boolean;
+  /** The inode was opened (false only for an existing symlink, which the caller follows). */
+  opened: boolean;
+}
+
+/** How often openCreate looks again when a name it found missing was created meanwhile by another client. */
+const OPEN_CREATE_ROUNDS_MAX = 3;
+
+/**
+ * openCreate from MetaApi's plain operations (lookup, create, open), for implementations without a cheaper
+ * way; the metadata service runs this next to the engine so that a remote client pays one round trip.
+ */
+export async function openCreateVia(meta: MetaApi, ctx: Ctx, parent: number, name: string, mode: number, mask: number, exclusive: boolean): Promise<OpenCreateResult> {
+  for (let round = 1; ; round++) {
+    if (!exclusive) {
+      let found: Attr | undefined;
+      try {
+        found = await meta.lookup(ctx, parent, name);
+      } catch (err) {
+        if (!(err instanceof FsError && err.code === 'ENOENT')) throw err;
+      }
+      if (found !== undefined) {
+        if (found.type === 'symlink') return { attr: found, created: false, opened: false };
+        return { attr: await meta.open(ctx, found.ino, mask), created: false, opened: true };
+      }
+    }
+    let attr: Attr;
+    try {
+      attr = await meta.create(ctx, parent, name, mode);
+    } catch (err) {
+      // Created by another client since the lookup: open(2) without O_EXCL opens what is there now.
+      if (!exclusive && round < OPEN_CREATE_ROUNDS_MAX && err instanceof FsError && err.code === 'EEXIST') continue;
+      throw err;
+    }
+    // As open(2) with O_CREAT: the creator may open the new file whatever its mode says.
+    return { attr: await meta.open(ctx, attr.ino, 0, attr), created: true, opened: true };
+  }
 }
 
 export interface MetaApi {
@@ -52,6 +97,13 @@ export interface MetaApi {
 
   // open files
   open(ctx: Ctx, ino: number, mask: number, created?: Attr): Promise<Attr>;
+  /**
+   * open(2) with O_CREAT of `name` in `parent`, in one step where the implementation can (an optional
+   * capability; openCreateVia otherwise). Missing: creates a regular file with `mode` (as given) and opens it
+   * (no access check: the creator's right). Present: EEXIST when `exclusive`; a symlink is answered unopened
+   * (the caller follows it); anything else is opened with `mask` checked, as `open`.
+   */
+  openCreate?(ctx: Ctx, parent: number, name: string, mode: number, mask: number, exclusive: boolean): Promise<OpenCreateResult>;
   release(ino: number): Promise<void>;
 
   // data

@@ -91,6 +91,12 @@ export interface MetaOptions {
    * only. Usage records there are the primary's (replicated), whatever session numbers they carry.
    */
   replica?: boolean;
+  /**
+   * Called with the cache effects of every writing transaction of this client after the lookup cache took
+   * them (committed: false when its outcome is unknown or it failed): the metadata service hands them to the
+   * remote client's own lookup cache.
+   */
+  onCacheEffects?: (effects: CacheEffects, committed: boolean) => void;
 }
 
 /**
@@ -133,7 +139,8 @@ export class Meta implements MetaApi {
   committedSeq = 0;
   private readonly inos: IdPool;
   private readonly openFiles = new Map<number, number>();
-  private readonly options: Required<Omit<MetaOptions, 'region'>> & { region: string };
+  private readonly options: Required<Omit<MetaOptions, 'region' | 'onCacheEffects'>> & { region: string };
+  private readonly onCacheEffects: ((effects: CacheEffects, committed: boolean) => void) | undefined;
   private closed = false;
   private readonly cache: LookupCache;
   private readonly effectsOf = new WeakMap<Txn, TxnEffects>();
@@ -161,6 +168,7 @@ export class Meta implements MetaApi {
       replica: options.replica ?? false,
     };
     this.cache = new LookupCache(this.options.lookupCacheMs);
+    this.onCacheEffects = options.onCacheEffects;
     const txn = this.txn.bind(this) as <R>(fn: (tx: Txn) => Promise<R>, options?: TxnOptions) => Promise<R>;
     const o = this.options;
     this.session = new ClientSession(txn, { region: o.region, heartbeatMs: o.heartbeatMs, staleMs: o.sessionStaleMs, now: o.now });
@@ -390,6 +398,11 @@ export class Meta implements MetaApi {
   // ---------------------------------------------------------------- names
 
   async lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
+    return (await this.lookupPair(ctx, parent, name))[1];
+  }
+
+  /** lookup, answering the directory's attributes too (a remote client's lookup cache keeps both). */
+  async lookupPair(ctx: Ctx, parent: number, name: string): Promise<readonly [dir: Attr, attr: Attr]> {
     const now = this.now();
     const gen = this.cache.generation;
     const p = this.cache.attr(parent, now);
@@ -397,7 +410,7 @@ export class Meta implements MetaApi {
       Meta.check(ctx, p, X_OK);
       const ino = this.cache.entry(parent, name, now);
       const a = ino === undefined ? undefined : this.cache.attr(ino, now);
-      if (a !== undefined) return a;
+      if (a !== undefined) return [p, a];
     }
     const r = await this.txn(
       async (tx) => {
@@ -416,7 +429,7 @@ export class Meta implements MetaApi {
       { readonly: true },
     );
     this.cache.store(gen, now, [r[0], r[1]], name === '.' || name === '..' ? undefined : [parent, name, r[1].ino]);
-    return r[1];
+    return r;
   }
 
   /** Checks that ctx may add or remove names in directory p. */
@@ -481,7 +494,10 @@ export class Meta implements MetaApi {
         return [r, d] as const;
       });
     } catch (e) {
-      if (attempt !== undefined) this.cache.apply(attempt, gen, this.now(), false);
+      if (attempt !== undefined) {
+        this.cache.apply(attempt, gen, this.now(), false);
+        this.onCacheEffects?.(attempt, false);
+      }
       throw e;
     }
     const {
@@ -490,6 +506,7 @@ export class Meta implements MetaApi {
     } = done;
     if (seq !== undefined && seq > this.committedSeq) this.committedSeq = seq;
     this.cache.apply(d, gen, this.now(), true);
+    this.onCacheEffects?.(d, true);
     await this.usageBatch.committed(d.bytes, d.inodes);
     return r;
   }
@@ -613,7 +630,10 @@ export class Meta implements MetaApi {
       Meta.checkSticky(ctx, p, a);
       entries.del(tx, parent, name);
       this.changed(tx, { entries: [[parent, name]], inos: [parent, e.ino] });
-      inodes.put(tx, parent, { ...p, mtime: now, ctime: now });
+      const np = { ...p, mtime: now, ctime: now };
+      inodes.put(tx, parent, np);
+      // The directory as committed: the next name looked up in it needs no engine read for it.
+      this.changed(tx, { attrs: [{ ...np, ino: parent }] });
       await this.dropLink(tx, e.ino, a, parent, name, now, spare);
     });
   }
@@ -837,10 +857,12 @@ export class Meta implements MetaApi {
         if (sa.trashed === true && !(await this.isInTrash(tx, dstParent))) delete moved.trashed;
         inodes.put(tx, se.ino, moved);
         for (const [ino, rec] of parents) inodes.put(tx, ino, rec);
+        this.changed(tx, { attrs: [...parents].map(([ino, rec]) => ({ ...rec, ino })) });
         if (de !== undefined && da !== undefined && da.type !== 'dir') await this.dropLink(tx, de.ino, da, dstParent, dstName, now, spare);
         return;
       }
       for (const [ino, rec] of parents) inodes.put(tx, ino, rec);
+      this.changed(tx, { attrs: [...parents].map(([ino, rec]) => ({ ...rec, ino })) });
     });
   }
 

@@ -52,6 +52,14 @@ export function markApplied(tx: Txn, key: string, time: number): void {
   tx.put('request', '', key, { v: 1, time, state: 'applied' } satisfies RequestRec);
 }
 
+/**
+ * Stores the answer of an applied request (inside any transaction committed after the operation's): a blind
+ * write, so the caller must not write it for a record its client has dropped (it would stay until the sweep).
+ */
+export function markAnswered(tx: Txn, key: string, time: number, seq: number, result: Json): void {
+  tx.put('request', '', key, { v: 1, time, state: 'answered', seq, result } satisfies RequestRec);
+}
+
 /** Blind deletes of records whose answers their client has seen (inside any transaction). */
 export function dropRequests(tx: Txn, keys: readonly string[]): void {
   for (const k of keys) tx.del('request', '', k);

@@ -235,7 +235,7 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
       const addresses = serviceUrlAddresses(metaUrl);
       const token = await clientToken(options.token, options.tokenFile);
       if (token === undefined) throw new UsageError(`a client of ${metaUrl.split(',')[0]} needs the volume token: set FERRY_TOKEN or FERRY_TOKEN_FILE (make the file with "ferry token META --out FILE" where the metadata is)`);
-      const remote = await RemoteMeta.open(new ServiceClient(serviceClientOptions(options, addresses, token, options.region)));
+      const remote = await RemoteMeta.open(new ServiceClient(serviceClientOptions(options, addresses, token, options.region)), { lookupCacheMs: options.lookupCacheMs });
       meta = remote;
       region = clientRegion(remote.format, options.region);
     } else {
@@ -268,7 +268,8 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
           const token = options.token ?? (await serviceToken(engine, stored.uuid));
           const guard = `mirror of volume '${mirror.name}' in region '${mirror.region}': its metadata writes go through the primary's service`;
           const local = await Meta.open(new ReadOnlyEngine(engine, guard), { ...metaOptions, lookupCacheMs: 0 });
-          const remote = RemoteMeta.withFormat(new ServiceClient(serviceClientOptions(options, services, token, region)), stored);
+          // Its reads are the replica's: no lookup cache on the service's side of it.
+          const remote = RemoteMeta.withFormat(new ServiceClient(serviceClientOptions(options, services, token, region)), stored, { lookupCacheMs: 0 });
           meta = new MirrorWriteMeta({ local, remote, replica: engine, region, applyWaitMs: options.applyWaitMs });
         }
       } else {

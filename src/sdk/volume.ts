@@ -335,18 +335,27 @@ export class Volume {
             break;
           }
           const { parent, name } = await this.vfs.resolveParent(this.ctx, p);
-          let found: Attr | undefined;
-          try {
-            found = await this.vfs.lookup(this.ctx, parent.ino, name);
-          } catch (err) {
-            if (!isFsError(err, 'ENOENT')) throw err;
+          let found: Attr;
+          if (p.endsWith('/')) {
+            // Only a directory may be named with a trailing slash, and O_CREAT makes none.
+            try {
+              found = await this.vfs.lookup(this.ctx, parent.ino, name);
+            } catch (err) {
+              if (isFsError(err, 'ENOENT')) throw new FsError('EISDIR');
+              throw err;
+            }
+            if ((f & O_EXCL) !== 0) throw new FsError('EEXIST');
+          } else {
+            // Lookup, create and open in one step (one round trip to a metadata service).
+            const r = await this.vfs.openCreate(this.ctx, parent.ino, name, mode & ~this.umask, f);
+            if (r.handle !== undefined) {
+              attr = r.attr;
+              h = r.handle;
+              break;
+            }
+            found = r.attr; // a symlink, not opened
           }
-          if (found === undefined) {
-            if (p.endsWith('/')) throw new FsError('EISDIR');
-            ({ attr, handle: h } = await this.vfs.create(this.ctx, parent.ino, name, mode & ~this.umask, f));
-          } else if ((f & O_EXCL) !== 0) {
-            throw new FsError('EEXIST');
-          } else if (found.type !== 'symlink') {
+          if (found.type !== 'symlink') {
             attr = found;
           } else {
             if (links >= SYMLINK_FOLLOW_MAX) throw new FsError('ELOOP');

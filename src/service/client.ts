@@ -9,23 +9,36 @@
  * (server.ts); reads are repeated freely. When retries run out, the error says whether a write may have been
  * applied. Answers (POSIX errors included) and 401 are final.
  *
- * Caches. RemoteMeta keeps no names or attributes: every lookup asks the service, whose per-client Meta has
- * the lookup cache (and forgets what this client's own commits changed, as a local Meta does). It keeps slice
- * ids (fetched SLICE_ID_BATCH at a time; unused ones are simply never used), the inodes it holds open (given
- * back to a service that lost them in a restart) and the inodes it took locks on (mayHoldLocks).
+ * Caches. RemoteMeta keeps names and attributes in a LookupCache (meta/lookupcache.ts), as a Meta in its
+ * place would, with the same consistency: every answer to a mutating request carries the effects of its
+ * transactions (`fx`), which the cache takes before the call returns, so this client sees its own changes at
+ * once; other clients' changes are seen within the cache's timeout (`lookupCacheMs`, like the kernel's entry
+ * and attribute timeouts). A mutating request that got no answer may or may not have been applied: the cache
+ * forgets everything. The service keeps no cache for its remote clients (their own caches would add to it).
+ * It also keeps slice ids (fetched SLICE_ID_BATCH at a time, the next batch asked for while a quarter is left;
+ * unused ones are simply never used), the inodes it holds open and the locks it holds (heldlocks.ts): a
+ * service that lost this client's session (a restart; every answer, pings included, names the session) gets
+ * both again, the locks waiting out a killed service's old session.
+ *
+ * Fused requests: open(2) with O_CREAT is one request (openCreate: lookup, create and open next to the
+ * engine), and lookup answers the directory's attributes beside the entry's, so that a path walk through
+ * the cache needs no separate getattr.
  */
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
 import { FsError } from '../errors.js';
-import type { MetaApi, WriteResult } from '../meta/api.js';
+import type { MetaApi, OpenCreateResult, WriteResult } from '../meta/api.js';
+import { LookupCache, type CacheEffects } from '../meta/lookupcache.js';
+import { Meta } from '../meta/meta.js';
 import type { LockConflict, LockType } from '../meta/locks.js';
 import { parseServiceAddress, type ServiceAddress } from '../meta/service.js';
 import type { SliceRef } from '../meta/slices.js';
-import type { Attr, Ctx, DirEntry, FileType, FormatRec, SetAttr, SliceRefRec, StatFs } from '../meta/types.js';
+import { X_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type SliceRefRec, type StatFs } from '../meta/types.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
-import { DROP_MAX, isErrnoCode, OPS, PROTOCOL_PATH, type OpReply, type OpRequest } from './protocol.js';
+import { HeldLocks } from './heldlocks.js';
+import { decodeEffects, DROP_MAX, isErrnoCode, OPS, PROTOCOL_LEVEL, PROTOCOL_PATH, type OpReply, type OpRequest } from './protocol.js';
 
 /** One attempt's wait for an answer, ms (a retry is safe, so this can be short). */
 export const REQUEST_ATTEMPT_MS_DEFAULT = 5_000;
@@ -37,6 +50,10 @@ export const CONNECTIONS_MAX = 16;
 /** How often an idle client tells the service it is alive (its session is closed after server.ts's CLIENT_IDLE_MS). */
 export const CLIENT_PING_MS = 15_000;
 const SLICE_ID_BATCH = 100;
+/** The next batch of slice ids is asked for while this many are left. */
+const SLICE_ID_LOW = SLICE_ID_BATCH / 4;
+/** Default of RemoteMetaOptions.lookupCacheMs (Meta's default too). */
+export const LOOKUP_CACHE_MS_DEFAULT = 1000;
 
 export interface ServiceClientOptions {
   /** `ferry://host:port` or `ferrys://host:port` addresses: the first answering one is used. */
@@ -58,6 +75,27 @@ export interface ServiceClientStats {
   requests: number;
   retries: number;
   failures: number;
+  /** Requests by operation (what a front-end operation cost in requests: see bench/service.ts). */
+  byOp: Record<string, number>;
+}
+
+/** One answer of the service (ServiceClient.call). */
+export interface ServiceAnswer {
+  r: unknown;
+  seq: number;
+  sid: string | undefined;
+  /** The effects of a mutating operation's transactions, for the client's lookup cache. */
+  fx: CacheEffects | undefined;
+}
+
+/** A POSIX answer of the service (final), with the effects of the failed operation's transactions. */
+export class ServiceAnswerError extends FsError {
+  readonly fx: CacheEffects | undefined;
+  constructor(code: ConstructorParameters<typeof FsError>[0], message: string, fx: CacheEffects | undefined) {
+    super(code, message);
+    this.name = 'ServiceAnswerError';
+    this.fx = fx;
+  }
 }
 
 /** A request that got no answer within the retry window. */
@@ -80,6 +118,35 @@ function transient(err: unknown): boolean {
   return code.startsWith('UND_ERR_') || ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EAI_AGAIN'].includes(code);
 }
 
+/** Certificate checks a TLS client failed: the service's certificate is not trusted here (final). */
+const TLS_TRUST_CODES: ReadonlySet<string> = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** A connection failure that no retry mends (a TLS mismatch), as the error to give; undefined otherwise. */
+function connectionProblem(err: unknown, description: string, tls: boolean): FsError | undefined {
+  const code = errorCodeOf(err);
+  if (code === undefined) return undefined;
+  const what = err instanceof Error ? err.message : String(err);
+  if (TLS_TRUST_CODES.has(code)) {
+    return new FsError('EIO', `the metadata service ${description} presented a certificate this client does not trust (${code}: ${what}): give the CA certificate that signed it with FERRY_TLS_CA=FILE`, { cause: err });
+  }
+  if (tls && (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || /wrong version number|packet length too long/.test(what))) {
+    return new FsError('EIO', `the metadata service ${description} does not speak TLS: address it as ferry://HOST:PORT`, { cause: err });
+  }
+  return undefined;
+}
+
 class Retry {
   readonly why: string;
   constructor(why: string) {
@@ -90,7 +157,7 @@ class Retry {
 export class ServiceClient {
   readonly id = randomBytes(12).toString('base64url');
   readonly description: string;
-  readonly stats: ServiceClientStats = { requests: 0, retries: 0, failures: 0 };
+  readonly stats: ServiceClientStats = { requests: 0, retries: 0, failures: 0, byOp: {} };
   private readonly addresses: ServiceAddress[];
   private readonly pools: Pool[];
   private readonly auth: string;
@@ -105,6 +172,8 @@ export class ServiceClient {
   private pinger: NodeJS.Timeout | undefined;
   private readonly pingMs: number;
   private closed = false;
+  /** Told the session id of every answer that names one (pings too): RemoteMeta notices a lost session. */
+  onSession: ((sid: string) => void) | undefined;
 
   constructor(o: ServiceClientOptions) {
     if (o.addresses.length === 0) throw new Error('assertion failed: no service address');
@@ -142,7 +211,7 @@ export class ServiceClient {
   }
 
   /** Sends one operation and returns its answer, retrying as the file comment says. */
-  async call(op: string, args: unknown[]): Promise<{ r: unknown; seq: number; sid: string | undefined }> {
+  async call(op: string, args: unknown[]): Promise<ServiceAnswer> {
     if (this.closed) throw new FsError('EIO', 'the metadata service client is closed');
     const spec = OPS[op];
     if (spec === undefined) throw new Error(`assertion failed: unknown operation ${op}`);
@@ -155,20 +224,24 @@ export class ServiceClient {
     const body = JSON.stringify(msg);
     const started = Date.now();
     this.stats.requests++;
+    this.stats.byOp[op] = (this.stats.byOp[op] ?? 0) + 1;
     for (let attempt = 1; ; attempt++) {
       const at = this.current;
       let outcome: OpReply | Retry;
       try {
         outcome = await this.send(at, body);
       } catch (err) {
+        const problem = connectionProblem(err, this.description, this.addresses[at]!.tls);
+        if (problem !== undefined) throw problem;
         if (!transient(err)) throw err;
         outcome = new Retry(`${errorCodeOf(err)}: ${err instanceof Error ? err.message : String(err)}`);
       }
       if (!(outcome instanceof Retry)) {
-        if (!outcome.ok) throw new FsError(isErrnoCode(outcome.code) ? outcome.code : 'EIO', outcome.message);
+        if (!outcome.ok) throw new ServiceAnswerError(isErrnoCode(outcome.code) ? outcome.code : 'EIO', outcome.message, decodeEffects(outcome.fx));
         if (outcome.a === 1 && msg.n !== undefined) this.seen.push(msg.n);
+        if (outcome.sid !== undefined) this.onSession?.(outcome.sid);
         this.startPings();
-        return { r: outcome.r, seq: outcome.seq, sid: outcome.sid };
+        return { r: outcome.r, seq: outcome.seq, sid: outcome.sid, fx: decodeEffects(outcome.fx) };
       }
       // Another address, if there is one, for the next attempt.
       if (this.current === at) this.current = (at + 1) % this.pools.length;
@@ -202,6 +275,9 @@ export class ServiceClient {
       throw new FsError('EIO', `the metadata service answered HTTP ${res.statusCode} with a body that is not JSON`);
     }
     if (reply === null || typeof reply !== 'object' || typeof reply.ok !== 'boolean') throw new FsError('EIO', `the metadata service answered HTTP ${res.statusCode} with a malformed body`);
+    if (res.statusCode === 400 && !reply.ok && /^unknown operation|^\w+: expected \d+\.\.\d+ arguments/.test(reply.message)) {
+      throw new FsError('ENOSYS', `the metadata service ${this.description} is older than this client (${safeMessage(text)}): upgrade "ferry serve" first`);
+    }
     return reply;
   }
 
@@ -222,7 +298,8 @@ export class ServiceClient {
   private async callOnce(op: string): Promise<void> {
     const msg: OpRequest = { op, args: [], c: this.id };
     if (this.region !== undefined) msg.g = this.region;
-    await this.send(this.current, JSON.stringify(msg));
+    const reply = await this.send(this.current, JSON.stringify(msg));
+    if (!(reply instanceof Retry) && reply.ok && reply.sid !== undefined) this.onSession?.(reply.sid);
   }
 }
 
@@ -235,49 +312,91 @@ function safeMessage(text: string): string {
   }
 }
 
+export interface RemoteMetaOptions {
+  /** How long names and attributes may be reused, ms; 0 disables (default LOOKUP_CACHE_MS_DEFAULT). */
+  lookupCacheMs?: number | undefined;
+  /** Clock, for tests. */
+  now?: (() => number) | undefined;
+}
+
 /** MetaApi over the metadata service (see the file comment). */
 export class RemoteMeta implements MetaApi {
   readonly client: ServiceClient;
   readonly format: FormatRec;
   readonly chunkBytes: number;
   committedSeq = 0;
+  private readonly cache: LookupCache;
+  private readonly now: () => number;
   private sliceIds: number[] = [];
   private sliceIdFetch: Promise<void> | undefined;
   private readonly opens = new Map<number, number>();
   private readonly lockedInos = new Set<number>();
+  /** Locks this client holds, taken again on a new session (heldlocks.ts). */
+  private readonly locks = new HeldLocks();
+  private closing = false;
   private sid: string | undefined;
   private reopening: Promise<void> | undefined;
   /** Releases on their way to the service (see release). */
   private readonly releases = new Set<Promise<void>>();
 
-  private constructor(client: ServiceClient, format: FormatRec) {
+  private constructor(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions, sid: string | undefined) {
     this.client = client;
+    this.sid = sid;
+    client.onSession = (s) => {
+      if (s !== this.sid) this.sessionChanged(s);
+    };
     this.format = format;
     this.chunkBytes = format.chunkBytes;
+    this.cache = new LookupCache(options.lookupCacheMs ?? LOOKUP_CACHE_MS_DEFAULT);
+    this.now = options.now ?? Date.now;
   }
 
   /** Opens a client of the service (the first request checks the token and fetches the format record). */
-  static async open(client: ServiceClient): Promise<RemoteMeta> {
+  static async open(client: ServiceClient, options: RemoteMetaOptions = {}): Promise<RemoteMeta> {
     const { r, sid } = await client.call('hello', []);
-    const format = (r as { format?: FormatRec } | null)?.format;
+    const hello = r as { format?: FormatRec; proto?: unknown } | null;
+    const format = hello?.format;
     if (format === undefined || typeof format.uuid !== 'string' || !Number.isSafeInteger(format.chunkBytes)) throw new FsError('EIO', 'the metadata service sent no valid format record');
-    const m = new RemoteMeta(client, format);
-    m.sid = sid;
-    return m;
+    const level = typeof hello?.proto === 'number' ? hello.proto : 1;
+    if (level < PROTOCOL_LEVEL) throw new FsError('ENOSYS', `the metadata service ${client.description} speaks protocol level ${level}, this client needs ${PROTOCOL_LEVEL}: upgrade "ferry serve" first`);
+    return new RemoteMeta(client, format, options, sid);
   }
 
   /**
    * A client that already knows the volume's format record (a mirror client reads it from its replica): no
    * request is made until the first operation, so it opens while the service is unreachable.
    */
-  static withFormat(client: ServiceClient, format: FormatRec): RemoteMeta {
-    return new RemoteMeta(client, format);
+  static withFormat(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions = {}): RemoteMeta {
+    return new RemoteMeta(client, format, options, undefined);
   }
 
-  private async call<T>(op: string, args: unknown[]): Promise<T> {
-    const { r, seq, sid } = await this.client.call(op, args);
+  /**
+   * One request. The lookup cache takes the answer's effects (a POSIX error's too); a mutating request
+   * without an answer may have been applied or not, so the cache forgets everything. `stored`: attributes
+   * (and a name) the answer shows, kept when nothing was invalidated meanwhile but the answer's own effects.
+   */
+  private async call<T>(op: string, args: unknown[], stored?: (r: T) => { attrs: Attr[]; entry?: [number, string, number] }): Promise<T> {
+    const gen = this.cache.generation;
+    let answer: ServiceAnswer;
+    try {
+      answer = await this.client.call(op, args);
+    } catch (err) {
+      if (err instanceof ServiceAnswerError) {
+        if (err.fx !== undefined) this.cache.apply(err.fx, gen, this.now(), false);
+      } else if (OPS[op]?.mutating === true) {
+        this.cache.clear();
+      }
+      throw err;
+    }
+    const { r, seq, fx } = answer;
     if (seq > this.committedSeq) this.committedSeq = seq;
-    if (sid !== undefined && sid !== this.sid) this.sessionChanged(sid);
+    // Nothing else invalidated during the request: what it answers is the freshest view there is.
+    const clean = this.cache.generation === gen;
+    if (fx !== undefined) this.cache.apply(fx, gen, this.now(), true);
+    if (stored !== undefined && clean) {
+      const s = stored(r as T);
+      this.cache.store(this.cache.generation, this.now(), s.attrs, s.entry);
+    }
     return r as T;
   }
 
@@ -286,20 +405,36 @@ export class RemoteMeta implements MetaApi {
    * this client holds are registered again, so an unlink on the primary keeps those files.
    */
   private sessionChanged(sid: string): void {
-    const first = this.sid === undefined;
+    const previous = this.sid;
     this.sid = sid;
-    if (first || this.opens.size === 0) return;
+    if (previous === undefined || (this.opens.size === 0 && this.locks.size === 0)) return;
     const held = [...this.opens];
+    // The session id is "<service instance>.<engine session>": the old engine session may still hold locks.
+    const m = /\.(\d+)$/.exec(previous);
+    const previousSid = m === null ? undefined : Number(m[1]);
     this.reopening = (this.reopening ?? Promise.resolve()).then(async () => {
       for (const [ino, count] of held) await this.client.call('reopen', [ino, count]).catch(() => undefined);
+      await this.locks
+        .reacquire(
+          {
+            setlk: async (ino, owner, type, start, end, pid) => (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end, pid])) ?? undefined,
+            flock: (ino, owner, type, pid) => this.call<boolean>('flock', [ino, owner, type, pid]),
+            sleep,
+            now: Date.now,
+            stopped: () => this.closing,
+            lost: (what) => process.emitWarning(`ferry: lost ${what}`),
+          },
+          previousSid,
+        )
+        .catch((err: unknown) => process.emitWarning(`ferry: taking locks again after the metadata service lost this client's session failed: ${err instanceof Error ? err.message : String(err)}`));
     });
   }
 
   getattr(ino: number): Promise<Attr> {
-    return this.call('getattr', [ino]);
+    return this.call<Attr>('getattr', [ino], (a) => ({ attrs: [a] }));
   }
-  getattrCached(ino: number): Promise<Attr> {
-    return this.call('getattrCached', [ino]);
+  async getattrCached(ino: number): Promise<Attr> {
+    return this.cache.attr(ino, this.now()) ?? this.getattr(ino);
   }
   async access(ctx: Ctx, ino: number, mask: number): Promise<void> {
     await this.call('access', [ctx, ino, mask]);
@@ -307,8 +442,18 @@ export class RemoteMeta implements MetaApi {
   setattr(ctx: Ctx, ino: number, set: SetAttr): Promise<Attr> {
     return this.call('setattr', [ctx, ino, set]);
   }
-  lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
-    return this.call('lookup', [ctx, parent, name]);
+  async lookup(ctx: Ctx, parent: number, name: string): Promise<Attr> {
+    const now = this.now();
+    const p = this.cache.attr(parent, now);
+    const special = name === '.' || name === '..';
+    if (p !== undefined && p.type === 'dir' && !special) {
+      Meta.check(ctx, p, X_OK);
+      const ino = this.cache.entry(parent, name, now);
+      const a = ino === undefined ? undefined : this.cache.attr(ino, now);
+      if (a !== undefined) return a;
+    }
+    const [, a] = await this.call<[Attr, Attr]>('lookup', [ctx, parent, name, 1], ([pa, ea]) => ({ attrs: [pa, ea], ...(special ? {} : { entry: [parent, name, ea.ino] as [number, string, number] }) }));
+    return a;
   }
   readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
     return this.call('readdir', [ctx, ino, opts]);
@@ -320,19 +465,19 @@ export class RemoteMeta implements MetaApi {
     return this.call('statfs', []);
   }
   mknod(ctx: Ctx, parent: number, name: string, type: FileType, mode: number, opts: { rdev?: number; target?: string; exclusive?: boolean } = {}): Promise<Attr> {
-    return this.call('mknod', [ctx, parent, name, type, mode, opts]);
+    return this.call<Attr>('mknod', [ctx, parent, name, type, mode, opts], (a) => ({ attrs: [a], entry: [parent, name, a.ino] }));
   }
   mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
-    return this.call('mkdir', [ctx, parent, name, mode]);
+    return this.call<Attr>('mkdir', [ctx, parent, name, mode], (a) => ({ attrs: [a], entry: [parent, name, a.ino] }));
   }
   create(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
-    return this.call('create', [ctx, parent, name, mode]);
+    return this.call<Attr>('create', [ctx, parent, name, mode], (a) => ({ attrs: [a], entry: [parent, name, a.ino] }));
   }
   symlink(ctx: Ctx, parent: number, name: string, target: string): Promise<Attr> {
-    return this.call('symlink', [ctx, parent, name, target]);
+    return this.call<Attr>('symlink', [ctx, parent, name, target], (a) => ({ attrs: [a], entry: [parent, name, a.ino] }));
   }
   link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
-    return this.call('link', [ctx, ino, parent, name]);
+    return this.call<Attr>('link', [ctx, ino, parent, name], (a) => ({ attrs: [a], entry: [parent, name, a.ino] }));
   }
   async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
     await this.call('unlink', [ctx, parent, name]);
@@ -344,9 +489,16 @@ export class RemoteMeta implements MetaApi {
     await this.call('rename', [ctx, srcParent, srcName, dstParent, dstName, flags]);
   }
   async open(ctx: Ctx, ino: number, mask: number, created?: Attr): Promise<Attr> {
-    const a = await this.call<Attr>('open', [ctx, ino, mask, created ?? null]);
+    const a = await this.call<Attr>('open', [ctx, ino, mask, created ?? null], (x) => ({ attrs: created === undefined ? [x] : [] }));
     this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
     return a;
+  }
+  /** One request: lookup, create and open next to the engine (MetaApi.openCreate). */
+  async openCreate(ctx: Ctx, parent: number, name: string, mode: number, mask: number, exclusive: boolean): Promise<OpenCreateResult> {
+    const r = await this.call<OpenCreateResult>('openCreate', [ctx, parent, name, mode, mask, exclusive ? 1 : 0], (x) => ({ attrs: [x.attr], entry: [parent, name, x.attr.ino] }));
+    if (r === null || typeof r !== 'object' || typeof r.attr?.ino !== 'number') throw new FsError('EIO', 'the metadata service answered openCreate without attributes');
+    if (r.opened) this.opens.set(r.attr.ino, (this.opens.get(r.attr.ino) ?? 0) + 1);
+    return r;
   }
   /**
    * Sent in the background: close(2) does not wait for a round trip. Until the service has it, the file
@@ -365,18 +517,20 @@ export class RemoteMeta implements MetaApi {
     return Promise.resolve();
   }
   async newSliceId(): Promise<number> {
-    while (this.sliceIds.length === 0) {
-      this.sliceIdFetch ??= this.call<number[]>('sliceIds', [SLICE_ID_BATCH])
-        .then((ids) => {
-          if (!Array.isArray(ids) || !ids.every((x) => Number.isSafeInteger(x) && x > 0)) throw new FsError('EIO', 'the metadata service sent bad slice ids');
-          this.sliceIds.push(...ids);
-        })
-        .finally(() => {
-          this.sliceIdFetch = undefined;
-        });
-      await this.sliceIdFetch;
-    }
+    while (this.sliceIds.length === 0) await this.fetchSliceIds();
+    if (this.sliceIds.length <= SLICE_ID_LOW) this.fetchSliceIds().catch(() => undefined); // the next batch, ahead of need
     return this.sliceIds.shift()!;
+  }
+  private fetchSliceIds(): Promise<void> {
+    this.sliceIdFetch ??= this.call<number[]>('sliceIds', [SLICE_ID_BATCH])
+      .then((ids) => {
+        if (!Array.isArray(ids) || !ids.every((x) => Number.isSafeInteger(x) && x > 0)) throw new FsError('EIO', 'the metadata service sent bad slice ids');
+        this.sliceIds.push(...ids);
+      })
+      .finally(() => {
+        this.sliceIdFetch = undefined;
+      });
+    return this.sliceIdFetch;
   }
   readChunk(ino: number, index: number): Promise<SliceRef[]> {
     return this.call('readChunk', [ino, index]);
@@ -424,16 +578,29 @@ export class RemoteMeta implements MetaApi {
   }
   async setlk(ino: number, owner: string, type: LockType | 'u', start: number, end?: number, pid = 0): Promise<LockConflict | undefined> {
     if (type !== 'u') this.lockedInos.add(ino);
-    return (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end ?? null, pid])) ?? undefined;
+    const c = (await this.call<LockConflict | null>('setlk', [ino, owner, type, start, end ?? null, pid])) ?? undefined;
+    if (c === undefined) this.locks.setlk(ino, owner, type, start, end, pid);
+    return c;
   }
-  flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
+  async flock(ino: number, owner: string, type: 'sh' | 'ex' | 'un', pid = 0): Promise<boolean> {
     if (type !== 'un') this.lockedInos.add(ino);
-    return this.call('flock', [ino, owner, type, pid]);
+    const ok = await this.call<boolean>('flock', [ino, owner, type, pid]);
+    if (ok) this.locks.flock(ino, owner, type, pid);
+    return ok;
   }
   mayHoldLocks(ino: number): boolean {
     return this.lockedInos.has(ino);
   }
+  /**
+   * Waits for what follows a lost session (see sessionChanged): open files registered again, held locks
+   * taken again or reported lost.
+   */
+  async sessionRestored(): Promise<void> {
+    await this.reopening;
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.releases]);
     await this.reopening?.catch(() => undefined);
     await this.client.close();

@@ -11,7 +11,9 @@
  * committed on the primary; only this region has not seen it yet (is the region's follower running?).
  *
  * Opens: for reading, on the replica (no round trip); for writing, on the service, which tracks the open in
- * the client's session on the primary (an unlink there keeps the file while it is open). Locks go to the
+ * the client's session on the primary (an unlink there keeps the file while it is open). open(2) with
+ * O_CREAT is the service's one request (openCreate), whatever the access: the primary decides whether the
+ * name exists. Locks go to the
  * service: they are shared with every region.
  *
  * The replica's Meta must be opened with its lookup cache off: a cache could answer a name from before this
@@ -19,7 +21,7 @@
  */
 
 import { FsError } from '../errors.js';
-import type { MetaApi, WriteResult } from '../meta/api.js';
+import type { MetaApi, OpenCreateResult, WriteResult } from '../meta/api.js';
 import type { MetaEngine } from '../meta/engine.js';
 import type { LockConflict, LockType } from '../meta/locks.js';
 import type { SliceRef } from '../meta/slices.js';
@@ -216,6 +218,12 @@ export class MirrorWriteMeta implements MetaApi {
     const a = await this.remote.open(ctx, ino, mask, created);
     this.remoteOpens.set(ino, (this.remoteOpens.get(ino) ?? 0) + 1);
     return a;
+  }
+  /** open(2) with O_CREAT: one request to the service (which registers the open), then the replica's wait. */
+  async openCreate(ctx: Ctx, parent: number, name: string, mode: number, mask: number, exclusive: boolean): Promise<OpenCreateResult> {
+    const r = await this.written(this.remote.openCreate(ctx, parent, name, mode, mask, exclusive));
+    if (r.opened) this.remoteOpens.set(r.attr.ino, (this.remoteOpens.get(r.attr.ino) ?? 0) + 1);
+    return r;
   }
   async release(ino: number): Promise<void> {
     const n = this.remoteOpens.get(ino) ?? 0;

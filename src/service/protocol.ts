@@ -14,15 +14,25 @@
  * `seq` is the changelog seq of the newest commit the operation made (0: none): a client of a mirror region
  * waits for its replica to reach it. `a` says the operation left a request record (the client lists n in a
  * later `drop`). `sid` names the client's session on the service: when it changes, the service lost the
- * client's open files (a restart), and the client registers them again.
+ * client's open files (a restart), and the client registers them again. `fx` (answers to mutating
+ * operations, POSIX errors included) is what the operation's transactions changed, as the lookup cache needs
+ * it (meta/lookupcache.ts CacheEffects): the client's own cache forgets and stores exactly what a Meta in its
+ * place would, so it sees its own writes at once.
+ *
+ * Level 2 (hello answers `proto`): `fx`, `lookup`'s `pair` argument (answers [directory, entry] attributes),
+ * `openCreate` (open(2) with O_CREAT in one request). A client needs a service of its level or newer.
  *
  * Buffers travel as base64 (setxattr's value, getxattr's answer); Maps as arrays of pairs (getSlices). Every
  * argument is checked against the operation's schema before it reaches Meta: a peer is untrusted input.
  */
 
 import { ERRNO, type ErrnoCode } from '../errors.js';
+import type { CacheEffects } from '../meta/lookupcache.js';
+import type { Attr } from '../meta/types.js';
 
 export const PROTOCOL_PATH = '/v1/op';
+/** What `hello` answers as `proto` (see the file comment); services before it answered none. */
+export const PROTOCOL_LEVEL = 2;
 /** A request body larger than this is refused (a write of many slices is well under it). */
 export const REQUEST_BYTES_MAX = 4 << 20;
 /** Request numbers a client lists in one `drop`, at most. */
@@ -59,7 +69,7 @@ export const OPS: Readonly<Record<string, OpSpec>> = {
   getattrCached: { mutating: false, args: ['ino'] },
   access: { mutating: false, args: ['ctx', 'ino', 'int'] },
   setattr: { mutating: true, args: ['ctx', 'ino', 'obj'] },
-  lookup: { mutating: false, args: ['ctx', 'ino', 'str'] },
+  lookup: { mutating: false, args: ['ctx', 'ino', 'str'], optional: ['int'] },
   readdir: { mutating: false, args: ['ctx', 'ino'], optional: ['obj'] },
   readlink: { mutating: false, args: ['ino'] },
   statfs: { mutating: false, args: [] },
@@ -72,6 +82,8 @@ export const OPS: Readonly<Record<string, OpSpec>> = {
   rmdir: { mutating: true, args: ['ctx', 'ino', 'str'] },
   rename: { mutating: true, args: ['ctx', 'ino', 'str', 'ino', 'str'], optional: ['int'] },
   open: { mutating: true, args: ['ctx', 'ino', 'int'], optional: ['obj'] },
+  /** ctx, parent, name, mode, access mask, exclusive (1) */
+  openCreate: { mutating: true, args: ['ctx', 'ino', 'str', 'int', 'int', 'int'] },
   reopen: { mutating: true, args: ['ino', 'int'] },
   release: { mutating: true, args: ['ino'] },
   sliceIds: { mutating: false, args: ['int'] },
@@ -102,9 +114,62 @@ export interface OpRequest {
   drop?: number[];
 }
 
+/** CacheEffects on the wire. */
+export type WireEffects = CacheEffects;
+
 export type OpReply =
-  | { ok: true; r: unknown; seq: number; a?: 1; sid?: string }
-  | { ok: false; code: string; message: string };
+  | { ok: true; r: unknown; seq: number; a?: 1; sid?: string; fx?: WireEffects }
+  | { ok: false; code: string; message: string; fx?: WireEffects };
+
+/** Effects that make a client's cache forget everything (an answer whose effects are not known). */
+export function allEffects(): WireEffects {
+  return { entries: [], inos: [], attrs: [], all: true };
+}
+
+/** Names and inodes one answer's effects may list; more make the client forget everything. */
+export const EFFECTS_ITEMS_MAX = 10_000;
+
+/**
+ * `acc` with one more transaction's effects after it (acc may be undefined). Attributes a later transaction
+ * changed or committed again replace earlier ones; an uncommitted transaction's attributes are not kept
+ * (LookupCache.apply stores none of those either).
+ */
+export function addEffects(acc: WireEffects | undefined, fx: CacheEffects, committed: boolean): WireEffects {
+  const out: WireEffects = acc === undefined ? { entries: [], inos: [], attrs: [], all: false } : acc;
+  if (fx.all || out.all || out.entries.length + out.inos.length + fx.entries.length + fx.inos.length > EFFECTS_ITEMS_MAX) return allEffects();
+  const newer = new Set<number>([...fx.inos, ...(committed ? fx.attrs.map((a) => a.ino) : [])]);
+  out.attrs = out.attrs.filter((a) => !newer.has(a.ino));
+  out.entries.push(...fx.entries);
+  out.inos.push(...fx.inos);
+  if (committed) out.attrs.push(...fx.attrs);
+  return out;
+}
+
+function isAttr(v: unknown): v is Attr {
+  const a = v as Partial<Attr> | null;
+  return a !== null && typeof a === 'object' && isInt(a.ino) && a.ino >= 1 && typeof a.type === 'string' && isInt(a.mode) && isInt(a.length);
+}
+
+/** Effects from a service's answer, checked (a malformed list makes the client forget everything). */
+export function decodeEffects(v: unknown): CacheEffects | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = v as Partial<Record<keyof CacheEffects, unknown>>;
+  if (typeof o !== 'object' || o.all === true) return allEffects();
+  const entries = o.entries;
+  const inos = o.inos;
+  const attrs = o.attrs;
+  const ok =
+    Array.isArray(entries) &&
+    Array.isArray(inos) &&
+    Array.isArray(attrs) &&
+    entries.length + inos.length <= EFFECTS_ITEMS_MAX &&
+    attrs.length <= EFFECTS_ITEMS_MAX &&
+    entries.every((e) => Array.isArray(e) && e.length === 2 && isInt(e[0]) && typeof e[1] === 'string') &&
+    inos.every((i) => isInt(i)) &&
+    attrs.every(isAttr);
+  if (!ok) return allEffects();
+  return { entries: entries as Array<[number, string]>, inos: inos as number[], attrs: attrs as Attr[], all: false };
+}
 
 function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v);

@@ -18,27 +18,31 @@
  * Idempotency. A mutating request carries (client, n). In order:
  *   1. an answer this process gave for it (RECENT_ANSWERS_MAX kept)           ─▶ the same answer
  *   2. the same request running here now (a retry racing the original)        ─▶ wait for it
- *   3. its record in the engine: answered ─▶ that answer; applied ─▶ the answer derived from the state now
- *      (the answer was lost with a restart), or EIO saying it was applied when it cannot be derived
- *   4. otherwise run it; its record goes into the operation's own transaction (recorder.ts), so the record
- *      exists iff the operation committed, whatever happens to this process or the reply afterwards; the
- *      answer is recorded later, in batches.
+ *   3. otherwise run it. Its record goes into the operation's own transaction (recorder.ts), so the record
+ *      exists iff the operation committed, whatever happens to this process or the reply afterwards; that
+ *      transaction first looks for the record, and finding it (an earlier attempt applied the request)
+ *      aborts: answered ─▶ that answer; applied ─▶ the answer derived from the state now (the answer was
+ *      lost with a restart), or EIO saying it was applied when it cannot be derived. The answer is written
+ *      into the record later, riding along in other transactions (recorder.ts).
  * Records are deleted when the client lists them in `drop`, and by a sweep after REQUEST_KEEP_MS.
  */
 
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import { Duplex } from 'node:stream';
 import { FsError } from '../errors.js';
 import { EngineUnavailableError, type Json, type MetaEngine } from '../meta/engine.js';
+import { openCreateVia } from '../meta/api.js';
 import { Meta } from '../meta/meta.js';
-import { CLIENT_ID_RE, readRequest, recordAnswers, requestKey, REQUEST_KEEP_MS, sweepRequests, type RequestRec } from '../meta/requests.js';
+import { CLIENT_ID_RE, readRequest, requestKey, REQUEST_KEEP_MS, sweepRequests, type RequestRec } from '../meta/requests.js';
 import type { Attr, Ctx, FileType, SetAttr } from '../meta/types.js';
 import type { SliceRef } from '../meta/slices.js';
 import type { LockType } from '../meta/locks.js';
+import { GroupCommitEngine } from './group.js';
 import { AlreadyAppliedError, RecordingEngine, requestScope, type RequestScope } from './recorder.js';
-import { decodeArgs, DROP_MAX, OPS, PROTOCOL_PATH, REQUEST_BYTES_MAX, SLICE_IDS_MAX, type OpReply, type OpRequest } from './protocol.js';
+import { addEffects, allEffects, decodeArgs, DROP_MAX, OPS, PROTOCOL_LEVEL, PROTOCOL_PATH, REQUEST_BYTES_MAX, SLICE_IDS_MAX, type OpReply, type OpRequest, type WireEffects } from './protocol.js';
 import { tokenMatches } from './token.js';
 
 /** A client's Meta is closed after this long without a request (clients ping every CLIENT_PING_MS). */
@@ -47,9 +51,6 @@ export const CLIENT_IDLE_MS = 60_000;
 export const CLIENTS_MAX = 10_000;
 /** Answers kept in memory for retries (beside the engine's records). */
 const RECENT_ANSWERS_MAX = 20_000;
-/** Answers are recorded in the engine in batches: at most this many, this often. */
-const ANSWER_BATCH_MAX = 200;
-const ANSWER_FLUSH_MS = 10;
 /** How often old request records are swept. */
 const SWEEP_MS = 60_000;
 
@@ -66,6 +67,8 @@ export interface MetaServiceOptions {
   clientIdleMs?: number | undefined;
   /** Session heartbeat of each client's Meta, ms (Meta's default otherwise; 0 in tests). */
   heartbeatMs?: number | undefined;
+  /** Concurrent writers share engine transactions (group.ts); default true. */
+  groupCommit?: boolean | undefined;
   /** Background failures (answer recording, sweeps, idle closes). */
   onError?: ((what: string, err: unknown) => void) | undefined;
 }
@@ -78,6 +81,13 @@ export interface MetaServiceStats {
   deduplicated: number;
   recorded: number;
   multiCommits: number;
+  /** Answers written into request records, and transactions of their own that wrote some. */
+  answers: number;
+  answerCommits: number;
+  /** Writing engine transactions, and the operations' transactions they carried (group.ts). */
+  transactions: number;
+  grouped: number;
+  largestGroup: number;
 }
 
 interface Client {
@@ -94,16 +104,17 @@ export class MetaService {
   port: number;
   readonly tls: boolean;
   private readonly server: http.Server;
+  /** What listens: the server itself, or (TLS) the first-byte sniffer in front of it. */
+  private readonly listener: net.Server;
+  private readonly rawSockets = new Set<net.Socket>();
   private readonly engine: RecordingEngine;
+  private readonly group: GroupCommitEngine | undefined;
   private readonly raw: MetaEngine;
   private readonly token: Buffer;
   private readonly clients = new Map<string, Promise<Client>>();
   private readonly inflight = new Map<string, Promise<Reply>>();
   private readonly recent = new Map<string, Reply>();
   private readonly instance = randomBytes(4).toString('hex');
-  private answers: Array<{ key: string; seq: number; result: Json }> = [];
-  private answerTimer: NodeJS.Timeout | undefined;
-  private answerFlush: Promise<void> = Promise.resolve();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly idleMs: number;
   private readonly heartbeatMs: number | undefined;
@@ -111,9 +122,9 @@ export class MetaService {
   private counters = { requests: 0, refused: 0, deduplicated: 0 };
   private closing: Promise<void> | undefined;
 
-  private constructor(o: MetaServiceOptions, server: http.Server) {
+  private constructor(o: MetaServiceOptions, server: http.Server, listener: net.Server) {
+    this.listener = listener;
     this.raw = o.engine;
-    this.engine = new RecordingEngine(o.engine);
     this.token = o.token;
     this.server = server;
     this.host = o.host;
@@ -122,6 +133,8 @@ export class MetaService {
     this.idleMs = o.clientIdleMs ?? CLIENT_IDLE_MS;
     this.heartbeatMs = o.heartbeatMs;
     this.onError = o.onError ?? ((what, err) => process.emitWarning(`ferry serve: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
+    this.group = o.groupCommit === false ? undefined : new GroupCommitEngine(o.engine);
+    this.engine = new RecordingEngine(this.group ?? o.engine, this.onError);
   }
 
   static async start(o: MetaServiceOptions): Promise<MetaService> {
@@ -129,7 +142,17 @@ export class MetaService {
     const server = o.tls === undefined ? http.createServer({ keepAliveTimeout: 65_000 }) : https.createServer({ cert: o.tls.cert, key: o.tls.key, keepAliveTimeout: 65_000 });
     server.headersTimeout = 30_000;
     server.requestTimeout = 120_000;
-    const s = new MetaService(o, server);
+    // With TLS, a plain listener looks at each connection's first byte: a TLS handshake goes to the HTTPS
+    // server, anything else (a ferry:// client at a ferrys:// service) gets a plain answer saying so.
+    const listener = o.tls === undefined ? server : net.createServer((socket) => sniffTls(socket, server));
+    const s = new MetaService(o, server, listener);
+    if (listener !== server) {
+      // Connections still being sniffed are the listener's alone: closed with the service.
+      listener.on('connection', (sock: net.Socket) => {
+        s.rawSockets.add(sock);
+        sock.once('close', () => s.rawSockets.delete(sock));
+      });
+    }
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       s.handle(req, res).catch((err: unknown) => {
         s.onError('answering a request', err);
@@ -138,13 +161,13 @@ export class MetaService {
       });
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(o.port, o.host, () => {
-        server.off('error', reject);
+      listener.once('error', reject);
+      listener.listen(o.port, o.host, () => {
+        listener.off('error', reject);
         resolve();
       });
     });
-    s.port = (server.address() as AddressInfo).port;
+    s.port = (listener.address() as AddressInfo).port;
     s.timers.push(setInterval(() => s.closeIdle(), Math.max(1000, Math.floor(s.idleMs / 4))).unref());
     s.timers.push(
       setInterval(() => {
@@ -155,7 +178,19 @@ export class MetaService {
   }
 
   get stats(): MetaServiceStats {
-    return { ...this.counters, clients: this.clients.size, recorded: this.engine.stats.recorded, multiCommits: this.engine.stats.multiCommits };
+    const r = this.engine.stats;
+    const g = this.group?.stats;
+    return {
+      ...this.counters,
+      clients: this.clients.size,
+      recorded: r.recorded,
+      multiCommits: r.multiCommits,
+      answers: r.answers,
+      answerCommits: r.answerCommits,
+      transactions: g?.transactions ?? 0,
+      grouped: g?.members ?? 0,
+      largestGroup: g?.largest ?? 0,
+    };
   }
 
   /** Stops listening, records pending answers, closes every client's session. Idempotent. */
@@ -163,11 +198,12 @@ export class MetaService {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       await new Promise<void>((resolve) => {
-        this.server.close(() => resolve());
+        this.listener.close(() => resolve());
         this.server.closeAllConnections();
+        for (const sock of this.rawSockets) sock.destroy();
       });
       while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()]);
-      await this.flushAnswers();
+      await this.engine.flushAnswers().catch((err: unknown) => this.onError('recording answers of applied requests', err));
       for (const p of this.clients.values()) {
         const c = await p.catch(() => undefined);
         await c?.meta.close().catch((err: unknown) => this.onError('closing a client session', err));
@@ -230,7 +266,8 @@ export class MetaService {
     if (this.closing !== undefined) return retryLater('the metadata service is shutting down');
     const spec = OPS[msg.op]!;
     if (msg.op === 'bye') {
-      await this.dropClient(msg.c);
+      // The client is going either way; a session that cannot be closed now is cleaned as stale later.
+      await this.dropClient(msg.c).catch((err: unknown) => this.onError(`closing the session of client ${msg.c}`, err));
       return { status: 200, body: { ok: true, r: null, seq: 0 } };
     }
     let client: Client;
@@ -259,27 +296,24 @@ export class MetaService {
       return running;
     }
     const drop = (msg.drop ?? []).map((n) => requestKey(msg.c, n));
+    this.engine.forgetAnswers(drop);
     running = this.runMutating(client, key, msg.op, args, drop).finally(() => this.inflight.delete(key));
     this.inflight.set(key, running);
     return running;
   }
 
+  /**
+   * Runs a mutating request that this process has not answered. Whether an earlier attempt applied it is
+   * checked inside the operation's own transactions (RecordingEngine): a request record found there aborts
+   * the transaction with AlreadyAppliedError, and the answer comes from the record. Operations that commit
+   * nothing (an open, a release) keep no record and are simply run again.
+   */
   private async runMutating(client: Client, key: string, op: string, args: unknown[], drop: string[]): Promise<Reply> {
-    let found: RequestRec | undefined;
-    try {
-      found = await readRequest(this.raw, key);
-    } catch (err) {
-      return errorReply(err);
-    }
-    if (found !== undefined) {
-      this.counters.deduplicated++;
-      return this.remember(key, await this.fromRecord(client, found, op, args));
-    }
-    const scope: RequestScope = { key, drop, open: true, applied: false, seq: 0, now: Date.now };
+    const scope: RequestScope = { key, drop, open: true, applied: false, seq: 0, now: Date.now, fx: undefined };
     try {
       const r = encodeResult(op, await requestScope.run(scope, () => this.call(client, op, args)));
-      const body: OpReply = { ok: true, r, seq: scope.seq, sid: this.sid(client), ...(scope.applied ? { a: 1 as const } : {}) };
-      if (scope.applied) this.queueAnswer(key, scope.seq, r as Json);
+      const body: OpReply = { ok: true, r, seq: scope.seq, sid: this.sid(client), ...(scope.applied ? { a: 1 as const } : {}), ...(scope.fx === undefined ? {} : { fx: scope.fx }) };
+      if (scope.applied) this.engine.queueAnswer({ key, time: Date.now(), seq: scope.seq, result: r as Json });
       return this.remember(key, { status: 200, body });
     } catch (err) {
       if (err instanceof AlreadyAppliedError) {
@@ -288,7 +322,7 @@ export class MetaService {
         if (rec !== undefined) return this.remember(key, await this.fromRecord(client, rec, op, args));
         return retryLater(`request ${key} is being applied by another attempt`);
       }
-      const reply = errorReply(err);
+      const reply = errorReply(err, scope.fx);
       // A final answer (not "retry") is kept for a retry whose original answer was lost.
       return reply.status === 200 ? this.remember(key, reply) : reply;
     } finally {
@@ -301,10 +335,20 @@ export class MetaService {
    * one derived from the state now, or EIO saying it was applied.
    */
   private async fromRecord(client: Client, rec: RequestRec, op: string, args: unknown[]): Promise<Reply> {
-    if (rec.state === 'answered') return { status: 200, body: { ok: true, r: rec.result ?? null, seq: rec.seq ?? 0, a: 1, sid: this.sid(client) } };
-    const ok = async (r: unknown): Promise<Reply> => ({ status: 200, body: { ok: true, r: encodeResult(op, r), seq: await this.raw.lastSeq(), a: 1, sid: this.sid(client) } });
+    // What the earlier attempt changed is not known here: the client's lookup cache forgets everything.
+    const fx = allEffects();
+    if (rec.state === 'answered' && op !== 'openCreate') return { status: 200, body: { ok: true, r: rec.result ?? null, seq: rec.seq ?? 0, a: 1, sid: this.sid(client), fx } };
+    const ok = async (r: unknown): Promise<Reply> => ({ status: 200, body: { ok: true, r: encodeResult(op, r), seq: await this.raw.lastSeq(), a: 1, sid: this.sid(client), fx } });
     try {
       switch (op) {
+        case 'openCreate': {
+          // The record means the create committed. The open is this process's (in memory): a recorded answer
+          // may come from before a restart, whose open went with that session, so it is opened again here (a
+          // second open of a service that did not restart only keeps the file open until the session ends).
+          const ctx = args[0] as Ctx;
+          const attr = await client.meta.lookup(ctx, args[1] as number, args[2] as string);
+          return await ok({ attr: await client.meta.open(ctx, attr.ino, 0, attr), created: true, opened: true });
+        }
         case 'unlink':
         case 'rmdir':
         case 'rename':
@@ -352,7 +396,16 @@ export class MetaService {
     if (p === undefined) {
       if (this.clients.size >= CLIENTS_MAX) return Promise.reject(new FsError('EAGAIN', `the metadata service serves ${CLIENTS_MAX} clients already`));
       p = requestScope.exit(async () => {
-        const opts: Parameters<typeof Meta.open>[1] = { region };
+        // No lookup cache here: the client keeps its own, fed by the effects of its requests (`fx` of each
+        // answer), so names and attributes it caches are never older than its own cache's timeout.
+        const opts: Parameters<typeof Meta.open>[1] = {
+          region,
+          lookupCacheMs: 0,
+          onCacheEffects: (fx, committed) => {
+            const scope = requestScope.getStore();
+            if (scope?.open === true) scope.fx = addEffects(scope.fx, fx, committed);
+          },
+        };
         if (this.heartbeatMs !== undefined) opts.heartbeatMs = this.heartbeatMs;
         const meta = await Meta.open(this.engine, opts);
         return { id, meta, last: Date.now() };
@@ -383,28 +436,6 @@ export class MetaService {
     }
   }
 
-  private queueAnswer(key: string, seq: number, result: Json): void {
-    this.answers.push({ key, seq, result });
-    if (this.answers.length >= ANSWER_BATCH_MAX) {
-      void this.flushAnswers();
-      return;
-    }
-    this.answerTimer ??= setTimeout(() => {
-      void this.flushAnswers();
-    }, ANSWER_FLUSH_MS);
-  }
-
-  private flushAnswers(): Promise<void> {
-    if (this.answerTimer !== undefined) clearTimeout(this.answerTimer);
-    this.answerTimer = undefined;
-    const batch = this.answers;
-    this.answers = [];
-    this.answerFlush = this.answerFlush.then(() =>
-      requestScope.exit(() => recordAnswers(this.raw, batch)).catch((err: unknown) => this.onError('recording answers of applied requests', err)),
-    );
-    return this.answerFlush;
-  }
-
   // ---------------------------------------------------------------- operations
 
   private async call(client: Client, op: string, a: unknown[]): Promise<unknown> {
@@ -415,7 +446,7 @@ export class MetaService {
     const optN = (i: number): number | undefined => a[i] as number | undefined;
     switch (op) {
       case 'hello':
-        return { format: m.format };
+        return { format: m.format, proto: PROTOCOL_LEVEL };
       case 'ping':
         return null;
       case 'getattr':
@@ -427,7 +458,8 @@ export class MetaService {
       case 'setattr':
         return m.setattr(ctx, n(1), pickSetAttr(a[2]));
       case 'lookup':
-        return m.lookup(ctx, n(1), s(2));
+        // With `pair`, the directory's attributes too (the client's lookup cache keeps both).
+        return optN(3) === 1 ? m.lookupPair(ctx, n(1), s(2)) : m.lookup(ctx, n(1), s(2));
       case 'readdir': {
         const o = (a[2] ?? {}) as { after?: unknown; limit?: unknown; plus?: unknown };
         const opts: { after?: string; limit?: number; plus?: boolean } = {};
@@ -453,6 +485,8 @@ export class MetaService {
         return m.mkdir(ctx, n(1), s(2), n(3));
       case 'create':
         return m.create(ctx, n(1), s(2), n(3));
+      case 'openCreate':
+        return openCreateVia(m, ctx, n(1), s(2), n(3), n(4), n(5) === 1);
       case 'symlink':
         return m.symlink(ctx, n(1), s(2), s(3));
       case 'link':
@@ -574,11 +608,51 @@ function retryLater(message: string): Reply {
   return { status: 503, body: { ok: false, code: 'EAGAIN', message } };
 }
 
-function errorReply(err: unknown): Reply {
-  if (err instanceof FsError) return { status: 200, body: { ok: false, code: err.code, message: err.message } };
+function errorReply(err: unknown, fx?: WireEffects): Reply {
+  if (err instanceof FsError) return { status: 200, body: { ok: false, code: err.code, message: err.message, ...(fx === undefined ? {} : { fx }) } };
   if (err instanceof EngineUnavailableError) return retryLater(`the primary's metadata engine did not answer: ${err.message}`);
   const message = err instanceof Error ? err.message : String(err);
-  return { status: 200, body: { ok: false, code: 'EIO', message: `the metadata service failed: ${message}` } };
+  return { status: 200, body: { ok: false, code: 'EIO', message: `the metadata service failed: ${message}`, ...(fx === undefined ? {} : { fx }) } };
+}
+
+/** First byte of a TLS record carrying a handshake (a ClientHello opens every TLS connection). */
+const TLS_HANDSHAKE = 0x16;
+/** A connection that sends nothing this long is closed, ms. */
+const FIRST_BYTE_MS_MAX = 30_000;
+
+/**
+ * Hands a connection to the HTTPS server if it opens with a TLS handshake; answers a plain one that it must
+ * use TLS. The byte that decided is already read, so the TLS layer reads the connection through a stream
+ * that starts with it (a TLS socket over a raw socket would read past it, from the socket's handle).
+ */
+function sniffTls(socket: net.Socket, https: http.Server): void {
+  socket.setTimeout(FIRST_BYTE_MS_MAX, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  socket.once('data', (first: Buffer) => {
+    socket.setTimeout(0);
+    if (first[0] !== TLS_HANDSHAKE) {
+      const body = JSON.stringify({ ok: false, code: 'EIO', message: 'this metadata service speaks TLS: address it as ferrys://HOST:PORT' });
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    socket.pause();
+    const stream = new Duplex({
+      read: () => socket.resume(),
+      write: (chunk: Buffer, _enc, cb) => socket.write(chunk, cb),
+      final: (cb) => socket.end(cb),
+      destroy: (err, cb) => {
+        socket.destroy();
+        cb(err);
+      },
+    });
+    stream.push(first);
+    socket.on('data', (d: Buffer) => {
+      if (!stream.push(d)) socket.pause();
+    });
+    socket.on('end', () => stream.push(null));
+    socket.on('close', () => stream.destroy());
+    https.emit('connection', stream);
+  });
 }
 
 async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | undefined> {

@@ -14,7 +14,7 @@
 
 import { FsError } from '../errors.js';
 import type { LockConflict, LockType } from '../meta/locks.js';
-import type { MetaApi } from '../meta/api.js';
+import { openCreateVia, type MetaApi } from '../meta/api.js';
 import { cutSegments, visibleSegments, type SliceRef } from '../meta/slices.js';
 import { ROOT_INO, R_OK, W_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type StatFs } from '../meta/types.js';
 import type { ChunkStore } from '../chunk/store.js';
@@ -277,11 +277,22 @@ export class Vfs {
    * creator may open it whatever its mode says.
    */
   async open(ctx: Ctx, ino: number, flags: number, created?: Attr): Promise<Handle> {
+    const mask = created !== undefined ? 0 : Vfs.accessMask(flags);
+    const a = await this.meta.open(ctx, ino, mask, created);
+    return this.opened(ctx, ino, flags, a, created !== undefined);
+  }
+
+  /** The access an open with these flags needs (R_OK | W_OK). */
+  private static accessMask(flags: number): number {
+    const acc = flags & O_ACCMODE;
+    return (acc === O_RDONLY || acc === O_RDWR ? R_OK : 0) | (acc === O_WRONLY || acc === O_RDWR ? W_OK : 0);
+  }
+
+  /** The handle of an inode the metadata layer has just opened (attributes `a`); `created`: by this open. */
+  private async opened(ctx: Ctx, ino: number, flags: number, a: Attr, created: boolean): Promise<Handle> {
     const acc = flags & O_ACCMODE;
     const readable = acc === O_RDONLY || acc === O_RDWR;
     const writable = acc === O_WRONLY || acc === O_RDWR;
-    const mask = created !== undefined ? 0 : (readable ? R_OK : 0) | (writable ? W_OK : 0);
-    const a = await this.meta.open(ctx, ino, mask, created);
     if ((flags & O_DIRECTORY) !== 0 && a.type !== 'dir') {
       await this.meta.release(ino);
       throw new FsError('ENOTDIR');
@@ -308,7 +319,7 @@ export class Vfs {
     };
     this.handles.set(h.fh, h);
     // An empty file needs no truncate transaction, unless this client has writes to it buffered.
-    if ((flags & O_TRUNC) !== 0 && writable && a.type === 'file' && created === undefined && this.withWriterLength(a).length > 0) {
+    if ((flags & O_TRUNC) !== 0 && writable && a.type === 'file' && !created && this.withWriterLength(a).length > 0) {
       try {
         await this.truncate(ino, 0);
       } catch (err) {
@@ -324,10 +335,28 @@ export class Vfs {
    * whatever its mode says. `mode` is applied as given (the caller applies its umask).
    */
   async create(ctx: Ctx, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; handle: Handle }> {
-    const attr = await this.meta.create(ctx, parent, name, mode & 0o7777);
-    const acc = (flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE;
-    const handle = await this.open(ctx, attr.ino, acc | (flags & O_APPEND), attr);
-    return { attr, handle };
+    const r = await this.openCreate(ctx, parent, name, mode, flags | O_EXCL);
+    if (r.handle === undefined) throw new Error('assertion failed: an exclusive create answered no handle');
+    return { attr: r.attr, handle: r.handle };
+  }
+
+  /**
+   * open(2) with O_CREAT of one name in a directory: creates a missing regular file (`mode` as given, the
+   * caller's umask applied; the creator may open it whatever its mode says) or, without O_EXCL, opens the
+   * existing inode with the access `flags` ask for (O_TRUNC truncates it). An existing symlink is answered
+   * without a handle: the caller follows it. One metadata round trip where the metadata layer can fuse it
+   * (MetaApi.openCreate).
+   */
+  async openCreate(ctx: Ctx, parent: number, name: string, mode: number, flags: number): Promise<{ attr: Attr; handle?: Handle; created: boolean }> {
+    const exclusive = (flags & O_EXCL) !== 0;
+    const mask = Vfs.accessMask(flags);
+    const m = this.meta;
+    const r = m.openCreate !== undefined ? await m.openCreate(ctx, parent, name, mode & 0o7777, mask, exclusive) : await openCreateVia(m, ctx, parent, name, mode & 0o7777, mask, exclusive);
+    if (!r.opened) return { attr: r.attr, created: false };
+    // A new file's handle gets the access asked for (O_ACCMODE 3 is read-write, as Linux treats it).
+    const f = r.created ? ((flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE) | (flags & O_APPEND) : flags;
+    const handle = await this.opened(ctx, r.attr.ino, f, r.attr, r.created);
+    return { attr: this.withWriterLength(r.attr), handle, created: r.created };
   }
 
   handle(fh: number): Handle {
