@@ -1,0 +1,162 @@
+/**
+ * A directory's listing as the mount hands it to the kernel: names, inode numbers and types in the order the
+ * engine scanned them (a handle's offsets index it), and for readdirplus each entry's attributes, laid out
+ * once so that a request for a range of it is answered with views (no copy, no object per entry):
+ *
+ *   names, inos, modes   arrays         plain readdir
+ *   nameBytes            Buffer         every name in UTF-8, each ended by a NUL
+ *   nameEnds             Uint32Array    nameEnds[i]: where name i's NUL ends (name i starts at nameEnds[i-1])
+ *   attrs                Float64Array   a stat record (RECORDS.stat's fields) per entry, one after another;
+ *                                       mode 0: none but the inode number (the entry goes out without
+ *                                       attributes and with an unknown type; the kernel looks it up)
+ *   readAt, readChanges  Float64Array   per entry: when its attributes were read (performance.now(), ms) and
+ *                                       the client's change count (Vfs.changes) when that read began
+ *
+ * Entry i's directory offset (where the kernel's next request starts) is i + 1, as in DirEntries. The names
+ * are a snapshot (as readdir(3) allows); the attributes are refreshed range by range when they are too old
+ * or this client changed something since they were read (see FerryOps.readdirplus).
+ */
+
+import { RECORDS, type DirEntries, type DirEntriesPlus, type FuseStat } from './boundary.js';
+
+/** Fields per stat record. */
+export const STAT_FIELDS = RECORDS.stat.length;
+const MODE_FIELD = RECORDS.stat.indexOf('mode');
+const INO_FIELD = RECORDS.stat.indexOf('ino');
+/** Bytes of one entry in the kernel's readdirplus buffer: fuse_direntplus (152 bytes) and the name, 8-aligned. */
+const DIRENTPLUS_HEADER_BYTES = 152;
+/** The smallest entry of a plain listing (fuse_dirent: 24 bytes + name, 8-aligned). */
+const DIRENT_BYTES_MIN = 32;
+
+interface Plus {
+  nameBytes: Buffer;
+  nameEnds: Uint32Array;
+  attrs: Float64Array;
+  readAt: Float64Array;
+  readChanges: Float64Array;
+}
+
+export class Listing {
+  readonly names: string[] = [];
+  readonly inos: number[] = [];
+  readonly modes: number[] = [];
+  /** When the reads it was taken from began (performance.now(), ms), and the client's change count then. */
+  readonly takenAt: number;
+  readonly takenChanges: number;
+  private plus: Plus | undefined;
+  /** Attributes added while taking a plus listing (see add), laid out by `seal`. */
+  private pending: Array<FuseStat | undefined> | undefined;
+
+  constructor(takenAt: number, takenChanges: number, withAttrs: boolean) {
+    this.takenAt = takenAt;
+    this.takenChanges = takenChanges;
+    if (withAttrs) this.pending = [];
+  }
+
+  get size(): number {
+    return this.names.length;
+  }
+
+  get hasAttrs(): boolean {
+    return this.plus !== undefined || this.pending !== undefined;
+  }
+
+  /** One entry, with its attributes in a listing taken with them (undefined there: none). */
+  add(name: string, ino: number, mode: number, st?: FuseStat): void {
+    this.names.push(name);
+    this.inos.push(ino);
+    this.modes.push(mode);
+    this.pending?.push(st);
+  }
+
+  /** Lays out the names and attributes of a plus listing (once every entry is added). */
+  seal(): this {
+    const sts = this.pending;
+    if (sts === undefined) return this;
+    this.pending = undefined;
+    const n = this.names.length;
+    let total = 0;
+    for (let i = 0; i < n; i++) total += Buffer.byteLength(this.names[i]!) + 1;
+    const p: Plus = {
+      nameBytes: Buffer.allocUnsafe(total),
+      nameEnds: new Uint32Array(n),
+      attrs: new Float64Array(n * STAT_FIELDS),
+      readAt: new Float64Array(n).fill(this.takenAt),
+      readChanges: new Float64Array(n).fill(this.takenChanges),
+    };
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      at += p.nameBytes.write(this.names[i]!, at);
+      p.nameBytes[at++] = 0;
+      p.nameEnds[i] = at;
+    }
+    this.plus = p;
+    for (let i = 0; i < n; i++) this.setAttr(i, sts[i]);
+    return this;
+  }
+
+  /** Entry i's attributes (undefined: none), as read at `readAt` with the change count `readChanges`. */
+  setAttr(i: number, st: FuseStat | undefined, readAt?: number, readChanges?: number): void {
+    const p = this.plusOf();
+    const at = i * STAT_FIELDS;
+    if (st === undefined) {
+      p.attrs.fill(0, at, at + STAT_FIELDS);
+      p.attrs[at + INO_FIELD] = this.inos[i]!;
+    }
+    else for (let k = 0; k < STAT_FIELDS; k++) p.attrs[at + k] = st[RECORDS.stat[k]!];
+    if (readAt !== undefined) p.readAt[i] = readAt;
+    if (readChanges !== undefined) p.readChanges[i] = readChanges;
+  }
+
+  /** Whether entry i goes out with attributes. */
+  hasAttr(i: number): boolean {
+    return this.plusOf().attrs[i * STAT_FIELDS + MODE_FIELD] !== 0;
+  }
+
+  /** Entries from offset on, at most what `bytes` of the kernel's plain listing buffer can hold (the addon stops where it is full). */
+  range(offset: number, bytes: number): DirEntries {
+    const end = Math.min(this.names.length, offset + Math.ceil(bytes / DIRENT_BYTES_MIN));
+    return { names: this.names.slice(offset, end), inos: this.inos.slice(offset, end), modes: this.modes.slice(offset, end) };
+  }
+
+  /** Where a readdirplus answer from offset ends: the entries that fit `bytes` of the kernel's buffer. */
+  plusEnd(offset: number, bytes: number): number {
+    const p = this.plusOf();
+    const n = this.names.length;
+    let end = Math.min(offset, n);
+    let start = end === 0 ? 0 : p.nameEnds[end - 1]!;
+    let used = 0;
+    while (end < n) {
+      const rec = (DIRENTPLUS_HEADER_BYTES + (p.nameEnds[end]! - start - 1) + 7) & ~7;
+      if (used + rec > bytes) break;
+      used += rec;
+      start = p.nameEnds[end]!;
+      end++;
+    }
+    return end;
+  }
+
+  /** Whether the attributes of entries [from, to) were read at most maxAgeMs ago, after the client's last change. */
+  fresh(from: number, to: number, now: number, maxAgeMs: number, changes: number): boolean {
+    const p = this.plusOf();
+    for (let i = from; i < to; i++) if (p.readChanges[i] !== changes || now - p.readAt[i]! > maxAgeMs) return false;
+    return true;
+  }
+
+  /** Entries [from, to) with their attributes, as views; ageMs is the oldest one's. */
+  viewPlus(from: number, to: number, now: number): DirEntriesPlus {
+    const p = this.plusOf();
+    let oldest = now;
+    for (let i = from; i < to; i++) oldest = Math.min(oldest, p.readAt[i]!);
+    return {
+      nameBytes: p.nameBytes.subarray(from === 0 ? 0 : p.nameEnds[from - 1]!, to === 0 ? 0 : p.nameEnds[to - 1]!),
+      attrs: p.attrs.subarray(from * STAT_FIELDS, to * STAT_FIELDS),
+      ageMs: now - oldest,
+    };
+  }
+
+  private plusOf(): Plus {
+    if (this.plus === undefined) throw new Error('assertion failed: attributes of a listing taken without them');
+    return this.plus;
+  }
+}
