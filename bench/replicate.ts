@@ -23,6 +23,7 @@
  */
 
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -60,15 +61,73 @@ function data(seed: number, bytes: number): Buffer {
   return b;
 }
 
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ secs: number; stdout: string }> {
+/** CPU seconds (user + system) a process has used so far, from /proc (0 where /proc is missing). */
+function cpuSecs(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis): utime is 14th, stime 15th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+
+/** CPU seconds of one timed run: each server's, and the client's (undefined when it cannot be measured). */
+interface RunCpu {
+  a: number;
+  b: number;
+  client: number | undefined;
+}
+
+interface Timed {
+  secs: number;
+  stdout: string;
+  cpu: RunCpu;
+}
+
+/** Runs a command, timing it and measuring the CPU it and both servers used (the client's through GNU time). */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
   return new Promise((resolve, reject) => {
+    const timeFile = path.join(tmpdir(), `ferry-bench-time-${process.pid}-${Math.random().toString(36).slice(2)}`);
+    const [file, argv] = GNU_TIME === undefined ? [cmd, args] : [GNU_TIME, ['-f', '%U %S', '-o', timeFile, cmd, ...args]];
+    const a0 = cpuSecs(serverA.pid);
+    const b0 = cpuSecs(serverB.pid);
     const t0 = performance.now();
     let stdout = '';
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(file, argv, { env, stdio: ['ignore', 'pipe', 'inherit'] });
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve({ secs: (performance.now() - t0) / 1000, stdout }) : reject(new Error(`${cmd} exited with ${code}`))));
+    child.once('exit', (code) => {
+      const secs = (performance.now() - t0) / 1000;
+      const cpu: RunCpu = { a: cpuSecs(serverA.pid) - a0, b: cpuSecs(serverB.pid) - b0, client: undefined };
+      if (GNU_TIME !== undefined) {
+        try {
+          const [user, sys] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+          if (Number.isFinite(user) && Number.isFinite(sys)) cpu.client = user! + sys!;
+        } catch {
+          // Left undefined: printed as '?'.
+        }
+        rmSync(timeFile, { force: true });
+      }
+      if (code === 0) resolve({ secs, stdout, cpu });
+      else reject(new Error(`${cmd} exited with ${code}`));
+    });
   });
+}
+
+/** Times an in-process run and the CPU of both servers and of this process during it. */
+async function timedHere(fn: () => Promise<void>): Promise<{ secs: number; cpu: RunCpu }> {
+  const a0 = cpuSecs(serverA.pid);
+  const b0 = cpuSecs(serverB.pid);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await fn();
+  const secs = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { secs, cpu: { a: cpuSecs(serverA.pid) - a0, b: cpuSecs(serverB.pid) - b0, client: (c.user + c.system) / 1e6 } };
 }
 
 async function count(store: ObjectStore, prefix: string): Promise<{ objects: number; bytes: number }> {
@@ -140,7 +199,7 @@ try {
   const inC = await count(storeC, 'chunks/');
 
   // 3. rclone sync of the same objects: its defaults (4 transfers, 8 checkers), then at Ferry's parallelism.
-  type RcloneRun = { args: string[]; secs: number; got: { objects: number; bytes: number } };
+  type RcloneRun = { args: string[]; secs: number; cpu: RunCpu; got: { objects: number; bytes: number } };
   const rclone: RcloneRun[] = [];
   const rcloneVersion = spawnSync('rclone', ['version'], { encoding: 'utf8' });
   if (rcloneVersion.status === 0) {
@@ -150,7 +209,7 @@ try {
       const args = ['sync', '--fast-list', ...extra, 'SRC:a', `DST:rclone${i}`];
       const r = await timed('rclone', args, env);
       const storeR = await openObjectStore(serverB.url('vol', `rclone${i}`));
-      rclone.push({ args, secs: r.secs, got: await count(storeR, 'chunks/') });
+      rclone.push({ args, secs: r.secs, cpu: r.cpu, got: await count(storeR, 'chunks/') });
       await storeR.close();
     }
   }
@@ -192,13 +251,13 @@ try {
   await engine2.close();
 
   // 6. s3rver's own speed for the same objects: plain get from A and put to B, and put alone.
-  const raw = async (fn: (key: string) => Promise<void>): Promise<number> => {
-    const t = performance.now();
+  const raw = async (fn: (key: string) => Promise<void>): Promise<{ secs: number; cpu: RunCpu }> => {
     let i = 0;
-    await Promise.all(Array.from({ length: Number(values.parallel) }, async () => {
-      while (i < keys.length) await fn(keys[i++]!);
-    }));
-    return (performance.now() - t) / 1000;
+    return timedHere(async () => {
+      await Promise.all(Array.from({ length: Number(values.parallel) }, async () => {
+        while (i < keys.length) await fn(keys[i++]!);
+      }));
+    });
   };
   const held = new Map<string, Buffer>();
   const rawCopy = await raw(async (k) => {
@@ -210,17 +269,18 @@ try {
   held.clear();
 
   const mib = total / 2 ** 20;
-  const line = (name: string, secs: number, got: { objects: number; bytes: number }): string =>
-    `${name.padEnd(24)} ${secs.toFixed(2).padStart(7)} s  ${(mib / secs).toFixed(1).padStart(6)} MiB/s  ${got.objects} objects, ${(got.bytes / 2 ** 20).toFixed(0)} MiB${got.objects === inA.objects ? '' : '  (INCOMPLETE)'}`;
+  const cpuText = (c: RunCpu): string => `cpu: A ${c.a.toFixed(2)} s, B ${c.b.toFixed(2)} s, client ${c.client === undefined ? '?' : c.client.toFixed(2)} s`;
+  const line = (name: string, run: { secs: number; cpu: RunCpu }, got: { objects: number; bytes: number }): string =>
+    `${name.padEnd(24)} ${run.secs.toFixed(2).padStart(7)} s  ${(mib / run.secs).toFixed(1).padStart(6)} MiB/s  ${got.objects} objects, ${(got.bytes / 2 ** 20).toFixed(0)} MiB${got.objects === inA.objects ? '' : '  (INCOMPLETE)'}  [${cpuText(run.cpu)}]`;
   process.stdout.write(`\n${smallCount + largeCount} files, ${mib.toFixed(0)} MiB, ${inA.objects} block objects, s3rver -> s3rver\n`);
-  process.stdout.write(line('ferry replicate --once', ferry.secs, inB) + `  (--parallel ${values.parallel}, --verify full: every copy read back)\n`);
-  process.stdout.write(line('ferry replicate --once', ferryPut.secs, inC) + `  (--parallel ${values.parallel}, --verify put, the default: the ETag answered = the Content-MD5 sent)\n`);
-  process.stdout.write(line('plain get + put', rawCopy, { objects: keys.length, bytes: inA.bytes }) + `  (S3Store calls only, ${values.parallel} at once: s3rver's ceiling)\n`);
+  process.stdout.write(line('ferry replicate --once', ferry, inB) + `  (--parallel ${values.parallel}, --verify full: every copy read back)\n`);
+  process.stdout.write(line('ferry replicate --once', ferryPut, inC) + `  (--parallel ${values.parallel}, --verify put, the default: the ETag answered = the Content-MD5 sent)\n`);
+  process.stdout.write(line('plain get + put', rawCopy, { objects: keys.length, bytes: inA.bytes }) + `  (S3Store calls only, ${values.parallel} at once)\n`);
   process.stdout.write(line('plain put alone', rawPut, { objects: keys.length, bytes: inA.bytes }) + `  (server B's floor for any client copying these objects)\n`);
   if (rclone.length > 0) {
     process.stdout.write(`${rcloneVersion.stdout.split('\n')[0]}, remotes: type s3, provider Other, path-style (s3rver)\n`);
     for (const r of rclone) {
-      process.stdout.write(line(`rclone ${r.args.slice(0, -2).join(' ')}`.slice(0, 24), r.secs, r.got) + `  (rclone ${r.args.join(' ')})\n`);
+      process.stdout.write(line(`rclone ${r.args.slice(0, -2).join(' ')}`.slice(0, 24), r, r.got) + `  (rclone ${r.args.join(' ')})\n`);
     }
     const equal = rclone[rclone.length - 1]!;
     process.stdout.write(
@@ -230,10 +290,22 @@ try {
   } else {
     process.stdout.write('rclone sync              skipped: rclone is not installed (apt-get install rclone)\n');
   }
-  // The target the servers allow: no copy between them can beat their own get+put at the same parallelism.
+  // The bound the servers set: whatever the client, the two servers must do the same GETs and PUTs, and they
+  // share this machine's cores with each other and with the client. The least server CPU any run needed
+  // (each server single-threaded JavaScript) gives a floor on wall time for any client that uses no CPU at all.
+  const runs = [ferry, ferryPut, rawCopy, ...rclone];
+  const cpuA = Math.min(...runs.map((r) => r.cpu.a));
+  const cpuB = Math.min(...runs.map((r) => r.cpu.b));
+  const cores = cpus().length;
+  const floor = Math.max(cpuA, cpuB, (cpuA + cpuB) / cores);
   process.stdout.write(
-    `target: ferry replicate --once >= 0.9× the servers' own get+put (${(rawCopy / ferryPut.secs).toFixed(2)}× now, verify put; ` +
-      `${(rawCopy / ferry.secs).toFixed(2)}× verify full)${rclone.length > 0 ? ` and >= 1.5× rclone at equal parallelism (${(rclone[rclone.length - 1]!.secs / ferryPut.secs).toFixed(2)}× now)` : ''}\n`,
+    `servers' bound: the least CPU the servers used for these copies is A ${cpuA.toFixed(2)} s + B ${cpuB.toFixed(2)} s on ${cores} cores, ` +
+      `so no client copies them in less than ${floor.toFixed(2)} s here (a client that used no CPU at all)\n`,
+  );
+  process.stdout.write(
+    `target: ferry replicate --once >= 0.9× the servers' own get+put (${(rawCopy.secs / ferryPut.secs).toFixed(2)}× now, verify put; ` +
+      `${(rawCopy.secs / ferry.secs).toFixed(2)}× verify full)${rclone.length > 0 ? ` and >= 1.5× rclone at equal parallelism (${(rclone[rclone.length - 1]!.secs / ferryPut.secs).toFixed(2)}× now; ` +
+      `the servers' bound allows at most ${(rclone[rclone.length - 1]!.secs / floor).toFixed(2)}× here)` : ''}\n`,
   );
   process.stdout.write(`load average ${loadAtStart} at the start, ${load()} at the end (1, 5, 15 min; ${cpus().length} cores)\n`);
   lags.sort((x, y) => x - y);

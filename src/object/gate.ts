@@ -16,7 +16,7 @@
  * capabilities of the wrapped store are forwarded, behind the gate.
  */
 
-import { canPutChecked, canSweepTemp, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+import { canPutChecked, canSweepTemp, type CallOptions, type GetOptions, type PutCheckedOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 /** How often a shut gate lets a call probe the bucket again, by default. */
 export const GATE_PROBE_INTERVAL_MS_DEFAULT = 10_000;
@@ -137,7 +137,7 @@ export class GateStore implements ObjectStore {
   }
 
   /** CheckedPutter, forwarded (undefined when the store cannot tell). */
-  async putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+  async putChecked(key: string, data: Buffer, options?: PutCheckedOptions): Promise<boolean | undefined> {
     if (this.shut) await this.pass();
     if (canPutChecked(this.inner)) return this.inner.putChecked(key, data, options);
     await this.inner.put(key, data, options);

@@ -6,7 +6,7 @@
 
 import type { Counter, Histogram } from 'prom-client';
 import type { ClientMetrics } from '../obs/metrics.js';
-import { canPutChecked, canSweepTemp, isRetryable, ObjectNotFoundError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+import { canPutChecked, canSweepTemp, isRetryable, ObjectNotFoundError, type CallOptions, type GetOptions, type PutCheckedOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 const OPS = ['get', 'put', 'head', 'delete', 'list'] as const;
 type Op = (typeof OPS)[number];
@@ -52,7 +52,7 @@ export class MetricsStore implements ObjectStore {
   }
 
   /** CheckedPutter, forwarded (a plain put answering undefined when the inner store cannot compare digests). */
-  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+  putChecked(key: string, data: Buffer, options?: PutCheckedOptions): Promise<boolean | undefined> {
     const inner = this.inner;
     return this.time('put', async () => {
       const r = canPutChecked(inner) ? await inner.putChecked(key, data, options) : await inner.put(key, data, options).then(() => undefined);

@@ -13,7 +13,7 @@
  */
 
 import { backoffMs, sleep } from '../util/sleep.js';
-import { canPutChecked, canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
+import { canPutChecked, canSweepTemp, isRetryable, TransientError, type CallOptions, type GetOptions, type PutCheckedOptions, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore } from './store.js';
 
 /** Re-exported for callers that import it from here; the helper lives in util/sleep.ts. */
 export { sleep } from '../util/sleep.js';
@@ -96,7 +96,7 @@ export class RetryStore implements ObjectStore {
   }
 
   /** CheckedPutter, forwarded and retried like put; undefined when the inner store cannot compare digests. */
-  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
+  putChecked(key: string, data: Buffer, options?: PutCheckedOptions): Promise<boolean | undefined> {
     const inner = this.inner;
     return this.call('put', key, options, (signal) =>
       canPutChecked(inner) ? inner.putChecked(key, data, { ...options, signal }) : inner.put(key, data, { ...options, signal }).then(() => undefined),

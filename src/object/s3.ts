@@ -55,7 +55,7 @@ import {
   validateKey,
   ObjectNotFoundError,
   type CallOptions,
-  type GetOptions,
+  type GetOptions, type PutCheckedOptions,
   type ListOptions,
   type ListPage,
   type ObjectInfo,
@@ -259,7 +259,9 @@ export class S3Store implements ObjectStore {
       return this.call('get', key, signal, async () => {
         const res = await direct.get(this.prefix + key, signal);
         const length = res.headers['content-length'];
-        return readBody(key, res.body, length === undefined ? undefined : Number(length), signal);
+        const data = await readBody(key, res.body, length === undefined ? undefined : Number(length), signal, options?.into);
+        if (options?.digest !== undefined) options.digest.md5 = etagMd5(header(res.headers, 'etag'), header(res.headers, 'x-amz-server-side-encryption'), header(res.headers, 'x-amz-server-side-encryption-customer-algorithm'));
+        return data;
       });
     }
     const answer = await this.call('get', key, signal, async () => {
@@ -267,7 +269,9 @@ export class S3Store implements ObjectStore {
         new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, ...(range === undefined ? {} : { Range: range }) }),
         withSignal(signal),
       );
-      return { contentRange: out.ContentRange, data: await readBody(key, out.Body, out.ContentLength, signal) };
+      const data = await readBody(key, out.Body, out.ContentLength, signal, range === undefined ? options?.into : undefined);
+      if (range === undefined && options?.digest !== undefined) options.digest.md5 = etagMd5(out.ETag, out.ServerSideEncryption, out.SSECustomerAlgorithm);
+      return { contentRange: out.ContentRange, data };
     }).catch((err: unknown) => {
       // 416: the range starts at or after the end of the object, so no bytes exist there.
       if (err instanceof S3StoreError && (err.status === 416 || err.code === 'InvalidRange')) return undefined;
@@ -302,11 +306,18 @@ export class S3Store implements ObjectStore {
    * exactly these bytes even on servers that ignore Content-MD5 (s3rver does). Not a digest, or not comparable:
    * see CheckedPutter.
    */
-  async putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined> {
-    return this.putOnce(key, data, options, true);
+  async putChecked(key: string, data: Buffer, options?: PutCheckedOptions): Promise<boolean | undefined> {
+    if (options?.md5 === undefined) return this.putOnce(key, data, options, true);
+    try {
+      return await this.putOnce(key, data, options, true);
+    } catch (err) {
+      // The stated digest was not the bytes' (a source whose ETag only looks like an MD5): hash them instead.
+      if (err instanceof S3StoreError && (err.code === 'BadDigest' || err.code === 'InvalidDigest')) return this.putOnce(key, data, { ...options, md5: undefined }, true);
+      throw err;
+    }
   }
 
-  private async putOnce(key: string, data: Buffer, options: CallOptions | undefined, check: boolean): Promise<boolean | undefined> {
+  private async putOnce(key: string, data: Buffer, options: PutCheckedOptions | undefined, check: boolean): Promise<boolean | undefined> {
     this.enter(key, options);
     const signal = options?.signal;
     if (data.length > this.multipartThresholdBytes) {
@@ -316,7 +327,7 @@ export class S3Store implements ObjectStore {
     }
     // Sent from the caller's buffer, no copy (as FileStore): a caller must not change it while the put runs.
     // If one does, the Content-MD5 taken first no longer matches and the server refuses the body.
-    const md5 = this.contentMd5 || check ? createHash('md5').update(data).digest() : undefined;
+    const md5 = options?.md5 ?? (this.contentMd5 || check ? createHash('md5').update(data).digest() : undefined);
     const direct = this.direct;
     if (direct !== undefined) {
       const res = await this.call('put', key, signal, async () => {
@@ -326,11 +337,7 @@ export class S3Store implements ObjectStore {
       });
       if (!check || md5 === undefined) return undefined;
       const h = res.headers;
-      const header = (name: string): string | undefined => {
-        const v = h[name];
-        return Array.isArray(v) ? v[0] : v;
-      };
-      return etagMatches(header('etag'), header('x-amz-server-side-encryption'), header('x-amz-server-side-encryption-customer-algorithm'), md5);
+      return etagMatches(header(h, 'etag'), header(h, 'x-amz-server-side-encryption'), header(h, 'x-amz-server-side-encryption-customer-algorithm'), md5);
     }
     const out = await this.call('put', key, signal, () =>
       this.client.send(
@@ -519,10 +526,19 @@ export class S3Store implements ObjectStore {
  * ETags are not MD5s of the data, as AWS documents; neither is anything but 32 hex digits).
  */
 function etagMatches(etag: string | undefined, sse: string | undefined, sseCustomer: string | undefined, md5: Buffer): boolean | undefined {
+  return etagMd5(etag, sse, sseCustomer)?.equals(md5);
+}
+
+/** The MD5 an ETag states, when it is one: not for KMS or customer-key encryption, nor a multipart digest. */
+function etagMd5(etag: string | undefined, sse: string | undefined, sseCustomer: string | undefined): Buffer | undefined {
   if ((sse !== undefined && sse !== 'AES256') || sseCustomer !== undefined) return undefined;
   const hex = /^"?([0-9a-f]{32})"?$/i.exec(etag ?? '')?.[1];
-  if (hex === undefined) return undefined;
-  return hex.toLowerCase() === md5.toString('hex');
+  return hex === undefined ? undefined : Buffer.from(hex, 'hex');
+}
+
+function header(headers: http.IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** HTTP statuses worth another try: timeouts, throttling, server errors. */
@@ -704,7 +720,7 @@ function contentRangeStart(header: string): number | undefined {
  * The whole body, in one buffer of the announced length: chunks are kept and copied once. A body shorter or
  * longer than Content-Length is a broken transfer (retryable), never data.
  */
-async function readBody(key: string, body: unknown, contentLength: number | undefined, signal: AbortSignal | undefined): Promise<Buffer> {
+async function readBody(key: string, body: unknown, contentLength: number | undefined, signal: AbortSignal | undefined, into?: Buffer): Promise<Buffer> {
   if (body === undefined || body === null) {
     if (contentLength === undefined || contentLength === 0) return Buffer.alloc(0);
     throw new S3StoreError(`s3 get ${JSON.stringify(key)}: no body for ${contentLength} bytes`, 'NoBody', undefined, true);
@@ -732,8 +748,9 @@ async function readBody(key: string, body: unknown, contentLength: number | unde
   if (contentLength !== undefined && received !== contentLength) {
     throw new S3StoreError(`s3 get ${JSON.stringify(key)}: body of ${received} bytes, Content-Length ${contentLength}`, 'ShortBody', undefined, true);
   }
-  // Unpooled: a small object must not pin a shared 8 KiB slab for as long as the caller keeps it.
-  const out = Buffer.allocUnsafeSlow(received);
+  // The caller's buffer when the body fits (GetOptions.into); else unpooled: a small object must not pin a
+  // shared 8 KiB slab for as long as the caller keeps it.
+  const out = into !== undefined && into.length >= received ? into.subarray(0, received) : Buffer.allocUnsafeSlow(received);
   let at = 0;
   for (const chunk of chunks) {
     chunk.copy(out, at);

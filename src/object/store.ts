@@ -24,6 +24,28 @@ export interface GetOptions extends CallOptions {
   offset?: number | undefined;
   /** Bytes to return from offset; default to the end. A range past the end returns the bytes that exist. */
   length?: number | undefined;
+  /**
+   * A buffer the store may read the answer into, so that a caller copying many objects reuses memory that is
+   * already mapped instead of allocating (and page-faulting) a new buffer per object. When the answer fits,
+   * a store may return a view of `into`; otherwise, or if it cannot, it returns a new buffer. Either way the
+   * caller must not reuse `into` while it holds the answer. Only a hint: stores are free to ignore it.
+   */
+  into?: Buffer | undefined;
+  /**
+   * Filled by stores that can with the MD5 the server states for the whole object (an S3 ETag that is a plain
+   * MD5: a single-part upload, no KMS or customer-key encryption). The server's claim, not checked against
+   * the bytes: good as the Content-MD5 of a copy (see PutCheckedOptions.md5), not as proof of anything.
+   */
+  digest?: { md5?: Buffer | undefined } | undefined;
+}
+
+export interface PutCheckedOptions extends CallOptions {
+  /**
+   * The MD5 of `data` as stated elsewhere (the source's digest from GetOptions.digest): sent instead of hashing
+   * the bytes again. If it is wrong the put still stores `data`: a server that checks Content-MD5 refuses it,
+   * and the store then hashes and puts again; one that does not answers a digest that differs (false).
+   */
+  md5?: Buffer | undefined;
 }
 
 export interface ListOptions extends CallOptions {
@@ -81,7 +103,7 @@ export function canSweepTemp(store: ObjectStore): store is ObjectStore & TempSwe
  * A mismatch is not an error here, for the reason above. Wrappers forward it.
  */
 export interface CheckedPutter {
-  putChecked(key: string, data: Buffer, options?: CallOptions): Promise<boolean | undefined>;
+  putChecked(key: string, data: Buffer, options?: PutCheckedOptions): Promise<boolean | undefined>;
 }
 
 export function canPutChecked(store: ObjectStore): store is ObjectStore & CheckedPutter {

@@ -49,6 +49,8 @@ export interface S3Server {
   /** `http://127.0.0.1:PORT`. */
   readonly endpoint: string;
   readonly port: number;
+  /** The server process's pid (benches read its CPU time from /proc). */
+  readonly pid: number;
   /** The buckets created at start. */
   readonly buckets: readonly string[];
   /**
@@ -138,6 +140,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
   return {
     endpoint,
     port,
+    pid: child.pid!,
     buckets,
     url(prefix = '', bucket = buckets[0]!) {
       const at = prefix === '' ? '' : `/${prefix}`;

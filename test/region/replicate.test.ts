@@ -97,12 +97,15 @@ describe('replicator killed with SIGKILL', () => {
     const args = ['replicate', lab.metaUrl, '--once', '--parallel', '4', '--bwlimit', '1M'];
     let kills = 0;
     const progress: number[] = [];
-    for (let i = 0; i < 8 && kills < 6; i++) {
-      const r = await runCli(args, 500 + Math.floor(rnd() * 700));
+    // A kill that came before the first mark (a slow start on a busy machine) waits longer the next time.
+    let waitMs = 500;
+    for (let i = 0; i < 12 && kills < 6; i++) {
+      const r = await runCli(args, waitMs + Math.floor(rnd() * 700));
       if (r.signal === 'SIGKILL') kills++;
       else assert.equal(r.code, 0, r.stderr);
       const { meta } = await lab.tools();
       progress.push([...(await meta.listSlices()).values()].filter((s) => s.copies !== undefined).length);
+      if (r.signal === 'SIGKILL' && progress[progress.length - 1] === (progress[progress.length - 2] ?? 0)) waitMs = Math.min(waitMs * 2, 8000);
     }
     assert.ok(kills >= 5, `killed ${kills} times`);
     // Work done before a kill is kept: the marked slices only grow.
