@@ -17,7 +17,9 @@
  * or this client changed something since they were read (see FerryOps.readdirplus).
  */
 
-import { RECORDS, type DirEntries, type DirEntriesPlus, type FuseStat } from './boundary.js';
+import type { Attr } from '../meta/types.js';
+import { RECORDS, type DirEntries, type DirEntriesPlus } from './boundary.js';
+import { putStat } from './stat.js';
 
 /** Fields per stat record. */
 export const STAT_FIELDS = RECORDS.stat.length;
@@ -45,7 +47,7 @@ export class Listing {
   readonly takenChanges: number;
   private plus: Plus | undefined;
   /** Attributes added while taking a plus listing (see add), laid out by `seal`. */
-  private pending: Array<FuseStat | undefined> | undefined;
+  private pending: Array<Attr | undefined> | undefined;
 
   constructor(takenAt: number, takenChanges: number, withAttrs: boolean) {
     this.takenAt = takenAt;
@@ -62,11 +64,11 @@ export class Listing {
   }
 
   /** One entry, with its attributes in a listing taken with them (undefined there: none). */
-  add(name: string, ino: number, mode: number, st?: FuseStat): void {
+  add(name: string, ino: number, mode: number, a?: Attr): void {
     this.names.push(name);
     this.inos.push(ino);
     this.modes.push(mode);
-    this.pending?.push(st);
+    this.pending?.push(a);
   }
 
   /** Lays out the names and attributes of a plus listing (once every entry is added). */
@@ -96,14 +98,15 @@ export class Listing {
   }
 
   /** Entry i's attributes (undefined: none), as read at `readAt` with the change count `readChanges`. */
-  setAttr(i: number, st: FuseStat | undefined, readAt?: number, readChanges?: number): void {
+  setAttr(i: number, a: Attr | undefined, readAt?: number, readChanges?: number): void {
     const p = this.plusOf();
     const at = i * STAT_FIELDS;
-    if (st === undefined) {
+    if (a === undefined) {
       p.attrs.fill(0, at, at + STAT_FIELDS);
       p.attrs[at + INO_FIELD] = this.inos[i]!;
+    } else {
+      putStat(p.attrs, at, a);
     }
-    else for (let k = 0; k < STAT_FIELDS; k++) p.attrs[at + k] = st[RECORDS.stat[k]!];
     if (readAt !== undefined) p.readAt[i] = readAt;
     if (readChanges !== undefined) p.readChanges[i] = readChanges;
   }

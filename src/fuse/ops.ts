@@ -35,15 +35,17 @@
 import { readFile } from 'node:fs/promises';
 import { ERRNO, FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
-import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCount, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
+import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, Vfs, type Handle } from '../vfs/vfs.js';
 import type { Caller, DirEntries, DirEntriesPlus, FuseLock, FuseStat, FuseStatfs, OpenReply, SetAttrArgs } from './boundary.js';
 import { Listing } from './listing.js';
+import { BLKSIZE, toFuseStat } from './stat.js';
 import type { MountStats } from './stats.js';
 import { AccessLog, type RequestInfo } from './accesslog.js';
 import { counterOf, gaugeOf } from '../obs/metrics.js';
 
 export type { DirEntries, DirEntriesPlus, FuseStat, SetAttrArgs } from './boundary.js';
+export { toFuseStat } from './stat.js';
 
 /** The virtual counters file at the mount root. */
 export const STATS_NAME = '.stats';
@@ -62,8 +64,6 @@ function isVirtual(ino: number): boolean {
 /** .stats handles are numbered from here (Vfs numbers its handles from 1). */
 const STATS_FH_BASE = 0x40000000;
 
-/** st_blksize: the I/O size tools like cp use for their buffers. */
-const BLKSIZE = 131072;
 /** Entries asked of the engine per readdir page. */
 const READDIR_PAGE = 1000;
 /**
@@ -73,6 +73,8 @@ const READDIR_PAGE = 1000;
 const LISTING_CACHE_ENTRIES_MAX = 200_000;
 /** Entries more than asked that a refresh of a listing's attributes scans (names added since it was taken). */
 const REFRESH_SLACK = 64;
+/** A listing's attributes older than this share of its TTL are read again before they go out. */
+const REFRESH_AGE_SHARE = 0.75;
 /**
  * Extended attributes the mount keeps no values for: setting one fails ENOTSUP (EOPNOTSUPP), listxattr leaves
  * them out, and getxattr answers the errno below — in the addon itself, without a call (`xattrAnswers`):
@@ -107,23 +109,6 @@ export interface MountLog {
   error(msg: string, err?: unknown): void;
 }
 
-export function toFuseStat(a: Attr): FuseStat {
-  return {
-    mode: TYPE_BITS[a.type] | (a.mode & 0o7777),
-    uid: a.uid,
-    gid: a.gid,
-    size: a.length,
-    nlink: linkCount(a),
-    ino: a.ino,
-    rdev: a.rdev,
-    blksize: BLKSIZE,
-    blocks: blockCount(a),
-    atime: a.atime,
-    mtime: a.mtime,
-    ctime: a.ctime,
-    dev: 0,
-  };
-}
 
 const TYPE_OF_MODE = new Map<number, FileType>(Object.entries(TYPE_BITS).map(([t, bits]) => [bits, t as FileType]));
 
@@ -546,9 +531,10 @@ export class FerryOps {
   /**
    * Entries with their attributes from offset on (what bytes can hold). At offset 0 the handle takes a
    * listing: a kept one (see `listings`) or one from the engine, names and attributes from the same reads.
-   * Attributes go out at most half the listing TTL old and read after this client's last change: a range
-   * that is older (a slow reader of a big directory) or that this client may have changed since (a chmod
-   * between two requests, which the kernel would otherwise see undone) is read again first, in one scan.
+   * Attributes go out read after this client's last change and at most REFRESH_AGE_SHARE of the listing TTL
+   * old: a range that this client may have changed since (a chmod between two requests, which the kernel
+   * would otherwise see undone) or that is older (a slow reader of a big directory: the kernel would keep
+   * them for almost no time and look each name up) is read again first, in one scan.
    */
   async readdirplus(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntriesPlus> {
     let d = this.dirs.get(fh);
@@ -560,7 +546,7 @@ export class FerryOps {
     }
     const from = Math.min(offset, d.size);
     const to = d.plusEnd(from, bytes);
-    if (this.listingTtlMs > 0 && !d.fresh(from, to, performance.now(), this.listingTtlMs / 2, this.vfs.changes)) await this.refreshAttrs(ino, d, from, to);
+    if (this.listingTtlMs > 0 && !d.fresh(from, to, performance.now(), this.listingTtlMs * REFRESH_AGE_SHARE, this.vfs.changes)) await this.refreshAttrs(ino, d, from, to);
     return d.viewPlus(from, to, performance.now());
   }
 
@@ -606,7 +592,7 @@ export class FerryOps {
     const changes = this.vfs.changes;
     const dots = Math.min(to, 2);
     if (from < dots) {
-      const dir = toFuseStat(await this.vfs.attr(ino));
+      const dir = await this.vfs.attr(ino);
       for (let i = from; i < dots; i++) d.setAttr(i, { ...dir, ino: d.inos[i]! }, readAt, changes);
     }
     const first = Math.max(from, 2);
@@ -616,14 +602,14 @@ export class FerryOps {
     for (const e of page) if (e.attr !== undefined) now.set(e.name, e.attr);
     for (let i = first; i < to; i++) {
       const a = now.get(d.names[i]!);
-      d.setAttr(i, a !== undefined && a.ino === d.inos[i] ? toFuseStat(a) : undefined, readAt, changes);
+      d.setAttr(i, a !== undefined && a.ino === d.inos[i] ? a : undefined, readAt, changes);
     }
   }
 
   /** A plain listing with attributes added (each through the lookup cache). */
   private async withAttrs(d: Listing): Promise<Listing> {
     const out = new Listing(performance.now(), this.vfs.changes, true);
-    for (let i = 0; i < d.size; i++) out.add(d.names[i]!, d.inos[i]!, d.modes[i]!, await this.attrOf(d.inos[i]!).catch(() => undefined));
+    for (let i = 0; i < d.size; i++) out.add(d.names[i]!, d.inos[i]!, d.modes[i]!, await this.vfs.attr(d.inos[i]!).catch(() => undefined));
     return out.seal();
   }
 
@@ -632,17 +618,16 @@ export class FerryOps {
     const out = new Listing(performance.now(), this.vfs.changes, withAttrs);
     const d = await this.vfs.attr(ino);
     if (d.type !== 'dir') throw new FsError('ENOTDIR');
-    const dirStat = toFuseStat(d);
     // The kernel takes no attributes with "." and ".." (the addon sends them without): inode and type suffice.
     const parent = d.ino === ROOT_INO ? ROOT_INO : d.parent;
-    out.add('.', d.ino, TYPE_BITS.dir, dirStat);
-    out.add('..', parent, TYPE_BITS.dir, { ...dirStat, ino: parent });
+    out.add('.', d.ino, TYPE_BITS.dir, d);
+    out.add('..', parent, TYPE_BITS.dir, { ...d, ino: parent });
     let after: string | undefined;
     for (;;) {
       const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE, plus: withAttrs });
       for (const e of page) {
         if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
-        out.add(e.name, e.ino, TYPE_BITS[e.type], e.attr === undefined ? undefined : toFuseStat(e.attr));
+        out.add(e.name, e.ino, TYPE_BITS[e.type], e.attr);
       }
       if (page.length < READDIR_PAGE) break;
       after = page[page.length - 1]!.name;
