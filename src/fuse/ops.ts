@@ -73,8 +73,6 @@ const READDIR_PAGE = 1000;
 const LISTING_CACHE_ENTRIES_MAX = 200_000;
 /** Entries more than asked that a refresh of a listing's attributes scans (names added since it was taken). */
 const REFRESH_SLACK = 64;
-/** A listing's attributes older than this share of its TTL are read again before they go out. */
-const REFRESH_AGE_SHARE = 0.75;
 /**
  * Extended attributes the mount keeps no values for: setting one fails ENOTSUP (EOPNOTSUPP), listxattr leaves
  * them out, and getxattr answers the errno below — in the addon itself, without a call (`xattrAnswers`):
@@ -531,10 +529,10 @@ export class FerryOps {
   /**
    * Entries with their attributes from offset on (what bytes can hold). At offset 0 the handle takes a
    * listing: a kept one (see `listings`) or one from the engine, names and attributes from the same reads.
-   * Attributes go out read after this client's last change and at most REFRESH_AGE_SHARE of the listing TTL
-   * old: a range that this client may have changed since (a chmod between two requests, which the kernel
-   * would otherwise see undone) or that is older (a slow reader of a big directory: the kernel would keep
-   * them for almost no time and look each name up) is read again first, in one scan.
+   * Attributes go out read after this client's last change and younger than the listing TTL: a range that
+   * this client may have changed since (a chmod between two requests, which the kernel would otherwise see
+   * undone) or that is older (a slow reader of a big directory: the kernel could keep them for no time at all
+   * and would look each name up) is read again first, in one scan.
    */
   async readdirplus(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntriesPlus> {
     let d = this.dirs.get(fh);
@@ -546,7 +544,7 @@ export class FerryOps {
     }
     const from = Math.min(offset, d.size);
     const to = d.plusEnd(from, bytes);
-    if (this.listingTtlMs > 0 && !d.fresh(from, to, performance.now(), this.listingTtlMs * REFRESH_AGE_SHARE, this.vfs.changes)) await this.refreshAttrs(ino, d, from, to);
+    if (this.listingTtlMs > 0 && !d.fresh(from, to, performance.now(), this.listingTtlMs, this.vfs.changes)) await this.refreshAttrs(ino, d, from, to);
     return d.viewPlus(from, to, performance.now());
   }
 
