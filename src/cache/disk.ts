@@ -43,8 +43,8 @@
  */
 
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, read, rmSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { mkdirSync, rmSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, peekBlockWhole, stripeSpan, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError } from '../errors.js';
@@ -169,22 +169,22 @@ function keptHead(h: FileHead): FileHead {
 }
 
 /**
- * The verified header and covering stripes of plain bytes [from, to) of the block in an open block file (fd) of
+ * The verified header and covering stripes of plain bytes [from, to) of the block in an open block file of
  * `key` (a striped codec version: the header, unless `known` gives it, and the stripes are read and checked),
  * 'whole' for a file that is not striped (it can only be read whole), or CorruptBlockError.
  */
-async function readFileStripes(fd: number, key: string, plainBytes: number, from: number, to: number, known: FileHead | undefined): Promise<{ head: FileHead; span: StripeSpan; data: Buffer } | 'whole'> {
+async function readFileStripes(fh: FileHandle, key: string, plainBytes: number, from: number, to: number, known: FileHead | undefined): Promise<{ head: FileHead; span: StripeSpan; data: Buffer } | 'whole'> {
   const at = 2 + Buffer.byteLength(key, 'utf8');
   let head = known;
   if (head === undefined) {
-    const file = await readAt(fd, at + blockHeaderBytes(plainBytes), 0);
+    const file = await readAt(fh, at + blockHeaderBytes(plainBytes), 0);
     const bytes = file.subarray(checkFileKey(file, key));
     const header = decodeBlockHeader(bytes, key, plainBytes);
     if (header === undefined) return 'whole';
     head = { bytes, header };
   }
   const span = stripeSpan(plainBytes, from, to);
-  const data = await readAt(fd, span.length, at + span.offset);
+  const data = await readAt(fh, span.length, at + span.offset);
   return { head, span, data: decodeStripes(head.header, span, data, key) };
 }
 
@@ -207,14 +207,14 @@ async function readFileInto(path: string, into: (fileBytes: number) => Buffer): 
   }
 }
 
-/** Up to `bytes` bytes at `position` of an open file (fewer at its end): one pread in the thread pool, as a rule. */
-async function readAt(fd: number, bytes: number, position: number): Promise<Buffer> {
+/** Up to `bytes` bytes at `position` (fewer at the end of the file). */
+async function readAt(fh: FileHandle, bytes: number, position: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(bytes);
   let filled = 0;
   while (filled < bytes) {
-    const n = await new Promise<number>((resolve, reject) => read(fd, buf, filled, bytes - filled, position + filled, (err, got) => (err === null ? resolve(got) : reject(err))));
-    if (n === 0) break;
-    filled += n;
+    const { bytesRead } = await fh.read(buf, filled, bytes - filled, position + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
   }
   return buf.subarray(0, filled);
 }
@@ -424,8 +424,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
         const plain = block.subarray(block.length - plainBytes);
         return { data: Buffer.from(plain.subarray(span.plainStart, span.plainEnd)), start: span.plainStart };
       },
-      async (fd, known) => {
-        const got = await readFileStripes(fd, key, plainBytes, from, to, known);
+      async (fh, known) => {
+        const got = await readFileStripes(fh, key, plainBytes, from, to, known);
         return got === 'whole' ? 'whole' : { part: { data: got.data, start: got.span.plainStart }, head: got.head };
       },
     );
@@ -452,8 +452,8 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       plainBytes,
       // Queued blocks were verified (or encoded here) before they were put.
       (block) => (block.length !== H + plainBytes || peekBlockWhole(block) ? 'whole' : { head: block.subarray(0, H), data: block.subarray(from, to) }),
-      async (fd, known) => {
-        const got = await readFileStripes(fd, key, plainBytes, from - H, to - H, known);
+      async (fh, known) => {
+        const got = await readFileStripes(fh, key, plainBytes, from - H, to - H, known);
         if (got === 'whole') return 'whole';
         const skip = from - got.span.offset;
         return { part: { head: got.head.bytes, data: got.data.subarray(skip, skip + (to - from)) }, head: got.head };
@@ -465,15 +465,14 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
    * A ranged read of block `key`: from its queued write (`pending`, given the job's codec object), else from its
    * file (`read`, given the open file and the file's verified header when the entry remembers it; it answers
    * the part and that header, which the entry then keeps); misses, hits and damage handled and counted as in
-   * `get`. 'whole' when the file can only be read whole (passed on, not counted). The file is opened and closed
-   * on the JS thread (microseconds each there, a thread-pool round trip each way otherwise): a small read of a
-   * file whose header is known costs one pread in the pool.
+   * `get`. 'whole' when the file can only be read whole (passed on, not counted). Every file call stays in the
+   * thread pool: a hung disk must leave the JS thread free (the disk tier then gives up on it, tier-cache.ts).
    */
   async #ranged<T>(
     key: string,
     plainBytes: number,
     pending: (block: Buffer) => T | 'whole',
-    read: (fd: number, known: FileHead | undefined) => Promise<{ part: T; head: FileHead } | 'whole'>,
+    read: (fh: FileHandle, known: FileHead | undefined) => Promise<{ part: T; head: FileHead } | 'whole'>,
   ): Promise<T | 'whole' | undefined> {
     if (this.#closed) return this.#miss();
     const name = nameOf(key);
@@ -493,11 +492,11 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
     const known = entry.key === key ? entry.head : undefined;
     let got: { part: T; head: FileHead } | 'whole';
     try {
-      const fd = openSync(this.#pathOf(name), 'r');
+      const fh = await open(this.#pathOf(name), 'r');
       try {
-        got = await read(fd, known);
+        got = await read(fh, known);
       } finally {
-        closeSync(fd);
+        await fh.close();
       }
     } catch (err) {
       if (err instanceof CorruptBlockError) {
