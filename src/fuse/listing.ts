@@ -1,7 +1,7 @@
 /**
  * A directory's listing as the mount hands it to the kernel: names, inode numbers and types in the order the
  * engine scanned them (a handle's offsets index it), and for readdirplus each entry's attributes, laid out
- * once so that a request for a range of it is answered with views (no copy, no object per entry):
+ * as they arrive so that a request for a range of it is answered with views (no copy, no object per entry):
  *
  *   names, inos, modes   arrays         plain readdir
  *   nameBytes            Buffer         every name in UTF-8, each ended by a NUL
@@ -12,9 +12,11 @@
  *   readAt, readChanges  Float64Array   per entry: when its attributes were read (performance.now(), ms) and
  *                                       the client's change count (Vfs.changes) when that read began
  *
- * Entry i's directory offset (where the kernel's next request starts) is i + 1, as in DirEntries. The names
- * are a snapshot (as readdir(3) allows); the attributes are refreshed range by range when they are too old
- * or this client changed something since they were read (see FerryOps.readdirplus).
+ * A listing fills page by page (FerryOps takes it from the engine in the background): a request waits only
+ * until the entries it can hold are in, or the listing is complete, so the kernel works on the first entries
+ * while the rest are read. Entry i's directory offset (where the kernel's next request starts) is i + 1, as in
+ * DirEntries. The names are a snapshot (as readdir(3) allows); the attributes are refreshed range by range
+ * when they are too old or this client changed something since they were read (see FerryOps.readdirplus).
  */
 
 import type { Attr } from '../meta/types.js';
@@ -29,9 +31,13 @@ const INO_FIELD = RECORDS.stat.indexOf('ino');
 const DIRENTPLUS_HEADER_BYTES = 152;
 /** The smallest entry of a plain listing (fuse_dirent: 24 bytes + name, 8-aligned). */
 const DIRENT_BYTES_MIN = 32;
+/** Entries a plus listing makes room for at first (it doubles as it grows). */
+const CAPACITY_MIN = 64;
 
 interface Plus {
   nameBytes: Buffer;
+  /** Bytes of nameBytes in use. */
+  nameBytesUsed: number;
   nameEnds: Uint32Array;
   attrs: Float64Array;
   readAt: Float64Array;
@@ -45,14 +51,27 @@ export class Listing {
   /** When the reads it was taken from began (performance.now(), ms), and the client's change count then. */
   readonly takenAt: number;
   readonly takenChanges: number;
-  private plus: Plus | undefined;
-  /** Attributes added while taking a plus listing (see add), laid out by `seal`. */
-  private pending: Array<Attr | undefined> | undefined;
+  /** Every entry is in (or taking it failed: `failure`). */
+  complete = false;
+  /** No handle wants it any more: the one filling it may stop. */
+  abandoned = false;
+  private failure: unknown;
+  private readonly plus: Plus | undefined;
+  private waiters: Array<() => void> = [];
 
   constructor(takenAt: number, takenChanges: number, withAttrs: boolean) {
     this.takenAt = takenAt;
     this.takenChanges = takenChanges;
-    if (withAttrs) this.pending = [];
+    if (withAttrs) {
+      this.plus = {
+        nameBytes: Buffer.allocUnsafe(CAPACITY_MIN * 16),
+        nameBytesUsed: 0,
+        nameEnds: new Uint32Array(CAPACITY_MIN),
+        attrs: new Float64Array(CAPACITY_MIN * STAT_FIELDS),
+        readAt: new Float64Array(CAPACITY_MIN),
+        readChanges: new Float64Array(CAPACITY_MIN),
+      };
+    }
   }
 
   get size(): number {
@@ -60,45 +79,74 @@ export class Listing {
   }
 
   get hasAttrs(): boolean {
-    return this.plus !== undefined || this.pending !== undefined;
+    return this.plus !== undefined;
   }
 
-  /** One entry, with its attributes in a listing taken with them (undefined there: none). */
-  add(name: string, ino: number, mode: number, a?: Attr): void {
+  /**
+   * One more entry, with its attributes in a listing taken with them (undefined there: none) as read at
+   * `readAt` with the change count `readChanges` (default: when the listing was taken).
+   */
+  add(name: string, ino: number, mode: number, a?: Attr, readAt = this.takenAt, readChanges = this.takenChanges): void {
+    const i = this.names.length;
     this.names.push(name);
     this.inos.push(ino);
     this.modes.push(mode);
-    this.pending?.push(a);
+    const p = this.plus;
+    if (p === undefined) return;
+    const nameBytes = Buffer.byteLength(name) + 1;
+    if (i >= p.nameEnds.length) this.grow(p, i + 1);
+    if (p.nameBytesUsed + nameBytes > p.nameBytes.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(2 * p.nameBytes.length, p.nameBytesUsed + nameBytes));
+      p.nameBytes.copy(bigger, 0, 0, p.nameBytesUsed);
+      p.nameBytes = bigger;
+    }
+    p.nameBytesUsed += p.nameBytes.write(name, p.nameBytesUsed);
+    p.nameBytes[p.nameBytesUsed++] = 0;
+    p.nameEnds[i] = p.nameBytesUsed;
+    this.setAttr(i, a, readAt, readChanges);
   }
 
-  /** Lays out the names and attributes of a plus listing (once every entry is added). */
-  seal(): this {
-    const sts = this.pending;
-    if (sts === undefined) return this;
-    this.pending = undefined;
-    const n = this.names.length;
-    let total = 0;
-    for (let i = 0; i < n; i++) total += Buffer.byteLength(this.names[i]!) + 1;
-    const p: Plus = {
-      nameBytes: Buffer.allocUnsafe(total),
-      nameEnds: new Uint32Array(n),
-      attrs: new Float64Array(n * STAT_FIELDS),
-      readAt: new Float64Array(n).fill(this.takenAt),
-      readChanges: new Float64Array(n).fill(this.takenChanges),
+  /** Room for at least n entries' arrays. */
+  private grow(p: Plus, n: number): void {
+    const cap = Math.max(n, 2 * p.nameEnds.length);
+    const more = <T extends Uint32Array | Float64Array>(old: T, make: (len: number) => T, per = 1): T => {
+      const out = make(cap * per);
+      out.set(old);
+      return out;
     };
-    let at = 0;
-    for (let i = 0; i < n; i++) {
-      at += p.nameBytes.write(this.names[i]!, at);
-      p.nameBytes[at++] = 0;
-      p.nameEnds[i] = at;
-    }
-    this.plus = p;
-    for (let i = 0; i < n; i++) this.setAttr(i, sts[i]);
-    return this;
+    p.nameEnds = more(p.nameEnds, (len) => new Uint32Array(len));
+    p.attrs = more(p.attrs, (len) => new Float64Array(len), STAT_FIELDS);
+    p.readAt = more(p.readAt, (len) => new Float64Array(len));
+    p.readChanges = more(p.readChanges, (len) => new Float64Array(len));
+  }
+
+  /** Every entry is in, or taking the rest failed with `err` (requests waiting for entries then fail). */
+  finish(err?: unknown): void {
+    if (this.complete) return;
+    this.complete = true;
+    if (err !== undefined) this.failure = err;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Entries were added: requests waiting for them go on. */
+  added(): void {
+    this.wake();
+  }
+
+  /** Waits until `ready()` or the listing is complete; rejects if taking it failed. */
+  async until(ready: () => boolean): Promise<void> {
+    while (!this.complete && !ready()) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Entry i's attributes (undefined: none), as read at `readAt` with the change count `readChanges`. */
-  setAttr(i: number, a: Attr | undefined, readAt?: number, readChanges?: number): void {
+  setAttr(i: number, a: Attr | undefined, readAt: number, readChanges: number): void {
     const p = this.plusOf();
     const at = i * STAT_FIELDS;
     if (a === undefined) {
@@ -107,13 +155,18 @@ export class Listing {
     } else {
       putStat(p.attrs, at, a);
     }
-    if (readAt !== undefined) p.readAt[i] = readAt;
-    if (readChanges !== undefined) p.readChanges[i] = readChanges;
+    p.readAt[i] = readAt;
+    p.readChanges[i] = readChanges;
   }
 
   /** Whether entry i goes out with attributes. */
   hasAttr(i: number): boolean {
     return this.plusOf().attrs[i * STAT_FIELDS + MODE_FIELD] !== 0;
+  }
+
+  /** Whether a plain answer from offset can be given now (it fills `bytes`, or the listing is complete). */
+  rangeReady(offset: number, bytes: number): boolean {
+    return this.complete || offset + Math.ceil(bytes / DIRENT_BYTES_MIN) <= this.names.length;
   }
 
   /** Entries from offset on, at most what `bytes` of the kernel's plain listing buffer can hold (the addon stops where it is full). */
@@ -122,7 +175,7 @@ export class Listing {
     return { names: this.names.slice(offset, end), inos: this.inos.slice(offset, end), modes: this.modes.slice(offset, end) };
   }
 
-  /** Where a readdirplus answer from offset ends: the entries that fit `bytes` of the kernel's buffer. */
+  /** Where a readdirplus answer from offset ends: the entries in now that fit `bytes` of the kernel's buffer. */
   plusEnd(offset: number, bytes: number): number {
     const p = this.plusOf();
     const n = this.names.length;
@@ -137,6 +190,11 @@ export class Listing {
       end++;
     }
     return end;
+  }
+
+  /** Whether a readdirplus answer from offset can be given now (it fills `bytes`, or the listing is complete). */
+  plusReady(offset: number, bytes: number): boolean {
+    return this.complete || this.plusEnd(offset, bytes) < this.names.length;
   }
 
   /** Whether the attributes of entries [from, to) were read at most maxAgeMs ago, after the client's last change. */

@@ -523,16 +523,19 @@ export class FerryOps {
       d = await this.list(ino, false);
       if (this.dirs.has(fh)) this.dirs.set(fh, d);
     }
-    return d.range(offset, bytes);
+    const listing = d;
+    await listing.until(() => listing.rangeReady(offset, bytes));
+    return listing.range(offset, bytes);
   }
 
   /**
    * Entries with their attributes from offset on (what bytes can hold). At offset 0 the handle takes a
-   * listing: a kept one (see `listings`) or one from the engine, names and attributes from the same reads.
-   * Attributes go out read after this client's last change and younger than the listing TTL: a range that
-   * this client may have changed since (a chmod between two requests, which the kernel would otherwise see
-   * undone) or that is older (a slow reader of a big directory: the kernel could keep them for no time at all
-   * and would look each name up) is read again first, in one scan.
+   * listing: a kept one (see `listings`) or one from the engine, names and attributes from the same reads,
+   * filled page by page while the first requests are answered. Attributes go out read after this client's
+   * last change and younger than the listing TTL: a range that this client may have changed since (a chmod
+   * between two requests, which the kernel would otherwise see undone) or that is older (a slow reader of a
+   * big directory: the kernel could keep them for no time at all and would look each name up) is read again
+   * first, in one scan.
    */
   async readdirplus(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntriesPlus> {
     let d = this.dirs.get(fh);
@@ -542,14 +545,19 @@ export class FerryOps {
       d = d !== undefined && offset > 0 ? await this.withAttrs(d) : await this.listPlus(ino);
       if (this.dirs.has(fh)) this.dirs.set(fh, d);
     }
-    const from = Math.min(offset, d.size);
-    const to = d.plusEnd(from, bytes);
-    if (this.listingTtlMs > 0 && !d.fresh(from, to, performance.now(), this.listingTtlMs, this.vfs.changes)) await this.refreshAttrs(ino, d, from, to);
-    return d.viewPlus(from, to, performance.now());
+    const listing = d;
+    await listing.until(() => listing.plusReady(offset, bytes));
+    const from = Math.min(offset, listing.size);
+    const to = listing.plusEnd(from, bytes);
+    if (this.listingTtlMs > 0 && !listing.fresh(from, to, performance.now(), this.listingTtlMs, this.vfs.changes)) await this.refreshAttrs(ino, listing, from, to);
+    return listing.viewPlus(from, to, performance.now());
   }
 
   releasedir(c: C, fh: number): Promise<void> {
+    const d = this.dirs.get(fh);
     this.dirs.delete(fh);
+    // A listing still being read that no handle and no one later may use: its reads can stop.
+    if (d !== undefined && !d.complete && this.listings.get(d.inos[0]!) !== d && ![...this.dirs.values()].includes(d)) d.abandoned = true;
     return Promise.resolve();
   }
 
@@ -560,9 +568,9 @@ export class FerryOps {
       if (kept.takenChanges === this.vfs.changes && performance.now() - kept.takenAt < this.listingTtlMs) return kept;
       this.forgetListing(ino);
     }
-    const d = await this.list(ino, true);
-    // Kept only if nothing of this client's changed while it was read.
-    if (this.listingTtlMs > 0 && d.takenChanges === this.vfs.changes && d.size <= LISTING_CACHE_ENTRIES_MAX) {
+    return this.list(ino, true, (d) => {
+      // Kept only if nothing of this client's changed while it was read.
+      if (this.listingTtlMs <= 0 || d.takenChanges !== this.vfs.changes || d.size > LISTING_CACHE_ENTRIES_MAX) return;
       this.forgetListing(ino);
       for (const k of this.listings.keys()) {
         if (this.listingEntries + d.size <= LISTING_CACHE_ENTRIES_MAX) break;
@@ -570,8 +578,7 @@ export class FerryOps {
       }
       this.listings.set(ino, d);
       this.listingEntries += d.size;
-    }
-    return d;
+    });
   }
 
   private forgetListing(ino: number): void {
@@ -604,15 +611,22 @@ export class FerryOps {
     }
   }
 
-  /** A plain listing with attributes added (each through the lookup cache). */
+  /** A plain listing (complete) with attributes added (each through the lookup cache). */
   private async withAttrs(d: Listing): Promise<Listing> {
+    await d.until(() => d.complete);
     const out = new Listing(performance.now(), this.vfs.changes, true);
     for (let i = 0; i < d.size; i++) out.add(d.names[i]!, d.inos[i]!, d.modes[i]!, await this.vfs.attr(d.inos[i]!).catch(() => undefined));
-    return out.seal();
+    out.finish();
+    return out;
   }
 
-  /** The directory's entries ("." and ".." first) from the engine, with their attributes if asked. */
-  private async list(ino: number, withAttrs: boolean): Promise<Listing> {
+  /**
+   * The directory's listing ("." and ".." first), with attributes if asked: answered once the directory is
+   * known to be one; its entries are read from the engine in the background, a page at a time, each page's
+   * attributes from the same reads, yielding to the event loop between pages (the kernel's requests for the
+   * first entries are answered meanwhile). `done` is called once it is complete without failure.
+   */
+  private async list(ino: number, withAttrs: boolean, done?: (d: Listing) => void): Promise<Listing> {
     const out = new Listing(performance.now(), this.vfs.changes, withAttrs);
     const d = await this.vfs.attr(ino);
     if (d.type !== 'dir') throw new FsError('ENOTDIR');
@@ -620,17 +634,31 @@ export class FerryOps {
     const parent = d.ino === ROOT_INO ? ROOT_INO : d.parent;
     out.add('.', d.ino, TYPE_BITS.dir, d);
     out.add('..', parent, TYPE_BITS.dir, { ...d, ino: parent });
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE, plus: withAttrs });
-      for (const e of page) {
-        if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
-        out.add(e.name, e.ino, TYPE_BITS[e.type], e.attr);
+    const fill = async (): Promise<void> => {
+      let after: string | undefined;
+      for (;;) {
+        if (out.abandoned) throw new FsError('EINTR', 'listing no longer wanted');
+        const readAt = performance.now();
+        const changes = this.vfs.changes;
+        const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE, plus: withAttrs });
+        for (const e of page) {
+          if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
+          out.add(e.name, e.ino, TYPE_BITS[e.type], e.attr, readAt, changes);
+        }
+        if (page.length < READDIR_PAGE) return;
+        out.added();
+        after = page[page.length - 1]!.name;
+        await new Promise((resolve) => setImmediate(resolve));
       }
-      if (page.length < READDIR_PAGE) break;
-      after = page[page.length - 1]!.name;
-    }
-    return out.seal();
+    };
+    fill().then(
+      () => {
+        out.finish();
+        done?.(out);
+      },
+      (err: unknown) => out.finish(err),
+    );
+    return out;
   }
 
   fsyncdir(): Promise<void> {
