@@ -5,7 +5,8 @@
  *   ls -l cold    the kernel's caches dropped and the mount fresh (unmounted and mounted again): what a new
  *                 client pays for names, attributes and the extended attributes `ls -l` asks for
  *   ls -l warm    the same again at once, on the same mount
- *   walk cold     Python's os.scandir + os.stat of every entry (what data loaders and `du` do), cold as above
+ *   walk cold     Python's os.scandir + os.stat of every entry (what data loaders and `du` do), cold as above,
+ *                 timed inside Python (the interpreter's start is left out)
  *   walk warm     the same again at once
  *
  * Each is the median of LIST_RUNS runs, in seconds. Ferry mounts with its defaults (1 s attribute and entry
@@ -25,13 +26,16 @@ const CLI = path.join(path.resolve(import.meta.dirname, '..'), 'dist/cli/main.js
 const LIST_FILES = Math.max(1000, Math.round(20_000 * Number(process.env['BENCH_SCALE'] ?? '1')));
 const LIST_RUNS = 3;
 
+/** Prints the seconds the walk took (the interpreter's start, slow on a loaded machine, left out). */
 const WALK = `
-import os, sys
+import os, sys, time
+t = time.perf_counter()
 n = 0
 for e in os.scandir(sys.argv[1]):
     os.stat(e.path)
     n += 1
 assert n == int(sys.argv[2]), n
+print(time.perf_counter() - t)
 `;
 
 const MAKE = `
@@ -46,11 +50,11 @@ async function dropCaches(): Promise<void> {
   await writeFile('/proc/sys/vm/drop_caches', '3\n').catch(() => process.stderr.write('(cannot drop caches: not root; cold numbers are warm)\n'));
 }
 
-/** Seconds a command takes (its output discarded). */
-async function timed(cmd: string, args: string[]): Promise<number> {
+/** Seconds a command takes (its output discarded), or the seconds it prints itself (`selfTimed`). */
+async function timed(cmd: string, args: string[], selfTimed = false): Promise<number> {
   const t = performance.now();
-  await exec(cmd, args, { maxBuffer: 64 << 20 });
-  return (performance.now() - t) / 1000;
+  const { stdout } = await exec(cmd, args, { maxBuffer: 64 << 20 });
+  return selfTimed ? Number(stdout.trim()) : (performance.now() - t) / 1000;
 }
 
 function median(xs: number[]): number {
@@ -69,14 +73,14 @@ interface Side {
 /** Cold and warm `ls -l` and walk of side.dir, medians of LIST_RUNS. */
 async function measure(side: Side): Promise<number[]> {
   const runs: number[][] = [[], [], [], []];
-  const ls = ['ls', ['-l', side.dir]] as const;
-  const walk = ['python3', ['-c', WALK, side.dir, String(LIST_FILES)]] as const;
+  const ls = ['ls', ['-l', side.dir], false] as const;
+  const walk = ['python3', ['-c', WALK, side.dir, String(LIST_FILES)], true] as const;
   for (let i = 0; i < LIST_RUNS; i++) {
-    for (const [k, [cmd, args]] of [ls, walk].entries()) {
+    for (const [k, [cmd, args, self]] of [ls, walk].entries()) {
       await side.remount();
       await dropCaches();
-      runs[2 * k]!.push(await timed(cmd, [...args]));
-      runs[2 * k + 1]!.push(await timed(cmd, [...args]));
+      runs[2 * k]!.push(await timed(cmd, [...args], self));
+      runs[2 * k + 1]!.push(await timed(cmd, [...args], self));
     }
   }
   return runs.map(median);
