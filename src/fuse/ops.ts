@@ -107,7 +107,6 @@ export interface MountLog {
   error(msg: string, err?: unknown): void;
 }
 
-
 const TYPE_OF_MODE = new Map<number, FileType>(Object.entries(TYPE_BITS).map(([t, bits]) => [bits, t as FileType]));
 
 export interface FerryOpsOptions {

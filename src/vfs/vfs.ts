@@ -589,8 +589,9 @@ export class Vfs {
       if (h.writable) await this.flushIno(h.ino);
     } finally {
       this.files.closed(h.ino);
-      // The last close of an unlinked file deletes it.
-      await this.changing(() => this.meta.release(h.ino));
+      // Not a change in the sense of `changes`: the last close of an unlinked file deletes an inode no name
+      // points to any more (the unlink was the change).
+      await this.meta.release(h.ino);
     }
   }
 
