@@ -5,6 +5,7 @@
  *   sequential write, then read of a 1 GiB file with 1 MiB requests: cold (kernel caches dropped) and warm
  *   random 4 KiB reads over that file for a few seconds (IOPS)
  *   create (1 KiB each) / stat / unlink of 10,000 small files, one at a time (ops/s)
+ *   ls -l and a scandir+stat walk of a directory of 20,000 empty files, cold and warm (bench/mount-listing.ts)
  *
  * Every side's create runs before any side's unlink, after a wait on ext4 without a journal (as on our VMs):
  * such an ext4 skips, at every new inode, each free inode of the group freed in the last minute (six minutes
@@ -23,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { formatVolume, openMetaEngine } from '../src/index.js';
+import { benchListing } from './mount-listing.js';
 import { writebackBench } from './mount-writeback.js';
 
 const exec = promisify(execFile);
@@ -177,6 +179,8 @@ async function main(): Promise<void> {
   lines.push(['ferry/bindfs', ...[fe.write / b.write, fe.coldRead / b.coldRead, fe.warmRead / b.warmRead, fe.randIops / b.randIops, fe.create / b.create, fe.stat / b.stat, fe.unlink / b.unlink].map((x) => `${x.toFixed(2)}x`)]);
   const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   for (const l of lines) console.log(l.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  console.log('');
+  for (const l of await benchListing()) console.log(l);
   // Write-back rows (bench/mount-writeback.ts): their own volumes, over s3rver; BENCH_WRITEBACK=0 skips them.
   if (process.env['BENCH_WRITEBACK'] !== '0') await writebackBench();
 }

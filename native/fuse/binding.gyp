@@ -7,6 +7,7 @@
         "src/registry.c",
         "src/ll_ops.c",
         "src/reply.c",
+        "src/dirplus.c",
         "src/reply_threads.c",
         "src/channel.c",
         "src/session.c",

@@ -46,7 +46,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, peekBlockWhole, stripeSpan, type StripeSpan } from '../chunk/codec.js';
+import { blockHeaderBytes, decodeBlock, decodeBlockHeader, decodeStripes, encodeBlock, peekBlockWhole, stripeSpan, type StripedHeader, type StripeSpan } from '../chunk/codec.js';
 import { CorruptBlockError } from '../errors.js';
 import type { BlockCache, BlockPart, CacheStats, EncodedBlockCache, RangedBlockCache } from './cache.js';
 import { checkCapacityBytes } from './memory.js';
@@ -103,6 +103,11 @@ interface Entry {
   /** Unknown for entries found by the scan until they are read. */
   key: string | undefined;
   bytes: number;
+  /**
+   * The file's block header (its encoded bytes and the verified stripe table), once a ranged read verified it:
+   * later ranged reads of the file read only their stripes. Dropped with the entry (a new put is a new entry).
+   */
+  head?: { bytes: Buffer; header: StripedHeader } | undefined;
 }
 
 interface WriteJob {
@@ -150,27 +155,37 @@ function checkFileKey(file: Buffer, key: string): number {
   return 2 + keyBytes;
 }
 
-/**
- * The verified header and covering stripes of plain bytes [from, to) of the block in an open block file of
- * `key` (a striped codec version: the header and the stripes are read and checked), 'whole' for a file that is
- * not striped (it can only be read whole), or CorruptBlockError.
- */
-async function readFileStripes(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<{ head: Buffer; span: StripeSpan; data: Buffer } | 'whole'> {
-  const headBytes = 2 + Buffer.byteLength(key, 'utf8') + blockHeaderBytes(plainBytes);
-  const file = await readAt(fh, headBytes, 0);
-  const at = checkFileKey(file, key);
-  const head = file.subarray(at);
-  const header = decodeBlockHeader(head, key, plainBytes);
-  if (header === undefined) return 'whole';
-  const span = stripeSpan(plainBytes, from, to);
-  const data = await readAt(fh, span.length, at + span.offset);
-  return { head, span, data: decodeStripes(header, span, data, key) };
+/** A block file's verified header: its encoded bytes and the stripe table they hold. */
+interface FileHead {
+  bytes: Buffer;
+  header: StripedHeader;
 }
 
-/** Plain bytes covering [from, to) of the block in an open block file of `key` (see readFileStripes). */
-async function readFileRange(fh: FileHandle, key: string, plainBytes: number, from: number, to: number): Promise<BlockPart | 'whole'> {
-  const got = await readFileStripes(fh, key, plainBytes, from, to);
-  return got === 'whole' ? 'whole' : { data: got.data, start: got.span.plainStart };
+/** A header to keep: one copy of its bytes (a view of a read buffer that also held the file's key), the table a view of it. */
+function keptHead(h: FileHead): FileHead {
+  const bytes = Buffer.from(h.bytes);
+  const at = h.header.table.byteOffset - h.bytes.byteOffset;
+  return { bytes, header: { plainBytes: h.header.plainBytes, table: bytes.subarray(at, at + h.header.table.length) } };
+}
+
+/**
+ * The verified header and covering stripes of plain bytes [from, to) of the block in an open block file of
+ * `key` (a striped codec version: the header, unless `known` gives it, and the stripes are read and checked),
+ * 'whole' for a file that is not striped (it can only be read whole), or CorruptBlockError.
+ */
+async function readFileStripes(fh: FileHandle, key: string, plainBytes: number, from: number, to: number, known: FileHead | undefined): Promise<{ head: FileHead; span: StripeSpan; data: Buffer } | 'whole'> {
+  const at = 2 + Buffer.byteLength(key, 'utf8');
+  let head = known;
+  if (head === undefined) {
+    const file = await readAt(fh, at + blockHeaderBytes(plainBytes), 0);
+    const bytes = file.subarray(checkFileKey(file, key));
+    const header = decodeBlockHeader(bytes, key, plainBytes);
+    if (header === undefined) return 'whole';
+    head = { bytes, header };
+  }
+  const span = stripeSpan(plainBytes, from, to);
+  const data = await readAt(fh, span.length, at + span.offset);
+  return { head, span, data: decodeStripes(head.header, span, data, key) };
 }
 
 /** A whole file, read into the first bytes of `into(its size)`. */
@@ -409,7 +424,10 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
         const plain = block.subarray(block.length - plainBytes);
         return { data: Buffer.from(plain.subarray(span.plainStart, span.plainEnd)), start: span.plainStart };
       },
-      (fh) => readFileRange(fh, key, plainBytes, from, to),
+      async (fh, known) => {
+        const got = await readFileStripes(fh, key, plainBytes, from, to, known);
+        return got === 'whole' ? 'whole' : { part: { data: got.data, start: got.span.plainStart }, head: got.head };
+      },
     );
     return got === 'whole' ? this.#whole(key) : got;
   }
@@ -434,21 +452,28 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       plainBytes,
       // Queued blocks were verified (or encoded here) before they were put.
       (block) => (block.length !== H + plainBytes || peekBlockWhole(block) ? 'whole' : { head: block.subarray(0, H), data: block.subarray(from, to) }),
-      async (fh) => {
-        const got = await readFileStripes(fh, key, plainBytes, from - H, to - H);
+      async (fh, known) => {
+        const got = await readFileStripes(fh, key, plainBytes, from - H, to - H, known);
         if (got === 'whole') return 'whole';
         const skip = from - got.span.offset;
-        return { head: got.head, data: got.data.subarray(skip, skip + (to - from)) };
+        return { part: { head: got.head.bytes, data: got.data.subarray(skip, skip + (to - from)) }, head: got.head };
       },
     );
   }
 
   /**
    * A ranged read of block `key`: from its queued write (`pending`, given the job's codec object), else from its
-   * file (`read`, given the open file); misses, hits and damage handled and counted as in `get`. 'whole' when the
-   * file can only be read whole (passed on, not counted).
+   * file (`read`, given the open file and the file's verified header when the entry remembers it; it answers
+   * the part and that header, which the entry then keeps); misses, hits and damage handled and counted as in
+   * `get`. 'whole' when the file can only be read whole (passed on, not counted). Every file call stays in the
+   * thread pool: a hung disk must leave the JS thread free (the disk tier then gives up on it, tier-cache.ts).
    */
-  async #ranged<T>(key: string, plainBytes: number, pending: (block: Buffer) => T | 'whole', read: (fh: FileHandle) => Promise<T | 'whole'>): Promise<T | 'whole' | undefined> {
+  async #ranged<T>(
+    key: string,
+    plainBytes: number,
+    pending: (block: Buffer) => T | 'whole',
+    read: (fh: FileHandle, known: FileHead | undefined) => Promise<{ part: T; head: FileHead } | 'whole'>,
+  ): Promise<T | 'whole' | undefined> {
     if (this.#closed) return this.#miss();
     const name = nameOf(key);
     const job = this.#pending.get(name);
@@ -464,11 +489,12 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
     // Not yet seen by the startup scan: the whole get handles that (it indexes what it finds).
     if (entry === undefined) return this.#scanning && !this.#removedDuringScan.has(name) ? 'whole' : this.#miss();
     if (entry.key !== undefined && entry.key !== key) return this.#miss();
-    let part: T | 'whole';
+    const known = entry.key === key ? entry.head : undefined;
+    let got: { part: T; head: FileHead } | 'whole';
     try {
       const fh = await open(this.#pathOf(name), 'r');
       try {
-        part = await read(fh);
+        got = await read(fh, known);
       } finally {
         await fh.close();
       }
@@ -484,13 +510,14 @@ export class DiskBlockCache implements BlockCache, RangedBlockCache, EncodedBloc
       }
       return this.#miss();
     }
-    if (part === 'whole') return 'whole';
+    if (got === 'whole') return 'whole';
     this.#hits++;
     if (this.#index.get(name) === entry) {
       entry.key = key;
+      if (entry.head === undefined) entry.head = keptHead(got.head);
       this.#touch(entry);
     }
-    return part;
+    return got.part;
   }
 
   async #whole(key: string): Promise<BlockPart | undefined> {

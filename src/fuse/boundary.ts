@@ -91,6 +91,17 @@ export interface DirEntries {
   modes: number[];
 }
 
+/**
+ * Directory entries with their attributes (readdirplus), from some offset on, as the addon takes them: the
+ * names each ended by a NUL in one buffer, and one stat record (RECORDS.stat's fields) per name in one flat
+ * array. ageMs: how old the attributes are; the kernel caches them for what is left of its timeouts.
+ */
+export interface DirEntriesPlus {
+  nameBytes: Buffer;
+  attrs: Float64Array;
+  ageMs: number;
+}
+
 type C = Caller | undefined;
 
 /**
@@ -100,6 +111,11 @@ type C = Caller | undefined;
 export interface FuseOps {
   /** Runs one operation: exactly one answer, errors mapped to -errno, unknown errors logged (EIO). */
   run<T>(op: string, fn: () => Promise<T>, done: (res: number, value?: T) => void): void;
+  /**
+   * Extended attributes the mount keeps no values for, with the errno getxattr of each answers: the addon
+   * answers those itself, without a call (the kernel asks for some before every write, `ls -l` for others).
+   */
+  readonly xattrAnswers?: ReadonlyArray<readonly [name: string, errno: number]>;
   /** Whether someone reads the access log; while so, the binding sets `nextRequest` just before `run`. */
   readonly accessLog?: { readonly active: boolean };
   nextRequest?: RequestInfo | undefined;
@@ -132,6 +148,8 @@ export interface FuseOps {
   opendir(c: C, ino: number): Promise<number>;
   /** Entries from offset on (at most what bytes can hold). */
   readdir(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntries>;
+  /** Entries with their attributes from offset on (at most what bytes can hold); the addon only. */
+  readdirplus(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntriesPlus>;
   releasedir(c: C, fh: number): Promise<void>;
   fsyncdir(): Promise<void>;
   statfs(): Promise<FuseStatfs>;
@@ -149,8 +167,11 @@ export interface FuseOps {
 
 // ------------------------------------------------------------------------------------------ the addon's table
 
-/** JS types on the wire. A string may be null (no name from libfuse); records are arrays of numbers. */
-export type WireType = 'number' | 'string' | 'bigint' | 'buffer' | 'number[]' | 'string[]' | 'stat' | 'statfs' | 'lock';
+/**
+ * JS types on the wire. A string may be null (no name from libfuse); records are arrays of numbers;
+ * float64[] is a Float64Array.
+ */
+export type WireType = 'number' | 'string' | 'bigint' | 'buffer' | 'number[]' | 'string[]' | 'float64[]' | 'stat' | 'statfs' | 'lock';
 type Entry = readonly [name: string, type: WireType];
 
 /** Every dispatch call starts with these, events (init, done) included (id, uid, gid, pid 0 there). */
@@ -205,6 +226,7 @@ export const OPS = {
   },
   flock: { args: [['ino', 'number'], ['fh', 'number'], ['flockOp', 'number'], ['lockOwner', 'bigint']], reply: [] },
   fallocate: { args: [['ino', 'number'], ['fh', 'number'], ['fallocateMode', 'number'], ['offset', 'number'], ['length', 'number']], reply: [] },
+  readdirplus: { args: [['ino', 'number'], ['fh', 'number'], ['size', 'number'], ['offset', 'number']], reply: [['nameBytes', 'buffer'], ['attrs', 'float64[]'], ['ageMs', 'number']] },
 } as const satisfies Record<string, { args: readonly Entry[]; reply?: readonly Entry[] }>;
 
 export type OpName = keyof typeof OPS;
@@ -219,7 +241,7 @@ export const RECORDS = {
 
 /** A position in a dispatch call's arguments that holds a T (read it with `arg`). */
 export type Slot<T> = number & { readonly slotOf?: T };
-type JsOf<W extends WireType> = W extends 'number' ? number : W extends 'string' ? string : W extends 'bigint' ? bigint : W extends 'buffer' ? Buffer : W extends 'string[]' ? string[] : number[];
+type JsOf<W extends WireType> = W extends 'number' ? number : W extends 'string' ? string : W extends 'bigint' ? bigint : W extends 'buffer' ? Buffer : W extends 'string[]' ? string[] : W extends 'float64[]' ? Float64Array : number[];
 type Slots<L extends readonly Entry[]> = { readonly [E in L[number] as E[0]]: Slot<JsOf<E[1]>> };
 
 function slots(list: readonly Entry[], from: number): Record<string, number> {
@@ -256,7 +278,8 @@ export interface AddonLayout {
 
 /** native/fuse's exports (native/fuse/src/module.c). */
 export interface FerryFuseAddon {
-  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number): object;
+  /** xattrAnswers: getxattr of these names is answered with the errno by the addon (FuseOps.xattrAnswers). */
+  mount(mountpoint: string, args: string[], dispatch: (...a: unknown[]) => void, attrTimeoutSec: number, entryTimeoutSec: number, xattrAnswers: ReadonlyArray<readonly [string, number]>): object;
   unmount(handle: object): void;
   exit(handle: object): void;
   close(handle: object): void;

@@ -156,7 +156,8 @@ export class Mount {
     const stats = new MountStats(opts.metrics);
     // Block store and cache counters (hits, misses, stored, dropped, ...) beside the FUSE ones.
     stats.addSource(() => vol.vfs.chunks.counters());
-    const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx });
+    const listingTtlMs = Math.min(args.attrTimeoutSec, args.entryTimeoutSec) * 1000;
+    const ops = new FerryOps(vol.vfs, { readOnly: opts.readOnly ?? false, log: opts.log, stats, ctx: vol.ctx, listingTtlMs });
     const fuse = createFuse(mnt, ops, args, opts.log);
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {

@@ -17,7 +17,10 @@
  *   - any number of mount options (fuse-native copies them into 1024 bytes);
  *   - read and write requests of max_read/max_write (1 MiB): the addon negotiates FUSE_MAX_PAGES, which
  *     libfuse 2.9 does not know (requests would stay at 128 KiB), and the mount raises the kernel's
- *     read-ahead to max_readahead (root only).
+ *     read-ahead to max_readahead (root only);
+ *   - listings with attributes (readdirplus, which libfuse 2.9 does not know either): `ls -l` of a
+ *     directory costs a few requests, not a lookup per name; getxattr of the names the mount keeps no values
+ *     for (FuseOps.xattrAnswers) is answered by the addon without a call.
  *
  * fuse-native (fallback: FUSE 2.9 high-level API, path based): fuseNativeOps resolves each path to an inode
  * (through Meta's lookup cache) and calls the same FerryOps. Its gaps, measured against its C source:
@@ -342,7 +345,8 @@ export class AddonFuse implements FuseInstance {
   mount(cb: (err: Error | null) => void): void {
     this.mountCb = cb;
     try {
-      this.handle = this.b.mount(this.mnt, ['-o', this.options.join(',')], (...a: unknown[]) => this.dispatch(a), this.timeouts.attrSec, this.timeouts.entrySec);
+      const dispatch = (...a: unknown[]): void => this.dispatch(a);
+      this.handle = this.b.mount(this.mnt, ['-o', this.options.join(',')], dispatch, this.timeouts.attrSec, this.timeouts.entrySec, this.ops.xattrAnswers ?? []);
     } catch (err) {
       this.mountCb = undefined;
       cb(new Error(err instanceof Error && err.message !== 'fuse_mount failed' ? err.message : 'fuse failed'));
@@ -541,6 +545,11 @@ export class AddonFuse implements FuseInstance {
         const p = ARG.readdir;
         return o.run(op, () => o.readdir(c, arg(a, p.ino), arg(a, p.fh), arg(a, p.offset), arg(a, p.size)), (res, d) =>
           res < 0 ? r(res) : r(0, d!.names, d!.inos, d!.modes));
+      }
+      case 'readdirplus': {
+        const p = ARG.readdirplus;
+        return o.run(op, () => o.readdirplus(c, arg(a, p.ino), arg(a, p.fh), arg(a, p.offset), arg(a, p.size)), (res, d) =>
+          res < 0 ? r(res) : r(0, d!.nameBytes, d!.attrs, d!.ageMs));
       }
       case 'releasedir': return this.plain(op, r, () => o.releasedir(c, arg(a, ARG.releasedir.fh)));
       case 'fsyncdir': return this.plain(op, r, () => o.fsyncdir());

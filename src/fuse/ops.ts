@@ -33,16 +33,19 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import { FsError, toErrno } from '../errors.js';
+import { ERRNO, FsError, toErrno } from '../errors.js';
 import { LOCK_EOF } from '../meta/locks.js';
-import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, blockCount, linkCount, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
+import { ROOT_INO, TRASH_INO, TRASH_NAME, TYPE_BITS, S_IFMT, type Attr, type Ctx, type FileType, type SetAttr } from '../meta/types.js';
 import { O_ACCMODE, O_APPEND, Vfs, type Handle } from '../vfs/vfs.js';
-import type { Caller, DirEntries, FuseLock, FuseStat, FuseStatfs, OpenReply, SetAttrArgs } from './boundary.js';
+import type { Caller, DirEntries, DirEntriesPlus, FuseLock, FuseStat, FuseStatfs, OpenReply, SetAttrArgs } from './boundary.js';
+import { Listing } from './listing.js';
+import { BLKSIZE, toFuseStat } from './stat.js';
 import type { MountStats } from './stats.js';
 import { AccessLog, type RequestInfo } from './accesslog.js';
 import { counterOf, gaugeOf } from '../obs/metrics.js';
 
-export type { DirEntries, FuseStat, SetAttrArgs } from './boundary.js';
+export type { DirEntries, DirEntriesPlus, FuseStat, SetAttrArgs } from './boundary.js';
+export { toFuseStat } from './stat.js';
 
 /** The virtual counters file at the mount root. */
 export const STATS_NAME = '.stats';
@@ -61,23 +64,33 @@ function isVirtual(ino: number): boolean {
 /** .stats handles are numbered from here (Vfs numbers its handles from 1). */
 const STATS_FH_BASE = 0x40000000;
 
-/** st_blksize: the I/O size tools like cp use for their buffers. */
-const BLKSIZE = 131072;
 /** Entries asked of the engine per readdir page. */
 const READDIR_PAGE = 1000;
-/** The smallest directory entry the kernel's buffer takes (fuse_dirent: 24 bytes + name, 8-aligned). */
-const DIRENT_BYTES_MIN = 32;
 /**
- * POSIX ACLs: the kernel passes their xattrs through (FUSE 2 has no ACL support). Ferry has no ACLs, so
- * setting one fails with ENOTSUP and tools (cp -a, rsync -A) fall back to chmod, as on a file system
- * mounted without ACLs.
+ * Listings kept across directory handles (see `listings`), in entries in all: about 150 bytes each. A larger
+ * directory is listed anew at every opendir.
  */
-const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+const LISTING_CACHE_ENTRIES_MAX = 200_000;
+/** Entries more than asked that a refresh of a listing's attributes scans (names added since it was taken). */
+const REFRESH_SLACK = 64;
 /**
- * File capabilities: not kept (as on a nosuid mount), so the kernel's check before every write (does the
- * file carry capabilities to drop?) is answered by the addon without a trip to JS (see native/fuse/src/ll_ops.c).
+ * Extended attributes the mount keeps no values for: setting one fails ENOTSUP (EOPNOTSUPP), listxattr leaves
+ * them out, and getxattr answers the errno below — in the addon itself, without a call (`xattrAnswers`):
+ *   - POSIX ACLs: FUSE 2 has no ACL support and Ferry keeps none (mode bits only). EOPNOTSUPP, as a file
+ *     system mounted without ACLs answers: cp -a, rsync -A and getfacl fall back to the mode bits, and
+ *     `ls -l` stops asking for the rest of the mount's files (it asks for every file while the answer is
+ *     ENODATA: a round trip per name of a listing);
+ *   - security.selinux: Ferry keeps no SELinux labels (an SELinux host labels a FUSE mount itself, genfs,
+ *     and answers for them before a request reaches the mount). EOPNOTSUPP, for the same reason as above;
+ *   - security.capability: file capabilities are not kept (as on a nosuid mount). The kernel asks before
+ *     every write whether the file carries capabilities to drop: ENODATA, "none".
  */
-const CAPS_XATTR = 'security.capability';
+const NO_XATTRS = new Map<string, 'ENODATA' | 'ENOTSUP'>([
+  ['system.posix_acl_access', 'ENOTSUP'],
+  ['system.posix_acl_default', 'ENOTSUP'],
+  ['security.selinux', 'ENOTSUP'],
+  ['security.capability', 'ENODATA'],
+]);
 /** How long a caller's supplementary groups are reused, ms. */
 const GROUPS_TTL_MS = 2000;
 /** Blocking lock waits retry between these delays, ms. */
@@ -94,24 +107,6 @@ export interface MountLog {
   error(msg: string, err?: unknown): void;
 }
 
-export function toFuseStat(a: Attr): FuseStat {
-  return {
-    mode: TYPE_BITS[a.type] | (a.mode & 0o7777),
-    uid: a.uid,
-    gid: a.gid,
-    size: a.length,
-    nlink: linkCount(a),
-    ino: a.ino,
-    rdev: a.rdev,
-    blksize: BLKSIZE,
-    blocks: blockCount(a),
-    atime: a.atime,
-    mtime: a.mtime,
-    ctime: a.ctime,
-    dev: 0,
-  };
-}
-
 const TYPE_OF_MODE = new Map<number, FileType>(Object.entries(TYPE_BITS).map(([t, bits]) => [bits, t as FileType]));
 
 export interface FerryOpsOptions {
@@ -120,6 +115,11 @@ export interface FerryOpsOptions {
   stats: MountStats;
   /** Identity that owns new files (fuse-native does not pass the caller's). */
   ctx: Ctx;
+  /**
+   * How long a directory's listing with attributes may answer later opendirs (ms; 0: never): the kernel's
+   * entry and attribute timeouts, the staleness the mount accepts anyway (see `listings`).
+   */
+  listingTtlMs?: number;
 }
 
 type C = Caller | undefined;
@@ -140,7 +140,18 @@ export class FerryOps {
   private readonly statsHandles = new Map<number, Buffer>();
   private nextStatsFh = STATS_FH_BASE;
   /** Listings of open directories, by directory handle (taken at the first readdir from offset 0). */
-  private readonly dirs = new Map<number, DirEntries | undefined>();
+  private readonly dirs = new Map<number, Listing | undefined>();
+  /**
+   * Listings with attributes by directory, kept for listingTtlMs to answer the next opendir of the same
+   * directory without the engine: the kernel may cache what they hold for as long anyway (readdirplus
+   * answers carry the age, so the kernel keeps them only for what is left of its timeouts). One is used only
+   * while this client changed nothing since its reads began (Vfs.changes): its own changes show at once,
+   * others' within the timeouts, as with the kernel's caches.
+   */
+  private readonly listings = new Map<number, Listing>();
+  private listingEntries = 0;
+  private readonly listingTtlMs: number;
+  readonly xattrAnswers: ReadonlyArray<readonly [string, number]> = [...NO_XATTRS].map(([name, code]) => [name, ERRNO[code]] as const);
   private nextDirFh = 1;
   /** Callers' supplementary groups by pid, with when they were read. */
   private readonly groups = new Map<number, { at: number; gids: Promise<number[]> }>();
@@ -153,6 +164,7 @@ export class FerryOps {
     this.readOnly = opts.readOnly;
     this.log = opts.log;
     this.stats = opts.stats;
+    this.listingTtlMs = opts.listingTtlMs ?? 0;
     const log = this.accessLog;
     gaugeOf(this.stats.registry, 'ferry_fuse_accesslog_readers', 'Handles reading /.accesslog now', () => log.readerCount);
     counterOf(this.stats.registry, 'ferry_fuse_accesslog_dropped_lines_total', 'Access log lines dropped for readers that fell behind', [], () => [[{}, log.dropped]]);
@@ -495,7 +507,7 @@ export class FerryOps {
   // ---------------------------------------------------------------- directories
 
   async opendir(c: C, ino: number): Promise<number> {
-    const a = await this.vfs.getattr(ino);
+    const a = await this.vfs.attr(ino);
     if (a.type !== 'dir') throw new FsError('ENOTDIR');
     if (this.dirs.size >= DIR_HANDLES_MAX) this.dirs.delete(this.dirs.keys().next().value!);
     const fh = this.nextDirFh++;
@@ -507,35 +519,144 @@ export class FerryOps {
   async readdir(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntries> {
     let d = this.dirs.get(fh);
     if (d === undefined || offset === 0) {
-      d = await this.list(ino);
+      d = await this.list(ino, false);
       if (this.dirs.has(fh)) this.dirs.set(fh, d);
     }
-    const end = Math.min(d.names.length, offset + Math.ceil(bytes / DIRENT_BYTES_MIN));
-    return { names: d.names.slice(offset, end), inos: d.inos.slice(offset, end), modes: d.modes.slice(offset, end) };
+    const listing = d;
+    await listing.until(() => listing.rangeReady(offset, bytes));
+    return listing.range(offset, bytes);
+  }
+
+  /**
+   * Entries with their attributes from offset on (what bytes can hold). At offset 0 the handle takes a
+   * listing: a kept one (see `listings`) or one from the engine, names and attributes from the same reads,
+   * filled page by page while the first requests are answered. Attributes go out read after this client's
+   * last change and younger than the listing TTL: a range that this client may have changed since (a chmod
+   * between two requests, which the kernel would otherwise see undone) or that is older (a slow reader of a
+   * big directory: the kernel could keep them for no time at all and would look each name up) is read again
+   * first, in one scan.
+   */
+  async readdirplus(c: C, ino: number, fh: number, offset: number, bytes: number): Promise<DirEntriesPlus> {
+    let d = this.dirs.get(fh);
+    if (d === undefined || offset === 0 || !d.hasAttrs) {
+      // A plain listing already handed out in part is not taken anew (its offsets would move): the kernel
+      // mixes plain and plus requests only under READDIRPLUS_AUTO, which the addon does not ask for.
+      d = d !== undefined && offset > 0 ? await this.withAttrs(d) : await this.listPlus(ino);
+      if (this.dirs.has(fh)) this.dirs.set(fh, d);
+    }
+    const listing = d;
+    await listing.until(() => listing.plusReady(offset, bytes));
+    const from = Math.min(offset, listing.size);
+    const to = listing.plusEnd(from, bytes);
+    if (this.listingTtlMs > 0 && !listing.fresh(from, to, performance.now(), this.listingTtlMs, this.vfs.changes)) await this.refreshAttrs(ino, listing, from, to);
+    return listing.viewPlus(from, to, performance.now());
   }
 
   releasedir(c: C, fh: number): Promise<void> {
+    const d = this.dirs.get(fh);
     this.dirs.delete(fh);
+    // A listing still being read that no handle and no one later may use: its reads can stop.
+    if (d !== undefined && !d.complete && this.listings.get(d.inos[0]!) !== d && ![...this.dirs.values()].includes(d)) d.abandoned = true;
     return Promise.resolve();
   }
 
-  private async list(ino: number): Promise<DirEntries> {
-    const d = await this.vfs.getattr(ino);
-    if (d.type !== 'dir') throw new FsError('ENOTDIR');
-    // Each entry's d_ino and d_type; a full stat is not needed.
-    const out: DirEntries = { names: ['.', '..'], inos: [d.ino, d.ino === ROOT_INO ? ROOT_INO : d.parent], modes: [TYPE_BITS.dir, TYPE_BITS.dir] };
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE });
-      for (const e of page) {
-        if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
-        out.names.push(e.name);
-        out.inos.push(e.ino);
-        out.modes.push(TYPE_BITS[e.type]);
-      }
-      if (page.length < READDIR_PAGE) break;
-      after = page[page.length - 1]!.name;
+  /** A listing with attributes: a kept one while it may stand (see `listings`), else from the engine. */
+  private async listPlus(ino: number): Promise<Listing> {
+    const kept = this.listings.get(ino);
+    if (kept !== undefined) {
+      if (kept.takenChanges === this.vfs.changes && performance.now() - kept.takenAt < this.listingTtlMs) return kept;
+      this.forgetListing(ino);
     }
+    return this.list(ino, true, (d) => {
+      // Kept only if nothing of this client's changed while it was read.
+      if (this.listingTtlMs <= 0 || d.takenChanges !== this.vfs.changes || d.size > LISTING_CACHE_ENTRIES_MAX) return;
+      this.forgetListing(ino);
+      for (const k of this.listings.keys()) {
+        if (this.listingEntries + d.size <= LISTING_CACHE_ENTRIES_MAX) break;
+        this.forgetListing(k);
+      }
+      this.listings.set(ino, d);
+      this.listingEntries += d.size;
+    });
+  }
+
+  private forgetListing(ino: number): void {
+    const kept = this.listings.get(ino);
+    if (kept === undefined) return;
+    this.listings.delete(ino);
+    this.listingEntries -= kept.size;
+  }
+
+  /**
+   * Reads the attributes of entries [from, to) again, in one scan from the name before them. An entry that
+   * is gone, or names another inode now, goes out without attributes (the kernel looks it up if it needs it).
+   */
+  private async refreshAttrs(ino: number, d: Listing, from: number, to: number): Promise<void> {
+    const readAt = performance.now();
+    const changes = this.vfs.changes;
+    const dots = Math.min(to, 2);
+    if (from < dots) {
+      const dir = await this.vfs.attr(ino);
+      for (let i = from; i < dots; i++) d.setAttr(i, { ...dir, ino: d.inos[i]! }, readAt, changes);
+    }
+    const first = Math.max(from, 2);
+    if (first >= to) return;
+    const page = await this.vfs.readdir(this.ctx, ino, { ...(first > 2 ? { after: d.names[first - 1]! } : {}), limit: to - first + REFRESH_SLACK, plus: true });
+    const now = new Map<string, Attr>();
+    for (const e of page) if (e.attr !== undefined) now.set(e.name, e.attr);
+    for (let i = first; i < to; i++) {
+      const a = now.get(d.names[i]!);
+      d.setAttr(i, a !== undefined && a.ino === d.inos[i] ? a : undefined, readAt, changes);
+    }
+  }
+
+  /** A plain listing (complete) with attributes added (each through the lookup cache). */
+  private async withAttrs(d: Listing): Promise<Listing> {
+    await d.until(() => d.complete);
+    const out = new Listing(performance.now(), this.vfs.changes, true);
+    for (let i = 0; i < d.size; i++) out.add(d.names[i]!, d.inos[i]!, d.modes[i]!, await this.vfs.attr(d.inos[i]!).catch(() => undefined));
+    out.finish();
+    return out;
+  }
+
+  /**
+   * The directory's listing ("." and ".." first), with attributes if asked: answered once the directory is
+   * known to be one; its entries are read from the engine in the background, a page at a time, each page's
+   * attributes from the same reads, yielding to the event loop between pages (the kernel's requests for the
+   * first entries are answered meanwhile). `done` is called once it is complete without failure.
+   */
+  private async list(ino: number, withAttrs: boolean, done?: (d: Listing) => void): Promise<Listing> {
+    const out = new Listing(performance.now(), this.vfs.changes, withAttrs);
+    const d = await this.vfs.attr(ino);
+    if (d.type !== 'dir') throw new FsError('ENOTDIR');
+    // The kernel takes no attributes with "." and ".." (the addon sends them without): inode and type suffice.
+    const parent = d.ino === ROOT_INO ? ROOT_INO : d.parent;
+    out.add('.', d.ino, TYPE_BITS.dir, d);
+    out.add('..', parent, TYPE_BITS.dir, { ...d, ino: parent });
+    const fill = async (): Promise<void> => {
+      let after: string | undefined;
+      for (;;) {
+        if (out.abandoned) throw new FsError('EINTR', 'listing no longer wanted');
+        const readAt = performance.now();
+        const changes = this.vfs.changes;
+        const page = await this.vfs.readdir(this.ctx, d.ino, { ...(after === undefined ? {} : { after }), limit: READDIR_PAGE, plus: withAttrs });
+        for (const e of page) {
+          if (d.ino === ROOT_INO && (e.ino === TRASH_INO || e.name === TRASH_NAME)) continue;
+          out.add(e.name, e.ino, TYPE_BITS[e.type], e.attr, readAt, changes);
+        }
+        if (page.length < READDIR_PAGE) return;
+        out.added();
+        after = page[page.length - 1]!.name;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    fill().then(
+      () => {
+        out.finish();
+        done?.(out);
+      },
+      (err: unknown) => out.finish(err),
+    );
     return out;
   }
 
@@ -574,25 +695,32 @@ export class FerryOps {
 
   async setxattr(c: C, ino: number, name: string, value: Buffer, flags: number): Promise<void> {
     this.writable();
-    if (ACL_XATTRS.has(name)) throw new FsError('ENOTSUP', 'no POSIX ACLs');
-    if (name === CAPS_XATTR) throw new FsError('ENOTSUP', 'no file capabilities');
+    const no = NO_XATTRS.get(name);
+    if (no !== undefined) throw new FsError('ENOTSUP', `${name} is not kept on a Ferry mount`);
     if (isVirtual(ino)) throw new FsError('EPERM');
     await this.vfs.setxattr(await this.who(c), ino, name, Buffer.from(value), flags);
   }
 
+  /** Names of NO_XATTRS are answered by the addon; this answers them the same way (fuse-native, tests). */
   async getxattr(c: C, ino: number, name: string): Promise<Buffer> {
-    if (isVirtual(ino) || ACL_XATTRS.has(name) || name === CAPS_XATTR) throw new FsError('ENODATA');
+    const no = NO_XATTRS.get(name);
+    if (no !== undefined) throw new FsError(no);
+    if (isVirtual(ino)) throw new FsError('ENODATA');
     return this.vfs.getxattr(await this.who(c), ino, name);
   }
 
   async listxattr(c: C, ino: number): Promise<string[]> {
     if (isVirtual(ino)) return [];
-    return this.vfs.listxattr(await this.who(c), ino);
+    // Values stored before the mount stopped keeping these names (or through the SDK) are not listed: they
+    // could not be read.
+    return (await this.vfs.listxattr(await this.who(c), ino)).filter((n) => !NO_XATTRS.has(n));
   }
 
   async removexattr(c: C, ino: number, name: string): Promise<void> {
     this.writable();
-    if (isVirtual(ino) || ACL_XATTRS.has(name)) throw new FsError('ENODATA');
+    const no = NO_XATTRS.get(name);
+    if (no !== undefined) throw new FsError(no);
+    if (isVirtual(ino)) throw new FsError('ENODATA');
     await this.vfs.removexattr(await this.who(c), ino, name);
   }
 

@@ -889,15 +889,18 @@ export class Meta implements MetaApi {
         const d = await this.dir(tx, ino);
         Meta.check(ctx, d, R_OK);
         const rows = await entries.scan(tx, ino, { after: opts.after, limit: opts.limit ?? SCAN_PAGE });
+        // The page's inodes asked all at once: engines that batch or pipeline reads answer them together.
+        const recs = opts.plus === true ? await Promise.all(rows.map(([, e]) => inodes.get(tx, e.ino))) : undefined;
         const out: DirEntry[] = [];
-        for (const [name, e] of rows) {
+        for (let i = 0; i < rows.length; i++) {
+          const [name, e] = rows[i]!;
           // Another client (or a hand-edited engine) may have stored anything: never hand out a name that could
           // escape a directory or confuse the kernel.
           const bad = nameProblem(name);
           if (bad !== undefined) throw err('EIO', `directory ${ino} holds an invalid entry (${bad}); run ferry fsck`);
           const entry: DirEntry = { name, ino: e.ino, type: e.type };
-          if (opts.plus) {
-            const a = await inodes.get(tx, e.ino);
+          if (recs !== undefined) {
+            const a = recs[i];
             if (a === undefined) continue; // raced with a delete in a non-isolated read
             entry.attr = { ...a, ino: e.ino };
           }

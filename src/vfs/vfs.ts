@@ -103,6 +103,8 @@ export class Vfs {
   private background = new Set<Promise<void>>();
   /** Bumped whenever a writer's pending length drops, before it does (see withWrites). */
   private flushEpoch = 0;
+  /** See `changes`. */
+  private changeCount = 0;
 
   /** Why nothing may change through this Vfs, or undefined (see VfsOptions.readOnlyReason). */
   readonly readOnly: string | undefined;
@@ -128,6 +130,26 @@ export class Vfs {
   /** The volume's format record (name, block size, ...). */
   get format(): FormatRec {
     return this.meta.format;
+  }
+
+  /**
+   * A count of this Vfs's own changes, bumped when each begins and when it ends (names, attributes, data,
+   * extended attributes; a write when it is buffered and when it is committed). Something read from the
+   * metadata while the count stayed the same reflects every change this client made: a front end may keep
+   * it (the FUSE mount's listings) for as long as other clients' changes may take to show.
+   */
+  get changes(): number {
+    return this.changeCount;
+  }
+
+  /** Runs one of this client's changes (see `changes`). */
+  private async changing<T>(fn: () => Promise<T>): Promise<T> {
+    this.changeCount++;
+    try {
+      return await fn();
+    } finally {
+      this.changeCount++;
+    }
   }
 
   /** Runs background work that is caught, reported and awaited by close(). */
@@ -229,7 +251,7 @@ export class Vfs {
 
   /** link(2): a new name for ino; its attributes with this process's buffered writes. */
   link(ctx: Ctx, ino: number, parent: number, name: string): Promise<Attr> {
-    return this.withWrites(() => this.meta.link(ctx, ino, parent, name));
+    return this.changing(() => this.withWrites(() => this.meta.link(ctx, ino, parent, name)));
   }
 
   /** A path's attributes (stat, lstat), with this process's buffered writes. */
@@ -247,11 +269,13 @@ export class Vfs {
    * truncate(2) of an inode the caller may truncate (the kernel checked it for the mount; truncatePath and
    * ftruncate check it here). Buffered writes are committed first.
    */
-  async truncate(ino: number, length: number): Promise<Attr> {
-    await this.flushIno(ino);
-    const a = await this.meta.truncate(ino, length);
-    this.files.changed(ino, a);
-    return a;
+  truncate(ino: number, length: number): Promise<Attr> {
+    return this.changing(async () => {
+      await this.flushIno(ino);
+      const a = await this.meta.truncate(ino, length);
+      this.files.changed(ino, a);
+      return a;
+    });
   }
 
   /** truncate(2) by path: needs write permission on the file. */
@@ -351,7 +375,7 @@ export class Vfs {
     const exclusive = (flags & O_EXCL) !== 0;
     const mask = Vfs.accessMask(flags);
     const m = this.meta;
-    const r = m.openCreate !== undefined ? await m.openCreate(ctx, parent, name, mode & 0o7777, mask, exclusive) : await openCreateVia(m, ctx, parent, name, mode & 0o7777, mask, exclusive);
+    const r = await this.changing(() => (m.openCreate !== undefined ? m.openCreate(ctx, parent, name, mode & 0o7777, mask, exclusive) : openCreateVia(m, ctx, parent, name, mode & 0o7777, mask, exclusive)));
     if (!r.opened) return { attr: r.attr, created: false };
     // A new file's handle gets the access asked for (O_ACCMODE 3 is read-write, as Linux treats it).
     const f = r.created ? ((flags & O_ACCMODE) === 3 ? O_RDWR : flags & O_ACCMODE) | (flags & O_APPEND) : flags;
@@ -376,8 +400,10 @@ export class Vfs {
         waitForRoom: () => this.waitForRoom(),
         onLengthDropped: () => {
           this.flushEpoch++;
+          this.changeCount++;
         },
         onCommitted: (i, attr, indexes, longest) => {
+          this.changeCount++;
           this.files.changed(i, attr, indexes);
           for (const index of indexes) this.maybeCompact(i, index, longest);
         },
@@ -414,7 +440,7 @@ export class Vfs {
     if (!Number.isSafeInteger(pos) || pos < 0) throw new FsError('EINVAL', 'bad position');
     if (data.length === 0) return pos;
     // An append may land after the process's own buffered appends, and moves to the real end at commit.
-    return this.writer(h.ino).write(pos, data, h.append);
+    return this.changing(() => this.writer(h.ino).write(pos, data, h.append));
   }
 
   /**
@@ -425,7 +451,7 @@ export class Vfs {
   private async dropSetId(h: Handle): Promise<void> {
     const a = await this.meta.getattr(h.ino);
     if (!hasSetId(a.mode)) return;
-    await this.meta.setattr(h.ctx, h.ino, { mode: a.mode & ~setIdBits(a.mode) });
+    await this.changing(() => this.meta.setattr(h.ctx, h.ino, { mode: a.mode & ~setIdBits(a.mode) }));
   }
 
   /**
@@ -438,7 +464,7 @@ export class Vfs {
     if (size !== undefined) await this.truncate(ino, size);
     if (rest.atime !== undefined || rest.mtime !== undefined) await this.flushIno(ino);
     if (Object.values(rest).every((v) => v === undefined)) return this.attr(ino);
-    const a = await this.withWrites(() => this.meta.setattr(ctx, ino, rest));
+    const a = await this.changing(() => this.withWrites(() => this.meta.setattr(ctx, ino, rest)));
     this.files.changed(ino, a, []);
     return a;
   }
@@ -611,6 +637,8 @@ export class Vfs {
       if (h.writable) await this.flushIno(h.ino);
     } finally {
       this.files.closed(h.ino);
+      // Not a change in the sense of `changes`: the last close of an unlinked file deletes an inode no name
+      // points to any more (the unlink was the change).
       await this.meta.release(h.ino);
     }
   }
@@ -623,7 +651,7 @@ export class Vfs {
     if (h.closed) throw new FsError('EBADF');
     if (!h.writable) throw new FsError('EBADF', 'not open for writing');
     await this.flushIno(h.ino);
-    const a = await this.meta.fallocate(h.ino, mode, offset, length);
+    const a = await this.changing(() => this.meta.fallocate(h.ino, mode, offset, length));
     this.files.changed(h.ino, a);
   }
 
@@ -637,7 +665,7 @@ export class Vfs {
     if (!dst.writable || dst.append) throw new FsError('EBADF', 'destination not open for writing');
     await this.flushIno(src.ino);
     await this.flushIno(dst.ino);
-    const n = await this.meta.copyFileRange(src.ino, srcOff, dst.ino, dstOff, length);
+    const n = await this.changing(() => this.meta.copyFileRange(src.ino, srcOff, dst.ino, dstOff, length));
     if (n > 0) this.files.changed(dst.ino, await this.meta.getattr(dst.ino));
     return n;
   }
@@ -647,15 +675,15 @@ export class Vfs {
   /** mknod(2) of any type but a directory or a symlink (devices need root); `mode` as given (umask applied). */
   mknod(ctx: Ctx, parent: number, name: string, type: Exclude<FileType, 'dir' | 'symlink'>, mode: number, rdev = 0): Promise<Attr> {
     if ((type === 'chr' || type === 'blk') && ctx.uid !== 0) return Promise.reject(new FsError('EPERM', 'only root may create devices'));
-    return this.meta.mknod(ctx, parent, name, type, mode & 0o7777, { rdev });
+    return this.changing(() => this.meta.mknod(ctx, parent, name, type, mode & 0o7777, { rdev }));
   }
 
   mkdir(ctx: Ctx, parent: number, name: string, mode: number): Promise<Attr> {
-    return this.meta.mkdir(ctx, parent, name, mode & 0o7777);
+    return this.changing(() => this.meta.mkdir(ctx, parent, name, mode & 0o7777));
   }
 
   symlink(ctx: Ctx, parent: number, name: string, target: string): Promise<Attr> {
-    return this.meta.symlink(ctx, parent, name, target);
+    return this.changing(() => this.meta.symlink(ctx, parent, name, target));
   }
 
   readlink(ino: number): Promise<string> {
@@ -663,21 +691,28 @@ export class Vfs {
   }
 
   async unlink(ctx: Ctx, parent: number, name: string): Promise<void> {
-    await this.meta.unlink(ctx, parent, name);
+    await this.changing(() => this.meta.unlink(ctx, parent, name));
   }
 
   async rmdir(ctx: Ctx, parent: number, name: string): Promise<void> {
-    await this.meta.rmdir(ctx, parent, name);
+    await this.changing(() => this.meta.rmdir(ctx, parent, name));
   }
 
   /** rename(2) / renameat2(2) flags (RENAME_NOREPLACE, RENAME_EXCHANGE). */
   async rename(ctx: Ctx, parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    await this.meta.rename(ctx, parent, name, newParent, newName, flags);
+    await this.changing(() => this.meta.rename(ctx, parent, name, newParent, newName, flags));
   }
 
-  /** One page of a directory (`after`: the last name of the previous page). */
-  readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
-    return this.meta.readdir(ctx, ino, opts);
+  /**
+   * One page of a directory (`after`: the last name of the previous page). With `plus`, each entry's
+   * attributes (from the same engine reads), with this process's buffered writes.
+   */
+  async readdir(ctx: Ctx, ino: number, opts: { after?: string; limit?: number; plus?: boolean } = {}): Promise<DirEntry[]> {
+    const page = await this.meta.readdir(ctx, ino, opts);
+    if (opts.plus === true && this.writers.size > 0) {
+      for (const e of page) if (e.attr !== undefined) e.attr = this.withWriterLength(e.attr);
+    }
+    return page;
   }
 
   /** access(2): mask of R_OK, W_OK, X_OK (0: existence). */
@@ -692,7 +727,7 @@ export class Vfs {
   // ---------------------------------------------------------------- extended attributes
 
   async setxattr(ctx: Ctx, ino: number, name: string, value: Buffer, flags = 0): Promise<void> {
-    await this.meta.setxattr(ctx, ino, name, value, flags);
+    await this.changing(() => this.meta.setxattr(ctx, ino, name, value, flags));
   }
 
   getxattr(ctx: Ctx, ino: number, name: string): Promise<Buffer> {
@@ -704,7 +739,7 @@ export class Vfs {
   }
 
   async removexattr(ctx: Ctx, ino: number, name: string): Promise<void> {
-    await this.meta.removexattr(ctx, ino, name);
+    await this.changing(() => this.meta.removexattr(ctx, ino, name));
   }
 
   // ---------------------------------------------------------------- locks (held in the engine, across clients)

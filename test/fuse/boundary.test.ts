@@ -222,6 +222,13 @@ const CASES: Record<RequestOp, Case[]> = {
       reply: { res: 0, values: { names: ['a', 'b'], inos: [5, 6], modes: [0o40000, 0o100000] } },
     },
   ],
+  readdirplus: [
+    {
+      call: ['readdirplus', V.ino, V.fh, V.offset, V.size],
+      result: { nameBytes: Buffer.from('a\0b\0'), attrs: new Float64Array(RECORDS.stat.length * 2).fill(7), ageMs: 12.5 },
+      reply: { res: 0, values: { nameBytes: Buffer.from('a\0b\0'), attrs: new Float64Array(RECORDS.stat.length * 2).fill(7), ageMs: 12.5 } },
+    },
+  ],
   releasedir: [{ call: ['releasedir', V.fh], reply: { res: 0 } }],
   fsyncdir: [{ call: ['fsyncdir'], reply: { res: 0 } }],
   statfs: [{ call: ['statfs'], result: STATFS, reply: { res: 0, values: { statfs: record(RECORDS.statfs, STATFS) } } }],

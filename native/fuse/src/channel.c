@@ -1,9 +1,18 @@
 /*
- * Our channel on /dev/fuse. libfuse 2.9 predates FUSE_MAX_PAGES (kernel protocol 7.28): without it the kernel
- * cuts every read and write request to 32 pages (128 KiB) whatever max_read/max_write say. This channel, on
- * libfuse's own descriptor, reads and writes as libfuse's does, and adds max_pages to the INIT answer when
- * the kernel offers it, so requests reach max_write/max_read (1 MiB). The receive buffer is sized for that.
- * The session reads and answers through it only; libfuse's channel (kch) keeps the descriptor and unmounts.
+ * Our channel on /dev/fuse, on libfuse's own descriptor: it reads and writes as libfuse's does, plus what
+ * libfuse 2.9 predates:
+ *   - FUSE_MAX_PAGES (kernel protocol 7.28): without it the kernel cuts every read and write request to 32
+ *     pages (128 KiB) whatever max_read/max_write say. max_pages is added to the INIT answer when the kernel
+ *     offers it, so requests reach max_write/max_read (1 MiB); the receive buffer is sized for that.
+ *   - READDIRPLUS (7.21): a directory listing whose entries carry their attributes, so `ls -l` of a big
+ *     directory costs a few requests instead of a LOOKUP per name. FUSE_DO_READDIRPLUS is added to the INIT
+ *     answer when the kernel offers it (without FUSE_READDIRPLUS_AUTO: every listing is a plus one, or the
+ *     kernel would fall back to plain listings after the first buffer and look up each name `ls -l` stats).
+ *     libfuse 2.9 answers an opcode it does not know ENOSYS, so a READDIRPLUS request is handed to it as the
+ *     READDIR it resembles (the same fuse_read_in) with plus_next set; ll_readdir then makes it an
+ *     OP_READDIRPLUS, answered in the kernel's direntplus format (dirplus.c).
+ * The session reads and answers through this channel only; libfuse's channel (kch) keeps the descriptor and
+ * unmounts.
  */
 
 #include "ferry_fuse.h"
@@ -15,6 +24,9 @@
 #include <unistd.h>
 
 #define FUSE_INIT_OPCODE 26
+#define FUSE_READDIR_OPCODE 28
+#define FUSE_READDIRPLUS_OPCODE 44
+#define FUSE_DO_READDIRPLUS_FLAG (1u << 13)
 #define FUSE_MAX_PAGES_FLAG (1u << 22)
 #define IN_HEADER_BYTES 40
 #define OUT_HEADER_BYTES 16
@@ -51,6 +63,10 @@ static int chan_receive(struct fuse_chan **chp, char *buf, size_t size) {
     if (opcode == FUSE_INIT_OPCODE && (size_t) res >= IN_HEADER_BYTES + 16) {
       memcpy(&m->init_unique, buf + 8, 8);
       memcpy(&m->kernel_flags, buf + IN_HEADER_BYTES + 12, 4);
+    } else if (opcode == FUSE_READDIRPLUS_OPCODE) {
+      uint32_t readdir = FUSE_READDIR_OPCODE;
+      memcpy(buf + 4, &readdir, 4);
+      m->plus_next = 1;
     }
     return (int) res;
   }
@@ -69,14 +85,15 @@ static int chan_send(struct fuse_chan *ch, const struct iovec iov[], size_t coun
     memcpy(&error, (const char *) iov[0].iov_base + 4, 4);
     if (unique == m->init_unique) {
       m->init_unique = 0;
-      if (error == 0 && (m->kernel_flags & FUSE_MAX_PAGES_FLAG) != 0) {
+      uint32_t extra = m->kernel_flags & (FUSE_MAX_PAGES_FLAG | FUSE_DO_READDIRPLUS_FLAG);
+      if (error == 0 && extra != 0) {
         memset(init, 0, sizeof init);
         memcpy(init, iov[1].iov_base, iov[1].iov_len);
         uint32_t flags;
         memcpy(&flags, init + INIT_OUT_FLAGS_AT, 4);
-        flags |= FUSE_MAX_PAGES_FLAG;
+        flags |= extra;
         memcpy(init + INIT_OUT_FLAGS_AT, &flags, 4);
-        uint16_t pages = CHAN_MAX_PAGES;
+        uint16_t pages = (extra & FUSE_MAX_PAGES_FLAG) != 0 ? CHAN_MAX_PAGES : 0;
         memcpy(init + INIT_OUT_MAX_PAGES_AT, &pages, 2);
         memcpy(header, iov[0].iov_base, OUT_HEADER_BYTES);
         uint32_t len = OUT_HEADER_BYTES + INIT_OUT_BYTES;

@@ -9,7 +9,8 @@
  *   ll_ops.c            libfuse's low-level callbacks: copy the kernel's request and hand it to JS
  *   reply.c             reply(id, result, values...) and interrupted(id): JS's values to fuse_reply_*
  *   reply_threads.c     long read answers written to /dev/fuse off the JS thread
- *   channel.c           our channel on /dev/fuse: 1 MiB requests (FUSE_MAX_PAGES)
+ *   channel.c           our channel on /dev/fuse: 1 MiB requests (FUSE_MAX_PAGES), READDIRPLUS
+ *   dirplus.c           READDIRPLUS answers: entries with their attributes, in the kernel's format
  *   session.c           the session served on Node's event loop: reads, batches, spinning, the session's end
  *   module.c            the N-API module: mount, unmount, exit, close, invalidate; the exports
  *
@@ -127,6 +128,19 @@ struct ff_mnt {
   struct fuse_chan *ch;    /* ours, on the same descriptor: the one the session reads and answers through */
   uint64_t init_unique;    /* the kernel's INIT request, until its answer went out (channel.c) */
   uint32_t kernel_flags;   /* what the kernel offered in INIT (channel.c) */
+  /*
+   * The request just received was a READDIRPLUS that channel.c handed libfuse as a READDIR (libfuse 2.9
+   * knows no READDIRPLUS): ll_readdir takes it as OP_READDIRPLUS. Set by the receive, cleared once the
+   * request was processed (session.c), so it never outlives its request.
+   */
+  int plus_next;
+  /*
+   * getxattr of these names is answered with their errno here, without a trip to JS (the mount's xattr
+   * policy: names it keeps no values for; module.c's mount takes the list from JS).
+   */
+  char **xattr_names;
+  int *xattr_errnos;
+  int xattr_count;
   char *mountpoint;
   double attr_timeout;
   double entry_timeout;
@@ -187,6 +201,14 @@ napi_value ff_layout_export(napi_env env);
 
 napi_value ff_js_reply(napi_env env, napi_callback_info info);
 napi_value ff_js_interrupted(napi_env env, napi_callback_info info);
+
+/* ---- dirplus.c */
+
+/*
+ * Answers a READDIRPLUS request r (entries from offset r->off on, at most r->size bytes) with the names (each
+ * ended by a NUL) and n stat records of ST_COUNT numbers, whose attributes are age_ms old. Always answers.
+ */
+void ff_reply_dirplus(ff_req_t *r, const char *names, size_t names_len, const double *attrs, size_t n, double age_ms);
 
 /* ---- reply_threads.c */
 

@@ -68,6 +68,7 @@ static const unsigned char OP_ARGS[OP_COUNT][FF_ARGS_MAX + 1] = {
   [OP_SETLK] = { A_INO, A_FH, A_SLEEP, A_LOCK_TYPE, A_LOCK_START, A_LOCK_LENGTH, A_LOCK_PID, A_LOCK_OWNER },
   [OP_FLOCK] = { A_INO, A_FH, A_FLOCK_OP, A_LOCK_OWNER },
   [OP_FALLOCATE] = { A_INO, A_FH, A_FALLOCATE_MODE, A_OFFSET, A_LENGTH },
+  [OP_READDIRPLUS] = { A_INO, A_FH, A_SIZE, A_OFFSET },
 };
 
 /*
@@ -92,6 +93,7 @@ static const unsigned char OP_REPLY[OP_COUNT][FF_VALUES_MAX + 1] = {
   [OP_LISTXATTR] = { V_NAMES },
   [OP_CREATE] = { V_ATTR, V_FH, V_OPEN_FLAGS },
   [OP_GETLK] = { V_LOCK },
+  [OP_READDIRPLUS] = { V_NAME_BYTES, V_ATTRS, V_AGE_MS },
 };
 
 /* ------------------------------------------------------------------------------------ request -> JS */

@@ -13,7 +13,10 @@
 #ifndef FERRY_FUSE_LAYOUT_H
 #define FERRY_FUSE_LAYOUT_H
 
-/* JS types. A string may be null (no name from libfuse); records are arrays of numbers (FF_*_FIELDS). */
+/*
+ * JS types. A string may be null (no name from libfuse); records are arrays of numbers (FF_*_FIELDS);
+ * float64[] is a Float64Array (read in place, no element by element conversion).
+ */
 #define FF_TYPES(X)          \
   X(T_NUMBER, "number")      \
   X(T_STRING, "string")      \
@@ -21,6 +24,7 @@
   X(T_BUFFER, "buffer")      \
   X(T_NUMBERS, "number[]")   \
   X(T_STRINGS, "string[]")   \
+  X(T_FLOAT64S, "float64[]") \
   X(T_STAT, "stat")          \
   X(T_STATFS, "statfs")      \
   X(T_LOCK, "lock")
@@ -60,7 +64,8 @@
   X(OP_GETLK, "getlk")             \
   X(OP_SETLK, "setlk")             \
   X(OP_FLOCK, "flock")             \
-  X(OP_FALLOCATE, "fallocate")
+  X(OP_FALLOCATE, "fallocate")     \
+  X(OP_READDIRPLUS, "readdirplus")
 
 /*
  * Request arguments: the dispatch function's arguments, each read from the request (layout.c's arg_value).
@@ -123,7 +128,10 @@
   X(V_MODES, "modes", T_NUMBERS)            /* readdir: each name's type bits */                \
   X(V_STATFS, "statfs", T_STATFS)                                                               \
   X(V_VALUE, "value", T_BUFFER)             /* getxattr */                                      \
-  X(V_LOCK, "lock", T_LOCK)                 /* getlk: the conflicting lock, or [F_UNLCK] */
+  X(V_LOCK, "lock", T_LOCK)                 /* getlk: the conflicting lock, or [F_UNLCK] */         \
+  X(V_NAME_BYTES, "nameBytes", T_BUFFER)    /* readdirplus: the names from offset on, each ended by NUL */ \
+  X(V_ATTRS, "attrs", T_FLOAT64S)           /* readdirplus: each name's stat record, one after another */ \
+  X(V_AGE_MS, "ageMs", T_NUMBER)            /* readdirplus: how old the attributes are (ms): the kernel keeps them for the rest of its timeouts */
 
 /* Record fields: a record is an array of numbers in this order. Times are ms since the epoch, fractional. */
 #define FF_STAT_FIELDS(X) \

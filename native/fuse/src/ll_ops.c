@@ -3,7 +3,8 @@
  * (libfuse reuses its receive buffer for the next request), registers it and hands it to JS at once
  * (submit; layout.c's table says which of the copied fields JS gets, in which order). They run on the JS
  * thread, inside a batch of session.c's on_readable. Answered here, without a trip to JS: forget (Ferry
- * keeps no lookup counts) and the kernel's security.capability query before every write.
+ * keeps no lookup counts) and getxattr of the names the mount keeps no values for (security.capability,
+ * which the kernel asks for before every write, and those of the mount's policy).
  */
 
 #include "ferry_fuse.h"
@@ -204,8 +205,12 @@ static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   submit(r);
 }
 
+/* A READDIR, or a READDIRPLUS that channel.c handed libfuse as one (plus_next). */
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  NEW(OP_READDIR);
+  ff_mnt_t *m = (ff_mnt_t *) fuse_req_userdata(req);
+  int plus = m->plus_next;
+  m->plus_next = 0;
+  NEW(plus ? OP_READDIRPLUS : OP_READDIR);
   r->ino = ino;
   r->size = size;
   r->off = off;
@@ -251,16 +256,17 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 
 /*
- * The kernel asks for security.capability before every write (to drop file capabilities on a change).
- * Ferry keeps no file capabilities (FerryOps refuses to set them), so the answer is known here, without a
- * trip to JS: ENODATA, as FerryOps would answer.
+ * Names the mount keeps no values for are answered here, without a trip to JS, with the errno the mount's
+ * policy gave at mount (ff_mnt_t's xattr table; FerryOps states it): the kernel asks for security.capability
+ * before every write, and `ls -l` for security.selinux and the POSIX ACLs of every file it lists.
  */
-#define XATTR_CAPS "security.capability"
-
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
-  if (strcmp(name, XATTR_CAPS) == 0) {
-    fuse_reply_err(req, ENODATA);
-    return;
+  ff_mnt_t *m = (ff_mnt_t *) fuse_req_userdata(req);
+  for (int i = 0; i < m->xattr_count; i++) {
+    if (strcmp(name, m->xattr_names[i]) == 0) {
+      fuse_reply_err(req, m->xattr_errnos[i]);
+      return;
+    }
   }
   NEW(OP_GETXATTR);
   r->ino = ino;

@@ -1,7 +1,7 @@
 /*
  * The N-API module: what src/fuse/native.ts (AddonFuse) calls, and the tables it reads.
  *
- *   mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec) -> handle
+ *   mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec, xattrAnswers) -> handle
  *   unmount(handle), exit(handle), close(handle), invalidate(handle, ino) -> 0 | -errno
  *   reply(id, result, ...values) -> bool, interrupted(id) -> bool            (reply.c)
  *   ops: op names by op code; layout: the boundary table (layout.c); constants: flag bits JS needs
@@ -19,6 +19,9 @@
 #include <sys/file.h>
 
 void ff_mnt_free(ff_mnt_t *m) {
+  for (int i = 0; i < m->xattr_count; i++) free(m->xattr_names[i]);
+  free(m->xattr_names);
+  free(m->xattr_errnos);
   pthread_mutex_destroy(&m->works_lock);
   pthread_cond_destroy(&m->works_done);
   free(m->mountpoint);
@@ -46,16 +49,43 @@ static void free_mnt(napi_env env, void *data, void *hint) {
 }
 
 /*
- * mount(mountpoint, args[], dispatch, attrTimeoutSec, entryTimeoutSec) -> handle. args are libfuse's
- * command line without the program name (e.g. ["-o", "fsname=x,big_writes,..."]): mount options and the
- * low-level library's. Throws if the mount fails (libfuse writes the reason to stderr).
+ * The mount's xattr policy: [[name, errno], ...], getxattr of each name answered with its errno in C.
+ * 0 if read (or v is not an array: no names), -1 if out of memory.
+ */
+static int read_xattr_answers(napi_env env, napi_value v, ff_mnt_t *m) {
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok || n == 0) return 0;
+  m->xattr_names = calloc(n, sizeof(char *));
+  m->xattr_errnos = calloc(n, sizeof(int));
+  if (m->xattr_names == NULL || m->xattr_errnos == NULL) return -1;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value pair, name, err;
+    double e = 0;
+    if (napi_get_element(env, v, i, &pair) != napi_ok || napi_get_element(env, pair, 0, &name) != napi_ok ||
+        napi_get_element(env, pair, 1, &err) != napi_ok || napi_get_value_double(env, err, &e) != napi_ok || e <= 0)
+      continue;
+    char *s = dup_string(env, name);
+    if (s == NULL) continue;
+    m->xattr_names[m->xattr_count] = s;
+    m->xattr_errnos[m->xattr_count] = (int) e;
+    m->xattr_count++;
+  }
+  return 0;
+}
+
+/*
+ * mount(mountpoint, args[], dispatch, attrTimeoutSec, entryTimeoutSec, xattrAnswers) -> handle. args are
+ * libfuse's command line without the program name (e.g. ["-o", "fsname=x,big_writes,..."]): mount options
+ * and the low-level library's. xattrAnswers: [[name, errno], ...], getxattr of those names answered here.
+ * Throws if the mount fails (libfuse writes the reason to stderr).
  */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 3) {
-    napi_throw_type_error(env, NULL, "mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec)");
+    napi_throw_type_error(env, NULL, "mount(mountpoint, args, dispatch, attrTimeoutSec, entryTimeoutSec, xattrAnswers)");
     return NULL;
   }
   ff_mnt_t *m = calloc(1, sizeof(ff_mnt_t));
@@ -75,6 +105,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   m->entry_timeout = 1.0;
   if (argc >= 4) napi_get_value_double(env, argv[3], &m->attr_timeout);
   if (argc >= 5) napi_get_value_double(env, argv[4], &m->entry_timeout);
+  if (argc >= 6 && read_xattr_answers(env, argv[5], m) != 0) {
+    ff_mnt_free(m);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
 
   uint32_t nargs = 0;
   napi_get_array_length(env, argv[1], &nargs);

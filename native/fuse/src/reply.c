@@ -253,6 +253,21 @@ static void reply_ok(napi_env env, ff_req_t *r, int res, size_t nvals, napi_valu
       free(buf);
       return;
     }
+    case OP_READDIRPLUS: {
+      /* The entries from offset r->off on, with their attributes (dirplus.c). */
+      napi_value names = VAL(V_NAME_BYTES), attrs = VAL(V_ATTRS), age = VAL(V_AGE_MS);
+      void *nb = NULL, *ab = NULL;
+      size_t nlen = 0, alen = 0, aoff = 0;
+      double age_ms = 0;
+      napi_typedarray_type t;
+      napi_value abuf;
+      if (names == NULL || attrs == NULL || age == NULL || napi_get_buffer_info(env, names, &nb, &nlen) != napi_ok ||
+          napi_get_typedarray_info(env, attrs, &t, &alen, &ab, &abuf, &aoff) != napi_ok || t != napi_float64_array ||
+          napi_get_value_double(env, age, &age_ms) != napi_ok || alen % ST_COUNT != 0)
+        break;
+      ff_reply_dirplus(r, (const char *) nb, nlen, (const double *) ab, alen / ST_COUNT, age_ms);
+      return;
+    }
     case OP_GETLK: {
       /* The conflicting lock, or [F_UNLCK] (also when JS gave none). */
       napi_value lock = VAL(V_LOCK);

@@ -220,9 +220,11 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     if (enter_js(j, &hs, &cs) != 0) {
       /* No way into JS: the ll_* callbacks answer EIO (ff_dispatch without a function). */
       fuse_session_process_buf(m->se, &fbuf, ch);
+      m->plus_next = 0;
       continue;
     }
     fuse_session_process_buf(m->se, &fbuf, ch);
+    m->plus_next = 0; /* consumed by ll_readdir, or the request never got there */
     leave_js(j, hs, cs);
   }
   if (!ended && (status < 0 || fuse_session_exited(m->se))) {
