@@ -59,6 +59,7 @@ import { consumers as consumerRecs, type ConsumerRec } from './records.js';
 import { readLogRetention } from './retention.js';
 import type { Mutex } from '../util/mutex.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
+import { WireCounter } from './wire.js';
 
 /** A commit or applyLog whose seq crosses a multiple of this starts a background prune. */
 export const LOG_PRUNE_EVERY_ENTRIES = 1000;
@@ -136,6 +137,8 @@ export interface EngineCoreStats {
 
 export abstract class EngineCore extends MetaEngineBase {
   readonly stats: EngineCoreStats = { commits: 0, conflicts: 0, prunes: 0, pruneFailures: 0 };
+  /** What this engine sent to its server (meta/wire.ts): each engine counts on its driver. */
+  readonly wire = new WireCounter();
   private readonly policy: TxnPolicy;
   private readonly pruneEveryEntries: number;
   private gateUsers = 0;

@@ -39,6 +39,7 @@ import type { ClientBase, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import { Mutex } from '../util/mutex.js';
+import { countPgQueries } from './wire.js';
 import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
 import { checkNextSeq, Conflict, EngineCore, errorCode, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 
@@ -194,6 +195,7 @@ export class PostgresEngine extends EngineCore {
     this.pool.on('error', (err) => {
       process.emitWarning(`ferry: idle PostgreSQL connection lost: ${err.message}`);
     });
+    this.pool.on('connect', (client) => countPgQueries(client, this.wire));
     const s = quoteIdent(parsed.schema);
     this.t = { rec: `${s}.rec`, log: `${s}.log`, logstate: `${s}.logstate` };
     const { rec, log, logstate } = this.t;

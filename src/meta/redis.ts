@@ -61,6 +61,7 @@ import { maskUrl } from '../util/url.js';
 import { compareKeys, KINDS, LogTrimmedError, UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
 import { checkNextSeq, Conflict, EngineCore, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
+import { countRedisCommands } from './wire.js';
 
 /** Attempts of one optimistic transaction before it fails with TxnConflictError. */
 export const txnAttemptsMax = 50;
@@ -423,12 +424,17 @@ export class RedisEngine extends EngineCore {
     this.switchKey = this.base + 'restore-switch';
     const lazyConnect = options.lazy ?? false;
     this.main = makeClient(target, { maxRetriesPerRequest: 3, lazyConnect });
+    countRedisCommands(this.main, this.wire);
     // Errors reach the callers through their commands; without a listener ioredis logs every reconnect failure.
     this.main.on('error', (err: Error) => {
       this.lastError = err;
     });
     // Pool connections never resend a command after a reconnect: a resent EXEC would run without its WATCH.
-    this.pool = new ConnectionPool(() => makeClient(target, { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 3, lazyConnect }), target.connectionsMax);
+    this.pool = new ConnectionPool(() => {
+      const c = makeClient(target, { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 3, lazyConnect });
+      countRedisCommands(c, this.wire);
+      return c;
+    }, target.connectionsMax);
     this.reader = {
       get: (kind, part, key) => this.getOn(this.main, kind, part, key, false),
       scan: (kind, part, opts, extra) => this.scanOn(this.main, kind, part, opts, extra, false),
