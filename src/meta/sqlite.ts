@@ -16,8 +16,9 @@ import { realpathSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
-import { checkNextSeq, EngineCore, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
+import { checkNextSeq, Demoted, EngineCore, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
+import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
 import { UsageError } from '../errors.js';
 
 const SCHEMA = `
@@ -141,6 +142,10 @@ export class SqliteEngine extends EngineCore {
       reader: this.reader,
       failed: () => Promise.resolve(undefined),
       commit: (writes, entry) => {
+        if (entry !== undefined) {
+          const demoted = this.readGet(DEMOTION_ADDRESS.kind, DEMOTION_ADDRESS.part, DEMOTION_ADDRESS.key);
+          if (demoted !== undefined) return Promise.resolve(new Demoted(demoted as unknown as DemotionRec));
+        }
         const seq = this.applyWrites(writes, entry);
         this.st.commit.run();
         this.wire.more(1);

@@ -17,6 +17,7 @@ import { after, describe, it } from 'node:test';
 import { ForwardingEngine, type Commit, type Json, type Kind, type MetaEngine, type ScanOptions, type Txn, type TxnOptions } from '../../src/meta/engine.js';
 import type { EngineCore } from '../../src/meta/core.js';
 import { formatVolume, Meta } from '../../src/meta/meta.js';
+import { refKeyOf } from '../../src/meta/overlay.js';
 import { openMetaEngine } from '../../src/meta/registry.js';
 import { ROOT_CTX, ROOT_INO } from '../../src/meta/types.js';
 import type { WireCounts } from '../../src/meta/wire.js';
@@ -37,33 +38,33 @@ const LIMITS: Record<'sqlite' | 'redis' | 'postgres', Record<Op, [number, number
     lookup: [0, 3, 0],
     getattr: [0, 1, 0],
     write: [0, 13, 0],
-    rename: [0, 15, 0],
+    rename: [0, 14, 0],
     unlink: [0, 15, 0],
     'unlink-data': [0, 19, 0],
     mkdir: [0, 12, 0],
     rmdir: [0, 15, 0],
   },
   redis: {
-    create: [4, 17, 2],
-    lookup: [3, 3, 2],
+    create: [2, 3, 2],
+    lookup: [1, 2, 1],
     getattr: [1, 1, 1],
-    write: [5, 19, 4],
-    rename: [7, 23, 3],
-    unlink: [7, 23, 5],
-    'unlink-data': [9, 33, 7],
-    mkdir: [4, 17, 2],
-    rmdir: [7, 23, 5],
+    write: [2, 4, 2],
+    rename: [2, 4, 2],
+    unlink: [3, 6, 3],
+    'unlink-data': [4, 7, 4],
+    mkdir: [2, 3, 2],
+    rmdir: [3, 6, 3],
   },
   postgres: {
-    create: [4, 4, 4],
-    lookup: [3, 3, 3],
+    create: [2, 2, 2],
+    lookup: [2, 2, 1],
     getattr: [1, 1, 1],
-    write: [6, 6, 6],
-    rename: [5, 5, 5],
-    unlink: [7, 7, 7],
-    'unlink-data': [8, 8, 8],
-    mkdir: [4, 4, 4],
-    rmdir: [7, 7, 7],
+    write: [2, 2, 2],
+    rename: [4, 4, 2],
+    unlink: [5, 5, 3],
+    'unlink-data': [6, 6, 4],
+    mkdir: [2, 2, 2],
+    rmdir: [5, 5, 3],
   },
 };
 
@@ -79,7 +80,19 @@ class FootprintEngine extends ForwardingEngine {
 
 function recordingTxn(tx: Txn, seen: Set<string>): Txn {
   const id = (kind: Kind, part: string, key?: string): string => (key === undefined ? `${kind}/${part}/*` : `${kind}/${part}/${key}`);
+  const following = tx.getFollowing?.bind(tx);
   return {
+    ...(following === undefined
+      ? {}
+      : {
+          async getFollowing<A = Json, B = Json>(kind: Kind, part: string, key: string, field: string, refKind: Kind, refPart: string): Promise<[A | undefined, B | undefined]> {
+            const r = await following<A, B>(kind, part, key, field, refKind, refPart);
+            seen.add(id(kind, part, key));
+            const refKey = refKeyOf(r[0] as Json | undefined, field);
+            if (refKey !== undefined) seen.add(id(refKind, refPart, refKey));
+            return r;
+          },
+        }),
     get<T = Json>(kind: Kind, part: string, key: string): Promise<T | undefined> {
       seen.add(id(kind, part, key));
       return tx.get<T>(kind, part, key);
