@@ -196,7 +196,6 @@ export class PostgresEngine extends EngineCore {
     lockCommits: string;
     readLog: string;
     commit: string;
-    getFollowing: string;
   };
 
   private constructor(parsed: ParsedUrl, options: CoreOptions) {
@@ -221,16 +220,18 @@ export class PostgresEngine extends EngineCore {
     this.sql = {
       get: `SELECT value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 AND key = $3`,
       // COLLATE "C" as the columns: the join then uses the primary key, and equality has one collation.
+      // Gets and following reads of one batch (see batched): COLLATE "C" as the columns, so the joins use the
+      // primary key. The field is read only for following reads (CASE: no JSON parsed for plain gets).
       getMany:
-        `SELECT r.kind, r.part, r.key, r.value, r.xmin::text AS ver FROM ${rec} r JOIN unnest($1::text[], $2::text[], $3::text[]) AS q(kind, part, key) ` +
-        `ON r.kind = q.kind COLLATE "C" AND r.part = q.part COLLATE "C" AND r.key = q.key COLLATE "C"`,
+        `SELECT q.i, a.value AS a, a.xmin::text AS av, CASE WHEN q.field IS NOT NULL THEN a.value::json ->> q.field END AS bk, ` +
+        `b.value AS b, b.xmin::text AS bv ` +
+        `FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS q(kind, part, key, field, rkind, rpart, i) ` +
+        `JOIN ${rec} a ON a.kind = q.kind COLLATE "C" AND a.part = q.part COLLATE "C" AND a.key = q.key COLLATE "C" ` +
+        `LEFT JOIN ${rec} b ON b.kind = q.rkind COLLATE "C" AND b.part = q.rpart COLLATE "C" ` +
+        `AND b.key = (CASE WHEN q.field IS NOT NULL THEN a.value::json ->> q.field END) COLLATE "C"`,
       scan: `SELECT key, value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 AND key > $3 ORDER BY key LIMIT $4`,
       // Without `after` the empty key is included (`key > ''` would skip it).
       scanAll: `SELECT key, value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 ORDER BY key LIMIT $3`,
-      // A record and the one its field $4 names (Txn.getFollowing), in one statement: one snapshot.
-      getFollowing:
-        `SELECT a.value AS a, a.xmin::text AS av, a.value::json ->> $4 AS bk, b.value AS b, b.xmin::text AS bv FROM ${rec} a ` +
-        `LEFT JOIN ${rec} b ON b.kind = $5 AND b.part = $6 AND b.key = (a.value::json ->> $4) WHERE a.kind = $1 AND a.part = $2 AND a.key = $3`,
       // Whole-volume work: LOCK TABLE takes no snapshot, so the snapshot follows the grant (see the header).
       begin: `BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE ${logstate} IN EXCLUSIVE MODE`,
       // A retry's lock (beginWrite): the row every commit locks first. READ COMMITTED: each later statement
@@ -245,12 +246,12 @@ export class PostgresEngine extends EngineCore {
         `SELECT s.floor, l.seq, l.time, l.ops FROM ${logstate} s LEFT JOIN LATERAL ` +
         `(SELECT seq, time, ops FROM ${log} WHERE seq > $1 AND $1 >= s.floor ORDER BY seq LIMIT $2) l ON true WHERE s.id = 0 ORDER BY l.seq`,
     };
-    const get = this.batchedGet();
+    const reads = this.batched();
     this.reader = {
-      get: async (kind, part, key) => (await get(kind, part, key))?.value,
+      get: async (kind, part, key) => (await reads.get(kind, part, key))?.value,
       scan: async (kind, part, opts, extra) => (await this.readScan(this.pool, kind, part, opts, extra)).rows,
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
-        const r = await this.readFollowing(this.pool, kind, part, key, field, refKind, refPart);
+        const r = await reads.following(kind, part, key, field, refKind, refPart);
         return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
       },
     };
@@ -353,73 +354,71 @@ export class PostgresEngine extends EngineCore {
   // ---------------------------------------------------------------- reads
 
   /**
-   * Gets through the pool, batched: gets issued in the same turn of the event loop (Meta reads a directory and
-   * an entry at once) go out as one query, one round trip instead of one each. Each answers the record's
-   * value and version, or undefined when it is missing.
+   * Point reads on `db`, batched: gets and getFollowing reads issued in the same turn of the event loop (Meta
+   * reads a directory and an entry at once, with the inode the entry names) go out as one query, one round
+   * trip instead of one each. Each answers the record's value and version (undefined: missing) and, for a
+   * following read, the key its field names and that record.
    */
-  private batchedGet(db: pg.Pool | PoolClient = this.pool): (kind: Kind, part: string, key: string) => Promise<Versioned | undefined> {
-    type Waiter = { kind: Kind; part: string; key: string; resolve(v: Versioned | undefined): void; reject(e: unknown): void };
-    let queue: Waiter[] | undefined;
-    const run = async (batch: Waiter[]): Promise<void> => {
-      if (batch.length === 1) {
-        const w = batch[0]!;
-        const r = await db.query<{ value: string; ver: string }>({ name: 'ferry-get', text: this.sql.get, values: [w.kind, w.part, w.key] });
+  private batched(db: pg.Pool | PoolClient = this.pool): BatchedReads {
+    let queue: ReadWaiter[] | undefined;
+    const run = async (batch: ReadWaiter[]): Promise<void> => {
+      const w0 = batch[0]!;
+      if (batch.length === 1 && w0.field === null) {
+        const r = await db.query<{ value: string; ver: string }>({ name: 'ferry-get', text: this.sql.get, values: [w0.kind, w0.part, w0.key] });
         const row = r.rows[0];
-        w.resolve(row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver });
+        w0.resolve({ value: row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver }, refKey: undefined, ref: undefined });
         return;
       }
-      const r = await db.query<{ kind: string; part: string; key: string; value: string; ver: string }>({
+      const r = await db.query<{ i: string; a: string; av: string; bk: string | null; b: string | null; bv: string | null }>({
         name: 'ferry-get-many',
         text: this.sql.getMany,
-        values: [batch.map((w) => w.kind), batch.map((w) => w.part), batch.map((w) => w.key)],
+        values: [
+          batch.map((w) => w.kind),
+          batch.map((w) => w.part),
+          batch.map((w) => w.key),
+          batch.map((w) => w.field),
+          batch.map((w) => w.refKind),
+          batch.map((w) => w.refPart),
+        ],
       });
-      const found = new Map(r.rows.map((row) => [`${row.kind}\0${row.part}\0${row.key}`, row]));
-      for (const w of batch) {
-        const row = found.get(`${w.kind}\0${w.part}\0${w.key}`);
-        w.resolve(row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver });
+      const rows = new Map(r.rows.map((row) => [Number(row.i), row]));
+      for (const [i, w] of batch.entries()) {
+        const row = rows.get(i + 1);
+        if (row === undefined) {
+          w.resolve({ value: undefined, refKey: undefined, ref: undefined });
+          continue;
+        }
+        const value: Versioned = { value: JSON.parse(row.a) as Json, ver: row.av };
+        const refKey = w.field === null ? undefined : refKeyOf(value.value, w.field);
+        if (refKey === undefined || w.refKind === null || w.refPart === null) {
+          w.resolve({ value, refKey: undefined, ref: undefined });
+        } else if (refKey !== row.bk) {
+          // The server read the field otherwise than JavaScript does (a number written as 1e3): read it alone.
+          this.batched(db)
+            .get(w.refKind, w.refPart, refKey)
+            .then((ref) => w.resolve({ value, refKey, ref }), w.reject);
+        } else {
+          w.resolve({ value, refKey, ref: row.b === null ? undefined : { value: JSON.parse(row.b) as Json, ver: row.bv! } });
+        }
       }
     };
-    return (kind, part, key) =>
-      new Promise<Versioned | undefined>((resolve, reject) => {
+    const read = (w: Omit<ReadWaiter, 'resolve' | 'reject'>): Promise<FollowedRead> =>
+      new Promise<FollowedRead>((resolve, reject) => {
         if (queue === undefined) {
-          const batch: Waiter[] = (queue = []);
+          const batch: ReadWaiter[] = (queue = []);
           queueMicrotask(() => {
             queue = undefined;
             run(batch).catch((e: unknown) => {
-              for (const w of batch) w.reject(e);
+              for (const x of batch) x.reject(e);
             });
           });
         }
-        queue.push({ kind, part, key, resolve, reject });
+        queue.push({ ...w, resolve, reject });
       });
-  }
-
-  /**
-   * A record, the key its `field` names, and that record, with their versions, in one statement (see
-   * Txn.getFollowing). The key is the one the JSON names as JavaScript reads it (refKeyOf); should the
-   * server's reading of the field differ (a number written as 1e3), the second record is read on its own.
-   */
-  private async readFollowing(
-    db: pg.Pool | PoolClient,
-    kind: Kind,
-    part: string,
-    key: string,
-    field: string,
-    refKind: Kind,
-    refPart: string,
-  ): Promise<{ value: Versioned | undefined; refKey: string | undefined; ref: Versioned | undefined }> {
-    const r = await db.query<{ a: string; av: string; bk: string | null; b: string | null; bv: string | null }>({
-      name: 'ferry-get-following',
-      text: this.sql.getFollowing,
-      values: [kind, part, key, field, refKind, refPart],
-    });
-    const row = r.rows[0];
-    if (row === undefined) return { value: undefined, refKey: undefined, ref: undefined };
-    const value: Versioned = { value: JSON.parse(row.a) as Json, ver: row.av };
-    const refKey = refKeyOf(value.value, field);
-    if (refKey === undefined) return { value, refKey, ref: undefined };
-    if (refKey !== row.bk) return { value, refKey, ref: await this.batchedGet(db)(refKind, refPart, refKey) };
-    return { value, refKey, ref: row.b === null ? undefined : { value: JSON.parse(row.b) as Json, ver: row.bv! } };
+    return {
+      get: async (kind, part, key) => (await read({ kind, part, key, field: null, refKind: null, refPart: null })).value,
+      following: (kind, part, key, field, refKind, refPart) => read({ kind, part, key, field, refKind, refPart }),
+    };
   }
 
   /** One range of a part, with each row's version; `limit` as queried (null: none). */
@@ -466,10 +465,10 @@ export class PostgresEngine extends EngineCore {
 
   private optimistic(): WriteAttempt {
     const reads = new ReadSet();
-    const get = this.batchedGet();
+    const batch = this.batched();
     const reader: Reader = {
       get: async (kind, part, key) => {
-        const v = await get(kind, part, key);
+        const v = await batch.get(kind, part, key);
         reads.got(kind, part, key, v?.ver ?? null);
         return v?.value;
       },
@@ -480,7 +479,7 @@ export class PostgresEngine extends EngineCore {
         return r.rows;
       },
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
-        const r = await this.readFollowing(this.pool, kind, part, key, field, refKind, refPart);
+        const r = await batch.following(kind, part, key, field, refKind, refPart);
         reads.got(kind, part, key, r.value?.ver ?? null);
         if (r.refKey !== undefined) reads.got(refKind, refPart, r.refKey, r.ref?.ver ?? null);
         return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
@@ -523,14 +522,14 @@ export class PostgresEngine extends EngineCore {
       await rollback();
       throw err;
     }
-    const get = this.batchedGet(client);
+    const batch = this.batched(client);
     let committed = false;
     return {
       reader: {
-        get: async (kind, part, key) => (await get(kind, part, key))?.value,
+        get: async (kind, part, key) => (await batch.get(kind, part, key))?.value,
         scan: async (kind, part, opts, extra) => (await this.readScan(client, kind, part, opts, extra)).rows,
         getFollowing: async (kind, part, key, field, refKind, refPart) => {
-          const r = await this.readFollowing(client, kind, part, key, field, refKind, refPart);
+          const r = await batch.following(kind, part, key, field, refKind, refPart);
           return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
         },
       },
@@ -822,6 +821,31 @@ export class PostgresEngine extends EngineCore {
 interface Versioned {
   value: Json;
   ver: string;
+}
+
+/** A point read's answer; refKey and ref only for a following read that named a record (Txn.getFollowing). */
+interface FollowedRead {
+  value: Versioned | undefined;
+  refKey: string | undefined;
+  ref: Versioned | undefined;
+}
+
+interface ReadWaiter {
+  kind: Kind;
+  part: string;
+  key: string;
+  /** Following reads only (null for a plain get). */
+  field: string | null;
+  refKind: Kind | null;
+  refPart: string | null;
+  resolve(r: FollowedRead): void;
+  reject(e: unknown): void;
+}
+
+/** Point reads of one connection or pool, batched per turn of the event loop (PostgresEngine.batched). */
+interface BatchedReads {
+  get(kind: Kind, part: string, key: string): Promise<Versioned | undefined>;
+  following(kind: Kind, part: string, key: string, field: string, refKind: Kind, refPart: string): Promise<FollowedRead>;
 }
 
 /** What a writing attempt read, for the commit function to check. */

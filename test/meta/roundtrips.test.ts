@@ -57,10 +57,10 @@ const LIMITS: Record<'sqlite' | 'redis' | 'postgres', Record<Op, [number, number
   },
   postgres: {
     create: [2, 2, 2],
-    lookup: [2, 2, 1],
+    lookup: [1, 1, 1],
     getattr: [1, 1, 1],
     write: [2, 2, 2],
-    rename: [4, 4, 2],
+    rename: [2, 2, 2],
     unlink: [5, 5, 3],
     'unlink-data': [6, 6, 4],
     mkdir: [2, 2, 2],
