@@ -55,6 +55,7 @@ import { countPgQueries } from './wire.js';
 import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
 import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
 import { refKeyOf } from './overlay.js';
+import { SpeculativeReads } from './speculate.js';
 import { checkNextSeq, Conflict, Demoted, EngineCore, errorCode, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 
 /** Pooled connections per engine (a transaction holds one only for one statement at a time). */
@@ -185,6 +186,8 @@ export class PostgresEngine extends EngineCore {
   private readonly pool: pg.Pool;
   /** Reads of readonly transactions: each its own statement on any pooled connection. */
   private readonly reader: Reader;
+  /** What this client recently read (row versions; null: missing), for first attempts to speculate on. */
+  readonly recent = new SpeculativeReads<string | null>();
   /** Fully qualified table names. */
   private readonly t: { rec: string; log: string; logstate: string };
   private readonly sql: {
@@ -248,10 +251,16 @@ export class PostgresEngine extends EngineCore {
     };
     const reads = this.batched();
     this.reader = {
-      get: async (kind, part, key) => (await reads.get(kind, part, key))?.value,
+      get: async (kind, part, key) => {
+        const v = await reads.get(kind, part, key);
+        this.remember(kind, part, key, v);
+        return v?.value;
+      },
       scan: async (kind, part, opts, extra) => (await this.readScan(this.pool, kind, part, opts, extra)).rows,
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
         const r = await reads.following(kind, part, key, field, refKind, refPart);
+        this.remember(kind, part, key, r.value);
+        if (r.refKey !== undefined) this.remember(refKind, refPart, r.refKey, r.ref);
         return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
       },
     };
@@ -366,7 +375,7 @@ export class PostgresEngine extends EngineCore {
       if (batch.length === 1 && w0.field === null) {
         const r = await db.query<{ value: string; ver: string }>({ name: 'ferry-get', text: this.sql.get, values: [w0.kind, w0.part, w0.key] });
         const row = r.rows[0];
-        w0.resolve({ value: row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver }, refKey: undefined, ref: undefined });
+        w0.resolve({ value: row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver, raw: row.value }, refKey: undefined, ref: undefined });
         return;
       }
       const r = await db.query<{ i: string; a: string; av: string; bk: string | null; b: string | null; bv: string | null }>({
@@ -388,7 +397,7 @@ export class PostgresEngine extends EngineCore {
           w.resolve({ value: undefined, refKey: undefined, ref: undefined });
           continue;
         }
-        const value: Versioned = { value: JSON.parse(row.a) as Json, ver: row.av };
+        const value: Versioned = { value: JSON.parse(row.a) as Json, ver: row.av, raw: row.a };
         const refKey = w.field === null ? undefined : refKeyOf(value.value, w.field);
         if (refKey === undefined || w.refKind === null || w.refPart === null) {
           w.resolve({ value, refKey: undefined, ref: undefined });
@@ -398,7 +407,7 @@ export class PostgresEngine extends EngineCore {
             .get(w.refKind, w.refPart, refKey)
             .then((ref) => w.resolve({ value, refKey, ref }), w.reject);
         } else {
-          w.resolve({ value, refKey, ref: row.b === null ? undefined : { value: JSON.parse(row.b) as Json, ver: row.bv! } });
+          w.resolve({ value, refKey, ref: row.b === null ? undefined : { value: JSON.parse(row.b) as Json, ver: row.bv!, raw: row.b } });
         }
       }
     };
@@ -466,10 +475,25 @@ export class PostgresEngine extends EngineCore {
   private optimistic(): WriteAttempt {
     const reads = new ReadSet();
     const batch = this.batched();
+    const recent = this.recent;
+    // Records taken from what this client read less than a second ago (meta/speculate.ts): checked at commit
+    // like any read.
+    const speculated = new Set<string>();
+    const speculate = (kind: Kind, part: string, key: string): Versioned | null | undefined => {
+      const id = recId(kind, part, key);
+      const hit = recent.fresh(id);
+      if (hit === undefined) return undefined;
+      speculated.add(id);
+      reads.got(kind, part, key, hit.ver);
+      return hit.raw === undefined ? null : { value: JSON.parse(hit.raw) as Json, ver: hit.ver!, raw: hit.raw };
+    };
     const reader: Reader = {
       get: async (kind, part, key) => {
+        const hit = speculate(kind, part, key);
+        if (hit !== undefined) return hit?.value;
         const v = await batch.get(kind, part, key);
         reads.got(kind, part, key, v?.ver ?? null);
+        this.remember(kind, part, key, v);
         return v?.value;
       },
       scan: async (kind, part, opts, extra) => {
@@ -479,29 +503,61 @@ export class PostgresEngine extends EngineCore {
         return r.rows;
       },
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const a = recent.fresh(recId(kind, part, key));
+        if (a !== undefined) {
+          const refKey = a.raw === undefined ? undefined : refKeyOf(JSON.parse(a.raw) as Json, field);
+          if (refKey === undefined || recent.fresh(recId(refKind, refPart, refKey)) !== undefined) {
+            const value = speculate(kind, part, key);
+            const ref = refKey === undefined ? undefined : speculate(refKind, refPart, refKey);
+            return { value: value?.value, refKey, ref: ref?.value };
+          }
+        }
         const r = await batch.following(kind, part, key, field, refKind, refPart);
         reads.got(kind, part, key, r.value?.ver ?? null);
-        if (r.refKey !== undefined) reads.got(refKind, refPart, r.refKey, r.ref?.ver ?? null);
+        this.remember(kind, part, key, r.value);
+        if (r.refKey !== undefined) {
+          reads.got(refKind, refPart, r.refKey, r.ref?.ver ?? null);
+          this.remember(refKind, refPart, r.refKey, r.ref);
+        }
         return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
       },
+    };
+    const lost = (r: Conflict): Conflict => {
+      // What this attempt read may be stale, speculated or not.
+      for (const g of reads.gets.values()) recent.forget(recId(g.kind, g.part, g.key));
+      if (speculated.size > 0) recent.conflicted(speculated);
+      return r;
     };
     return {
       reader,
       failed: async () => {
         // fn may have failed only because its reads came from different commits: checking them (a call that
         // writes nothing) reruns fn then, instead of reporting an error a serial execution would not raise.
-        if (reads.torn) return new Conflict();
+        if (reads.torn) return lost(new Conflict());
         if (reads.empty) return undefined;
         const r = await this.callCommit(this.pool, reads, [], undefined);
-        return r instanceof Conflict ? r : undefined;
+        return r instanceof Conflict ? lost(r) : undefined;
       },
       commit: async (writes, entry) => {
-        if (reads.torn) return new Conflict();
+        if (reads.torn) return lost(new Conflict());
         if (writes.length === 0 && reads.empty) return undefined;
-        return this.callCommit(this.pool, reads, writes, entry);
+        const r = await this.callCommit(this.pool, reads, writes, entry);
+        if (r instanceof Conflict) return lost(r);
+        this.forgetWritten(writes);
+        return r;
       },
       end: () => undefined,
     };
+  }
+
+  /** A read of the committed state, for later first attempts to speculate on (undefined: the record is missing). */
+  private remember(kind: Kind, part: string, key: string, v: Versioned | undefined): void {
+    this.recent.remember(recId(kind, part, key), v?.ver ?? null, v?.raw);
+  }
+
+  /** After a commit: its records' new versions are the server's, unknown here. */
+  private forgetWritten(writes: readonly LogOp[]): void {
+    for (const [kind, part, key] of writes) this.recent.forget(recId(kind, part, key));
   }
 
   /** An attempt that holds the commit lock from its first read to its COMMIT (see beginWrite). */
@@ -525,11 +581,18 @@ export class PostgresEngine extends EngineCore {
     const batch = this.batched(client);
     let committed = false;
     return {
+      // Reads under the lock are the latest state: later first attempts may speculate on them.
       reader: {
-        get: async (kind, part, key) => (await batch.get(kind, part, key))?.value,
+        get: async (kind, part, key) => {
+          const v = await batch.get(kind, part, key);
+          this.remember(kind, part, key, v);
+          return v?.value;
+        },
         scan: async (kind, part, opts, extra) => (await this.readScan(client, kind, part, opts, extra)).rows,
         getFollowing: async (kind, part, key, field, refKind, refPart) => {
           const r = await batch.following(kind, part, key, field, refKind, refPart);
+          this.remember(kind, part, key, r.value);
+          if (r.refKey !== undefined) this.remember(refKind, refPart, r.refKey, r.ref);
           return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
         },
       },
@@ -540,6 +603,7 @@ export class PostgresEngine extends EngineCore {
         if (r instanceof Demoted || r instanceof Conflict) return r;
         await client.query('COMMIT');
         committed = true;
+        this.forgetWritten(writes);
         return r;
       },
       end: () => (committed ? client.release() : rollback()),
@@ -817,10 +881,16 @@ export class PostgresEngine extends EngineCore {
   }
 }
 
-/** A record's value and its row version (xmin), as a read answers them. */
+/** A record's address as one string (the speculation cache's key). */
+function recId(kind: Kind, part: string, key: string): string {
+  return `${kind}\0${part}\0${key}`;
+}
+
+/** A record's value and its row version (xmin), as a read answers them, and its JSON text. */
 interface Versioned {
   value: Json;
   ver: string;
+  raw: string;
 }
 
 /** A point read's answer; refKey and ref only for a following read that named a record (Txn.getFollowing). */

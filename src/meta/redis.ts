@@ -75,6 +75,8 @@ import { checkNextSeq, Conflict, Demoted, EngineCore, isSocketError, type CoreOp
 import { Mutex } from '../util/mutex.js';
 import { countRedisCommands } from './wire.js';
 import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
+import { refKeyOf } from './overlay.js';
+import { SpeculativeReads } from './speculate.js';
 
 /** Attempts of one optimistic transaction before it fails with TxnConflictError. */
 export const txnAttemptsMax = 50;
@@ -479,6 +481,8 @@ export class RedisEngine extends EngineCore {
   private readonly stageBase: string;
   private readonly switchKey: string;
   private readonly reader: Reader;
+  /** What this client recently read or wrote, raw (null: missing), for first attempts to speculate on. */
+  readonly recent = new SpeculativeReads<string | null>();
 
   constructor(target: RedisTarget, options: RedisEngineOptions = {}) {
     super({ attemptsMax: txnAttemptsMax, backoff: { baseMs: 1, capMs: txnBackoffMsMax }, serialize: 'contention', lock: new Mutex() }, options);
@@ -505,10 +509,17 @@ export class RedisEngine extends EngineCore {
       });
     }
     this.reader = {
-      get: async (kind, part, key) => parse(await this.main.get(this.recKey(kind, part, key))),
+      get: async (kind, part, key) => {
+        const rk = this.recKey(kind, part, key);
+        const raw = await this.main.get(rk);
+        this.recent.remember(rk, raw, raw ?? undefined);
+        return parse(raw);
+      },
       scan: async (kind, part, opts, extra) => (await this.readPart(kind, part, opts, extra))?.rows ?? [],
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
         const r = await this.readFollowing(kind, part, key, field, refKind, refPart);
+        this.recent.remember(this.recKey(kind, part, key), r.raw, r.raw ?? undefined);
+        if (r.refKey !== undefined) this.recent.remember(this.recKey(refKind, refPart, r.refKey), r.refRaw, r.refRaw ?? undefined);
         return { value: parse(r.raw), refKey: r.refKey, ref: parse(r.refRaw) };
       },
     };
@@ -543,14 +554,28 @@ export class RedisEngine extends EngineCore {
     return err instanceof Error && /^(Connection is closed|Command timed out|Stream isn't writeable)/.test(err.message);
   }
 
-  /** One optimistic attempt: plain reads, remembered, then the COMMIT script that checks them (see the file comment). */
-  protected beginWrite(): Promise<WriteAttempt> {
+  /**
+   * One optimistic attempt: plain reads, remembered, then the COMMIT script that checks them (see the file
+   * comment). A first attempt takes what this client read of a record less than a second ago instead of
+   * reading it again (meta/speculate.ts): the script checks it like any read.
+   */
+  protected beginWrite(n: number): Promise<WriteAttempt> {
     const reads = new ReadSet();
+    const speculate = n === 1;
+    const speculated = new Set<string>();
+    const recent = this.recent;
     const reader: Reader = {
       get: async (kind, part, key) => {
         const rk = this.recKey(kind, part, key);
+        const hit = speculate ? recent.fresh(rk) : undefined;
+        if (hit !== undefined) {
+          speculated.add(rk);
+          reads.got(rk, hit.ver);
+          return parse(hit.raw ?? null);
+        }
         const raw = await this.main.get(rk);
         reads.got(rk, raw);
+        recent.remember(rk, raw, raw ?? undefined);
         return parse(raw);
       },
       scan: async (kind, part, opts, extra) => {
@@ -561,11 +586,37 @@ export class RedisEngine extends EngineCore {
         return r.rows;
       },
       getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const rk = this.recKey(kind, part, key);
+        const hit = speculate ? recent.fresh(rk) : undefined;
+        if (hit !== undefined) {
+          const value = parse(hit.raw ?? null);
+          const refKey = refKeyOf(value, field);
+          const ref = refKey === undefined ? undefined : recent.fresh(this.recKey(refKind, refPart, refKey));
+          if (refKey === undefined || ref !== undefined) {
+            speculated.add(rk);
+            reads.got(rk, hit.ver);
+            if (refKey !== undefined) {
+              speculated.add(this.recKey(refKind, refPart, refKey));
+              reads.got(this.recKey(refKind, refPart, refKey), ref!.ver);
+            }
+            return { value, refKey, ref: ref === undefined ? undefined : parse(ref.raw ?? null) };
+          }
+        }
         const r = await this.readFollowing(kind, part, key, field, refKind, refPart);
-        reads.got(this.recKey(kind, part, key), r.raw);
-        if (r.refKey !== undefined) reads.got(this.recKey(refKind, refPart, r.refKey), r.refRaw);
+        reads.got(rk, r.raw);
+        recent.remember(rk, r.raw, r.raw ?? undefined);
+        if (r.refKey !== undefined) {
+          reads.got(this.recKey(refKind, refPart, r.refKey), r.refRaw);
+          recent.remember(this.recKey(refKind, refPart, r.refKey), r.refRaw, r.refRaw ?? undefined);
+        }
         return { value: parse(r.raw), refKey: r.refKey, ref: parse(r.refRaw) };
       },
+    };
+    const lost = (r: Conflict): Conflict => {
+      // What this attempt read may be stale, speculated or not.
+      for (const rk of reads.gets.keys()) recent.forget(rk);
+      if (speculated.size > 0) recent.conflicted(speculated);
+      return r;
     };
     return Promise.resolve({
       reader,
@@ -573,12 +624,24 @@ export class RedisEngine extends EngineCore {
         // fn may have failed only because its reads came from different commits (an entry naming an inode
         // that another client deleted since): checking them reruns fn then, instead of reporting an error that
         // a serial execution would not have raised. The check writes nothing: any connection may run it.
-        if (reads.torn) return new Conflict();
+        if (reads.torn) return lost(new Conflict());
         if (reads.empty) return undefined;
         const r = await this.runCommit(this.main, reads, [], undefined);
-        return r instanceof Conflict ? r : undefined;
+        return r instanceof Conflict ? lost(r) : undefined;
       },
-      commit: async (writes, entry) => (reads.torn ? new Conflict() : this.runCommit(this.writer, reads, writes, entry)),
+      commit: async (writes, entry) => {
+        if (reads.torn) return lost(new Conflict());
+        const r = await this.runCommit(this.writer, reads, writes, entry);
+        if (r instanceof Conflict) return lost(r);
+        // What it wrote is what the records hold now (the script stores exactly this JSON).
+        if (!(r instanceof Demoted)) {
+          for (const [kind, part, key, value] of writes) {
+            const raw = value === null ? null : JSON.stringify(value);
+            recent.remember(this.recKey(kind, part, key), raw, raw ?? undefined);
+          }
+        }
+        return r;
+      },
       end: () => undefined,
     });
   }

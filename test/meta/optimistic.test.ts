@@ -6,6 +6,8 @@
  *   such a read: a get, a missing record that appeared, a scanned range's members or values — but not a key
  *   added beyond a scan's limit, nor a record nobody read;
  * - an error fn raised from reads of different commits reruns it; one raised from consistent reads is final;
+ * - a first attempt takes a record this client read a moment ago from memory (meta/speculate.ts): its commit
+ *   is then its only request, and a stale memory costs a retry, never a wrong commit;
  * - under concurrent writers on several engines (a counter read-modify-written, and blind writes), a follower
  *   that tails the changelog while they commit applies it without ever meeting a gap, and ends equal to the
  *   primary (the replica is a prefix of the primary at every step).
@@ -18,6 +20,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import type { EngineCore } from '../../src/meta/core.js';
 import type { MetaEngine, Txn } from '../../src/meta/engine.js';
 import { openMetaEngine } from '../../src/meta/registry.js';
 import { SqliteEngine } from '../../src/meta/sqlite.js';
@@ -112,6 +115,32 @@ await forEachEngine([redisEngine(11), postgresEngine()], (shared) => {
       assert.equal(runs, 1);
       assert.equal(await engine.txn((tx) => tx.get('inode', '', '2')), undefined);
       assert.equal(await engine.lastSeq(), before);
+    });
+
+    it('a record read a moment ago is not read again by a first attempt; a stale one costs a retry, never a wrong commit', async () => {
+      const [engine, other] = (await engines(2)) as [MetaEngine, MetaEngine];
+      const wire = (engine as unknown as EngineCore).wire;
+      await engine.txn(async (tx) => tx.put('inode', '', '1', { v: 0 }));
+      const increment = async (): Promise<number> => {
+        let runs = 0;
+        await engine.txn(async (tx) => {
+          runs++;
+          const v = (await tx.get<{ v: number }>('inode', '', '1'))!;
+          tx.put('inode', '', '1', { v: v.v + 1 });
+        });
+        return runs;
+      };
+      // The client's own read (a lookup before a create, say), then the transaction: its commit is its only request.
+      await engine.txn((tx) => tx.get('inode', '', '1'), { readonly: true });
+      const before = wire.snapshot();
+      assert.equal(await increment(), 1);
+      assert.equal(wire.since(before).requests, 1, 'the first attempt read nothing from the server');
+      // Another client changes the record after this one read it: the first attempt speculates on a stale
+      // value, its commit refuses it, the second reads afresh.
+      await engine.txn((tx) => tx.get('inode', '', '1'), { readonly: true });
+      await other.txn(async (tx) => tx.put('inode', '', '1', { v: 10 }));
+      assert.equal(await increment(), 2);
+      assert.deepEqual(await other.txn((tx) => tx.get('inode', '', '1')), { v: 11 });
     });
 
     it(`${WRITERS} engines committing at once: a follower tailing the log never meets a gap and ends equal`, async () => {
