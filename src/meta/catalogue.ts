@@ -71,6 +71,13 @@ export class SliceCatalogue {
     delslices.put(tx, id, { size: s.size, time: this.now() } satisfies DelSliceRec);
   }
 
+  /** unref of each id in turn (an id listed twice loses two references), their records read at once. */
+  async unrefAll(tx: Txn, ids: readonly number[]): Promise<void> {
+    // One read per slice, all at once; unref below finds them in the transaction.
+    await Promise.all([...new Set(ids)].filter((id) => id !== 0).map((id) => slices.get(tx, id)));
+    for (const id of ids) await this.unref(tx, id);
+  }
+
   // ---- transactions of their own
 
   /** Marks a stored slice that will never be committed (a failed write) for deletion after the grace period. */

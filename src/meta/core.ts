@@ -26,8 +26,9 @@
  * attempt's commit was sent, nothing committed ('none'); during it, 'unknown'. RetryEngine retries only the
  * first kind of a writing transaction.
  *
- * Fencing (meta/epoch.ts): every writing attempt reads the engine's demotion record beside fn's reads; a
- * transaction that would append a changelog entry to a demoted primary fails with EROFS naming the new one.
+ * Fencing (meta/epoch.ts): every commit that appends a changelog entry checks the engine's demotion record in
+ * the same atomic step as its writes (no round trip of its own); one on a demoted primary writes nothing and
+ * fails with EROFS naming the new primary.
  *
  * Trimming (pruneLog) keeps everything after the slowest registered consumer, within the volume's retention
  * bound (retention.ts), and drops at most LOG_PRUNE_ENTRIES_MAX entries per call. The commit or applyLog
@@ -53,12 +54,13 @@ import {
   type Txn,
   type TxnOptions,
 } from './engine.js';
-import { demotedError, fenceRead } from './epoch.js';
+import { demotedError, type DemotionRec } from './epoch.js';
 import { OverlayTxn, type Reader } from './overlay.js';
 import { consumers as consumerRecs, type ConsumerRec } from './records.js';
 import { readLogRetention } from './retention.js';
 import type { Mutex } from '../util/mutex.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
+import { WireCounter } from './wire.js';
 
 /** A commit or applyLog whose seq crosses a multiple of this starts a background prune. */
 export const LOG_PRUNE_EVERY_ENTRIES = 1000;
@@ -90,6 +92,17 @@ export class Conflict {
   }
 }
 
+/**
+ * A commit refused because the engine is a demoted primary (meta/epoch.ts): nothing was written. The core
+ * answers it with EROFS naming the new primary.
+ */
+export class Demoted {
+  readonly record: DemotionRec;
+  constructor(record: DemotionRec) {
+    this.record = record;
+  }
+}
+
 /** One attempt of a writing transaction, as an engine runs it (beginWrite). */
 export interface WriteAttempt {
   /** Reads inside this attempt (with whatever the engine needs to detect conflicts: WATCH, a snapshot). */
@@ -102,8 +115,10 @@ export interface WriteAttempt {
   /**
    * Commits every write (logged kinds or not) and `entry` (undefined: append none) atomically: the entry's
    * seq (undefined without one), or a Conflict when nothing was committed and the attempt must run again.
+   * The fence (meta/epoch.ts) is the engine's, inside the same atomic step: with an entry to append and the
+   * demotion record set in the committed state, nothing is written and the answer is Demoted.
    */
-  commit(writes: LogOp[], entry: NewEntry | undefined): Promise<number | undefined | Conflict>;
+  commit(writes: LogOp[], entry: NewEntry | undefined): Promise<number | undefined | Conflict | Demoted>;
   /** Called once when the attempt is over, committed or not (roll back, release the connection). Must not throw. */
   end(committed: boolean): Promise<void> | void;
 }
@@ -136,6 +151,8 @@ export interface EngineCoreStats {
 
 export abstract class EngineCore extends MetaEngineBase {
   readonly stats: EngineCoreStats = { commits: 0, conflicts: 0, prunes: 0, pruneFailures: 0 };
+  /** What this engine sent to its server (meta/wire.ts): each engine counts on its driver. */
+  readonly wire = new WireCounter();
   private readonly policy: TxnPolicy;
   private readonly pruneEveryEntries: number;
   private gateUsers = 0;
@@ -157,8 +174,12 @@ export abstract class EngineCore extends MetaEngineBase {
 
   /** Reads of the committed state for readonly transactions: latest commit per read, no locks. */
   protected abstract readReader(): Reader;
-  /** Starts one attempt of a writing transaction (under the gate when the policy says so). */
-  protected abstract beginWrite(): Promise<WriteAttempt>;
+  /**
+   * Starts attempt n (from 1) of a writing transaction (under the gate when the policy says so). An engine
+   * may run a retry differently from a first attempt (PostgreSQL: under the commit lock, so that it cannot
+   * lose again).
+   */
+  protected abstract beginWrite(n: number): Promise<WriteAttempt>;
   /** An error that means "run the attempt again" (a serialization failure): Conflict, whatever threw it. */
   protected isConflict(_err: unknown): boolean {
     return false;
@@ -198,25 +219,22 @@ export abstract class EngineCore extends MetaEngineBase {
       if (tx.writes.size > 0) throw new Error('assertion failed: readonly transaction wrote');
       return { value, seq: undefined };
     }
-    const done = await this.retrying(() => this.attempt(fn));
+    const done = await this.retrying((n) => this.attempt(fn, n));
     this.stats.commits++;
     if (done.seq !== undefined) this.logged(done.seq, done.seq);
     return done;
   }
 
-  private async attempt<R>(fn: (tx: Txn) => Promise<R>): Promise<Commit<R> | Conflict> {
+  private async attempt<R>(fn: (tx: Txn) => Promise<R>, n: number): Promise<Commit<R> | Conflict> {
     let a: WriteAttempt;
     try {
-      a = await this.beginWrite();
+      a = await this.beginWrite(n);
     } catch (err) {
       if (this.isConflict(err)) return new Conflict(err);
       throw this.unavailable(err, 'none', 'a transaction');
     }
     let committing = false;
     let committed = false;
-    // The fence (meta/epoch.ts): read beside fn's reads, checked when the transaction appends an entry.
-    const fence = fenceRead(a.reader);
-    fence.catch(() => undefined); // awaited below, or dropped when fn fails
     try {
       const tx = new OverlayTxn(a.reader);
       let value: R;
@@ -230,11 +248,13 @@ export abstract class EngineCore extends MetaEngineBase {
       }
       const writes = [...tx.writes.values()];
       const entry = newEntry(writes);
-      const demoted = await fence;
-      if (entry !== undefined && demoted !== undefined) throw demotedError(demoted);
       committing = true;
       const seq = await a.commit(writes, entry);
       if (seq instanceof Conflict) return seq;
+      if (seq instanceof Demoted) {
+        committing = false; // nothing was written
+        throw demotedError(seq.record);
+      }
       committed = true;
       return { value, seq };
     } catch (err) {
@@ -251,13 +271,13 @@ export abstract class EngineCore extends MetaEngineBase {
    * out, the last conflict's error (or TxnConflictError) is thrown. Engines use it for their own
    * whole-volume transactions too (applyLog, restore, trimming).
    */
-  protected async retrying<T>(attempt: () => Promise<T | Conflict>): Promise<T> {
+  protected async retrying<T>(attempt: (n: number) => Promise<T | Conflict>): Promise<T> {
     const p = this.policy;
     let release = p.serialize === 'always' || this.gateUsers > 0 ? await this.enterGate() : undefined;
     try {
       for (let n = 1; ; n++) {
         this.checkOpen();
-        const r = await attempt();
+        const r = await attempt(n);
         if (!(r instanceof Conflict)) return r;
         this.stats.conflicts++;
         if (n >= p.attemptsMax) throw r.error ?? new TxnConflictError(n);

@@ -115,6 +115,13 @@ export interface Txn {
   put(kind: Kind, part: string, key: string, value: object | string | number | boolean): void;
   del(kind: Kind, part: string, key: string): void;
   scan<T = Json>(kind: Kind, part: string, options?: ScanOptions): Promise<Array<[string, T]>>;
+  /**
+   * Optional capability (wrappers may leave it out; see getFollowing in records.ts for the fallback): the
+   * record at (kind, part, key) and, when it is an object whose `field` holds a number or a string, the record
+   * at (refKind, refPart, that value as a string) — as two gets would answer them, in one round trip where
+   * the engine follows the reference on its server (a directory entry and the inode it names).
+   */
+  getFollowing?<A = Json, B = Json>(kind: Kind, part: string, key: string, field: string, refKind: Kind, refPart: string): Promise<[A | undefined, B | undefined]>;
 }
 
 export interface TxnOptions {

@@ -9,16 +9,16 @@
  *                                        region and metadata URL. Logged, so the old primary's other followers
  *                                        apply it and learn where to re-point (region/mirror.ts).
  *
- * The fence: every writing transaction that appends a changelog entry reads 'demoted' from the committed state
- * inside the transaction (EngineCore.attempt) and fails with EROFS when it is set. A transaction that writes
- * only unlogged kinds (sessions, locks, consumer positions, follower reports) passes: readers of a demoted
- * primary carry on. The read is issued when the attempt begins, beside fn's own reads, so on Redis it rides the
- * same connection without a round trip of its own; on SQLite it is a point read of the open file.
+ * The fence: every writing transaction that appends a changelog entry checks 'demoted' in the committed state
+ * in the same atomic step as its commit (each engine's commit, meta/core.ts) and fails with EROFS when it is
+ * set, having written nothing. A transaction that writes only unlogged kinds (sessions, locks, consumer
+ * positions, follower reports) passes: readers of a demoted primary carry on. The check costs no round trip:
+ * on Redis it is a GET inside the commit script, on PostgreSQL a statement of the commit function, on SQLite a
+ * point read of the open file.
  */
 
 import { FsError } from '../errors.js';
 import type { LogEntry, MetaEngine } from './engine.js';
-import type { Reader } from './overlay.js';
 import { deleteMirrorIdentityIn } from './mirror.js';
 import { decodeOp, formatRecord, setting } from './records.js';
 import { clearServiceAddressesIn } from './service.js';
@@ -103,12 +103,10 @@ export async function commitPromotion(engine: MetaEngine, rec: EpochRec, format:
 }
 
 /**
- * The fence's read, issued when a writing attempt begins (see the file comment): resolves to the demotion
- * record of the committed state, or undefined.
+ * Where the fence looks (see the file comment): engines check this record inside their commit's atomic step
+ * (a SQLite point read, a read in the Redis commit script, a statement of the PostgreSQL commit function).
  */
-export function fenceRead(reader: Reader): Promise<DemotionRec | undefined> {
-  return reader.get(demotionRecord.kind, demotionRecord.part, demotionRecord.key) as Promise<DemotionRec | undefined>;
-}
+export const DEMOTION_ADDRESS = { kind: demotionRecord.kind, part: demotionRecord.part, key: demotionRecord.key } as const;
 
 /** A changelog entry that demotes its primary: the old primary's last (followers stop before applying it). */
 export function isDemotion(e: LogEntry): boolean {

@@ -27,7 +27,7 @@ import { LOCK_EOF, SessionLocks, type LockConflict, type LockType } from './lock
 import { SliceCatalogue } from './catalogue.js';
 import { ClientSession, HEARTBEAT_MS_DEFAULT, SESSION_STALE_BEATS, SESSION_STALE_MS_DEFAULT } from './sessions.js';
 import { committedUsage, storedUsage, UsageBatcher } from './usage.js';
-import { chunks, entries, inodes, xattrs } from './records.js';
+import { chunks, entries, entryWithInode, inodes, slices, xattrs } from './records.js';
 import {
   FALLOC_KEEP_SIZE,
   FALLOC_PUNCH_HOLE,
@@ -112,6 +112,11 @@ const noEffects = (): TxnEffects => ({ bytes: 0, inodes: 0, entries: [], inos: [
 
 function err(code: ConstructorParameters<typeof FsError>[0], message?: string): FsError {
   return new FsError(code, message);
+}
+
+/** The trash directory of the hour of `now`: YYYY-MM-DD-HH, UTC. */
+function trashHourName(now: number): string {
+  return new Date(now).toISOString().slice(0, 13).replace('T', '-');
 }
 
 export function checkName(name: string): void {
@@ -321,6 +326,17 @@ export class Meta implements MetaApi {
     return [p, e];
   }
 
+  /**
+   * dirEntry, and the inode the entry names read with it: one round trip on engines that follow the entry
+   * to its inode on their server (entryWithInode). The inode is undefined when the entry is, or names none.
+   */
+  private async dirEntryInode(tx: Txn, parent: number, name: string): Promise<[InodeRec, EntryRec | undefined, InodeRec | undefined]> {
+    const [p, [e, a]] = await Promise.all([inodes.get(tx, parent), entryWithInode(tx, parent, name)]);
+    if (p === undefined) throw err('ENOENT', `inode ${parent}`);
+    if (p.type !== 'dir') throw err('ENOTDIR');
+    return [p, e, a];
+  }
+
   /** Whether ctx may access attr with mask (R_OK|W_OK|X_OK). */
   static allowed(ctx: Ctx, attr: InodeRec, mask: number): boolean {
     if (ctx.uid === 0) {
@@ -416,7 +432,8 @@ export class Meta implements MetaApi {
       async (tx) => {
         // An ordinary name's entry is read together with the directory (see dirEntry).
         const plain = name !== '.' && name !== '..' && !(parent === ROOT_INO && name === TRASH_NAME) && Buffer.byteLength(name) <= NAME_BYTES_MAX;
-        const [p, e] = plain ? await this.dirEntry(tx, parent, name) : [await this.dir(tx, parent), undefined];
+        // ...and so is the inode it names, where the engine follows the entry on its server.
+        const [p, e, a] = plain ? await this.dirEntryInode(tx, parent, name) : [await this.dir(tx, parent), undefined, undefined];
         Meta.check(ctx, p, X_OK);
         const pa = { ...p, ino: parent };
         if (name === '.') return [pa, pa] as const;
@@ -424,7 +441,8 @@ export class Meta implements MetaApi {
         if (parent === ROOT_INO && name === TRASH_NAME) return [pa, { ...(await this.inode(tx, TRASH_INO)), ino: TRASH_INO }] as const;
         if (!plain) throw err('ENAMETOOLONG');
         if (e === undefined) throw err('ENOENT', name);
-        return [pa, { ...(await this.inode(tx, e.ino)), ino: e.ino }] as const;
+        if (a === undefined) throw err('ENOENT', `inode ${e.ino}`);
+        return [pa, { ...a, ino: e.ino }] as const;
       },
       { readonly: true },
     );
@@ -601,7 +619,8 @@ export class Meta implements MetaApi {
     const now = this.now();
     return this.txn(async (tx) => {
       this.changed(tx, { inos: [ino, parent] });
-      const [p, existing] = await this.dirEntry(tx, parent, name);
+      // All three records at once; the checks keep their order.
+      const [[p, existing]] = await Promise.all([this.dirEntry(tx, parent, name), inodes.get(tx, ino)]);
       if (p.nlink === 0) throw err('ENOENT', 'directory was removed');
       Meta.checkDirWrite(ctx, p);
       // As in linkat(2): an existing new name is EEXIST before the source's type is looked at.
@@ -625,7 +644,7 @@ export class Meta implements MetaApi {
       const [p, e] = await this.dirEntry(tx, parent, name);
       Meta.checkDirWrite(ctx, p);
       if (e === undefined) throw err('ENOENT', name);
-      const a = await this.inode(tx, e.ino);
+      const [a] = await Promise.all([this.inode(tx, e.ino), this.readForDropLink(tx, e.ino, parent, p, now)]);
       if (a.type === 'dir') throw err('EISDIR', name);
       Meta.checkSticky(ctx, p, a);
       entries.del(tx, parent, name);
@@ -636,6 +655,17 @@ export class Meta implements MetaApi {
       this.changed(tx, { attrs: [{ ...np, ino: parent }] });
       await this.dropLink(tx, e.ino, a, parent, name, now, spare);
     });
+  }
+
+  /**
+   * The reads dropLink may need for inode `ino` leaving directory `parent` (record p), started beside the
+   * inode's own read so that they cost no round trip of their own (the transaction keeps what it read): the
+   * trash hour's entry, or what destroying the inode reads. Resolves to nothing; the callers read again.
+   */
+  private async readForDropLink(tx: Txn, ino: number, parent: number, p: InodeRec, now: number): Promise<void> {
+    const toTrash = this.format.trashDays > 0 && parent !== TRASH_INO && p.parent !== TRASH_INO;
+    if (toTrash) await entries.get(tx, TRASH_INO, trashHourName(now));
+    else await Promise.all([xattrs.scan(tx, ino), chunks.scan(tx, ino)]);
   }
 
   /** An inode number reserved before a transaction that may need a trash directory (ids cannot be allocated inside one). */
@@ -673,7 +703,7 @@ export class Meta implements MetaApi {
 
   /** The trash subdirectory for the hour of `now`, created on first use (name: YYYY-MM-DD-HH, UTC). */
   private async trashHourDir(tx: Txn, now: number, ino: number): Promise<number> {
-    const name = new Date(now).toISOString().slice(0, 13).replace('T', '-');
+    const name = trashHourName(now);
     const e = await entries.get(tx, TRASH_INO, name);
     if (e !== undefined) return e.ino;
     if (ino === 0) throw new Error('assertion failed: no inode reserved for the trash directory');
@@ -690,7 +720,9 @@ export class Meta implements MetaApi {
   /** Deletes an inode with no links left: its record, xattrs, and its chunks (slices released). */
   private async destroyInode(tx: Txn, ino: number, a: InodeRec): Promise<void> {
     inodes.del(tx, ino);
-    for (const [k] of await xattrs.scan(tx, ino)) xattrs.del(tx, ino, k);
+    // Both parts at once (releaseChunks reads its part again from the transaction).
+    const [xs] = await Promise.all([xattrs.scan(tx, ino), a.type === 'file' ? chunks.scan(tx, ino) : undefined]);
+    for (const [k] of xs) xattrs.del(tx, ino, k);
     if (a.type === 'file') {
       await this.addUsage(tx, -(await this.releaseChunks(tx, ino, 0)), -1);
     } else {
@@ -704,12 +736,14 @@ export class Meta implements MetaApi {
    */
   private async releaseChunks(tx: Txn, ino: number, fromIdx: number): Promise<number> {
     let bytes = 0;
+    const ids: number[] = [];
     for (const [index, refs] of await chunks.scan(tx, ino)) {
       if (index < fromIdx) continue;
       chunks.del(tx, ino, index);
       bytes += dataBytes(refs);
-      for (const r of refs) await this.catalogue.unref(tx, r.id);
+      for (const r of refs) ids.push(r.id);
     }
+    await this.catalogue.unrefAll(tx, ids);
     return bytes;
   }
 
@@ -739,7 +773,8 @@ export class Meta implements MetaApi {
       const [p, e] = await this.dirEntry(tx, parent, name);
       Meta.checkDirWrite(ctx, p);
       if (e === undefined) throw err('ENOENT', name);
-      const a = await this.inode(tx, e.ino);
+      // The emptiness check's and the destruction's reads beside the inode's (the transaction keeps them).
+      const [a] = await Promise.all([this.inode(tx, e.ino), entries.scan(tx, e.ino, { limit: 1 }), xattrs.scan(tx, e.ino)]);
       if (a.type !== 'dir') throw err('ENOTDIR', name);
       Meta.checkSticky(ctx, p, a);
       if ((await entries.scan(tx, e.ino, { limit: 1 })).length > 0) throw err('ENOTEMPTY', name);
@@ -774,12 +809,13 @@ export class Meta implements MetaApi {
     const now = this.now();
     const spare = await this.spareIno();
     await this.txn(async (tx) => {
-      // Both directories and both names are read at once (see dirEntry); checks keep their order.
-      const [src, dst] = await Promise.allSettled([this.dirEntry(tx, srcParent, srcName), this.dirEntry(tx, dstParent, dstName)]);
+      // Both directories, both names and their inodes are read at once (see dirEntryInode); checks keep their order.
+      const [src, dst] = await Promise.allSettled([this.dirEntryInode(tx, srcParent, srcName), this.dirEntryInode(tx, dstParent, dstName)]);
       if (src.status === 'rejected') throw src.reason;
       if (dst.status === 'rejected') throw dst.reason;
       const [sp, se] = src.value;
       const [dp, de] = dst.value;
+      // The inodes were read with the names: the reads below find them in the transaction.
       Meta.checkDirWrite(ctx, sp);
       if (dstParent !== srcParent) Meta.checkDirWrite(ctx, dp);
       if (dp.nlink === 0) throw err('ENOENT', 'target directory was removed');
@@ -788,6 +824,8 @@ export class Meta implements MetaApi {
       const [sa, dstInode] = await Promise.all([
         inodes.get(tx, se.ino),
         de === undefined ? undefined : inodes.get(tx, de.ino),
+        // What replacing the target reads, if it comes to that (the transaction keeps it).
+        de === undefined || (flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) !== 0 ? undefined : this.readForReplace(tx, de, dstParent, dp, now),
       ]);
       if (sa === undefined) throw err('ENOENT', `inode ${se.ino}`);
       Meta.checkSticky(ctx, sp, sa);
@@ -864,6 +902,12 @@ export class Meta implements MetaApi {
       for (const [ino, rec] of parents) inodes.put(tx, ino, rec);
       this.changed(tx, { attrs: [...parents].map(([ino, rec]) => ({ ...rec, ino })) });
     });
+  }
+
+  /** readForDropLink for a rename's target entry, or its emptiness check when it is a directory. */
+  private async readForReplace(tx: Txn, de: EntryRec, dstParent: number, dp: InodeRec, now: number): Promise<void> {
+    if (de.type === 'dir') await Promise.all([entries.scan(tx, de.ino, { limit: 1 }), xattrs.scan(tx, de.ino)]);
+    else await this.readForDropLink(tx, de.ino, dstParent, dp, now);
   }
 
   /** Throws EINVAL if directory `ino` is `dir` or one of its ancestors. */
@@ -1026,14 +1070,17 @@ export class Meta implements MetaApi {
     const now = this.now();
     return this.txn(async (tx) => {
       this.changed(tx, { inos: [ino] });
-      const a = { ...(await this.inode(tx, ino)) };
+      // Every record the commit reads, at once; an append learns where it lands from the length first.
+      const [rec] = await Promise.all([this.inode(tx, ino), appendAt === undefined ? this.readForWrite(tx, ino, writes) : undefined]);
+      const a = { ...rec };
       if (a.type !== 'file') throw err('EBADF', 'not a regular file');
       let longest = 0;
       const lists = new Map<number, SliceRef[]>();
       const before = new Map<number, number>();
-      const used = await this.usedOf(tx, ino, a);
       const shift = appendAt === undefined ? 0 : a.length - appendAt;
-      for (const { index, ref } of shift === 0 ? writes : shiftWrites(writes, shift, this.chunkBytes)) {
+      const placed = shift === 0 ? writes : shiftWrites(writes, shift, this.chunkBytes);
+      const [used] = await Promise.all([this.usedOf(tx, ino, a), appendAt === undefined ? undefined : this.readForWrite(tx, ino, placed)]);
+      for (const { index, ref } of placed) {
         if (!Number.isSafeInteger(ref.id) || ref.id <= 0 || ref.pos < 0 || ref.len <= 0 || ref.pos + ref.len > this.chunkBytes) {
           throw new Error(`assertion failed: bad slice reference ${JSON.stringify(ref)}`);
         }
@@ -1063,6 +1110,13 @@ export class Meta implements MetaApi {
       this.changed(tx, { attrs: [attr] });
       return { attr, longest, shift, indexes: [...lists.keys()] };
     });
+  }
+
+  /** Reads the chunk lists and slice records a write of `writes` updates, at once (the transaction keeps them). */
+  private async readForWrite(tx: Txn, ino: number, writes: ReadonlyArray<{ index: number; ref: SliceRef }>): Promise<void> {
+    const indexes = new Set(writes.map((w) => w.index));
+    const ids = new Set(writes.map((w) => w.ref.id));
+    await Promise.all([...[...indexes].map((i) => chunks.get(tx, ino, i)), ...[...ids].map((id) => slices.get(tx, id))]);
   }
 
   /**

@@ -10,28 +10,40 @@
  * order the contract asks of scans. Values are JSON *text*, not jsonb: jsonb rejects "\u0000" inside
  * strings, which names never hold but other values may.
  *
- * Concurrency: writers are serial, volume-wide.
+ * Concurrency: optimistic, and serial only for the commit itself.
  *
- *   BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE logstate IN EXCLUSIVE MODE   -- one round trip
- *   fn: reads through this connection, writes buffered in an OverlayTxn
- *   one statement: upsert + delete (unnest arrays) + UPDATE logstate SET last = last + 1 + INSERT INTO log
- *                  RETURNING seq (the commit's seq, answered by `commit`)
- *   COMMIT
+ *   reads    plain statements on any pooled connection, outside any transaction: gets issued in one turn of
+ *            the event loop go out as one query. Each returns the row's version (xmin: a new one for every
+ *            new row version) with its value; the attempt remembers the version of every record it read
+ *            (none: missing) and the keys of every range it scanned.
+ *   commit   one statement, SELECT ferry_commit_v1(reads, writes, entry): a PL/pgSQL function that, in its
+ *            own single-statement transaction,
+ *              takes the logstate row lock (FOR UPDATE: commits queue here, and only for their own duration)
+ *              checks every remembered read against the latest committed state (READ COMMITTED: each of the
+ *                function's statements sees every commit made before it began, so all commits made before
+ *                the lock was granted), and returns 0 — nothing written — when one changed
+ *              the fence (meta/epoch.ts), when an entry is to be appended: 2 and the demotion record
+ *              upserts, deletes, UPDATE logstate SET last = last + 1 and INSERT INTO log, returning 1 and the seq
  *
- * LOCK TABLE takes no snapshot, so the transaction's snapshot is taken after the lock is granted and sees
- * every earlier writer's commit. EXCLUSIVE mode does not conflict with plain SELECTs: readers, readLog and
- * snapshots never wait for writers. Why not SERIALIZABLE with optimistic retries: a gapless sequence needs
- * one counter row that every logged transaction updates, so under snapshot isolation any two overlapping
- * writers conflict on it (40001) whatever else they touch — optimistic concurrency would degrade into
- * serial execution plus aborted work, and retry storms that exhaust any bounded retry count under load (and
- * Meta updates the global usage counters in nearly every mutation anyway). Why REPEATABLE READ and not READ
- * COMMITTED, when the lock makes them equivalent: a writer that bypasses the lock (hand-written SQL) then
- * fails with 40001 instead of silently losing an update; 40001 and 40P01 are Conflicts, run again by the
- * core (meta/core.ts) with jittered backoff. Within one process the core's writer gate ('always') queues
- * writers before they take a pooled connection, so waiting writers never starve readers of connections.
+ * A transaction is thereby serializable at its commit point, and the changelog gapless and in commit order:
+ * seqs are taken under the row lock, and a commit is visible before the next one takes the lock. A reader
+ * of the log (readLog, snapshots) never waits. Nothing is locked across a client's round trips: a client that
+ * stalls between its reads and its commit delays nobody. A read that no longer holds makes the attempt a
+ * Conflict, run again by the core (meta/core.ts) with jittered backoff; 40001 and 40P01 (from an administrator's
+ * hand-written transaction, say) are Conflicts too. Every connection runs READ COMMITTED whatever the server's
+ * default, which the function's checks rely on.
+ *
+ * A retry does not gamble again: it takes the logstate row lock first (BEGIN and the lock in one round trip),
+ * reads on that connection, calls the commit function and commits. No other commit can land in between, so
+ * a transaction that lost once wins its second attempt; under heavy contention on one record (many clients
+ * creating in one directory) commits queue on the lock, as a pessimistic engine's would, instead of retrying
+ * against each other. Only these retries hold the lock across round trips.
+ *
+ * Whole-volume work (applyLog, restore, reset, trimming) takes LOCK TABLE logstate IN EXCLUSIVE MODE in a
+ * REPEATABLE READ transaction: it waits for commits in flight and holds new ones off until it ends.
  *
  * Readonly transactions run each read as its own statement on any pooled connection, without a snapshot
- * across reads — the same as the SQLite engine.
+ * across reads — the same as the SQLite engine. Snapshots are one REPEATABLE READ READ ONLY transaction.
  */
 
 import pg from 'pg';
@@ -39,17 +51,21 @@ import type { ClientBase, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import { Mutex } from '../util/mutex.js';
+import { countPgQueries } from './wire.js';
+import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
 import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
-import { checkNextSeq, Conflict, EngineCore, errorCode, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
+import { refKeyOf } from './overlay.js';
+import { SpeculativeReads } from './speculate.js';
+import { checkNextSeq, Conflict, Demoted, EngineCore, errorCode, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 
-/** Pooled connections per engine (one is a writer at a time; the others serve reads and snapshots). */
+/** Pooled connections per engine (a transaction holds one only for one statement at a time). */
 export const POOL_CONNECTIONS_MAX = 8;
-/** Attempts of one transaction when PostgreSQL reports a serialization failure or a deadlock. */
-export const TXN_ATTEMPTS_MAX = 8;
+/** Attempts of one transaction whose reads changed before its commit (or that met 40001/40P01). */
+export const TXN_ATTEMPTS_MAX = 50;
 /** Backoff before retry n is uniform in [0, min(cap, base * 2^(n-1))) ms (util/sleep.ts). */
-export const RETRY_BACKOFF_BASE_MS = 10;
-export const RETRY_BACKOFF_CAP_MS = 500;
-/** How long a writer waits for the volume's write lock before failing (server-side lock_timeout). */
+export const RETRY_BACKOFF_BASE_MS = 1;
+export const RETRY_BACKOFF_CAP_MS = 100;
+/** How long a commit (or whole-volume work) waits for the log-state lock before failing (server-side lock_timeout). */
 export const WRITE_LOCK_WAIT_MS_MAX = 60_000;
 /** A client idle inside a transaction this long (hung, or stopped in a debugger) is cut off by the server. */
 export const IDLE_IN_TXN_MS_MAX = 60_000;
@@ -127,6 +143,8 @@ export function parsePostgresUrl(url: string): ParsedUrl {
     lock_timeout: WRITE_LOCK_WAIT_MS_MAX,
     idle_in_transaction_session_timeout: IDLE_IN_TXN_MS_MAX,
     application_name: 'ferry',
+    // The commit function's checks need each of its statements to see the latest commits (see the header).
+    options: '-c default_transaction_isolation=read\\ committed',
   };
   if (user !== '') config.user = user;
   if (u.password !== '') config.password = decodeURIComponent(u.password);
@@ -168,6 +186,8 @@ export class PostgresEngine extends EngineCore {
   private readonly pool: pg.Pool;
   /** Reads of readonly transactions: each its own statement on any pooled connection. */
   private readonly reader: Reader;
+  /** What this client recently read (row versions; null: missing), for first attempts to speculate on. */
+  readonly recent = new SpeculativeReads<string | null>();
   /** Fully qualified table names. */
   private readonly t: { rec: string; log: string; logstate: string };
   private readonly sql: {
@@ -176,14 +196,15 @@ export class PostgresEngine extends EngineCore {
     scan: string;
     scanAll: string;
     begin: string;
+    lockCommits: string;
     readLog: string;
+    commit: string;
   };
 
   private constructor(parsed: ParsedUrl, options: CoreOptions) {
-    // 'always': this process's writers queue on a mutex before they take a connection (the volume-wide lock
-    // is LOCK TABLE), so waiting writers never starve readers of connections.
+    // 'contention': writers run concurrently; after a conflict this process's writers take turns (core.ts).
     super(
-      { attemptsMax: TXN_ATTEMPTS_MAX, backoff: { baseMs: RETRY_BACKOFF_BASE_MS, capMs: RETRY_BACKOFF_CAP_MS }, serialize: 'always', lock: new Mutex() },
+      { attemptsMax: TXN_ATTEMPTS_MAX, backoff: { baseMs: RETRY_BACKOFF_BASE_MS, capMs: RETRY_BACKOFF_CAP_MS }, serialize: 'contention', lock: new Mutex() },
       options,
     );
     this.description = parsed.description;
@@ -194,28 +215,54 @@ export class PostgresEngine extends EngineCore {
     this.pool.on('error', (err) => {
       process.emitWarning(`ferry: idle PostgreSQL connection lost: ${err.message}`);
     });
+    this.pool.on('connect', (client) => countPgQueries(client, this.wire));
     const s = quoteIdent(parsed.schema);
     this.t = { rec: `${s}.rec`, log: `${s}.log`, logstate: `${s}.logstate` };
     const { rec, log, logstate } = this.t;
+    // Reads answer each row's version (xmin, as text) beside its value: the commit function checks it.
     this.sql = {
-      get: `SELECT value FROM ${rec} WHERE kind = $1 AND part = $2 AND key = $3`,
+      get: `SELECT value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 AND key = $3`,
       // COLLATE "C" as the columns: the join then uses the primary key, and equality has one collation.
+      // Gets and following reads of one batch (see batched): COLLATE "C" as the columns, so the joins use the
+      // primary key. The field is read only for following reads (CASE: no JSON parsed for plain gets).
       getMany:
-        `SELECT r.kind, r.part, r.key, r.value FROM ${rec} r JOIN unnest($1::text[], $2::text[], $3::text[]) AS q(kind, part, key) ` +
-        `ON r.kind = q.kind COLLATE "C" AND r.part = q.part COLLATE "C" AND r.key = q.key COLLATE "C"`,
-      scan: `SELECT key, value FROM ${rec} WHERE kind = $1 AND part = $2 AND key > $3 ORDER BY key LIMIT $4`,
+        `SELECT q.i, a.value AS a, a.xmin::text AS av, CASE WHEN q.field IS NOT NULL THEN a.value::json ->> q.field END AS bk, ` +
+        `b.value AS b, b.xmin::text AS bv ` +
+        `FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS q(kind, part, key, field, rkind, rpart, i) ` +
+        `JOIN ${rec} a ON a.kind = q.kind COLLATE "C" AND a.part = q.part COLLATE "C" AND a.key = q.key COLLATE "C" ` +
+        `LEFT JOIN ${rec} b ON b.kind = q.rkind COLLATE "C" AND b.part = q.rpart COLLATE "C" ` +
+        `AND b.key = (CASE WHEN q.field IS NOT NULL THEN a.value::json ->> q.field END) COLLATE "C"`,
+      scan: `SELECT key, value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 AND key > $3 ORDER BY key LIMIT $4`,
       // Without `after` the empty key is included (`key > ''` would skip it).
-      scanAll: `SELECT key, value FROM ${rec} WHERE kind = $1 AND part = $2 ORDER BY key LIMIT $3`,
-      // One round trip; LOCK TABLE takes no snapshot, so the snapshot follows the grant (see the header).
+      scanAll: `SELECT key, value, xmin::text AS ver FROM ${rec} WHERE kind = $1 AND part = $2 ORDER BY key LIMIT $3`,
+      // Whole-volume work: LOCK TABLE takes no snapshot, so the snapshot follows the grant (see the header).
       begin: `BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE ${logstate} IN EXCLUSIVE MODE`,
+      // A retry's lock (beginWrite): the row every commit locks first. READ COMMITTED: each later statement
+      // sees every commit made before the lock was granted.
+      lockCommits: `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT 1 FROM ${logstate} WHERE id = 0 FOR UPDATE`,
+      commit:
+        `SELECT r_status, r_seq, r_info FROM ${s}.${COMMIT_FUNCTION}($1::text[], $2::text[], $3::text[], $4::text[], ` +
+        `$5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], ` +
+        `$15::text[], $16::text[], $17::text[], $18::bigint, $19::text)`,
       // One statement, so the floor and the entries come from one snapshot.
       readLog:
         `SELECT s.floor, l.seq, l.time, l.ops FROM ${logstate} s LEFT JOIN LATERAL ` +
         `(SELECT seq, time, ops FROM ${log} WHERE seq > $1 AND $1 >= s.floor ORDER BY seq LIMIT $2) l ON true WHERE s.id = 0 ORDER BY l.seq`,
     };
+    const reads = this.batched();
     this.reader = {
-      get: (kind, part, key) => this.readGet(this.pool, kind, part, key),
-      scan: (kind, part, opts, extra) => this.readScan(this.pool, kind, part, opts, extra),
+      get: async (kind, part, key) => {
+        const v = await reads.get(kind, part, key);
+        this.remember(kind, part, key, v);
+        return v?.value;
+      },
+      scan: async (kind, part, opts, extra) => (await this.readScan(this.pool, kind, part, opts, extra)).rows,
+      getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const r = await reads.following(kind, part, key, field, refKind, refPart);
+        this.remember(kind, part, key, r.value);
+        if (r.refKey !== undefined) this.remember(refKind, refPart, r.refKey, r.ref);
+        return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
+      },
     };
   }
 
@@ -261,7 +308,10 @@ export class PostgresEngine extends EngineCore {
       const encoding = enc.rows[0]?.server_encoding;
       if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') throw new UsageError(`${this.description}: database encoding ${encoding} (need UTF8)`);
       const exists = await client.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [this.t.logstate]);
-      if (exists.rows[0]?.ok === true) return;
+      if (exists.rows[0]?.ok === true) {
+        await this.ensureCommitFunction(client);
+        return;
+      }
       if (!create) throw new UsageError(`no volume at ${this.description}: schema "${this.schema}" holds no Ferry tables (run "ferry format" first)`);
       const { rec, log, logstate } = this.t;
       await client.query('BEGIN');
@@ -278,6 +328,7 @@ export class PostgresEngine extends EngineCore {
           `CREATE TABLE IF NOT EXISTS ${logstate} (id int PRIMARY KEY CHECK (id = 0), last bigint NOT NULL, floor bigint NOT NULL)`,
         );
         await client.query(`INSERT INTO ${logstate} (id, last, floor) VALUES (0, 0, 0) ON CONFLICT (id) DO NOTHING`);
+        await client.query(commitFunctionSql(quoteIdent(this.schema), this.t));
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -288,61 +339,111 @@ export class PostgresEngine extends EngineCore {
     }
   }
 
-  // ---------------------------------------------------------------- reads
-
-  private async readGet(db: ClientBase | pg.Pool, kind: Kind, part: string, key: string): Promise<Json | undefined> {
-    const r = await db.query<{ value: string }>(this.sql.get, [kind, part, key]);
-    const row = r.rows[0];
-    return row === undefined ? undefined : (JSON.parse(row.value) as Json);
+  /**
+   * A volume formatted before the commit function existed gets it at open. Without the privilege to create
+   * it (a read-only user), opening still succeeds: reads work, and a commit fails naming the missing function.
+   */
+  private async ensureCommitFunction(client: PoolClient): Promise<void> {
+    const have = await client.query(
+      'SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2',
+      [this.schema, COMMIT_FUNCTION],
+    );
+    if (have.rowCount !== null && have.rowCount > 0) return;
+    await client.query('BEGIN');
+    try {
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ferry:${this.schema}`]);
+      await client.query(commitFunctionSql(quoteIdent(this.schema), this.t));
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      if (errorCode(err) !== '42501') throw err;
+    }
   }
 
+  // ---------------------------------------------------------------- reads
+
   /**
-   * Gets on one connection, where node-postgres runs queries one after another: gets issued in the same
-   * turn of the event loop (Meta reads a directory and an entry at once) go out as one query, one round
-   * trip instead of one each.
+   * Point reads on `db`, batched: gets and getFollowing reads issued in the same turn of the event loop (Meta
+   * reads a directory and an entry at once, with the inode the entry names) go out as one query, one round
+   * trip instead of one each. Each answers the record's value and version (undefined: missing) and, for a
+   * following read, the key its field names and that record.
    */
-  private batchedGet(client: ClientBase): (kind: Kind, part: string, key: string) => Promise<Json | undefined> {
-    type Waiter = { kind: Kind; part: string; key: string; resolve(v: Json | undefined): void; reject(e: unknown): void };
-    let queue: Waiter[] | undefined;
-    const run = async (batch: Waiter[]): Promise<void> => {
-      if (batch.length === 1) {
-        const w = batch[0]!;
-        w.resolve(await this.readGet(client, w.kind, w.part, w.key));
+  private batched(db: pg.Pool | PoolClient = this.pool): BatchedReads {
+    let queue: ReadWaiter[] | undefined;
+    const run = async (batch: ReadWaiter[]): Promise<void> => {
+      const w0 = batch[0]!;
+      if (batch.length === 1 && w0.field === null) {
+        const r = await db.query<{ value: string; ver: string }>({ name: 'ferry-get', text: this.sql.get, values: [w0.kind, w0.part, w0.key] });
+        const row = r.rows[0];
+        w0.resolve({ value: row === undefined ? undefined : { value: JSON.parse(row.value) as Json, ver: row.ver, raw: row.value }, refKey: undefined, ref: undefined });
         return;
       }
-      const r = await client.query<{ kind: string; part: string; key: string; value: string }>(this.sql.getMany, [
-        batch.map((w) => w.kind),
-        batch.map((w) => w.part),
-        batch.map((w) => w.key),
-      ]);
-      const found = new Map(r.rows.map((row) => [`${row.kind}\0${row.part}\0${row.key}`, row.value]));
-      for (const w of batch) {
-        const v = found.get(`${w.kind}\0${w.part}\0${w.key}`);
-        w.resolve(v === undefined ? undefined : (JSON.parse(v) as Json));
+      const r = await db.query<{ i: string; a: string; av: string; bk: string | null; b: string | null; bv: string | null }>({
+        name: 'ferry-get-many',
+        text: this.sql.getMany,
+        values: [
+          batch.map((w) => w.kind),
+          batch.map((w) => w.part),
+          batch.map((w) => w.key),
+          batch.map((w) => w.field),
+          batch.map((w) => w.refKind),
+          batch.map((w) => w.refPart),
+        ],
+      });
+      const rows = new Map(r.rows.map((row) => [Number(row.i), row]));
+      for (const [i, w] of batch.entries()) {
+        const row = rows.get(i + 1);
+        if (row === undefined) {
+          w.resolve({ value: undefined, refKey: undefined, ref: undefined });
+          continue;
+        }
+        const value: Versioned = { value: JSON.parse(row.a) as Json, ver: row.av, raw: row.a };
+        const refKey = w.field === null ? undefined : refKeyOf(value.value, w.field);
+        if (refKey === undefined || w.refKind === null || w.refPart === null) {
+          w.resolve({ value, refKey: undefined, ref: undefined });
+        } else if (refKey !== row.bk) {
+          // The server read the field otherwise than JavaScript does (a number written as 1e3): read it alone.
+          this.batched(db)
+            .get(w.refKind, w.refPart, refKey)
+            .then((ref) => w.resolve({ value, refKey, ref }), w.reject);
+        } else {
+          w.resolve({ value, refKey, ref: row.b === null ? undefined : { value: JSON.parse(row.b) as Json, ver: row.bv!, raw: row.b } });
+        }
       }
     };
-    return (kind, part, key) =>
-      new Promise<Json | undefined>((resolve, reject) => {
+    const read = (w: Omit<ReadWaiter, 'resolve' | 'reject'>): Promise<FollowedRead> =>
+      new Promise<FollowedRead>((resolve, reject) => {
         if (queue === undefined) {
-          const batch: Waiter[] = (queue = []);
+          const batch: ReadWaiter[] = (queue = []);
           queueMicrotask(() => {
             queue = undefined;
             run(batch).catch((e: unknown) => {
-              for (const w of batch) w.reject(e);
+              for (const x of batch) x.reject(e);
             });
           });
         }
-        queue.push({ kind, part, key, resolve, reject });
+        queue.push({ ...w, resolve, reject });
       });
+    return {
+      get: async (kind, part, key) => (await read({ kind, part, key, field: null, refKind: null, refPart: null })).value,
+      following: (kind, part, key, field, refKind, refPart) => read({ kind, part, key, field, refKind, refPart }),
+    };
   }
 
-  private async readScan(db: ClientBase | pg.Pool, kind: Kind, part: string, options: ScanOptions | undefined, extra: number): Promise<Array<[string, Json]>> {
+  /** One range of a part, with each row's version; `limit` as queried (null: none). */
+  private async readScan(
+    db: pg.Pool | PoolClient,
+    kind: Kind,
+    part: string,
+    options: ScanOptions | undefined,
+    extra: number,
+  ): Promise<{ limit: number | null; rows: Array<[string, Json]>; vers: string[] }> {
     const limit = options?.limit === undefined ? null : options.limit + extra;
     const r =
       options?.after === undefined
-        ? await db.query<{ key: string; value: string }>(this.sql.scanAll, [kind, part, limit])
-        : await db.query<{ key: string; value: string }>(this.sql.scan, [kind, part, options.after, limit]);
-    return r.rows.map((row) => [row.key, JSON.parse(row.value) as Json]);
+        ? await db.query<{ key: string; value: string; ver: string }>({ name: 'ferry-scan-all', text: this.sql.scanAll, values: [kind, part, limit] })
+        : await db.query<{ key: string; value: string; ver: string }>({ name: 'ferry-scan', text: this.sql.scan, values: [kind, part, options.after, limit] });
+    return { limit, rows: r.rows.map((row) => [row.key, JSON.parse(row.value) as Json]), vers: r.rows.map((row) => row.ver) };
   }
 
   // ---------------------------------------------------------------- transactions
@@ -359,24 +460,200 @@ export class PostgresEngine extends EngineCore {
     return connectionLost(err);
   }
 
-  /** A pooled connection in `BEGIN ...; LOCK TABLE` (one round trip): the volume's write lock, then the snapshot. */
-  protected async beginWrite(): Promise<WriteAttempt> {
-    const { client, rollback } = await this.locked();
+  /**
+   * Attempt 1 is optimistic: reads through the pool, remembered, then one call of the commit function. A
+   * retry (the first attempt lost to another commit) runs under the commit lock instead: BEGIN and the
+   * logstate row lock in one round trip, its reads on that connection, the commit function, COMMIT. Nothing
+   * can commit meanwhile, so it cannot lose again: under contention on one record (creates in one directory
+   * from many clients) every transaction commits at its second attempt at the latest, in the order the
+   * lock grants, instead of retrying against each other.
+   */
+  protected beginWrite(n: number): Promise<WriteAttempt> {
+    return n === 1 ? Promise.resolve(this.optimistic()) : this.underLock();
+  }
+
+  private optimistic(): WriteAttempt {
+    const reads = new ReadSet();
+    const batch = this.batched();
+    const recent = this.recent;
+    // Records taken from what this client read less than a second ago (meta/speculate.ts): checked at commit
+    // like any read.
+    const speculated = new Set<string>();
+    const speculate = (kind: Kind, part: string, key: string): Versioned | null | undefined => {
+      const id = recId(kind, part, key);
+      const hit = recent.fresh(id);
+      if (hit === undefined) return undefined;
+      speculated.add(id);
+      reads.got(kind, part, key, hit.ver);
+      return hit.raw === undefined ? null : { value: JSON.parse(hit.raw) as Json, ver: hit.ver!, raw: hit.raw };
+    };
+    const reader: Reader = {
+      get: async (kind, part, key) => {
+        const hit = speculate(kind, part, key);
+        if (hit !== undefined) return hit?.value;
+        const v = await batch.get(kind, part, key);
+        reads.got(kind, part, key, v?.ver ?? null);
+        this.remember(kind, part, key, v);
+        return v?.value;
+      },
+      scan: async (kind, part, opts, extra) => {
+        const r = await this.readScan(this.pool, kind, part, opts, extra);
+        reads.scanned(kind, part, opts?.after ?? null, r.limit, r.rows.map(([k]) => k));
+        r.rows.forEach(([k], i) => reads.got(kind, part, k, r.vers[i]!));
+        return r.rows;
+      },
+      getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const a = recent.fresh(recId(kind, part, key));
+        if (a !== undefined) {
+          const refKey = a.raw === undefined ? undefined : refKeyOf(JSON.parse(a.raw) as Json, field);
+          if (refKey === undefined || recent.fresh(recId(refKind, refPart, refKey)) !== undefined) {
+            const value = speculate(kind, part, key);
+            const ref = refKey === undefined ? undefined : speculate(refKind, refPart, refKey);
+            return { value: value?.value, refKey, ref: ref?.value };
+          }
+        }
+        const r = await batch.following(kind, part, key, field, refKind, refPart);
+        reads.got(kind, part, key, r.value?.ver ?? null);
+        this.remember(kind, part, key, r.value);
+        if (r.refKey !== undefined) {
+          reads.got(refKind, refPart, r.refKey, r.ref?.ver ?? null);
+          this.remember(refKind, refPart, r.refKey, r.ref);
+        }
+        return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
+      },
+    };
+    const lost = (r: Conflict): Conflict => {
+      // What this attempt read may be stale, speculated or not.
+      for (const g of reads.gets.values()) recent.forget(recId(g.kind, g.part, g.key));
+      if (speculated.size > 0) recent.conflicted(speculated);
+      return r;
+    };
+    return {
+      reader,
+      failed: async () => {
+        // fn may have failed only because its reads came from different commits: checking them (a call that
+        // writes nothing) reruns fn then, instead of reporting an error a serial execution would not raise.
+        if (reads.torn) return lost(new Conflict());
+        if (reads.empty) return undefined;
+        const r = await this.callCommit(this.pool, reads, [], undefined);
+        return r instanceof Conflict ? lost(r) : undefined;
+      },
+      commit: async (writes, entry) => {
+        if (reads.torn) return lost(new Conflict());
+        if (writes.length === 0 && reads.empty) return undefined;
+        const r = await this.callCommit(this.pool, reads, writes, entry);
+        if (r instanceof Conflict) return lost(r);
+        this.forgetWritten(writes);
+        return r;
+      },
+      end: () => undefined,
+    };
+  }
+
+  /** A read of the committed state, for later first attempts to speculate on (undefined: the record is missing). */
+  private remember(kind: Kind, part: string, key: string, v: Versioned | undefined): void {
+    this.recent.remember(recId(kind, part, key), v?.ver ?? null, v?.raw);
+  }
+
+  /** After a commit: its records' new versions are the server's, unknown here. */
+  private forgetWritten(writes: readonly LogOp[]): void {
+    for (const [kind, part, key] of writes) this.recent.forget(recId(kind, part, key));
+  }
+
+  /** An attempt that holds the commit lock from its first read to its COMMIT (see beginWrite). */
+  private async underLock(): Promise<WriteAttempt> {
+    const client = await this.pool.connect();
+    const rollback = async (): Promise<void> => {
+      let broken: Error | undefined;
+      try {
+        await client.query('ROLLBACK');
+      } catch (err) {
+        broken = err as Error;
+      }
+      client.release(broken);
+    };
+    try {
+      await client.query(this.sql.lockCommits);
+    } catch (err) {
+      await rollback();
+      throw err;
+    }
+    const batch = this.batched(client);
     let committed = false;
     return {
+      // Reads under the lock are the latest state: later first attempts may speculate on them.
       reader: {
-        get: this.batchedGet(client),
-        scan: (kind, part, opts, extra) => this.readScan(client, kind, part, opts, extra),
+        get: async (kind, part, key) => {
+          const v = await batch.get(kind, part, key);
+          this.remember(kind, part, key, v);
+          return v?.value;
+        },
+        scan: async (kind, part, opts, extra) => (await this.readScan(client, kind, part, opts, extra)).rows,
+        getFollowing: async (kind, part, key, field, refKind, refPart) => {
+          const r = await batch.following(kind, part, key, field, refKind, refPart);
+          this.remember(kind, part, key, r.value);
+          if (r.refKey !== undefined) this.remember(refKind, refPart, r.refKey, r.ref);
+          return { value: r.value?.value, refKey: r.refKey, ref: r.ref?.value };
+        },
       },
+      // Every read came from the latest commit, and no other can happen until this one ends.
       failed: () => Promise.resolve(undefined),
       commit: async (writes, entry) => {
-        const seq = writes.length > 0 ? await this.write(client, writes, entry) : undefined;
+        const r = writes.length === 0 ? undefined : await this.callCommit(client, new ReadSet(), writes, entry);
+        if (r instanceof Demoted || r instanceof Conflict) return r;
         await client.query('COMMIT');
         committed = true;
-        return seq;
+        this.forgetWritten(writes);
+        return r;
       },
       end: () => (committed ? client.release() : rollback()),
     };
+  }
+
+  /** One call of the commit function (no writes and no entry: a check of the reads only). */
+  private async callCommit(db: pg.Pool | PoolClient, reads: ReadSet, writes: readonly LogOp[], entry: NewEntry | undefined): Promise<number | undefined | Conflict | Demoted> {
+    for (const op of writes) checkText(op);
+    const puts = writes.filter((op) => op[3] !== null);
+    const dels = writes.filter((op) => op[3] === null);
+    const g = [...reads.gets.values()];
+    const sc = reads.scans;
+    const r = await db.query<{ r_status: number; r_seq: string | null; r_info: string | null }>({
+      name: 'ferry-commit',
+      text: this.sql.commit,
+      values: [
+        g.map((x) => x.kind),
+        g.map((x) => x.part),
+        g.map((x) => x.key),
+        g.map((x) => x.ver),
+        sc.map((x) => x.kind),
+        sc.map((x) => x.part),
+        sc.map((x) => x.after),
+        sc.map((x) => x.limit),
+        sc.map((x) => x.keys.length),
+        sc.flatMap((x) => x.keys),
+        puts.map((o) => o[0]),
+        puts.map((o) => o[1]),
+        puts.map((o) => o[2]),
+        puts.map((o) => JSON.stringify(o[3])),
+        dels.map((o) => o[0]),
+        dels.map((o) => o[1]),
+        dels.map((o) => o[2]),
+        entry?.time ?? null,
+        entry?.opsJson ?? null,
+      ],
+    });
+    const row = r.rows[0];
+    if (row === undefined) throw new Error('assertion failed: the commit function answered no row');
+    switch (row.r_status) {
+      case 1:
+        return entry === undefined ? undefined : int(row.r_seq, 'log.seq');
+      case 0:
+        return new Conflict();
+      case 2:
+        return new Demoted(JSON.parse(row.r_info!) as DemotionRec);
+      default:
+        throw new Error(`assertion failed: the commit function answered status ${String(row.r_status)}`);
+    }
   }
 
   /**
@@ -602,4 +879,129 @@ export class PostgresEngine extends EngineCore {
   protected doClose(): Promise<void> {
     return this.pool.end();
   }
+}
+
+/** A record's address as one string (the speculation cache's key). */
+function recId(kind: Kind, part: string, key: string): string {
+  return `${kind}\0${part}\0${key}`;
+}
+
+/** A record's value and its row version (xmin), as a read answers them, and its JSON text. */
+interface Versioned {
+  value: Json;
+  ver: string;
+  raw: string;
+}
+
+/** A point read's answer; refKey and ref only for a following read that named a record (Txn.getFollowing). */
+interface FollowedRead {
+  value: Versioned | undefined;
+  refKey: string | undefined;
+  ref: Versioned | undefined;
+}
+
+interface ReadWaiter {
+  kind: Kind;
+  part: string;
+  key: string;
+  /** Following reads only (null for a plain get). */
+  field: string | null;
+  refKind: Kind | null;
+  refPart: string | null;
+  resolve(r: FollowedRead): void;
+  reject(e: unknown): void;
+}
+
+/** Point reads of one connection or pool, batched per turn of the event loop (PostgresEngine.batched). */
+interface BatchedReads {
+  get(kind: Kind, part: string, key: string): Promise<Versioned | undefined>;
+  following(kind: Kind, part: string, key: string, field: string, refKind: Kind, refPart: string): Promise<FollowedRead>;
+}
+
+/** What a writing attempt read, for the commit function to check. */
+class ReadSet {
+  /** Record address → the version read (null: missing); the first read wins. */
+  readonly gets = new Map<string, { kind: Kind; part: string; key: string; ver: string | null }>();
+  readonly scans: Array<{ kind: Kind; part: string; after: string | null; limit: number | null; keys: string[] }> = [];
+  /** Two reads of one record disagreed: the attempt saw two commits and must run again. */
+  torn = false;
+
+  got(kind: Kind, part: string, key: string, ver: string | null): void {
+    const id = `${kind}\0${part}\0${key}`;
+    const had = this.gets.get(id);
+    if (had === undefined) this.gets.set(id, { kind, part, key, ver });
+    else if (had.ver !== ver) this.torn = true;
+  }
+
+  scanned(kind: Kind, part: string, after: string | null, limit: number | null, keys: string[]): void {
+    this.scans.push({ kind, part, after, limit, keys });
+  }
+
+  get empty(): boolean {
+    return this.gets.size === 0 && this.scans.length === 0;
+  }
+}
+
+/** The commit function's name; a change of its signature or meaning gets a new version suffix. */
+const COMMIT_FUNCTION = 'ferry_commit_v1';
+
+/**
+ * The commit function (see the file comment). Arguments, as parallel arrays: the records read and their
+ * versions (NULL: missing); the ranges scanned (after NULL: from the start; limit NULL: none) with how many
+ * keys each answered and those keys, flattened; the records to upsert; the records to delete; the entry
+ * (time, ops JSON; NULL ops: append none). Answers r_status 1 (committed, r_seq the entry's seq or NULL),
+ * 0 (a read no longer holds: nothing written) or 2 (demoted, r_info the demotion record: nothing written).
+ */
+function commitFunctionSql(schema: string, t: { rec: string; log: string; logstate: string }): string {
+  return `CREATE OR REPLACE FUNCTION ${schema}.${COMMIT_FUNCTION}(
+  g_kind text[], g_part text[], g_key text[], g_ver text[],
+  s_kind text[], s_part text[], s_after text[], s_limit bigint[], s_count int[], s_keys text[],
+  p_kind text[], p_part text[], p_key text[], p_val text[],
+  d_kind text[], d_part text[], d_key text[],
+  e_time bigint, e_ops text,
+  OUT r_status int, OUT r_seq bigint, OUT r_info text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  i int;
+  off int := 0;
+  got text[];
+BEGIN
+  r_status := 0;
+  PERFORM 1 FROM ${t.logstate} WHERE id = 0 FOR UPDATE;
+  IF EXISTS (SELECT 1 FROM unnest(g_kind, g_part, g_key, g_ver) AS q(kind, part, key, ver)
+      LEFT JOIN ${t.rec} r ON r.kind = q.kind COLLATE "C" AND r.part = q.part COLLATE "C" AND r.key = q.key COLLATE "C"
+      WHERE r.xmin::text IS DISTINCT FROM q.ver) THEN
+    RETURN;
+  END IF;
+  FOR i IN 1 .. coalesce(array_length(s_kind, 1), 0) LOOP
+    SELECT coalesce(array_agg(x.key ORDER BY x.key), '{}') INTO got FROM (
+      SELECT r.key FROM ${t.rec} r WHERE r.kind = s_kind[i] AND r.part = s_part[i] AND (s_after[i] IS NULL OR r.key > s_after[i])
+      ORDER BY r.key LIMIT s_limit[i]) x;
+    IF got IS DISTINCT FROM coalesce(s_keys[off + 1 : off + s_count[i]], '{}') THEN
+      RETURN;
+    END IF;
+    off := off + s_count[i];
+  END LOOP;
+  IF e_ops IS NOT NULL THEN
+    SELECT r.value INTO r_info FROM ${t.rec} r WHERE r.kind = '${DEMOTION_ADDRESS.kind}' AND r.part = '${DEMOTION_ADDRESS.part}' AND r.key = '${DEMOTION_ADDRESS.key}';
+    IF r_info IS NOT NULL THEN
+      r_status := 2;
+      RETURN;
+    END IF;
+  END IF;
+  IF coalesce(array_length(p_kind, 1), 0) > 0 THEN
+    INSERT INTO ${t.rec} (kind, part, key, value) SELECT * FROM unnest(p_kind, p_part, p_key, p_val)
+      ON CONFLICT (kind, part, key) DO UPDATE SET value = EXCLUDED.value;
+  END IF;
+  IF coalesce(array_length(d_kind, 1), 0) > 0 THEN
+    DELETE FROM ${t.rec} r USING unnest(d_kind, d_part, d_key) AS x(kind, part, key)
+      WHERE r.kind = x.kind AND r.part = x.part AND r.key = x.key;
+  END IF;
+  IF e_ops IS NOT NULL THEN
+    UPDATE ${t.logstate} SET last = last + 1 WHERE id = 0 RETURNING last INTO r_seq;
+    INSERT INTO ${t.log} (seq, time, ops) VALUES (r_seq, e_time, e_ops);
+  END IF;
+  r_status := 1;
+END
+$fn$`;
 }

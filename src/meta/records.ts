@@ -166,6 +166,16 @@ export interface ConsumerRec {
 export const consumers = new KeyedRecords<string, ConsumerRec>('consumer', str);
 
 
+/**
+ * The entry `name` of directory `parent` and the inode it names, read together: in one round trip where the
+ * transaction can follow the reference (Txn.getFollowing), else one read after the other.
+ */
+export async function entryWithInode(tx: Txn, parent: number, name: string): Promise<[EntryRec | undefined, InodeRec | undefined]> {
+  if (tx.getFollowing !== undefined) return tx.getFollowing<EntryRec, InodeRec>(entries.kind, num.enc(parent), name, 'ino', inodes.kind, '');
+  const e = await entries.get(tx, parent, name);
+  return [e, e === undefined ? undefined : await inodes.get(tx, e.ino)];
+}
+
 /** A counter's value (0 when unset). */
 export async function counter(tx: Txn, name: CounterName): Promise<number> {
   return (await counters.get(tx, name)) ?? 0;

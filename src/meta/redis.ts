@@ -15,29 +15,41 @@
  *   {p}:restore-switch                      string  a restore past its switch point: 'delete' (old keys go)
  *                                                   then 'rename' (staged keys become live); see doRestore
  *
- * One string key per record (rather than one hash per part) so that a transaction's WATCH covers exactly
- * the records it read: with a hash per part every inode read would conflict with every inode write of the
- * volume (all inodes live in part ''). The part length in the record key keeps "a:b"+"c" apart from
- * "a"+"b:c".
+ * One string key per record (rather than one hash per part) so that a transaction's checks cover exactly the
+ * records it read, and a write of one inode never conflicts with a transaction that read another. The part
+ * length in the record key keeps "a:b"+"c" apart from "a"+"b:c".
  *
- * Transactions are optimistic. A writing txn takes a pooled connection of its own (WATCH is per connection);
- * get = WATCH record + GET; scan = WATCH zset + ZRANGEBYLEX, then WATCH the returned records + MGET, so both
- * a new key in a scanned part and a changed value of a scanned record abort the commit. Writes are buffered
- * in OverlayTxn; commit = MULTI, the writes, one Lua EVAL that INCRs {p}:seq and RPUSHes the entry, EXEC,
- * whose reply carries the entry's seq. EXEC answers null when a watched key changed: the attempt is a
- * Conflict, run again by the core (meta/core.ts) up to txnAttemptsMax times after a jittered backoff. When fn
- * throws, an empty MULTI/EXEC first checks the watches: an error raised from reads of different commits
- * reruns fn, one raised from consistent reads is final.
+ * Transactions are optimistic, and every commit is one script run (EVALSHA), so it costs one round trip and
+ * nothing is held between a transaction's reads and its commit:
+ *
+ *   reads    get = GET; scan = one script (READ_PART: ZRANGEBYLEX and the records' values, atomically);
+ *            getFollowing = one script (READ_FOLLOWING: an entry and the inode it names). Reads
+ *            issued together leave in one write (ioredis auto-pipelining). The attempt remembers what each
+ *            read returned: the value of each record (or its absence) and each scanned range's members.
+ *   commit   one script (COMMIT), atomic on the server: every remembered read is checked against the current
+ *            state (a record's value, a range's members); if anything differs nothing is written and the
+ *            attempt is a Conflict, run again by the core (meta/core.ts) after a jittered backoff. Otherwise
+ *            the fence (the demotion record, meta/epoch.ts) when an entry is to be appended, the writes (SET +
+ *            ZADD, DEL + ZREM), and the entry: INCR {p}:seq and RPUSH {p}:log, whose seq the script returns.
+ *
+ * Checking values rather than watching keys makes the transaction serializable at its commit point: every
+ * value it read is the value at the moment its writes land. A value that changed and changed back passes,
+ * rightly. A blind write (a record written without being read, like a session's usage record) is never
+ * checked, so it never conflicts. When fn throws, the same script with no writes checks the reads: an error
+ * raised from reads of different commits reruns fn, one raised from consistent reads is final.
+ *
+ * Connections: one for reads (readonly transactions, log reads, snapshots, maintenance; commands resent after
+ * a reconnect, as reads are idempotent) and one for commit scripts, which never resends a command after a
+ * reconnect: a commit whose answer was lost has an unknown outcome (EngineUnavailableError 'unknown'), and
+ * must not be applied twice. Both pipeline the commands of concurrent transactions.
  *
  * The core's writer gate runs in 'contention' mode: after a first conflict a txn retries holding the
  * engine's mutex, and while anyone holds or waits for it, new writing txns of this process queue there too:
  * under contention a process degrades to one writer at a time instead of letting its own transactions
- * starve each other. Readonly txns use the shared connection without WATCH (read committed per call, as in
- * the SQLite engine).
+ * starve each other. Readonly txns read without checks (read committed per call, as in the SQLite engine).
  *
- * The log append is a script inside MULTI, so it runs atomically with the writes: seq and list length move
- * together and stay gapless. EVAL (not EVALSHA) because a NOSCRIPT error inside MULTI would not undo the
- * commands queued around it.
+ * The log append is part of the commit script, so seq and list length move together with the writes and stay
+ * gapless, in commit order (Redis runs one script at a time). applyLog is one script as well (APPLY_LOG).
  *
  * Snapshot: Redis has no MVCC. The snapshot reads seq s0, reads every logged part without locking (a fuzzy
  * copy, buffered in memory), reads seq s1, then overlays the changelog entries s0+1..s1. A record unchanged
@@ -45,13 +57,13 @@
  * resulting states, so the last one wins. The result is exactly the state at s1, without blocking writers
  * and without retries unless a reset/restore (epoch) or a trim of those entries interferes (the snapshot
  * registers a consumer of its own for its duration, so only the retention bound can trim them). Limit: the
- * copy is held in client memory (about the JSON size of the volume's logged records) and costs two round
- * trips per part; dumping a volume of many millions of records wants a replica or an RDB instead.
+ * copy is held in client memory (about the JSON size of the volume's logged records) and costs a round trip
+ * per page of a part; dumping a volume of many millions of records wants a replica or an RDB instead.
  *
  * Cluster: every key shares one hash tag, so one slot and one node hold the volume (no sharding of one
- * volume; several volumes spread over the nodes). Each pooled Cluster client holds its own node
- * connections, so WATCH state stays per transaction. Tested here: standalone only; Sentinel and Cluster
- * are tested for URL parsing and client construction.
+ * volume; several volumes spread over the nodes); scripts name the keys they touch, except READ_PART, which
+ * builds its record keys from the part's prefix (same slot). Tested here: standalone only; Sentinel and
+ * Cluster are tested for URL parsing and client construction.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -59,23 +71,32 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { UsageError } from '../errors.js';
 import { maskUrl } from '../util/url.js';
 import { compareKeys, KINDS, LogTrimmedError, UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
-import { checkNextSeq, Conflict, EngineCore, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
+import { checkNextSeq, Conflict, Demoted, EngineCore, isSocketError, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
+import { countRedisCommands } from './wire.js';
+import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
+import { refKeyOf } from './overlay.js';
+import { SpeculativeReads } from './speculate.js';
 
 /** Attempts of one optimistic transaction before it fails with TxnConflictError. */
 export const txnAttemptsMax = 50;
 /** The jittered pause between attempts: its ceiling starts at 1 ms and doubles up to this (util/sleep.ts). */
 export const txnBackoffMsMax = 100;
-/** Pooled connections for writing transactions (each holds its WATCH state); the URL's `pool` overrides it. */
+/**
+ * The URL's `pool` option, accepted for URLs written for earlier versions (which held a connection per
+ * writing transaction); the engine now uses two connections whatever it says.
+ */
 export const connectionsMaxDefault = 8;
 export const connectionsMaxLimit = 64;
 /** Records per ZRANGEBYLEX/MGET page in snapshot, per pipeline in restore and per UNLINK in reset. */
 const pageRecordsMax = 1000;
+/** Records per MGET inside READ_PART (Lua's unpack has a stack limit). */
+const scriptMgetKeysMax = 500;
 /** Snapshot attempts: only a concurrent reset/restore or a trim of the entries it needs forces another. */
 const snapshotAttemptsMax = 5;
 /** How long a connection attempt may take. */
 const connectTimeoutMs = 5000;
-/** A command without a reply after this fails (and its pooled connection is dropped: its outcome is unknown). */
+/** A command without a reply after this fails (a commit's outcome is then unknown). */
 const commandTimeoutMs = 15_000;
 
 type Client = Redis | Cluster;
@@ -240,11 +261,124 @@ function makeClient(t: RedisTarget, extra: ClientOptions): Client {
 
 // ------------------------------------------------------------------------------------------------ scripts
 
-/** KEYS: seq, log. ARGV: entry JSON. Appends the entry under the next seq; returns it. */
-const APPEND_LOG = `
+/**
+ * A transaction's commit (see the file comment). KEYS[1] seq, KEYS[2] log, KEYS[3] the demotion record, then
+ * the keys of each group; ARGV[1] the entry's JSON ('' = append none), ARGV[2..5] how many gets, scans, puts
+ * and dels follow:
+ *   get   KEYS record                ARGV the value read ('' = it was missing: JSON is never empty)
+ *   scan  KEYS zset                  ARGV min, limit (-1 = none), n, the n members read
+ *   put   KEYS record, zset          ARGV member, value
+ *   del   KEYS record, zset          ARGV member
+ * Answers {1, seq} (seq 0 without an entry), {0} when a read no longer holds (nothing written), {2, record}
+ * when the engine is demoted and an entry was to be appended (nothing written).
+ */
+const COMMIT = `
+local k, a = 4, 6
+for i = 1, tonumber(ARGV[2]) do
+  if (redis.call('GET', KEYS[k]) or '') ~= ARGV[a] then return {0} end
+  k = k + 1
+  a = a + 1
+end
+for i = 1, tonumber(ARGV[3]) do
+  local limit = tonumber(ARGV[a + 1])
+  local got
+  if limit < 0 then got = redis.call('ZRANGEBYLEX', KEYS[k], ARGV[a], '+')
+  else got = redis.call('ZRANGEBYLEX', KEYS[k], ARGV[a], '+', 'LIMIT', 0, limit) end
+  local n = tonumber(ARGV[a + 2])
+  if #got ~= n then return {0} end
+  for j = 1, n do
+    if got[j] ~= ARGV[a + 2 + j] then return {0} end
+  end
+  k = k + 1
+  a = a + 3 + n
+end
+if ARGV[1] ~= '' then
+  local d = redis.call('GET', KEYS[3])
+  if d then return {2, d} end
+end
+for i = 1, tonumber(ARGV[4]) do
+  redis.call('SET', KEYS[k], ARGV[a + 1])
+  redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
+  k = k + 2
+  a = a + 2
+end
+for i = 1, tonumber(ARGV[5]) do
+  redis.call('DEL', KEYS[k])
+  redis.call('ZREM', KEYS[k + 1], ARGV[a])
+  k = k + 2
+  a = a + 1
+end
+if ARGV[1] == '' then return {1, 0} end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('RPUSH', KEYS[2], ARGV[1])
-return seq`;
+return {1, seq}`;
+
+/**
+ * One range of a part with its values, atomically. KEYS[1] the zset; ARGV min, limit (-1 = none), the
+ * part's record key prefix, the MGET page size. Answers {members, values}.
+ */
+const READ_PART = `
+local m
+local limit = tonumber(ARGV[2])
+if limit < 0 then m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+')
+else m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit) end
+local v = {}
+local page = tonumber(ARGV[4])
+for i = 1, #m, page do
+  local keys = {}
+  for j = i, math.min(i + page - 1, #m) do keys[#keys + 1] = ARGV[3] .. m[j] end
+  local got = redis.call('MGET', unpack(keys))
+  for j = 1, #got do v[#v + 1] = got[j] end
+end
+return {m, v}`;
+
+/**
+ * A record and the record one of its fields names (Txn.getFollowing), atomically. KEYS[1] the record; ARGV
+ * the field, the named records' key prefix. Answers {value, key, value of the named record} (false where
+ * missing: no record, not an object, or the field holds no integer or string).
+ */
+const READ_FOLLOWING = `
+local a = redis.call('GET', KEYS[1])
+if not a then return {false, false, false} end
+local ok, obj = pcall(cjson.decode, a)
+if not ok or type(obj) ~= 'table' then return {a, false, false} end
+local v = obj[ARGV[1]]
+local k
+if type(v) == 'number' then
+  if v ~= math.floor(v) or v > 9007199254740991 or v < -9007199254740991 then return {a, false, false} end
+  k = string.format('%d', v)
+elseif type(v) == 'string' then
+  k = v
+else
+  return {a, false, false}
+end
+return {a, k, redis.call('GET', ARGV[2] .. k) or false}`;
+
+/**
+ * applyLog's entries, atomically. KEYS[1] seq, KEYS[2] log, then a record and a zset per op; ARGV[1] the seq
+ * this engine must be at (the first entry's minus one), ARGV[2] the last entry's seq, ARGV[3] the number of
+ * ops, then member and value ('' = delete) per op, then each entry's JSON. Answers the seq it found when it
+ * is not the one expected (nothing written), else -1.
+ */
+const APPLY_LOG = `
+local at = tonumber(redis.call('GET', KEYS[1]) or '0')
+if at ~= tonumber(ARGV[1]) then return at end
+local n = tonumber(ARGV[3])
+local k, a = 3, 4
+for i = 1, n do
+  if ARGV[a + 1] == '' then
+    redis.call('DEL', KEYS[k])
+    redis.call('ZREM', KEYS[k + 1], ARGV[a])
+  else
+    redis.call('SET', KEYS[k], ARGV[a + 1])
+    redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
+  end
+  k = k + 2
+  a = a + 2
+end
+for i = a, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[2])
+return -1`;
 
 /** KEYS: seq, floor, log. ARGV: after, limit. Returns {floor, last, entry JSON...}; no entries when trimmed. */
 const READ_LOG = `
@@ -269,71 +403,7 @@ redis.call('LTRIM', KEYS[3], to - floor, -1)
 redis.call('SET', KEYS[2], to)
 return to`;
 
-// ------------------------------------------------------------------------------------------------ pool
-
-interface Pooled {
-  client: Redis | Cluster;
-  /** Connection losses so far: WATCH state does not survive a reconnect. */
-  closes: number;
-}
-
-/** At most `max` connections; each serves one writing transaction at a time. */
-class ConnectionPool {
-  private readonly make: () => Client;
-  private readonly max: number;
-  private readonly idle: Pooled[] = [];
-  private readonly all = new Set<Pooled>();
-  private readonly waiters: Array<{ resolve: (p: Pooled) => void; reject: (e: Error) => void }> = [];
-  private closed = false;
-
-  constructor(make: () => Client, max: number) {
-    this.make = make;
-    this.max = max;
-  }
-
-  acquire(): Promise<Pooled> {
-    if (this.closed) return Promise.reject(new Error('metadata engine is closed'));
-    const p = this.idle.pop();
-    if (p !== undefined) return Promise.resolve(p);
-    if (this.all.size < this.max) {
-      const client = this.make();
-      const pooled: Pooled = { client, closes: 0 };
-      client.on('close', () => {
-        pooled.closes++;
-      });
-      client.on('error', () => {});
-      this.all.add(pooled);
-      return Promise.resolve(pooled);
-    }
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
-  }
-
-  /** `healthy` false drops the connection (its WATCH state is unknown). */
-  release(p: Pooled, healthy: boolean): void {
-    if (!healthy || this.closed) {
-      this.all.delete(p);
-      p.client.disconnect();
-      if (!this.closed && this.waiters.length > 0) {
-        // A slot freed: let the next waiter make a connection.
-        const w = this.waiters.shift()!;
-        this.acquire().then(w.resolve, w.reject);
-      }
-      return;
-    }
-    const w = this.waiters.shift();
-    if (w !== undefined) w.resolve(p);
-    else this.idle.push(p);
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    for (const w of this.waiters.splice(0)) w.reject(new Error('metadata engine is closed'));
-    const conns = [...this.idle];
-    this.idle.length = 0;
-    for (const p of conns) this.all.delete(p);
-    await Promise.all(conns.map((p) => quit(p.client)));
-  }
-}
+// ------------------------------------------------------------------------------------------------ engine helpers
 
 async function quit(c: Client): Promise<void> {
   if (c.status !== 'ready') {
@@ -395,20 +465,24 @@ export interface RedisEngineOptions extends CoreOptions {
 export class RedisEngine extends EngineCore {
   readonly description: string;
   readonly target: RedisTarget;
-  /** The shared connection: readonly txns, log reads, snapshots, maintenance. Never holds WATCH state. */
-  private readonly main: Client;
-  private readonly pool: ConnectionPool;
-  /** The shared connection's latest error (e.g. ECONNREFUSED), for messages about failed commands. */
+  /** Reads: readonly txns, the reads of writing txns, log reads, snapshots, maintenance (resends after a reconnect). */
+  private readonly main: Client & Scripts;
+  /** Commit and applyLog scripts only: never resends a command after a reconnect (see the file comment). */
+  private readonly writer: Client & Scripts;
+  /** The connections' latest error (e.g. ECONNREFUSED), for messages about failed commands. */
   private lastError: Error | undefined;
   private readonly base: string;
   private readonly seqKey: string;
   private readonly floorKey: string;
   private readonly logKey: string;
   private readonly epochKey: string;
+  private readonly demotedKey: string;
   /** Where a restore writes the new volume before switching to it, and the key that marks the switch. */
   private readonly stageBase: string;
   private readonly switchKey: string;
   private readonly reader: Reader;
+  /** What this client recently read or wrote, raw (null: missing), for first attempts to speculate on. */
+  readonly recent = new SpeculativeReads<string | null>();
 
   constructor(target: RedisTarget, options: RedisEngineOptions = {}) {
     super({ attemptsMax: txnAttemptsMax, backoff: { baseMs: 1, capMs: txnBackoffMsMax }, serialize: 'contention', lock: new Mutex() }, options);
@@ -419,19 +493,35 @@ export class RedisEngine extends EngineCore {
     this.floorKey = this.base + 'floor';
     this.logKey = this.base + 'log';
     this.epochKey = this.base + 'epoch';
+    this.demotedKey = this.recKey(DEMOTION_ADDRESS.kind, DEMOTION_ADDRESS.part, DEMOTION_ADDRESS.key);
     this.stageBase = this.base + 'restore:';
     this.switchKey = this.base + 'restore-switch';
     const lazyConnect = options.lazy ?? false;
-    this.main = makeClient(target, { maxRetriesPerRequest: 3, lazyConnect });
-    // Errors reach the callers through their commands; without a listener ioredis logs every reconnect failure.
-    this.main.on('error', (err: Error) => {
-      this.lastError = err;
-    });
-    // Pool connections never resend a command after a reconnect: a resent EXEC would run without its WATCH.
-    this.pool = new ConnectionPool(() => makeClient(target, { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 3, lazyConnect }), target.connectionsMax);
+    // Commands issued in one turn of the event loop (a transaction's independent reads, concurrent
+    // transactions' commits) leave in one write.
+    this.main = withScripts(makeClient(target, { maxRetriesPerRequest: 3, lazyConnect, enableAutoPipelining: true }));
+    this.writer = withScripts(makeClient(target, { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 3, lazyConnect, enableAutoPipelining: true }));
+    for (const c of [this.main, this.writer]) {
+      countRedisCommands(c, this.wire);
+      // Errors reach the callers through their commands; without a listener ioredis logs every reconnect failure.
+      c.on('error', (err: Error) => {
+        this.lastError = err;
+      });
+    }
     this.reader = {
-      get: (kind, part, key) => this.getOn(this.main, kind, part, key, false),
-      scan: (kind, part, opts, extra) => this.scanOn(this.main, kind, part, opts, extra, false),
+      get: async (kind, part, key) => {
+        const rk = this.recKey(kind, part, key);
+        const raw = await this.main.get(rk);
+        this.recent.remember(rk, raw, raw ?? undefined);
+        return parse(raw);
+      },
+      scan: async (kind, part, opts, extra) => (await this.readPart(kind, part, opts, extra))?.rows ?? [],
+      getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const r = await this.readFollowing(kind, part, key, field, refKind, refPart);
+        this.recent.remember(this.recKey(kind, part, key), r.raw, r.raw ?? undefined);
+        if (r.refKey !== undefined) this.recent.remember(this.recKey(refKind, refPart, r.refKey), r.refRaw, r.refRaw ?? undefined);
+        return { value: parse(r.raw), refKey: r.refKey, ref: parse(r.refRaw) };
+      },
     };
   }
 
@@ -464,49 +554,136 @@ export class RedisEngine extends EngineCore {
     return err instanceof Error && /^(Connection is closed|Command timed out|Stream isn't writeable)/.test(err.message);
   }
 
-  /** One optimistic attempt on a pooled connection of its own (WATCH state is per connection). */
-  protected async beginWrite(): Promise<WriteAttempt> {
-    const conn = await this.pool.acquire();
-    const closes = conn.closes;
-    const c = conn.client;
-    let healthy = false;
-    return {
-      reader: {
-        get: (kind, part, key) => this.getOn(c, kind, part, key, true),
-        scan: (kind, part, opts, extra) => this.scanOn(c, kind, part, opts, extra, true),
+  /**
+   * One optimistic attempt: plain reads, remembered, then the COMMIT script that checks them (see the file
+   * comment). A first attempt takes what this client read of a record less than a second ago instead of
+   * reading it again (meta/speculate.ts): the script checks it like any read.
+   */
+  protected beginWrite(n: number): Promise<WriteAttempt> {
+    const reads = new ReadSet();
+    const speculate = n === 1;
+    const speculated = new Set<string>();
+    const recent = this.recent;
+    const reader: Reader = {
+      get: async (kind, part, key) => {
+        const rk = this.recKey(kind, part, key);
+        const hit = speculate ? recent.fresh(rk) : undefined;
+        if (hit !== undefined) {
+          speculated.add(rk);
+          reads.got(rk, hit.ver);
+          return parse(hit.raw ?? null);
+        }
+        const raw = await this.main.get(rk);
+        reads.got(rk, raw);
+        recent.remember(rk, raw, raw ?? undefined);
+        return parse(raw);
       },
+      scan: async (kind, part, opts, extra) => {
+        const r = await this.readPart(kind, part, opts, extra);
+        if (r === undefined) return [];
+        reads.scanned({ zk: r.zk, min: r.min, limit: r.limit, members: r.members });
+        r.members.forEach((m, i) => reads.got(this.recKey(kind, part, m), r.values[i] ?? null));
+        return r.rows;
+      },
+      getFollowing: async (kind, part, key, field, refKind, refPart) => {
+        const rk = this.recKey(kind, part, key);
+        const hit = speculate ? recent.fresh(rk) : undefined;
+        if (hit !== undefined) {
+          const value = parse(hit.raw ?? null);
+          const refKey = refKeyOf(value, field);
+          const ref = refKey === undefined ? undefined : recent.fresh(this.recKey(refKind, refPart, refKey));
+          if (refKey === undefined || ref !== undefined) {
+            speculated.add(rk);
+            reads.got(rk, hit.ver);
+            if (refKey !== undefined) {
+              speculated.add(this.recKey(refKind, refPart, refKey));
+              reads.got(this.recKey(refKind, refPart, refKey), ref!.ver);
+            }
+            return { value, refKey, ref: ref === undefined ? undefined : parse(ref.raw ?? null) };
+          }
+        }
+        const r = await this.readFollowing(kind, part, key, field, refKind, refPart);
+        reads.got(rk, r.raw);
+        recent.remember(rk, r.raw, r.raw ?? undefined);
+        if (r.refKey !== undefined) {
+          reads.got(this.recKey(refKind, refPart, r.refKey), r.refRaw);
+          recent.remember(this.recKey(refKind, refPart, r.refKey), r.refRaw, r.refRaw ?? undefined);
+        }
+        return { value: parse(r.raw), refKey: r.refKey, ref: parse(r.refRaw) };
+      },
+    };
+    const lost = (r: Conflict): Conflict => {
+      // What this attempt read may be stale, speculated or not.
+      for (const rk of reads.gets.keys()) recent.forget(rk);
+      if (speculated.size > 0) recent.conflicted(speculated);
+      return r;
+    };
+    return Promise.resolve({
+      reader,
       failed: async () => {
         // fn may have failed only because its reads came from different commits (an entry naming an inode
-        // that another client deleted since): an empty MULTI/EXEC checks the watches, and a conflict reruns
-        // fn instead of reporting an error that a serial execution would not have raised.
-        const check = await c
-          .multi()
-          .exec()
-          .then(
-            (r) => (r === null ? 'conflict' : 'consistent'),
-            () => 'broken' as const,
-          );
-        healthy = check !== 'broken';
-        return check === 'conflict' || (check === 'consistent' && conn.closes !== closes) ? new Conflict() : undefined;
+        // that another client deleted since): checking them reruns fn then, instead of reporting an error that
+        // a serial execution would not have raised. The check writes nothing: any connection may run it.
+        if (reads.torn) return lost(new Conflict());
+        if (reads.empty) return undefined;
+        const r = await this.runCommit(this.main, reads, [], undefined);
+        return r instanceof Conflict ? lost(r) : undefined;
       },
       commit: async (writes, entry) => {
-        if (conn.closes !== closes) {
-          // The connection was lost since the attempt began: its watches are gone and EXEC would not check
-          // them. (Had it been lost after this check, the MULTI would fail: pool connections do not resend.)
-          healthy = true;
-          return new Conflict();
+        if (reads.torn) return lost(new Conflict());
+        const r = await this.runCommit(this.writer, reads, writes, entry);
+        if (r instanceof Conflict) return lost(r);
+        // What it wrote is what the records hold now (the script stores exactly this JSON).
+        if (!(r instanceof Demoted)) {
+          for (const [kind, part, key, value] of writes) {
+            const raw = value === null ? null : JSON.stringify(value);
+            recent.remember(this.recKey(kind, part, key), raw, raw ?? undefined);
+          }
         }
-        const multi = c.multi();
-        for (const op of writes) this.queueWrite(multi, op);
-        if (entry !== undefined) multi.eval(APPEND_LOG, 2, this.seqKey, this.logKey, encodeEntry(entry));
-        const res = await multi.exec();
-        healthy = true;
-        if (res === null) return new Conflict();
-        checkExec(res);
-        return entry === undefined ? undefined : toSafeInt(res[res.length - 1]![1], 'seq');
+        return r;
       },
-      end: () => this.pool.release(conn, healthy),
-    };
+      end: () => undefined,
+    });
+  }
+
+  /** The COMMIT script over `reads` and `writes` (no writes and no entry: a check only). */
+  private async runCommit(c: Client & Scripts, reads: ReadSet, writes: readonly LogOp[], entry: NewEntry | undefined): Promise<number | undefined | Conflict | Demoted> {
+    const keys: string[] = [this.seqKey, this.logKey, this.demotedKey];
+    const args: Array<string | number> = [entry === undefined ? '' : encodeEntry(entry), reads.gets.size, reads.scans.length, 0, 0];
+    for (const [rk, raw] of reads.gets) {
+      keys.push(rk);
+      args.push(raw ?? '');
+    }
+    for (const sc of reads.scans) {
+      keys.push(sc.zk);
+      args.push(sc.min, sc.limit, sc.members.length);
+      for (const m of sc.members) args.push(m);
+    }
+    let puts = 0;
+    for (const [kind, part, key, value] of writes) {
+      if (value === null) continue;
+      keys.push(this.recKey(kind, part, key), this.zsetKey(kind, part));
+      args.push(key, JSON.stringify(value));
+      puts++;
+    }
+    for (const [kind, part, key, value] of writes) {
+      if (value !== null) continue;
+      keys.push(this.recKey(kind, part, key), this.zsetKey(kind, part));
+      args.push(key);
+    }
+    args[3] = puts;
+    args[4] = writes.length - puts;
+    const res = (await c.ferryCommit(keys.length, keys, args)) as [number, unknown?];
+    switch (res[0]) {
+      case 1:
+        return entry === undefined ? undefined : toSafeInt(res[1], 'seq');
+      case 0:
+        return new Conflict();
+      case 2:
+        return new Demoted(JSON.parse(String(res[1])) as DemotionRec);
+      default:
+        throw new Error(`assertion failed: commit script answered ${JSON.stringify(res)}`);
+    }
   }
 
   private queueWrite(multi: ReturnType<Client['multi']>, [kind, part, key, value]: LogOp, base = this.base): void {
@@ -521,62 +698,47 @@ export class RedisEngine extends EngineCore {
     }
   }
 
-  private async getOn(c: Client, kind: Kind, part: string, key: string, watch: boolean): Promise<Json | undefined> {
-    const rk = this.recKey(kind, part, key);
-    let raw: string | null;
-    if (watch) {
-      const res = await c.pipeline().watch(rk).get(rk).exec();
-      raw = pipelineResult(res, 1) as string | null;
-    } else {
-      raw = await c.get(rk);
-    }
-    return raw === null ? undefined : (JSON.parse(raw) as Json);
+  /** READ_FOLLOWING: a record, the key its `field` names and that record, raw (see Txn.getFollowing). */
+  private async readFollowing(
+    kind: Kind,
+    part: string,
+    key: string,
+    field: string,
+    refKind: Kind,
+    refPart: string,
+  ): Promise<{ raw: string | null; refKey: string | undefined; refRaw: string | null }> {
+    const [raw, refKey, refRaw] = (await this.main.ferryReadFollowing(1, this.recKey(kind, part, key), field, this.recKey(refKind, refPart, ''))) as [
+      string | null,
+      string | null,
+      string | null,
+    ];
+    return { raw, refKey: refKey ?? undefined, refRaw: refKey === null ? null : refRaw };
   }
 
-  private async scanOn(
-    c: Client,
+  /**
+   * One range of a part and its values, in one round trip (READ_PART); undefined when the limit asks for
+   * nothing. `extra`: rows beyond options.limit (see Reader.scan).
+   */
+  private async readPart(
     kind: Kind,
     part: string,
     options: ScanOptions | undefined,
     extra: number,
-    watch: boolean,
-  ): Promise<Array<[string, Json]>> {
+  ): Promise<{ zk: string; min: string; limit: number; members: string[]; values: Array<string | null>; rows: Array<[string, Json]> } | undefined> {
     const zk = this.zsetKey(kind, part);
     const min = options?.after === undefined ? '-' : '(' + options.after;
-    const limit = options?.limit === undefined ? undefined : options.limit + extra;
-    if (limit !== undefined && limit <= 0) return [];
-    const range: Array<string | number> = limit === undefined ? [zk, min, '+'] : [zk, min, '+', 'LIMIT', 0, limit];
-    let keys: string[];
-    if (watch) {
-      const res = await c
-        .pipeline()
-        .watch(zk)
-        .call('ZRANGEBYLEX', ...range)
-        .exec();
-      keys = pipelineResult(res, 1) as string[];
-    } else {
-      keys = (await c.call('ZRANGEBYLEX', ...range)) as string[];
-    }
-    if (keys.length === 0) return [];
-    const rks = keys.map((k) => this.recKey(kind, part, k));
-    let values: Array<string | null>;
-    if (watch) {
-      const res = await c
-        .pipeline()
-        .watch(...rks)
-        .mget(...rks)
-        .exec();
-      values = pipelineResult(res, 1) as Array<string | null>;
-    } else {
-      values = await c.mget(...rks);
-    }
-    const out: Array<[string, Json]> = [];
-    for (let i = 0; i < keys.length; i++) {
-      // A member without a value was deleted between the two reads; a watched scan then fails its EXEC.
+    const limit = options?.limit === undefined ? -1 : options.limit + extra;
+    if (limit === 0 || limit < -1) return undefined;
+    const prefix = this.recKey(kind, part, '');
+    const [members, values] = (await this.main.ferryReadPart(1, zk, min, limit, prefix, scriptMgetKeysMax)) as [string[], Array<string | null>];
+    if (values.length !== members.length) throw new Error(`assertion failed: READ_PART answered ${members.length} members and ${values.length} values`);
+    const rows: Array<[string, Json]> = [];
+    for (let i = 0; i < members.length; i++) {
+      // Every member has its record: the scripts write both or neither.
       const raw = values[i];
-      if (raw !== null && raw !== undefined) out.push([keys[i]!, JSON.parse(raw) as Json]);
+      if (raw !== null && raw !== undefined) rows.push([members[i]!, JSON.parse(raw) as Json]);
     }
-    return out;
+    return { zk, min, limit, members, values, rows };
   }
 
   // --- changelog
@@ -603,42 +765,22 @@ export class RedisEngine extends EngineCore {
     await this.main.eval(TRIM_LOG, 3, this.seqKey, this.floorKey, this.logKey, upTo);
   }
 
-  /** WATCH seq, check it, then the writes, the entries and the new seq in one MULTI/EXEC; a conflict runs it again. */
+  /** One APPLY_LOG script: the seq check, the writes, the entries and the new seq, atomically. */
   protected async doApplyLog(entries: ReplayEntry[]): Promise<void> {
-    const last = entries[entries.length - 1]!.seq;
-    await this.retrying(async () => {
-      const conn = await this.pool.acquire();
-      const closes = conn.closes;
-      let healthy = false;
-      try {
-        const c = conn.client;
-        const res = await c.pipeline().watch(this.seqKey).get(this.seqKey).exec();
-        const current = toSafeInt(pipelineResult(res, 1), 'seq');
-        try {
-          checkNextSeq(current, entries[0]!.seq);
-        } catch (err) {
-          healthy = await unwatch(c);
-          throw err;
-        }
-        if (conn.closes !== closes) {
-          healthy = true; // lost its WATCH with the old socket: try again
-          return new Conflict();
-        }
-        const multi = c.multi();
-        for (const e of entries) {
-          for (const op of e.ops) this.queueWrite(multi, op);
-          multi.rpush(this.logKey, encodeEntry(e));
-        }
-        multi.set(this.seqKey, last);
-        const done = await multi.exec();
-        healthy = true;
-        if (done === null) return new Conflict();
-        checkExec(done);
-        return undefined;
-      } finally {
-        this.pool.release(conn, healthy);
+    const keys: string[] = [this.seqKey, this.logKey];
+    const args: Array<string | number> = [entries[0]!.seq - 1, entries[entries.length - 1]!.seq, 0];
+    let ops = 0;
+    for (const e of entries) {
+      for (const [kind, part, key, value] of e.ops) {
+        keys.push(this.recKey(kind, part, key), this.zsetKey(kind, part));
+        args.push(key, value === null ? '' : JSON.stringify(value));
+        ops++;
       }
-    });
+    }
+    args[2] = ops;
+    for (const e of entries) args.push(encodeEntry(e));
+    const at = toSafeInt(await this.writer.ferryApplyLog(keys.length, keys, args), 'seq');
+    if (at !== -1) checkNextSeq(at, entries[0]!.seq);
   }
 
   // --- snapshot, restore, reset
@@ -668,7 +810,7 @@ export class RedisEngine extends EngineCore {
         if (!KINDS.includes(kind)) throw new Error(`assertion failed: unknown kind in key ${zk}`);
         if (UNLOGGED_KINDS.has(kind)) continue;
         for (let after: string | undefined; ; ) {
-          const page = await this.scanOn(this.main, kind, part, { after, limit: pageRecordsMax }, 0, false);
+          const page = (await this.readPart(kind, part, { after, limit: pageRecordsMax }, 0))?.rows ?? [];
           for (const [key, value] of page) {
             const op: LogOp = [kind, part, key, value];
             records.set(recId(op), op);
@@ -802,7 +944,7 @@ export class RedisEngine extends EngineCore {
   }
 
   protected async doClose(): Promise<void> {
-    await Promise.all([this.pool.close(), quit(this.main)]);
+    await Promise.all([quit(this.writer), quit(this.main)]);
   }
 }
 
@@ -813,21 +955,48 @@ function encodeEntry(e: NewEntry): string {
 
 // ------------------------------------------------------------------------------------------------ helpers
 
-/** The reply of command `i` of a pipeline; throws its error. */
-function pipelineResult(res: Array<[Error | null, unknown]> | null, i: number): unknown {
-  if (res === null) throw new Error('assertion failed: pipeline returned null');
-  const r = res[i];
-  if (r === undefined) throw new Error(`assertion failed: pipeline has no reply ${i}`);
-  if (r[0] !== null) throw r[0];
-  return r[1];
+/** A GET's reply as a record value. */
+function parse(raw: string | null): Json | undefined {
+  return raw === null ? undefined : (JSON.parse(raw) as Json);
 }
 
-/** Clears the connection's watches; false when the connection failed (drop it). */
-function unwatch(c: Client): Promise<boolean> {
-  return c.unwatch().then(
-    () => true,
-    () => false,
-  );
+/** The scripts, as commands of a client (EVALSHA, and EVAL once when the server does not know the script). */
+interface Scripts {
+  ferryCommit(numKeys: number, keys: string[], args: Array<string | number>): Promise<unknown>;
+  ferryReadPart(numKeys: 1, zset: string, min: string, limit: number, prefix: string, page: number): Promise<unknown>;
+  ferryApplyLog(numKeys: number, keys: string[], args: Array<string | number>): Promise<unknown>;
+  ferryReadFollowing(numKeys: 1, key: string, field: string, prefix: string): Promise<unknown>;
+}
+
+function withScripts(c: Client): Client & Scripts {
+  c.defineCommand('ferryCommit', { lua: COMMIT });
+  c.defineCommand('ferryReadPart', { lua: READ_PART });
+  c.defineCommand('ferryApplyLog', { lua: APPLY_LOG });
+  c.defineCommand('ferryReadFollowing', { lua: READ_FOLLOWING });
+  return c as Client & Scripts;
+}
+
+/** What a writing attempt read, for the COMMIT script to check. */
+class ReadSet {
+  /** Record key → the value read (null: missing), first read wins. */
+  readonly gets = new Map<string, string | null>();
+  readonly scans: Array<{ zk: string; min: string; limit: number; members: string[] }> = [];
+  /** Two reads of one record disagreed: the attempt saw two commits and must run again. */
+  torn = false;
+
+  got(rk: string, raw: string | null): void {
+    const had = this.gets.get(rk);
+    if (had === undefined) this.gets.set(rk, raw);
+    else if (had !== raw) this.torn = true;
+  }
+
+  scanned(scan: { zk: string; min: string; limit: number; members: string[] }): void {
+    this.scans.push(scan);
+  }
+
+  get empty(): boolean {
+    return this.gets.size === 0 && this.scans.length === 0;
+  }
 }
 
 /** A runtime error inside EXEC does not undo the other commands: report it loudly. */

@@ -16,8 +16,9 @@ import { realpathSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { UNLOGGED_KINDS, type Json, type Kind, type LogBounds, type LogEntry, type LogOp, type ScanOptions } from './engine.js';
-import { checkNextSeq, EngineCore, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
+import { checkNextSeq, Demoted, EngineCore, type CoreOptions, type NewEntry, type Reader, type ReplayEntry, type WriteAttempt } from './core.js';
 import { Mutex } from '../util/mutex.js';
+import { DEMOTION_ADDRESS, type DemotionRec } from './epoch.js';
 import { UsageError } from '../errors.js';
 
 const SCHEMA = `
@@ -115,12 +116,14 @@ export class SqliteEngine extends EngineCore {
   }
 
   private readGet(kind: Kind, part: string, key: string): Json | undefined {
+    this.wire.more(1);
     const row = this.st.get.get(kind, part, key);
     return row === undefined ? undefined : (JSON.parse(row.value) as Json);
   }
 
   private readScan(kind: Kind, part: string, options: ScanOptions | undefined, extra: number): Array<[string, Json]> {
     const limit = options?.limit === undefined ? -1 : options.limit + extra;
+    this.wire.more(1);
     const rows = options?.after === undefined ? this.st.scanAll.all(kind, part, limit) : this.st.scan.all(kind, part, options.after, limit);
     return rows.map((r) => [r.key, JSON.parse(r.value) as Json]);
   }
@@ -134,12 +137,18 @@ export class SqliteEngine extends EngineCore {
   /** Under the file's mutex (policy 'always'): BEGIN IMMEDIATE, reads, and at commit the writes applied synchronously. */
   protected beginWrite(): Promise<WriteAttempt> {
     this.st.begin.run();
+    this.wire.more(1);
     return Promise.resolve({
       reader: this.reader,
       failed: () => Promise.resolve(undefined),
       commit: (writes, entry) => {
+        if (entry !== undefined) {
+          const demoted = this.readGet(DEMOTION_ADDRESS.kind, DEMOTION_ADDRESS.part, DEMOTION_ADDRESS.key);
+          if (demoted !== undefined) return Promise.resolve(new Demoted(demoted as unknown as DemotionRec));
+        }
         const seq = this.applyWrites(writes, entry);
         this.st.commit.run();
+        this.wire.more(1);
         return Promise.resolve(seq);
       },
       end: () => {
@@ -150,6 +159,7 @@ export class SqliteEngine extends EngineCore {
 
   /** Writes ops and appends `entry` under the next seq (none: no entry); returns that seq. */
   private applyWrites(ops: readonly LogOp[], entry: NewEntry | undefined): number | undefined {
+    this.wire.more(ops.length + (entry === undefined ? 0 : 3));
     for (const [kind, part, key, value] of ops) {
       if (value === null) this.st.del.run(kind, part, key);
       else this.st.put.run(kind, part, key, JSON.stringify(value));

@@ -8,9 +8,11 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compareKeys, ConsumerNotFoundError, LogTrimmedError, type Json, type Kind, type LogEntry, type LogOp, type MetaEngine } from '../../src/meta/engine.js';
+import { compareKeys, ConsumerNotFoundError, LogTrimmedError, type Json, type Kind, type LogEntry, type LogOp, type MetaEngine, type Txn } from '../../src/meta/engine.js';
 import { LOG_PRUNE_EVERY_ENTRIES } from '../../src/meta/core.js';
 import { getLogRetention, LOG_RETENTION_AGE_MS_DEFAULT, setLogRetention } from '../../src/meta/retention.js';
+import { writeDemotion } from '../../src/meta/epoch.js';
+import { isFsError } from '../../src/errors.js';
 
 export interface EngineUnderTest {
   engine: MetaEngine;
@@ -172,6 +174,48 @@ export function metaEngineConformance(name: string, open: () => Promise<EngineUn
         s.n = 100;
       });
       assert.deepEqual(await engine.txn((tx) => tx.get('inode', '', '1')), { list: [1, 2], n: 1 });
+    });
+
+    clause('getFollowing answers the record and the one its field names, as two gets would', async (engine) => {
+      await engine.txn(async (tx) => {
+        tx.put('entry', '1', 'a', { ino: 7, type: 'file' });
+        tx.put('entry', '1', 's', { ino: 'x:y', type: 'file' });
+        tx.put('entry', '1', 'dangling', { ino: 99, type: 'file' });
+        tx.put('entry', '1', 'nofield', { type: 'file' });
+        tx.put('entry', '1', 'scalar', 5);
+        tx.put('entry', '1', 'frac', { ino: 1.5 });
+        tx.put('inode', '', '7', { n: 7 });
+        tx.put('inode', '', 'x:y', { n: 'xy' });
+        await Promise.resolve();
+      });
+      const follow = (tx: Txn, key: string): Promise<[Json | undefined, Json | undefined]> => {
+        assert.ok(tx.getFollowing !== undefined, "the engine's transactions offer getFollowing");
+        return tx.getFollowing('entry', '1', key, 'ino', 'inode', '');
+      };
+      for (const readonly of [true, false]) {
+        await engine.txn(
+          async (tx) => {
+            assert.deepEqual(await follow(tx, 'a'), [{ ino: 7, type: 'file' }, { n: 7 }]);
+            assert.deepEqual(await follow(tx, 's'), [{ ino: 'x:y', type: 'file' }, { n: 'xy' }], 'a string field');
+            assert.deepEqual(await follow(tx, 'dangling'), [{ ino: 99, type: 'file' }, undefined]);
+            assert.deepEqual(await follow(tx, 'missing'), [undefined, undefined]);
+            assert.deepEqual(await follow(tx, 'nofield'), [{ type: 'file' }, undefined]);
+            assert.deepEqual(await follow(tx, 'scalar'), [5, undefined]);
+            assert.deepEqual(await follow(tx, 'frac'), [{ ino: 1.5 }, undefined], 'not an integer');
+          },
+          { readonly },
+        );
+      }
+      // Inside a writing transaction its own writes win, on either side of the reference.
+      await engine.txn(async (tx) => {
+        tx.put('inode', '', '7', { n: 'mine' });
+        assert.deepEqual(await follow(tx, 'a'), [{ ino: 7, type: 'file' }, { n: 'mine' }]);
+        tx.put('entry', '1', 'a', { ino: 'x:y', type: 'file' });
+        assert.deepEqual(await follow(tx, 'a'), [{ ino: 'x:y', type: 'file' }, { n: 'xy' }]);
+        tx.del('entry', '1', 's');
+        assert.deepEqual(await follow(tx, 's'), [undefined, undefined]);
+      });
+      assert.deepEqual(await engine.txn((tx) => tx.get('inode', '', '7')), { n: 'mine' });
     });
 
     // --- scans ---
@@ -637,6 +681,26 @@ export function metaEngineConformance(name: string, open: () => Promise<EngineUn
         await Promise.resolve();
       });
       assert.equal(next.seq, 2, 'numbering went on without a gap');
+    });
+
+    clause('a demoted engine refuses a commit that appends an entry, writing nothing; unlogged writes pass', async (engine) => {
+      await put(engine, 'inode', '', '1', { v: 1 });
+      await writeDemotion(engine, { v: 1, epoch: 2, region: 'other', meta: 'sqlite:///elsewhere.db', at: 1 });
+      const last = await engine.lastSeq();
+      await assert.rejects(
+        engine.txn(async (tx) => {
+          await tx.get('inode', '', '1');
+          tx.put('inode', '', '1', { v: 2 });
+        }),
+        (e: unknown) => isFsError(e, 'EROFS') && /region 'other' is the primary of epoch 2/.test((e as Error).message),
+      );
+      assert.deepEqual(await engine.txn((tx) => tx.get('inode', '', '1')), { v: 1 }, 'nothing written');
+      assert.equal(await engine.lastSeq(), last, 'no entry appended');
+      await engine.txn(async (tx) => {
+        await tx.get('inode', '', '1');
+        tx.put('session', '', '7', { live: true });
+      });
+      assert.deepEqual(await engine.txn((tx) => tx.get('session', '', '7')), { live: true }, 'an unlogged write passes');
     });
 
     clause('concurrent commits answer distinct seqs, each naming its own entry', async (engine) => {

@@ -192,7 +192,7 @@ function suites(): void {
       }
     });
 
-    it('a real serialization failure from a writer that bypasses the lock is retried', async () => {
+    it('a change by a writer that bypasses the engine is caught at commit and the transaction run again', async () => {
       const f = await fresh();
       const other = await admin.connect();
       try {
@@ -205,7 +205,7 @@ function suites(): void {
           attempts++;
           const c = (await tx.get<number>('counter', '', 'c'))!;
           if (attempts === 1) {
-            // Another session changes the row after this transaction's snapshot.
+            // Another session changes the row after this transaction read it.
             await other.query(`UPDATE "${f.schema}".rec SET value = '10' WHERE kind = 'counter' AND key = 'c'`);
           }
           tx.put('counter', '', 'c', c + 1);
