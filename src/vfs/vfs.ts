@@ -575,15 +575,16 @@ export class Vfs {
    *
    * A read is sequential when it starts where the last one ended or, once a handle reads sequentially, near
    * there (READ_AHEAD_SLACK_BYTES): the kernel sends a FUSE mount's read-ahead as several requests at once, and
-   * they may arrive out of order; random reads never open a window this way. The
-   * first read of a handle at offset 0 counts as sequential (most files are read from the start to the end).
+   * they may arrive out of order; random reads never open a window this way. (Opening the window at a
+   * handle's first read at offset 0 made three readers of a cache group cross the WAN four times over: the
+   * burst of whole-block prefetches bypassed the group; see the session note.)
    * The window starts at two blocks and doubles with each sequential read up to readAheadBytesMax, so that
    * several blocks are in flight at once and the bucket, not the round trip, bounds a first read; a read
    * elsewhere closes it.
    */
   private readAhead(h: Handle, pos: number, n: number, fileLength: number): void {
     const B = this.chunks.blockBytes;
-    const sequential = h.lastEnd < 0 ? pos === 0 : pos === h.lastEnd || (h.ahead > 0 && Math.abs(pos - h.lastEnd) <= READ_AHEAD_SLACK_BYTES);
+    const sequential = h.lastEnd >= 0 && (pos === h.lastEnd || (h.ahead > 0 && Math.abs(pos - h.lastEnd) <= READ_AHEAD_SLACK_BYTES));
     if (sequential) h.ahead = Math.min(this.opts.readAheadBytesMax, Math.max(2 * B, h.ahead * 2));
     else {
       h.ahead = 0;
