@@ -86,6 +86,18 @@ export const MALLOC_TUNING: Readonly<Record<string, string>> = {
   MALLOC_TOP_PAD_: String(64 << 20),
 };
 
+/**
+ * V8 settings for the background mount daemon. Every block a write fills is a 4 MiB buffer whose memory lives
+ * outside the JS heap and which usually outlives a young-generation collection (it waits for its upload), so
+ * only full collections free it. With the default initial old-generation limit, V8 then starts incremental
+ * marking again and again though the JS heap hardly grows: a sequential write of 1 GiB through the mount ran
+ * 80–170 full collections (~1 s of GC) and 260–430 MiB/s; with this setting 2–15 collections and 490–650 MiB/s
+ * (fio, 1 MiB writes, SQLite + file bucket, one quiet 2-core machine). The daemon's peak RSS moved from 243 to
+ * 261 MiB. The limit only delays collections of a heap that stays small; external memory keeps its own trigger.
+ * Not settable through NODE_OPTIONS, so a foreground mount runs without it unless node is started with it.
+ */
+export const V8_TUNING: readonly string[] = ['--initial-old-space-size=128'];
+
 function pickDefined(env: NodeJS.ProcessEnv, keys: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of keys) if (env[k] !== undefined) out[k] = env[k];
@@ -96,7 +108,8 @@ function pickDefined(env: NodeJS.ProcessEnv, keys: readonly string[]): Record<st
 async function runInBackground(argv: string[], mountpoint: string, logFile: string): Promise<void> {
   const args = argv.slice(1).filter((a) => a !== '-d' && a !== '--background');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...process.execArgv, ...args], {
+  const v8 = V8_TUNING.filter((flag) => !process.execArgv.some((a) => a.startsWith(flag.split('=')[0]!)));
+  const child = spawn(process.execPath, [...process.execArgv, ...v8, ...args], {
     detached: true,
     stdio: ['ignore', fd, fd, 'ipc'],
     env: { ...process.env, ...MALLOC_TUNING, ...pickDefined(process.env, Object.keys(MALLOC_TUNING)), [CHILD_ENV]: '1' },
