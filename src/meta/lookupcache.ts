@@ -67,6 +67,18 @@ export class LookupCache {
     return t.value;
   }
 
+  /**
+   * When a lookup of `name` in `parent` stops being answered here: the earliest expiry of the directory's
+   * attributes, the entry and the entry's attributes (0 when one is missing).
+   */
+  expiresAt(parent: number, name: string): number {
+    const e = this.entries.get(`${parent}/${name}`);
+    const p = this.attrs.get(parent);
+    const a = e === undefined ? undefined : this.attrs.get(e.value);
+    if (e === undefined || p === undefined || a === undefined) return 0;
+    return Math.min(e.expires, p.expires, a.expires);
+  }
+
   /** Stores results of a lookup that began at `generation` (dropped if anything was invalidated since). */
   store(generation: number, now: number, attrs: Attr[], entry?: [parent: number, name: string, ino: number]): void {
     if (!this.enabled || generation !== this.generation) return;

@@ -23,6 +23,19 @@
  * Fused requests: open(2) with O_CREAT is one request (openCreate: lookup, create and open next to the
  * engine), and lookup answers the directory's attributes beside the entry's, so that a path walk through
  * the cache needs no separate getattr.
+ *
+ * Riding along (protocol.ts level 3): close(2) waits for no request. Its release is queued and sent with the
+ * next request, whatever it is, or by a `releases` request of its own RELEASE_LINGER_MS later; a volume's
+ * close ends the session (`bye`), which releases whatever is still open or queued. Each release has an id,
+ * so a retried or repeated request releases once; one whose request got no answer is queued again (its id
+ * kept), unless the session changed meanwhile (the new session never had that open). Likewise a name the
+ * cache answers in its second half-life is revalidated by the next request (`rv`), so a path in use stays
+ * cached without a lookup of its own and is never older than the cache's timeout.
+ *
+ *   close(2) ──▶ queue [id, ino] ──┬─ next request carries it (rl) ──▶ answered: done (no rla: old service,
+ *                                  │                                 │           sent as `release` requests)
+ *                                  │                                 └─ no answer: queued again (same id)
+ *                                  └─ RELEASE_LINGER_MS: a `releases` request carries it
  */
 
 import { randomBytes } from 'node:crypto';
@@ -38,7 +51,22 @@ import type { SliceRef } from '../meta/slices.js';
 import { X_OK, type Attr, type Ctx, type DirEntry, type FileType, type FormatRec, type SetAttr, type SliceRefRec, type StatFs } from '../meta/types.js';
 import { backoffMs, sleep, type Backoff } from '../util/sleep.js';
 import { HeldLocks } from './heldlocks.js';
-import { decodeEffects, DROP_MAX, isErrnoCode, OPS, PROTOCOL_LEVEL, PROTOCOL_PATH, type OpReply, type OpRequest } from './protocol.js';
+import {
+  decodeEffects,
+  decodeRevalidated,
+  DROP_MAX,
+  isErrnoCode,
+  OPS,
+  PROTOCOL_LEVEL,
+  PROTOCOL_LEVEL_MIN,
+  PROTOCOL_PATH,
+  RELEASES_PER_REQUEST_MAX,
+  REVALIDATE_PER_REQUEST_MAX,
+  type OpReply,
+  type OpRequest,
+  type Revalidated,
+  type RideAlongReleases,
+} from './protocol.js';
 
 /** One attempt's wait for an answer, ms (a retry is safe, so this can be short). */
 export const REQUEST_ATTEMPT_MS_DEFAULT = 5_000;
@@ -54,6 +82,12 @@ const SLICE_ID_BATCH = 100;
 const SLICE_ID_LOW = SLICE_ID_BATCH / 4;
 /** Default of RemoteMetaOptions.lookupCacheMs (Meta's default too). */
 export const LOOKUP_CACHE_MS_DEFAULT = 1000;
+/**
+ * A queued release waits this long for a request to ride along with before it is sent on its own, ms: long
+ * enough for the next operation of a busy client, short enough that an unlinked file's last close frees its
+ * data soon. The timer holds the process open, so a script that ends without closing its volume still sends it.
+ */
+export const RELEASE_LINGER_MS = 100;
 
 export interface ServiceClientOptions {
   /** `ferry://host:port` or `ferrys://host:port` addresses: the first answering one is used. */
@@ -77,6 +111,16 @@ export interface ServiceClientStats {
   failures: number;
   /** Requests by operation (what a front-end operation cost in requests: see bench/service.ts). */
   byOp: Record<string, number>;
+  /** Releases sent riding along in requests (`rl`; counted again when a request is sent again). */
+  releasesCarried: number;
+  /** Names sent for revalidation (`rv`). */
+  revalidations: number;
+}
+
+/** What rides along in one request (protocol.ts). */
+export interface RideAlong {
+  rl?: RideAlongReleases | undefined;
+  rv?: Array<[number, string]> | undefined;
 }
 
 /** One answer of the service (ServiceClient.call). */
@@ -86,15 +130,22 @@ export interface ServiceAnswer {
   sid: string | undefined;
   /** The effects of a mutating operation's transactions, for the client's lookup cache. */
   fx: CacheEffects | undefined;
+  /** The service took the releases that rode along (`rla`). */
+  rla: boolean;
+  /** Answers to `rv`, when asked and well formed. */
+  rv: Revalidated | undefined;
 }
 
 /** A POSIX answer of the service (final), with the effects of the failed operation's transactions. */
 export class ServiceAnswerError extends FsError {
   readonly fx: CacheEffects | undefined;
-  constructor(code: ConstructorParameters<typeof FsError>[0], message: string, fx: CacheEffects | undefined) {
+  /** The service took the releases that rode along (`rla`). */
+  readonly rla: boolean;
+  constructor(code: ConstructorParameters<typeof FsError>[0], message: string, fx: CacheEffects | undefined, rla = false) {
     super(code, message);
     this.name = 'ServiceAnswerError';
     this.fx = fx;
+    this.rla = rla;
   }
 }
 
@@ -157,7 +208,7 @@ class Retry {
 export class ServiceClient {
   readonly id = randomBytes(12).toString('base64url');
   readonly description: string;
-  readonly stats: ServiceClientStats = { requests: 0, retries: 0, failures: 0, byOp: {} };
+  readonly stats: ServiceClientStats = { requests: 0, retries: 0, failures: 0, byOp: {}, releasesCarried: 0, revalidations: 0 };
   private readonly addresses: ServiceAddress[];
   private readonly pools: Pool[];
   private readonly auth: string;
@@ -210,8 +261,11 @@ export class ServiceClient {
     }, this.pingMs).unref();
   }
 
-  /** Sends one operation and returns its answer, retrying as the file comment says. */
-  async call(op: string, args: unknown[]): Promise<ServiceAnswer> {
+  /**
+   * Sends one operation, with what rides along (RemoteMeta's queues), and returns its answer, retrying as the
+   * file comment says (every attempt carries the same body).
+   */
+  async call(op: string, args: unknown[], ride: RideAlong = {}): Promise<ServiceAnswer> {
     if (this.closed) throw new FsError('EIO', 'the metadata service client is closed');
     const spec = OPS[op];
     if (spec === undefined) throw new Error(`assertion failed: unknown operation ${op}`);
@@ -220,6 +274,16 @@ export class ServiceClient {
     if (spec.mutating) {
       msg.n = this.nextN++;
       if (this.seen.length > 0) msg.drop = this.seen.splice(0, DROP_MAX);
+    }
+    if (ride.rl !== undefined) {
+      if (ride.rl.r.length > RELEASES_PER_REQUEST_MAX) throw new Error('assertion failed: too many releases in one request');
+      msg.rl = ride.rl;
+      this.stats.releasesCarried += ride.rl.r.length;
+    }
+    if (ride.rv !== undefined && ride.rv.length > 0) {
+      if (ride.rv.length > REVALIDATE_PER_REQUEST_MAX) throw new Error('assertion failed: too many names to revalidate in one request');
+      msg.rv = ride.rv;
+      this.stats.revalidations += ride.rv.length;
     }
     const body = JSON.stringify(msg);
     const started = Date.now();
@@ -237,11 +301,12 @@ export class ServiceClient {
         outcome = new Retry(`${errorCodeOf(err)}: ${err instanceof Error ? err.message : String(err)}`);
       }
       if (!(outcome instanceof Retry)) {
-        if (!outcome.ok) throw new ServiceAnswerError(isErrnoCode(outcome.code) ? outcome.code : 'EIO', outcome.message, decodeEffects(outcome.fx));
+        if (!outcome.ok) throw new ServiceAnswerError(isErrnoCode(outcome.code) ? outcome.code : 'EIO', outcome.message, decodeEffects(outcome.fx), outcome.rla === 1);
         if (outcome.a === 1 && msg.n !== undefined) this.seen.push(msg.n);
         if (outcome.sid !== undefined) this.onSession?.(outcome.sid);
         this.startPings();
-        return { r: outcome.r, seq: outcome.seq, sid: outcome.sid, fx: decodeEffects(outcome.fx) };
+        const rv = msg.rv === undefined ? undefined : decodeRevalidated(outcome.rv, msg.rv.length);
+        return { r: outcome.r, seq: outcome.seq, sid: outcome.sid, fx: decodeEffects(outcome.fx), rla: outcome.rla === 1, rv };
       }
       // Another address, if there is one, for the next attempt.
       if (this.current === at) this.current = (at + 1) % this.pools.length;
@@ -336,8 +401,20 @@ export class RemoteMeta implements MetaApi {
   private closing = false;
   private sid: string | undefined;
   private reopening: Promise<void> | undefined;
-  /** Releases on their way to the service (see release). */
+  /** Releases sent as requests of their own (a flush of the queue, or a service without `rl`). */
   private readonly releases = new Set<Promise<void>>();
+  /** Releases waiting for a request to ride along with: [release id, inode] (see the file comment). */
+  private releaseQueue: Array<[number, number]> = [];
+  /** Ids of releases sent and not answered yet. */
+  private readonly releasesInFlight = new Set<number>();
+  private nextReleaseId = 1;
+  private releaseTimer: NodeJS.Timeout | undefined;
+  /** The service answered a request with releases without taking them (older than level 3). */
+  private releasesUnsupported = false;
+  /** Re-registrations of open files on a new session still running (releases wait for them). */
+  private reopensPending = 0;
+  /** Names to revalidate with the next request: "parent/name" -> [parent, name]. */
+  private readonly revalidateQueue = new Map<string, [number, string]>();
 
   private constructor(client: ServiceClient, format: FormatRec, options: RemoteMetaOptions, sid: string | undefined) {
     this.client = client;
@@ -358,8 +435,11 @@ export class RemoteMeta implements MetaApi {
     const format = hello?.format;
     if (format === undefined || typeof format.uuid !== 'string' || !Number.isSafeInteger(format.chunkBytes)) throw new FsError('EIO', 'the metadata service sent no valid format record');
     const level = typeof hello?.proto === 'number' ? hello.proto : 1;
-    if (level < PROTOCOL_LEVEL) throw new FsError('ENOSYS', `the metadata service ${client.description} speaks protocol level ${level}, this client needs ${PROTOCOL_LEVEL}: upgrade "ferry serve" first`);
-    return new RemoteMeta(client, format, options, sid);
+    if (level < PROTOCOL_LEVEL_MIN) throw new FsError('ENOSYS', `the metadata service ${client.description} speaks protocol level ${level}, this client needs ${PROTOCOL_LEVEL_MIN}: upgrade "ferry serve" first`);
+    const meta = new RemoteMeta(client, format, options, sid);
+    // Releases ride along from level 3 on (one that did not would be seen at the first answer anyway).
+    if (level < PROTOCOL_LEVEL) meta.releasesUnsupported = true;
+    return meta;
   }
 
   /**
@@ -377,27 +457,120 @@ export class RemoteMeta implements MetaApi {
    */
   private async call<T>(op: string, args: unknown[], stored?: (r: T) => { attrs: Attr[]; entry?: [number, string, number] }): Promise<T> {
     const gen = this.cache.generation;
+    const rl = this.takeReleases();
+    const rv = this.takeRevalidations();
     let answer: ServiceAnswer;
     try {
-      answer = await this.client.call(op, args);
+      answer = await this.client.call(op, args, { rl, rv });
     } catch (err) {
       if (err instanceof ServiceAnswerError) {
+        this.releasesAnswered(rl, err.rla);
         if (err.fx !== undefined) this.cache.apply(err.fx, gen, this.now(), false);
-      } else if (OPS[op]?.mutating === true) {
-        this.cache.clear();
+      } else {
+        this.releasesUnanswered(rl, err);
+        if (OPS[op]?.mutating === true || rl !== undefined) this.cache.clear();
       }
       throw err;
     }
+    this.releasesAnswered(rl, answer.rla);
     const { r, seq, fx } = answer;
     if (seq > this.committedSeq) this.committedSeq = seq;
     // Nothing else invalidated during the request: what it answers is the freshest view there is.
     const clean = this.cache.generation === gen;
     if (fx !== undefined) this.cache.apply(fx, gen, this.now(), true);
-    if (stored !== undefined && clean) {
-      const s = stored(r as T);
-      this.cache.store(this.cache.generation, this.now(), s.attrs, s.entry);
+    if (clean) {
+      const now = this.now();
+      if (stored !== undefined) {
+        const s = stored(r as T);
+        this.cache.store(this.cache.generation, now, s.attrs, s.entry);
+      }
+      // Looked up after the operation: newer than its effects.
+      if (rv !== undefined && answer.rv !== undefined) {
+        for (let i = 0; i < rv.length; i++) {
+          const pair = answer.rv[i];
+          if (pair !== null && pair !== undefined) this.cache.store(this.cache.generation, now, [pair[0], pair[1]], [rv[i]![0], rv[i]![1], pair[1].ino]);
+        }
+      }
     }
     return r as T;
+  }
+
+  /** The queued releases for the next request (at most RELEASES_PER_REQUEST_MAX), now in flight. */
+  private takeReleases(): RideAlongReleases | undefined {
+    if (this.releaseQueue.length === 0 || this.sid === undefined || this.reopensPending > 0) return undefined;
+    const r = this.releaseQueue.splice(0, RELEASES_PER_REQUEST_MAX);
+    if (this.releaseQueue.length === 0 && this.releaseTimer !== undefined) {
+      clearTimeout(this.releaseTimer);
+      this.releaseTimer = undefined;
+    }
+    for (const [id] of r) this.releasesInFlight.add(id);
+    return { s: this.sid, f: this.releaseFloor(), r };
+  }
+
+  /** Every release id below it has been answered (the service may forget those ids). */
+  private releaseFloor(): number {
+    let floor = this.nextReleaseId;
+    for (const id of this.releasesInFlight) floor = Math.min(floor, id);
+    for (const [id] of this.releaseQueue) floor = Math.min(floor, id);
+    return floor;
+  }
+
+  /** The request that carried `rl` was answered: done, or (a service older than level 3) sent one by one. */
+  private releasesAnswered(rl: RideAlongReleases | undefined, taken: boolean): void {
+    if (rl === undefined) return;
+    for (const [id] of rl.r) this.releasesInFlight.delete(id);
+    if (taken) return;
+    this.releasesUnsupported = true;
+    for (const [, ino] of rl.r) this.sendRelease(ino);
+  }
+
+  /**
+   * The request that carried `rl` got no answer (or a final refusal): the releases may or may not have been
+   * applied. Queued again, ids kept, when the service did not answer and the session is still theirs.
+   */
+  private releasesUnanswered(rl: RideAlongReleases | undefined, err: unknown): void {
+    if (rl === undefined) return;
+    for (const [id] of rl.r) this.releasesInFlight.delete(id);
+    if (err instanceof FsError && err.code === 'ENOSYS' && !this.releasesUnsupported) {
+      // A service older than level 3 refused the `releases` request itself: one request per release.
+      this.releasesUnsupported = true;
+      for (const [, ino] of rl.r) this.sendRelease(ino);
+      return;
+    }
+    if (!(err instanceof ServiceUnavailableError) || rl.s !== this.sid || this.closing) return; // the session's end releases them
+    this.releaseQueue.unshift(...rl.r);
+    this.armReleaseTimer();
+  }
+
+  private armReleaseTimer(): void {
+    if (this.releaseTimer !== undefined || this.closing) return;
+    this.releaseTimer = setTimeout(() => {
+      this.releaseTimer = undefined;
+      if (this.releaseQueue.length === 0 || this.reopensPending > 0) return; // the re-registration arms it again
+      // Whatever request runs first carries the queue; this one only makes sure one does.
+      this.track(this.call('releases', []).then(() => undefined), 'sending released files');
+    }, RELEASE_LINGER_MS);
+  }
+
+  /** Background requests, awaited by close(); their failures are warnings (the session's end repairs them). */
+  private track(p: Promise<void>, what: string): void {
+    const q: Promise<void> = p
+      .catch((err: unknown) => process.emitWarning(`ferry: ${what} to the metadata service failed (the end of this client's session there releases the files): ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => this.releases.delete(q));
+    this.releases.add(q);
+  }
+
+  /** A release as a request of its own (a service older than level 3). */
+  private sendRelease(ino: number): void {
+    this.track(this.call('release', [ino]).then(() => undefined), `releasing inode ${ino}`);
+  }
+
+  /** The names to revalidate with the next request. */
+  private takeRevalidations(): Array<[number, string]> | undefined {
+    if (this.revalidateQueue.size === 0) return undefined;
+    const out = [...this.revalidateQueue.values()];
+    this.revalidateQueue.clear();
+    return out;
   }
 
   /**
@@ -407,13 +580,23 @@ export class RemoteMeta implements MetaApi {
   private sessionChanged(sid: string): void {
     const previous = this.sid;
     this.sid = sid;
+    // Queued releases drop opens of the lost session; the new one gets only what is still open (below).
+    this.releaseQueue = [];
     if (previous === undefined || (this.opens.size === 0 && this.locks.size === 0)) return;
     const held = [...this.opens];
     // The session id is "<service instance>.<engine session>": the old engine session may still hold locks.
     const m = /\.(\d+)$/.exec(previous);
     const previousSid = m === null ? undefined : Number(m[1]);
+    // Releases wait until the opens are registered again: one arriving first would drop nothing and leave
+    // its file counted open on the new session.
+    this.reopensPending++;
     this.reopening = (this.reopening ?? Promise.resolve()).then(async () => {
-      for (const [ino, count] of held) await this.client.call('reopen', [ino, count]).catch(() => undefined);
+      try {
+        for (const [ino, count] of held) await this.client.call('reopen', [ino, count]).catch(() => undefined);
+      } finally {
+        this.reopensPending--;
+        if (this.releaseQueue.length > 0) this.armReleaseTimer();
+      }
       await this.locks
         .reacquire(
           {
@@ -450,7 +633,13 @@ export class RemoteMeta implements MetaApi {
       Meta.check(ctx, p, X_OK);
       const ino = this.cache.entry(parent, name, now);
       const a = ino === undefined ? undefined : this.cache.attr(ino, now);
-      if (a !== undefined) return a;
+      if (a !== undefined) {
+        // In its second half-life: the next request brings it again (a path in use never expires).
+        if (this.cache.expiresAt(parent, name) - now < this.cache.ttlMs / 2 && this.revalidateQueue.size < REVALIDATE_PER_REQUEST_MAX) {
+          this.revalidateQueue.set(`${parent}/${name}`, [parent, name]);
+        }
+        return a;
+      }
     }
     const [, a] = await this.call<[Attr, Attr]>('lookup', [ctx, parent, name, 1], ([pa, ea]) => ({ attrs: [pa, ea], ...(special ? {} : { entry: [parent, name, ea.ino] as [number, string, number] }) }));
     return a;
@@ -501,19 +690,22 @@ export class RemoteMeta implements MetaApi {
     return r;
   }
   /**
-   * Sent in the background: close(2) does not wait for a round trip. Until the service has it, the file
-   * merely counts as open a little longer (an unlink meanwhile keeps it until the release arrives, then it
-   * goes); a release that never arrives is undone when this client's session on the service closes.
+   * Queued, riding along with the next request (see the file comment): close(2) costs no request. Until the
+   * service has it, the file merely counts as open a little longer (an unlink meanwhile keeps it until the
+   * release arrives, then it goes); a release that never arrives is undone when this client's session on
+   * the service closes.
    */
   release(ino: number): Promise<void> {
     const n = this.opens.get(ino) ?? 0;
     if (n <= 1) this.opens.delete(ino);
     else this.opens.set(ino, n - 1);
-    const p: Promise<void> = this.call('release', [ino])
-      .then(() => undefined)
-      .catch((err: unknown) => process.emitWarning(`ferry: releasing inode ${ino} on the metadata service failed (its session's end releases it): ${err instanceof Error ? err.message : String(err)}`))
-      .finally(() => this.releases.delete(p));
-    this.releases.add(p);
+    if (this.closing) return Promise.resolve(); // bye releases it
+    if (this.releasesUnsupported || this.sid === undefined) {
+      this.sendRelease(ino);
+      return Promise.resolve();
+    }
+    this.releaseQueue.push([this.nextReleaseId++, ino]);
+    this.armReleaseTimer();
     return Promise.resolve();
   }
   async newSliceId(): Promise<number> {
@@ -599,10 +791,19 @@ export class RemoteMeta implements MetaApi {
     await this.reopening;
   }
 
+  /**
+   * Sends the queued releases, then ends the session on the service (`bye`), which releases every file this
+   * client still holds open.
+   */
   async close(): Promise<void> {
+    if (this.releaseTimer !== undefined) clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    // bye would release them too, but it is sent once, without retries: the queue goes first, retried.
+    if (this.releaseQueue.length > 0 && !this.closing) this.track(this.call('releases', []).then(() => undefined), 'sending released files');
     this.closing = true;
-    await Promise.all([...this.releases]);
+    while (this.releases.size > 0) await Promise.all([...this.releases]);
     await this.reopening?.catch(() => undefined);
     await this.client.close();
+    this.releaseQueue = [];
   }
 }

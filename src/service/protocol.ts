@@ -20,7 +20,20 @@
  * place would, so it sees its own writes at once.
  *
  * Level 2 (hello answers `proto`): `fx`, `lookup`'s `pair` argument (answers [directory, entry] attributes),
- * `openCreate` (open(2) with O_CREAT in one request). A client needs a service of its level or newer.
+ * `openCreate` (open(2) with O_CREAT in one request). A client needs a service of PROTOCOL_LEVEL_MIN or newer.
+ *
+ * Level 3: what rides along in any request, so that bookkeeping costs no round trip of its own.
+ *   rl: { "s": "<sid>", "f": 40, "r": [[41, 1234], ...] }   releases (close(2)) queued since the last request:
+ *        [release id, inode]. Applied before the operation, whatever the operation answers; each id at most
+ *        once per session (a retried or repeated request's releases are skipped), ids below the floor `f`
+ *        are known applied (the client saw their answers) and skipped too; all of them skipped when `s` is
+ *        not the client's session now (the opens they drop went with a lost session, and the client does
+ *        not register them again). The answer says `rla: 1` (POSIX errors included): a service without it
+ *        ignored them, and the client sends them as `release` requests.
+ *   rv: [[parent, "name"], ...]   names the client resolved from its cache and will soon need again: looked
+ *        up after the operation and answered as `rv: [[dir attr, entry attr] | null, ...]` (null: not found
+ *        or not readable), so that a path in use is revalidated without a lookup request of its own.
+ *   `releases` is a request carrying nothing else (the queue flushed after RELEASE_LINGER_MS, or at close).
  *
  * Buffers travel as base64 (setxattr's value, getxattr's answer); Maps as arrays of pairs (getSlices). Every
  * argument is checked against the operation's schema before it reaches Meta: a peer is untrusted input.
@@ -32,13 +45,19 @@ import type { Attr } from '../meta/types.js';
 
 export const PROTOCOL_PATH = '/v1/op';
 /** What `hello` answers as `proto` (see the file comment); services before it answered none. */
-export const PROTOCOL_LEVEL = 2;
+export const PROTOCOL_LEVEL = 3;
+/** The oldest level a client of this version works with (level 2: releases are sent as requests of their own). */
+export const PROTOCOL_LEVEL_MIN = 2;
 /** A request body larger than this is refused (a write of many slices is well under it). */
 export const REQUEST_BYTES_MAX = 4 << 20;
 /** Request numbers a client lists in one `drop`, at most. */
 export const DROP_MAX = 256;
 /** Slice ids handed out per `sliceIds` request, at most. */
 export const SLICE_IDS_MAX = 1000;
+/** Releases riding along in one request (`rl.r`), at most. */
+export const RELEASES_PER_REQUEST_MAX = 1024;
+/** Names revalidated along with one request (`rv`), at most. */
+export const REVALIDATE_PER_REQUEST_MAX = 16;
 
 /** The argument kinds an operation's schema uses. */
 export type ArgKind =
@@ -86,6 +105,8 @@ export const OPS: Readonly<Record<string, OpSpec>> = {
   openCreate: { mutating: true, args: ['ctx', 'ino', 'str', 'int', 'int', 'int'] },
   reopen: { mutating: true, args: ['ino', 'int'] },
   release: { mutating: true, args: ['ino'] },
+  /** Nothing but what rides along (`rl`): the release queue's own flush. */
+  releases: { mutating: false, args: [] },
   sliceIds: { mutating: false, args: ['int'] },
   readChunk: { mutating: false, args: ['ino', 'int'] },
   readChunks: { mutating: false, args: ['ino'] },
@@ -112,14 +133,28 @@ export interface OpRequest {
   g?: string;
   n?: number;
   drop?: number[];
+  /** Releases riding along (see the file comment). */
+  rl?: RideAlongReleases;
+  /** Names to revalidate after the operation (see the file comment). */
+  rv?: Array<[number, string]>;
 }
+
+/** `rl` of a request: the session the releases belong to, the floor, and [release id, inode] pairs. */
+export interface RideAlongReleases {
+  s: string;
+  f: number;
+  r: Array<[number, number]>;
+}
+
+/** `rv` of an answer: [directory, entry] attributes per name asked, null where the lookup failed. */
+export type Revalidated = Array<[Attr, Attr] | null>;
 
 /** CacheEffects on the wire. */
 export type WireEffects = CacheEffects;
 
 export type OpReply =
-  | { ok: true; r: unknown; seq: number; a?: 1; sid?: string; fx?: WireEffects }
-  | { ok: false; code: string; message: string; fx?: WireEffects };
+  | { ok: true; r: unknown; seq: number; a?: 1; sid?: string; fx?: WireEffects; rla?: 1; rv?: Revalidated }
+  | { ok: false; code: string; message: string; fx?: WireEffects; rla?: 1 };
 
 /** Effects that make a client's cache forget everything (an answer whose effects are not known). */
 export function allEffects(): WireEffects {
@@ -222,6 +257,31 @@ export function decodeArgs(spec: OpSpec, args: unknown): unknown[] | string {
     out.push(v);
   }
   return out;
+}
+
+/** `rl` of a request checked (undefined: absent), or a reason why it is malformed. */
+export function checkReleases(v: unknown): RideAlongReleases | undefined | string {
+  if (v === undefined) return undefined;
+  const o = v as Partial<Record<keyof RideAlongReleases, unknown>> | null;
+  if (o === null || typeof o !== 'object' || typeof o.s !== 'string' || o.s.length > 200 || !isInt(o.f) || o.f < 0 || !Array.isArray(o.r)) return 'bad rl';
+  if (o.r.length > RELEASES_PER_REQUEST_MAX) return `more than ${RELEASES_PER_REQUEST_MAX} releases in one request`;
+  if (!o.r.every((x) => Array.isArray(x) && x.length === 2 && isInt(x[0]) && x[0] >= 1 && isInt(x[1]) && x[1] >= 1)) return 'bad rl';
+  return { s: o.s, f: o.f, r: o.r as Array<[number, number]> };
+}
+
+/** `rv` of a request checked (undefined: absent), or a reason why it is malformed. */
+export function checkRevalidate(v: unknown): Array<[number, string]> | undefined | string {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length > REVALIDATE_PER_REQUEST_MAX) return 'bad rv';
+  if (!v.every((x) => Array.isArray(x) && x.length === 2 && isInt(x[0]) && x[0] >= 1 && typeof x[1] === 'string' && x[1].length > 0 && x[1].length <= 255)) return 'bad rv';
+  return v as Array<[number, string]>;
+}
+
+/** `rv` of an answer checked against what was asked (undefined: malformed or absent; nothing is stored). */
+export function decodeRevalidated(v: unknown, asked: number): Revalidated | undefined {
+  if (!Array.isArray(v) || v.length !== asked) return undefined;
+  if (!v.every((x) => x === null || (Array.isArray(x) && x.length === 2 && isAttr(x[0]) && isAttr(x[1])))) return undefined;
+  return v as Revalidated;
 }
 
 /** Whether a code from the wire is one FsError carries (anything else becomes EIO). */

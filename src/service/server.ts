@@ -25,6 +25,12 @@
  *      lost with a restart), or EIO saying it was applied when it cannot be derived. The answer is written
  *      into the record later, riding along in other transactions (recorder.ts).
  * Records are deleted when the client lists them in `drop`, and by a sweep after REQUEST_KEEP_MS.
+ *
+ * Riding along (protocol.ts, level 3). Releases (`rl`) are applied before the request's operation, outside
+ * its scope (no record: a release commits nothing but for an unlinked file's last close), each release id at
+ * most once per session, so a retry or a repeat of the request does not release twice; their effects and
+ * seq join the answer's. Names to revalidate (`rv`) are looked up after the operation. `bye` needs neither:
+ * closing the session releases every file it holds open, queued releases included.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -42,7 +48,24 @@ import type { SliceRef } from '../meta/slices.js';
 import type { LockType } from '../meta/locks.js';
 import { GroupCommitEngine } from './group.js';
 import { AlreadyAppliedError, RecordingEngine, requestScope, type RequestScope } from './recorder.js';
-import { addEffects, allEffects, decodeArgs, DROP_MAX, OPS, PROTOCOL_LEVEL, PROTOCOL_PATH, REQUEST_BYTES_MAX, SLICE_IDS_MAX, type OpReply, type OpRequest, type WireEffects } from './protocol.js';
+import {
+  addEffects,
+  allEffects,
+  checkReleases,
+  checkRevalidate,
+  decodeArgs,
+  DROP_MAX,
+  OPS,
+  PROTOCOL_LEVEL,
+  PROTOCOL_PATH,
+  REQUEST_BYTES_MAX,
+  SLICE_IDS_MAX,
+  type OpReply,
+  type OpRequest,
+  type Revalidated,
+  type RideAlongReleases,
+  type WireEffects,
+} from './protocol.js';
 import { tokenMatches } from './token.js';
 
 /** A client's Meta is closed after this long without a request (clients ping every CLIENT_PING_MS). */
@@ -53,6 +76,13 @@ export const CLIENTS_MAX = 10_000;
 const RECENT_ANSWERS_MAX = 20_000;
 /** How often old request records are swept. */
 const SWEEP_MS = 60_000;
+/**
+ * Release ids one session remembers as applied, at most (above the client's floor; a client has only the
+ * releases of its requests in flight there, far fewer). Past it the oldest are forgotten.
+ */
+const RELEASE_IDS_KEPT_MAX = 100_000;
+/** Who revalidates names (`rv`): the client checks search permission on its cached directory at each use. */
+const ROOT_CTX: Ctx = { uid: 0, gid: 0, gids: [] };
 
 export interface MetaServiceOptions {
   /** The primary's engine (the caller's; wrap it in RetryEngine). Not closed by the service. */
@@ -94,6 +124,10 @@ interface Client {
   id: string;
   meta: Meta;
   last: number;
+  /** Release ids applied in this session, at or above `releaseFloor` (see takeReleases). */
+  released: Set<number>;
+  /** Every release id below it is applied (the client saw the answers). */
+  releaseFloor: number;
 }
 
 type Reply = { status: number; body: OpReply };
@@ -256,15 +290,24 @@ export class MetaService {
       fail(400, 'EINVAL', `${msg.op}: ${args}`);
       return;
     }
+    const rl = checkReleases(msg.rl);
+    if (typeof rl === 'string') {
+      fail(400, 'EINVAL', rl);
+      return;
+    }
+    const rv = checkRevalidate(msg.rv);
+    if (typeof rv === 'string') {
+      fail(400, 'EINVAL', rv);
+      return;
+    }
     this.counters.requests++;
-    send(await this.dispatch(msg, args));
+    send(await this.dispatch(msg, args, rl, rv));
   }
 
   // ---------------------------------------------------------------- requests
 
-  private async dispatch(msg: OpRequest, args: unknown[]): Promise<Reply> {
+  private async dispatch(msg: OpRequest, args: unknown[], rl: RideAlongReleases | undefined, rv: Array<[number, string]> | undefined): Promise<Reply> {
     if (this.closing !== undefined) return retryLater('the metadata service is shutting down');
-    const spec = OPS[msg.op]!;
     if (msg.op === 'bye') {
       // The client is going either way; a session that cannot be closed now is cleaned as stale later.
       await this.dropClient(msg.c).catch((err: unknown) => this.onError(`closing the session of client ${msg.c}`, err));
@@ -277,6 +320,67 @@ export class MetaService {
       return errorReply(err);
     }
     client.last = Date.now();
+    const released = rl === undefined ? undefined : await this.takeReleases(client, rl);
+    const reply = await this.run(client, msg, args);
+    if (reply.status !== 200) return reply; // retried with the same releases: their ids are known now
+    let body: OpReply = reply.body;
+    if (released !== undefined) {
+      // A new object: `reply` may be a remembered answer, shared with repeats of the request.
+      const fx = released.fx === undefined ? body.fx : body.fx === undefined ? released.fx : addEffects(released.fx, body.fx, true);
+      body = body.ok ? { ...body, seq: Math.max(body.seq, released.seq), rla: 1 } : { ...body, rla: 1 };
+      if (fx !== undefined) body.fx = fx;
+    }
+    if (rv !== undefined && body.ok) body = { ...body, rv: await this.revalidate(client, rv) };
+    return body === reply.body ? reply : { status: reply.status, body };
+  }
+
+  /**
+   * Applies the releases that ride along in a request (protocol.ts `rl`): each id once per session, none
+   * from another session (see the file comment). A failed release is reported, not the request's failure:
+   * its file stays counted open until the session ends, as a lost release request would leave it.
+   */
+  private async takeReleases(client: Client, rl: RideAlongReleases): Promise<{ fx: WireEffects | undefined; seq: number }> {
+    if (rl.f > client.releaseFloor) {
+      client.releaseFloor = rl.f;
+      for (const id of client.released) if (id < rl.f) client.released.delete(id);
+    }
+    if (rl.s !== this.sid(client)) return { fx: undefined, seq: 0 };
+    const todo: number[] = [];
+    for (const [id, ino] of rl.r) {
+      if (id < client.releaseFloor || client.released.has(id)) continue;
+      client.released.add(id);
+      todo.push(ino);
+    }
+    for (const id of client.released) {
+      if (client.released.size <= RELEASE_IDS_KEPT_MAX) break;
+      client.released.delete(id);
+    }
+    if (todo.length === 0) return { fx: undefined, seq: 0 };
+    // A scope without a key: no request record; it collects the releases' effects and seq for the answer.
+    const scope: RequestScope = { key: undefined, drop: [], open: true, applied: false, seq: 0, now: Date.now, fx: undefined };
+    try {
+      await requestScope.run(scope, async () => {
+        for (const ino of todo) await client.meta.release(ino).catch((err: unknown) => this.onError(`releasing inode ${ino} for client ${client.id}`, err));
+      });
+    } finally {
+      scope.open = false;
+    }
+    return { fx: scope.fx, seq: scope.seq };
+  }
+
+  /** protocol.ts `rv`: each name's [directory, entry] attributes now, null where the lookup fails. */
+  private async revalidate(client: Client, names: Array<[number, string]>): Promise<Revalidated> {
+    const out: Revalidated = [];
+    for (const [parent, name] of names) {
+      const pair = await requestScope.exit(() => client.meta.lookupPair(ROOT_CTX, parent, name)).catch(() => null);
+      out.push(pair === null ? null : [pair[0], pair[1]]);
+    }
+    return out;
+  }
+
+  /** The request's operation, mutating ones through their request numbers (see the file comment). */
+  private async run(client: Client, msg: OpRequest, args: unknown[]): Promise<Reply> {
+    const spec = OPS[msg.op]!;
     if (!spec.mutating) {
       try {
         return { status: 200, body: { ok: true, r: encodeResult(msg.op, await this.call(client, msg.op, args)), seq: 0, sid: this.sid(client) } };
@@ -408,7 +512,7 @@ export class MetaService {
         };
         if (this.heartbeatMs !== undefined) opts.heartbeatMs = this.heartbeatMs;
         const meta = await Meta.open(this.engine, opts);
-        return { id, meta, last: Date.now() };
+        return { id, meta, last: Date.now(), released: new Set<number>(), releaseFloor: 0 };
       });
       this.clients.set(id, p);
       p.catch(() => this.clients.delete(id));
@@ -448,6 +552,7 @@ export class MetaService {
       case 'hello':
         return { format: m.format, proto: PROTOCOL_LEVEL };
       case 'ping':
+      case 'releases':
         return null;
       case 'getattr':
         return m.getattr(n(0));
