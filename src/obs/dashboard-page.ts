@@ -50,8 +50,8 @@ export const DASHBOARD_SCRIPT = String.raw`
     return (n < 0 ? '-' : '') + s + ' ' + units[i];
   }
   function perSec(n) { return bytes(n) + '/s'; }
-  /** Seconds of lag: hundredths below 10 s, so that a lag of tens of ms does not read as 0.0. */
-  function lag(x) { return fixed(x, x < 10 ? 2 : 1) + ' s'; }
+  /** Seconds of lag, to the millisecond below 1 s: a lag of a few ms must not read as 0. */
+  function lag(x) { return fixed(x, x < 1 ? 3 : x < 10 ? 2 : 1) + ' s'; }
   function fixed(n, d) { return n === null || n === undefined || !isFinite(n) ? '-' : Number(n).toFixed(d); }
   function age(ms) {
     if (ms === null || ms === undefined || !isFinite(ms)) return '-';
