@@ -40,7 +40,7 @@ export function register(program: Command): void {
     .command('metrics-token')
     .summary('write the bearer token of metrics endpoints to a file')
     .description(
-      'Write the token that metrics endpoints (mount, replicate, mirror --metrics) require when they listen beyond loopback to FILE ' +
+      'Write the token that metrics endpoints (mount, replicate, mirror, serve, cache-node --metrics) require when they listen beyond loopback to FILE ' +
         '(mode 0600), for Prometheus: authorization: { credentials_file: FILE }. The token is derived from the volume secret; it is never printed.',
     )
     .argument('<META>', 'metadata URL, e.g. sqlite:///data/vol.db')

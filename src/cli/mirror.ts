@@ -5,20 +5,22 @@
  * The replica's URL comes from the region's record in the primary's volume (`ferry region add ... --replica`).
  * `--once` catches up to the primary's newest sequence and exits 0; without it the follower runs until
  * SIGINT/SIGTERM, riding out an unreachable primary or replica. `--metrics` serves Prometheus metrics (lag in
- * entries and seconds, apply rate, bootstraps, errors).
+ * entries and seconds, apply rate, bootstraps, errors, and every call to the primary and the replica in
+ * `ferry_meta_txn_seconds`, told apart by their `role` label).
  */
 
 import type { Command } from 'commander';
-import { Gauge } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { BadUsageError, UsageError } from '../errors.js';
 import { openMetaEngine } from '../meta/registry.js';
 import { RetryEngine } from '../meta/retry.js';
 import type { MetaEngine } from '../meta/engine.js';
+import { MetricsEngine, type EngineRole } from '../meta/metrics.js';
 import { MirrorFollower, verifyMirror, type MirrorEvent } from '../region/mirror.js';
 import { promoteReplica } from '../region/promote.js';
 import { volumeRegions } from '../region/regions.js';
 import { maskUrl } from '../util/url.js';
-import { counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
+import { clientMetrics, counterOf, isLoopback, processRegistry, serveMetrics, type MetricsEndpoint } from '../obs/metrics.js';
 import { metricsToken } from '../obs/token.js';
 import { log, openEngine, out, parseHostPort, printJson, valueOption } from './util.js';
 
@@ -65,11 +67,23 @@ export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<v
   const controller = new AbortController();
   const stop = (): void => controller.abort(new Error('interrupted'));
   let follower: MirrorFollower | undefined;
+  const registry = o.metrics === undefined ? undefined : processRegistry();
+  const cm = registry === undefined ? undefined : clientMetrics(registry);
+  const measure = (engine: MetaEngine, role: EngineRole): MetaEngine => (cm === undefined ? engine : new MetricsEngine(engine, cm, { role }));
   try {
-    follower = new MirrorFollower({ primary, replica, region: o.region, onEvent: describe, primaryUrl: metaUrl });
-    if (o.metrics !== undefined) {
+    follower = new MirrorFollower({
+      primary: measure(primary, 'primary'),
+      replica: measure(replica, 'replica'),
+      region: o.region,
+      onEvent: describe,
+      primaryUrl: metaUrl,
+      // The primaries it opens itself (a new one after a failover, or another region's replica probed to be
+      // one) are measured as the primary.
+      ...(cm === undefined ? {} : { open: async (url: string) => measure(await openMetaEngine(url), 'primary') }),
+    });
+    if (o.metrics !== undefined && registry !== undefined) {
       const token = isLoopback(o.metrics.host) ? undefined : await metricsToken(primary, uuid);
-      server = await serveMirrorMetrics(follower, o.metrics, token);
+      server = await serveMirrorMetrics(registry, follower, o.metrics, token);
     }
     await follower.prepare();
     if (o.once === true) {
@@ -91,8 +105,7 @@ export async function runMirror(metaUrl: string, o: MirrorCliOptions): Promise<v
   }
 }
 
-async function serveMirrorMetrics(f: MirrorFollower, at: { host: string; port: number }, token: Buffer | undefined): Promise<MetricsEndpoint> {
-  const registry = processRegistry();
+async function serveMirrorMetrics(registry: Registry, f: MirrorFollower, at: { host: string; port: number }, token: Buffer | undefined): Promise<MetricsEndpoint> {
   const labels = { region: f.region };
   new Gauge({
     name: 'ferry_mirror_applied_seq',

@@ -17,6 +17,12 @@
  * (c reads a's). A reader in c lists and reads the dataset from its replica, and goes on doing so while the
  * primary's metadata file is gone. Then c runs a cache group of two nodes: three readers read the dataset
  * through it, and the egress counters show what crossed from a to c (each block once).
+ *
+ * FERRY_LAB_HOLD=1 holds the lab in its steady phase for watching it (`ferry status`, `ferry dashboard`): when
+ * the phase starts it prints a line `  hold        META-URL: ...`, and the writer in a goes on committing (the
+ * replicator and c's follower following) until a line or end of file arrives on stdin (at most HOLD_MS_MAX),
+ * then the lab carries on as usual with the files written meanwhile. Without it the lab prints what it always
+ * did and never reads stdin.
  */
 
 import { createHash } from 'node:crypto';
@@ -51,6 +57,8 @@ const STEADY_FILES = 24;
 const STEADY_PAUSE_MS = 120;
 /** How many commits later each steady file is read again (by then it has been replicated). */
 const STEADY_LAG_FILES = 5;
+/** The longest FERRY_LAB_HOLD keeps the steady phase going without an answer on stdin. */
+const HOLD_MS_MAX = 300_000;
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
@@ -96,7 +104,27 @@ async function readAll(vol: Volume, expected: Record<string, string>): Promise<{
   return { failures, bytes };
 }
 
+/**
+ * Resolves at the first line or end of stdin, or after `ms`; stdin is let go then, so that it keeps nothing
+ * running.
+ */
+function stdinOrTimeout(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      process.stdin.off('data', done).off('end', done).off('error', done);
+      process.stdin.pause();
+      process.stdin.destroy();
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    process.stdin.on('data', done).on('end', done).on('error', done);
+    process.stdin.resume();
+  });
+}
+
 async function main(): Promise<void> {
+  const hold = process.env['FERRY_LAB_HOLD'] === '1';
   const started = Date.now();
   const dir = await mkdtemp(path.join(tmpdir(), 'ferry-lab-'));
   const dbFile = path.join(dir, 'meta.db');
@@ -234,8 +262,16 @@ async function main(): Promise<void> {
     const fellBack: string[] = [];
     const written: Array<{ p: string; sum: string }> = [];
     await va.mkdir('/steady');
-    for (let i = 0; i < STEADY_FILES; i++) {
-      const data = pseudoRandom(200_000 + i * 10_000, 7000 + i);
+    let holding = false;
+    if (hold) {
+      holding = true;
+      say(`  hold        ${metaUrl}: replicating and mirroring while the writer in a commits; a line or end of file on stdin goes on`);
+      void stdinOrTimeout(HOLD_MS_MAX).then(() => {
+        holding = false;
+      });
+    }
+    for (let i = 0; i < STEADY_FILES || holding; i++) {
+      const data = pseudoRandom(200_000 + (i % STEADY_FILES) * 10_000, 7000 + i);
       const p = `/steady/part-${String(i).padStart(3, '0')}.bin`;
       await va.writeFile(p, data);
       const committedAt = Date.now();
@@ -271,8 +307,8 @@ async function main(): Promise<void> {
     await following;
     await vb3.close();
     lags.sort((x, y) => x - y);
-    say(`  steady      ${STEADY_FILES} files committed in a every ${STEADY_PAUSE_MS} ms while the replicator follows the changelog;`);
-    say(`              read in b at once: ${steadyFallbacks} of ${STEADY_FILES} fell back to home bucket a` +
+    say(`  steady      ${written.length} files committed in a every ${STEADY_PAUSE_MS} ms while the replicator follows the changelog;`);
+    say(`              read in b at once: ${steadyFallbacks} of ${written.length} fell back to home bucket a` +
       `${fellBack.length > 0 ? ` (${fellBack.join(', ')}${steadyFallbacks > fellBack.length ? ', ...' : ''})` : ''} (not replicated yet)`);
     say(`              read in b ${STEADY_LAG_FILES} commits later: ${laterOwn} blocks from b's own bucket, ${laterHome} from a`);
     say(`              replication lag (commit to verified copy) p50 ${percentile(lags, 50).toFixed(0)} ms, max ${percentile(lags, 100).toFixed(0)} ms; backlog at the end ${(await lag()).blocks} blocks`);

@@ -50,6 +50,8 @@ export const DASHBOARD_SCRIPT = String.raw`
     return (n < 0 ? '-' : '') + s + ' ' + units[i];
   }
   function perSec(n) { return bytes(n) + '/s'; }
+  /** Seconds of lag, to the millisecond below 1 s: a lag of a few ms must not read as 0. */
+  function lag(x) { return fixed(x, x < 1 ? 3 : x < 10 ? 2 : 1) + ' s'; }
   function fixed(n, d) { return n === null || n === undefined || !isFinite(n) ? '-' : Number(n).toFixed(d); }
   function age(ms) {
     if (ms === null || ms === undefined || !isFinite(ms)) return '-';
@@ -152,8 +154,8 @@ export const DASHBOARD_SCRIPT = String.raw`
 
     var hist = d.history, charts = document.getElementById('charts');
     charts.replaceChildren(
-      chart('replication lag', hist.t, hist.replicationLagSeconds, function (x) { return fixed(x, 1) + ' s'; }),
-      chart('mirror lag', hist.t, hist.mirrorLagSeconds, function (x) { return fixed(x, 1) + ' s'; }),
+      chart('replication lag', hist.t, hist.replicationLagSeconds, lag),
+      chart('mirror lag', hist.t, hist.mirrorLagSeconds, lag),
       chart('metadata commits', hist.t, hist.commitsPerSec, function (x) { return fixed(x, 1) + '/s'; }),
       chart('bytes replicated', hist.t, hist.copiedBytesPerSec, perSec),
       chart('bytes read across regions', hist.t, hist.egressBytesPerSec, perSec)
@@ -168,7 +170,7 @@ export const DASHBOARD_SCRIPT = String.raw`
 
     var repl = (s.replication || []).map(function (x) {
       var copied = Object.keys(x.stats.copiedBytes).map(function (k) { return k.replace('>', ' -> ') + ' ' + bytes(x.stats.copiedBytes[k]); }).join(', ');
-      return [x.name, x.seq + ' of ' + x.lastSeq, fixed(x.lagSeconds, 1) + ' s', x.backlog.blocks + (x.backlog.partial ? '+' : '') + ' blocks, ' + bytes(x.backlog.bytes),
+      return [x.name, x.seq + ' of ' + x.lastSeq, lag(x.lagSeconds), x.backlog.blocks + (x.backlog.partial ? '+' : '') + ' blocks, ' + bytes(x.backlog.bytes),
         x.pending, copied || 'nothing yet', x.stats.errors + ' / ' + x.stats.retries, age(now - x.updated) + ' ago'];
     });
     if (s.unreplicated) repl.push(['(never run)', '-', '-', s.unreplicated.blocks + ' blocks, ' + bytes(s.unreplicated.bytes), '-', '-', '-', '-']);
@@ -178,7 +180,7 @@ export const DASHBOARD_SCRIPT = String.raw`
     table('mirrors', ['region', 'role', 'applied seq', 'lag', 'bootstraps', 'reported', 'last error'], (s.mirrors || []).map(function (x) {
       return x.applied === undefined || x.applied === null
         ? [x.region, x.role, 'follower never ran', '-', '-', '-', '']
-        : [x.region, x.role, x.applied, x.lagEntries + ' entries / ' + fixed(x.lagSeconds, 1) + ' s', x.bootstraps, age(now - x.updated) + ' ago', x.error || ''];
+        : [x.region, x.role, x.applied, x.lagEntries + ' entries / ' + lag(x.lagSeconds), x.bootstraps, age(now - x.updated) + ' ago', x.error || ''];
     }), 'no mirror region');
 
     table('processes', ['endpoint', 'state', 'FUSE ops', 'FUSE latency', 'read', 'written', 'object requests', 'object latency', 'object errors', 'metadata txns', 'metadata latency', 'block reads by tier'],

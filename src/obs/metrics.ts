@@ -40,9 +40,12 @@ export class ClientMetrics {
   readonly objectRetries: Counter<'region' | 'bucket'>;
   readonly objectReadBytes: Counter<'region' | 'bucket'>;
   readonly objectWrittenBytes: Counter<'region' | 'bucket'>;
-  /** One metadata transaction (all its attempts), by engine scheme and read/write. */
-  readonly metaTxnSeconds: Histogram<'engine' | 'mode'>;
-  readonly metaTxnErrors: Counter<'engine' | 'mode'>;
+  /**
+   * One metadata transaction or log call (all its attempts), by engine scheme, the engine's role for this
+   * process (`primary`: the volume's primary; `replica`: a mirror region's replica) and read/write.
+   */
+  readonly metaTxnSeconds: Histogram<'engine' | 'role' | 'mode'>;
+  readonly metaTxnErrors: Counter<'engine' | 'role' | 'mode'>;
   /** Blocks (or parts of blocks) served by each read tier, and their plain bytes. */
   readonly blockReadHits: Counter<'tier'>;
   readonly blockReadBytes: Counter<'tier'>;
@@ -58,8 +61,8 @@ export class ClientMetrics {
     this.objectRetries = new Counter({ name: 'ferry_object_retries_total', help: 'Object store attempts repeated after a retryable failure', labelNames: ['region', 'bucket'], registers });
     this.objectReadBytes = new Counter({ name: 'ferry_object_read_bytes_total', help: 'Bytes received from object stores', labelNames: ['region', 'bucket'], registers });
     this.objectWrittenBytes = new Counter({ name: 'ferry_object_written_bytes_total', help: 'Bytes sent to object stores', labelNames: ['region', 'bucket'], registers });
-    this.metaTxnSeconds = new Histogram({ name: 'ferry_meta_txn_seconds', help: 'Metadata transactions (with their retries), by engine and mode (read, write)', labelNames: ['engine', 'mode'], buckets, registers });
-    this.metaTxnErrors = new Counter({ name: 'ferry_meta_txn_errors_total', help: 'Metadata transactions that failed', labelNames: ['engine', 'mode'], registers });
+    this.metaTxnSeconds = new Histogram({ name: 'ferry_meta_txn_seconds', help: 'Metadata transactions and log calls (with their retries), by engine, role (primary, replica) and mode (read, write)', labelNames: ['engine', 'role', 'mode'], buckets, registers });
+    this.metaTxnErrors = new Counter({ name: 'ferry_meta_txn_errors_total', help: 'Metadata transactions and log calls that failed', labelNames: ['engine', 'role', 'mode'], registers });
     this.blockReadHits = new Counter({ name: 'ferry_block_read_hits_total', help: 'Block reads served by each tier (memory, disk, group, bucket)', labelNames: ['tier'], registers });
     this.blockReadBytes = new Counter({ name: 'ferry_block_read_bytes_total', help: 'Plain block bytes served by each tier', labelNames: ['tier'], registers });
     this.regionReadBytes = new Counter({ name: 'ferry_region_read_bytes_total', help: 'Plain block bytes read from a bucket in region `from` by a client in region `to`', labelNames: ['from', 'to'], registers });
@@ -89,6 +92,31 @@ export class FuseMetrics {
     this.ops = new Counter({ name: 'ferry_fuse_ops_total', help: 'FUSE operations answered', labelNames: ['op'], registers });
     this.errors = new Counter({ name: 'ferry_fuse_errors_total', help: 'FUSE operations answered with an error', labelNames: ['op'], registers });
     this.opSeconds = new Histogram({ name: 'ferry_fuse_op_seconds', help: 'FUSE operations, from request to answer', labelNames: ['op'], buckets: [...LATENCY_BUCKETS_SECONDS], registers });
+  }
+}
+
+/**
+ * The families of the metadata service (`ferry serve`, service/server.ts): one request is one metadata
+ * operation of a remote client, from its arrival to its answer. An answer with an error (ENOENT included:
+ * the service does not judge which errors are expected) is counted by its code; requests refused before they
+ * reach an operation (no or a wrong token, a malformed request) by reason.
+ */
+export class ServiceMetrics {
+  readonly requests: Counter<'op'>;
+  readonly errors: Counter<'op' | 'code'>;
+  readonly requestSeconds: Histogram<'op'>;
+  readonly inFlight: Gauge;
+  readonly refused: Counter<'reason'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.requests = new Counter({ name: 'ferry_service_requests_total', help: 'Metadata service requests answered, by operation', labelNames: ['op'], registers });
+    this.errors = new Counter({ name: 'ferry_service_errors_total', help: 'Metadata service requests answered with an error, by operation and error code', labelNames: ['op', 'code'], registers });
+    this.requestSeconds = new Histogram({ name: 'ferry_service_request_seconds', help: 'Metadata service requests, from arrival to answer, by operation', labelNames: ['op'], buckets: [...LATENCY_BUCKETS_SECONDS], registers });
+    this.inFlight = new Gauge({ name: 'ferry_service_requests_in_flight', help: 'Metadata service requests being executed', registers });
+    this.refused = new Counter({ name: 'ferry_service_refused_total', help: 'Requests refused before any operation (reason: token, malformed)', labelNames: ['reason'], registers });
+    // Every refusal series exists from the start (at 0), so that rates and alerts see the first one.
+    for (const reason of ['token', 'malformed']) this.refused.inc({ reason }, 0);
   }
 }
 

@@ -241,13 +241,14 @@ export async function openVolume(metaUrl: string, options: OpenVolumeOptions = {
     } else {
       const opened = await openMetaEngine(metaUrl);
       engine = new RetryEngine(options.wrapEngine?.(opened) ?? opened, options.engineRetry);
-      if (cm !== undefined) engine = new MetricsEngine(engine, cm);
       // The region is checked before a session is opened, so a mistyped --region leaves no trace.
       const stored = await loadFormat(engine);
       // A mirror region's replica: its clients run in that region, and nothing they do may change the replica
       // (it must stay a copy of the primary's history). Writes go to the primary's metadata service when the
       // volume names one; without one they are refused.
       const mirror = stored === undefined ? undefined : await readMirrorIdentity(engine);
+      // Measured from here (two reads unmeasured), labelled with the role the identity says the engine has.
+      if (cm !== undefined) engine = new MetricsEngine(engine, cm, { role: mirror === undefined ? 'primary' : 'replica' });
       const metaOptions: MetaOptions = { replica: mirror !== undefined };
       if (options.heartbeatMs !== undefined) metaOptions.heartbeatMs = options.heartbeatMs;
       if (options.sessionStaleMs !== undefined) metaOptions.sessionStaleMs = options.sessionStaleMs;

@@ -46,6 +46,7 @@ import { CLIENT_ID_RE, readRequest, requestKey, REQUEST_KEEP_MS, sweepRequests, 
 import type { Attr, Ctx, FileType, SetAttr } from '../meta/types.js';
 import type { SliceRef } from '../meta/slices.js';
 import type { LockType } from '../meta/locks.js';
+import type { ServiceMetrics } from '../obs/metrics.js';
 import { GroupCommitEngine } from './group.js';
 import { AlreadyAppliedError, RecordingEngine, requestScope, type RequestScope } from './recorder.js';
 import {
@@ -101,6 +102,8 @@ export interface MetaServiceOptions {
   groupCommit?: boolean | undefined;
   /** Background failures (answer recording, sweeps, idle closes). */
   onError?: ((what: string, err: unknown) => void) | undefined;
+  /** The families each request feeds (made at the composition root, `ferry serve --metrics`). */
+  metrics?: ServiceMetrics | undefined;
 }
 
 export interface MetaServiceStats {
@@ -153,6 +156,7 @@ export class MetaService {
   private readonly idleMs: number;
   private readonly heartbeatMs: number | undefined;
   private readonly onError: (what: string, err: unknown) => void;
+  private readonly metrics: ServiceMetrics | undefined;
   private counters = { requests: 0, refused: 0, deduplicated: 0 };
   private closing: Promise<void> | undefined;
 
@@ -166,6 +170,7 @@ export class MetaService {
     this.tls = o.tls !== undefined;
     this.idleMs = o.clientIdleMs ?? CLIENT_IDLE_MS;
     this.heartbeatMs = o.heartbeatMs;
+    this.metrics = o.metrics;
     this.onError = o.onError ?? ((what, err) => process.emitWarning(`ferry serve: ${what} failed: ${err instanceof Error ? err.message : String(err)}`));
     this.group = o.groupCommit === false ? undefined : new GroupCommitEngine(o.engine);
     this.engine = new RecordingEngine(this.group ?? o.engine, this.onError);
@@ -250,12 +255,16 @@ export class MetaService {
   // ---------------------------------------------------------------- HTTP
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const arrived = performance.now();
     const send = (r: Reply): void => {
       const body = JSON.stringify(r.body);
       res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     };
-    const fail = (status: number, code: string, message: string): void => send({ status, body: { ok: false, code, message } });
+    const fail = (status: number, code: string, message: string): void => {
+      this.metrics?.refused.inc({ reason: status === 401 ? 'token' : 'malformed' });
+      send({ status, body: { ok: false, code, message } });
+    };
     if (req.method !== 'POST' || req.url !== PROTOCOL_PATH) {
       req.resume();
       fail(404, 'EINVAL', 'not a metadata service request');
@@ -301,7 +310,25 @@ export class MetaService {
       return;
     }
     this.counters.requests++;
-    send(await this.dispatch(msg, args, rl, rv));
+    const m = this.metrics;
+    if (m === undefined) {
+      send(await this.dispatch(msg, args, rl, rv));
+      return;
+    }
+    // From arrival to the answer written; a dispatch that throws is answered EIO by the caller of handle().
+    const op = { op: msg.op };
+    let reply: Reply | undefined;
+    m.inFlight.inc();
+    try {
+      reply = await this.dispatch(msg, args, rl, rv);
+      send(reply);
+    } finally {
+      m.inFlight.dec();
+      m.requests.inc(op);
+      m.requestSeconds.observe(op, (performance.now() - arrived) / 1000);
+      const code = reply === undefined ? 'EIO' : reply.body.ok ? undefined : reply.body.code;
+      if (code !== undefined) m.errors.inc({ op: msg.op, code });
+    }
   }
 
   // ---------------------------------------------------------------- requests

@@ -1,8 +1,8 @@
 /**
  * contrib/: the Grafana dashboard is valid JSON and the Prometheus alert rules valid YAML (parsed by Python's
  * yaml module, which the machines have; under CI=true its absence fails), and every metric either names is
- * one that Ferry serves: the client, FUSE and process families from the registries themselves, the
- * replicator's and the mirror's from their commands' sources.
+ * one that Ferry serves: the client, FUSE, metadata service and process families from the registries
+ * themselves, the replicator's, the mirror's and the service's others from their commands' sources.
  */
 
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { clientMetrics, processRegistry } from '../../src/obs/metrics.js';
+import { clientMetrics, processRegistry, ServiceMetrics } from '../../src/obs/metrics.js';
 import { MountStats } from '../../src/fuse/stats.js';
 
 const REPO = join(import.meta.dirname, '../..');
@@ -22,6 +22,7 @@ async function servedNames(): Promise<Set<string>> {
   const registry = processRegistry();
   clientMetrics(registry);
   new MountStats(registry);
+  new ServiceMetrics(registry);
   const names = new Set<string>();
   for (const m of registry.getMetricsAsArray()) {
     const name = (m as unknown as { name: string }).name;
@@ -30,8 +31,8 @@ async function servedNames(): Promise<Set<string>> {
   }
   names.add('ferry_fuse_accesslog_readers');
   names.add('ferry_fuse_accesslog_dropped_lines_total');
-  for (const f of ['src/cli/replicate.ts', 'src/cli/mirror.ts']) {
-    for (const m of (await readFile(join(REPO, f), 'utf8')).matchAll(/'(ferry_(?:replication|mirror)_[a-z_]+)'/g)) names.add(m[1]!);
+  for (const f of ['src/cli/replicate.ts', 'src/cli/mirror.ts', 'src/cli/serve.ts']) {
+    for (const m of (await readFile(join(REPO, f), 'utf8')).matchAll(/'(ferry_(?:replication|mirror|service)_[a-z_]+)'/g)) names.add(m[1]!);
   }
   return names;
 }

@@ -3,7 +3,8 @@
  * bearer token or the cookie that `/?token=` sets, never echoed), no secret in the page, the JSON or the log,
  * the rates of a scraped /metrics, and the page itself in a real browser (Debian's chromium driven by
  * playwright-core): it shows the volume, its regions, numbers that move after a write, and hostile names
- * from the engine as text. Volumes are SQLite files with file:// buckets in a temporary directory.
+ * from the engine as text; and the page during the two-region lab (`npm start`, held in its steady phase).
+ * Volumes are SQLite files with file:// buckets in a temporary directory.
  */
 
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
 import { Counter, Registry } from 'prom-client';
@@ -26,7 +27,7 @@ import { DASHBOARD_COOKIE, hostHeaderName, serveDashboard } from '../../src/obs/
 import { serveMetrics } from '../../src/obs/metrics.js';
 import { metricsToken } from '../../src/obs/token.js';
 import { addRegion } from '../../src/region/regions.js';
-import { CLI, ensureBuilt, ok } from '../cli/helpers.js';
+import { CLI, ensureBuilt, ok, ROOT } from '../cli/helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 /** A secret with every character a URL gives meaning to, and the pieces a half-masked URL would show. */
@@ -376,5 +377,115 @@ describe('ferry dashboard', () => {
     assert.equal(await stopCli(child), 0);
     assert.ok(!output().includes(token), 'the token is not logged');
     assertNoSecret('the output', output());
+  });
+});
+
+/**
+ * The lab (`npm start`, src/demo/main.ts) held in its steady phase (FERRY_LAB_HOLD=1): it prints its metadata
+ * URL and keeps writing in a, replicating to b and mirroring to c until its stdin closes. Meanwhile a browser
+ * watches `ferry dashboard` of it; the dashboard stops before the lab goes on (the lab later moves its
+ * metadata file away), and the lab must then finish as it always does.
+ */
+describe('ferry dashboard during the two-region lab', () => {
+  it('shows each region, a lag chart that is not flat at zero and the bytes across region pairs while the lab replicates', async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      if (process.env['CI'] === 'true') assert.fail(`${CHROMIUM} is missing: apt-get install chromium`);
+      t.skip(`${CHROMIUM} is missing: apt-get install chromium`);
+      return;
+    }
+    ensureBuilt();
+    const defer = cleanups(t);
+    const started = Date.now();
+    const lab = spawn(process.execPath, [join(ROOT, 'dist', 'demo', 'main.js')], { cwd: ROOT, env: { ...process.env, FERRY_LAB_HOLD: '1', FERRY_DEBUG: '' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let labOut = '';
+    let labErr = '';
+    lab.stdout.setEncoding('utf8').on('data', (d: string) => (labOut += d));
+    lab.stderr.setEncoding('utf8').on('data', (d: string) => (labErr += d));
+    const labExit = new Promise<number | null>((resolve) => lab.once('exit', (code) => resolve(code)));
+    const labState = { dir: undefined as string | undefined };
+    defer(async () => {
+      if (lab.exitCode === null && lab.signalCode === null) lab.kill('SIGKILL');
+      await labExit;
+      // Only the lab's own temporary directory.
+      const dir = labState.dir;
+      if (dir !== undefined && dir.startsWith(join(tmpdir(), 'ferry-lab-'))) await rm(dir, { recursive: true, force: true });
+    });
+    const deadline = Date.now() + 90_000;
+    const holdLine = /^ {2}hold +(sqlite:\/\/\S+): /m;
+    while (!holdLine.test(labOut)) {
+      if (lab.exitCode !== null || Date.now() > deadline) assert.fail(`the lab did not hold (exit ${lab.exitCode}):\n${labOut}\n${labErr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const metaUrl = holdLine.exec(labOut)![1]!;
+    labState.dir = dirname(metaUrl.substring('sqlite://'.length));
+    const held = Date.now();
+
+    const { child, url } = await startCli([metaUrl, '--listen', '127.0.0.1:0', '--interval', '1']);
+    defer(() => stopCli(child));
+    const profile = await mkdtemp(join(tmpdir(), 'ferry-chromium-'));
+    defer(() => rm(profile, { recursive: true, force: true }));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    defer(() => context.close());
+    const page = context.pages()[0] ?? (await context.newPage());
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(m.text());
+    });
+    await page.goto(`${url}/`);
+    await waitForText(page, '#volume-name', (x) => x === 'lab');
+
+    // Each region, with its role.
+    await waitForText(page, '#regions', (x) => x.includes('metadata-only mirror'));
+    const rows = await page.locator('#regions tbody tr').allInnerTexts();
+    assert.deepEqual(rows.map((r) => r.split('\t')[0]), ['a', 'b', 'c'], rows.join('\n'));
+    assert.match(rows[0]!, /^a\tprimary\tfile:\/\//);
+    assert.match(rows[2]!, /^c\tmetadata-only mirror\t/);
+    // The replicator following the writer: copies from a to b; the mirror of c.
+    await waitForText(page, '#replication', (x) => /a -> b [\d.]+ [KM]iB/.test(x));
+    await waitForText(page, '#mirrors', (x) => /^c\s/m.test(x));
+
+    // A lag chart not flat at zero: a reading that found a slice not yet copied (the writer commits every
+    // ~120 ms, the replicator copies within tens of ms; a reading each second meets one now and then). Its
+    // line then leaves the baseline (the chart scales to its maximum).
+    const lagCaption = '#charts figure:first-child figcaption';
+    const lagLine = page.locator('#charts figure').first().locator('polyline');
+    const heights = async (): Promise<Set<string>> => new Set(((await lagLine.getAttribute('points')) ?? '').split(' ').map((p) => p.split(',')[1] ?? ''));
+    for (const end = Date.now() + 90_000; (await heights()).size < 2; ) {
+      if (Date.now() > end) assert.fail(`the replication lag chart stayed flat: ${await page.locator(lagCaption).innerText()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(Number(/max ([\d.]+) s/.exec(await page.locator(lagCaption).innerText())?.[1] ?? 0) > 0, await page.locator(lagCaption).innerText());
+
+    // Bytes across region pairs: b's readers read a's bucket before the copies were there.
+    await waitForText(page, '#egress', (x) => /^a\s+b\s+[\d.]+ [KM]iB\s+[\d.]+ [KM]iB/m.test(x));
+
+    const shot = join(tmpdir(), `ferry-dashboard-lab-${process.pid}.png`);
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`# screenshot: ${shot}`);
+    const seen = {
+      lag: await page.locator(lagCaption).innerText(),
+      mirrorLag: await page.locator('#charts figure:nth-child(2) figcaption').innerText(),
+      egress: (await page.locator('#egress tbody').innerText()).replace(/\s+/g, ' '),
+    };
+    assert.deepEqual(pageErrors, []);
+    await context.close();
+    assert.equal(await stopCli(child), 0);
+
+    // The lab goes on, and ends as it always does.
+    const watched = Date.now();
+    lab.stdin.end();
+    const code = await labExit;
+    assert.equal(code, 0, `the lab failed:\n${labOut}\n${labErr}`);
+    const steady = Number(/steady +(\d+) files committed in a/.exec(labOut)?.[1]);
+    assert.ok(steady >= 24, labOut);
+    assert.match(labOut, /backlog at the end 0 blocks/);
+    assert.match(labOut, /verified +every read by sha256: all match/);
+    assert.doesNotMatch(labOut + labErr, /mismatch|differ|FAIL/i);
+    t.diagnostic(`lab to hold ${((held - started) / 1000).toFixed(1)} s, watched ${((watched - held) / 1000).toFixed(1)} s, rest of the lab ${((Date.now() - watched) / 1000).toFixed(1)} s; ${steady} steady files; ${seen.lag}; ${seen.mirrorLag}; egress ${seen.egress}`);
   });
 });
