@@ -158,7 +158,7 @@ export const DASHBOARD_SCRIPT = String.raw`
       chart('mirror lag', hist.t, hist.mirrorLagSeconds, lag),
       chart('metadata commits', hist.t, hist.commitsPerSec, function (x) { return fixed(x, 1) + '/s'; }),
       chart('bytes replicated', hist.t, hist.copiedBytesPerSec, perSec),
-      chart('bytes read across regions', hist.t, hist.egressBytesPerSec, perSec)
+      chart('bytes read from buckets, all region pairs', hist.t, hist.egressBytesPerSec, perSec)
     );
 
     var regions = v.regions || {};
@@ -255,7 +255,7 @@ export function dashboardHtml(refreshMs: number): string {
 <h2>Mirrors</h2><div id="mirrors"></div>
 <h2>Processes</h2><div id="processes"></div>
 <h2>Cache groups</h2><div id="groups"></div>
-<h2>Bytes across regions</h2><div id="egress"></div>
+<h2>Bytes read, bucket region → client region</h2><div id="egress"></div>
 <h2>Sessions</h2><div id="sessions"></div>
 <h2>Changelog consumers</h2><div id="consumers"></div>
 <h2>Recent errors</h2><div id="errors"></div>
