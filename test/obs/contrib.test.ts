@@ -34,6 +34,10 @@ async function servedNames(): Promise<Set<string>> {
   for (const f of ['src/cli/replicate.ts', 'src/cli/mirror.ts', 'src/cli/serve.ts']) {
     for (const m of (await readFile(join(REPO, f), 'utf8')).matchAll(/'(ferry_(?:replication|mirror|service)_[a-z_]+)'/g)) names.add(m[1]!);
   }
+  // The cache node names its own metrics from a prefix: ferry_cache_node_ + each gauge('x')/counter('x').
+  const node = await readFile(join(REPO, 'src/cli/cachenode.ts'), 'utf8');
+  for (const m of node.matchAll(/\b(?:gauge|counter)\('([a-z_]+)'/g)) names.add(`ferry_cache_node_${m[1]!}`);
+  for (const m of node.matchAll(/'(ferry_cache_node_[a-z_]+)'/g)) names.add(m[1]!);
   return names;
 }
 
