@@ -37,9 +37,7 @@ export class MountStats {
   }
 
   record(op: string, failed: boolean, seconds: number): void {
-    this.fuse.ops.inc({ op });
-    if (failed) this.fuse.errors.inc({ op });
-    this.fuse.opSeconds.observe({ op }, seconds);
+    this.fuse.record(op, failed, seconds);
   }
 
   /** The sources' counters as `ferry_<name>` gauges (with `extra`, e.g. usage from statfs). */

@@ -56,6 +56,7 @@ export class SqliteEngine extends EngineCore {
     scan: Statement<[string, string, string, number], { key: string; value: string }>;
     scanAll: Statement<[string, string, number], { key: string; value: string }>;
     logState: Statement<[], { last: number; floor: number }>;
+    fence: Statement<[string, string, string], { demoted: string | null; last: number }>;
     logInsert: Statement<[number, number, string]>;
     logSetLast: Statement<[number]>;
     logRead: Statement<[number, number], { seq: number; time: number; ops: string }>;
@@ -102,6 +103,8 @@ export class SqliteEngine extends EngineCore {
       // Without `after` the empty key is included (`key > ''` would skip it).
       scanAll: this.db.prepare('SELECT key, value FROM rec WHERE kind = ? AND part = ? ORDER BY key LIMIT ?'),
       logState: this.db.prepare('SELECT last, floor FROM logstate WHERE id = 0'),
+      // A logging commit's fence (the demotion record) and the changelog's last seq, in one statement.
+      fence: this.db.prepare('SELECT (SELECT value FROM rec WHERE kind = ? AND part = ? AND key = ?) AS demoted, last FROM logstate WHERE id = 0'),
       logInsert: this.db.prepare('INSERT INTO log (seq, time, ops) VALUES (?, ?, ?)'),
       logSetLast: this.db.prepare('UPDATE logstate SET last = ? WHERE id = 0'),
       logRead: this.db.prepare('SELECT seq, time, ops FROM log WHERE seq > ? ORDER BY seq LIMIT ?'),
@@ -142,11 +145,16 @@ export class SqliteEngine extends EngineCore {
       reader: this.reader,
       failed: () => Promise.resolve(undefined),
       commit: (writes, entry) => {
+        let last = 0;
         if (entry !== undefined) {
-          const demoted = this.readGet(DEMOTION_ADDRESS.kind, DEMOTION_ADDRESS.part, DEMOTION_ADDRESS.key);
-          if (demoted !== undefined) return Promise.resolve(new Demoted(demoted as unknown as DemotionRec));
+          // Read under the write lock (BEGIN IMMEDIATE): neither can change before COMMIT.
+          this.wire.more(1);
+          const row = this.st.fence.get(DEMOTION_ADDRESS.kind, DEMOTION_ADDRESS.part, DEMOTION_ADDRESS.key);
+          if (row === undefined) throw new Error('assertion failed: logstate row');
+          if (row.demoted !== null) return Promise.resolve(new Demoted(JSON.parse(row.demoted) as DemotionRec));
+          last = row.last;
         }
-        const seq = this.applyWrites(writes, entry);
+        const seq = this.applyWrites(writes, entry, last);
         this.st.commit.run();
         this.wire.more(1);
         return Promise.resolve(seq);
@@ -157,15 +165,15 @@ export class SqliteEngine extends EngineCore {
     });
   }
 
-  /** Writes ops and appends `entry` under the next seq (none: no entry); returns that seq. */
-  private applyWrites(ops: readonly LogOp[], entry: NewEntry | undefined): number | undefined {
-    this.wire.more(ops.length + (entry === undefined ? 0 : 3));
+  /** Writes ops and appends `entry` under the seq after `last` (none: no entry); returns that seq. */
+  private applyWrites(ops: readonly LogOp[], entry: NewEntry | undefined, last: number): number | undefined {
+    this.wire.more(ops.length + (entry === undefined ? 0 : 2));
     for (const [kind, part, key, value] of ops) {
       if (value === null) this.st.del.run(kind, part, key);
       else this.st.put.run(kind, part, key, JSON.stringify(value));
     }
     if (entry === undefined) return undefined;
-    const seq = this.state().last + 1;
+    const seq = last + 1;
     this.st.logInsert.run(seq, entry.time, entry.opsJson);
     this.st.logSetLast.run(seq);
     return seq;

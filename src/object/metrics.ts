@@ -15,6 +15,8 @@ export class MetricsStore implements ObjectStore {
   readonly description: string;
   private readonly inner: ObjectStore;
   private readonly labels: { region: string; bucket: string };
+  /** The timing series' labels per op, built once (not a spread per call). */
+  private readonly opLabels: Record<Op, { region: string; bucket: string; op: Op }>;
   private readonly seconds: Histogram<'region' | 'bucket' | 'op'>;
   private readonly errors: Counter<'region' | 'bucket' | 'op' | 'kind'>;
   private readonly readBytes: Counter<'region' | 'bucket'>;
@@ -25,6 +27,7 @@ export class MetricsStore implements ObjectStore {
     this.inner = inner;
     this.description = inner.description;
     this.labels = { region, bucket: inner.description };
+    this.opLabels = Object.fromEntries(OPS.map((op) => [op, { ...this.labels, op }])) as Record<Op, { region: string; bucket: string; op: Op }>;
     this.seconds = metrics.objectRequestSeconds;
     this.errors = metrics.objectErrors;
     this.readBytes = metrics.objectReadBytes;
@@ -90,7 +93,7 @@ export class MetricsStore implements ObjectStore {
       this.errors.inc({ ...this.labels, op, kind });
       throw err;
     } finally {
-      this.seconds.observe({ ...this.labels, op }, (performance.now() - t0) / 1000);
+      this.seconds.observe(this.opLabels[op], (performance.now() - t0) / 1000);
     }
   }
 }

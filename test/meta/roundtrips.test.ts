@@ -35,15 +35,15 @@ const RUNS = 4;
  */
 const LIMITS: Record<'sqlite' | 'redis' | 'postgres', Record<Op, [number, number, number]>> = {
   sqlite: {
-    create: [0, 12, 0],
+    create: [0, 11, 0],
     lookup: [0, 3, 0],
     getattr: [0, 1, 0],
-    write: [0, 13, 0],
-    rename: [0, 14, 0],
-    unlink: [0, 15, 0],
-    'unlink-data': [0, 19, 0],
-    mkdir: [0, 12, 0],
-    rmdir: [0, 15, 0],
+    write: [0, 12, 0],
+    rename: [0, 13, 0],
+    unlink: [0, 14, 0],
+    'unlink-data': [0, 18, 0],
+    mkdir: [0, 11, 0],
+    rmdir: [0, 14, 0],
   },
   redis: {
     create: [2, 3, 2],
