@@ -60,6 +60,13 @@ async function freePort(): Promise<number> {
 }
 
 const children: ChildProcess[] = [];
+// A bench stopped early (Ctrl-C, or its output piped into `head`) must not leave cache nodes running: 'exit'
+// handlers run on process.exit, which these turn an interrupt or a closed stdout into.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+process.stdout.on('error', () => process.exit(1));
 
 async function startNode(meta: string, group: string, cacheDir: string): Promise<ChildProcess> {
   const port = await freePort();
